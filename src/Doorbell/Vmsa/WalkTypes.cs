@@ -1,0 +1,97 @@
+namespace Doorbell.Vmsa;
+
+/// <summary>What a transaction wants to do. Requests carry exactly one of Read/Write/Execute, plus Privileged when the master is privileged.</summary>
+[Flags]
+public enum AccessFlags : byte
+{
+    None = 0,
+    Read = 1,
+    Write = 2,
+    Execute = 4,
+    Privileged = 8,
+}
+
+/// <summary>Permissions a translation grants (one stage, or the two stages combined).</summary>
+[Flags]
+public enum PagePermissions : byte
+{
+    None = 0,
+    UserRead = 1,
+    UserWrite = 2,
+    UserExecute = 4,
+    PrivRead = 8,
+    PrivWrite = 16,
+    PrivExecute = 32,
+    All = 63,
+}
+
+public enum TranslationStage : byte
+{
+    None = 0,
+    Stage1 = 1,
+    Stage2 = 2,
+}
+
+/// <summary>Fault kinds of a VMSAv8-64 translation (Arm ARM D8; SMMUv3 F_TRANSLATION/F_ACCESS/F_PERMISSION/F_ADDR_SIZE/F_WALK_EABT).</summary>
+public enum FaultKind : byte
+{
+    None = 0,
+    Translation,
+    AccessFlag,
+    Permission,
+    AddressSize,
+    /// <summary>A descriptor fetch was answered with an external abort (nothing decodes the table address).</summary>
+    WalkExternalAbort,
+}
+
+/// <summary>
+/// A translation fault as a value. For a stage-2 fault taken on a stage-1 table walk (nested),
+/// <see cref="OnStage1Walk"/> is true and <see cref="Ipa"/> is the table address that stage 2 could not translate.
+/// </summary>
+public readonly record struct TranslationFault(
+    FaultKind Kind,
+    TranslationStage Stage,
+    sbyte Level,
+    ulong InputAddress,
+    ulong Ipa,
+    bool OnStage1Walk,
+    ulong FetchAddress,
+    AccessFlags Access)
+{
+    public bool IsFault => Kind != FaultKind.None;
+    public override string ToString() =>
+        $"{Kind} fault, stage {(int)Stage}, level {Level}, input 0x{InputAddress:x}" +
+        (Stage == TranslationStage.Stage2 ? $", IPA 0x{Ipa:x}" : "") +
+        (OnStage1Walk ? " (on stage-1 table walk)" : "") +
+        (Kind == FaultKind.WalkExternalAbort ? $", fetch 0x{FetchAddress:x}" : "");
+}
+
+/// <summary>
+/// A cached translation: an input block of 2^SizeLog2 bytes at InputBase maps to OutputBase. For nested
+/// translations the block is the smaller of the stage-1 and stage-2 blocks and both stages' permissions are kept,
+/// so a permission fault can name the stage that denied it.
+/// </summary>
+public struct TlbEntry
+{
+    public ulong InputBase;
+    public ulong OutputBase;
+    public byte SizeLog2;
+    /// <summary>Level of the leaf descriptor (stage 1 when present, else stage 2).</summary>
+    public sbyte Level;
+    public Granule Granule;
+    public PagePermissions Stage1Permissions;
+    public PagePermissions Stage2Permissions;
+    public ushort Asid;
+    public ushort Vmid;
+    /// <summary>nG = 0 at stage 1 (or no stage 1): matches any ASID.</summary>
+    public bool Global;
+    public bool HasStage1;
+    public bool HasStage2;
+    /// <summary>Stage-1 AttrIndx (MAIR index) and stage-2 MemAttr, for reports.</summary>
+    public byte AttrIndex;
+    public byte Stage2MemAttr;
+
+    public readonly ulong SizeBytes => 1UL << SizeLog2;
+    public readonly ulong OffsetMask => (1UL << SizeLog2) - 1;
+    public readonly ulong Translate(ulong input) => OutputBase | (input & OffsetMask);
+}
