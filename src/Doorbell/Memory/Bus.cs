@@ -75,3 +75,18 @@ public interface IMemoryPort
     BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes);
     BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes);
 }
+
+/// <summary>
+/// An IOMMU seen from the bus masters below it: one upstream port per StreamID. A device's DMA and MSI writes go
+/// through its port, are translated (or faulted) there, and reach the system bus with their attributes intact.
+/// </summary>
+public interface IIommuUpstream
+{
+    IMemoryPort CreateStreamPort(uint streamId);
+}
+
+/// <summary>A wired interrupt input (an SPI of a GIC, a PPI, …). Level semantics: edge-triggered inputs latch on a rising level.</summary>
+public interface IInterruptLine
+{
+    void SetLevel(bool asserted);
+}
