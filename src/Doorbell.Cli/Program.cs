@@ -15,5 +15,6 @@ run.SetAction(parse =>
     return scenario.Run(context) == 0 ? 0 : 1;
 });
 root.Subcommands.Add(run);
+root.Subcommands.Add(Doorbell.Cli.AuditCommand.Create());
 
 return root.Parse(args).Invoke();
