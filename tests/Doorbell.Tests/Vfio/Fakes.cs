@@ -118,7 +118,7 @@ public sealed class FakePciFunction : IVfioPciFunction
 
     public void W16(int o, ushort v) => BinaryPrimitives.WriteUInt16LittleEndian(Config.AsSpan(o), v);
     public void W32(int o, uint v) => BinaryPrimitives.WriteUInt32LittleEndian(Config.AsSpan(o), v);
-    public ushort R16(int o) => BinaryPrimitives.ReadUInt16LittleEndian(Config.AsSpan(o));
+    public uint R16(int o) => BinaryPrimitives.ReadUInt16LittleEndian(Config.AsSpan(o));
     public uint R32(int o) => BinaryPrimitives.ReadUInt32LittleEndian(Config.AsSpan(o));
     public void Writable(int o, int n, uint mask) { for (var i = 0; i < n; i++) _writable[o + i] |= (byte)(mask >> (8 * i)); }
     public void W1c(int o, int n, uint mask) { for (var i = 0; i < n; i++) _w1c[o + i] |= (byte)(mask >> (8 * i)); }
