@@ -41,9 +41,11 @@ public class GroupIsolationTests
         Assert.Equal(-Errno.EBUSY, w.SetContainer(g, c)); // a host driver owns DMA of a group member
         group.SetOtherDevice("0000:00:02.0", HostDriver.PciStub);
         Assert.Equal(0, w.SetContainer(g, c));
-        Assert.Equal(VfioGroupFlags.Viable, Status(w, g)); // container set but no IOMMU yet
+        Assert.Equal(VfioGroupFlags.Viable | VfioGroupFlags.ContainerSet, Status(w, g)); // container set, no IOMMU yet
         Assert.Equal(0, w.Proc.Ioctl(c, VfioIoctl.SetIommu, VfioExtension.Type1v2Iommu));
         Assert.Equal(VfioGroupFlags.Viable | VfioGroupFlags.ContainerSet, Status(w, g));
+        Assert.Equal(0, w.Proc.Ioctl(g, VfioIoctl.GroupUnsetContainer, 0UL));
+        Assert.Equal(VfioGroupFlags.Viable, Status(w, g));
     }
 
     [Fact]

@@ -143,7 +143,7 @@ public sealed class VfioGroupFile : VfioFile
         if (!UserArg.TryRead(arg, minsz, out VfioGroupStatus st)) return -Errno.EFAULT;
         if (st.Argsz < minsz) return -Errno.EINVAL;
         st.Flags = 0;
-        if (Group.Container?.Iommu is not null) st.Flags |= VfioGroupFlags.ContainerSet | VfioGroupFlags.Viable;
+        if (Group.Container is not null) st.Flags |= VfioGroupFlags.ContainerSet | VfioGroupFlags.Viable; // vfio_group_has_iommu
         else if (Group.IsViable) st.Flags |= VfioGroupFlags.Viable;
         return UserArg.TryWrite(arg, minsz, st) ? 0 : -Errno.EFAULT;
     }
