@@ -95,6 +95,10 @@ public class VfioBenchmarks
         MemoryMarshal.Write(set, new VfioIrqSet { Argsz = 24, Flags = VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger, Index = VfioPciIndex.IrqMsix, Start = 0, Count = 1 });
         BitConverter.TryWriteBytes(set.AsSpan(20), _vfioFd.Fd);
         if (_proc.Ioctl(dev, VfioIoctl.DeviceSetIrqs, set) != 0) throw new InvalidOperationException("set irqs");
+        // The measured paths must succeed: a pair maps and unmaps one page; a vector reaches the eventfd.
+        var before = ((VfioContainer)_proc.File(_container)!).Iommu!.DmaAvail;
+        if (MapUnmapDmaPair() != 0 || ((VfioContainer)_proc.File(_container)!).Iommu!.DmaAvail != before) throw new InvalidOperationException("map/unmap");
+        if (MsixVectorToEventFdRead() != 1 || EventFdWriteReadBare() != 1) throw new InvalidOperationException("eventfd");
     }
 
     [GlobalCleanup]

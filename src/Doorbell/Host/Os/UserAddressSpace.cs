@@ -212,6 +212,28 @@ public sealed class UserAddressSpace
         return UserAccess.Ok;
     }
 
+    /// <summary>Host pages that could still back anonymous memory (free in the allocator plus already resident).</summary>
+    public long AvailablePages => _alloc.FreePages + _pages.Count;
+
+    /// <summary>True when every page of [vaddr, vaddr+length) is mapped; counts the anonymous (pinnable) pages without
+    /// touching them, so a caller can refuse a huge request before allocating anything.</summary>
+    public bool RangeInfo(ulong vaddr, ulong length, out ulong anonymousPages)
+    {
+        anonymousPages = 0;
+        var end = vaddr + length;
+        if (end < vaddr) return false;
+        var at = vaddr;
+        for (var guard = 0; at < end && guard <= _vmas.Count; guard++)
+        {
+            var v = Find(at);
+            if (v is null) return false;
+            var e = Math.Min(v.End, end);
+            if (!v.Pfn) anonymousPages += (e - at + Page - 1) / Page;
+            at = e;
+        }
+        return at >= end;
+    }
+
     /// <summary>pin_user_pages / follow_pfn: resolves <paramref name="physOut"/>.Length pages from page-aligned
     /// <paramref name="vaddr"/>. Anonymous pages are faulted in and pinned; PFN (MMIO) pages are resolved but not
     /// pinned. Returns the number of pinned (accountable) pages, or -EFAULT when any page is unmapped.</summary>

@@ -176,12 +176,15 @@ public sealed class Type1Iommu
         if (_dmaAvail == 0) return -Errno.ENOSPC;
         if (!IovaValid(iova, iova + size - 1)) return -Errno.EINVAL;
 
-        // Pin (vfio_pin_pages_remote) against RLIMIT_MEMLOCK.
+        // Pin (vfio_pin_pages_remote) against RLIMIT_MEMLOCK. Refuse before allocating when it cannot succeed.
+        var limitPages = _process.MemlockLimitBytes / PageSize;
+        if (!_process.Memory.RangeInfo(vaddr, size, out var anon)) return -Errno.EFAULT;
+        if (!_process.CapIpcLock && _process.LockedPages + anon > limitPages) return -Errno.ENOMEM;
+        if (anon > (ulong)_process.Memory.AvailablePages || size / PageSize > int.MaxValue / 16) return -Errno.ENOMEM;
         var npages = (int)(size / PageSize);
         var pages = new ulong[npages];
         var pinned = _process.Memory.Pin(vaddr, pages, (prot & IommuProt.Write) != 0);
         if (pinned < 0) return pinned;
-        var limitPages = _process.MemlockLimitBytes / PageSize;
         if (!_process.CapIpcLock && _process.LockedPages + (ulong)pinned > limitPages)
         {
             _process.Memory.Unpin(pages);
