@@ -176,3 +176,38 @@ public class PciRegionTests
         Assert.Equal(-Errno.EBADF, t.W.Proc.Ioctl(t.Fd, VfioIoctl.DeviceGetInfo, b));
     }
 }
+
+public class PciIoeventfdTests
+{
+    static int Ioeventfd(PciTestDevice t, uint flags, ulong offset, ulong data, int fd, uint argsz = 32)
+    {
+        var b = VfioWorld.Bytes(new VfioDeviceIoeventfd { Argsz = argsz, Flags = flags, Offset = offset, Data = data, Fd = fd });
+        return t.W.Proc.Ioctl(t.Fd, VfioIoctl.DeviceIoeventfd, b);
+    }
+
+    [Fact]
+    public void Ioeventfd_writes_the_bar_when_signalled_and_follows_linux_errors()
+    {
+        var t = new PciTestDevice();
+        using var e = EventFd.Create();
+        Assert.Equal(32, System.Runtime.InteropServices.Marshal.SizeOf<VfioDeviceIoeventfd>());
+        Assert.Equal(-Errno.EINVAL, Ioeventfd(t, 4, 0x40, 0xAB, e.Fd, argsz: 27));
+        Assert.Equal(-Errno.EINVAL, Ioeventfd(t, 0x10 | 4, 0x40, 0xAB, e.Fd));
+        Assert.Equal(-Errno.EINVAL, Ioeventfd(t, 3, 0x40, 0xAB, e.Fd));           // two sizes
+        Assert.Equal(-Errno.EINVAL, Ioeventfd(t, 4, VfioPciIndex.IndexToOffset(VfioPciIndex.Config), 0, e.Fd));
+        Assert.Equal(-Errno.EINVAL, Ioeventfd(t, 4, 0x10_0000 - 2, 0, e.Fd));     // past the BAR
+        Assert.Equal(-Errno.EINVAL, Ioeventfd(t, 4, (2UL << 40) + 0x2010, 0, e.Fd)); // MSI-X table
+        Assert.Equal(-Errno.ENODEV, Ioeventfd(t, 4, 0x40, 0xAB, -1));             // nothing to remove
+        Assert.Equal(0, Ioeventfd(t, 4, 0x40, 0xCAFE_F00D, e.Fd));
+        Assert.Equal(-Errno.EEXIST, Ioeventfd(t, 4, 0x40, 0xCAFE_F00D, e.Fd));
+        t.CfgW(0x04, 2, 0x0002);
+        e.Signal();
+        t.Dev.PollIrqfds();
+        Assert.Equal(0xCAFE_F00Du, BitConverter.ToUInt32(t.F.BarMemory[0], 0x40));
+        Assert.Equal(0, Ioeventfd(t, 4, 0x40, 0xCAFE_F00D, -1));
+        t.F.BarMemory[0][0x40] = 0;
+        e.Signal();
+        t.Dev.PollIrqfds();
+        Assert.Equal(0, t.F.BarMemory[0][0x40]);
+    }
+}
