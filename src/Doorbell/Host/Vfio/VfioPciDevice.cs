@@ -8,7 +8,7 @@ using Doorbell.Memory;
 // shared/reference/vfio-semantics.md §2.4): regions at index << 40, region/IRQ info, config virtualization,
 // BAR access with MSI-X table protection and the memory-decode check, reset, and SET_IRQS for INTx/MSI/MSI-X/ERR/REQ
 // delivering to real eventfds. Known limits: no VGA region, no device-specific regions, no dynamic
-// MSI-X allocation, GET_PCI_HOT_RESET_INFO answers -ENODEV (no bus/slot reset modelled).
+// MSI-X allocation, hot reset needs the optional IVfioPciHotResetScope (else -ENODEV).
 namespace Doorbell.Host.Vfio;
 
 public sealed class VfioPciDevice : VfioDevice, IVfioIrqSink, IUserMappingGuard
@@ -157,7 +157,8 @@ public sealed class VfioPciDevice : VfioDevice, IVfioIrqSink, IUserMappingGuard
         if (request == VfioIoctl.DeviceGetIrqInfo) return GetIrqInfo(arg);
         if (request == VfioIoctl.DeviceSetIrqs) return SetIrqs(arg);
         if (request == VfioIoctl.DeviceReset) return ResetIoctl();
-        if (request == VfioIoctl.DeviceGetPciHotResetInfo) return -Errno.ENODEV;
+        if (request == VfioIoctl.DeviceGetPciHotResetInfo) return HotResetInfo(arg);
+        if (request == VfioIoctl.DevicePciHotReset) return HotResetIoctl(arg);
         if (request == VfioIoctl.DeviceIoeventfd) return IoeventfdIoctl(arg);
         return -Errno.ENOTTY;
     }
@@ -580,6 +581,56 @@ public sealed class VfioPciDevice : VfioDevice, IVfioIrqSink, IUserMappingGuard
             return 0;
         }
         return -Errno.EINVAL;
+    }
+
+    // ------------------------------------------------------------------ hot reset
+    int HotResetInfo(Span<byte> arg)
+    {
+        const int minsz = 12, devSize = 8;
+        if (!UserArg.TryRead(arg, minsz, out VfioPciHotResetInfo hdr)) return -Errno.EFAULT;
+        if (hdr.Argsz < minsz) return -Errno.EINVAL;
+        hdr.Flags = 0;
+        if (_fn is not IVfioPciHotResetScope scope) return -Errno.ENODEV;
+        var peers = scope.HotResetPeers;
+        var ret = 0;
+        if (hdr.Argsz < minsz + peers.Count * devSize) ret = -Errno.ENOSPC;
+        hdr.Count = (uint)peers.Count;
+        if (!UserArg.TryWrite(arg, minsz, hdr)) return -Errno.EFAULT;
+        if (ret != 0) return ret;
+        if (arg.Length < minsz + peers.Count * devSize) return -Errno.EFAULT;
+        for (var i = 0; i < peers.Count; i++)
+        {
+            var d = new VfioPciDependentDevice { GroupId = (uint)peers[i].GroupId, Segment = peers[i].Segment, Bus = peers[i].Bus, Devfn = peers[i].Devfn };
+            MemoryMarshal.Write(arg[(minsz + i * devSize)..], in d);
+        }
+        return 0;
+    }
+
+    /// <summary>VFIO_DEVICE_PCI_HOT_RESET (group path): the caller proves ownership of every affected group with
+    /// group fds; -EPERM when one is missing.</summary>
+    int HotResetIoctl(Span<byte> arg)
+    {
+        const int minsz = 12;
+        if (!UserArg.TryRead(arg, minsz, out VfioPciHotResetInfo hdr)) return -Errno.EFAULT;
+        if (hdr.Argsz < minsz || hdr.Flags != 0) return -Errno.EINVAL;
+        if (hdr.Count == 0) return -Errno.EINVAL; // the group path needs the proof
+        if (_fn is not IVfioPciHotResetScope scope) return -Errno.ENODEV;
+        var peers = scope.HotResetPeers;
+        if (hdr.Count > peers.Count) return -Errno.EINVAL;
+        if ((ulong)arg.Length < minsz + 4UL * hdr.Count) return -Errno.EFAULT;
+        var owned = new HashSet<int>();
+        var process = Group.Container?.Process;
+        for (var i = 0; i < hdr.Count; i++)
+        {
+            var fd = MemoryMarshal.Read<int>(arg[(minsz + 4 * i)..]);
+            var f = process?.File(fd);
+            if (f is null) return -Errno.EBADF;
+            if (f is not VfioGroupFile gf) return -Errno.EINVAL;
+            owned.Add(gf.Group.Id);
+        }
+        foreach (var p in peers)
+            if (!owned.Contains(p.GroupId)) return -Errno.EPERM;
+        return scope.HotReset();
     }
 
     // ------------------------------------------------------------------ IOEVENTFD
