@@ -35,6 +35,8 @@ internal sealed class TableWriter
     public ulong NextTableAttributes { get; set; }
     /// <summary>Every table created: (level, input prefix) → table address.</summary>
     public Dictionary<(int Level, ulong Prefix), ulong> Tables { get; } = [];
+    /// <summary>The table attributes (bits 63:59) of the descriptor pointing at each table in <see cref="Tables"/>.</summary>
+    public Dictionary<(int Level, ulong Prefix), ulong> TableAttributes { get; } = [];
 
     public ulong AllocTable(ulong size = 0)
     {
@@ -71,6 +73,7 @@ internal sealed class TableWriter
                 d = Descriptors.Table(t, Granule) | NextTableAttributes;
                 Write(ea, d);
                 Tables[(l + 1, input >> Granule.LevelShift(l))] = t;
+                TableAttributes[(l + 1, input >> Granule.LevelShift(l))] = NextTableAttributes;
             }
             table = Descriptors.OutputAddress(d, Granule, 52);
         }
