@@ -93,6 +93,29 @@ public class TranslatorTests
     }
 
     [Fact]
+    public void Nested_hit_reports_a_stage2_permission_fault_with_the_ipa()
+    {
+        var bus = new PhysicalAddressSpace();
+        bus.AddRam(new PhysAddr(0x4000_0000), 1UL << 32);
+        var alloc = new BumpPageAllocator(0x4000_0000, 1UL << 26);
+        Assert.Equal(0, IoPageTable.Create(bus, alloc, IoPageTableFormat.Stage2, Granule.Size4K, 40, 48, out var s2));
+        Assert.Equal(0, s2!.Map(0x4000_0000, 0x4000_0000, 0x400_0000, IoProt.ReadWrite)); // stage-1 tables: IPA = PA
+        Assert.Equal(0, s2.Map(0x1_0000_0000, 0x2_0000_0000, 0x20_0000, IoProt.Read));     // data: read-only at stage 2
+        Assert.Equal(0, IoPageTable.Create(bus, alloc, IoPageTableFormat.Stage1, Granule.Size4K, 39, 40, out var s1));
+        Assert.Equal(0, s1!.Map(0x8000, 0x1_0000_3000, 0x1000, IoProt.ReadWrite));
+        var cfg = new TranslationConfig(s1.CreateStage1Config(asid: 2), s2.CreateStage2Config(vmid: 6));
+        var tlb = new Iotlb();
+        var tr = new Translator(bus, tlb);
+        Assert.True(tr.Translate(cfg, 0x8010, R, out var e, out _));
+        Assert.Equal(0x2_0000_3010UL, e.Translate(0x8010));
+        Assert.False(tr.Translate(cfg, 0x8010, W, out _, out var f));
+        Assert.Equal((FaultKind.Permission, TranslationStage.Stage2, 0x1_0000_3010UL, (sbyte)2), (f.Kind, f.Stage, f.Ipa, f.Level));
+        Assert.Equal(1, tlb.Hits);
+        tlb.InvalidateByIpa(6, 0x1_0010_0000, leafOnly: true); // same 2M stage-2 block: the combined entry goes
+        Assert.Equal(0, tlb.Count);
+    }
+
+    [Fact]
     public void Hit_path_allocates_nothing()
     {
         var (bus, _, cfg) = Setup();

@@ -381,6 +381,27 @@ public class WalkerVectorTests
     }
 
     [Fact]
+    public void Lpa_64K_52_bit_output_in_descriptor_bits_15_12_and_level_1_blocks()
+    {
+        var (_, walker, w) = S1Setup(Granule.Size64K, 52);
+        Assert.Equal(1, w.StartLevel);
+        Assert.Equal(10, w.StartBits);
+        const ulong highPa = 0xF_1234_5678_0000; // above 2^48
+        w.Leaf(0xF_0000_0001_0000, 3, highPa, TableWriter.S1Rw);
+        w.Leaf(0x400_0000_0000, 1, 0x8_0000_0000_0000, TableWriter.S1Rw); // 4TB block at level 1 (FEAT_LPA)
+        var cfg = S1(Granule.Size64K, 52, w.Root, oas: 52);
+        Assert.Null(cfg.Stage1!.Low.Validate(52));
+        var r = walker.Walk(cfg, 0xF_0000_0001_0ABC, PR);
+        Assert.False(r.IsFault, r.Fault.ToString());
+        Assert.Equal(highPa + 0xABC, r.Entry.Translate(0xF_0000_0001_0ABC));
+        r = walker.Walk(cfg, 0x400_0000_1000, PR);
+        Assert.Equal((42, 1), (r.Entry.SizeLog2, (int)r.Entry.Level));
+        Assert.Equal(0x8_0000_0000_1000UL, r.Entry.Translate(0x400_0000_1000));
+        // The same tables with a 48-bit output size: the level-1 block is not allowed.
+        AssertFault(walker.Walk(S1(Granule.Size64K, 52, w.Root, oas: 48), 0x400_0000_1000, PR), FaultKind.Translation, TranslationStage.Stage1, 1);
+    }
+
+    [Fact]
     public void Walk_allocates_nothing()
     {
         var (_, walker, w) = S1Setup(Granule.Size4K, 48);
