@@ -15,6 +15,7 @@ namespace Doorbell.Vmsa;
 /// <summary>The outcome of one walk: a TLB entry, or a fault naming stage, kind and level.</summary>
 public readonly struct WalkResult
 {
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public WalkResult(in TlbEntry entry, in TranslationFault fault)
     {
         Entry = entry;
@@ -321,29 +322,25 @@ public sealed class PageTableWalker
         granule = Granule.Size4K;
         if (region is null)
         {
-            fault = new TranslationFault(FaultKind.Translation, TranslationStage.Stage1, 0, input, 0, false, 0, access);
-            return false;
+            return Fail(ref fault, FaultKind.Translation, TranslationStage.Stage1, 0, input, access);
         }
         granule = region.Granule;
         var n = region.InputSize;
         if (n is < 12 or > 52)
         {
-            fault = new TranslationFault(FaultKind.Translation, TranslationStage.Stage1, 0, input, 0, false, 0, access);
-            return false;
+            return Fail(ref fault, FaultKind.Translation, TranslationStage.Stage1, 0, input, access);
         }
         var upperMask = ~((1UL << n) - 1);
         var upper = va & upperMask;
         if (high ? upper != upperMask : upper != 0)
         {
             // Input outside the configured range: translation fault at level 0.
-            fault = new TranslationFault(FaultKind.Translation, TranslationStage.Stage1, 0, input, 0, false, 0, access);
-            return false;
+            return Fail(ref fault, FaultKind.Translation, TranslationStage.Stage1, 0, input, access);
         }
         if (region.WalksDisabled)
         {
             // EPDn = 1: a miss in this half faults without a walk.
-            fault = new TranslationFault(FaultKind.Translation, TranslationStage.Stage1, 0, input, 0, false, 0, access);
-            return false;
+            return Fail(ref fault, FaultKind.Translation, TranslationStage.Stage1, 0, input, access);
         }
         var start = StartLevelFor(granule, n);
         return WalkTables(granule, n, start, region.TableBase, s1.OutputSize, va, input, access,
@@ -356,8 +353,7 @@ public sealed class PageTableWalker
         var n = s2.InputSize;
         if (n is < 12 or > 52 || (ipa >> n) != 0)
         {
-            fault = new TranslationFault(FaultKind.Translation, TranslationStage.Stage2, 0, input, ipa, onStage1Walk, 0, access);
-            return false;
+            return Fail(ref fault, FaultKind.Translation, TranslationStage.Stage2, 0, input, access, ipa: ipa, onStage1Walk: onStage1Walk);
         }
         if (!WalkTables(s2.Granule, n, s2.StartLevel, s2.TableBase, s2.OutputSize, ipa, input, access,
                 TranslationStage.Stage2, s2.HardwareAccessFlag, s2.AccessFlagFaultsDisabled, null, update, ref leaf, ref fault))
@@ -367,6 +363,15 @@ public sealed class PageTableWalker
             return false;
         }
         return true;
+    }
+
+    /// <summary>Records a fault; kept out of line so the walk loop stays small enough for the bus read to inline.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static bool Fail(ref TranslationFault fault, FaultKind kind, TranslationStage stage, int level, ulong input, AccessFlags access,
+        ulong fetch = 0, ulong ipa = 0, bool onStage1Walk = false)
+    {
+        fault = new TranslationFault(kind, stage, (sbyte)level, input, ipa, onStage1Walk, fetch, access);
+        return false;
     }
 
     /// <summary>
@@ -383,8 +388,7 @@ public sealed class PageTableWalker
         if (outputSize is < 32 or > 52) outputSize = 48;
         if (startLevel is < 0 or > 3)
         {
-            fault = new TranslationFault(FaultKind.Translation, stage, 0, input, 0, false, 0, access);
-            return false;
+            return Fail(ref fault, FaultKind.Translation, stage, 0, input, access);
         }
         var level = startLevel;
         var shift = gShift + (3 - level) * stride;
@@ -392,16 +396,14 @@ public sealed class PageTableWalker
         if (bits < 1 || bits > stride + 4)
         {
             // Not resolvable from this start level (at most 16 concatenated tables): an invalid configuration.
-            fault = new TranslationFault(FaultKind.Translation, stage, (sbyte)level, input, 0, false, 0, access);
-            return false;
+            return Fail(ref fault, FaultKind.Translation, stage, level, input, access);
         }
         // The base is aligned to the initial table's size (low bits treated as zero).
         var table = tableBase & ~((8UL << bits) - 1);
         if ((table >> outputSize) != 0)
         {
             // Table base beyond the output size: address size fault at level 0.
-            fault = new TranslationFault(FaultKind.AddressSize, stage, 0, input, 0, false, 0, access);
-            return false;
+            return Fail(ref fault, FaultKind.AddressSize, stage, 0, input, access);
         }
         ulong tableAttr = 0;
         var oaField = Descriptors.AddressMask48 & ~((1UL << gShift) - 1);
@@ -420,8 +422,7 @@ public sealed class PageTableWalker
                 if ((tl.Descriptor & Descriptors.S2ApRead) == 0
                     || (walkStage2.ProtectedTableWalk && ((tl.Descriptor >> (Descriptors.MemAttrShift + 2)) & 3) == 0))
                 {
-                    fault = new TranslationFault(FaultKind.Permission, TranslationStage.Stage2, (sbyte)tl.Level, input, descAddr, true, 0, access);
-                    return false;
+                    return Fail(ref fault, FaultKind.Permission, TranslationStage.Stage2, tl.Level, input, access, ipa: descAddr, onStage1Walk: true);
                 }
                 if (update && (tl.Descriptor & Descriptors.Af) == 0) ApplyUpdates(tl, false, true, walkStage2.HardwareAccessFlag);
                 descPa = tl.OutputBase | (descAddr & ((1UL << tl.SizeLog2) - 1));
@@ -429,13 +430,11 @@ public sealed class PageTableWalker
             DescriptorFetches++;
             if (_bus.ReadU64(descPa, out var d) != BusStatus.Ok)
             {
-                fault = new TranslationFault(FaultKind.WalkExternalAbort, stage, (sbyte)level, input, 0, false, descPa, access);
-                return false;
+                return Fail(ref fault, FaultKind.WalkExternalAbort, stage, level, input, access, descPa);
             }
             if ((d & Descriptors.Valid) == 0)
             {
-                fault = new TranslationFault(FaultKind.Translation, stage, (sbyte)level, input, 0, false, 0, access);
-                return false;
+                return Fail(ref fault, FaultKind.Translation, stage, level, input, access);
             }
             var oa = d & oaField;
             if (lpa64) oa |= ((d >> Descriptors.Lpa64KHighShift) & 0xF) << 48;
@@ -443,8 +442,7 @@ public sealed class PageTableWalker
             {
                 if ((oa >> outputSize) != 0)
                 {
-                    fault = new TranslationFault(FaultKind.AddressSize, stage, (sbyte)level, input, 0, false, 0, access);
-                    return false;
+                    return Fail(ref fault, FaultKind.AddressSize, stage, level, input, access);
                 }
                 if (stage == TranslationStage.Stage1) tableAttr |= d & 0xF800_0000_0000_0000UL;
                 table = oa;
@@ -456,19 +454,16 @@ public sealed class PageTableWalker
             if (level == 3 ? (d & Descriptors.TypeTableOrPage) == 0 : !Descriptors.BlockAllowed(g, level, outputSize))
             {
                 // Reserved encoding (block at level 3, or a block where the granule has none).
-                fault = new TranslationFault(FaultKind.Translation, stage, (sbyte)level, input, 0, false, 0, access);
-                return false;
+                return Fail(ref fault, FaultKind.Translation, stage, level, input, access);
             }
             oa &= ~((1UL << shift) - 1);
             if ((oa >> outputSize) != 0)
             {
-                fault = new TranslationFault(FaultKind.AddressSize, stage, (sbyte)level, input, 0, false, 0, access);
-                return false;
+                return Fail(ref fault, FaultKind.AddressSize, stage, level, input, access);
             }
             if ((d & Descriptors.Af) == 0 && !hardwareAf && !afFaultsDisabled)
             {
-                fault = new TranslationFault(FaultKind.AccessFlag, stage, (sbyte)level, input, 0, false, 0, access);
-                return false;
+                return Fail(ref fault, FaultKind.AccessFlag, stage, level, input, access);
             }
             if ((d & Descriptors.Contiguous) != 0)
             {
@@ -483,7 +478,6 @@ public sealed class PageTableWalker
             leaf.TableAttributes = tableAttr;
             return true;
         }
-        fault = new TranslationFault(FaultKind.Translation, stage, 3, input, 0, false, 0, access);
-        return false;
+        return Fail(ref fault, FaultKind.Translation, stage, 3, input, access);
     }
 }
