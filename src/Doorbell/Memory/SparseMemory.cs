@@ -6,7 +6,7 @@ namespace Doorbell.Memory;
 /// <summary>
 /// Byte store for a 52-bit physical space. 4 KiB pages are allocated on the first write; reads of pages never
 /// written return zeros and allocate nothing. The page index is a four-level radix of 10 bits a level, so a
-/// lookup is four array loads, and the last page touched is remembered. Not thread-safe: models run on one thread.
+/// lookup is four array loads, and a 64-entry direct-mapped cache remembers recent pages. Not thread-safe: models run on one thread.
 /// </summary>
 public sealed class SparseMemory
 {
@@ -25,8 +25,18 @@ public sealed class SparseMemory
     sealed class Dir1 { public readonly Dir2?[] Next = new Dir2?[LevelSize]; }
 
     readonly Dir1?[] _root = new Dir1?[LevelSize];
-    ulong _lastPageNumber = ulong.MaxValue;
-    byte[]? _lastPage;
+    // Direct-mapped cache of recently used pages (page number → page), so a table walk that touches four
+    // different table pages finds each with one compare. Pages are never freed, so entries never go stale.
+    const int CacheSize = 64;
+    readonly ulong[] _cacheTag = CreateTags();
+    readonly byte[]?[] _cachePage = new byte[]?[CacheSize];
+
+    static ulong[] CreateTags()
+    {
+        var tags = new ulong[CacheSize];
+        Array.Fill(tags, ulong.MaxValue);
+        return tags;
+    }
 
     /// <summary>Number of pages that have been allocated by writes.</summary>
     public long AllocatedPages { get; private set; }
@@ -37,8 +47,9 @@ public sealed class SparseMemory
     byte[]? FindPage(ulong address)
     {
         var pn = address >> PageShift;
-        if (pn == _lastPageNumber)
-            return _lastPage;
+        var slot = (int)(pn & (CacheSize - 1));
+        if (_cacheTag[slot] == pn)
+            return _cachePage[slot];
         return FindPageSlow(pn);
     }
 
@@ -54,11 +65,15 @@ public sealed class SparseMemory
         if (l3 is null) return null;
         var page = l3.Pages[pn & LevelMask];
         if (page is not null)
-        {
-            _lastPageNumber = pn;
-            _lastPage = page;
-        }
+            Remember(pn, page);
         return page;
+    }
+
+    void Remember(ulong pn, byte[] page)
+    {
+        var slot = (int)(pn & (CacheSize - 1));
+        _cacheTag[slot] = pn;
+        _cachePage[slot] = page;
     }
 
     byte[] GetOrAllocatePage(ulong address)
@@ -75,8 +90,7 @@ public sealed class SparseMemory
         page = new byte[PageSize];
         l3.Pages[pn & LevelMask] = page;
         AllocatedPages++;
-        _lastPageNumber = pn;
-        _lastPage = page;
+        Remember(pn, page);
         return page;
     }
 
