@@ -43,6 +43,7 @@ internal sealed class SmmuV3Rig
 
     public void Enable(int strtabLog2 = 8, bool linear = true, int split = 8)
     {
+        Wr(SmmuV3Reg.CR0, 0);
         Wr64(SmmuV3Reg.STRTAB_BASE, StrtabBase);
         Wr(SmmuV3Reg.STRTAB_BASE_CFG, (uint)strtabLog2 | (linear ? 0u : 1u << 16 | (uint)split << 6));
         Wr64(SmmuV3Reg.CMDQ_BASE, CmdqBase | (uint)CmdqLog2);
