@@ -108,6 +108,22 @@ public class SmmuV3CommandTests
         Assert.Equal(kind == "NH_VAA" ? BusStatus.Ok : BusStatus.SlaveError, Touch(rig, 8, Iova));
     }
 
+    [Theory]
+    [InlineData(0, 2, 4)]    // (0 + 1) × 2^2 = 4 pages
+    [InlineData(2, 1, 6)]    // (2 + 1) × 2^1 = 6 pages
+    [InlineData(6, 0, 7)]    // 7 pages
+    public void Range_tlbi_covers_num_plus_1_times_2_to_the_scale_granules(int num, int scale, int pages)
+    {
+        var rig = new SmmuV3Rig();
+        var pt = rig.AttachStage1(8, asid: 3);
+        Assert.Equal(0, pt.Map(Iova, SmmuV3Rig.DataBase, 0x10000, IoProt.ReadWrite));
+        for (var i = 0UL; i < 16; i++) Assert.Equal(BusStatus.Ok, Touch(rig, 8, Iova + i * 0x1000));
+        pt.Unmap(Iova, 0x10000);
+        rig.Submit(SmmuV3Encode.TlbiNhVaRange(0, 3, Iova, tg: 1, num: num, scale: scale), SmmuV3Encode.Sync());
+        for (var i = 0; i < 16; i++)
+            Assert.Equal(i < pages ? BusStatus.SlaveError : BusStatus.Ok, Touch(rig, 8, Iova + (ulong)i * 0x1000));
+    }
+
     [Fact]
     public void Range_fields_are_ignored_without_ril()
     {
@@ -135,7 +151,7 @@ public class SmmuV3CommandTests
         rig.Submit(byVmid ? SmmuV3Encode.TlbiS12Vmall(7) : SmmuV3Encode.TlbiS2Ipa(7, 0x8000_0000), SmmuV3Encode.Sync());
         Assert.Equal(BusStatus.SlaveError, Touch(rig, 8, 0x8000_0000));
         Assert.Equal(byVmid ? BusStatus.SlaveError : BusStatus.Ok, Touch(rig, 8, 0x8000_1000));
-        rig.Submit(SmmuV3Encode.TlbiS2IpaRange(7, 0x8000_0000, tg: 1, num: 0, scale: 0), SmmuV3Encode.Sync());
+        rig.Submit(SmmuV3Encode.TlbiS2IpaRange(7, 0x8000_0000, tg: 1, num: 1, scale: 0), SmmuV3Encode.Sync());
         Assert.Equal(BusStatus.SlaveError, Touch(rig, 8, 0x8000_1000));
     }
 

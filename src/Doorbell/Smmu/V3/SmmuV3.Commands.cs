@@ -119,36 +119,71 @@ public sealed partial class SmmuV3
         var vmid = (ushort)(q0 >> Cmd.VmidShift);
         var asid = (ushort)(q0 >> Cmd.AsidShift);
         var leaf = (q1 & 1) != 0;
-        TlbiRange range = TlbiRange.Single;
-        if (_o.RangeInvalidation)
-        {
-            // TG = 0: not a range (NUM/SCALE ignored). Without IDR3.RIL the fields are RES0 and ignored.
-            var tg = (int)((q1 >> Cmd.TgShift) & 3);
-            if (tg != 0)
-                range = new TlbiRange(tg, (int)((q0 >> Cmd.NumShift) & 0x1F), (int)((q0 >> Cmd.ScaleShift) & 0x1F), (int)((q1 >> Cmd.TtlShift) & 3));
-        }
+        // Range form (IHI 0070 §4.4.1): TG != 0 with IDR3.RIL; without RIL the fields are RES0 and ignored.
+        var tg = _o.RangeInvalidation ? (int)((q1 >> Cmd.TgShift) & 3) : 0;
         switch (op)
         {
             case Cmd.TlbiNhAll:
                 _iotlb.InvalidateStage1ByVmid(vmid);
-                break;
+                return;
             case Cmd.TlbiNhAsid:
                 _iotlb.InvalidateByAsid(vmid, asid);
-                break;
-            case Cmd.TlbiNhVa:
-                if (range.IsRange) _iotlb.InvalidateByVaRange(vmid, asid, q1 & Cmd.VaMask, range, leaf);
-                else _iotlb.InvalidateByVa(vmid, asid, q1 & Cmd.VaMask, leaf);
-                break;
-            case Cmd.TlbiNhVaa:
-                if (range.IsRange) _iotlb.InvalidateByVaRangeAllAsids(vmid, q1 & Cmd.VaMask, range, leaf);
-                else _iotlb.InvalidateByVaAllAsids(vmid, q1 & Cmd.VaMask, leaf);
-                break;
+                return;
             case Cmd.TlbiS12Vmall:
                 _iotlb.InvalidateByVmid(vmid);
+                return;
+        }
+        var addr = op == Cmd.TlbiS2Ipa ? q1 & Cmd.IpaMask : q1 & Cmd.VaMask;
+        if (tg == 0)
+        {
+            InvalidateChunk(op, vmid, asid, addr, TlbiRange.Single, leaf);
+            return;
+        }
+        // SMMUv3 range: (NUM + 1) × 2^SCALE granules from the address (Linux and QEMU agree). The IOTLB's range
+        // record uses the Arm ARM TLBI RVA form, (NUM + 1) × 2^(5·SCALE + 1) granules, so the SMMU range is
+        // decomposed into chunks of that form (exactly the same pages; at most a few chunks).
+        var num = (ulong)((q0 >> Cmd.NumShift) & 0x1F);
+        var scale = (int)((q0 >> Cmd.ScaleShift) & 0x1F);
+        var ttl = (int)((q1 >> Cmd.TtlShift) & 3);
+        var gShift = tg switch { 2 => 14, 3 => 16, _ => 12 };
+        var pages = (num + 1) << scale;
+        var va = addr & ~((1UL << gShift) - 1);
+        for (var guard = 0; pages > 0 && guard < 64; guard++)
+        {
+            if (pages == 1)
+            {
+                InvalidateChunk(op, vmid, asid, va, TlbiRange.Single, leaf);
+                break;
+            }
+            var s = 0;
+            while (s < 12 && 1UL << (5 * (s + 1) + 1) <= pages) s++;
+            var unitLog2 = 5 * s + 1;
+            var units = Math.Min(32UL, pages >> unitLog2);
+            InvalidateChunk(op, vmid, asid, va, new TlbiRange(tg, (int)units - 1, s, ttl), leaf);
+            var bytesLog2 = unitLog2 + gShift;
+            if (bytesLog2 >= 64) break;
+            var step = units << bytesLog2;
+            if (va + step < va) break;
+            va += step;
+            pages -= units << unitLog2;
+        }
+    }
+
+    void InvalidateChunk(byte op, ushort vmid, ushort asid, ulong addr, TlbiRange range, bool leaf)
+    {
+        switch (op)
+        {
+            case Cmd.TlbiNhVa:
+                if (range.IsRange) _iotlb.InvalidateByVaRange(vmid, asid, addr, range, leaf);
+                else _iotlb.InvalidateByVa(vmid, asid, addr, leaf);
+                break;
+            case Cmd.TlbiNhVaa:
+                if (range.IsRange) _iotlb.InvalidateByVaRangeAllAsids(vmid, addr, range, leaf);
+                else _iotlb.InvalidateByVaAllAsids(vmid, addr, leaf);
                 break;
             case Cmd.TlbiS2Ipa:
-                if (range.IsRange) _iotlb.InvalidateByIpaRange(vmid, q1 & Cmd.IpaMask, range, leaf);
-                else _iotlb.InvalidateByIpa(vmid, q1 & Cmd.IpaMask, leaf);
+                if (range.IsRange) _iotlb.InvalidateByIpaRange(vmid, addr, range, leaf);
+                else _iotlb.InvalidateByIpa(vmid, addr, leaf);
                 break;
         }
     }
