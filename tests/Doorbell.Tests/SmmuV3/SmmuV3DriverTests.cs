@@ -234,7 +234,7 @@ public class SmmuV3DriverTests
         var syncs = m.Smmu.SyncsCompleted;
         m.Driver.Issue([SmmuV3Encode.PrefetchConfig(8)], sync: true);
         Assert.Equal(syncs + 1, m.Smmu.SyncsCompleted);
-        Assert.Equal(0u, m.Reg(SmmuV3Reg.CMDQ_CONS) >> 24); // no error pending
+        Assert.Equal(0u, (m.Reg(SmmuV3Reg.GERROR) ^ m.Reg(SmmuV3Reg.GERRORN)) & SmmuV3Field.GerrorCmdq); // no error pending
     }
 
     [Fact]
