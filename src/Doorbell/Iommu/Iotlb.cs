@@ -12,11 +12,12 @@ namespace Doorbell.Iommu;
 // - No TLB conflict aborts: when overlapping entries exist (tables changed without invalidation), the first hit wins.
 
 /// <summary>
-/// A TLBI range in SMMUv3 / Arm TLBI range form (Arm IHI 0070 §4.4.1, Arm ARM TLBI RVA*):
-/// TG selects the granule (0 = not a range: one address), the range is (NUM + 1) × 2^(5 × SCALE + 1) granules,
-/// and TTL (1..3) says the leaf entries are at that level (0 = no hint).
+/// A TLBI range (TG/NUM/SCALE/TTL). TG selects the granule (0 = not a range: one address) and TTL (1..3) says the
+/// leaf entries are at that level (0 = no hint). The length follows SMMUv3 (Arm IHI 0070 §4.4, CMD_TLBI_* Range):
+/// (NUM + 1) × 2^SCALE granules, SCALE 5 bits. With <see cref="CpuEncoding"/> it follows the Arm ARM TLBI RVA*
+/// operations instead: (NUM + 1) × 2^(5 × SCALE + 1) granules, SCALE 2 bits.
 /// </summary>
-public readonly record struct TlbiRange(int Tg, int Num, int Scale, int Ttl)
+public readonly record struct TlbiRange(int Tg, int Num, int Scale, int Ttl, bool CpuEncoding = false)
 {
     /// <summary>A single address (TG = 0): what a non-range TLBI means.</summary>
     public static readonly TlbiRange Single = default;
@@ -26,32 +27,34 @@ public readonly record struct TlbiRange(int Tg, int Num, int Scale, int Ttl)
     /// <summary>Granule of the range: TG 1 → 4K, 2 → 16K, 3 → 64K.</summary>
     public Granule Granule => Tg switch { 2 => Granule.Size16K, 3 => Granule.Size64K, _ => Granule.Size4K };
 
-    /// <summary>Length in bytes, saturated at 2^64 − 1 (NUM and SCALE are 5-bit fields).</summary>
+    /// <summary>Log2 of the multiplier of (NUM + 1) granules.</summary>
+    public int ScaleShift => CpuEncoding ? 5 * (Scale & 3) + 1 : Scale & 31;
+
+    /// <summary>Length in bytes, saturated at 2^64 − 1.</summary>
     public ulong Length
     {
         get
         {
             if (!IsRange) return 1;
-            var shift = 5 * (Scale & 31) + 1 + (int)Granule;
+            var shift = ScaleShift + (int)Granule;
             var pages = (ulong)(Num & 31) + 1;
             if (shift >= 64 || (pages << shift) >> shift != pages) return ulong.MaxValue;
             return pages << shift;
         }
     }
 
-    /// <summary>Range encoding for <paramref name="pages"/> granules (the largest SCALE that fits, as Linux computes), or null when it needs several commands.</summary>
+    /// <summary>
+    /// The SMMUv3 range command for <paramref name="pages"/> granules when one command can say it (SCALE = lowest set
+    /// bit, NUM + 1 = what remains, at most 32 — the split Linux's arm-smmu-v3 driver makes), else null.
+    /// </summary>
     public static TlbiRange? ForPages(Granule granule, ulong pages, int ttl = 0)
     {
         if (pages == 0) return null;
         var tg = granule switch { Granule.Size16K => 2, Granule.Size64K => 3, _ => 1 };
-        for (var scale = 0; scale < 32; scale++)
-        {
-            var unit = 1UL << Math.Min(63, 5 * scale + 1);
-            if (pages % unit != 0) break;
-            var num = pages / unit - 1;
-            if (num <= 31) return new TlbiRange(tg, (int)num, scale, ttl);
-        }
-        return null;
+        var scale = BitOperations.TrailingZeroCount(pages);
+        var num = pages >> scale;
+        if (num > 32 || scale > 31) return null;
+        return new TlbiRange(tg, (int)num - 1, scale, ttl);
     }
 }
 

@@ -8,6 +8,7 @@ public static class DefaultScenario
     public static Scenario Create() => new("default",
     [
         new PhysicalMemoryStep(),
+        new TranslationStep(),
         new SmmuV3Step(),
     ]);
 }
