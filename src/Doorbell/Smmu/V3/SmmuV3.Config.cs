@@ -130,6 +130,14 @@ public sealed partial class SmmuV3
         return ctx.Outcome = StreamOutcome.Translate;
     }
 
+    /// <summary>What CMD_CFGI_STE does to one stream followed by the next transaction's configuration fetch and decode (benchmarks).</summary>
+    internal StreamOutcome InvalidateAndResolve(uint sid, StreamContext ctx)
+    {
+        InvalidateSte(sid, sid);
+        _unsyncedInvalidations = 0;
+        return Resolve(sid, false, 0, 0, AccessFlags.Read, false, ctx);
+    }
+
     // ----- STE -----
 
     /// <summary>Finds the STE address for a StreamID (walking a 2-level table). Returns an event ID on failure (0 = ok).</summary>
