@@ -85,7 +85,7 @@ public sealed partial class SmmuV3
         }
         else if ((write && attributes.Instruction) || address + (ulong)length - 1 < address)
         {
-            RecordTransaction(Evt.F_UUT, port.StreamId, ssv, ssid, address, access);
+            if (SmmuEnabled) RecordTransaction(Evt.F_UUT, port.StreamId, ssv, ssid, address, access);
             return BusStatus.SlaveError;
         }
         switch (ctx.Outcome)
