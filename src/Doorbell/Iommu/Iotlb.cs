@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using Doorbell.Vmsa;
 
 namespace Doorbell.Iommu;
@@ -78,6 +79,7 @@ public sealed class Iotlb
     readonly int[] _sizeCount = new int[64];
     ulong _sizesInUse;
     int _stage2Derived;          // entries with a stage 2 whose key is not their IPA (nested)
+    int _mru = -1;               // way of the last hit: DMA streams reuse the same page, checked before any set probe
 
     /// <param name="sets">Number of sets (power of two, ≥ 2).</param>
     /// <param name="ways">Ways per set (1..16).</param>
@@ -113,32 +115,65 @@ public sealed class Iotlb
     /// <summary>Finds the entry translating <paramref name="input"/> (the walker's <see cref="PageTableWalker.TlbInput"/> form) for the VMID and ASID. Allocates nothing.</summary>
     public bool TryLookup(ushort vmid, ushort asid, ulong input, out TlbEntry entry)
     {
+        var mru = _mru;
+        if (mru >= 0)
+        {
+            ref var m = ref _entries[mru];
+            if (input - m.InputBase <= m.OffsetMask && m.Vmid == vmid && (m.Global || m.Asid == asid))
+            {
+                _referenced[mru] = 1;
+                Hits++;
+                entry = m;
+                return true;
+            }
+        }
         var sizes = _sizesInUse;
         ref var tags = ref MemoryMarshal.GetArrayDataReference(_tags);
         ref var entries = ref MemoryMarshal.GetArrayDataReference(_entries);
+        var vector = _ways == 8 && Vector256.IsHardwareAccelerated;
         while (sizes != 0)
         {
             var s = BitOperations.TrailingZeroCount(sizes);
             sizes &= sizes - 1;
             var tag = Tag(input, s);
             var b = SetBase(tag, vmid);
+            if (vector)
+            {
+                // All eight tags of the set in two compares; then only the matching ways are checked.
+                var t = Vector256.Create(tag);
+                var match = Vector256.Equals(Vector256.LoadUnsafe(ref tags, (nuint)b), t).ExtractMostSignificantBits()
+                            | (Vector256.Equals(Vector256.LoadUnsafe(ref tags, (nuint)(b + 4)), t).ExtractMostSignificantBits() << 4);
+                while (match != 0)
+                {
+                    var i = b + BitOperations.TrailingZeroCount(match);
+                    match &= match - 1;
+                    ref var e = ref Unsafe.Add(ref entries, i);
+                    if (e.Vmid == vmid && (e.Global || e.Asid == asid))
+                        return Hit(i, ref e, out entry);
+                }
+                continue;
+            }
             for (var w = 0; w < _ways; w++)
             {
                 var i = b + w;
                 if (Unsafe.Add(ref tags, i) != tag) continue;
                 ref var e = ref Unsafe.Add(ref entries, i);
                 if (e.Vmid == vmid && (e.Global || e.Asid == asid))
-                {
-                    _referenced[i] = 1;
-                    Hits++;
-                    entry = e;
-                    return true;
-                }
+                    return Hit(i, ref e, out entry);
             }
         }
         Misses++;
         entry = default;
         return false;
+    }
+
+    bool Hit(int i, ref TlbEntry e, out TlbEntry entry)
+    {
+        _referenced[i] = 1;
+        _mru = i;
+        Hits++;
+        entry = e;
+        return true;
     }
 
     /// <summary>Caches a translation. An entry with the same key is replaced; a full set loses its not-recently-used way.</summary>
@@ -188,6 +223,7 @@ public sealed class Iotlb
     void Remove(int i)
     {
         if (_tags[i] == 0) return;
+        if (i == _mru) _mru = -1;
         int s = _entries[i].SizeLog2;
         if (--_sizeCount[s] == 0) _sizesInUse &= ~(1UL << s);
         if (_entries[i].HasStage2 && _entries[i].HasStage1) _stage2Derived--;
