@@ -10,5 +10,6 @@ public static class DefaultScenario
         new PhysicalMemoryStep(),
         new TranslationStep(),
         new VfioStep(),
+        new SmmuV3Step(),
     ]);
 }
