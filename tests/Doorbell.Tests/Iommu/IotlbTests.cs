@@ -258,17 +258,19 @@ public class IotlbTests
         t.Insert(S1(1, 5, 0x1000, 12, 0xA000));
         t.Insert(S1(1, 5, 0x4000_0000, 21, 0x8000_0000));
         t.TryLookup(1, 5, 0x1000, out _);
-        var before = GC.GetAllocatedBytesForCurrentThread();
         ulong sum = 0;
-        for (var i = 0; i < 100_000; i++)
+        AllocationAssert.None(() =>
         {
-            t.TryLookup(1, 5, 0x1000 + (ulong)(i & 0xFFF), out var e);
-            sum += e.OutputBase;
-            t.TryLookup(1, 5, 0x4000_0000 + (ulong)i, out e);
-            sum += e.OutputBase;
-        }
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
-        Assert.Equal(200_001, t.Hits);
+            for (var i = 0; i < 100_000; i++)
+            {
+                t.TryLookup(1, 5, 0x1000 + (ulong)(i & 0xFFF), out var e);
+                sum += e.OutputBase;
+                t.TryLookup(1, 5, 0x4000_0000 + (ulong)i, out e);
+                sum += e.OutputBase;
+            }
+        });
+        Assert.True(t.Hits >= 400_001); // warm-up and measured runs all hit
+        Assert.Equal(0, t.Misses);
         Assert.NotEqual(0UL, sum);
     }
 }
