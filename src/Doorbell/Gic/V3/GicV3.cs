@@ -22,7 +22,7 @@ public sealed record GicV3Options
 /// Secure state; no GICv4 vLPIs (the redistributor's VLPI frame is not mapped); no extended SPI/PPI ranges;
 /// 8 bits of priority; LPI ID space limited to 24 bits; GICD_TYPER.MBIS = 0 (no GICD_SETSPI_NSR MSIs).
 /// </summary>
-public sealed class GicV3 : IMmioHandler
+public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
 {
     // GICD registers, Arm IHI 0069 §12.9. Declared once; dispatch below switches on these offsets.
     public const uint GICD_CTLR = 0x0000, GICD_TYPER = 0x0004, GICD_IIDR = 0x0008, GICD_TYPER2 = 0x000C,
