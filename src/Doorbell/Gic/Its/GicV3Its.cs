@@ -323,8 +323,12 @@ public sealed class GicV3Its : IMmioHandler
         return _bus.ReadU64(itt + (ulong)eventId * EntrySize, out ite) == BusStatus.Ok;
     }
 
-    bool WriteIte(ulong dte, uint eventId, ulong ite) =>
-        _bus.WriteU64((dte & 0x000F_FFFF_FFFF_FF00UL) + (ulong)eventId * EntrySize, ite) == BusStatus.Ok;
+    bool WriteIte(ulong dte, uint eventId, ulong ite)
+    {
+        var a = (dte & 0x000F_FFFF_FFFF_FF00UL) + (ulong)eventId * EntrySize;
+        if (_bus.IsRam(a, 8)) { _bus.Store.WriteU64(a, ite); return true; }
+        return _bus.WriteU64(a, ite) == BusStatus.Ok;
+    }
 
     /// <summary>The PE a collection targets, or -1 when unmapped (collection table entry not valid or unreachable).</summary>
     int CollectionTarget(ushort icid)
@@ -374,8 +378,7 @@ public sealed class GicV3Its : IMmioHandler
         while (_creadr != _cwriter && budget-- > 0)
         {
             uint err;
-            if (_bus.ReadU64(qbase + _creadr, out _cmd[0]) != BusStatus.Ok || _bus.ReadU64(qbase + _creadr + 8, out _cmd[1]) != BusStatus.Ok
-                || _bus.ReadU64(qbase + _creadr + 16, out _cmd[2]) != BusStatus.Ok || _bus.ReadU64(qbase + _creadr + 24, out _cmd[3]) != BusStatus.Ok)
+            if (_bus.Read(qbase + _creadr, System.Runtime.InteropServices.MemoryMarshal.AsBytes(_cmd.AsSpan()), BusAttributes.Cpu) != BusStatus.Ok)
                 err = ItsError.CommandFetchAbort;
             else
                 err = Execute(_cmd);
@@ -384,7 +387,7 @@ public sealed class GicV3Its : IMmioHandler
                 CommandErrorCount++;
                 var e = new ItsCommandError(err, (byte)_cmd[0], (uint)_creadr, (uint)(_cmd[0] >> 32), (uint)_cmd[1]);
                 if (_errors.Count < 4096) _errors.Add(e);
-                _gic.Trace.Emit("its", e.ToString());
+                if (_gic.Trace.Enabled) _gic.Trace.Emit("its", e.ToString());
                 _gic.Strict.Report("its", "IHI 0069 §6.3 (command error)", e.ToString());
                 if (Options.StallOnCommandError) { _stalled = true; return; }
             }
@@ -424,7 +427,7 @@ public sealed class GicV3Its : IMmioHandler
                 var to = ResolveRd((c[3] >> 16) & 0xF_FFFF_FFFFUL);
                 if (from < 0 || to < 0) return ItsError.MovallProcnumOor;
                 _gic.Redistributors[from].MoveAllPendingTo(_gic.Redistributors[to]);
-                _gic.Trace.Emit("its", $"MOVALL cpu{from} -> cpu{to}");
+                if (_gic.Trace.Enabled) _gic.Trace.Emit("its", $"MOVALL cpu{from} -> cpu{to}");
                 return 0;
             }
             default:
@@ -443,7 +446,7 @@ public sealed class GicV3Its : IMmioHandler
         ref var cached = ref _dteCache[deviceId & (uint)(_dteCache.Length - 1)];
         cached.DeviceId = deviceId; cached.Dte = dte; cached.Cached = true;
         InvalidateDeviceTranslations(deviceId);
-        _gic.Trace.Emit("its", $"MAPD dev {deviceId} {(valid ? $"ITT 0x{itt:x} {size + 1} bits" : "unmapped")}");
+        if (_gic.Trace.Enabled) _gic.Trace.Emit("its", $"MAPD dev {deviceId} {(valid ? $"ITT 0x{itt:x} {size + 1} bits" : "unmapped")}");
         return 0;
     }
 
@@ -458,7 +461,7 @@ public sealed class GicV3Its : IMmioHandler
         else if (!EntryAddress(CollectionTable, icid, out var a) || _bus.WriteU64(a, cte) != BusStatus.Ok)
             return ItsError.Code(op, ItsError.CollectionOor);
         _collectionTarget[icid] = valid ? target : -1;
-        _gic.Trace.Emit("its", $"MAPC icid {icid} -> {(valid ? $"cpu{target}" : "unmapped")}");
+        if (_gic.Trace.Enabled) _gic.Trace.Emit("its", $"MAPC icid {icid} -> {(valid ? $"cpu{target}" : "unmapped")}");
         return 0;
     }
 
@@ -506,7 +509,7 @@ public sealed class GicV3Its : IMmioHandler
         var key = ((ulong)deviceId << 32) | eventId;
         ref var e = ref _tcache[CacheIndex(key)];
         e.Key = key; e.Intid = intid; e.Icid = icid; e.Valid = true;
-        _gic.Trace.Emit("its", $"MOVI dev {deviceId} ev {eventId} (LPI {intid}) -> icid {icid} (cpu{to})");
+        if (_gic.Trace.Enabled) _gic.Trace.Emit("its", $"MOVI dev {deviceId} ev {eventId} (LPI {intid}) -> icid {icid} (cpu{to})");
         return 0;
     }
 

@@ -82,6 +82,7 @@ public sealed class GicV3Redistributor
     ulong _propBase, _pendBase;
     int _lpiLimit; // INTIDs below this are valid LPIs on this redistributor
     int _gen = 1;
+    bool _propInRam, _pendInRam;
     LpiSlot[]?[] _chunks = [];
     readonly int[] _head = new int[65], _tail = new int[65];
     ulong _listMask; // bit p: list p (priority p << 2) is non-empty
@@ -127,7 +128,9 @@ public sealed class GicV3Redistributor
     void EnsureConfig(ref LpiSlot s, int index)
     {
         if (s.Gen == _gen) return;
-        _gic.Bus.Read(new PhysAddr(_propBase + (ulong)index), 1, out var cfg, BusAttributes.Cpu);
+        ulong cfg;
+        if (_propInRam) cfg = _gic.Bus.Store.ReadSized(_propBase + (ulong)index, 1);
+        else _gic.Bus.Read(new PhysAddr(_propBase + (ulong)index), 1, out cfg, BusAttributes.Cpu);
         s.Config = (byte)cfg;
         s.Gen = _gen;
         PropertyReads++;
@@ -156,9 +159,18 @@ public sealed class GicV3Redistributor
 
     void WritePendingBit(uint intid, bool set)
     {
+        var bit = 1UL << (int)(intid & 7);
+        if (_pendInRam)
+        {
+            // Fast path: the whole pending table is RAM (checked when LPIs were enabled).
+            var store = _gic.Bus.Store;
+            var addr = _pendBase + intid / 8;
+            var old = store.ReadSized(addr, 1);
+            store.WriteSized(addr, 1, set ? old | bit : old & ~bit);
+            return;
+        }
         var a = new PhysAddr(_pendBase + intid / 8);
         _gic.Bus.Read(a, 1, out var b, BusAttributes.Cpu);
-        var bit = 1UL << (int)(intid & 7);
         _gic.Bus.Write(a, 1, set ? b | bit : b & ~bit, BusAttributes.Cpu);
     }
 
@@ -271,6 +283,8 @@ public sealed class GicV3Redistributor
         _propBase = _propbaser & 0x000F_FFFF_FFFF_F000UL;
         _pendBase = _pendbaser & 0x000F_FFFF_FFFF_0000UL;
         var count = Math.Max(0, _lpiLimit - GicV3.FirstLpi);
+        _propInRam = count > 0 && _gic.Bus.IsRam(_propBase, (ulong)count);
+        _pendInRam = count > 0 && _gic.Bus.IsRam(_pendBase, (ulong)_lpiLimit / 8);
         _chunks = new LpiSlot[]?[(count + ChunkSize - 1) >> ChunkShift];
         Array.Fill(_head, None); Array.Fill(_tail, None); _listMask = 0;
         _gen++;
@@ -340,7 +354,7 @@ public sealed class GicV3Redistributor
                 var want = (value & 1) != 0;
                 if (want && !_enableLpis) EnableLpis();
                 else if (!want && _enableLpis) { _enableLpis = false; _chunks = []; _listMask = 0; }
-                _gic.Trace.Emit("gicr", $"cpu{Cpu} EnableLPIs={(want ? 1 : 0)}");
+                if (_gic.Trace.Enabled) _gic.Trace.Emit("gicr", $"cpu{Cpu} EnableLPIs={(want ? 1 : 0)}");
                 return;
             case GICR_WAKER:
                 _sleep = (value & 2) != 0;
