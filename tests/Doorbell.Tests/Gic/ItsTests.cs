@@ -354,6 +354,20 @@ public class ItsTests
     }
 
     [Fact]
+    public void Mapi_uses_the_event_id_as_the_lpi_and_redistributor_tables_ignore_32_bit_halves_while_enabled()
+    {
+        var h = Basic(1);
+        h.Mapd(3, bits: 16);
+        h.SetLpiConfig(8200, 0x90, true);
+        h.Cmd(c => ItsCommand.Mapi(c, 3, 8200, 0));
+        Assert.Equal(0, h.Its.CommandErrorCount);
+        h.Msi(3, 8200);
+        Assert.Equal(8200UL, h.Cpu(0).Iar1());
+        h.Bus.Write(new PhysAddr(QemuVirtGicV3.GicrBase.Value + GicV3Redistributor.GICR_PENDBASER + 4), 4, 0x1234, BusAttributes.Cpu);
+        Assert.Equal(ItsHarness.PendTables, h.R64(QemuVirtGicV3.GicrBase.Value + GicV3Redistributor.GICR_PENDBASER));
+    }
+
+    [Fact]
     public void Mapd_remap_invalidates_cached_translations_of_that_device()
     {
         var h = Basic(1);

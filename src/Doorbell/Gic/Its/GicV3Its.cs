@@ -74,6 +74,7 @@ public sealed class GicV3Its : IMmioHandler
     struct DteEntry { public uint DeviceId; public bool Cached; public ulong Dte; }
 
     readonly GicV3 _gic;
+    readonly GicV3Redistributor[] _rds;
     readonly PhysicalAddressSpace _bus;
     readonly TranslationEntry[] _tcache;
     readonly int _tcacheShift;
@@ -91,6 +92,7 @@ public sealed class GicV3Its : IMmioHandler
     {
         ArgumentNullException.ThrowIfNull(gic);
         _gic = gic;
+        _rds = gic.Redistributors;
         _bus = gic.Bus;
         Options = options ?? new ItsOptions();
         if (Options.DeviceIdBits is < 1 or > 32 || Options.EventIdBits is < 1 or > 32 || Options.CollectionIdBits is < 1 or > 16)
@@ -248,7 +250,7 @@ public sealed class GicV3Its : IMmioHandler
         }
         var target = CollectionTarget(icid);
         if (target < 0) return Drop(ItsDropReason.UnmappedCollection, deviceId, eventId);
-        if (!_gic.Redistributors[target].SetLpiPending(intid)) return Drop(ItsDropReason.LpiRejected, deviceId, eventId);
+        if (!_rds[target].SetLpiPending(intid)) return Drop(ItsDropReason.LpiRejected, deviceId, eventId);
         Translations++;
         return ItsDropReason.None;
     }
@@ -392,7 +394,8 @@ public sealed class GicV3Its : IMmioHandler
                 if (Options.StallOnCommandError) { _stalled = true; return; }
             }
             CommandsProcessed++;
-            _creadr = (_creadr + 32) % qbytes;
+            _creadr += 32;
+            if (_creadr >= qbytes) _creadr = 0;
         }
     }
 

@@ -75,6 +75,7 @@ public sealed class GicV3Redistributor
     }
 
     readonly GicV3 _gic;
+    readonly SparseMemory _store;
     readonly IrqBank _ppi = new(32);
     bool _enableLpis;
     bool _sleep = true;
@@ -90,6 +91,7 @@ public sealed class GicV3Redistributor
     internal GicV3Redistributor(GicV3 gic, int cpu)
     {
         _gic = gic;
+        _store = gic.Bus.Store;
         Cpu = cpu;
         for (var i = 0; i < 16; i++) _ppi.WriteConfig(0, 0xAAAA_AAAA, 0); // SGIs are edge-triggered
         _ppi.WriteConfig(16, 0, 16);
@@ -129,7 +131,11 @@ public sealed class GicV3Redistributor
     {
         if (s.Gen == _gen) return;
         ulong cfg;
-        if (_propInRam) cfg = _gic.Bus.Store.ReadSized(_propBase + (ulong)index, 1);
+        if (_propInRam)
+        {
+            var a = _propBase + (ulong)index;
+            cfg = _store.ReadU64(a & ~7UL) >> (int)((a & 7) * 8); // aligned word: never crosses a page
+        }
         else _gic.Bus.Read(new PhysAddr(_propBase + (ulong)index), 1, out cfg, BusAttributes.Cpu);
         s.Config = (byte)cfg;
         s.Gen = _gen;
@@ -159,17 +165,19 @@ public sealed class GicV3Redistributor
 
     void WritePendingBit(uint intid, bool set)
     {
-        var bit = 1UL << (int)(intid & 7);
         if (_pendInRam)
         {
-            // Fast path: the whole pending table is RAM (checked when LPIs were enabled).
-            var store = _gic.Bus.Store;
-            var addr = _pendBase + intid / 8;
-            var old = store.ReadSized(addr, 1);
-            store.WriteSized(addr, 1, set ? old | bit : old & ~bit);
+            // Fast path: the whole pending table is RAM (checked when LPIs were enabled); an aligned 64-bit
+            // read-modify-write never crosses a page.
+            var store = _store;
+            var addr = _pendBase + (intid >> 6) * 8;
+            var word = store.ReadU64(addr);
+            var mask = 1UL << (int)(intid & 63);
+            store.WriteU64(addr, set ? word | mask : word & ~mask);
             return;
         }
         var a = new PhysAddr(_pendBase + intid / 8);
+        var bit = 1UL << (int)(intid & 7);
         _gic.Bus.Read(a, 1, out var b, BusAttributes.Cpu);
         _gic.Bus.Write(a, 1, set ? b | bit : b & ~bit, BusAttributes.Cpu);
     }
@@ -359,9 +367,9 @@ public sealed class GicV3Redistributor
             case GICR_WAKER:
                 _sleep = (value & 2) != 0;
                 return;
-            case GICR_PROPBASER or GICR_PENDBASER when _enableLpis:
+            case GICR_PROPBASER or GICR_PENDBASER or GICR_PROPBASER + 4 or GICR_PENDBASER + 4 when _enableLpis:
                 // Writing either register while EnableLPIs = 1 is UNPREDICTABLE; Doorbell ignores it.
-                _gic.Strict.Report("gicr", "IHI 0069 §12.11.28/29 (write with EnableLPIs = 1)", $"cpu{Cpu} {GicRegister.NameOf(Registers, off)} written while LPIs are enabled: ignored");
+                _gic.Strict.Report("gicr", "IHI 0069 §12.11.28/29 (write with EnableLPIs = 1)", $"cpu{Cpu} {GicRegister.NameOf(Registers, off & ~7UL)} written while LPIs are enabled: ignored");
                 return;
             case GICR_PROPBASER: _propbaser = Merge(_propbaser, off, size, value) & 0x0FFF_FFFF_FFFF_FFFFUL; return;
             case GICR_PROPBASER + 4: _propbaser = Merge(_propbaser, off, size, value); return;
