@@ -17,6 +17,8 @@ public sealed record ItsOptions
     public bool PhysicalTargetAddresses { get; init; }
     /// <summary>GITS_TYPER.HCC: collections held in the ITS (ICIDs below this need no collection table).</summary>
     public int HardwareCollections { get; init; }
+    /// <summary>GITS_TYPER.CCT: collection tables are cumulative across ITSs (reported only; one ITS here).</summary>
+    public bool CumulativeCollectionTables { get; init; }
     /// <summary>IMPDEF: an erroring command stalls the queue (CREADR.Stalled) until CWRITER.Retry; otherwise it is skipped.</summary>
     public bool StallOnCommandError { get; init; } = true;
     /// <summary>Entries of the (DeviceID, EventID) → (LPI, collection) translation cache, a power of two.</summary>
@@ -137,9 +139,9 @@ public sealed class GicV3Its : IMmioHandler
         _bus.MapMmio(@base, FrameSize, this, new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "gicv3-its");
 
     ulong Typer =>
-        // Physical 0, ITT_entry_size[7:4], IDbits[12:8], Devbits[17:13], PTA 19, HCC[31:24], CIDbits[35:32], CIL 36
+        // Physical 0, ITT_entry_size[7:4], IDbits[12:8], Devbits[17:13], PTA 19, CCT 20, HCC[31:24], CIDbits[35:32], CIL 36
         1UL | ((ulong)(EntrySize - 1) << 4) | ((ulong)(Options.EventIdBits - 1) << 8) | ((ulong)(Options.DeviceIdBits - 1) << 13)
-        | (Options.PhysicalTargetAddresses ? 1UL << 19 : 0) | ((ulong)(uint)Math.Min(Options.HardwareCollections, 255) << 24)
+        | (Options.PhysicalTargetAddresses ? 1UL << 19 : 0) | (Options.CumulativeCollectionTables ? 1UL << 20 : 0) | ((ulong)(uint)Math.Min(Options.HardwareCollections, 255) << 24)
         | ((ulong)(Options.CollectionIdBits - 1) << 32) | (1UL << 36);
 
     // --- MMIO ------------------------------------------------------------------------------------------------
@@ -380,7 +382,15 @@ public sealed class GicV3Its : IMmioHandler
         while (_creadr != _cwriter && budget-- > 0)
         {
             uint err;
-            if (_bus.Read(qbase + _creadr, System.Runtime.InteropServices.MemoryMarshal.AsBytes(_cmd.AsSpan()), BusAttributes.Cpu) != BusStatus.Ok)
+            var a = qbase + _creadr;
+            if (_bus.IsRam(a, 32))
+            {
+                // A 32-byte command at a 32-byte aligned offset of a 4K-aligned queue never crosses a page.
+                var st = _bus.Store;
+                _cmd[0] = st.ReadU64(a); _cmd[1] = st.ReadU64(a + 8); _cmd[2] = st.ReadU64(a + 16); _cmd[3] = st.ReadU64(a + 24);
+                err = Execute(_cmd);
+            }
+            else if (_bus.Read(a, System.Runtime.InteropServices.MemoryMarshal.AsBytes(_cmd.AsSpan()), BusAttributes.Cpu) != BusStatus.Ok)
                 err = ItsError.CommandFetchAbort;
             else
                 err = Execute(_cmd);
@@ -476,6 +486,14 @@ public sealed class GicV3Its : IMmioHandler
         if (!TryReadDte(deviceId, out dte) || (dte >> 63) == 0) return ItsError.Code(op, ItsError.UnmappedDevice);
         if (!EventInRange(dte, eventId)) return ItsError.Code(op, ItsError.EventOor);
         if (!needIte) return 0;
+        // The translation cache is kept coherent by every command that writes an ITE, so a hit stands for the ITE.
+        var key = ((ulong)deviceId << 32) | eventId;
+        ref var e = ref _tcache[CacheIndex(key)];
+        if (e.Valid && e.Key == key)
+        {
+            ite = (1UL << 63) | (1UL << 62) | ((ulong)e.Icid << 32) | e.Intid;
+            return 0;
+        }
         if (!TryReadIte(dte, eventId, out ite) || (ite >> 63) == 0) return ItsError.Code(op, ItsError.UnmappedInterrupt);
         return 0;
     }
