@@ -158,6 +158,20 @@ public class ItsTests
     }
 
     [Fact]
+    public void Baser_with_64k_pages_carries_pa_51_48_in_bits_15_12()
+    {
+        var h = new ItsHarness(1, enableIts: false);
+        const ulong high = 0x000A_0000_0001_0000UL; // above 2^48
+        h.Bus.AddRam(new PhysAddr(high), 0x2_0000, "high");
+        var its = QemuVirtGicV3.ItsBase.Value;
+        h.W64(its + GicV3Its.GITS_BASER, (1UL << 63) | (high & 0x0000_FFFF_FFFF_0000UL) | ((high >> 48 & 0xF) << 12) | (2UL << 8));
+        h.W32(its + GicV3Its.GITS_CTLR, 1);
+        h.Mapd(5);
+        Assert.Equal(0, h.Its.CommandErrorCount);
+        Assert.Equal(1UL, h.R64(high + 5 * 8) >> 63);
+    }
+
+    [Fact]
     public void Flat_table_of_two_pages_holds_device_ids_of_the_second_page()
     {
         var h = new ItsHarness(1, pageSizeCode: 0, tablePages: 2);
