@@ -72,6 +72,17 @@ public class ItsTests
     }
 
     [Fact]
+    public void An_ite_written_by_software_with_an_icid_beyond_cidbits_is_an_unmapped_collection()
+    {
+        var h = new ItsHarness(1, new ItsOptions { CollectionIdBits = 4 });
+        h.Mapc(0, 0);
+        h.Mapd(1);
+        h.W64(ItsHarness.IttBase + 0x1000 + 2 * 8, (1UL << 63) | (1UL << 62) | (0x1234UL << 32) | 8192); // hand-made ITE
+        Assert.Equal(ItsDropReason.UnmappedCollection, h.Its.Translate(BusAttributes.FromDevice(1), 2));
+        Assert.Equal(ItsDropReason.UnmappedCollection, h.Its.Translate(BusAttributes.FromDevice(1), 2)); // cached path too
+    }
+
+    [Fact]
     public void Msi_while_its_disabled_or_to_unmapped_event_is_dropped()
     {
         var h = Basic();

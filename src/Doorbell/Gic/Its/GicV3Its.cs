@@ -250,7 +250,9 @@ public sealed class GicV3Its : IMmioHandler
             if (r != ItsDropReason.None) return Drop(r, deviceId, eventId);
             e.Key = key; e.Intid = intid; e.Icid = icid; e.Valid = true;
         }
-        var target = CollectionTarget(icid);
+        var targets = _collectionTarget;
+        var target = icid < targets.Length ? targets[icid] : -1; // an ITE read from memory may hold any ICID
+        if (target == -2) target = CollectionTarget(icid);
         if (target < 0) return Drop(ItsDropReason.UnmappedCollection, deviceId, eventId);
         if (!_rds[target].SetLpiPending(intid)) return Drop(ItsDropReason.LpiRejected, deviceId, eventId);
         Translations++;
