@@ -9,7 +9,8 @@ public static class DefaultScenario
     [
         new PhysicalMemoryStep(),
         new TranslationStep(),
-        new VfioStep(),
         new SmmuV3Step(),
+        new ItsMsiStep(),
+        new VfioStep(),
     ]);
 }
