@@ -47,7 +47,7 @@ public sealed class SparseMemory
     byte[]? FindPage(ulong address)
     {
         var pn = address >> PageShift;
-        var slot = (int)(pn & (CacheSize - 1));
+        var slot = Slot(pn);
         if (_cacheTag[slot] == pn)
             return _cachePage[slot];
         return FindPageSlow(pn);
@@ -69,9 +69,13 @@ public sealed class SparseMemory
         return page;
     }
 
+    /// <summary>Cache slot of a page: low bits folded with the next ones, so tables 2^n pages apart do not collide.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static int Slot(ulong pn) => (int)((pn ^ (pn >> 6) ^ (pn >> 12)) & (CacheSize - 1));
+
     void Remember(ulong pn, byte[] page)
     {
-        var slot = (int)(pn & (CacheSize - 1));
+        var slot = Slot(pn);
         _cacheTag[slot] = pn;
         _cachePage[slot] = page;
     }
