@@ -15,5 +15,6 @@ run.SetAction(parse =>
     return scenario.Run(context) == 0 ? 0 : 1;
 });
 root.Subcommands.Add(run);
+if (Doorbell.Cli.QtestCommand.Intercept(root, args) is int qtestExit) return qtestExit;
 
 return root.Parse(args).Invoke();
