@@ -41,7 +41,7 @@ public sealed class EduDevice : PciFunction
     long _dmaEvent = -1;
     long _dmaDeadline;
 
-    public EduDevice(VirtualClock clock, ulong dmaMask = (1UL << 28) - 1) : base(0x1234, 0x11e8, 0xFF0000, 0x10, name: "edu")
+    public EduDevice(VirtualClock clock, ulong dmaMask = (1UL << 28) - 1) : base(0x1234, 0x11e8, 0x00FF00, 0x10, name: "edu")
     {
         _clock = clock ?? throw new ArgumentNullException(nameof(clock));
         DmaMask = dmaMask;
@@ -61,8 +61,12 @@ public sealed class EduDevice : PciFunction
 
     protected override BusStatus BarRead(int bar, ulong offset, int size, out ulong value)
     {
+        // QEMU's memory core rejects accesses below the region's 4-byte minimum (they read 0 and never reach
+        // the device); edu itself answers all ones to an 8-byte read below 0x80.
+        value = 0;
+        if (size < 4) return BusStatus.Ok;
         value = ulong.MaxValue;
-        if (offset < 0x80 ? size != 4 : size is not (4 or 8)) return BusStatus.Ok; // QEMU: wrong size reads all ones
+        if (offset < 0x80 && size != 4) return BusStatus.Ok;
         CompleteDmaIfPending();
         switch (offset)
         {

@@ -47,8 +47,9 @@ public class PciFunction
         _cfg[PciCfg.ClassProg] = (byte)classCode;
         Set16(PciCfg.ClassCode, (ushort)(classCode >> 8));
         _cfg[PciCfg.HeaderType] = (byte)(bridge ? 1 : 0);
-        // COMMAND: I/O, memory, bus master, parity, SERR, INTx disable are writable (PCI LB 3.0 §6.2.2)
-        SetMask16(PciCfg.Command, PciCfg.CmdIo | PciCfg.CmdMemory | PciCfg.CmdBusMaster | PciCfg.CmdParity | PciCfg.CmdSerr | PciCfg.CmdIntxDisable);
+        // COMMAND: I/O, memory, bus master, SERR, INTx disable are writable (PCI LB 3.0 §6.2.2); parity error
+        // response is hardwired 0 (allowed for functions that do not check parity; QEMU does the same)
+        SetMask16(PciCfg.Command, PciCfg.CmdIo | PciCfg.CmdMemory | PciCfg.CmdBusMaster | PciCfg.CmdSerr | PciCfg.CmdIntxDisable);
         SetW1c16(PciCfg.Status, PciCfg.StsW1cMask);
         _wmask[PciCfg.CacheLineSize] = 0xFF;
         _wmask[PciCfg.LatencyTimer] = 0xFF;

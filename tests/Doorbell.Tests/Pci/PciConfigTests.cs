@@ -17,7 +17,7 @@ public class PciConfigTests
         Assert.Equal(0x0008_1b36u, b.R32(Cfg(0, 0, 0, 0)));
         Assert.Equal(0x0600_0000u, b.R32(Cfg(0, 0, 0, 8)));
         Assert.Equal(0x11e8_1234u, b.R32(Cfg(0, 1, 0, 0)));
-        Assert.Equal(0xFF00_0010u, b.R32(Cfg(0, 1, 0, 8)));   // class 0xff0000, revision 0x10
+        Assert.Equal(0x00FF_0010u, b.R32(Cfg(0, 1, 0, 8)));   // class 0x00ff00 (PCI_CLASS_OTHERS), revision 0x10
         Assert.Equal(0x1100_1af4u, b.R32(Cfg(0, 1, 0, 0x2C)));
         Assert.Equal(0xFFFF_FFFFu, b.R32(Cfg(0, 2, 0, 0)));
         Assert.Equal(0xFFFF_FFFFu, b.R32(Cfg(0, 1, 1, 0)));          // function 1 absent
@@ -100,7 +100,7 @@ public class PciConfigTests
         b.W32(Cfg(0, 1, 0, 0), 0xDEAD_BEEF);                          // vendor/device RO
         Assert.Equal(0x11e8_1234u, b.R32(Cfg(0, 1, 0, 0)));
         b.W32(Cfg(0, 1, 0, 4), 0xFFFF_FFFF);                          // command RW bits; status W1C (nothing set)
-        Assert.Equal(0x0010_0547u, b.R32(Cfg(0, 1, 0, 4)));
+        Assert.Equal(0x0010_0507u, b.R32(Cfg(0, 1, 0, 4)));
         b.W8(Cfg(0, 1, 0, 0x3C), 0x2A);
         Assert.Equal(0x012Au, b.R32(Cfg(0, 1, 0, 0x3C)) & 0xFFFF);    // line RW, pin RO
         Assert.False(edu.IsMultiFunction);
