@@ -63,7 +63,7 @@ public sealed class Machine
     public PhysicalAddressSpace Bus { get; }
     public VirtualClock Clock { get; }
     public PciHost? Pci { get; internal set; }
-    public IIommuUpstream? Iommu { get; internal set; }
+    public IIommuUpstream? Iommu { get; set; }
     public IommuKind IommuKind { get; internal set; }
     public int GicVersion { get; internal set; }
     public bool HasIts { get; internal set; }
@@ -81,6 +81,15 @@ public sealed class Machine
 
     /// <summary>The recorded level of SPI n when no GIC model is wired (null when a GIC is).</summary>
     public RecordingInterruptLine? RecordedSpi(int n) => _recorded.TryGetValue(n, out var l) ? l : null;
+
+    /// <summary>Adds the platform DMA engine: registers at <paramref name="base"/>, SPI <paramref name="spi"/>, DMA through the IOMMU at <paramref name="streamId"/>.</summary>
+    public Doorbell.Devices.PlatformDmaDevice AddPlatformDma(ulong @base, int spi, uint streamId)
+    {
+        var d = new Doorbell.Devices.PlatformDmaDevice(Bus, Iommu, streamId, Spi(spi));
+        Bus.MapMmio(new PhysAddr(@base), Doorbell.Devices.PlatformDmaRegs.RegionSize, d, MmioAccessRules.Registers32And64, "platform-dma");
+        Devices.Add(d);
+        return d;
+    }
 
     /// <summary>Adds a PCI function on the root bus (first free slot when <paramref name="slot"/> is null).</summary>
     public T AddPci<T>(T function, int? slot = null, int fn = 0) where T : PciFunction

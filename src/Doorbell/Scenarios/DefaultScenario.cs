@@ -8,5 +8,6 @@ public static class DefaultScenario
     public static Scenario Create() => new("default",
     [
         new PhysicalMemoryStep(),
+        new PciEduStep(),
     ]);
 }
