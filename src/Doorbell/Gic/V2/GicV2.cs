@@ -1,0 +1,288 @@
+using Doorbell.Gic.V2m;
+using Doorbell.Gic.V3;
+using Doorbell.Memory;
+using Doorbell.Tracing;
+
+namespace Doorbell.Gic.V2;
+
+/// <summary>
+/// GICv2 distributor and CPU interfaces (Arm IHI 0048B), no Security Extensions. GICD (4 KiB of registers)
+/// and GICC (GICC_CTLR, PMR, BPR, IAR, EOIR, RPR, HPPIR, DIR at 0x1000). An interrupt is delivered to the
+/// CPUs named in its ITARGETSR byte; the first to acknowledge takes it.
+/// Known limits: the bus carries no CPU number, so the GICC frame and the banked GICD registers (SGIs/PPIs,
+/// ITARGETSR0-7) mapped on the bus are CPU 0's; other CPUs' interfaces are separate handlers
+/// (<see cref="CpuInterface(int)"/>) a board may map at aliases. Groups 0 and 1 are both acknowledged through
+/// GICC_IAR (no FIQ, no aliased AIAR/AEOIR); 8 priority bits; no virtualization extensions (GICH/GICV).
+/// </summary>
+public sealed class GicV2 : IMmioHandler, ISpiSink
+{
+    // GICD, IHI 0048B §4.3
+    public const uint GICD_CTLR = 0x000, GICD_TYPER = 0x004, GICD_IIDR = 0x008, GICD_IGROUPR = 0x080,
+        GICD_ISENABLER = 0x100, GICD_ICENABLER = 0x180, GICD_ISPENDR = 0x200, GICD_ICPENDR = 0x280,
+        GICD_ISACTIVER = 0x300, GICD_ICACTIVER = 0x380, GICD_IPRIORITYR = 0x400, GICD_ITARGETSR = 0x800,
+        GICD_ICFGR = 0xC00, GICD_SGIR = 0xF00, GICD_PIDR2 = 0xFE8;
+    // GICC, IHI 0048B §4.4
+    public const uint GICC_CTLR = 0x00, GICC_PMR = 0x04, GICC_BPR = 0x08, GICC_IAR = 0x0C, GICC_EOIR = 0x10,
+        GICC_RPR = 0x14, GICC_HPPIR = 0x18, GICC_IIDR = 0xFC, GICC_DIR = 0x1000;
+    public static readonly GicRegister[] DistributorRegisters =
+    [
+        new(GICD_CTLR, 4, "GICD_CTLR", RegisterAccess.ReadWrite), new(GICD_TYPER, 4, "GICD_TYPER", RegisterAccess.ReadOnly),
+        new(GICD_IIDR, 4, "GICD_IIDR", RegisterAccess.ReadOnly), new(GICD_IGROUPR, 4, "GICD_IGROUPR", RegisterAccess.ReadWrite, 32),
+        new(GICD_ISENABLER, 4, "GICD_ISENABLER", RegisterAccess.WriteOneToSet, 32), new(GICD_ICENABLER, 4, "GICD_ICENABLER", RegisterAccess.WriteOneToClear, 32),
+        new(GICD_ISPENDR, 4, "GICD_ISPENDR", RegisterAccess.WriteOneToSet, 32), new(GICD_ICPENDR, 4, "GICD_ICPENDR", RegisterAccess.WriteOneToClear, 32),
+        new(GICD_ISACTIVER, 4, "GICD_ISACTIVER", RegisterAccess.WriteOneToSet, 32), new(GICD_ICACTIVER, 4, "GICD_ICACTIVER", RegisterAccess.WriteOneToClear, 32),
+        new(GICD_IPRIORITYR, 4, "GICD_IPRIORITYR", RegisterAccess.ReadWrite, 255), new(GICD_ITARGETSR, 4, "GICD_ITARGETSR", RegisterAccess.ReadWrite, 255),
+        new(GICD_ICFGR, 4, "GICD_ICFGR", RegisterAccess.ReadWrite, 64), new(GICD_SGIR, 4, "GICD_SGIR", RegisterAccess.WriteOnly),
+        new(GICD_PIDR2, 4, "GICD_PIDR2", RegisterAccess.ReadOnly),
+    ];
+    public static readonly GicRegister[] CpuInterfaceRegisters =
+    [
+        new(GICC_CTLR, 4, "GICC_CTLR", RegisterAccess.ReadWrite), new(GICC_PMR, 4, "GICC_PMR", RegisterAccess.ReadWrite),
+        new(GICC_BPR, 4, "GICC_BPR", RegisterAccess.ReadWrite), new(GICC_IAR, 4, "GICC_IAR", RegisterAccess.ReadOnly),
+        new(GICC_EOIR, 4, "GICC_EOIR", RegisterAccess.WriteOnly), new(GICC_RPR, 4, "GICC_RPR", RegisterAccess.ReadOnly),
+        new(GICC_HPPIR, 4, "GICC_HPPIR", RegisterAccess.ReadOnly), new(GICC_IIDR, 4, "GICC_IIDR", RegisterAccess.ReadOnly),
+        new(GICC_DIR, 4, "GICC_DIR", RegisterAccess.WriteOnly),
+    ];
+
+    readonly IrqBank[] _private;
+    readonly IrqBank _spis;
+    readonly byte[] _targets;
+    readonly Cpu[] _cpus;
+    uint _ctlr;
+
+    public GicV2(int cpuCount = 1, int spiCount = 224, StrictMonitor? strict = null)
+    {
+        if (cpuCount is < 1 or > 8) throw new ArgumentOutOfRangeException(nameof(cpuCount));
+        if (spiCount % 32 != 0 || spiCount is < 0 or > 988) throw new ArgumentOutOfRangeException(nameof(spiCount));
+        CpuCount = cpuCount; SpiCount = spiCount;
+        Strict = strict ?? new StrictMonitor();
+        _private = new IrqBank[cpuCount];
+        _cpus = new Cpu[cpuCount];
+        for (var c = 0; c < cpuCount; c++)
+        {
+            _private[c] = new IrqBank(32);
+            _private[c].WriteConfig(0, 0xAAAA_AAAA, 0); // SGIs edge
+            _cpus[c] = new Cpu(this, c);
+        }
+        _spis = new IrqBank(spiCount);
+        _targets = new byte[spiCount];
+    }
+
+    public int CpuCount { get; }
+    public int SpiCount { get; }
+    public StrictMonitor Strict { get; }
+
+    /// <summary>CPU <paramref name="cpu"/>'s GICC frame.</summary>
+    public IMmioHandler CpuInterface(int cpu) => _cpus[cpu];
+
+    public void Map(PhysicalAddressSpace bus, PhysAddr gicd, PhysAddr gicc)
+    {
+        ArgumentNullException.ThrowIfNull(bus);
+        var rules = new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi);
+        bus.MapMmio(gicd, 0x1_0000, this, rules, "gicv2-gicd");
+        bus.MapMmio(gicc, 0x1_0000, _cpus[0], rules, "gicv2-gicc");
+    }
+
+    public IInterruptLine SpiLine(int intid)
+    {
+        if (intid < 32 || intid >= 32 + SpiCount) throw new ArgumentOutOfRangeException(nameof(intid));
+        return new Line(_spis, intid - 32);
+    }
+
+    sealed class Line(IrqBank bank, int i) : IInterruptLine
+    {
+        public void SetLevel(bool asserted) => bank.SetLevel(i, asserted);
+    }
+
+    public void PulseSpi(int intid)
+    {
+        if (intid >= 32 && intid < 32 + SpiCount) _spis.SetPending(intid - 32);
+    }
+
+    bool GroupEnabled(bool group1) => (_ctlr & (group1 ? 2u : 1u)) != 0;
+
+    // --- distributor MMIO (banked registers are CPU 0's) -----------------------------------------------------
+
+    public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes) { value = ReadD(0, offset, size); return BusStatus.Ok; }
+    public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes) { WriteD(0, offset, size, (uint)value); return BusStatus.Ok; }
+
+    (IrqBank Bank, int First) Bank(int cpu, int intid) => intid < 32 ? (_private[cpu], intid) : (_spis, intid - 32);
+
+    ulong ReadD(int cpu, ulong off, int size)
+    {
+        if (off >= GICD_IPRIORITYR && off < GICD_IPRIORITYR + 1020)
+        {
+            var i = (int)(off - GICD_IPRIORITYR);
+            return i < 32 ? _private[cpu].ReadPriorities(i, Math.Min(size, 4 - i % 4)) : _spis.ReadPriorities(i - 32, size);
+        }
+        if (off >= GICD_ITARGETSR && off < GICD_ITARGETSR + 1020)
+        {
+            var i = (int)(off - GICD_ITARGETSR);
+            ulong v = 0;
+            for (var k = 0; k < size; k++)
+                v |= (ulong)(i + k < 32 ? (byte)(1 << cpu) : i + k - 32 < SpiCount ? _targets[i + k - 32] : (byte)0) << (8 * k);
+            return v;
+        }
+        if (size != 4) return 0;
+        switch (off)
+        {
+            case GICD_CTLR: return _ctlr;
+            case GICD_TYPER: return (uint)((SpiCount + 32) / 32 - 1) | ((uint)(CpuCount - 1) << 5);
+            case GICD_IIDR: return 0x0200_043B;
+            case GICD_PIDR2: return 0x2B; // ArchRev 2
+        }
+        if (off >= GICD_ICFGR && off < GICD_ICFGR + 0x100)
+        {
+            var first = (int)(off - GICD_ICFGR) * 4;
+            var (b, f) = Bank(cpu, first);
+            return b.ReadConfig(f);
+        }
+        if (off < GICD_IGROUPR || off >= GICD_IPRIORITYR) return 0;
+        var block = (uint)off & ~0x7Fu;
+        var (bank, f32) = Bank(cpu, (int)(off - block) * 8);
+        return block switch
+        {
+            GICD_IGROUPR => bank.ReadBits(IrqBank.BitField.Group, f32),
+            GICD_ISENABLER or GICD_ICENABLER => bank.ReadBits(IrqBank.BitField.Enable, f32),
+            GICD_ISPENDR or GICD_ICPENDR => bank.ReadBits(IrqBank.BitField.Pending, f32),
+            _ => bank.ReadBits(IrqBank.BitField.Active, f32),
+        };
+    }
+
+    void WriteD(int cpu, ulong off, int size, uint v)
+    {
+        if (off >= GICD_IPRIORITYR && off < GICD_IPRIORITYR + 1020)
+        {
+            var i = (int)(off - GICD_IPRIORITYR);
+            if (i < 32) _private[cpu].WritePriorities(i, Math.Min(size, 32 - i), v); else _spis.WritePriorities(i - 32, size, v);
+            return;
+        }
+        if (off >= GICD_ITARGETSR && off < GICD_ITARGETSR + 1020)
+        {
+            var i = (int)(off - GICD_ITARGETSR);
+            for (var k = 0; k < size; k++)
+                if (i + k >= 32 && i + k - 32 < SpiCount) _targets[i + k - 32] = (byte)((v >> (8 * k)) & ((1u << CpuCount) - 1));
+            _spis.SetPriority(0, _spis.Count > 0 ? _spis.Priority(0) : (byte)0);
+            return;
+        }
+        if (size != 4) return;
+        if (off == GICD_CTLR) { _ctlr = v & 3; return; }
+        if (off == GICD_SGIR)
+        {
+            // TargetListFilter[25:24], CPUTargetList[23:16], SGIINTID[3:0] (IHI 0048B §4.3.15)
+            var sgi = (int)(v & 0xF);
+            var mask = (v >> 24 & 3) switch { 0 => v >> 16 & 0xFF, 1 => 0xFFu & ~(1u << cpu), 2 => 1u << cpu, _ => 0u };
+            for (var c = 0; c < CpuCount; c++) if ((mask >> c & 1) != 0) _private[c].SetPending(sgi);
+            return;
+        }
+        if (off >= GICD_ICFGR && off < GICD_ICFGR + 0x100)
+        {
+            var first = (int)(off - GICD_ICFGR) * 4;
+            var (b, f) = Bank(cpu, first);
+            b.WriteConfig(f, v, first < 32 ? 16 : 0);
+            return;
+        }
+        if (off < GICD_IGROUPR || off >= GICD_IPRIORITYR) return;
+        var block = (uint)off & ~0x7Fu;
+        var (bank, f32) = Bank(cpu, (int)(off - block) * 8);
+        switch (block)
+        {
+            case GICD_IGROUPR: bank.WriteBits(IrqBank.BitField.Group, f32, v, RegisterAccess.ReadWrite); break;
+            case GICD_ISENABLER: bank.WriteBits(IrqBank.BitField.Enable, f32, v, RegisterAccess.WriteOneToSet); break;
+            case GICD_ICENABLER: bank.WriteBits(IrqBank.BitField.Enable, f32, v, RegisterAccess.WriteOneToClear); break;
+            case GICD_ISPENDR: bank.WriteBits(IrqBank.BitField.Pending, f32, v, RegisterAccess.WriteOneToSet); break;
+            case GICD_ICPENDR: bank.WriteBits(IrqBank.BitField.Pending, f32, v, RegisterAccess.WriteOneToClear); break;
+            case GICD_ISACTIVER: bank.WriteBits(IrqBank.BitField.Active, f32, v, RegisterAccess.WriteOneToSet); break;
+            case GICD_ICACTIVER: bank.WriteBits(IrqBank.BitField.Active, f32, v, RegisterAccess.WriteOneToClear); break;
+        }
+    }
+
+    // --- CPU interface -------------------------------------------------------------------------------------------
+
+    sealed class Cpu(GicV2 gic, int index) : IMmioHandler
+    {
+        uint _ctlr, _pmr, _bpr = 2;
+        readonly int[] _stackId = new int[257];
+        readonly int[] _stackPrio = new int[257];
+        readonly int[] _stackSrc = new int[257];
+        int _depth;
+
+        int GroupPriority(int p) => p & (0xFF << (int)(_bpr + 1)) & 0xFF;
+        int Running => _depth == 0 ? 0x100 : _stackPrio[_depth - 1];
+
+        (int Intid, int Prio) Highest()
+        {
+            int best = -1, bp = 256;
+            var priv = gic._private[index];
+            for (var i = 0; i < 32; i++)
+                if (priv.Priority(i) < bp && Deliverable(priv, i)) { best = i; bp = priv.Priority(i); }
+            var spis = gic._spis;
+            for (var i = 0; i < spis.Count; i++)
+                if (spis.Priority(i) < bp && (gic._targets[i] >> index & 1) != 0 && Deliverable(spis, i)) { best = i + 32; bp = spis.Priority(i); }
+            return (best, bp);
+        }
+
+        bool Deliverable(IrqBank b, int i)
+        {
+            if (!b.Enabled(i) || b.Active(i) || !b.Pending(i)) return false;
+            var g1 = b.Group1(i);
+            return gic.GroupEnabled(g1) && (_ctlr & (g1 ? 2u : 1u)) != 0;
+        }
+
+        uint Iar()
+        {
+            var (id, p) = Highest();
+            if (id < 0 || p >= _pmr || GroupPriority(p) >= Running) return 1023;
+            if (id < 32) gic._private[index].Acknowledge(id); else gic._spis.Acknowledge(id - 32);
+            _stackId[_depth] = id; _stackPrio[_depth] = GroupPriority(p); _depth++;
+            return (uint)id; // CPUID[12:10] = 0: SGIs are reported as from CPU 0's view of the source (known limit)
+        }
+
+        void Eoi(uint v)
+        {
+            var id = (int)(v & 0x3FF);
+            if (id >= 1020) return;
+            if (_depth == 0) { gic.Strict.Report("gicv2", "IHI 0048B §4.4.5 GICC_EOIR", $"EOI {id} with nothing active"); return; }
+            if (_stackId[_depth - 1] != id) gic.Strict.Report("gicv2", "IHI 0048B §3.2.2 (EOI order)", $"EOI {id}, expected {_stackId[_depth - 1]}");
+            _depth--;
+            if ((_ctlr & (1u << 9)) == 0) Deactivate(id);
+        }
+
+        void Deactivate(int id)
+        {
+            if (id < 32) gic._private[index].SetActive(id, false);
+            else if (id - 32 < gic.SpiCount) gic._spis.SetActive(id - 32, false);
+        }
+
+        public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
+        {
+            value = size != 4 ? 0 : offset switch
+            {
+                GICC_CTLR => _ctlr,
+                GICC_PMR => _pmr,
+                GICC_BPR => _bpr,
+                GICC_IAR => Iar(),
+                GICC_RPR => _depth == 0 ? 0xFFu : (uint)_stackPrio[_depth - 1],
+                GICC_HPPIR => Highest().Intid is var h and >= 0 ? (uint)h : 1023u,
+                GICC_IIDR => 0x0002_043B,
+                _ => 0,
+            };
+            return BusStatus.Ok;
+        }
+
+        public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
+        {
+            if (size != 4) return BusStatus.Ok;
+            var v = (uint)value;
+            switch (offset)
+            {
+                case GICC_CTLR: _ctlr = v & (3u | 1u << 9); break;
+                case GICC_PMR: _pmr = v & 0xFF; break;
+                case GICC_BPR: _bpr = v & 7; break;
+                case GICC_EOIR: Eoi(v); break;
+                case GICC_DIR: Deactivate((int)(v & 0x3FF)); break;
+            }
+            return BusStatus.Ok;
+        }
+    }
+}

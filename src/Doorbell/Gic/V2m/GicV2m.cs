@@ -1,0 +1,81 @@
+using Doorbell.Memory;
+using Doorbell.Tracing;
+
+namespace Doorbell.Gic.V2m;
+
+/// <summary>Something that takes an SPI as an edge (a GICv2 or GICv3 distributor).</summary>
+public interface ISpiSink
+{
+    /// <summary>Sets SPI <paramref name="intid"/> pending (edge). Out-of-range INTIDs are ignored.</summary>
+    void PulseSpi(int intid);
+}
+
+/// <summary>
+/// A GICv2m MSI frame (Arm SBSA / "GICv2m" frame layout; facts also in QEMU hw/intc/arm_gicv2m.c and Linux
+/// irq-gic-v2m.c): MSI_TYPER at 0x008 (base INTID [25:16], number of SPIs [9:0]), MSI_SETSPI_NS at 0x040,
+/// MSI_IIDR at 0xFCC. A write of N to MSI_SETSPI_NS raises SPI N (an INTID) when base ≤ N &lt; base + count,
+/// whoever wrote it: the frame sees no DeviceID, so it cannot isolate MSIs.
+/// Known limits: no Secure frame (MSI_SETSPI_S); writes of data outside the frame's range are dropped (counted).
+/// </summary>
+public sealed class GicV2m : IMmioHandler
+{
+    public const uint MSI_TYPER = 0x008, MSI_SETSPI_NS = 0x040, MSI_IIDR = 0xFCC;
+    public static readonly V3.GicRegister[] Registers =
+    [
+        new(MSI_TYPER, 4, "MSI_TYPER", V3.RegisterAccess.ReadOnly),
+        new(MSI_SETSPI_NS, 4, "MSI_SETSPI_NS", V3.RegisterAccess.WriteOnly),
+        new(MSI_IIDR, 4, "MSI_IIDR", V3.RegisterAccess.ReadOnly),
+    ];
+    public const ulong FrameSize = 0x1000;
+
+    readonly ISpiSink _gic;
+    readonly StrictMonitor _strict;
+
+    /// <param name="baseIntid">First SPI of the frame, as an INTID (≥ 32).</param>
+    public GicV2m(ISpiSink gic, int baseIntid, int count, StrictMonitor? strict = null)
+    {
+        ArgumentNullException.ThrowIfNull(gic);
+        if (baseIntid < 32 || baseIntid > 1019 || count < 1 || count > 1023 || baseIntid + count > 1020) throw new ArgumentOutOfRangeException(nameof(baseIntid));
+        _gic = gic; BaseIntid = baseIntid; Count = count; _strict = strict ?? new StrictMonitor();
+    }
+
+    public int BaseIntid { get; }
+    public int Count { get; }
+    public long Raised { get; private set; }
+    public long Dropped { get; private set; }
+    /// <summary>DeviceIDs seen on SETSPI writes are ignored; this counts writes that carried none (CPU stores) for reporting.</summary>
+    public long WritesWithoutDeviceId { get; private set; }
+
+    public void Map(PhysicalAddressSpace bus, PhysAddr @base)
+    {
+        ArgumentNullException.ThrowIfNull(bus);
+        bus.MapMmio(@base, FrameSize, this, new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "gicv2m");
+    }
+
+    public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
+    {
+        value = size != 4 ? 0 : offset switch
+        {
+            MSI_TYPER => ((ulong)(uint)BaseIntid << 16) | (uint)Count,
+            MSI_IIDR => 0,
+            _ => 0,
+        };
+        return BusStatus.Ok;
+    }
+
+    public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
+    {
+        if (offset != MSI_SETSPI_NS || size is not (2 or 4)) return BusStatus.Ok;
+        if (!attributes.HasDeviceId) WritesWithoutDeviceId++;
+        var intid = (int)(value & 0x3FF);
+        if (intid < BaseIntid || intid >= BaseIntid + Count)
+        {
+            Dropped++;
+            _strict.Report("gicv2m", "GICv2m MSI_SETSPI_NS (data outside MSI_TYPER range is ignored)", $"SETSPI {intid} outside {BaseIntid}..{BaseIntid + Count - 1}");
+            return BusStatus.Ok;
+        }
+        Raised++;
+        _gic.PulseSpi(intid);
+        return BusStatus.Ok;
+    }
+}

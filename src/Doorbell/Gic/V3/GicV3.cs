@@ -1,0 +1,271 @@
+using Doorbell.Memory;
+using Doorbell.Tracing;
+
+namespace Doorbell.Gic.V3;
+
+/// <summary>Build-time parameters of a GICv3.</summary>
+public sealed record GicV3Options
+{
+    /// <summary>Number of PEs, each with a redistributor and a CPU interface.</summary>
+    public int CpuCount { get; init; } = 1;
+    /// <summary>Number of SPIs (INTIDs 32..32+SpiCount-1); a multiple of 32, at most 988.</summary>
+    public int SpiCount { get; init; } = 224;
+    /// <summary>INTID bits the distributor supports (GICD_TYPER.IDbits + 1); LPIs exist when ≥ 14. At most 24 here.</summary>
+    public int IdBits { get; init; } = 16;
+}
+
+/// <summary>
+/// GICv3 distributor, redistributors and CPU interfaces (Arm IHI 0069). Single security state (GICD_CTLR.DS = 1,
+/// as QEMU's virt board without EL3), affinity routing always on (ARE RAO/WI), Group 1 delivered through the
+/// ICC_*1 interface.
+/// Known limits: no Group 0 acknowledge (IAR0/EOIR0) — Group 0 interrupts are never signalled through IAR1; no
+/// Secure state; no GICv4 vLPIs (the redistributor's VLPI frame is not mapped); no extended SPI/PPI ranges;
+/// 8 bits of priority; LPI ID space limited to 24 bits; GICD_TYPER.MBIS = 0 (no GICD_SETSPI_NSR MSIs).
+/// </summary>
+public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
+{
+    // GICD registers, Arm IHI 0069 §12.9. Declared once; dispatch below switches on these offsets.
+    public const uint GICD_CTLR = 0x0000, GICD_TYPER = 0x0004, GICD_IIDR = 0x0008, GICD_TYPER2 = 0x000C,
+        GICD_STATUSR = 0x0010, GICD_IGROUPR = 0x0080, GICD_ISENABLER = 0x0100, GICD_ICENABLER = 0x0180,
+        GICD_ISPENDR = 0x0200, GICD_ICPENDR = 0x0280, GICD_ISACTIVER = 0x0300, GICD_ICACTIVER = 0x0380,
+        GICD_IPRIORITYR = 0x0400, GICD_ICFGR = 0x0C00, GICD_IGRPMODR = 0x0D00, GICD_IROUTER = 0x6000,
+        GICD_PIDR2 = 0xFFE8;
+    public static readonly GicRegister[] DistributorRegisters =
+    [
+        new(GICD_CTLR, 4, "GICD_CTLR", RegisterAccess.ReadWrite),
+        new(GICD_TYPER, 4, "GICD_TYPER", RegisterAccess.ReadOnly),
+        new(GICD_IIDR, 4, "GICD_IIDR", RegisterAccess.ReadOnly),
+        new(GICD_TYPER2, 4, "GICD_TYPER2", RegisterAccess.ReadOnly),
+        new(GICD_STATUSR, 4, "GICD_STATUSR", RegisterAccess.RazWi),
+        new(GICD_IGROUPR, 4, "GICD_IGROUPR", RegisterAccess.ReadWrite, 32),
+        new(GICD_ISENABLER, 4, "GICD_ISENABLER", RegisterAccess.WriteOneToSet, 32),
+        new(GICD_ICENABLER, 4, "GICD_ICENABLER", RegisterAccess.WriteOneToClear, 32),
+        new(GICD_ISPENDR, 4, "GICD_ISPENDR", RegisterAccess.WriteOneToSet, 32),
+        new(GICD_ICPENDR, 4, "GICD_ICPENDR", RegisterAccess.WriteOneToClear, 32),
+        new(GICD_ISACTIVER, 4, "GICD_ISACTIVER", RegisterAccess.WriteOneToSet, 32),
+        new(GICD_ICACTIVER, 4, "GICD_ICACTIVER", RegisterAccess.WriteOneToClear, 32),
+        new(GICD_IPRIORITYR, 4, "GICD_IPRIORITYR", RegisterAccess.ReadWrite, 255),
+        new(GICD_ICFGR, 4, "GICD_ICFGR", RegisterAccess.ReadWrite, 64),
+        new(GICD_IGRPMODR, 4, "GICD_IGRPMODR", RegisterAccess.RazWi, 32),
+        new(GICD_IROUTER, 8, "GICD_IROUTER", RegisterAccess.ReadWrite, 1020),
+        new(GICD_PIDR2, 4, "GICD_PIDR2", RegisterAccess.ReadOnly),
+    ];
+
+    // GICD_CTLR bits with DS = 1 (IHI 0069 §12.9.4)
+    public const uint CtlrEnableGrp0 = 1u << 0, CtlrEnableGrp1 = 1u << 1, CtlrAre = 1u << 4, CtlrDs = 1u << 6;
+
+    public const int FirstSpi = 32;
+    public const int FirstLpi = 8192;
+    public const int SpuriousIntid = 1023;
+
+    readonly IrqBank _spis;
+    readonly ulong[] _router;
+    uint _ctlr = CtlrAre | CtlrDs;
+
+    public GicV3(PhysicalAddressSpace bus, GicV3Options? options = null, Trace? trace = null, StrictMonitor? strict = null)
+    {
+        ArgumentNullException.ThrowIfNull(bus);
+        Options = options ?? new GicV3Options();
+        if (Options.CpuCount is < 1 or > 256) throw new ArgumentOutOfRangeException(nameof(options), "CpuCount must be 1..256");
+        if (Options.SpiCount % 32 != 0 || Options.SpiCount is < 0 or > 988 + 4) throw new ArgumentOutOfRangeException(nameof(options), "SpiCount must be a multiple of 32, at most 988");
+        if (Options.IdBits is < 14 or > 24) throw new ArgumentOutOfRangeException(nameof(options), "IdBits must be 14..24");
+        Bus = bus;
+        Trace = trace ?? new Trace();
+        Strict = strict ?? new StrictMonitor();
+        _spis = new IrqBank(Options.SpiCount);
+        _router = new ulong[Options.SpiCount];
+        var rds = new GicV3Redistributor[Options.CpuCount];
+        var cpus = new GicV3CpuInterface[Options.CpuCount];
+        for (var i = 0; i < Options.CpuCount; i++)
+        {
+            rds[i] = new GicV3Redistributor(this, i);
+            cpus[i] = new GicV3CpuInterface(this, i);
+        }
+        Redistributors = rds;
+        CpuInterfaces = cpus;
+        RedistributorFrames = new GicV3RedistributorRegion(this);
+    }
+
+    public GicV3Options Options { get; }
+    public PhysicalAddressSpace Bus { get; }
+    public Trace Trace { get; }
+    public StrictMonitor Strict { get; }
+    public GicV3Redistributor[] Redistributors { get; }
+    public GicV3CpuInterface[] CpuInterfaces { get; }
+    /// <summary>The MMIO handler of all redistributors (frames of 128 KiB, CPU 0 first).</summary>
+    public GicV3RedistributorRegion RedistributorFrames { get; }
+    /// <summary>Physical base of the redistributor region once mapped (used by ITSs with GITS_TYPER.PTA = 1).</summary>
+    public ulong RedistributorBase { get; private set; } = ulong.MaxValue;
+
+    /// <summary>Bumped whenever distributor state that can change delivery is written.</summary>
+    internal int SpiVersion => _spis.Version;
+    internal IrqBank Spis => _spis;
+    internal bool Group1Enabled => (_ctlr & CtlrEnableGrp1) != 0;
+
+    /// <summary>Maps GICD (64 KiB) and the redistributors (CpuCount × 128 KiB) on the bus.</summary>
+    public void Map(PhysAddr gicd, PhysAddr gicr)
+    {
+        Bus.MapMmio(gicd, 0x1_0000, this, MmioAccessRules.Registers32And64 with { Sizes = AccessSizes.All, OnViolation = MmioViolation.RazWi }, "gicv3-gicd");
+        Bus.MapMmio(gicr, (ulong)Options.CpuCount * GicV3Redistributor.FrameSize, RedistributorFrames,
+            MmioAccessRules.Registers32And64 with { Sizes = AccessSizes.All, OnViolation = MmioViolation.RazWi }, "gicv3-gicr");
+        RedistributorBase = gicr.Value;
+    }
+
+    /// <summary>Affinity (MPIDR Aff3.Aff2.Aff1.Aff0 packed as in GICD_IROUTER) of PE <paramref name="cpu"/>: Aff0 = cpu % 16, Aff1 = cpu / 16.</summary>
+    public static ulong AffinityOf(int cpu) => (uint)(cpu % 16) | ((ulong)(uint)(cpu / 16) << 8);
+
+    /// <summary>The PE with affinity <paramref name="aff"/> (IROUTER layout), or -1.</summary>
+    public int CpuOfAffinity(ulong aff)
+    {
+        var a0 = (int)(aff & 0xFF); var a1 = (int)(aff >> 8 & 0xFF);
+        if ((aff >> 16 & 0xFF) != 0 || (aff >> 32 & 0xFF) != 0 || a0 >= 16) return -1;
+        var cpu = a1 * 16 + a0;
+        return cpu < Options.CpuCount ? cpu : -1;
+    }
+
+    /// <summary>A wired interrupt input for SPI INTID <paramref name="intid"/> (32 ≤ intid &lt; 32 + SpiCount).</summary>
+    public IInterruptLine SpiLine(int intid)
+    {
+        if (intid < FirstSpi || intid >= FirstSpi + Options.SpiCount) throw new ArgumentOutOfRangeException(nameof(intid));
+        return new Line(this, intid - FirstSpi);
+    }
+
+    sealed class Line(GicV3 gic, int index) : IInterruptLine
+    {
+        public void SetLevel(bool asserted) => gic._spis.SetLevel(index, asserted);
+    }
+
+    /// <summary>Sets SPI pending as an edge (GICv2m-style MSI into a v3 distributor, GICD_SETSPI).</summary>
+    public void PulseSpi(int intid)
+    {
+        if (intid >= FirstSpi && intid < FirstSpi + Options.SpiCount) _spis.SetPending(intid - FirstSpi);
+    }
+
+    /// <summary>The PE an SPI is routed to, or -1 (IROUTER names no PE, or 1-of-N with no PE able to take it).</summary>
+    internal int SpiTarget(int index)
+    {
+        var r = _router[index];
+        if ((r & (1UL << 31)) != 0)
+        {
+            for (var c = 0; c < CpuInterfaces.Length; c++)
+                if (CpuInterfaces[c].Group1Enabled && Redistributors[c].Awake) return c;
+            return -1;
+        }
+        return CpuOfAffinity(r & 0xFF_00FF_FFFF);
+    }
+
+    // --- GICD MMIO -----------------------------------------------------------------------------------------
+
+    public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
+    {
+        value = 0;
+        if (offset >= GICD_IROUTER && offset < GICD_IROUTER + 8 * 1020)
+        {
+            var intid = (int)((offset - GICD_IROUTER) / 8);
+            if (intid >= FirstSpi && intid - FirstSpi < _router.Length)
+            {
+                var v = _router[intid - FirstSpi];
+                value = size == 8 ? v : (offset & 4) != 0 ? v >> 32 : v & 0xFFFF_FFFF;
+            }
+            return BusStatus.Ok;
+        }
+        if (offset >= GICD_IPRIORITYR && offset < GICD_IPRIORITYR + 1020)
+        {
+            var first = (int)(offset - GICD_IPRIORITYR);
+            value = first < FirstSpi ? 0 : _spis.ReadPriorities(first - FirstSpi, Math.Min(size, 4));
+            return BusStatus.Ok;
+        }
+        if (size != 4) return BusStatus.Ok; // other registers are 32-bit; wider/narrower accesses RAZ/WI
+        value = offset switch
+        {
+            GICD_CTLR => _ctlr,
+            // ITLinesNumber[4:0], CPUNumber ignored with ARE, LPIS 17, IDbits[23:19]  (IHI 0069 §12.9.38)
+            GICD_TYPER => (uint)((Options.SpiCount + 32) / 32 - 1) | (1u << 17) | ((uint)(Options.IdBits - 1) << 19) | 0u,
+            GICD_IIDR => 0x0100_143B, // implementer Arm (0x43B), an arbitrary product revision
+            GICD_PIDR2 => 0x3B, // ArchRev 3 in [7:4]
+            _ => ReadBitsRegister(offset),
+        };
+        return BusStatus.Ok;
+    }
+
+    uint ReadBitsRegister(ulong offset)
+    {
+        if (offset >= GICD_ICFGR && offset < GICD_ICFGR + 0x100)
+        {
+            var first = (int)(offset - GICD_ICFGR) * 4;
+            return first < FirstSpi ? 0 : _spis.ReadConfig(first - FirstSpi);
+        }
+        if (offset < GICD_IGROUPR || offset >= GICD_IPRIORITYR) return 0;
+        var block = (uint)offset & ~0x7Fu;
+        var first32 = (int)(offset - block) * 8;
+        if (first32 < FirstSpi) return 0; // SGIs/PPIs live in the redistributors when ARE = 1
+        var f = first32 - FirstSpi;
+        return block switch
+        {
+            GICD_IGROUPR => _spis.ReadBits(IrqBank.BitField.Group, f),
+            GICD_ISENABLER or GICD_ICENABLER => _spis.ReadBits(IrqBank.BitField.Enable, f),
+            GICD_ISPENDR or GICD_ICPENDR => _spis.ReadBits(IrqBank.BitField.Pending, f),
+            _ => _spis.ReadBits(IrqBank.BitField.Active, f),
+        };
+    }
+
+    public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
+    {
+        if (offset >= GICD_IROUTER && offset < GICD_IROUTER + 8 * 1020)
+        {
+            var intid = (int)((offset - GICD_IROUTER) / 8);
+            if (intid >= FirstSpi && intid - FirstSpi < _router.Length)
+            {
+                ref var r = ref _router[intid - FirstSpi];
+                const ulong mask = 0xFF_8000_0000UL | 0xFF_FFFF;
+                if (size == 8) r = value & mask;
+                else if ((offset & 4) != 0) r = (r & 0xFFFF_FFFF) | ((value << 32) & mask);
+                else r = (r & ~0xFFFF_FFFFUL) | (value & mask & 0xFFFF_FFFF);
+                _spis.SetPriority(0, _spis.Priority(0)); // bump version
+            }
+            return BusStatus.Ok;
+        }
+        if (offset >= GICD_IPRIORITYR && offset < GICD_IPRIORITYR + 1020)
+        {
+            var first = (int)(offset - GICD_IPRIORITYR);
+            if (first >= FirstSpi) _spis.WritePriorities(first - FirstSpi, Math.Min(size, 4), value);
+            return BusStatus.Ok;
+        }
+        if (size != 4) return BusStatus.Ok;
+        var v = (uint)value;
+        if (offset == GICD_CTLR)
+        {
+            _ctlr = (v & (CtlrEnableGrp0 | CtlrEnableGrp1)) | CtlrAre | CtlrDs;
+            _spis.SetPriority(0, _spis.Count > 0 ? _spis.Priority(0) : (byte)0);
+            Trace.Emit("gicd", $"GICD_CTLR <- 0x{v:x}");
+            return BusStatus.Ok;
+        }
+        if (offset >= GICD_ICFGR && offset < GICD_ICFGR + 0x100)
+        {
+            var first = (int)(offset - GICD_ICFGR) * 4;
+            if (first >= FirstSpi) _spis.WriteConfig(first - FirstSpi, v, 0);
+            return BusStatus.Ok;
+        }
+        if (offset < GICD_IGROUPR || offset >= GICD_IPRIORITYR)
+        {
+            if (offset is GICD_TYPER or GICD_IIDR or GICD_PIDR2)
+                Strict.Report("gicd", "IHI 0069 §12.9 (read-only register)", $"write to read-only {GicRegister.NameOf(DistributorRegisters, offset)}");
+            return BusStatus.Ok;
+        }
+        var block = (uint)offset & ~0x7Fu;
+        var first32 = (int)(offset - block) * 8;
+        if (first32 < FirstSpi) return BusStatus.Ok;
+        var f = first32 - FirstSpi;
+        switch (block)
+        {
+            case GICD_IGROUPR: _spis.WriteBits(IrqBank.BitField.Group, f, v, RegisterAccess.ReadWrite); break;
+            case GICD_ISENABLER: _spis.WriteBits(IrqBank.BitField.Enable, f, v, RegisterAccess.WriteOneToSet); break;
+            case GICD_ICENABLER: _spis.WriteBits(IrqBank.BitField.Enable, f, v, RegisterAccess.WriteOneToClear); break;
+            case GICD_ISPENDR: _spis.WriteBits(IrqBank.BitField.Pending, f, v, RegisterAccess.WriteOneToSet); break;
+            case GICD_ICPENDR: _spis.WriteBits(IrqBank.BitField.Pending, f, v, RegisterAccess.WriteOneToClear); break;
+            case GICD_ISACTIVER: _spis.WriteBits(IrqBank.BitField.Active, f, v, RegisterAccess.WriteOneToSet); break;
+            case GICD_ICACTIVER: _spis.WriteBits(IrqBank.BitField.Active, f, v, RegisterAccess.WriteOneToClear); break;
+        }
+        return BusStatus.Ok;
+    }
+}

@@ -1,0 +1,437 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using Doorbell.Memory;
+
+namespace Doorbell.Gic.V3;
+
+/// <summary>
+/// One GICv3 redistributor (IHI 0069 §12.10–12.11): the RD_base frame (CTLR, TYPER, WAKER, PROPBASER,
+/// PENDBASER, SETLPIR/CLRLPIR, INVLPIR/INVALLR, SYNCR) and the SGI_base frame (SGI/PPI group, enable, pending,
+/// active, priority, config).
+/// LPIs: configuration comes from the property table in memory (byte INTID−8192: priority[7:2], enable bit 0)
+/// and is cached; the cache is refreshed only by an ITS INV/INVALL, INVLPIR/INVALLR, or a first reference
+/// (an uncached LPI is read from memory). Pending state is written through to the pending table in memory
+/// (bit INTID) and mirrored in a structure ordered by priority: 64 FIFO lists (one per 6-bit LPI priority)
+/// plus a bitmask of non-empty lists, so set-pending, acknowledge, clear and a single INV are O(1) and the
+/// highest pending LPI is found with one trailing-zero count. Per-LPI state lives in 1024-entry chunks
+/// allocated on first touch.
+/// Known limits: the pending table is read once, when EnableLPIs goes 0→1 (unless PENDBASER.PTZ); later
+/// software writes to the pending table are not observed (as hardware that caches pending state); within one
+/// priority, LPIs are taken in the order they became pending (IMPDEF); no VLPI frame.
+/// </summary>
+public sealed class GicV3Redistributor
+{
+    public const ulong FrameSize = 0x2_0000;
+    public const uint SgiFrame = 0x1_0000;
+    // RD_base registers, IHI 0069 §12.10
+    public const uint GICR_CTLR = 0x0000, GICR_IIDR = 0x0004, GICR_TYPER = 0x0008, GICR_STATUSR = 0x0010,
+        GICR_WAKER = 0x0014, GICR_SETLPIR = 0x0040, GICR_CLRLPIR = 0x0048, GICR_PROPBASER = 0x0070,
+        GICR_PENDBASER = 0x0078, GICR_INVLPIR = 0x00A0, GICR_INVALLR = 0x00B0, GICR_SYNCR = 0x00C0,
+        GICR_PIDR2 = 0xFFE8;
+    // SGI_base registers (offsets within the second 64 KiB frame), IHI 0069 §12.11
+    public const uint GICR_IGROUPR0 = 0x0080, GICR_ISENABLER0 = 0x0100, GICR_ICENABLER0 = 0x0180,
+        GICR_ISPENDR0 = 0x0200, GICR_ICPENDR0 = 0x0280, GICR_ISACTIVER0 = 0x0300, GICR_ICACTIVER0 = 0x0380,
+        GICR_IPRIORITYR = 0x0400, GICR_ICFGR0 = 0x0C00, GICR_ICFGR1 = 0x0C04, GICR_IGRPMODR0 = 0x0D00;
+    public static readonly GicRegister[] Registers =
+    [
+        new(GICR_CTLR, 4, "GICR_CTLR", RegisterAccess.ReadWrite),
+        new(GICR_IIDR, 4, "GICR_IIDR", RegisterAccess.ReadOnly),
+        new(GICR_TYPER, 8, "GICR_TYPER", RegisterAccess.ReadOnly),
+        new(GICR_STATUSR, 4, "GICR_STATUSR", RegisterAccess.RazWi),
+        new(GICR_WAKER, 4, "GICR_WAKER", RegisterAccess.ReadWrite),
+        new(GICR_SETLPIR, 8, "GICR_SETLPIR", RegisterAccess.WriteOnly),
+        new(GICR_CLRLPIR, 8, "GICR_CLRLPIR", RegisterAccess.WriteOnly),
+        new(GICR_PROPBASER, 8, "GICR_PROPBASER", RegisterAccess.ReadWrite),
+        new(GICR_PENDBASER, 8, "GICR_PENDBASER", RegisterAccess.ReadWrite),
+        new(GICR_INVLPIR, 8, "GICR_INVLPIR", RegisterAccess.WriteOnly),
+        new(GICR_INVALLR, 8, "GICR_INVALLR", RegisterAccess.WriteOnly),
+        new(GICR_SYNCR, 4, "GICR_SYNCR", RegisterAccess.ReadOnly),
+        new(GICR_PIDR2, 4, "GICR_PIDR2", RegisterAccess.ReadOnly),
+        new(SgiFrame + GICR_IGROUPR0, 4, "GICR_IGROUPR0", RegisterAccess.ReadWrite),
+        new(SgiFrame + GICR_ISENABLER0, 4, "GICR_ISENABLER0", RegisterAccess.WriteOneToSet),
+        new(SgiFrame + GICR_ICENABLER0, 4, "GICR_ICENABLER0", RegisterAccess.WriteOneToClear),
+        new(SgiFrame + GICR_ISPENDR0, 4, "GICR_ISPENDR0", RegisterAccess.WriteOneToSet),
+        new(SgiFrame + GICR_ICPENDR0, 4, "GICR_ICPENDR0", RegisterAccess.WriteOneToClear),
+        new(SgiFrame + GICR_ISACTIVER0, 4, "GICR_ISACTIVER0", RegisterAccess.WriteOneToSet),
+        new(SgiFrame + GICR_ICACTIVER0, 4, "GICR_ICACTIVER0", RegisterAccess.WriteOneToClear),
+        new(SgiFrame + GICR_IPRIORITYR, 4, "GICR_IPRIORITYR", RegisterAccess.ReadWrite, 8),
+        new(SgiFrame + GICR_ICFGR0, 4, "GICR_ICFGR0", RegisterAccess.ReadOnly),
+        new(SgiFrame + GICR_ICFGR1, 4, "GICR_ICFGR1", RegisterAccess.ReadWrite),
+        new(SgiFrame + GICR_IGRPMODR0, 4, "GICR_IGRPMODR0", RegisterAccess.RazWi),
+    ];
+
+    const int ChunkShift = 10, ChunkSize = 1 << ChunkShift;
+    const byte FlagPending = 1;
+    const int Parked = 64; // list of pending LPIs whose cached config says disabled
+    const int None = -1;
+
+    struct LpiSlot
+    {
+        public int Gen;     // == _gen when Config is a valid cached copy
+        public int Next, Prev;
+        public byte Config;
+        public byte Flags;
+        public sbyte List;  // list the LPI is linked in (0..63 priority, 64 parked), -1 none
+    }
+
+    readonly GicV3 _gic;
+    readonly IrqBank _ppi = new(32);
+    bool _enableLpis;
+    bool _sleep = true;
+    ulong _propbaser, _pendbaser;
+    ulong _propBase, _pendBase;
+    int _lpiLimit; // INTIDs below this are valid LPIs on this redistributor
+    int _gen = 1;
+    LpiSlot[]?[] _chunks = [];
+    readonly int[] _head = new int[65], _tail = new int[65];
+    ulong _listMask; // bit p: list p (priority p << 2) is non-empty
+
+    internal GicV3Redistributor(GicV3 gic, int cpu)
+    {
+        _gic = gic;
+        Cpu = cpu;
+        for (var i = 0; i < 16; i++) _ppi.WriteConfig(0, 0xAAAA_AAAA, 0); // SGIs are edge-triggered
+        _ppi.WriteConfig(16, 0, 16);
+        Array.Fill(_head, None); Array.Fill(_tail, None);
+    }
+
+    public int Cpu { get; }
+    internal IrqBank Private => _ppi;
+    public bool LpisEnabled => _enableLpis;
+    public bool Awake => !_sleep;
+    /// <summary>LPIs dropped because LPIs were disabled or the INTID was outside the property table.</summary>
+    public long DroppedLpis { get; private set; }
+    /// <summary>Count of LPI configuration reads from the property table (cache fills).</summary>
+    public long PropertyReads { get; private set; }
+    public ulong PendingTableBase => _pendBase;
+    public ulong PropertyTableBase => _propBase;
+
+    // --- LPI machinery ----------------------------------------------------------------------------------------
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    ref LpiSlot Slot(int index)
+    {
+        var chunk = _chunks[index >> ChunkShift] ??= NewChunk();
+        return ref chunk[index & (ChunkSize - 1)];
+    }
+
+    static LpiSlot[] NewChunk()
+    {
+        var c = new LpiSlot[ChunkSize];
+        for (var i = 0; i < c.Length; i++) c[i].List = -1;
+        return c;
+    }
+
+    bool ValidLpi(uint intid) => _enableLpis && intid >= GicV3.FirstLpi && intid < (uint)_lpiLimit;
+
+    void EnsureConfig(ref LpiSlot s, int index)
+    {
+        if (s.Gen == _gen) return;
+        _gic.Bus.Read(new PhysAddr(_propBase + (ulong)index), 1, out var cfg, BusAttributes.Cpu);
+        s.Config = (byte)cfg;
+        s.Gen = _gen;
+        PropertyReads++;
+    }
+
+    void Link(int index, ref LpiSlot s)
+    {
+        var list = (s.Config & 1) != 0 ? s.Config >> 2 : Parked;
+        s.List = (sbyte)list;
+        s.Next = None;
+        s.Prev = _tail[list];
+        if (_tail[list] == None) _head[list] = index; else Slot(_tail[list]).Next = index;
+        _tail[list] = index;
+        if (list != Parked) _listMask |= 1UL << list;
+    }
+
+    void Unlink(int index, ref LpiSlot s)
+    {
+        int list = s.List;
+        if (list < 0) return;
+        if (s.Prev == None) _head[list] = s.Next; else Slot(s.Prev).Next = s.Next;
+        if (s.Next == None) _tail[list] = s.Prev; else Slot(s.Next).Prev = s.Prev;
+        if (_head[list] == None && list != Parked) _listMask &= ~(1UL << list);
+        s.List = -1;
+    }
+
+    void WritePendingBit(uint intid, bool set)
+    {
+        var a = new PhysAddr(_pendBase + intid / 8);
+        _gic.Bus.Read(a, 1, out var b, BusAttributes.Cpu);
+        var bit = 1UL << (int)(intid & 7);
+        _gic.Bus.Write(a, 1, set ? b | bit : b & ~bit, BusAttributes.Cpu);
+    }
+
+    /// <summary>Makes LPI <paramref name="intid"/> pending here (ITS translation, INT, SETLPIR). False when dropped.</summary>
+    public bool SetLpiPending(uint intid)
+    {
+        if (!ValidLpi(intid)) { DroppedLpis++; return false; }
+        var index = (int)intid - GicV3.FirstLpi;
+        ref var s = ref Slot(index);
+        if ((s.Flags & FlagPending) != 0) return true;
+        s.Flags |= FlagPending;
+        WritePendingBit(intid, true);
+        EnsureConfig(ref s, index);
+        Link(index, ref s);
+        return true;
+    }
+
+    /// <summary>Clears LPI pending state (CLEAR, DISCARD, CLRLPIR, acknowledge). True when it was pending.</summary>
+    public bool ClearLpiPending(uint intid)
+    {
+        if (!ValidLpi(intid)) return false;
+        var index = (int)intid - GicV3.FirstLpi;
+        var chunk = _chunks[index >> ChunkShift];
+        if (chunk is null) return false;
+        ref var s = ref chunk[index & (ChunkSize - 1)];
+        if ((s.Flags & FlagPending) == 0) return false;
+        s.Flags &= unchecked((byte)~FlagPending);
+        Unlink(index, ref s);
+        WritePendingBit(intid, false);
+        return true;
+    }
+
+    public bool IsLpiPending(uint intid)
+    {
+        if (!ValidLpi(intid)) return false;
+        var index = (int)intid - GicV3.FirstLpi;
+        var chunk = _chunks[index >> ChunkShift];
+        return chunk is not null && (chunk[index & (ChunkSize - 1)].Flags & FlagPending) != 0;
+    }
+
+    /// <summary>Re-reads one LPI's configuration from the property table (INV, INVLPIR). O(1).</summary>
+    public void InvalidateLpi(uint intid)
+    {
+        if (!ValidLpi(intid)) return;
+        var index = (int)intid - GicV3.FirstLpi;
+        var chunk = _chunks[index >> ChunkShift];
+        if (chunk is null) return; // nothing cached
+        ref var s = ref chunk[index & (ChunkSize - 1)];
+        s.Gen = 0;
+        if ((s.Flags & FlagPending) == 0) return;
+        Unlink(index, ref s);
+        EnsureConfig(ref s, index);
+        Link(index, ref s);
+    }
+
+    readonly List<int> _relink = [];
+
+    /// <summary>Drops every cached LPI configuration (INVALL, INVALLR): O(1) plus O(pending LPIs) to re-sort them.</summary>
+    public void InvalidateAllLpis()
+    {
+        _gen++;
+        if (_gen == int.MaxValue) _gen = 1;
+        _relink.Clear();
+        for (var l = 0; l <= Parked; l++)
+            for (var i = _head[l]; i != None && _relink.Count <= _lpiLimit; i = Slot(i).Next)
+                _relink.Add(i);
+        foreach (var i in _relink)
+        {
+            ref var s = ref Slot(i);
+            Unlink(i, ref s);
+            EnsureConfig(ref s, i);
+            Link(i, ref s);
+        }
+    }
+
+    /// <summary>Moves every pending LPI of this redistributor to <paramref name="target"/> (MOVALL).</summary>
+    internal void MoveAllPendingTo(GicV3Redistributor target)
+    {
+        if (target == this) return;
+        _relink.Clear();
+        for (var l = 0; l <= Parked; l++)
+            for (var i = _head[l]; i != None && _relink.Count <= _lpiLimit; i = Slot(i).Next)
+                _relink.Add(i);
+        foreach (var i in _relink.ToArray())
+        {
+            var intid = (uint)(i + GicV3.FirstLpi);
+            ClearLpiPending(intid);
+            target.SetLpiPending(intid);
+        }
+    }
+
+    /// <summary>Highest-priority pending enabled LPI: (INTID, priority) or INTID -1. O(1).</summary>
+    internal (int Intid, int Priority) HighestLpi()
+    {
+        if (_listMask == 0) return (-1, 256);
+        var p = BitOperations.TrailingZeroCount(_listMask);
+        return (_head[p] + GicV3.FirstLpi, p << 2);
+    }
+
+    void EnableLpis()
+    {
+        var idBits = Math.Min((int)(_propbaser & 0x1F) + 1, _gic.Options.IdBits);
+        if (idBits < 14)
+        {
+            // PROPBASER.IDbits below 13 means no LPIs (IHI 0069 §12.11.28); LPIs stay unusable.
+            _gic.Strict.Report("gicr", "IHI 0069 §12.11.28 GICR_PROPBASER.IDbits", $"EnableLPIs with IDbits {idBits} < 14: no LPIs");
+            _lpiLimit = 0;
+        }
+        else _lpiLimit = 1 << idBits;
+        _propBase = _propbaser & 0x000F_FFFF_FFFF_F000UL;
+        _pendBase = _pendbaser & 0x000F_FFFF_FFFF_0000UL;
+        var count = Math.Max(0, _lpiLimit - GicV3.FirstLpi);
+        _chunks = new LpiSlot[]?[(count + ChunkSize - 1) >> ChunkShift];
+        Array.Fill(_head, None); Array.Fill(_tail, None); _listMask = 0;
+        _gen++;
+        _enableLpis = true;
+        if ((_pendbaser & (1UL << 62)) != 0 || count == 0) return; // PTZ: the table is known to be zero
+        // Load pending state from the table (bounded: at most 2^24 bits).
+        Span<byte> buf = stackalloc byte[512];
+        for (var intid = GicV3.FirstLpi; intid < _lpiLimit; intid += buf.Length * 8)
+        {
+            var n = Math.Min(buf.Length, (_lpiLimit - intid) / 8);
+            if (_gic.Bus.Read(_pendBase + (ulong)intid / 8, buf[..n], BusAttributes.Cpu) != BusStatus.Ok) break;
+            for (var k = 0; k < n; k++)
+            {
+                if (buf[k] == 0) continue;
+                for (var b = 0; b < 8; b++)
+                    if ((buf[k] >> b & 1) != 0)
+                    {
+                        var index = intid + k * 8 + b - GicV3.FirstLpi;
+                        ref var s = ref Slot(index);
+                        s.Flags |= FlagPending;
+                        EnsureConfig(ref s, index);
+                        Link(index, ref s);
+                    }
+            }
+        }
+    }
+
+    // --- MMIO ---------------------------------------------------------------------------------------------------
+
+    internal ulong Read(ulong off, int size)
+    {
+        if (off >= SgiFrame) return ReadSgi(off - SgiFrame, size);
+        ulong v = (off & ~7UL) switch
+        {
+            GICR_CTLR => (_enableLpis ? 1UL : 0) | (0x0100_143BUL << 32), // CTLR | IIDR at +4
+            GICR_TYPER => Typer(),
+            GICR_STATUSR => (_sleep ? 6UL : 0) << 32, // WAKER at +4: ProcessorSleep 1, ChildrenAsleep 2
+            GICR_PROPBASER => _propbaser,
+            GICR_PENDBASER => _pendbaser,
+            GICR_SYNCR => 0, // never busy: every operation completes synchronously
+            GICR_PIDR2 => 0x3B, // ArchRev 3
+            _ => 0,
+        };
+        return Extract(v, off, size);
+    }
+
+    static ulong Extract(ulong reg64, ulong off, int size)
+    {
+        var shift = (int)(off & 7) * 8;
+        var v = reg64 >> shift;
+        return size == 8 ? v : v & ((1UL << (8 * size)) - 1);
+    }
+
+    ulong Typer()
+    {
+        // PLPIS 0, DirectLPI 3, Last 4, Processor_Number[23:8], Affinity_Value[63:32] (IHI 0069 §12.11.39)
+        var last = Cpu == _gic.Options.CpuCount - 1 ? 1UL << 4 : 0;
+        return 1UL | (1UL << 3) | last | ((ulong)Cpu << 8) | (GicV3.AffinityOf(Cpu) << 32);
+    }
+
+    internal void Write(ulong off, int size, ulong value)
+    {
+        if (off >= SgiFrame) { WriteSgi(off - SgiFrame, size, value); return; }
+        switch (off)
+        {
+            case GICR_CTLR:
+                var want = (value & 1) != 0;
+                if (want && !_enableLpis) EnableLpis();
+                else if (!want && _enableLpis) { _enableLpis = false; _chunks = []; _listMask = 0; }
+                _gic.Trace.Emit("gicr", $"cpu{Cpu} EnableLPIs={(want ? 1 : 0)}");
+                return;
+            case GICR_WAKER:
+                _sleep = (value & 2) != 0;
+                return;
+            case GICR_PROPBASER or GICR_PENDBASER when _enableLpis:
+                // Writing either register while EnableLPIs = 1 is UNPREDICTABLE; Doorbell ignores it.
+                _gic.Strict.Report("gicr", "IHI 0069 §12.11.28/29 (write with EnableLPIs = 1)", $"cpu{Cpu} {GicRegister.NameOf(Registers, off)} written while LPIs are enabled: ignored");
+                return;
+            case GICR_PROPBASER: _propbaser = Merge(_propbaser, off, size, value) & 0x0FFF_FFFF_FFFF_FFFFUL; return;
+            case GICR_PROPBASER + 4: _propbaser = Merge(_propbaser, off, size, value); return;
+            case GICR_PENDBASER: _pendbaser = Merge(_pendbaser, off, size, value); return;
+            case GICR_PENDBASER + 4: _pendbaser = Merge(_pendbaser, off, size, value); return;
+            case GICR_SETLPIR: SetLpiPending((uint)value); return;
+            case GICR_CLRLPIR: ClearLpiPending((uint)value); return;
+            case GICR_INVLPIR: InvalidateLpi((uint)value); return;
+            case GICR_INVALLR: InvalidateAllLpis(); return;
+        }
+    }
+
+    static ulong Merge(ulong reg, ulong off, int size, ulong value)
+    {
+        if (size == 8) return value;
+        var shift = (int)(off & 7) * 8;
+        var mask = ((1UL << (8 * size)) - 1) << shift;
+        return (reg & ~mask) | ((value << shift) & mask);
+    }
+
+    ulong ReadSgi(ulong off, int size)
+    {
+        if (off >= GICR_IPRIORITYR && off < GICR_IPRIORITYR + 32) return _ppi.ReadPriorities((int)(off - GICR_IPRIORITYR), Math.Min(size, 4));
+        if (size != 4) return 0;
+        return off switch
+        {
+            GICR_IGROUPR0 => _ppi.ReadBits(IrqBank.BitField.Group, 0),
+            GICR_ISENABLER0 or GICR_ICENABLER0 => _ppi.ReadBits(IrqBank.BitField.Enable, 0),
+            GICR_ISPENDR0 or GICR_ICPENDR0 => _ppi.ReadBits(IrqBank.BitField.Pending, 0),
+            GICR_ISACTIVER0 or GICR_ICACTIVER0 => _ppi.ReadBits(IrqBank.BitField.Active, 0),
+            GICR_ICFGR0 => _ppi.ReadConfig(0),
+            GICR_ICFGR1 => _ppi.ReadConfig(16),
+            _ => 0,
+        };
+    }
+
+    void WriteSgi(ulong off, int size, ulong value)
+    {
+        if (off >= GICR_IPRIORITYR && off < GICR_IPRIORITYR + 32) { _ppi.WritePriorities((int)(off - GICR_IPRIORITYR), Math.Min(size, 4), value); return; }
+        if (size != 4) return;
+        var v = (uint)value;
+        switch (off)
+        {
+            case GICR_IGROUPR0: _ppi.WriteBits(IrqBank.BitField.Group, 0, v, RegisterAccess.ReadWrite); break;
+            case GICR_ISENABLER0: _ppi.WriteBits(IrqBank.BitField.Enable, 0, v, RegisterAccess.WriteOneToSet); break;
+            case GICR_ICENABLER0: _ppi.WriteBits(IrqBank.BitField.Enable, 0, v, RegisterAccess.WriteOneToClear); break;
+            case GICR_ISPENDR0: _ppi.WriteBits(IrqBank.BitField.Pending, 0, v, RegisterAccess.WriteOneToSet); break;
+            case GICR_ICPENDR0: _ppi.WriteBits(IrqBank.BitField.Pending, 0, v, RegisterAccess.WriteOneToClear); break;
+            case GICR_ISACTIVER0: _ppi.WriteBits(IrqBank.BitField.Active, 0, v, RegisterAccess.WriteOneToSet); break;
+            case GICR_ICACTIVER0: _ppi.WriteBits(IrqBank.BitField.Active, 0, v, RegisterAccess.WriteOneToClear); break;
+            case GICR_ICFGR1: _ppi.WriteConfig(16, v, 16); break; // ICFGR0 (SGIs) is read-only: always edge
+        }
+    }
+
+    /// <summary>A wired input for PPI <paramref name="intid"/> (16..31) of this PE.</summary>
+    public IInterruptLine PpiLine(int intid)
+    {
+        if (intid is < 16 or > 31) throw new ArgumentOutOfRangeException(nameof(intid));
+        return new PpiInput(_ppi, intid);
+    }
+
+    sealed class PpiInput(IrqBank bank, int i) : IInterruptLine
+    {
+        public void SetLevel(bool asserted) => bank.SetLevel(i, asserted);
+    }
+}
+
+/// <summary>The MMIO region of all redistributors: frame n (128 KiB) belongs to PE n.</summary>
+public sealed class GicV3RedistributorRegion : IMmioHandler
+{
+    readonly GicV3 _gic;
+    internal GicV3RedistributorRegion(GicV3 gic) => _gic = gic;
+
+    public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
+    {
+        var rd = (int)(offset / GicV3Redistributor.FrameSize);
+        value = rd < _gic.Redistributors.Length ? _gic.Redistributors[rd].Read(offset % GicV3Redistributor.FrameSize, size) : 0;
+        return BusStatus.Ok;
+    }
+
+    public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
+    {
+        var rd = (int)(offset / GicV3Redistributor.FrameSize);
+        if (rd < _gic.Redistributors.Length) _gic.Redistributors[rd].Write(offset % GicV3Redistributor.FrameSize, size, value);
+        return BusStatus.Ok;
+    }
+}

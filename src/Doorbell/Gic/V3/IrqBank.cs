@@ -1,0 +1,132 @@
+namespace Doorbell.Gic.V3;
+
+/// <summary>
+/// State of a block of wired interrupts (SGIs/PPIs of one redistributor, or the SPIs of a distributor), one
+/// entry per INTID offset: group, enable, pending latch, input level, active, edge/level, priority. The
+/// distributor registers that expose one bit, two bits or one byte per interrupt read and write through here.
+/// A level-sensitive interrupt is pending while its input is asserted or its latch is set (GICv3 IHI 0069 §4.1).
+/// </summary>
+public sealed class IrqBank
+{
+    readonly bool[] _group, _enabled, _latch, _level, _active, _edge;
+    readonly byte[] _priority;
+
+    public IrqBank(int count, bool allEdge = false)
+    {
+        Count = count;
+        _group = new bool[count]; _enabled = new bool[count]; _latch = new bool[count];
+        _level = new bool[count]; _active = new bool[count]; _edge = new bool[count];
+        _priority = new byte[count];
+        if (allEdge) Array.Fill(_edge, true);
+    }
+
+    public int Count { get; }
+
+    /// <summary>Bumped on every change that can alter the highest pending interrupt.</summary>
+    public int Version { get; private set; }
+
+    public bool Group1(int i) => _group[i];
+    public bool Enabled(int i) => _enabled[i];
+    public bool Active(int i) => _active[i];
+    public bool Edge(int i) => _edge[i];
+    public byte Priority(int i) => _priority[i];
+    public bool Pending(int i) => _latch[i] || (!_edge[i] && _level[i]);
+
+    /// <summary>Can be signalled: pending, enabled, not active, Group 1.</summary>
+    public bool Candidate(int i) => _enabled[i] && _group[i] && !_active[i] && (_latch[i] || (!_edge[i] && _level[i]));
+
+    public void SetLevel(int i, bool asserted)
+    {
+        if (_edge[i] && asserted && !_level[i]) _latch[i] = true; // rising edge latches
+        _level[i] = asserted;
+        Version++;
+    }
+
+    public void SetPending(int i) { _latch[i] = true; Version++; }
+    public void ClearPending(int i) { _latch[i] = false; Version++; }
+    public void SetActive(int i, bool v) { _active[i] = v; Version++; }
+    public void SetGroup1(int i, bool v) { _group[i] = v; Version++; }
+    public void SetEnabled(int i, bool v) { _enabled[i] = v; Version++; }
+    public void SetPriority(int i, byte v) { _priority[i] = v; Version++; }
+
+    /// <summary>Acknowledge: pending → active (the latch clears; a level input still high keeps it pending too).</summary>
+    public void Acknowledge(int i) { _latch[i] = false; _active[i] = true; Version++; }
+
+    // --- register views ----------------------------------------------------------------------------------
+
+    public enum BitField : byte { Group, Enable, Pending, Active }
+
+    public uint ReadBits(BitField field, int first)
+    {
+        uint v = 0;
+        for (var b = 0; b < 32; b++)
+        {
+            var i = first + b;
+            if (i < 0 || i >= Count) continue;
+            var set = field switch
+            {
+                BitField.Group => _group[i],
+                BitField.Enable => _enabled[i],
+                BitField.Pending => Pending(i),
+                _ => _active[i],
+            };
+            if (set) v |= 1u << b;
+        }
+        return v;
+    }
+
+    /// <summary>Writes a one-bit-per-interrupt register: plain (group), set-on-1 or clear-on-1.</summary>
+    public void WriteBits(BitField field, int first, uint value, RegisterAccess kind, int firstWritable = 0)
+    {
+        for (var b = 0; b < 32; b++)
+        {
+            var i = first + b;
+            if (i < firstWritable || i >= Count) continue;
+            var one = (value >> b & 1) != 0;
+            if (kind == RegisterAccess.ReadWrite) { if (field == BitField.Group) _group[i] = one; continue; }
+            if (!one) continue;
+            var set = kind == RegisterAccess.WriteOneToSet;
+            switch (field)
+            {
+                case BitField.Enable: _enabled[i] = set; break;
+                case BitField.Pending: _latch[i] = set; break;
+                case BitField.Active: _active[i] = set; break;
+            }
+        }
+        Version++;
+    }
+
+    public uint ReadPriorities(int first, int size)
+    {
+        uint v = 0;
+        for (var k = 0; k < size; k++)
+            if (first + k >= 0 && first + k < Count) v |= (uint)_priority[first + k] << (8 * k);
+        return v;
+    }
+
+    public void WritePriorities(int first, int size, ulong value)
+    {
+        for (var k = 0; k < size; k++)
+            if (first + k >= 0 && first + k < Count) _priority[first + k] = (byte)(value >> (8 * k));
+        Version++;
+    }
+
+    /// <summary>ICFGR: two bits per interrupt, bit 1 of each field = edge-triggered.</summary>
+    public uint ReadConfig(int first)
+    {
+        uint v = 0;
+        for (var k = 0; k < 16; k++)
+            if (first + k >= 0 && first + k < Count && _edge[first + k]) v |= 2u << (2 * k);
+        return v;
+    }
+
+    public void WriteConfig(int first, uint value, int firstWritable)
+    {
+        for (var k = 0; k < 16; k++)
+        {
+            var i = first + k;
+            if (i >= firstWritable && i < Count) _edge[i] = (value >> (2 * k + 1) & 1) != 0;
+        }
+        Version++;
+    }
+}

@@ -1,0 +1,139 @@
+using Doorbell.Gic.V2;
+using Doorbell.Gic.V2m;
+using Doorbell.Memory;
+
+namespace Doorbell.Host.Irq;
+
+/// <summary>Host GICv2 driver (the role of Linux irq-gic.c): distributor and CPU 0's interface through MMIO.</summary>
+public sealed class GicV2HostDriver
+{
+    readonly PhysicalAddressSpace _bus;
+    readonly ulong _gicd, _gicc;
+
+    public GicV2HostDriver(PhysicalAddressSpace bus, PhysAddr gicd, PhysAddr gicc)
+    {
+        ArgumentNullException.ThrowIfNull(bus);
+        _bus = bus; _gicd = gicd.Value; _gicc = gicc.Value;
+        Irqs = new HostIrqTable();
+    }
+
+    public HostIrqTable Irqs { get; }
+    public HostCpu Cpu0 { get; private set; } = null!;
+    public int SpiCount { get; private set; }
+    public PhysicalAddressSpace Bus => _bus;
+
+    uint R32(ulong a) { _bus.Read(new PhysAddr(a), 4, out var v, BusAttributes.Cpu); return (uint)v; }
+    void W32(ulong a, uint v) => _bus.Write(new PhysAddr(a), 4, v, BusAttributes.Cpu);
+    void W8(ulong a, byte v) => _bus.Write(new PhysAddr(a), 1, v, BusAttributes.Cpu);
+
+    public void Init()
+    {
+        W32(_gicd + GicV2.GICD_CTLR, 0);
+        SpiCount = (int)((R32(_gicd + GicV2.GICD_TYPER) & 0x1F) + 1) * 32 - 32;
+        for (var i = 32; i < 32 + SpiCount; i += 32) W32(_gicd + GicV2.GICD_ICENABLER + (ulong)i / 8, 0xFFFF_FFFF);
+        for (var i = 32; i < 32 + SpiCount; i += 4)
+        {
+            W32(_gicd + GicV2.GICD_IPRIORITYR + (ulong)i, 0xA0A0_A0A0);
+            W32(_gicd + GicV2.GICD_ITARGETSR + (ulong)i, 0x0101_0101);
+        }
+        for (var i = 0; i < 32; i += 4) W32(_gicd + GicV2.GICD_IPRIORITYR + (ulong)i, 0xA0A0_A0A0);
+        W32(_gicd + GicV2.GICD_ISENABLER, 0xFFFF);
+        W32(_gicd + GicV2.GICD_CTLR, 1);
+        W32(_gicc + GicV2.GICC_PMR, 0xF0);
+        W32(_gicc + GicV2.GICC_CTLR, 1);
+        Cpu0 = new HostCpu(0, new V2CpuInterface(this), Irqs);
+    }
+
+    sealed class V2CpuInterface(GicV2HostDriver d) : IHostCpuInterface
+    {
+        public int Acknowledge() => (int)(d.R32(d._gicc + GicV2.GICC_IAR) & 0x3FF);
+        public void EndOfInterrupt(int intid) => d.W32(d._gicc + GicV2.GICC_EOIR, (uint)intid);
+    }
+
+    public void EnableSpi(int intid, int cpu, bool edge)
+    {
+        if (intid < 32 || intid >= 32 + SpiCount) throw new IrqException(Errno.EINVAL, $"INTID {intid} is not an SPI");
+        var cfg = _gicd + GicV2.GICD_ICFGR + (ulong)(intid / 16) * 4;
+        var bit = 2u << (2 * (intid % 16));
+        W32(cfg, edge ? R32(cfg) | bit : R32(cfg) & ~bit);
+        SetTarget(intid, cpu);
+        W32(_gicd + GicV2.GICD_ISENABLER + (ulong)(intid / 32) * 4, 1u << (intid % 32));
+    }
+
+    public void DisableSpi(int intid) => W32(_gicd + GicV2.GICD_ICENABLER + (ulong)(intid / 32) * 4, 1u << (intid % 32));
+
+    public void SetTarget(int intid, int cpu)
+    {
+        if (cpu is < 0 or > 7) throw new IrqException(Errno.EINVAL, $"no CPU {cpu}");
+        W8(_gicd + GicV2.GICD_ITARGETSR + (ulong)intid, (byte)(1 << cpu));
+    }
+}
+
+/// <summary>
+/// Host GICv2m driver (the role of Linux irq-gic-v2m.c): reads MSI_TYPER for the frame's SPI range, hands out
+/// SPIs, configures them edge-triggered, and gives each vector (MSI_SETSPI_NS address, SPI INTID). Its MSI
+/// domain does NOT isolate MSIs: the frame cannot tell who wrote.
+/// </summary>
+public sealed class Gicv2mDriver : IMsiDomain
+{
+    readonly GicV2HostDriver _gic;
+    readonly ulong _frame;
+    bool[] _used = [];
+    readonly Dictionary<uint, MsiAllocation> _byDevice = [];
+
+    public Gicv2mDriver(GicV2HostDriver gic, PhysAddr frame)
+    {
+        ArgumentNullException.ThrowIfNull(gic);
+        _gic = gic; _frame = frame.Value;
+    }
+
+    public string Name => "GICv2m-MSI";
+    public bool IsolatedMsi => false;
+    public int BaseIntid { get; private set; }
+    public int Count { get; private set; }
+
+    public void Init()
+    {
+        _gic.Bus.Read(new PhysAddr(_frame + GicV2m.MSI_TYPER), 4, out var t, BusAttributes.Cpu);
+        BaseIntid = (int)(t >> 16 & 0x3FF);
+        Count = (int)(t & 0x3FF);
+        if (Count == 0 || BaseIntid < 32) throw new IrqException(Errno.ENODEV, $"invalid MSI_TYPER 0x{t:x}");
+        _used = new bool[Count];
+    }
+
+    public MsiAllocation AllocateMsis(uint deviceId, int count)
+    {
+        if (count < 1) throw new IrqException(Errno.EINVAL, $"bad vector count {count}");
+        if (_byDevice.ContainsKey(deviceId)) throw new IrqException(Errno.EEXIST, $"device {deviceId} already has MSIs");
+        var vectors = new MsiVector[count];
+        var n = 0;
+        for (var i = 0; i < Count && n < count; i++)
+        {
+            if (_used[i]) continue;
+            vectors[n] = new MsiVector(n, new MsiMessage(_frame + GicV2m.MSI_SETSPI_NS, (uint)(BaseIntid + i)), BaseIntid + i);
+            n++;
+        }
+        if (n < count) throw new IrqException(Errno.ENOSPC, $"no {count} free GICv2m SPIs");
+        foreach (var v in vectors)
+        {
+            _used[v.Intid - BaseIntid] = true;
+            _gic.EnableSpi(v.Intid, 0, edge: true);
+        }
+        var a = new MsiAllocation(this, deviceId, vectors);
+        _byDevice[deviceId] = a;
+        return a;
+    }
+
+    public void FreeMsis(MsiAllocation allocation)
+    {
+        ArgumentNullException.ThrowIfNull(allocation);
+        if (!_byDevice.Remove(allocation.DeviceId)) throw new IrqException(Errno.EINVAL, $"device {allocation.DeviceId} has no MSIs");
+        foreach (var v in allocation.Vectors)
+        {
+            _gic.DisableSpi(v.Intid);
+            _used[v.Intid - BaseIntid] = false;
+        }
+    }
+
+    public void SetAffinity(MsiVector vector, int cpu) => _gic.SetTarget(vector.Intid, cpu);
+}

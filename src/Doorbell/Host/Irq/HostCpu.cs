@@ -1,0 +1,58 @@
+namespace Doorbell.Host.Irq;
+
+/// <summary>How a host CPU acknowledges and ends interrupts at its interrupt controller (GICv3 system registers or a GICv2 GICC frame).</summary>
+public interface IHostCpuInterface
+{
+    /// <summary>Acknowledge: the INTID, or 1023 when nothing is signalled.</summary>
+    int Acknowledge();
+    void EndOfInterrupt(int intid);
+}
+
+/// <summary>Handlers registered by INTID (Linux's irq descriptors, flattened): shared by all host CPUs.</summary>
+public sealed class HostIrqTable
+{
+    readonly Dictionary<int, Action<int, int>> _handlers = [];
+
+    /// <summary>Registers <paramref name="handler"/>(intid, cpu). -EBUSY if one is already registered.</summary>
+    public void Request(int intid, Action<int, int> handler)
+    {
+        ArgumentNullException.ThrowIfNull(handler);
+        if (!_handlers.TryAdd(intid, handler)) throw new IrqException(Errno.EBUSY, $"INTID {intid} already has a handler");
+    }
+
+    public void Free(int intid) => _handlers.Remove(intid);
+
+    internal bool TryGet(int intid, out Action<int, int> handler) => _handlers.TryGetValue(intid, out handler!);
+}
+
+/// <summary>
+/// A host CPU's interrupt entry: acknowledge, dispatch to the registered handler, end of interrupt — the loop of
+/// Linux's gic_handle_irq. Unhandled INTIDs are acknowledged and ended (and counted), as Linux's spurious path.
+/// </summary>
+public sealed class HostCpu(int index, IHostCpuInterface cpuInterface, HostIrqTable table)
+{
+    public int Index { get; } = index;
+    public long Handled { get; private set; }
+    public long Unhandled { get; private set; }
+    /// <summary>The INTIDs this CPU handled, in order (last 1024).</summary>
+    public IReadOnlyList<int> History => _history;
+    readonly List<int> _history = [];
+
+    /// <summary>Takes interrupts until none is signalled (at most <paramref name="limit"/>). Returns how many were taken.</summary>
+    public int HandleInterrupts(int limit = 4096)
+    {
+        var n = 0;
+        while (n < limit)
+        {
+            var intid = cpuInterface.Acknowledge();
+            if (intid is >= 1020 and <= 1023) break;
+            n++;
+            if (_history.Count == 1024) _history.RemoveAt(0);
+            _history.Add(intid);
+            if (table.TryGet(intid, out var h)) { Handled++; h(intid, Index); }
+            else Unhandled++;
+            cpuInterface.EndOfInterrupt(intid);
+        }
+        return n;
+    }
+}
