@@ -39,6 +39,8 @@ public sealed record TranslationRegion(Granule Granule, int InputSize, ulong Tab
             return $"input size {InputSize} outside [16, {maxInputSize}]";
         if (StartLevel < 0)
             return $"input size {InputSize} needs a walk starting before level 0";
+        if (StartLevel > 3)
+            return $"input size {InputSize} leaves no table level with a {Granule.Bytes() >> 10}K granule";
         return null;
     }
 }

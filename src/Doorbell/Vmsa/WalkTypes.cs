@@ -90,6 +90,14 @@ public struct TlbEntry
     /// <summary>Stage-1 AttrIndx (MAIR index) and stage-2 MemAttr, for reports.</summary>
     public byte AttrIndex;
     public byte Stage2MemAttr;
+    /// <summary>Level of the stage-2 leaf (when HasStage2), for faults that stage 2 reports on a cached entry.</summary>
+    public sbyte Stage2Level;
+    /// <summary>Log2 of the stage-2 block that produced this entry (TLBI by IPA removes every entry derived from it).</summary>
+    public byte Stage2SizeLog2;
+    /// <summary>IPA of InputBase (stage 2 present): the stage-1 output, or the input itself for stage-2-only entries.</summary>
+    public ulong IpaBase;
+    /// <summary>A write to this clean (DBM = 1, read-only) page would be made writable by a hardware dirty-state update (HD): a write must re-walk.</summary>
+    public bool DirtyUpdatable;
 
     public readonly ulong SizeBytes => 1UL << SizeLog2;
     public readonly ulong OffsetMask => (1UL << SizeLog2) - 1;

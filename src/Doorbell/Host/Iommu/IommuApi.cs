@@ -1,0 +1,210 @@
+using Doorbell.Iommu;
+
+namespace Doorbell.Host.Iommu;
+
+// The IOMMU API as a Linux-like kernel offers it (include/linux/iommu.h): domains, groups, capabilities and
+// reserved regions. Drivers (SmmuV3Driver, …) implement IIommuDriver; users (VFIO, DMA API) see only this.
+
+/// <summary>Linux errno values the IOMMU API uses.</summary>
+public static class LinuxErrno
+{
+    public const int ENOENT = 2, ENOMEM = 12, EFAULT = 14, EBUSY = 16, EEXIST = 17, ENODEV = 19, EINVAL = 22,
+        ENOSPC = 28, ERANGE = 34, EOPNOTSUPP = 95, ETIMEDOUT = 110;
+
+    public static string Name(int errno) => Math.Abs(errno) switch
+    {
+        ENOENT => "ENOENT", ENOMEM => "ENOMEM", EFAULT => "EFAULT", EBUSY => "EBUSY", EEXIST => "EEXIST", ENODEV => "ENODEV",
+        EINVAL => "EINVAL", ENOSPC => "ENOSPC", ERANGE => "ERANGE", EOPNOTSUPP => "EOPNOTSUPP", ETIMEDOUT => "ETIMEDOUT",
+        var e => $"errno {e}",
+    };
+}
+
+/// <summary>A host-side misuse or failure of the IOMMU API, carrying the (positive) Linux errno.</summary>
+public sealed class IommuException : Exception
+{
+    public IommuException(int errno, string message) : base($"{LinuxErrno.Name(errno)}: {message}") => Errno = Math.Abs(errno);
+    public IommuException() : base("IOMMU error") { }
+    public IommuException(string message) : base(message) { }
+    public IommuException(string message, Exception inner) : base(message, inner) { }
+
+    public int Errno { get; }
+
+    /// <summary>Throws for a negative errno return (io-pgtable style), else returns.</summary>
+    public static void ThrowIfError(int ret, string what)
+    {
+        if (ret < 0) throw new IommuException(-ret, what);
+    }
+}
+
+/// <summary>IOMMU_DOMAIN_* types.</summary>
+public enum IommuDomainType
+{
+    /// <summary>All DMA blocked (an abort STE).</summary>
+    Blocked,
+    /// <summary>DMA untranslated (a bypass STE).</summary>
+    Identity,
+    /// <summary>Translated, managed by the user (VFIO).</summary>
+    Unmanaged,
+    /// <summary>Translated, managed by the kernel DMA API.</summary>
+    Dma,
+}
+
+/// <summary>Which translation stage a paging domain uses (Linux ARM_SMMU_DOMAIN_S1 / S2).</summary>
+public enum IommuDomainStage
+{
+    Stage1,
+    Stage2,
+}
+
+/// <summary>enum iommu_cap.</summary>
+public enum IommuCapability
+{
+    CacheCoherency,
+    NoExec,
+    DeferredFlush,
+    DirtyTracking,
+}
+
+/// <summary>enum iommu_resv_type.</summary>
+public enum ReservedRegionType
+{
+    Direct,
+    DirectRelaxable,
+    Reserved,
+    Msi,
+    SoftwareMsi,
+}
+
+/// <summary>struct iommu_resv_region.</summary>
+public sealed record ReservedRegion(ulong Start, ulong Length, IoProt Prot, ReservedRegionType Type)
+{
+    public ulong End => Start + Length - 1;
+}
+
+/// <summary>The IOVA window for software-managed MSIs (Linux MSI_IOVA_BASE / MSI_IOVA_LENGTH in arm-smmu-v3).</summary>
+public static class SoftwareMsiWindow
+{
+    public const ulong Base = 0x800_0000;
+    public const ulong Length = 0x10_0000;
+}
+
+/// <summary>A device behind an IOMMU: its name, StreamIDs and SubstreamID bits (Linux struct iommu_fwspec + master).</summary>
+public sealed record IommuDevice(string Name, IReadOnlyList<uint> StreamIds, int SubstreamIdBits = 0)
+{
+    public IommuGroup? Group { get; internal set; }
+}
+
+/// <summary>A set of devices that cannot be isolated from each other: the unit of attachment (struct iommu_group).</summary>
+public sealed class IommuGroup
+{
+    readonly List<IommuDevice> _devices = [];
+    static int _nextId;
+
+    internal IommuGroup(IIommuDriver driver)
+    {
+        Driver = driver;
+        Id = Interlocked.Increment(ref _nextId) - 1;
+    }
+
+    public int Id { get; }
+    public IIommuDriver Driver { get; }
+    public IReadOnlyList<IommuDevice> Devices => _devices;
+    /// <summary>The domain the group is attached to (the driver's default domain at probe).</summary>
+    public IommuDomain? Domain { get; private set; }
+
+    internal void Add(IommuDevice device)
+    {
+        _devices.Add(device);
+        device.Group = this;
+    }
+
+    /// <summary>iommu_attach_group: every device of the group moves to <paramref name="domain"/>.</summary>
+    public void Attach(IommuDomain domain)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        if (!ReferenceEquals(domain.Driver, Driver))
+            throw new IommuException(LinuxErrno.EINVAL, $"domain of another IOMMU cannot be attached to group {Id}");
+        foreach (var d in _devices) Driver.AttachDevice(domain, d);
+        Domain = domain;
+    }
+
+    /// <summary>iommu_detach_group: back to a blocking domain.</summary>
+    public void Detach()
+    {
+        var blocked = Driver.AllocateDomain(IommuDomainType.Blocked);
+        Attach(blocked);
+    }
+}
+
+/// <summary>An IOMMU domain: an address space devices can be attached to (struct iommu_domain).</summary>
+public abstract class IommuDomain
+{
+    readonly Dictionary<ulong, ulong> _msiPages = []; // doorbell page PA → IOVA
+
+    protected IommuDomain(IIommuDriver driver, IommuDomainType type)
+    {
+        Driver = driver;
+        Type = type;
+    }
+
+    public IIommuDriver Driver { get; }
+    public IommuDomainType Type { get; }
+    public bool IsPaging => Type is IommuDomainType.Unmanaged or IommuDomainType.Dma;
+    /// <summary>Page and block sizes Map accepts (pgsize_bitmap).</summary>
+    public abstract ulong PageSizeBitmap { get; }
+    /// <summary>geometry.aperture_start / aperture_end.</summary>
+    public abstract ulong ApertureStart { get; }
+    public abstract ulong ApertureEnd { get; }
+
+    /// <summary>iommu_map: throws <see cref="IommuException"/> (EINVAL for misalignment or a non-paging domain, EEXIST, ENOMEM, ERANGE).</summary>
+    public abstract void Map(ulong iova, ulong physicalAddress, ulong size, IoProt prot);
+    /// <summary>iommu_unmap: bytes unmapped (TLB invalidated and synchronised before return).</summary>
+    public abstract ulong Unmap(ulong iova, ulong size);
+    /// <summary>iommu_iova_to_phys: 0 when nothing is mapped.</summary>
+    public abstract ulong IovaToPhys(ulong iova);
+
+    /// <summary>
+    /// iommu_dma_get_msi_page for a software-managed MSI window: maps the doorbell's page in the SW_MSI region
+    /// (once) and returns the IOVA the device must write its MSI to.
+    /// </summary>
+    public ulong MapMsiDoorbell(ulong doorbellPhysicalAddress)
+    {
+        if (!IsPaging) return doorbellPhysicalAddress;
+        var granule = 1UL << System.Numerics.BitOperations.TrailingZeroCount(PageSizeBitmap);
+        var page = doorbellPhysicalAddress & ~(granule - 1);
+        if (!_msiPages.TryGetValue(page, out var iova))
+        {
+            iova = SoftwareMsiWindow.Base + (ulong)_msiPages.Count * granule;
+            if (iova + granule > SoftwareMsiWindow.Base + SoftwareMsiWindow.Length)
+                throw new IommuException(LinuxErrno.ENOSPC, "software MSI window full");
+            Map(iova, page, granule, IoProt.Write | IoProt.Mmio | IoProt.NoExec);
+            _msiPages[page] = iova;
+        }
+        return iova + (doorbellPhysicalAddress - page);
+    }
+}
+
+/// <summary>What an IOMMU driver offers the core (struct iommu_ops).</summary>
+public interface IIommuDriver
+{
+    string Name { get; }
+    /// <summary>probe_device + device_group: the device gets a group (attached to a blocking domain).</summary>
+    IommuGroup ProbeDevice(IommuDevice device);
+    void ReleaseDevice(IommuDevice device);
+    IommuDomain AllocateDomain(IommuDomainType type, IommuDomainStage? stage = null);
+    void FreeDomain(IommuDomain domain);
+    void AttachDevice(IommuDomain domain, IommuDevice device);
+    bool Capable(IommuCapability capability);
+    IReadOnlyList<ReservedRegion> GetReservedRegions(IommuDevice device);
+}
+
+/// <summary>Helper for drivers: creates groups (the core's iommu_group_alloc).</summary>
+public static class IommuGroups
+{
+    public static IommuGroup Create(IIommuDriver driver, IommuDevice device)
+    {
+        var g = new IommuGroup(driver);
+        g.Add(device);
+        return g;
+    }
+}

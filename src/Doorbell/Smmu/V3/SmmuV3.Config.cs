@@ -1,0 +1,422 @@
+using Doorbell.Memory;
+using Doorbell.Vmsa;
+
+namespace Doorbell.Smmu.V3;
+
+/// <summary>A cached CD and the translation configuration it decodes to with its STE.</summary>
+internal sealed class CdCacheEntry
+{
+    public required ulong Address;          // where it was fetched (PA)
+    public readonly ulong[] Raw = new ulong[8];
+    public required DecodedCd Cd;
+    public required TranslationConfig Config;
+}
+
+/// <summary>A cached STE (never an invalid or ILLEGAL one) with the CDs fetched through it.</summary>
+internal sealed class SteCacheEntry
+{
+    public required uint Sid;
+    public required ulong Address;
+    public readonly ulong[] Raw = new ulong[8];
+    public required DecodedSte Ste;
+    /// <summary>For stage-1-bypassed traffic of a stream with stage 2 (or S2-only streams).</summary>
+    public TranslationConfig? Stage2Only;
+    public readonly Dictionary<uint, CdCacheEntry> Cds = [];
+}
+
+/// <summary>How a transaction of a stream resolves.</summary>
+internal enum StreamOutcome : byte
+{
+    Translate,
+    Bypass,
+    /// <summary>Terminated with an abort (an event may have been recorded).</summary>
+    Abort,
+}
+
+/// <summary>What a port keeps between transactions: valid while the SMMU's generation is unchanged.</summary>
+internal sealed class StreamContext
+{
+    public StreamOutcome Outcome;
+    public TranslationConfig Config = TranslationConfig.Bypass;
+    public bool RecordStage1;
+    public bool RecordStage2;
+    /// <summary>CD.A: stage-1 terminations abort (else RAZ/WI).</summary>
+    public bool AbortStage1 = true;
+    public SteCacheEntry? Ste;
+    public CdCacheEntry? Cd;
+    public ulong Generation = ulong.MaxValue;
+}
+
+// Stream table and CD fetch, decode and configuration cache (IHI 0070 §3.3, §5, §4.3 CFGI).
+public sealed partial class SmmuV3
+{
+    readonly Dictionary<uint, SteCacheEntry> _steCache = [];
+    /// <summary>Last contents the SMMU observed at each STE/CD address (strict mode: hitless-update checks).</summary>
+    readonly Dictionary<ulong, ulong[]> _observed = [];
+
+    internal int CachedSteCount => _steCache.Count;
+
+    /// <summary>Resolves a transaction's stream configuration, recording the architected event on any failure.</summary>
+    internal StreamOutcome Resolve(uint sid, bool ssv, uint ssid, ulong input, AccessFlags access, bool translated, StreamContext ctx)
+    {
+        ctx.Ste = null; ctx.Cd = null;
+        ctx.RecordStage1 = ctx.RecordStage2 = false;
+        ctx.AbortStage1 = true;
+        ctx.Config = TranslationConfig.Bypass;
+        if (!SmmuEnabled)
+            return ctx.Outcome = (_gbpa & SmmuV3Field.GbpaAbort) != 0 ? StreamOutcome.Abort : StreamOutcome.Bypass;
+        var ste = GetSte(sid, ssv, ssid);
+        if (ste is null) return ctx.Outcome = StreamOutcome.Abort;
+        ctx.Ste = ste;
+        var d = ste.Ste;
+        if (d.IsAbort) return ctx.Outcome = StreamOutcome.Abort; // Config = abort: no event (§5.2)
+        if (translated && !d.IsBypass)
+        {
+            // ATS-translated traffic: IDR0.ATS = 0, so STE.EATS is IGNORED and translated traffic is never allowed.
+            RecordTransaction(Evt.F_TRANSL_FORBIDDEN, sid, ssv, ssid, input, access);
+            return ctx.Outcome = StreamOutcome.Abort;
+        }
+        if (d.IsBypass || !d.Stage1Enabled)
+        {
+            if (ssv)
+            {
+                RecordConfig(Evt.C_BAD_SUBSTREAMID, sid, ssv, ssid);
+                return ctx.Outcome = StreamOutcome.Abort;
+            }
+            if (d.IsBypass) return ctx.Outcome = StreamOutcome.Bypass;
+            ctx.Config = ste.Stage2Only!;
+            ctx.RecordStage2 = d.S2Record;
+            return ctx.Outcome = StreamOutcome.Translate;
+        }
+        uint cdIndex;
+        if (d.S1CdMax == 0)
+        {
+            if (ssv) { RecordConfig(Evt.C_BAD_SUBSTREAMID, sid, ssv, ssid); return ctx.Outcome = StreamOutcome.Abort; }
+            cdIndex = 0;
+        }
+        else if (!ssv)
+        {
+            switch (d.S1Dss)
+            {
+                case Ste.S1DssTerminate:
+                    RecordConfig(Evt.F_STREAM_DISABLED, sid, false, 0);
+                    return ctx.Outcome = StreamOutcome.Abort;
+                case Ste.S1DssBypass:
+                    if (d.Stage2 is null) return ctx.Outcome = StreamOutcome.Bypass;
+                    ctx.Config = ste.Stage2Only!;
+                    ctx.RecordStage2 = d.S2Record;
+                    return ctx.Outcome = StreamOutcome.Translate;
+                default:
+                    cdIndex = 0; // S1DSS = substream 0
+                    break;
+            }
+        }
+        else
+        {
+            if (ssid >> d.S1CdMax != 0 || (ssid == 0 && d.S1Dss == Ste.S1DssSubstream0))
+            {
+                RecordConfig(Evt.C_BAD_SUBSTREAMID, sid, ssv, ssid);
+                return ctx.Outcome = StreamOutcome.Abort;
+            }
+            cdIndex = ssid;
+        }
+        var cd = GetCd(ste, cdIndex, sid, ssv, ssid, input, access);
+        if (cd is null) return ctx.Outcome = StreamOutcome.Abort;
+        ctx.Cd = cd;
+        ctx.Config = cd.Config;
+        ctx.RecordStage1 = cd.Cd.Record;
+        ctx.RecordStage2 = d.S2Record;
+        ctx.AbortStage1 = cd.Cd.AbortOnTerminate;
+        return ctx.Outcome = StreamOutcome.Translate;
+    }
+
+    // ----- STE -----
+
+    /// <summary>Finds the STE address for a StreamID (walking a 2-level table). Returns an event ID on failure (0 = ok).</summary>
+    byte LocateSte(uint sid, out ulong steAddress, out ulong fetchAddress)
+    {
+        steAddress = 0; fetchAddress = 0;
+        if (_o.StreamIdBits < 32 && sid >> _o.StreamIdBits != 0) return Evt.C_BAD_STREAMID;
+        var log2 = (int)Math.Min(_strtabBaseCfg & 0x3F, (uint)_o.StreamIdBits);
+        if (log2 < 32 && sid >> log2 != 0) return Evt.C_BAD_STREAMID;
+        var tableBase = _strtabBase & SmmuV3Field.StrtabBaseAddrMask;
+        var fmt = (_strtabBaseCfg >> SmmuV3Field.StrtabCfgFmtShift) & 3;
+        if (fmt != 1 || !_o.TwoLevelStreamTable)
+        {
+            // Linear (FMT = 0; reserved FMT values and FMT = 1 without ST_LEVEL behave as linear, docs/deviations.md).
+            steAddress = tableBase + (ulong)sid * Ste.Size;
+            return 0;
+        }
+        var split = (int)((_strtabBaseCfg >> SmmuV3Field.StrtabCfgSplitShift) & 0x1F);
+        if (split is not (6 or 8 or 10)) split = 6; // reserved SPLIT values behave as 6 (docs/deviations.md)
+        var l1Index = split >= 32 ? 0 : sid >> split;
+        var l1Addr = tableBase + (ulong)l1Index * 8;
+        if (_bus.ReadU64(l1Addr, out var l1) != BusStatus.Ok)
+        {
+            fetchAddress = l1Addr;
+            return Evt.F_STE_FETCH;
+        }
+        ConfigFetches++;
+        var span = (int)(l1 & Ste.L1SpanMask);
+        if (span == 0 || span > split + 1) return Evt.C_BAD_STREAMID; // invalid L1 descriptor (reserved spans as invalid)
+        var low = sid & ((1u << split) - 1);
+        if (low >> (span - 1) != 0) return Evt.C_BAD_STREAMID;
+        steAddress = (l1 & Ste.L1L2PtrMask) + (ulong)low * Ste.Size;
+        return 0;
+    }
+
+    bool FetchQwords(ulong address, Span<ulong> q)
+    {
+        for (var i = 0; i < 8; i++)
+            if (_bus.ReadU64(address + (ulong)i * 8, out q[i]) != BusStatus.Ok)
+                return false;
+        ConfigFetches++;
+        return true;
+    }
+
+    SteCacheEntry? GetSte(uint sid, bool ssv, uint ssid)
+    {
+        if (_steCache.TryGetValue(sid, out var cached))
+        {
+            if (StrictEnabled) CheckStale(cached.Address, cached.Raw, $"STE of SID 0x{sid:x}", "IHI 0070 §4.3.2: an STE changed in memory must be invalidated (CMD_CFGI_STE) before the SMMU relies on it");
+            return cached;
+        }
+        var ev = LocateSte(sid, out var addr, out var fetchAddr);
+        if (ev == Evt.C_BAD_STREAMID)
+        {
+            if ((_cr2 & SmmuV3Field.Cr2RecInvSid) != 0) RecordConfig(Evt.C_BAD_STREAMID, sid, ssv, ssid);
+            return null;
+        }
+        if (ev == Evt.F_STE_FETCH)
+        {
+            RecordFetch(Evt.F_STE_FETCH, sid, ssv, ssid, fetchAddr);
+            return null;
+        }
+        Span<ulong> q = stackalloc ulong[8];
+        if (!FetchQwords(addr, q))
+        {
+            RecordFetch(Evt.F_STE_FETCH, sid, ssv, ssid, addr);
+            return null;
+        }
+        if (StrictEnabled) Observe(addr, q);
+        var d = SmmuV3Decoder.DecodeSte(q, _o, out var why);
+        if (d is null)
+        {
+            TraceEmit($"C_BAD_STE SID 0x{sid:x}: {why}");
+            RecordConfig(Evt.C_BAD_STE, sid, ssv, ssid);
+            return null;
+        }
+        var entry = new SteCacheEntry { Sid = sid, Address = addr, Ste = d };
+        q.CopyTo(entry.Raw);
+        if (d.Stage2 is not null) entry.Stage2Only = new TranslationConfig(null, d.Stage2);
+        _steCache[sid] = entry;
+        return entry;
+    }
+
+    // ----- CD -----
+
+    /// <summary>Reads a qword of a CD table, translating its IPA through stage 2 when the stream has one.</summary>
+    bool FetchCdQword(SteCacheEntry ste, ulong address, out ulong value, out ulong pa, uint sid, bool ssv, uint ssid, ulong input, AccessFlags access)
+    {
+        pa = address;
+        value = 0;
+        if (ste.Stage2Only is { } s2)
+        {
+            if (!_translator.Translate(s2, address, AccessFlags.Read, out var e, out var fault))
+            {
+                if (ste.Ste.S2Record || fault.Kind == FaultKind.WalkExternalAbort)
+                    RecordTranslationFault(fault, sid, ssv, ssid, input, access, Evt.ClassCd, cdIpa: address);
+                return false;
+            }
+            pa = e.Translate(address);
+        }
+        if (_bus.ReadU64(pa, out value) != BusStatus.Ok)
+        {
+            RecordFetch(Evt.F_CD_FETCH, sid, ssv, ssid, pa);
+            return false;
+        }
+        return true;
+    }
+
+    CdCacheEntry? GetCd(SteCacheEntry ste, uint cdIndex, uint sid, bool ssv, uint ssid, ulong input, AccessFlags access)
+    {
+        if (ste.Cds.TryGetValue(cdIndex, out var cached))
+        {
+            if (StrictEnabled) CheckStale(cached.Address, cached.Raw, $"CD {cdIndex} of SID 0x{sid:x}", "IHI 0070 §4.3.4: a CD changed in memory must be invalidated (CMD_CFGI_CD) before the SMMU relies on it");
+            return cached;
+        }
+        var d = ste.Ste;
+        ulong cdAddr; // IPA when stage 2 is enabled
+        if (d.S1CdMax == 0 || d.S1Fmt == Cd.S1FmtLinear)
+            cdAddr = d.S1ContextPtr + (ulong)cdIndex * Cd.Size;
+        else
+        {
+            var split = d.S1Fmt == Cd.S1Fmt2Level4K ? 6 : 10;
+            var l1Addr = d.S1ContextPtr + (ulong)(cdIndex >> split) * 8;
+            if (!FetchCdQword(ste, l1Addr, out var l1, out _, sid, ssv, ssid, input, access)) return null;
+            if ((l1 & 1) == 0)
+            {
+                RecordConfig(Evt.C_BAD_SUBSTREAMID, sid, ssv, ssid); // L1CD.V = 0
+                return null;
+            }
+            cdAddr = (l1 & Cd.L1L2PtrMask) + (ulong)(cdIndex & ((1u << split) - 1)) * Cd.Size;
+        }
+        Span<ulong> q = stackalloc ulong[8];
+        var pa = 0UL;
+        for (var i = 0; i < 8; i++)
+        {
+            if (!FetchCdQword(ste, cdAddr + (ulong)i * 8, out q[i], out var qpa, sid, ssv, ssid, input, access)) return null;
+            if (i == 0) pa = qpa;
+        }
+        ConfigFetches++;
+        if (StrictEnabled) Observe(pa, q);
+        var cd = SmmuV3Decoder.DecodeCd(q, _o, out var why);
+        if (cd is null)
+        {
+            TraceEmit($"C_BAD_CD SID 0x{sid:x} CD {cdIndex}: {why}");
+            RecordConfig(Evt.C_BAD_CD, sid, ssv, ssid);
+            return null;
+        }
+        var config = new TranslationConfig(cd.Stage1, d.Stage2);
+        if (FindAsidConflict(ste, cdIndex, config))
+        {
+            RecordConfig(Evt.F_CFG_CONFLICT, sid, ssv, ssid);
+            return null;
+        }
+        var entry = new CdCacheEntry { Address = pa, Cd = cd, Config = config };
+        q.CopyTo(entry.Raw);
+        ste.Cds[cdIndex] = entry;
+        return entry;
+    }
+
+    /// <summary>
+    /// Two cached CDs with the same (VMID, ASID) but different stage-1 tables make the IOTLB ambiguous (IHI 0070
+    /// §5.4 requires ASIDs to identify one translation regime per VMID). Doorbell reports F_CFG_CONFLICT for the
+    /// newcomer (a CONSTRAINED UNPREDICTABLE choice, docs/deviations.md).
+    /// </summary>
+    bool FindAsidConflict(SteCacheEntry self, uint selfIndex, TranslationConfig config)
+    {
+        var s1 = config.Stage1!;
+        foreach (var ste in _steCache.Values)
+            foreach (var (idx, other) in ste.Cds)
+            {
+                if (ReferenceEquals(ste, self) && idx == selfIndex) continue;
+                var o1 = other.Config.Stage1!;
+                if (o1.Asid != s1.Asid || other.Config.Vmid != config.Vmid) continue;
+                if (o1.Low.TableBase != s1.Low.TableBase || o1.Low.Granule != s1.Low.Granule || o1.Low.InputSize != s1.Low.InputSize)
+                    return true;
+            }
+        return false;
+    }
+
+    // ----- invalidation (commands) -----
+
+    void InvalidateSte(uint first, uint last)
+    {
+        _unsyncedInvalidations++;
+        Generation++;
+        if (StrictEnabled)
+            for (var sid = (ulong)first; sid <= last && sid - first < 4096; sid++)
+                CheckHitless((uint)sid);
+        if (last - first < (uint)_steCache.Count)
+        {
+            for (var sid = (ulong)first; sid <= last; sid++)
+                _steCache.Remove((uint)sid);
+        }
+        else
+        {
+            foreach (var key in _steCache.Keys.ToList())
+                if (key >= first && key <= last) _steCache.Remove(key);
+        }
+    }
+
+    void InvalidateAllConfig()
+    {
+        _unsyncedInvalidations++;
+        Generation++;
+        if (StrictEnabled)
+            foreach (var sid in _steCache.Keys.ToList())
+                CheckHitless(sid);
+        _steCache.Clear();
+    }
+
+    void InvalidateCd(uint sid, uint ssid, bool all)
+    {
+        _unsyncedInvalidations++;
+        Generation++;
+        if (!_steCache.TryGetValue(sid, out var ste)) return;
+        if (all)
+        {
+            if (StrictEnabled)
+                foreach (var cd in ste.Cds.Values) CheckHitlessAt(cd.Address, isSte: false, $"CD of SID 0x{sid:x}");
+            ste.Cds.Clear();
+        }
+        else
+        {
+            if (ste.Cds.TryGetValue(ssid, out var cd))
+            {
+                if (StrictEnabled) CheckHitlessAt(cd.Address, isSte: false, $"CD {ssid} of SID 0x{sid:x}");
+                ste.Cds.Remove(ssid);
+            }
+            else if (StrictEnabled && ste.Ste.Stage1Enabled && ste.Ste.Stage2 is null)
+            {
+                // Not cached, but possibly observed earlier: check the CD the SMMU would fetch now.
+                var d = ste.Ste;
+                if (d.S1CdMax == 0 || d.S1Fmt == Cd.S1FmtLinear)
+                    CheckHitlessAt(d.S1ContextPtr + (ulong)ssid * Cd.Size, isSte: false, $"CD {ssid} of SID 0x{sid:x}");
+            }
+        }
+    }
+
+    // ----- strict mode -----
+
+    void Observe(ulong address, ReadOnlySpan<ulong> q)
+    {
+        if (!_observed.TryGetValue(address, out var arr)) _observed[address] = arr = new ulong[8];
+        q.CopyTo(arr);
+    }
+
+    void CheckStale(ulong address, ulong[] raw, string what, string rule)
+    {
+        Span<ulong> now = stackalloc ulong[8];
+        for (var i = 0; i < 8; i++)
+            if (_bus.ReadU64(address + (ulong)i * 8, out now[i]) != BusStatus.Ok) return;
+        for (var i = 0; i < 8; i++)
+            if (now[i] != raw[i])
+            {
+                _strict!.Report("smmuv3", rule, $"stale {what} used: qword {i} is 0x{now[i]:x} in memory, cached 0x{raw[i]:x}");
+                return;
+            }
+    }
+
+    void CheckHitless(uint sid)
+    {
+        if (LocateSte(sid, out var addr, out _) != 0) return;
+        CheckHitlessAt(addr, isSte: true, $"STE of SID 0x{sid:x}");
+    }
+
+    /// <summary>
+    /// Compares what the SMMU last observed at <paramref name="address"/> with memory now (at an invalidation).
+    /// If both are valid and they differ in bits used by either configuration in more than one qword, the SMMU
+    /// could have fetched a half-written entry in between (the hitless-update discipline of Linux's arm-smmu-v3).
+    /// </summary>
+    void CheckHitlessAt(ulong address, bool isSte, string what)
+    {
+        if (!_observed.TryGetValue(address, out var old)) return;
+        Span<ulong> now = stackalloc ulong[8];
+        for (var i = 0; i < 8; i++)
+            if (_bus.ReadU64(address + (ulong)i * 8, out now[i]) != BusStatus.Ok) return;
+        Span<ulong> usedOld = stackalloc ulong[8];
+        Span<ulong> usedNew = stackalloc ulong[8];
+        if (isSte) { SmmuV3Decoder.SteUsedBits(old, usedOld); SmmuV3Decoder.SteUsedBits(now, usedNew); }
+        else { SmmuV3Decoder.CdUsedBits(old, usedOld); SmmuV3Decoder.CdUsedBits(now, usedNew); }
+        var vBit = isSte ? 1UL << Ste.V : 1UL << Cd.V;
+        var critical = 0;
+        for (var i = 0; i < 8; i++)
+            if (((old[i] ^ now[i]) & (usedOld[i] | usedNew[i])) != 0) critical++;
+        if ((old[0] & vBit) != 0 && (now[0] & vBit) != 0 && critical > 1)
+            _strict!.Report("smmuv3", "IHI 0070 §3.21.3 (single-copy atomicity is 64 bits): a live entry must change at most one used qword between invalidations, or be made invalid first (Linux arm-smmu-v3 hitless update)",
+                $"{what} at 0x{address:x} changed {critical} used qwords while valid: the SMMU could observe it half-written");
+        now.CopyTo(old);
+    }
+}

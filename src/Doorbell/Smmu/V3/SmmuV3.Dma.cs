@@ -1,0 +1,157 @@
+using System.Runtime.CompilerServices;
+using Doorbell.Memory;
+using Doorbell.Vmsa;
+
+namespace Doorbell.Smmu.V3;
+
+/// <summary>
+/// The upstream port of one StreamID (and optionally one SubstreamID): what a device issues DMA and MSI writes to.
+/// Each transaction is translated per translation block (a transfer spanning pages is translated page by page),
+/// forwarded to the bus with its attributes unchanged, or faulted: one event record per faulting transaction and an
+/// abort (SlaveError) to the device, or RAZ/WI when the CD says so.
+/// </summary>
+public sealed class SmmuV3StreamPort : IMemoryPort
+{
+    readonly SmmuV3 _smmu;
+    internal readonly StreamContext Context = new();
+
+    internal SmmuV3StreamPort(SmmuV3 smmu, uint streamId, uint? substreamId, bool atsTranslated)
+    {
+        _smmu = smmu;
+        StreamId = streamId;
+        SubstreamId = substreamId;
+        AtsTranslated = atsTranslated;
+    }
+
+    public uint StreamId { get; }
+    /// <summary>The SubstreamID (PASID) every transaction of this port carries, or null for none (SSV = 0).</summary>
+    public uint? SubstreamId { get; }
+    /// <summary>Transactions are marked as already translated by ATS.</summary>
+    public bool AtsTranslated { get; }
+
+    public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes) =>
+        _smmu.Transfer(this, address, destination, default, write: false, attributes);
+
+    public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes) =>
+        _smmu.Transfer(this, address, default, source, write: true, attributes);
+}
+
+public sealed partial class SmmuV3
+{
+    public IMemoryPort CreateStreamPort(uint streamId) => new SmmuV3StreamPort(this, streamId, null, false);
+
+    /// <summary>A port whose transactions carry a SubstreamID (PASID).</summary>
+    public SmmuV3StreamPort CreateStreamPort(uint streamId, uint substreamId) =>
+        new(this, streamId, substreamId & 0xFFFFF, false);
+
+    /// <summary>A port whose transactions are marked ATS-translated (this SMMU implements no ATS: they are forbidden).</summary>
+    public SmmuV3StreamPort CreateTranslatedStreamPort(uint streamId) => new(this, streamId, null, true);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static AccessFlags AccessOf(bool write, in BusAttributes a) =>
+        (write ? AccessFlags.Write : AccessFlags.Read)
+        | (a.Privileged ? AccessFlags.Privileged : 0)
+        | (a.Instruction ? AccessFlags.Execute : 0);
+
+    internal BusStatus Transfer(SmmuV3StreamPort port, ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes)
+    {
+        var length = write ? wr.Length : rd.Length;
+        if (length == 0) return BusStatus.Ok;
+        var access = AccessOf(write, attributes);
+        var ctx = port.Context;
+        var ssv = port.SubstreamId.HasValue;
+        var ssid = port.SubstreamId.GetValueOrDefault();
+        if (ctx.Generation != Generation || StrictEnabled || port.AtsTranslated)
+        {
+            // An instruction-fetch write, or a transfer wrapping past 2^64, is not a transaction the SMMU supports.
+            if ((write && attributes.Instruction) || address + (ulong)length - 1 < address)
+            {
+                if (SmmuEnabled) RecordTransaction(Evt.F_UUT, port.StreamId, ssv, ssid, address, access);
+                return BusStatus.SlaveError;
+            }
+            var outcome = Resolve(port.StreamId, ssv, ssid, address, access, port.AtsTranslated, ctx);
+            // Only successful resolutions are reused (failures re-run and re-report for every transaction).
+            ctx.Generation = outcome == StreamOutcome.Abort || port.AtsTranslated ? ulong.MaxValue : Generation;
+            if (StrictEnabled && outcome == StreamOutcome.Translate && _unsyncedInvalidations != 0)
+                ReportStrict("DMA", "IHI 0070 §4.7.3: invalidation is only guaranteed complete after a CMD_SYNC",
+                    $"SID 0x{port.StreamId:x} translated while {_unsyncedInvalidations} invalidation command(s) await a CMD_SYNC");
+        }
+        else if ((write && attributes.Instruction) || address + (ulong)length - 1 < address)
+        {
+            RecordTransaction(Evt.F_UUT, port.StreamId, ssv, ssid, address, access);
+            return BusStatus.SlaveError;
+        }
+        switch (ctx.Outcome)
+        {
+            case StreamOutcome.Bypass:
+                return write ? _bus.Write(address, wr, attributes) : _bus.Read(address, rd, attributes);
+            case StreamOutcome.Abort:
+                return BusStatus.SlaveError;
+        }
+        var config = ctx.Config;
+        var pos = 0;
+        var va = address;
+        while (pos < length)
+        {
+            if (!_translator.Translate(config, va, access, out var entry, out var fault))
+            {
+                var stage2 = fault.Stage == TranslationStage.Stage2;
+                var record = fault.Kind == FaultKind.WalkExternalAbort || (stage2 ? ctx.RecordStage2 : ctx.RecordStage1);
+                if (record)
+                    RecordTranslationFault(fault, port.StreamId, ssv, ssid, va, access, fault.OnStage1Walk ? Evt.ClassTt : Evt.ClassIn, cdIpa: 0);
+                if (!stage2 && !ctx.AbortStage1)
+                {
+                    // CD.A = 0: the rest of the transaction is RAZ/WI and completes successfully.
+                    if (!write) rd[pos..].Clear();
+                    return BusStatus.Ok;
+                }
+                return BusStatus.SlaveError;
+            }
+            var inBlock = entry.SizeLog2 >= 63 ? ulong.MaxValue : entry.SizeBytes - (va & entry.OffsetMask);
+            var chunk = (int)Math.Min((ulong)(length - pos), inBlock);
+            var pa = entry.Translate(va);
+            var s = write ? _bus.Write(pa, wr.Slice(pos, chunk), attributes) : _bus.Read(pa, rd.Slice(pos, chunk), attributes);
+            if (s != BusStatus.Ok) return s;
+            pos += chunk;
+            va += (ulong)chunk;
+        }
+        return BusStatus.Ok;
+    }
+
+    // ----- event record builders (IHI 0070 §7.3) -----
+
+    static ulong Q0(byte id, uint sid, bool ssv, uint ssid) =>
+        id | (ssv ? 1UL << Evt.Ssv | (ulong)(ssid & 0xFFFFF) << Evt.SsidShift : 0) | (ulong)sid << Evt.SidShift;
+
+    static ulong AccessBits(AccessFlags a) =>
+        ((a & AccessFlags.Write) == 0 ? 1UL << Evt.RnW : 0)
+        | ((a & AccessFlags.Execute) != 0 ? 1UL << Evt.InD : 0)
+        | ((a & AccessFlags.Privileged) != 0 ? 1UL << Evt.PnU : 0);
+
+    void RecordConfig(byte id, uint sid, bool ssv, uint ssid) => RecordEvent(Q0(id, sid, ssv, ssid), 0, 0, 0);
+
+    void RecordFetch(byte id, uint sid, bool ssv, uint ssid, ulong fetchAddress) =>
+        RecordEvent(Q0(id, sid, ssv, ssid), 0, 0, fetchAddress & Evt.FetchAddrMask);
+
+    void RecordTransaction(byte id, uint sid, bool ssv, uint ssid, ulong input, AccessFlags access) =>
+        RecordEvent(Q0(id, sid, ssv, ssid), AccessBits(access), input, 0);
+
+    void RecordTranslationFault(in TranslationFault f, uint sid, bool ssv, uint ssid, ulong input, AccessFlags access, uint cls, ulong cdIpa)
+    {
+        var id = f.Kind switch
+        {
+            FaultKind.AccessFlag => Evt.F_ACCESS,
+            FaultKind.Permission => Evt.F_PERMISSION,
+            FaultKind.AddressSize => Evt.F_ADDR_SIZE,
+            FaultKind.WalkExternalAbort => Evt.F_WALK_EABT,
+            _ => Evt.F_TRANSLATION,
+        };
+        var stage2 = f.Stage == TranslationStage.Stage2;
+        var q1 = AccessBits(access) | (ulong)cls << Evt.ClassShift | (stage2 ? 1UL << Evt.S2 : 0);
+        ulong q3;
+        if (id == Evt.F_WALK_EABT) q3 = f.FetchAddress & Evt.FetchAddrMask;
+        else if (stage2) q3 = (cls == Evt.ClassCd ? cdIpa : f.Ipa) & Evt.IpaMask;
+        else q3 = 0;
+        RecordEvent(Q0(id, sid, ssv, ssid), q1, input, q3);
+    }
+}

@@ -1,0 +1,318 @@
+using Doorbell.Iommu;
+using Doorbell.Memory;
+using Doorbell.Tracing;
+using Doorbell.Vmsa;
+
+namespace Doorbell.Smmu.V3;
+
+// SMMUv3 (Arm IHI 0070), Non-secure programming interface, programmed only through its registers (page 0 and
+// page 1 at +0x10000) and its in-memory structures (stream table, CDs, command and event queues).
+//
+// Known limits (each also in docs/deviations.md):
+// - Non-secure state only: no Secure registers, SSEC commands are illegal, NS attributes are not modelled.
+// - No ATS, PRI, stall model, HTTU, BTM, E2H/HYP, VATOS, MPAM, PMCG or RAS: the ID registers say so, and the
+//   corresponding commands (ATC_INV, PRI_RESP, RESUME, STALL_TERM, TLBI_EL2_*, TLBI_EL3_*) are CERROR_ILL.
+// - AArch64, little-endian tables only (IDR0.TTF = 2, TTENDIAN = 2).
+// - Everything happens synchronously: a PROD write runs the queue to completion (or to an error) before the
+//   write returns, so CR0ACK, GBPA.UPDATE and CMD_SYNC complete at once. Memory attributes (CR1, RA/WA, SH,
+//   MemAttr) are stored and read back but have no effect.
+// - Stage-1-only streams tag IOTLB entries with VMID 0 (what Linux programs); STE.S2VMID of such streams is ignored.
+// - The config cache never holds invalid (V = 0) or ILLEGAL structures, so no CFGI is needed to make them valid.
+
+/// <summary>An SMMUv3 instance on a <see cref="PhysicalAddressSpace"/>: map it with <see cref="Map"/>.</summary>
+public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
+{
+    readonly PhysicalAddressSpace _bus;
+    readonly SmmuV3Options _o;
+    readonly Trace? _trace;
+    readonly StrictMonitor? _strict;
+    readonly BusAttributes _ownAttributes;
+    readonly Iotlb _iotlb;
+    readonly Translator _translator;
+
+    // Register state (IHI 0070 §6.3).
+    uint _cr0, _cr1, _cr2, _gbpa = SmmuV3Field.GbpaReset, _irqCtrl, _gerror, _gerrorn;
+    ulong _gerrorIrqCfg0; uint _gerrorIrqCfg1, _gerrorIrqCfg2;
+    ulong _strtabBase; uint _strtabBaseCfg;
+    ulong _cmdqBase; uint _cmdqProd, _cmdqCons;
+    ulong _eventqBase; uint _eventqProd, _eventqCons;
+    ulong _eventqIrqCfg0; uint _eventqIrqCfg1, _eventqIrqCfg2;
+
+    /// <summary>Bumped by every change that can alter how a stream resolves (CFGI, CR0, GBPA, STRTAB_*); ports revalidate against it.</summary>
+    internal ulong Generation;
+
+    public SmmuV3(PhysicalAddressSpace bus, SmmuV3Options? options = null, Trace? trace = null, StrictMonitor? strict = null, Iotlb? iotlb = null)
+    {
+        ArgumentNullException.ThrowIfNull(bus);
+        _bus = bus;
+        _o = options ?? SmmuV3Options.QemuVirt;
+        _o.Validate();
+        _trace = trace;
+        _strict = strict;
+        _ownAttributes = _o.OwnDeviceId is { } id ? BusAttributes.FromDevice(id) : new BusAttributes(0, false, true, false);
+        _iotlb = iotlb ?? new Iotlb();
+        _translator = new Translator(bus, _iotlb, strict);
+    }
+
+    public SmmuV3Options Options => _o;
+    public Iotlb Iotlb => _iotlb;
+    public PhysicalAddressSpace Bus => _bus;
+    internal StrictMonitor? Strict => _strict;
+    internal bool StrictEnabled => _strict is { Enabled: true };
+
+    /// <summary>Wired interrupt outputs (used when the corresponding MSI address is 0 or MSIs are not implemented).</summary>
+    public IInterruptLine? EventQueueIrq { get; set; }
+    public IInterruptLine? GerrorIrq { get; set; }
+    public IInterruptLine? CmdSyncIrq { get; set; }
+
+    /// <summary>Counters, for reports and tests.</summary>
+    public long CommandsProcessed { get; private set; }
+    public long SyncsCompleted { get; private set; }
+    public long SevCount { get; private set; }
+    public long EventsRecorded { get; private set; }
+    public long EventsDropped { get; private set; }
+    public long ConfigFetches { get; private set; }
+
+    /// <summary>Maps both register pages at <paramref name="base"/> (128 KiB).</summary>
+    public void Map(PhysAddr @base, string name = "smmuv3") =>
+        _bus.MapMmio(@base, SmmuV3Reg.FrameSize, this, MmioAccessRules.Registers32And64, name);
+
+    bool SmmuEnabled => (_cr0 & SmmuV3Field.Cr0SmmuEn) != 0;
+    bool CmdqEnabled => (_cr0 & SmmuV3Field.Cr0CmdqEn) != 0;
+    bool EventqEnabled => (_cr0 & SmmuV3Field.Cr0EventqEn) != 0;
+
+    static bool IsWide(uint offset) => offset switch
+    {
+        SmmuV3Reg.GERROR_IRQ_CFG0 or SmmuV3Reg.STRTAB_BASE or SmmuV3Reg.CMDQ_BASE or SmmuV3Reg.EVENTQ_BASE or SmmuV3Reg.EVENTQ_IRQ_CFG0 => true,
+        _ => false,
+    };
+
+    public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
+    {
+        value = 0;
+        if (offset >= SmmuV3Reg.FrameSize) return BusStatus.Ok;
+        var off = (uint)offset;
+        var wideBase = off & ~7u;
+        if (IsWide(wideBase))
+        {
+            var v = ReadWide(wideBase);
+            value = size == 8 ? v : (off & 4) != 0 ? v >> 32 : v & 0xFFFF_FFFF;
+            return BusStatus.Ok;
+        }
+        if (size != 4) return BusStatus.Ok; // 64-bit access to a 32-bit register: RAZ/WI
+        value = ReadNarrow(off);
+        return BusStatus.Ok;
+    }
+
+    public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
+    {
+        if (offset >= SmmuV3Reg.FrameSize) return BusStatus.Ok;
+        var off = (uint)offset;
+        var wideBase = off & ~7u;
+        if (IsWide(wideBase))
+        {
+            ulong v;
+            if (size == 8) v = value;
+            else
+            {
+                var old = ReadWide(wideBase);
+                v = (off & 4) != 0 ? (old & 0xFFFF_FFFF) | value << 32 : (old & ~0xFFFF_FFFFUL) | (value & 0xFFFF_FFFF);
+            }
+            WriteWide(wideBase, v);
+            return BusStatus.Ok;
+        }
+        if (size != 4) return BusStatus.Ok;
+        WriteNarrow(off, (uint)value);
+        return BusStatus.Ok;
+    }
+
+    ulong ReadWide(uint off) => off switch
+    {
+        SmmuV3Reg.GERROR_IRQ_CFG0 => _gerrorIrqCfg0,
+        SmmuV3Reg.STRTAB_BASE => _strtabBase,
+        SmmuV3Reg.CMDQ_BASE => _cmdqBase,
+        SmmuV3Reg.EVENTQ_BASE => _eventqBase,
+        SmmuV3Reg.EVENTQ_IRQ_CFG0 => _eventqIrqCfg0,
+        _ => 0,
+    };
+
+    uint ReadNarrow(uint off) => off switch
+    {
+        SmmuV3Reg.IDR0 => _o.Idr0,
+        SmmuV3Reg.IDR1 => _o.Idr1,
+        SmmuV3Reg.IDR2 => 0,
+        SmmuV3Reg.IDR3 => _o.Idr3,
+        SmmuV3Reg.IDR4 => 0,
+        SmmuV3Reg.IDR5 => _o.Idr5,
+        SmmuV3Reg.IIDR => _o.Iidr,
+        SmmuV3Reg.AIDR => _o.Aidr,
+        SmmuV3Reg.CR0 => _cr0,
+        SmmuV3Reg.CR0ACK => _cr0, // updates complete synchronously
+        SmmuV3Reg.CR1 => _cr1,
+        SmmuV3Reg.CR2 => _cr2,
+        SmmuV3Reg.STATUSR => 0,
+        SmmuV3Reg.GBPA => _gbpa,
+        SmmuV3Reg.IRQ_CTRL => _irqCtrl,
+        SmmuV3Reg.IRQ_CTRLACK => _irqCtrl,
+        SmmuV3Reg.GERROR => _gerror,
+        SmmuV3Reg.GERRORN => _gerrorn,
+        SmmuV3Reg.GERROR_IRQ_CFG1 => _gerrorIrqCfg1,
+        SmmuV3Reg.GERROR_IRQ_CFG2 => _gerrorIrqCfg2,
+        SmmuV3Reg.STRTAB_BASE_CFG => _strtabBaseCfg,
+        SmmuV3Reg.CMDQ_PROD => _cmdqProd,
+        SmmuV3Reg.CMDQ_CONS => _cmdqCons,
+        SmmuV3Reg.EVENTQ_PROD => _eventqProd,
+        SmmuV3Reg.EVENTQ_CONS => _eventqCons,
+        SmmuV3Reg.EVENTQ_IRQ_CFG1 => _eventqIrqCfg1,
+        SmmuV3Reg.EVENTQ_IRQ_CFG2 => _eventqIrqCfg2,
+        // CoreSight-style identification (Arm MMU-600-like part number 0x483, JEP106 Arm 0x43B).
+        SmmuV3Reg.PIDR0 => 0x83,
+        SmmuV3Reg.PIDR1 => 0xB4,
+        SmmuV3Reg.PIDR2 => 0x0B,
+        SmmuV3Reg.PIDR3 => 0x00,
+        SmmuV3Reg.PIDR4 => 0x04,
+        SmmuV3Reg.CIDR0 => 0x0D,
+        SmmuV3Reg.CIDR1 => 0xF0,
+        SmmuV3Reg.CIDR2 => 0x05,
+        SmmuV3Reg.CIDR3 => 0xB1,
+        _ => 0, // reserved: RAZ (this includes page-0 0xA8/0xAC: EVENTQ_PROD/CONS live in page 1)
+    };
+
+    void WriteWide(uint off, ulong v)
+    {
+        switch (off)
+        {
+            case SmmuV3Reg.GERROR_IRQ_CFG0:
+                _gerrorIrqCfg0 = v & SmmuV3Field.MsiAddrMask;
+                break;
+            case SmmuV3Reg.EVENTQ_IRQ_CFG0:
+                _eventqIrqCfg0 = v & SmmuV3Field.MsiAddrMask;
+                break;
+            case SmmuV3Reg.STRTAB_BASE:
+                if (SmmuEnabled)
+                {
+                    ReportStrict("STRTAB_BASE", "IHI 0070 §6.3.24: STRTAB_BASE must not be changed while CR0.SMMUEN = 1", $"write 0x{v:x} ignored while SMMUEN = 1");
+                    return;
+                }
+                _strtabBase = v & (SmmuV3Field.StrtabBaseAddrMask | SmmuV3Field.StrtabBaseRa);
+                Generation++;
+                break;
+            case SmmuV3Reg.CMDQ_BASE:
+                if (CmdqEnabled)
+                {
+                    ReportStrict("CMDQ_BASE", "IHI 0070 §6.3.25: CMDQ_BASE must not be changed while CR0.CMDQEN = 1", $"write 0x{v:x} ignored while CMDQEN = 1");
+                    return;
+                }
+                _cmdqBase = v & (SmmuV3Field.QBaseAddrMask | SmmuV3Field.QBaseRwa | SmmuV3Field.QBaseLog2SizeMask);
+                break;
+            case SmmuV3Reg.EVENTQ_BASE:
+                if (EventqEnabled)
+                {
+                    ReportStrict("EVENTQ_BASE", "IHI 0070 §6.3.28: EVENTQ_BASE must not be changed while CR0.EVENTQEN = 1", $"write 0x{v:x} ignored while EVENTQEN = 1");
+                    return;
+                }
+                _eventqBase = v & (SmmuV3Field.QBaseAddrMask | SmmuV3Field.QBaseRwa | SmmuV3Field.QBaseLog2SizeMask);
+                break;
+        }
+    }
+
+    void WriteNarrow(uint off, uint v)
+    {
+        switch (off)
+        {
+            case SmmuV3Reg.CR0:
+                WriteCr0(v & SmmuV3Field.Cr0Mask);
+                break;
+            case SmmuV3Reg.CR1:
+                _cr1 = v & SmmuV3Field.Cr1Mask;
+                break;
+            case SmmuV3Reg.CR2:
+                // E2H is RES0 without HYP; PTM is stored (no BTM, so it has no effect).
+                _cr2 = v & (SmmuV3Field.Cr2RecInvSid | SmmuV3Field.Cr2Ptm);
+                break;
+            case SmmuV3Reg.GBPA:
+                // Only a write with UPDATE = 1 changes the fields; the update completes at once (UPDATE reads 0).
+                if ((v & SmmuV3Field.GbpaUpdate) != 0)
+                {
+                    _gbpa = v & SmmuV3Field.GbpaFieldsMask;
+                    Generation++;
+                }
+                break;
+            case SmmuV3Reg.IRQ_CTRL:
+                _irqCtrl = v & (SmmuV3Field.IrqCtrlGerrorEn | SmmuV3Field.IrqCtrlEventqEn);
+                break;
+            case SmmuV3Reg.GERRORN:
+                WriteGerrorn(v & SmmuV3Field.GerrorMask);
+                break;
+            case SmmuV3Reg.GERROR_IRQ_CFG1:
+                _gerrorIrqCfg1 = v;
+                break;
+            case SmmuV3Reg.GERROR_IRQ_CFG2:
+                _gerrorIrqCfg2 = v & SmmuV3Field.MsiCfg2Mask;
+                break;
+            case SmmuV3Reg.STRTAB_BASE_CFG:
+                if (SmmuEnabled)
+                {
+                    ReportStrict("STRTAB_BASE_CFG", "IHI 0070 §6.3.25: STRTAB_BASE_CFG must not be changed while CR0.SMMUEN = 1", $"write 0x{v:x} ignored while SMMUEN = 1");
+                    return;
+                }
+                _strtabBaseCfg = v & SmmuV3Field.StrtabCfgMask;
+                Generation++;
+                break;
+            case SmmuV3Reg.CMDQ_PROD:
+                _cmdqProd = v & QueueIndexMask(CmdqLog2Size);
+                ProcessCommands();
+                break;
+            case SmmuV3Reg.CMDQ_CONS:
+                if (CmdqEnabled)
+                {
+                    // Read-only while the queue is enabled (QEMU lets it be written).
+                    ReportStrict("CMDQ_CONS", "IHI 0070 §6.3.27: CMDQ_CONS is read-only while CR0.CMDQEN = 1", $"write 0x{v:x} ignored");
+                    return;
+                }
+                _cmdqCons = v & (QueueIndexMask(CmdqLog2Size) | SmmuV3Field.CmdqConsErrMask);
+                break;
+            case SmmuV3Reg.EVENTQ_PROD:
+                if (EventqEnabled)
+                {
+                    ReportStrict("EVENTQ_PROD", "IHI 0070 §6.3.29: EVENTQ_PROD is read-only while CR0.EVENTQEN = 1", $"write 0x{v:x} ignored");
+                    return;
+                }
+                _eventqProd = v & (QueueIndexMask(EventqLog2Size) | SmmuV3Field.QOvflg);
+                break;
+            case SmmuV3Reg.EVENTQ_CONS:
+                _eventqCons = v & (QueueIndexMask(EventqLog2Size) | SmmuV3Field.QOvflg);
+                break;
+            case SmmuV3Reg.EVENTQ_IRQ_CFG1:
+                _eventqIrqCfg1 = v;
+                break;
+            case SmmuV3Reg.EVENTQ_IRQ_CFG2:
+                _eventqIrqCfg2 = v & SmmuV3Field.MsiCfg2Mask;
+                break;
+        }
+    }
+
+    void WriteCr0(uint v)
+    {
+        var old = _cr0;
+        _cr0 = v;
+        if ((old ^ v) != 0) Generation++;
+        if (_trace is { Enabled: true } t && old != v) t.Emit("smmuv3", $"CR0 0x{old:x} -> 0x{v:x}");
+        // Enabling the command queue starts processing whatever is already between CONS and PROD.
+        if ((old & SmmuV3Field.Cr0CmdqEn) == 0 && (v & SmmuV3Field.Cr0CmdqEn) != 0)
+            ProcessCommands();
+    }
+
+    void ReportStrict(string what, string rule, string message) => _strict?.Report("smmuv3", rule, $"{what}: {message}");
+
+    internal void TraceEmit(string message)
+    {
+        if (_trace is { Enabled: true } t) t.Emit("smmuv3", message);
+    }
+
+    // ----- queue geometry (IHI 0070 §3.5): index = low log2size bits, wrap = bit log2size -----
+
+    int CmdqLog2Size => (int)Math.Min(_cmdqBase & SmmuV3Field.QBaseLog2SizeMask, (ulong)_o.CommandQueueLog2Max);
+    int EventqLog2Size => (int)Math.Min(_eventqBase & SmmuV3Field.QBaseLog2SizeMask, (ulong)_o.EventQueueLog2Max);
+    static uint QueueIndexMask(int log2) => (2u << log2) - 1; // index + wrap bit
+}

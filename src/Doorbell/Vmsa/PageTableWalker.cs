@@ -1,0 +1,489 @@
+using System.Runtime.CompilerServices;
+using Doorbell.Memory;
+
+namespace Doorbell.Vmsa;
+
+// Known limits (details in docs/deviations.md):
+// - 52-bit addresses only through FEAT_LPA with the 64K granule (OA[51:48] in descriptor bits [15:12], level-1
+//   blocks); FEAT_LPA2 (4K/16K 52-bit, level -1, DS = 1) is not modelled.
+// - No walk caches: every miss walks from the start level (the IOTLB caches leaf translations only).
+// - A misprogrammed contiguous run (entries that disagree) is CONSTRAINED UNPREDICTABLE; the walker caches the run
+//   from the descriptor it read, output address aligned down to the run size.
+// - Memory attributes (MAIR/MemAttr/shareability) are carried for reports only; S2PTW is honoured (stage-1 walks
+//   that land on stage-2 Device memory fault).
+
+/// <summary>The outcome of one walk: a TLB entry, or a fault naming stage, kind and level.</summary>
+public readonly struct WalkResult
+{
+    public WalkResult(in TlbEntry entry, in TranslationFault fault)
+    {
+        Entry = entry;
+        Fault = fault;
+    }
+
+    /// <summary>The translation. Valid when <see cref="IsFault"/> is false.</summary>
+    public TlbEntry Entry { get; }
+    public TranslationFault Fault { get; }
+    public bool IsFault => Fault.Kind != FaultKind.None;
+}
+
+/// <summary>
+/// VMSAv8-64 translation table walker (Arm ARM DDI 0487 D8): stage 1, stage 2 and nested, granules 4K/16K/64K,
+/// every start level, stage-2 concatenated initial tables, TTB0/TTB1 with TBI and EPD, hierarchical permissions,
+/// the contiguous hint, access flag (HA) and dirty state (HD/DBM) hardware updates. Faults are values.
+/// The walk allocates nothing and every loop is bounded by the number of levels.
+/// </summary>
+[SkipLocalsInit]
+public sealed class PageTableWalker
+{
+    const ulong TopByteMask = 0xFF00_0000_0000_0000UL;
+
+    readonly PhysicalAddressSpace _bus;
+
+    public PageTableWalker(PhysicalAddressSpace bus)
+    {
+        ArgumentNullException.ThrowIfNull(bus);
+        _bus = bus;
+    }
+
+    /// <summary>Descriptor fetches issued so far (for tests and statistics).</summary>
+    public long DescriptorFetches { get; private set; }
+
+    /// <summary>One stage's leaf: the block (or contiguous run) that maps the input address.</summary>
+    struct StageLeaf
+    {
+        public ulong OutputBase;   // aligned to 2^SizeLog2
+        public int SizeLog2;
+        public int Level;
+        public ulong Descriptor;
+        public ulong DescriptorPa;
+        public ulong TableAttributes; // OR of stage-1 table descriptor bits [63:59]
+    }
+
+    /// <summary>
+    /// The address the IOTLB is keyed by: with TBI for the selected half, the top byte is replaced by copies of
+    /// bit 55 (so tagged pointers share entries). Other addresses are returned unchanged.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong TlbInput(TranslationConfig config, ulong input)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        var s1 = config.Stage1;
+        if (s1 is null) return input;
+        var high = (input & (1UL << 55)) != 0;
+        if (!(high ? s1.Tbi1 : s1.Tbi0)) return input;
+        return high ? input | TopByteMask : input & ~TopByteMask;
+    }
+
+    /// <summary>Translates <paramref name="inputAddress"/> through every stage of <paramref name="config"/> and checks <paramref name="access"/>.</summary>
+    public WalkResult Walk(TranslationConfig config, ulong inputAddress, AccessFlags access) => Walk(config, inputAddress, access, true);
+
+    /// <summary>
+    /// As <see cref="Walk(TranslationConfig, ulong, AccessFlags)"/>; with <paramref name="updateDescriptors"/> false the
+    /// walk never writes memory (no AF/dirty updates): what strict mode uses to compare memory with a cached entry.
+    /// </summary>
+    public WalkResult Walk(TranslationConfig config, ulong inputAddress, AccessFlags access, bool updateDescriptors)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        var s1 = config.Stage1;
+        var s2 = config.Stage2;
+        TranslationFault fault = default;
+        TlbEntry e = default;
+
+        if (s1 is null)
+        {
+            if (s2 is null)
+            {
+                // Bypass: identity, everything allowed (front ends normally never call the walker for bypass).
+                e.InputBase = inputAddress & ~0xFFFUL;
+                e.OutputBase = e.InputBase;
+                e.SizeLog2 = 12;
+                e.Level = 3;
+                e.Granule = Granule.Size4K;
+                e.Stage1Permissions = PagePermissions.All;
+                e.Stage2Permissions = PagePermissions.All;
+                e.Global = true;
+                return new WalkResult(e, fault);
+            }
+            StageLeaf l2 = default;
+            if (!WalkStage2(s2, inputAddress, inputAddress, access, false, updateDescriptors, ref l2, ref fault))
+                return new WalkResult(e, fault);
+            var s2Perm = Stage2Permissions(s2, l2.Descriptor, access, out var dirty2);
+            e.InputBase = inputAddress & ~((1UL << l2.SizeLog2) - 1);
+            e.OutputBase = l2.OutputBase;
+            e.SizeLog2 = (byte)l2.SizeLog2;
+            e.Level = (sbyte)l2.Level;
+            e.Granule = s2.Granule;
+            e.Stage1Permissions = PagePermissions.All;
+            e.Stage2Permissions = s2Perm;
+            e.Vmid = s2.Vmid;
+            e.Global = true;
+            e.HasStage2 = true;
+            e.Stage2MemAttr = (byte)((l2.Descriptor >> Descriptors.MemAttrShift) & 0xF);
+            e.Stage2Level = (sbyte)l2.Level;
+            e.Stage2SizeLog2 = (byte)l2.SizeLog2;
+            e.IpaBase = e.InputBase;
+            e.DirtyUpdatable = dirty2 == DirtyState.Clean;
+            if (!PermissionCheck(ref e, inputAddress, access, ref fault))
+                return new WalkResult(e, fault);
+            if (updateDescriptors) ApplyUpdates(l2, dirty2 == DirtyState.Dirtied, true, s2.HardwareAccessFlag);
+            return new WalkResult(e, fault);
+        }
+
+        // Stage 1 (possibly nested).
+        StageLeaf l1 = default;
+        if (!WalkStage1(s1, s2, inputAddress, access, updateDescriptors, ref l1, ref fault, out var granule1, out var va))
+            return new WalkResult(e, fault);
+        var s1Perm = Stage1Permissions(s1, l1.Descriptor, l1.TableAttributes, access, out var dirty1);
+        e.Granule = granule1;
+        e.Level = (sbyte)l1.Level;
+        e.Stage1Permissions = s1Perm;
+        e.Stage2Permissions = PagePermissions.All;
+        e.Asid = s1.Asid;
+        e.Vmid = config.Vmid;
+        e.Global = (l1.Descriptor & Descriptors.NotGlobal) == 0;
+        e.HasStage1 = true;
+        e.AttrIndex = (byte)((l1.Descriptor >> Descriptors.AttrIndxShift) & 7);
+        e.DirtyUpdatable = dirty1 == DirtyState.Clean;
+        var s1Mask = (1UL << l1.SizeLog2) - 1;
+        var ipa = l1.OutputBase | (va & s1Mask);
+
+        if (s2 is null)
+        {
+            e.InputBase = va & ~s1Mask;
+            e.OutputBase = l1.OutputBase;
+            e.SizeLog2 = (byte)l1.SizeLog2;
+            if (!PermissionCheck(ref e, inputAddress, access, ref fault))
+                return new WalkResult(e, fault);
+            if (updateDescriptors) ApplyUpdates(l1, dirty1 == DirtyState.Dirtied, false, s1.HardwareAccessFlag);
+            return new WalkResult(e, fault);
+        }
+
+        // Stage-1 permission faults take priority over the stage-2 walk of the output (Arm ARM D8 fault prioritisation).
+        e.InputBase = va & ~s1Mask;
+        e.SizeLog2 = (byte)l1.SizeLog2;
+        if (!Allowed(s1Perm, access))
+        {
+            fault = new TranslationFault(FaultKind.Permission, TranslationStage.Stage1, (sbyte)l1.Level, inputAddress, 0, false, 0, access);
+            return new WalkResult(e, fault);
+        }
+        StageLeaf l2n = default;
+        if (!WalkStage2(s2, ipa, inputAddress, access, false, updateDescriptors, ref l2n, ref fault))
+            return new WalkResult(e, fault);
+        var s2PermN = Stage2Permissions(s2, l2n.Descriptor, access, out var dirty2n);
+        var size = Math.Min(l1.SizeLog2, l2n.SizeLog2);
+        var mask = (1UL << size) - 1;
+        var pa = l2n.OutputBase | (ipa & ((1UL << l2n.SizeLog2) - 1));
+        e.InputBase = va & ~mask;
+        e.OutputBase = pa & ~mask;
+        e.SizeLog2 = (byte)size;
+        e.Stage2Permissions = s2PermN;
+        e.HasStage2 = true;
+        e.Stage2MemAttr = (byte)((l2n.Descriptor >> Descriptors.MemAttrShift) & 0xF);
+        e.Stage2Level = (sbyte)l2n.Level;
+        e.Stage2SizeLog2 = (byte)l2n.SizeLog2;
+        e.IpaBase = ipa & ~mask;
+        e.DirtyUpdatable |= dirty2n == DirtyState.Clean;
+        if (!PermissionCheck(ref e, inputAddress, access, ref fault))
+            return new WalkResult(e, fault);
+        if (updateDescriptors)
+        {
+            ApplyUpdates(l1, dirty1 == DirtyState.Dirtied, false, s1.HardwareAccessFlag);
+            ApplyUpdates(l2n, dirty2n == DirtyState.Dirtied, true, s2.HardwareAccessFlag);
+        }
+        return new WalkResult(e, fault);
+    }
+
+    /// <summary>
+    /// Checks one access against a (possibly cached) translation. Returns the stage that denies it, or
+    /// <see cref="TranslationStage.None"/> when allowed. Stage 1 is checked first (it faults first).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TranslationStage DeniedBy(in TlbEntry entry, AccessFlags access)
+    {
+        var need = Required(access);
+        if ((entry.Stage1Permissions & need) != need) return TranslationStage.Stage1;
+        if ((entry.Stage2Permissions & need) != need) return TranslationStage.Stage2;
+        return TranslationStage.None;
+    }
+
+    /// <summary>The permission bit an access needs (none for a probe with no Read/Write/Execute).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static PagePermissions Required(AccessFlags access)
+    {
+        // Write wins over Execute wins over Read if a caller sets several.
+        var bit = (access & AccessFlags.Write) != 0 ? 1 : (access & AccessFlags.Execute) != 0 ? 2 : (access & AccessFlags.Read) != 0 ? 0 : -1;
+        if (bit < 0) return PagePermissions.None;
+        return (PagePermissions)((1 << bit) << ((access & AccessFlags.Privileged) != 0 ? 3 : 0));
+    }
+
+    static bool Allowed(PagePermissions granted, AccessFlags access)
+    {
+        var need = Required(access);
+        return (granted & need) == need;
+    }
+
+    static bool PermissionCheck(ref TlbEntry e, ulong input, AccessFlags access, ref TranslationFault fault)
+    {
+        var stage = DeniedBy(e, access);
+        if (stage == TranslationStage.None) return true;
+        var ipa = stage == TranslationStage.Stage2 ? e.IpaBase | (input & e.OffsetMask) : 0;
+        var level = stage == TranslationStage.Stage2 ? e.Stage2Level : e.Level;
+        fault = new TranslationFault(FaultKind.Permission, stage, level, input, ipa, false, 0, access);
+        return false;
+    }
+
+    enum DirtyState : byte { None, Clean, Dirtied }
+
+    /// <summary>Stage-1 permissions, EL1&amp;0 regime with two privilege levels (Arm ARM D8.4): AP[2:1], UXN/PXN, APTable, XNTable, WXN.</summary>
+    static PagePermissions Stage1Permissions(Stage1Config s1, ulong d, ulong tableAttr, AccessFlags access, out DirtyState dirty)
+    {
+        var readOnly = (d & Descriptors.Ap2) != 0;
+        var el0 = (d & Descriptors.Ap1) != 0;
+        dirty = DirtyState.None;
+        var noWriteBelow = (tableAttr & Descriptors.ApTable1) != 0;
+        if (readOnly && s1.HardwareDirty && (d & Descriptors.Dbm) != 0 && !noWriteBelow)
+        {
+            // HD: a write to a writable-clean page sets it dirty (clears AP[2]) instead of faulting.
+            if ((access & AccessFlags.Write) != 0) { readOnly = false; dirty = DirtyState.Dirtied; }
+            else dirty = DirtyState.Clean;
+        }
+        if (noWriteBelow) readOnly = true;
+        if ((tableAttr & Descriptors.ApTable0) != 0) el0 = false;
+        var pw = !readOnly;
+        var ur = el0;
+        var uw = el0 && !readOnly;
+        var ux = (d & Descriptors.Uxn) == 0 && (tableAttr & Descriptors.UxnTable) == 0;
+        // A region writable at EL0 is never executable at EL1.
+        var px = (d & Descriptors.Pxn) == 0 && (tableAttr & Descriptors.PxnTable) == 0 && !uw;
+        if (s1.Wxn)
+        {
+            if (uw) ux = false;
+            if (pw) px = false;
+        }
+        var p = PagePermissions.PrivRead;
+        if (pw) p |= PagePermissions.PrivWrite;
+        if (px) p |= PagePermissions.PrivExecute;
+        if (ur) p |= PagePermissions.UserRead;
+        if (uw) p |= PagePermissions.UserWrite;
+        if (ux) p |= PagePermissions.UserExecute;
+        return p;
+    }
+
+    /// <summary>Stage-2 permissions (Arm ARM D8.4.2): S2AP[1:0] read/write, XN[1:0] (FEAT_XNX encoding).</summary>
+    static PagePermissions Stage2Permissions(Stage2Config s2, ulong d, AccessFlags access, out DirtyState dirty)
+    {
+        var r = (d & Descriptors.S2ApRead) != 0;
+        var w = (d & Descriptors.S2ApWrite) != 0;
+        dirty = DirtyState.None;
+        if (!w && s2.HardwareDirty && (d & Descriptors.Dbm) != 0)
+        {
+            if ((access & AccessFlags.Write) != 0) { w = true; dirty = DirtyState.Dirtied; }
+            else dirty = DirtyState.Clean;
+        }
+        var xn = (int)((d >> 53) & 3);
+        // XN[1:0]: 00 executable at EL1 and EL0; 01 not at EL1; 10 at neither; 11 not at EL0.
+        var ux = xn is 0 or 1;
+        var px = xn is 0 or 3;
+        var p = PagePermissions.None;
+        if (r) p |= PagePermissions.UserRead | PagePermissions.PrivRead;
+        if (w) p |= PagePermissions.UserWrite | PagePermissions.PrivWrite;
+        if (ux) p |= PagePermissions.UserExecute;
+        if (px) p |= PagePermissions.PrivExecute;
+        return p;
+    }
+
+    void ApplyUpdates(in StageLeaf leaf, bool dirtied, bool stage2, bool hardwareAf)
+    {
+        var d = hardwareAf ? leaf.Descriptor | Descriptors.Af : leaf.Descriptor;
+        if (dirtied) d = stage2 ? d | Descriptors.S2ApWrite : d & ~Descriptors.Ap2;
+        if (d != leaf.Descriptor)
+            _bus.WriteU64(leaf.DescriptorPa, d);
+    }
+
+    /// <summary>Number of levels needed to resolve <paramref name="inputSize"/> bits (constant divisors per granule).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static int StartLevelFor(Granule g, int inputSize) => g switch
+    {
+        Granule.Size4K => 4 - (inputSize - 12 + 8) / 9,
+        Granule.Size16K => 4 - (inputSize - 14 + 10) / 11,
+        _ => 4 - (inputSize - 16 + 12) / 13,
+    };
+
+    bool WalkStage1(Stage1Config s1, Stage2Config? s2, ulong input, AccessFlags access, bool update,
+        ref StageLeaf leaf, ref TranslationFault fault, out Granule granule, out ulong va)
+    {
+        // TTB0/TTB1 selection by VA[55]; TBI ignores the top byte for the range check (Arm ARM D8.1.8, D8.2).
+        var high = (input & (1UL << 55)) != 0;
+        var region = high ? s1.High : s1.Low;
+        var tbi = high ? s1.Tbi1 : s1.Tbi0;
+        va = tbi ? (high ? input | TopByteMask : input & ~TopByteMask) : input;
+        granule = Granule.Size4K;
+        if (region is null)
+        {
+            fault = new TranslationFault(FaultKind.Translation, TranslationStage.Stage1, 0, input, 0, false, 0, access);
+            return false;
+        }
+        granule = region.Granule;
+        var n = region.InputSize;
+        if (n is < 12 or > 52)
+        {
+            fault = new TranslationFault(FaultKind.Translation, TranslationStage.Stage1, 0, input, 0, false, 0, access);
+            return false;
+        }
+        var upperMask = ~((1UL << n) - 1);
+        var upper = va & upperMask;
+        if (high ? upper != upperMask : upper != 0)
+        {
+            // Input outside the configured range: translation fault at level 0.
+            fault = new TranslationFault(FaultKind.Translation, TranslationStage.Stage1, 0, input, 0, false, 0, access);
+            return false;
+        }
+        if (region.WalksDisabled)
+        {
+            // EPDn = 1: a miss in this half faults without a walk.
+            fault = new TranslationFault(FaultKind.Translation, TranslationStage.Stage1, 0, input, 0, false, 0, access);
+            return false;
+        }
+        var start = StartLevelFor(granule, n);
+        return WalkTables(granule, n, start, region.TableBase, s1.OutputSize, va, input, access,
+            TranslationStage.Stage1, s1.HardwareAccessFlag, s1.AccessFlagFaultsDisabled, s2, update, ref leaf, ref fault);
+    }
+
+    bool WalkStage2(Stage2Config s2, ulong ipa, ulong input, AccessFlags access, bool onStage1Walk, bool update,
+        ref StageLeaf leaf, ref TranslationFault fault)
+    {
+        var n = s2.InputSize;
+        if (n is < 12 or > 52 || (ipa >> n) != 0)
+        {
+            fault = new TranslationFault(FaultKind.Translation, TranslationStage.Stage2, 0, input, ipa, onStage1Walk, 0, access);
+            return false;
+        }
+        if (!WalkTables(s2.Granule, n, s2.StartLevel, s2.TableBase, s2.OutputSize, ipa, input, access,
+                TranslationStage.Stage2, s2.HardwareAccessFlag, s2.AccessFlagFaultsDisabled, null, update, ref leaf, ref fault))
+        {
+            // Stage-2 faults report the IPA and whether they happened on a stage-1 table walk.
+            fault = fault with { Ipa = ipa, OnStage1Walk = onStage1Walk };
+            return false;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// The table walk of one stage. <paramref name="address"/> is the stage's input (VA or IPA); <paramref name="input"/>
+    /// is the transaction's original address for fault records. With <paramref name="walkStage2"/> set (nested), every
+    /// descriptor address is an IPA translated by stage 2 before the fetch.
+    /// </summary>
+    bool WalkTables(Granule g, int inputSize, int startLevel, ulong tableBase, int outputSize, ulong address, ulong input,
+        AccessFlags access, TranslationStage stage, bool hardwareAf, bool afFaultsDisabled, Stage2Config? walkStage2,
+        bool update, ref StageLeaf leaf, ref TranslationFault fault)
+    {
+        var gShift = (int)g;
+        var stride = gShift - 3;
+        if (outputSize is < 32 or > 52) outputSize = 48;
+        if (startLevel is < 0 or > 3)
+        {
+            fault = new TranslationFault(FaultKind.Translation, stage, 0, input, 0, false, 0, access);
+            return false;
+        }
+        var level = startLevel;
+        var shift = gShift + (3 - level) * stride;
+        var bits = inputSize - shift;
+        if (bits < 1 || bits > stride + 4)
+        {
+            // Not resolvable from this start level (at most 16 concatenated tables): an invalid configuration.
+            fault = new TranslationFault(FaultKind.Translation, stage, (sbyte)level, input, 0, false, 0, access);
+            return false;
+        }
+        // The base is aligned to the initial table's size (low bits treated as zero).
+        var table = tableBase & ~((8UL << bits) - 1);
+        if ((table >> outputSize) != 0)
+        {
+            // Table base beyond the output size: address size fault at level 0.
+            fault = new TranslationFault(FaultKind.AddressSize, stage, 0, input, 0, false, 0, access);
+            return false;
+        }
+        ulong tableAttr = 0;
+        var oaField = Descriptors.AddressMask48 & ~((1UL << gShift) - 1);
+        var lpa64 = g == Granule.Size64K && outputSize > 48;
+        for (var i = 0; i < 4; i++) // at most four levels: the loop is bounded whatever memory says
+        {
+            var descAddr = table + (((address >> shift) & ((1UL << bits) - 1)) << 3);
+            var descPa = descAddr;
+            if (walkStage2 is not null)
+            {
+                // Nested: the stage-1 table address is an IPA. Stage 2 must grant read (and write for an AF/dirty update).
+                StageLeaf tl = default;
+                var walkAccess = AccessFlags.Read;
+                if (!WalkStage2(walkStage2, descAddr, input, walkAccess, true, update, ref tl, ref fault))
+                    return false;
+                if ((tl.Descriptor & Descriptors.S2ApRead) == 0
+                    || (walkStage2.ProtectedTableWalk && ((tl.Descriptor >> (Descriptors.MemAttrShift + 2)) & 3) == 0))
+                {
+                    fault = new TranslationFault(FaultKind.Permission, TranslationStage.Stage2, (sbyte)tl.Level, input, descAddr, true, 0, access);
+                    return false;
+                }
+                if (update && (tl.Descriptor & Descriptors.Af) == 0) ApplyUpdates(tl, false, true, walkStage2.HardwareAccessFlag);
+                descPa = tl.OutputBase | (descAddr & ((1UL << tl.SizeLog2) - 1));
+            }
+            DescriptorFetches++;
+            if (_bus.ReadU64(descPa, out var d) != BusStatus.Ok)
+            {
+                fault = new TranslationFault(FaultKind.WalkExternalAbort, stage, (sbyte)level, input, 0, false, descPa, access);
+                return false;
+            }
+            if ((d & Descriptors.Valid) == 0)
+            {
+                fault = new TranslationFault(FaultKind.Translation, stage, (sbyte)level, input, 0, false, 0, access);
+                return false;
+            }
+            var oa = d & oaField;
+            if (lpa64) oa |= ((d >> Descriptors.Lpa64KHighShift) & 0xF) << 48;
+            if (level < 3 && (d & Descriptors.TypeTableOrPage) != 0)
+            {
+                if ((oa >> outputSize) != 0)
+                {
+                    fault = new TranslationFault(FaultKind.AddressSize, stage, (sbyte)level, input, 0, false, 0, access);
+                    return false;
+                }
+                if (stage == TranslationStage.Stage1) tableAttr |= d & 0xF800_0000_0000_0000UL;
+                table = oa;
+                level++;
+                shift -= stride;
+                bits = stride;
+                continue;
+            }
+            if (level == 3 ? (d & Descriptors.TypeTableOrPage) == 0 : !Descriptors.BlockAllowed(g, level, outputSize))
+            {
+                // Reserved encoding (block at level 3, or a block where the granule has none).
+                fault = new TranslationFault(FaultKind.Translation, stage, (sbyte)level, input, 0, false, 0, access);
+                return false;
+            }
+            oa &= ~((1UL << shift) - 1);
+            if ((oa >> outputSize) != 0)
+            {
+                fault = new TranslationFault(FaultKind.AddressSize, stage, (sbyte)level, input, 0, false, 0, access);
+                return false;
+            }
+            if ((d & Descriptors.Af) == 0 && !hardwareAf && !afFaultsDisabled)
+            {
+                fault = new TranslationFault(FaultKind.AccessFlag, stage, (sbyte)level, input, 0, false, 0, access);
+                return false;
+            }
+            if ((d & Descriptors.Contiguous) != 0)
+            {
+                shift += Descriptors.ContiguousBits(g, level);
+                oa &= ~((1UL << shift) - 1);
+            }
+            leaf.OutputBase = oa;
+            leaf.SizeLog2 = shift;
+            leaf.Level = level;
+            leaf.Descriptor = d;
+            leaf.DescriptorPa = descPa;
+            leaf.TableAttributes = tableAttr;
+            return true;
+        }
+        fault = new TranslationFault(FaultKind.Translation, stage, 3, input, 0, false, 0, access);
+        return false;
+    }
+}
