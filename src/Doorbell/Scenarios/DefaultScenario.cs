@@ -10,5 +10,6 @@ public static class DefaultScenario
         new PhysicalMemoryStep(),
         new TranslationStep(),
         new SmmuV3Step(),
+        new PciEduStep(),
     ]);
 }
