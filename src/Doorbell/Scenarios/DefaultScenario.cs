@@ -11,5 +11,6 @@ public static class DefaultScenario
         new TranslationStep(),
         new SmmuV3Step(),
         new PciEduStep(),
+        new VfioStep(),
     ]);
 }

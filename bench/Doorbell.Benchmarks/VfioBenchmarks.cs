@@ -1,0 +1,135 @@
+using System.Runtime.InteropServices;
+using BenchmarkDotNet.Attributes;
+using Doorbell.Host.Os;
+using Doorbell.Host.Vfio;
+using Doorbell.Host.Vfio.Abi;
+using Doorbell.Host.Vfio.Backends;
+using Doorbell.Memory;
+
+namespace Doorbell.Benchmarks;
+
+/// <summary>VFIO ioctl and interrupt paths: MAP_DMA+UNMAP_DMA pairs through the container ioctl with a recording
+/// IOMMU backend; eventfd write→read bare vs. a device MSI-X vector → VFIO trigger → eventfd read.</summary>
+[MemoryDiagnoser]
+public class VfioBenchmarks
+{
+    sealed class Domain : IVfioIommuDomain
+    {
+        public int Mapped;
+        public ulong PgsizeBitmap => 0x4020_1000;
+        public ulong ApertureStart => 0;
+        public ulong ApertureEnd => (1UL << 48) - 1;
+        public bool EnforcesCacheCoherency => true;
+        public int Map(ulong iova, ulong phys, ulong size, IommuProt prot) { Mapped++; return 0; }
+        public int Unmap(ulong iova, ulong size) { Mapped--; return 0; }
+        public int EnableMsiCookie(ulong iovaBase) => 0;
+    }
+
+    sealed class Group : IVfioIommuGroup
+    {
+        public int Id => 1;
+        public IReadOnlyList<IommuReservedRegion> ReservedRegions { get; } = [IommuReservedRegion.ArmSwMsi];
+        public bool HasIsolatedMsi => true;
+        public IVfioIommuDomain? AllocateDomain() => new Domain();
+        public int Attach(IVfioIommuDomain domain) => 0;
+        public void Detach(IVfioIommuDomain domain) { }
+    }
+
+    /// <summary>A function with only an MSI-X capability (64 vectors, table in BAR0).</summary>
+    sealed class Function : IVfioPciFunction
+    {
+        readonly byte[] _cfg = new byte[256];
+        public IVfioIrqSink? Sink;
+        public Function()
+        {
+            _cfg[0] = 0x34; _cfg[1] = 0x12; _cfg[6] = 0x10; _cfg[0x34] = 0x40;
+            _cfg[0x40] = 0x11; _cfg[0x42] = 63; _cfg[0x44] = 0; // table at BAR0 + 0
+        }
+        public string Name => "0000:00:01.0";
+        public ushort Segment => 0;
+        public byte Bus => 0;
+        public byte Devfn => 8;
+        public int ConfigSize => 256;
+        public uint ReadConfig(int offset, int size) { uint v = 0; for (var i = 0; i < size; i++) v |= (uint)_cfg[offset + i] << (8 * i); return v; }
+        public void WriteConfig(int offset, int size, uint value) { if (offset == 4) for (var i = 0; i < size; i++) _cfg[4 + i] = (byte)(value >> (8 * i)); }
+        public PciBarInfo GetBar(int index) => index == 0 ? new PciBarInfo(0x4000, PciBarKind.Memory32, 0x1000_0000) : default;
+        public BusStatus ReadBar(int index, ulong offset, int size, out ulong value) { value = 0; return BusStatus.Ok; }
+        public BusStatus WriteBar(int index, ulong offset, int size, ulong value) => BusStatus.Ok;
+        public int Reset() => 0;
+        public int EnableVectors(PciIrqKind kind, int nvec, IVfioIrqSink sink) { Sink = sink; return nvec; }
+        public void DisableVectors() => Sink = null;
+        public int ConnectIntx(IVfioIrqSink? sink) => 0;
+        public void SetIntxLineMasked(bool masked) { }
+        public void ConnectErrors(IVfioIrqSink? sink) { }
+    }
+
+    VfioProcess _proc = null!;
+    int _container;
+    readonly byte[] _map = new byte[32], _unmap = new byte[24];
+    EventFd _bare = null!, _vfioFd = null!;
+    Function _fn = null!;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        var bus = new PhysicalAddressSpace();
+        bus.AddRam(new PhysAddr(0x4000_0000), 0x100_0000);
+        var host = new VfioHost();
+        var group = host.AddGroup(new Group());
+        _fn = new Function();
+        if (host.BindPci(group, _fn, out _) != 0) throw new InvalidOperationException("bind");
+        _proc = new VfioProcess(host, new UserAddressSpace(new HostPageAllocator(bus, 0x4000_0000, 0x100_0000)));
+        _container = _proc.OpenContainer();
+        var g = _proc.OpenGroup(1);
+        var fdArg = BitConverter.GetBytes(_container);
+        if (_proc.Ioctl(g, VfioIoctl.GroupSetContainer, fdArg) != 0 || _proc.Ioctl(_container, VfioIoctl.SetIommu, VfioExtension.Type1v2Iommu) != 0)
+            throw new InvalidOperationException("setup");
+        var va = _proc.Memory.MapAnonymous(0x1000);
+        var m = new VfioIommuType1DmaMap { Argsz = 32, Flags = VfioDmaFlags.MapRead | VfioDmaFlags.MapWrite, Vaddr = va, Iova = 0x1_0000_0000, Size = 0x1000 };
+        MemoryMarshal.Write(_map, in m);
+
+        var dev = _proc.Ioctl(g, VfioIoctl.GroupGetDeviceFd, "0000:00:01.0\0"u8.ToArray());
+        _bare = EventFd.Create();
+        _vfioFd = EventFd.Create();
+        var set = new byte[24];
+        MemoryMarshal.Write(set, new VfioIrqSet { Argsz = 24, Flags = VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger, Index = VfioPciIndex.IrqMsix, Start = 0, Count = 1 });
+        BitConverter.TryWriteBytes(set.AsSpan(20), _vfioFd.Fd);
+        if (_proc.Ioctl(dev, VfioIoctl.DeviceSetIrqs, set) != 0) throw new InvalidOperationException("set irqs");
+        // The measured paths must succeed: a pair maps and unmaps one page; a vector reaches the eventfd.
+        var before = ((VfioContainer)_proc.File(_container)!).Iommu!.DmaAvail;
+        if (MapUnmapDmaPair() != 0 || ((VfioContainer)_proc.File(_container)!).Iommu!.DmaAvail != before) throw new InvalidOperationException("map/unmap");
+        if (MsixVectorToEventFdRead() != 1 || EventFdWriteReadBare() != 1) throw new InvalidOperationException("eventfd");
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _bare.Dispose();
+        _vfioFd.Dispose();
+    }
+
+    [Benchmark]
+    public int MapUnmapDmaPair()
+    {
+        var r = _proc.Ioctl(_container, VfioIoctl.IommuMapDma, _map);
+        var u = new VfioIommuType1DmaUnmap { Argsz = 24, Iova = 0x1_0000_0000, Size = 0x1000 };
+        MemoryMarshal.Write(_unmap, in u);
+        return r | _proc.Ioctl(_container, VfioIoctl.IommuUnmapDma, _unmap);
+    }
+
+    [Benchmark(Baseline = true)]
+    public ulong EventFdWriteReadBare()
+    {
+        _bare.Signal();
+        _bare.TryRead(out var v);
+        return v;
+    }
+
+    [Benchmark]
+    public ulong MsixVectorToEventFdRead()
+    {
+        _fn.Sink!.OnMsi(0);
+        _vfioFd.TryRead(out var v);
+        return v;
+    }
+}

@@ -1,0 +1,403 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using Doorbell.Host.Os;
+using Doorbell.Host.Vfio;
+using Doorbell.Host.Vfio.Abi;
+using Doorbell.Host.Vfio.Backends;
+using Doorbell.Memory;
+
+namespace Doorbell.Tests.Vfio;
+
+/// <summary>An IOMMU domain that records its mappings page by page.</summary>
+public sealed class FakeDomain : IVfioIommuDomain
+{
+    public ulong PgsizeBitmap { get; set; } = 0x4000_0000UL | 0x20_0000 | 0x1000; // 4K, 2M, 1G
+    public ulong ApertureStart { get; set; }
+    public ulong ApertureEnd { get; set; } = (1UL << 48) - 1;
+    public bool EnforcesCacheCoherency { get; set; } = true;
+    public readonly SortedDictionary<ulong, (ulong Phys, IommuProt Prot)> Pages = [];
+    public ulong? MsiCookie;
+    public int FailMapsAfter = int.MaxValue;
+    public int MapCalls, UnmapCalls;
+
+    public int Map(ulong iova, ulong phys, ulong size, IommuProt prot)
+    {
+        if (MapCalls++ >= FailMapsAfter) return -Errno.ENOMEM;
+        for (ulong o = 0; o < size; o += 4096)
+        {
+            if (Pages.ContainsKey(iova + o)) return -Errno.EEXIST;
+            Pages[iova + o] = (phys + o, prot);
+        }
+        return 0;
+    }
+
+    public int Unmap(ulong iova, ulong size)
+    {
+        UnmapCalls++;
+        for (ulong o = 0; o < size; o += 4096) Pages.Remove(iova + o);
+        return 0;
+    }
+
+    public int EnableMsiCookie(ulong iovaBase) { MsiCookie = iovaBase; return 0; }
+}
+
+public sealed class FakeIommuGroup(int id) : IVfioIommuGroup
+{
+    public int Id { get; } = id;
+    public List<IommuReservedRegion> Resv { get; } = [IommuReservedRegion.ArmSwMsi];
+    public IReadOnlyList<IommuReservedRegion> ReservedRegions => Resv;
+    public bool HasIsolatedMsi { get; set; } = true;
+    public bool ShareDomains { get; set; }
+    public Func<FakeDomain> NewDomain { get; set; } = () => new FakeDomain();
+    public readonly List<FakeDomain> Allocated = [];
+    public IVfioIommuDomain? Attached;
+
+    public IVfioIommuDomain? AllocateDomain()
+    {
+        var d = NewDomain();
+        Allocated.Add(d);
+        return d;
+    }
+
+    public int Attach(IVfioIommuDomain domain)
+    {
+        if (Attached is not null) return -Errno.EBUSY;
+        if (!ShareDomains && !Allocated.Contains(domain)) return -Errno.EINVAL;
+        Attached = domain;
+        return 0;
+    }
+
+    public void Detach(IVfioIommuDomain domain)
+    {
+        if (ReferenceEquals(Attached, domain)) Attached = null;
+    }
+}
+
+/// <summary>A PCI function with a real config-space byte array (per-bit writable masks, RW1C status), BARs backed by
+/// byte arrays, INTx, MSI/MSI-X vectors and reset.</summary>
+public sealed class FakePciFunction : IVfioPciFunction
+{
+    public readonly byte[] Config;
+    readonly byte[] _writable;
+    readonly byte[] _w1c;
+    readonly PciBarInfo[] _bars = new PciBarInfo[7];
+    public readonly byte[][] BarMemory = new byte[7][];
+    public IVfioIrqSink? IntxSink, MsiSink, ErrSink;
+    public int Resets, ResetResult;
+    public int MaxVectors = 32;
+    public int EnabledVectors;
+    public PciIrqKind? VectorKind;
+    public bool LineMasked;
+    public int IntxConnectResult;
+    public readonly List<(int Offset, int Size, uint Value)> ConfigWrites = [];
+    int _nextCap = 0x40, _lastCap = -1, _nextExt = 0x100, _lastExt = -1;
+
+    public FakePciFunction(string name = "0000:00:01.0", int cfgSize = 4096, ushort vendor = 0x1234, ushort device = 0x11e8)
+    {
+        Name = name;
+        ConfigSize = cfgSize;
+        Config = new byte[cfgSize];
+        _writable = new byte[cfgSize];
+        _w1c = new byte[cfgSize];
+        W16(0, vendor); W16(2, device);
+        Config[0x08] = 0x10; // revision
+        Config[0x0B] = 0xFF; // class (unassigned)
+        Config[0x3D] = 1;    // INTA
+        Writable(0x04, 2, 0x0407); // IO, MEM, MASTER, INTX_DISABLE
+        W1c(0x06, 2, 0xF900);
+        Writable(0x0C, 2, 0xFFFF);
+        Writable(0x3C, 1, 0xFF);
+        for (var i = 0; i < 7; i++) BarMemory[i] = [];
+    }
+
+    public string Name { get; }
+    public ushort Segment => 0;
+    public byte Bus => 0;
+    public byte Devfn => 0x08;
+    public int ConfigSize { get; }
+
+    public void W16(int o, ushort v) => BinaryPrimitives.WriteUInt16LittleEndian(Config.AsSpan(o), v);
+    public void W32(int o, uint v) => BinaryPrimitives.WriteUInt32LittleEndian(Config.AsSpan(o), v);
+    public uint R16(int o) => BinaryPrimitives.ReadUInt16LittleEndian(Config.AsSpan(o));
+    public uint R32(int o) => BinaryPrimitives.ReadUInt32LittleEndian(Config.AsSpan(o));
+    public void Writable(int o, int n, uint mask) { for (var i = 0; i < n; i++) _writable[o + i] |= (byte)(mask >> (8 * i)); }
+    public void W1c(int o, int n, uint mask) { for (var i = 0; i < n; i++) _w1c[o + i] |= (byte)(mask >> (8 * i)); }
+
+    /// <summary>Adds a standard capability (ID, NEXT filled in) and returns its offset.</summary>
+    public int AddCap(byte id, int length, params byte[] body)
+    {
+        var at = _nextCap;
+        Config[at] = id;
+        body.CopyTo(Config, at + 2);
+        if (_lastCap < 0) { Config[0x34] = (byte)at; Config[0x06] |= 0x10; }
+        else Config[_lastCap + 1] = (byte)at;
+        _lastCap = at;
+        _nextCap = (at + length + 3) & ~3;
+        return at;
+    }
+
+    public int AddExtCap(ushort id, int length, byte version = 1)
+    {
+        var at = _nextExt;
+        W32(at, id | (uint)version << 16);
+        if (_lastExt >= 0) W32(_lastExt, (R32(_lastExt) & 0x000F_FFFF) | (uint)at << 20);
+        _lastExt = at;
+        _nextExt = (at + length + 3) & ~3;
+        return at;
+    }
+
+    public int AddMsi(bool is64, bool maskBit, int mmcLog2)
+    {
+        ushort flags = (ushort)(mmcLog2 << 1);
+        if (is64) flags |= 0x80;
+        if (maskBit) flags |= 0x100;
+        var len = 10 + (is64 ? 4 : 0) + (maskBit ? 10 : 0);
+        var at = AddCap(0x05, len, (byte)flags, (byte)(flags >> 8));
+        Writable(at + 2, 1, 0x71); // ENABLE, QSIZE
+        Writable(at + 4, 4, 0xFFFF_FFFC);
+        if (is64) Writable(at + 8, 4, 0xFFFF_FFFF);
+        Writable(at + (is64 ? 12 : 8), 2, 0xFFFF);
+        if (maskBit) Writable(at + (is64 ? 16 : 12), 4, 0xFFFF_FFFF);
+        return at;
+    }
+
+    public int AddMsix(int tableSize, int bir, uint tableOffset, uint pbaOffset)
+    {
+        var at = AddCap(0x11, 12, (byte)(tableSize - 1), (byte)((tableSize - 1) >> 8));
+        W32(at + 4, tableOffset | (uint)bir);
+        W32(at + 8, pbaOffset | (uint)bir);
+        Writable(at + 3, 1, 0xC0); // enable, function mask
+        return at;
+    }
+
+    public int AddPcie(bool flr)
+    {
+        var at = AddCap(0x10, 0x3C, 0x02, 0x00); // v2 endpoint
+        W32(at + 4, flr ? 0x1000_0000u : 0);
+        Writable(at + 8, 2, 0x7FFF & ~0x0000u);
+        Writable(at + 0x28, 2, 0xFFFF);
+        return at;
+    }
+
+    public void SetBar(int index, ulong size, PciBarKind kind, ulong hostAddress)
+    {
+        _bars[index] = new PciBarInfo(size, kind, hostAddress);
+        BarMemory[index] = new byte[size];
+        if (index == 6) { W32(0x30, (uint)hostAddress); Writable(0x30, 4, (uint)~(size - 1) | 1); return; }
+        var at = 0x10 + 4 * index;
+        uint low = (kind & PciBarKind.Io) != 0 ? 1u : ((kind & PciBarKind.Memory64) != 0 ? 4u : 0u) | ((kind & PciBarKind.Prefetchable) != 0 ? 8u : 0u);
+        W32(at, (uint)hostAddress | low);
+        Writable(at, 4, (uint)~(size - 1) & ~0xFu);
+        if ((kind & PciBarKind.Memory64) != 0) { W32(at + 4, (uint)(hostAddress >> 32)); Writable(at + 4, 4, 0xFFFF_FFFF); }
+    }
+
+    public uint ReadConfig(int offset, int size)
+    {
+        uint v = 0;
+        for (var i = 0; i < size; i++) v |= (uint)Config[offset + i] << (8 * i);
+        return v;
+    }
+
+    public void WriteConfig(int offset, int size, uint value)
+    {
+        ConfigWrites.Add((offset, size, value));
+        var wasDisabled = (R16(0x04) & 0x400) != 0;
+        for (var i = 0; i < size; i++)
+        {
+            var b = (byte)(value >> (8 * i));
+            var o = offset + i;
+            Config[o] = (byte)((Config[o] & ~_writable[o]) | (b & _writable[o]));
+            Config[o] &= (byte)~(b & _w1c[o]);
+        }
+        var nowDisabled = (R16(0x04) & 0x400) != 0;
+        if (wasDisabled && !nowDisabled && (R16(0x06) & 0x08) != 0) IntxSink?.OnIntx();
+    }
+
+    public PciBarInfo GetBar(int index) => _bars[index];
+
+    public BusStatus ReadBar(int index, ulong offset, int size, out ulong value)
+    {
+        value = 0;
+        var m = BarMemory[index];
+        if (offset + (ulong)size > (ulong)m.Length) return BusStatus.DecodeError;
+        for (var i = 0; i < size; i++) value |= (ulong)m[(int)offset + i] << (8 * i);
+        return BusStatus.Ok;
+    }
+
+    public BusStatus WriteBar(int index, ulong offset, int size, ulong value)
+    {
+        var m = BarMemory[index];
+        if (offset + (ulong)size > (ulong)m.Length) return BusStatus.DecodeError;
+        for (var i = 0; i < size; i++) m[(int)offset + i] = (byte)(value >> (8 * i));
+        return BusStatus.Ok;
+    }
+
+    public int Reset() { Resets++; return ResetResult; }
+
+    public int EnableVectors(PciIrqKind kind, int nvec, IVfioIrqSink sink)
+    {
+        var got = Math.Min(nvec, MaxVectors);
+        if (got == nvec) { MsiSink = sink; EnabledVectors = nvec; VectorKind = kind; }
+        return got;
+    }
+
+    public void DisableVectors() { MsiSink = null; EnabledVectors = 0; VectorKind = null; }
+
+    public int ConnectIntx(IVfioIrqSink? sink)
+    {
+        if (sink is not null && IntxConnectResult != 0) return IntxConnectResult;
+        IntxSink = sink;
+        return 0;
+    }
+
+    public void SetIntxLineMasked(bool masked) => LineMasked = masked;
+    public void ConnectErrors(IVfioIrqSink? sink) => ErrSink = sink;
+
+    /// <summary>The device raises INTx (level): STATUS.INTERRUPT set; delivered unless DisINTx or the line is masked.</summary>
+    public void AssertIntx()
+    {
+        Config[0x06] |= 0x08;
+        if ((R16(0x04) & 0x400) == 0 && !LineMasked) IntxSink?.OnIntx();
+    }
+
+    public void DeassertIntx() => Config[0x06] &= 0xF7;
+
+    public void FireMsi(int vector) => MsiSink?.OnMsi(vector);
+}
+
+public sealed class FakePlatformDevice : IVfioPlatformDevice
+{
+    public string Name { get; init; } = "9000000.ethernet";
+    public bool IsAmba { get; init; }
+    public List<PlatformRegionInfo> RegionList { get; } = [new(0x0900_0000, 0x1000, false), new(0x0900_1000, 0x100, true)];
+    public IReadOnlyList<PlatformRegionInfo> Regions => RegionList;
+    public readonly Dictionary<(int, ulong), ulong> Regs = [];
+    public List<bool> Levels { get; } = [true, false];
+    public IReadOnlyList<bool> IrqIsLevel => Levels;
+    public readonly bool[] Asserted = new bool[2];
+    public readonly bool[] Enabled = [true, true];
+    public readonly Action<int>?[] Handlers = new Action<int>?[2];
+    public bool HasReset { get; init; } = true;
+    public int Resets;
+
+    public BusStatus ReadRegion(int index, ulong offset, int size, out ulong value)
+    {
+        value = Regs.GetValueOrDefault((index, offset));
+        return BusStatus.Ok;
+    }
+
+    public BusStatus WriteRegion(int index, ulong offset, int size, ulong value) { Regs[(index, offset)] = value; return BusStatus.Ok; }
+    public bool IrqLineAsserted(int index) => Asserted[index];
+    public void ConnectIrq(int index, Action<int>? handler) => Handlers[index] = handler;
+    public void SetIrqEnabled(int index, bool enabled) => Enabled[index] = enabled;
+    public int Reset() { Resets++; return 0; }
+
+    /// <summary>Raises a line: level lines stay asserted until <see cref="Lower"/>.</summary>
+    public void Raise(int index)
+    {
+        Asserted[index] = Levels[index];
+        if (Enabled[index]) Handlers[index]?.Invoke(index);
+    }
+
+    public void Lower(int index) => Asserted[index] = false;
+}
+
+/// <summary>A small world: bus + RAM, page allocator, VFIO host, one process, and ioctl helpers for tests.</summary>
+public sealed class VfioWorld
+{
+    public readonly PhysicalAddressSpace Bus = new();
+    public readonly HostPageAllocator Pages;
+    public readonly VfioHost Host;
+    public readonly VfioProcess Proc;
+
+    public VfioWorld(VfioOptions? options = null)
+    {
+        Bus.AddRam(new PhysAddr(0x4000_0000), 0x1000_0000);
+        Pages = new HostPageAllocator(Bus, 0x4000_0000, 0x1000_0000);
+        Host = new VfioHost(options);
+        Proc = new VfioProcess(Host, new UserAddressSpace(Pages), 64UL << 20);
+    }
+
+    public (FakeIommuGroup Iommu, VfioGroup Group) AddGroup(int id, bool isolated = true)
+    {
+        var iommu = new FakeIommuGroup(id) { HasIsolatedMsi = isolated };
+        return (iommu, Host.AddGroup(iommu));
+    }
+
+    public static byte[] Bytes<T>(T value, int extra = 0) where T : unmanaged
+    {
+        var b = new byte[UserArg.SizeOf<T>() + extra];
+        MemoryMarshal.Write(b, in value);
+        return b;
+    }
+
+    public static T Read<T>(byte[] b, int at = 0) where T : unmanaged => MemoryMarshal.Read<T>(b.AsSpan(at));
+
+    public int SetContainer(int groupFd, int containerFd)
+    {
+        var b = new byte[4];
+        BinaryPrimitives.WriteInt32LittleEndian(b, containerFd);
+        return Proc.Ioctl(groupFd, VfioIoctl.GroupSetContainer, b);
+    }
+
+    public int GetDeviceFd(int groupFd, string name) =>
+        Proc.Ioctl(groupFd, VfioIoctl.GroupGetDeviceFd, System.Text.Encoding.ASCII.GetBytes(name + "\0"));
+
+    /// <summary>Container with group <paramref name="groupId"/> attached and type1 set.</summary>
+    public (int Container, int Group, int Result) Setup(int groupId, uint type = VfioExtension.Type1v2Iommu)
+    {
+        var c = Proc.OpenContainer();
+        var g = Proc.OpenGroup(groupId);
+        var r = SetContainer(g, c);
+        if (r == 0) r = Proc.Ioctl(c, VfioIoctl.SetIommu, type);
+        return (c, g, r);
+    }
+
+    public int Map(int container, ulong vaddr, ulong iova, ulong size, uint flags = VfioDmaFlags.MapRead | VfioDmaFlags.MapWrite, uint? argsz = null)
+    {
+        var m = new VfioIommuType1DmaMap { Argsz = argsz ?? 32, Flags = flags, Vaddr = vaddr, Iova = iova, Size = size };
+        return Proc.Ioctl(container, VfioIoctl.IommuMapDma, Bytes(m));
+    }
+
+    public int Unmap(int container, ulong iova, ulong size, out ulong unmapped, uint flags = 0)
+    {
+        var u = new VfioIommuType1DmaUnmap { Argsz = 24, Flags = flags, Iova = iova, Size = size };
+        var b = Bytes(u);
+        var r = Proc.Ioctl(container, VfioIoctl.IommuUnmapDma, b);
+        unmapped = Read<VfioIommuType1DmaUnmap>(b).Size;
+        return r;
+    }
+
+    public int SetIrqs(int device, uint flags, uint index, uint start, uint count, ReadOnlySpan<byte> data = default, uint? argsz = null)
+    {
+        var b = new byte[20 + data.Length];
+        var h = new VfioIrqSet { Argsz = argsz ?? (uint)b.Length, Flags = flags, Index = index, Start = start, Count = count };
+        MemoryMarshal.Write(b, in h);
+        data.CopyTo(b.AsSpan(20));
+        return Proc.Ioctl(device, VfioIoctl.DeviceSetIrqs, b);
+    }
+
+    public static byte[] Fds(params int[] fds)
+    {
+        var b = new byte[fds.Length * 4];
+        for (var i = 0; i < fds.Length; i++) BinaryPrimitives.WriteInt32LittleEndian(b.AsSpan(i * 4), fds[i]);
+        return b;
+    }
+
+    public uint CfgRead(int dev, int offset, int size)
+    {
+        var b = new byte[size];
+        var r = Proc.Pread(dev, b, VfioPciIndex.IndexToOffset(VfioPciIndex.Config) + (ulong)offset);
+        Assert.Equal(size, r);
+        uint v = 0;
+        for (var i = 0; i < size; i++) v |= (uint)b[i] << (8 * i);
+        return v;
+    }
+
+    public void CfgWrite(int dev, int offset, int size, uint value)
+    {
+        var b = new byte[size];
+        for (var i = 0; i < size; i++) b[i] = (byte)(value >> (8 * i));
+        Assert.Equal(size, Proc.Pwrite(dev, b, VfioPciIndex.IndexToOffset(VfioPciIndex.Config) + (ulong)offset));
+    }
+}
