@@ -78,6 +78,7 @@ public sealed class Iotlb
     readonly int[] _sizeCount = new int[64];
     ulong _sizesInUse;
     int _stage2Derived;          // entries with a stage 2 whose key is not their IPA (nested)
+    int _mru = -1;               // way of the last hit: DMA streams reuse the same page, checked before any set probe
 
     /// <param name="sets">Number of sets (power of two, ≥ 2).</param>
     /// <param name="ways">Ways per set (1..16).</param>
@@ -113,6 +114,18 @@ public sealed class Iotlb
     /// <summary>Finds the entry translating <paramref name="input"/> (the walker's <see cref="PageTableWalker.TlbInput"/> form) for the VMID and ASID. Allocates nothing.</summary>
     public bool TryLookup(ushort vmid, ushort asid, ulong input, out TlbEntry entry)
     {
+        var mru = _mru;
+        if (mru >= 0)
+        {
+            ref var m = ref _entries[mru];
+            if (input - m.InputBase <= m.OffsetMask && m.Vmid == vmid && (m.Global || m.Asid == asid))
+            {
+                _referenced[mru] = 1;
+                Hits++;
+                entry = m;
+                return true;
+            }
+        }
         var sizes = _sizesInUse;
         ref var tags = ref MemoryMarshal.GetArrayDataReference(_tags);
         ref var entries = ref MemoryMarshal.GetArrayDataReference(_entries);
@@ -130,6 +143,7 @@ public sealed class Iotlb
                 if (e.Vmid == vmid && (e.Global || e.Asid == asid))
                 {
                     _referenced[i] = 1;
+                    _mru = i;
                     Hits++;
                     entry = e;
                     return true;
@@ -188,6 +202,7 @@ public sealed class Iotlb
     void Remove(int i)
     {
         if (_tags[i] == 0) return;
+        if (i == _mru) _mru = -1;
         int s = _entries[i].SizeLog2;
         if (--_sizeCount[s] == 0) _sizesInUse &= ~(1UL << s);
         if (_entries[i].HasStage2 && _entries[i].HasStage1) _stage2Derived--;

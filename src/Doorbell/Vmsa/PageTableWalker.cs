@@ -22,9 +22,9 @@ public readonly struct WalkResult
         Fault = fault;
     }
 
-    /// <summary>The translation. Valid when <see cref="IsFault"/> is false.</summary>
-    public TlbEntry Entry { get; }
-    public TranslationFault Fault { get; }
+    /// <summary>The translation. Valid when <see cref="IsFault"/> is false. (Fields, so reading a member copies nothing.)</summary>
+    public readonly TlbEntry Entry;
+    public readonly TranslationFault Fault;
     public bool IsFault => Fault.Kind != FaultKind.None;
 }
 
@@ -77,6 +77,7 @@ public sealed class PageTableWalker
     }
 
     /// <summary>Translates <paramref name="inputAddress"/> through every stage of <paramref name="config"/> and checks <paramref name="access"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public WalkResult Walk(TranslationConfig config, ulong inputAddress, AccessFlags access) => Walk(config, inputAddress, access, true);
 
     /// <summary>
@@ -86,10 +87,17 @@ public sealed class PageTableWalker
     public WalkResult Walk(TranslationConfig config, ulong inputAddress, AccessFlags access, bool updateDescriptors)
     {
         ArgumentNullException.ThrowIfNull(config);
-        var s1 = config.Stage1;
-        var s2 = config.Stage2;
         TranslationFault fault = default;
         TlbEntry e = default;
+        WalkCore(config, inputAddress, access, updateDescriptors, ref e, ref fault);
+        return new WalkResult(e, fault);
+    }
+
+    // One result struct filled in place: a single construction of WalkResult keeps the caller's frame small.
+    void WalkCore(TranslationConfig config, ulong inputAddress, AccessFlags access, bool updateDescriptors, ref TlbEntry e, ref TranslationFault fault)
+    {
+        var s1 = config.Stage1;
+        var s2 = config.Stage2;
 
         if (s1 is null)
         {
@@ -104,11 +112,11 @@ public sealed class PageTableWalker
                 e.Stage1Permissions = PagePermissions.All;
                 e.Stage2Permissions = PagePermissions.All;
                 e.Global = true;
-                return new WalkResult(e, fault);
+                return;
             }
             StageLeaf l2 = default;
             if (!WalkStage2(s2, inputAddress, inputAddress, access, false, updateDescriptors, ref l2, ref fault))
-                return new WalkResult(e, fault);
+                return;
             var s2Perm = Stage2Permissions(s2, l2.Descriptor, access, out var dirty2);
             e.InputBase = inputAddress & ~((1UL << l2.SizeLog2) - 1);
             e.OutputBase = l2.OutputBase;
@@ -126,15 +134,15 @@ public sealed class PageTableWalker
             e.IpaBase = e.InputBase;
             e.DirtyUpdatable = dirty2 == DirtyState.Clean;
             if (!PermissionCheck(ref e, inputAddress, access, ref fault))
-                return new WalkResult(e, fault);
+                return;
             if (updateDescriptors) ApplyUpdates(l2, dirty2 == DirtyState.Dirtied, true, s2.HardwareAccessFlag);
-            return new WalkResult(e, fault);
+            return;
         }
 
         // Stage 1 (possibly nested).
         StageLeaf l1 = default;
         if (!WalkStage1(s1, s2, inputAddress, access, updateDescriptors, ref l1, ref fault, out var granule1, out var va))
-            return new WalkResult(e, fault);
+            return;
         var s1Perm = Stage1Permissions(s1, l1.Descriptor, l1.TableAttributes, access, out var dirty1);
         e.Granule = granule1;
         e.Level = (sbyte)l1.Level;
@@ -155,9 +163,9 @@ public sealed class PageTableWalker
             e.OutputBase = l1.OutputBase;
             e.SizeLog2 = (byte)l1.SizeLog2;
             if (!PermissionCheck(ref e, inputAddress, access, ref fault))
-                return new WalkResult(e, fault);
+                return;
             if (updateDescriptors) ApplyUpdates(l1, dirty1 == DirtyState.Dirtied, false, s1.HardwareAccessFlag);
-            return new WalkResult(e, fault);
+            return;
         }
 
         // Stage-1 permission faults take priority over the stage-2 walk of the output (Arm ARM D8 fault prioritisation).
@@ -166,11 +174,11 @@ public sealed class PageTableWalker
         if (!Allowed(s1Perm, access))
         {
             fault = new TranslationFault(FaultKind.Permission, TranslationStage.Stage1, (sbyte)l1.Level, inputAddress, 0, false, 0, access);
-            return new WalkResult(e, fault);
+            return;
         }
         StageLeaf l2n = default;
         if (!WalkStage2(s2, ipa, inputAddress, access, false, updateDescriptors, ref l2n, ref fault))
-            return new WalkResult(e, fault);
+            return;
         var s2PermN = Stage2Permissions(s2, l2n.Descriptor, access, out var dirty2n);
         var size = Math.Min(l1.SizeLog2, l2n.SizeLog2);
         var mask = (1UL << size) - 1;
@@ -186,13 +194,13 @@ public sealed class PageTableWalker
         e.IpaBase = ipa & ~mask;
         e.DirtyUpdatable |= dirty2n == DirtyState.Clean;
         if (!PermissionCheck(ref e, inputAddress, access, ref fault))
-            return new WalkResult(e, fault);
+            return;
         if (updateDescriptors)
         {
             ApplyUpdates(l1, dirty1 == DirtyState.Dirtied, false, s1.HardwareAccessFlag);
             ApplyUpdates(l2n, dirty2n == DirtyState.Dirtied, true, s2.HardwareAccessFlag);
         }
-        return new WalkResult(e, fault);
+        return;
     }
 
     /// <summary>

@@ -42,6 +42,20 @@ public class TranslatorTests
     }
 
     [Fact]
+    public void An_explicit_vmid_tags_stage1_only_entries()
+    {
+        var (bus, _, cfg) = Setup();
+        var tlb = new Iotlb();
+        var tr = new Translator(bus, tlb);
+        Assert.True(tr.Translate(cfg, 12, 0x1000, R, out var e, out _));
+        Assert.Equal(12, e.Vmid);
+        Assert.True(tlb.TryLookup(12, 4, 0x1000, out _));
+        Assert.False(tlb.TryLookup(0, 4, 0x1000, out _));
+        tlb.InvalidateByVmid(12);
+        Assert.Equal(0, tlb.Count);
+    }
+
+    [Fact]
     public void Stale_entry_is_still_used_but_strict_mode_reports_it()
     {
         var (bus, w, cfg) = Setup();

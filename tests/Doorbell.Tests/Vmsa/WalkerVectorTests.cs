@@ -402,6 +402,45 @@ public class WalkerVectorTests
     }
 
     [Fact]
+    public void Garbage_tables_and_odd_configurations_give_values_never_exceptions()
+    {
+        var bus = NewBus();
+        var rng = new Random(1234);
+        // Random 64-bit words over the whole table area, with a bias towards valid table/page encodings into RAM.
+        for (ulong a = TableArea; a < TableArea + 0x40_0000; a += 8)
+        {
+            var v = (ulong)rng.NextInt64() ^ ((ulong)rng.Next() << 32);
+            if (rng.Next(3) == 0) v = (TableArea + ((ulong)rng.Next(0x400) << 12)) | (v & 0xFFF0_0000_0000_0FFFUL) | 3;
+            bus.Store.WriteU64(a, v);
+        }
+        var walker = new PageTableWalker(bus);
+        Granule[] gs = [Granule.Size4K, Granule.Size16K, Granule.Size64K];
+        var faults = 0;
+        for (var i = 0; i < 20_000; i++)
+        {
+            var g = gs[rng.Next(3)];
+            var s1 = new Stage1Config
+            {
+                Low = new TranslationRegion(g, rng.Next(8, 60), TableArea + ((ulong)rng.Next(0x400) << 12)),
+                High = rng.Next(2) == 0 ? null : new TranslationRegion(gs[rng.Next(3)], rng.Next(16, 49), TableArea + ((ulong)rng.Next(0x400) << 12)),
+                OutputSize = rng.Next(20, 60),
+                Tbi1 = rng.Next(2) == 0,
+                HardwareAccessFlag = rng.Next(2) == 0,
+                HardwareDirty = rng.Next(2) == 0,
+            };
+            var s2 = rng.Next(2) == 0 ? null : new Stage2Config
+            {
+                Granule = gs[rng.Next(3)], InputSize = rng.Next(8, 60), StartLevel = rng.Next(-1, 5),
+                TableBase = TableArea + ((ulong)rng.Next(0x400) << 12), OutputSize = rng.Next(20, 60),
+            };
+            var cfg = new TranslationConfig(rng.Next(4) == 0 ? null : s1, s2);
+            var r = walker.Walk(cfg, (ulong)rng.NextInt64() * 3, (AccessFlags)rng.Next(16));
+            if (r.IsFault) faults++;
+        }
+        Assert.InRange(faults, 1, 19_999); // both outcomes happen, nothing threw
+    }
+
+    [Fact]
     public void Walk_allocates_nothing()
     {
         var (_, walker, w) = S1Setup(Granule.Size4K, 48);
