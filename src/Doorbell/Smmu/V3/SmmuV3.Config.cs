@@ -3,13 +3,66 @@ using Doorbell.Vmsa;
 
 namespace Doorbell.Smmu.V3;
 
+/// <summary>The 8 qwords of an STE or CD, stored inline.</summary>
+[System.Runtime.CompilerServices.InlineArray(8)]
+internal struct Qwords8
+{
+    ulong _q;
+}
+
 /// <summary>A cached CD and the translation configuration it decodes to with its STE.</summary>
 internal sealed class CdCacheEntry
 {
     public required ulong Address;          // where it was fetched (PA)
-    public readonly ulong[] Raw = new ulong[8];
+    public Qwords8 Raw;
     public required DecodedCd Cd;
     public required TranslationConfig Config;
+}
+
+/// <summary>CDs by index: CD 0 in a field (the common case), others in a dictionary made on first use.</summary>
+internal sealed class CdSet
+{
+    CdCacheEntry? _cd0;
+    Dictionary<uint, CdCacheEntry>? _more;
+
+    public bool TryGet(uint index, out CdCacheEntry entry)
+    {
+        if (index == 0) { entry = _cd0!; return _cd0 is not null; }
+        if (_more is not null && _more.TryGetValue(index, out entry!)) return true;
+        entry = null!;
+        return false;
+    }
+
+    public void Set(uint index, CdCacheEntry entry)
+    {
+        if (index == 0) _cd0 = entry;
+        else (_more ??= [])[index] = entry;
+    }
+
+    public bool Remove(uint index, out CdCacheEntry entry)
+    {
+        if (index == 0) { entry = _cd0!; var had = _cd0 is not null; _cd0 = null; return had; }
+        if (_more is not null && _more.Remove(index, out entry!)) return true;
+        entry = null!;
+        return false;
+    }
+
+    public bool IsEmpty => _cd0 is null && (_more is null || _more.Count == 0);
+
+    public IEnumerable<(uint Index, CdCacheEntry Entry)> All()
+    {
+        if (_cd0 is not null) yield return (0, _cd0);
+        if (_more is not null) foreach (var (k, v) in _more) yield return (k, v);
+    }
+
+    /// <summary>Moves every entry into <paramref name="target"/> (invalidation keeps them only as decode memos).</summary>
+    public void MoveTo(CdSet target)
+    {
+        if (_cd0 is not null) target.Set(0, _cd0);
+        if (_more is not null) foreach (var (k, v) in _more) target.Set(k, v);
+        _cd0 = null;
+        _more?.Clear();
+    }
 }
 
 /// <summary>A cached STE (never an invalid or ILLEGAL one) with the CDs fetched through it.</summary>
@@ -17,11 +70,13 @@ internal sealed class SteCacheEntry
 {
     public required uint Sid;
     public required ulong Address;
-    public readonly ulong[] Raw = new ulong[8];
+    public Qwords8 Raw;
     public required DecodedSte Ste;
     /// <summary>For stage-1-bypassed traffic of a stream with stage 2 (or S2-only streams).</summary>
     public TranslationConfig? Stage2Only;
-    public readonly Dictionary<uint, CdCacheEntry> Cds = [];
+    public readonly CdSet Cds = new();
+    /// <summary>Invalidated CDs, kept only so a refetch of identical bytes can skip the decode (not a cache: always refetched).</summary>
+    public readonly CdSet Memo = new();
 }
 
 /// <summary>How a transaction of a stream resolves.</summary>
@@ -130,6 +185,14 @@ public sealed partial class SmmuV3
         return ctx.Outcome = StreamOutcome.Translate;
     }
 
+    /// <summary>What CMD_CFGI_STE does to one stream followed by the next transaction's configuration fetch and decode (benchmarks).</summary>
+    internal StreamOutcome InvalidateAndResolve(uint sid, StreamContext ctx)
+    {
+        InvalidateSte(sid, sid);
+        _unsyncedInvalidations = 0;
+        return Resolve(sid, false, 0, 0, AccessFlags.Read, false, ctx);
+    }
+
     // ----- STE -----
 
     /// <summary>Finds the STE address for a StreamID (walking a 2-level table). Returns an event ID on failure (0 = ok).</summary>
@@ -167,12 +230,22 @@ public sealed partial class SmmuV3
 
     bool FetchQwords(ulong address, Span<ulong> q)
     {
+        ConfigFetches++;
+        if (_bus.IsRam(address, 64))
+        {
+            _bus.Store.Read(address, System.Runtime.InteropServices.MemoryMarshal.AsBytes(q));
+            if (!BitConverter.IsLittleEndian)
+                for (var i = 0; i < 8; i++) q[i] = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(q[i]);
+            return true;
+        }
         for (var i = 0; i < 8; i++)
             if (_bus.ReadU64(address + (ulong)i * 8, out q[i]) != BusStatus.Ok)
                 return false;
-        ConfigFetches++;
         return true;
     }
+
+    /// <summary>Decode memos: STEs dropped by CFGI, reused when the refetched bytes are identical.</summary>
+    readonly Dictionary<uint, SteCacheEntry> _steMemo = [];
 
     SteCacheEntry? GetSte(uint sid, bool ssv, uint ssid)
     {
@@ -199,6 +272,11 @@ public sealed partial class SmmuV3
             return null;
         }
         if (StrictEnabled) Observe(addr, q);
+        if (_steMemo.Remove(sid, out var memo) && memo.Address == addr && q.SequenceEqual(memo.Raw))
+        {
+            _steCache[sid] = memo; // same bytes, same decode: reuse it (its CDs stay memos until refetched)
+            return memo;
+        }
         var d = SmmuV3Decoder.DecodeSte(q, _o, out var why);
         if (d is null)
         {
@@ -208,6 +286,7 @@ public sealed partial class SmmuV3
         }
         var entry = new SteCacheEntry { Sid = sid, Address = addr, Ste = d };
         q.CopyTo(entry.Raw);
+        if (_steMemo.Count > 4096) _steMemo.Clear();
         if (d.Stage2 is not null) entry.Stage2Only = new TranslationConfig(null, d.Stage2);
         _steCache[sid] = entry;
         return entry;
@@ -240,7 +319,7 @@ public sealed partial class SmmuV3
 
     CdCacheEntry? GetCd(SteCacheEntry ste, uint cdIndex, uint sid, bool ssv, uint ssid, ulong input, AccessFlags access)
     {
-        if (ste.Cds.TryGetValue(cdIndex, out var cached))
+        if (ste.Cds.TryGet(cdIndex, out var cached))
         {
             if (StrictEnabled) CheckStale(cached.Address, cached.Raw, $"CD {cdIndex} of SID 0x{sid:x}", "IHI 0070 §4.3.4: a CD changed in memory must be invalidated (CMD_CFGI_CD) before the SMMU relies on it");
             return cached;
@@ -262,14 +341,36 @@ public sealed partial class SmmuV3
             cdAddr = (l1 & Cd.L1L2PtrMask) + (ulong)(cdIndex & ((1u << split) - 1)) * Cd.Size;
         }
         Span<ulong> q = stackalloc ulong[8];
-        var pa = 0UL;
-        for (var i = 0; i < 8; i++)
+        var pa = cdAddr;
+        if (ste.Stage2Only is null && (cdAddr & 63) == 0 && FetchQwords(cdAddr, q))
         {
-            if (!FetchCdQword(ste, cdAddr + (ulong)i * 8, out q[i], out var qpa, sid, ssv, ssid, input, access)) return null;
-            if (i == 0) pa = qpa;
+            // one 64-byte fetch from RAM (or MMIO) at a PA
         }
-        ConfigFetches++;
+        else if (ste.Stage2Only is null && (cdAddr & 63) == 0)
+        {
+            RecordFetch(Evt.F_CD_FETCH, sid, ssv, ssid, cdAddr);
+            return null;
+        }
+        else
+        {
+            for (var i = 0; i < 8; i++)
+            {
+                if (!FetchCdQword(ste, cdAddr + (ulong)i * 8, out q[i], out var qpa, sid, ssv, ssid, input, access)) return null;
+                if (i == 0) pa = qpa;
+            }
+            ConfigFetches++;
+        }
         if (StrictEnabled) Observe(pa, q);
+        if (ste.Memo.Remove(cdIndex, out var memo) && memo.Address == pa && q.SequenceEqual(memo.Raw))
+        {
+            if (FindAsidConflict(ste, cdIndex, memo.Config))
+            {
+                RecordConfig(Evt.F_CFG_CONFLICT, sid, ssv, ssid);
+                return null;
+            }
+            ste.Cds.Set(cdIndex, memo);
+            return memo;
+        }
         var cd = SmmuV3Decoder.DecodeCd(q, _o, out var why);
         if (cd is null)
         {
@@ -285,7 +386,7 @@ public sealed partial class SmmuV3
         }
         var entry = new CdCacheEntry { Address = pa, Cd = cd, Config = config };
         q.CopyTo(entry.Raw);
-        ste.Cds[cdIndex] = entry;
+        ste.Cds.Set(cdIndex, entry);
         return entry;
     }
 
@@ -298,7 +399,7 @@ public sealed partial class SmmuV3
     {
         var s1 = config.Stage1!;
         foreach (var ste in _steCache.Values)
-            foreach (var (idx, other) in ste.Cds)
+            foreach (var (idx, other) in ste.Cds.All())
             {
                 if (ReferenceEquals(ste, self) && idx == selfIndex) continue;
                 var o1 = other.Config.Stage1!;
@@ -318,26 +419,35 @@ public sealed partial class SmmuV3
         if (StrictEnabled)
             for (var sid = (ulong)first; sid <= last && sid - first < 4096; sid++)
                 CheckHitless((uint)sid);
+        if (_steCache.Count == 0) return;
         if (last - first < (uint)_steCache.Count)
         {
             for (var sid = (ulong)first; sid <= last; sid++)
-                _steCache.Remove((uint)sid);
+                DropSte((uint)sid);
         }
         else
         {
             foreach (var key in _steCache.Keys.ToList())
-                if (key >= first && key <= last) _steCache.Remove(key);
+                if (key >= first && key <= last) DropSte(key);
         }
+    }
+
+    void DropSte(uint sid)
+    {
+        if (!_steCache.Remove(sid, out var e)) return;
+        e.Cds.MoveTo(e.Memo);
+        _steMemo[sid] = e;
     }
 
     void InvalidateAllConfig()
     {
         _unsyncedInvalidations++;
         Generation++;
-        if (StrictEnabled)
-            foreach (var sid in _steCache.Keys.ToList())
-                CheckHitless(sid);
-        _steCache.Clear();
+        foreach (var sid in _steCache.Keys.ToList())
+        {
+            if (StrictEnabled) CheckHitless(sid);
+            DropSte(sid);
+        }
     }
 
     void InvalidateCd(uint sid, uint ssid, bool all)
@@ -348,15 +458,15 @@ public sealed partial class SmmuV3
         if (all)
         {
             if (StrictEnabled)
-                foreach (var cd in ste.Cds.Values) CheckHitlessAt(cd.Address, isSte: false, $"CD of SID 0x{sid:x}");
-            ste.Cds.Clear();
+                foreach (var (_, cd) in ste.Cds.All()) CheckHitlessAt(cd.Address, isSte: false, $"CD of SID 0x{sid:x}");
+            ste.Cds.MoveTo(ste.Memo);
         }
         else
         {
-            if (ste.Cds.TryGetValue(ssid, out var cd))
+            if (ste.Cds.Remove(ssid, out var cd))
             {
                 if (StrictEnabled) CheckHitlessAt(cd.Address, isSte: false, $"CD {ssid} of SID 0x{sid:x}");
-                ste.Cds.Remove(ssid);
+                ste.Memo.Set(ssid, cd);
             }
             else if (StrictEnabled && ste.Ste.Stage1Enabled && ste.Ste.Stage2 is null)
             {
@@ -376,7 +486,7 @@ public sealed partial class SmmuV3
         q.CopyTo(arr);
     }
 
-    void CheckStale(ulong address, ulong[] raw, string what, string rule)
+    void CheckStale(ulong address, in Qwords8 raw, string what, string rule)
     {
         Span<ulong> now = stackalloc ulong[8];
         for (var i = 0; i < 8; i++)

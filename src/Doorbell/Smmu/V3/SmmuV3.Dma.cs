@@ -34,6 +34,13 @@ public sealed class SmmuV3StreamPort : IMemoryPort
 
     public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes) =>
         _smmu.Transfer(this, address, default, source, write: true, attributes);
+
+    /// <summary>
+    /// Translates one address as a transaction of this port would be (same configuration lookup, IOTLB and
+    /// permission check, same event on a fault) without moving data. True with the output address.
+    /// </summary>
+    public bool TryTranslate(ulong address, AccessFlags access, out ulong physicalAddress) =>
+        _smmu.TranslateOne(this, address, access, out physicalAddress);
 }
 
 public sealed partial class SmmuV3
@@ -116,6 +123,36 @@ public sealed partial class SmmuV3
             va += (ulong)chunk;
         }
         return BusStatus.Ok;
+    }
+
+    internal bool TranslateOne(SmmuV3StreamPort port, ulong address, AccessFlags access, out ulong pa)
+    {
+        pa = 0;
+        var ctx = port.Context;
+        var ssv = port.SubstreamId.HasValue;
+        var ssid = port.SubstreamId.GetValueOrDefault();
+        if (ctx.Generation != Generation || StrictEnabled || port.AtsTranslated)
+        {
+            var outcome = Resolve(port.StreamId, ssv, ssid, address, access, port.AtsTranslated, ctx);
+            ctx.Generation = outcome == StreamOutcome.Abort || port.AtsTranslated ? ulong.MaxValue : Generation;
+        }
+        switch (ctx.Outcome)
+        {
+            case StreamOutcome.Bypass:
+                pa = address;
+                return true;
+            case StreamOutcome.Abort:
+                return false;
+        }
+        if (_translator.Translate(ctx.Config, address, access, out var entry, out var fault))
+        {
+            pa = entry.Translate(address);
+            return true;
+        }
+        var stage2 = fault.Stage == TranslationStage.Stage2;
+        if (fault.Kind == FaultKind.WalkExternalAbort || (stage2 ? ctx.RecordStage2 : ctx.RecordStage1))
+            RecordTranslationFault(fault, port.StreamId, ssv, ssid, address, access, fault.OnStage1Walk ? Evt.ClassTt : Evt.ClassIn, cdIpa: 0);
+        return false;
     }
 
     // ----- event record builders (IHI 0070 §7.3) -----
