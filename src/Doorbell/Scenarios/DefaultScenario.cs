@@ -10,6 +10,7 @@ public static class DefaultScenario
         new PhysicalMemoryStep(),
         new TranslationStep(),
         new SmmuV3Step(),
+        new ItsMsiStep(),
         new PciEduStep(),
         new VfioStep(),
     ]);
