@@ -43,11 +43,11 @@ public class QemuDifferentialTests
         return Poll(peer, parts[2], Convert.ToUInt64(parts[1], 16));
     }
 
-    internal static void Compare(string machine, string[] extra, IEnumerable<QStep> steps)
+    internal static void Compare(string machine, string[] extra, IEnumerable<QStep> steps, bool viaLauncher = false)
     {
         var commands = steps.ToList();
         using var qemu = new QemuPeer(machine, extra);
-        using var db = new DoorbellPeer(machine, extra);
+        using IQtestPeer db = viaLauncher ? QemuPeer.DoorbellLauncher(machine, extra) : new DoorbellPeer(machine, extra);
         var diffs = new StringBuilder();
         var n = 0;
         foreach (var step in commands)
@@ -187,6 +187,11 @@ public class QemuDifferentialTests
         yield return "endianness";
         yield return "frobnicate 1";
     }
+
+    /// <summary>The whole front end as a harness sees it: the launcher script started with QEMU's arguments (wfi loader, TCG, icount…), connecting to the harness socket.</summary>
+    [QemuFact]
+    public void Launcher_script_started_with_qemus_own_arguments_answers_like_qemu() =>
+        Compare("virt", ["-device", "edu,dma_mask=0xffffffffff"], PciBringUp().Concat(EduDmaAndMsi()).Select(c => new QStep(c)), viaLauncher: true);
 
     [QemuFact]
     public void Pci_bring_up_and_edu_identification_match_qemu() =>
