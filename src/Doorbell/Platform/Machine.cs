@@ -19,7 +19,7 @@ public sealed class BoardWiring
     public static BoardWiring None { get; } = new();
 
     /// <summary>What boards use when given no wiring: the real GIC and SMMU models once they exist.</summary>
-    public static BoardWiring Default => None;
+    public static BoardWiring Default => QemuVirtWiring.Models;
 }
 
 public enum IommuKind { None, SmmuV3, SmmuV2 }
@@ -73,6 +73,12 @@ public sealed class Machine
     /// <summary>Where a PCI MSI doorbell is (GITS_TRANSLATER or the GICv2m SETSPI register), 0 when none.</summary>
     public ulong MsiDoorbell { get; internal set; }
     public List<object> Devices { get; } = [];
+    /// <summary>The models the wiring built (null when absent).</summary>
+    public Doorbell.Gic.V3.GicV3? GicV3 { get; internal set; }
+    public Doorbell.Gic.Its.GicV3Its? Its { get; internal set; }
+    public Doorbell.Gic.V2.GicV2? GicV2 { get; internal set; }
+    public Doorbell.Gic.V2m.GicV2m? GicV2m { get; internal set; }
+    public Doorbell.Smmu.V3.SmmuV3? SmmuV3 { get; internal set; }
 
     internal void SetSpiProvider(Func<int, IInterruptLine> spi) => _spi = spi;
 

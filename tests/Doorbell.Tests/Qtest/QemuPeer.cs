@@ -30,6 +30,9 @@ public interface IQtestPeer : IDisposable
 /// </summary>
 public sealed class QemuPeer : IQtestPeer
 {
+    /// <summary>Doorbell's launcher script run as if it were QEMU (same arguments), for end-to-end tests of the front end.</summary>
+    public static QemuPeer DoorbellLauncher(string machine, params string[] extra) => new(machine, extra, launcher: true);
+
     public const ulong ParkAddress = 0x5FFF_F000; // last page of 512 MiB RAM: tests keep clear of it
 
     public static string? Binary { get; } = FindBinary();
@@ -44,6 +47,11 @@ public sealed class QemuPeer : IQtestPeer
         return null;
     }
 
+    static string LauncherPath => Path.GetFullPath(Path.Combine(RepoRoot(), "scripts", "qemu-system-aarch64-doorbell"));
+
+    static string RepoRoot([System.Runtime.CompilerServices.CallerFilePath] string here = "") =>
+        Path.Combine(Path.GetDirectoryName(here)!, "..", "..", "..");
+
     readonly Process _process;
     readonly Socket _listener;
     readonly Socket _conn;
@@ -51,10 +59,13 @@ public sealed class QemuPeer : IQtestPeer
     readonly StringBuilder _in = new();
     readonly byte[] _buf = new byte[65536];
 
-    public string Name => "qemu";
+    public string Name { get; }
 
-    public QemuPeer(string machine, params string[] extra)
+    public QemuPeer(string machine, params string[] extra) : this(machine, extra, launcher: false) { }
+
+    QemuPeer(string machine, string[] extra, bool launcher)
     {
+        Name = launcher ? "doorbell-launcher" : "qemu";
         _dir = Directory.CreateTempSubdirectory("db-qemu");
         var sock = Path.Combine(_dir.FullName, "qtest.sock");
         var blob = Path.Combine(_dir.FullName, "park.bin");
@@ -63,7 +74,8 @@ public sealed class QemuPeer : IQtestPeer
         _listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         _listener.Bind(new UnixDomainSocketEndPoint(sock));
         _listener.Listen(1);
-        var psi = new ProcessStartInfo(Binary!) { RedirectStandardError = true, RedirectStandardOutput = true };
+        var psi = new ProcessStartInfo(launcher ? LauncherPath : Binary!) { RedirectStandardError = true, RedirectStandardOutput = true };
+        if (launcher) psi.Environment["DOORBELL_CLI"] = Path.Combine(AppContext.BaseDirectory, "Doorbell.Cli.dll");
         foreach (var a in new[] { "-machine", machine, "-accel", "tcg", "-icount", "shift=0,sleep=off", "-cpu", "cortex-a57",
                      "-m", "512M", "-display", "none", "-nodefaults", "-serial", "none", "-monitor", "none",
                      "-device", $"loader,file={blob},addr=0x{ParkAddress:x},cpu-num=0" }.Concat(extra).Concat(["-qtest", "unix:" + sock, "-qtest-log", "none"]))
@@ -74,7 +86,7 @@ public sealed class QemuPeer : IQtestPeer
         _process.BeginErrorReadLine();
         _process.BeginOutputReadLine();
         var accept = _listener.AcceptAsync();
-        if (!accept.Wait(TimeSpan.FromSeconds(20))) { Dispose(); throw new TimeoutException("QEMU did not connect"); }
+        if (!accept.Wait(TimeSpan.FromSeconds(30))) { Dispose(); throw new TimeoutException($"{Name} did not connect"); }
         _conn = accept.Result;
         _conn.ReceiveTimeout = 20_000;
     }
