@@ -226,3 +226,53 @@ public class PciConfigTests
         Assert.Equal(1u, t.Cfg(0x3D, 1));
     }
 }
+
+public class PciConfigMoreTests
+{
+    [Fact]
+    public void Af_flr_resets_only_with_tp_and_flr_and_reads_zero()
+    {
+        var af = 0;
+        var t = new PciTestDevice(pcie: false, customize: f =>
+        {
+            af = f.AddCap(0x13, 6, 0x06, 0x03); // length 6, AF_CAP: TP | FLR
+            f.Writable(af + 4, 1, 0x01);
+        });
+        var before = t.F.Resets;
+        t.CfgW(af + 4, 1, 0x01);
+        Assert.Equal(before + 1, t.F.Resets);
+        Assert.Equal(0u, t.Cfg(af + 4, 1) & 1);
+        Assert.Equal(0u, t.F.ReadConfig(af + 4, 1) & 1); // never written to hardware
+    }
+
+    [Fact]
+    public void Af_flr_without_the_capability_bits_does_nothing()
+    {
+        var af = 0;
+        var t = new PciTestDevice(pcie: false, customize: f => af = f.AddCap(0x13, 6, 0x06, 0x01)); // TP only
+        var before = t.F.Resets;
+        t.CfgW(af + 4, 1, 0x01);
+        Assert.Equal(before, t.F.Resets);
+    }
+
+    [Fact]
+    public void Pcie_flr_without_devcap_flr_does_not_reset()
+    {
+        var t = new PciTestDevice(customize: f => { });
+        t.F.W32(t.ExpCap + 4, 0); // DEVCAP without FLR
+        var before = t.F.Resets;
+        t.CfgW(t.ExpCap + 8, 2, 0x8000);
+        Assert.Equal(before, t.F.Resets);
+        Assert.Equal(0u, t.Cfg(t.ExpCap + 8, 2) & 0x8000);
+    }
+
+    [Fact]
+    public void Vpd_address_and_data_are_virtual()
+    {
+        var vpd = 0;
+        var t = new PciTestDevice(customize: f => { vpd = f.AddCap(0x03, 8); f.Writable(vpd + 2, 2, 0xFFFF); });
+        t.CfgW(vpd + 2, 2, 0x8010);
+        Assert.Equal(0x8010u, t.Cfg(vpd + 2, 2));
+        Assert.Equal(0u, t.F.ReadConfig(vpd + 2, 2));
+    }
+}

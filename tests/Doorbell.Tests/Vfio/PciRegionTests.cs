@@ -172,7 +172,121 @@ public class PciRegionTests
         var b = VfioWorld.Bytes(new VfioDeviceInfo { Argsz = 24 });
         Assert.Equal(0, noReset.W.Proc.Ioctl(noReset.Fd, VfioIoctl.DeviceGetInfo, b));
         Assert.Equal(VfioDeviceFlags.Pci, VfioWorld.Read<VfioDeviceInfo>(b).Flags);
-        Assert.Equal(-Errno.ENODEV, noReset.W.Proc.Ioctl(noReset.Fd, VfioIoctl.DeviceGetPciHotResetInfo, new byte[12]));
+        Assert.Equal(-Errno.ENODEV, noReset.W.Proc.Ioctl(noReset.Fd, VfioIoctl.DeviceGetPciHotResetInfo, VfioWorld.Bytes(new VfioPciHotResetInfo { Argsz = 12 })));
         Assert.Equal(-Errno.EBADF, t.W.Proc.Ioctl(t.Fd, VfioIoctl.DeviceGetInfo, b));
+    }
+}
+
+public class PciIoeventfdTests
+{
+    static int Ioeventfd(PciTestDevice t, uint flags, ulong offset, ulong data, int fd, uint argsz = 32)
+    {
+        var b = VfioWorld.Bytes(new VfioDeviceIoeventfd { Argsz = argsz, Flags = flags, Offset = offset, Data = data, Fd = fd });
+        return t.W.Proc.Ioctl(t.Fd, VfioIoctl.DeviceIoeventfd, b);
+    }
+
+    [Fact]
+    public void Ioeventfd_writes_the_bar_when_signalled_and_follows_linux_errors()
+    {
+        var t = new PciTestDevice();
+        using var e = EventFd.Create();
+        Assert.Equal(32, System.Runtime.InteropServices.Marshal.SizeOf<VfioDeviceIoeventfd>());
+        Assert.Equal(-Errno.EINVAL, Ioeventfd(t, 4, 0x40, 0xAB, e.Fd, argsz: 27));
+        Assert.Equal(-Errno.EINVAL, Ioeventfd(t, 0x10 | 4, 0x40, 0xAB, e.Fd));
+        Assert.Equal(-Errno.EINVAL, Ioeventfd(t, 3, 0x40, 0xAB, e.Fd));           // two sizes
+        Assert.Equal(-Errno.EINVAL, Ioeventfd(t, 4, VfioPciIndex.IndexToOffset(VfioPciIndex.Config), 0, e.Fd));
+        Assert.Equal(-Errno.EINVAL, Ioeventfd(t, 4, 0x10_0000 - 2, 0, e.Fd));     // past the BAR
+        Assert.Equal(-Errno.EINVAL, Ioeventfd(t, 4, (2UL << 40) + 0x2010, 0, e.Fd)); // MSI-X table
+        Assert.Equal(-Errno.ENODEV, Ioeventfd(t, 4, 0x40, 0xAB, -1));             // nothing to remove
+        Assert.Equal(0, Ioeventfd(t, 4, 0x40, 0xCAFE_F00D, e.Fd));
+        Assert.Equal(-Errno.EEXIST, Ioeventfd(t, 4, 0x40, 0xCAFE_F00D, e.Fd));
+        t.CfgW(0x04, 2, 0x0002);
+        e.Signal();
+        t.Dev.PollIrqfds();
+        Assert.Equal(0xCAFE_F00Du, BitConverter.ToUInt32(t.F.BarMemory[0], 0x40));
+        Assert.Equal(0, Ioeventfd(t, 4, 0x40, 0xCAFE_F00D, -1));
+        t.F.BarMemory[0][0x40] = 0;
+        e.Signal();
+        t.Dev.PollIrqfds();
+        Assert.Equal(0, t.F.BarMemory[0][0x40]);
+    }
+}
+
+public class PciHotResetTests
+{
+    sealed class ScopedFunction : Doorbell.Host.Vfio.Backends.IVfioPciHotResetScope
+    {
+        public List<Doorbell.Host.Vfio.Backends.PciResetPeer> Peers { get; } = [];
+        public IReadOnlyList<Doorbell.Host.Vfio.Backends.PciResetPeer> HotResetPeers => Peers;
+        public int Resets;
+        public int HotReset() { Resets++; return 0; }
+    }
+
+    [Fact]
+    public void Hot_reset_info_without_a_reset_scope_is_ENODEV()
+    {
+        var t = new PciTestDevice();
+        Assert.Equal(-Errno.ENODEV, t.W.Proc.Ioctl(t.Fd, VfioIoctl.DeviceGetPciHotResetInfo, VfioWorld.Bytes(new VfioPciHotResetInfo { Argsz = 12 })));
+        Assert.Equal(-Errno.EINVAL, t.W.Proc.Ioctl(t.Fd, VfioIoctl.DeviceGetPciHotResetInfo, VfioWorld.Bytes(new VfioPciHotResetInfo { Argsz = 11 })));
+    }
+
+    [Fact]
+    public void Hot_reset_reports_peers_and_needs_every_group_fd()
+    {
+        var scope = new ScopedFunction();
+        var w = new VfioWorld();
+        var f = new ScopedPci(scope);
+        var (_, g1) = w.AddGroup(1);
+        w.AddGroup(2);
+        Assert.Equal(0, w.Host.BindPci(g1, f, out _));
+        scope.Peers.Add(new(0, 0, 0x08, 1));
+        scope.Peers.Add(new(0, 0, 0x09, 2));
+        var (_, gfd, _) = w.Setup(1);
+        var dev = w.GetDeviceFd(gfd, f.Name);
+        var small = VfioWorld.Bytes(new VfioPciHotResetInfo { Argsz = 12 });
+        Assert.Equal(-Errno.ENOSPC, w.Proc.Ioctl(dev, VfioIoctl.DeviceGetPciHotResetInfo, small));
+        Assert.Equal(2u, VfioWorld.Read<VfioPciHotResetInfo>(small).Count);
+        var full = VfioWorld.Bytes(new VfioPciHotResetInfo { Argsz = 28 }, 16);
+        Assert.Equal(0, w.Proc.Ioctl(dev, VfioIoctl.DeviceGetPciHotResetInfo, full));
+        var d1 = VfioWorld.Read<VfioPciDependentDevice>(full, 20);
+        Assert.Equal((2u, (byte)0x09), (d1.GroupId, d1.Devfn));
+
+        byte[] Reset(params int[] fds)
+        {
+            var b = VfioWorld.Bytes(new VfioPciHotResetInfo { Argsz = (uint)(12 + 4 * fds.Length), Count = (uint)fds.Length }, 4 * fds.Length);
+            VfioWorld.Fds(fds).CopyTo(b, 12);
+            return b;
+        }
+        Assert.Equal(-Errno.EINVAL, w.Proc.Ioctl(dev, VfioIoctl.DevicePciHotReset, Reset()));
+        Assert.Equal(-Errno.EPERM, w.Proc.Ioctl(dev, VfioIoctl.DevicePciHotReset, Reset(gfd)));
+        Assert.Equal(-Errno.EBADF, w.Proc.Ioctl(dev, VfioIoctl.DevicePciHotReset, Reset(gfd, 99)));
+        Assert.Equal(-Errno.EINVAL, w.Proc.Ioctl(dev, VfioIoctl.DevicePciHotReset, Reset(gfd, dev)));
+        var g2 = w.Proc.OpenGroup(2);
+        Assert.Equal(0, w.Proc.Ioctl(dev, VfioIoctl.DevicePciHotReset, Reset(gfd, g2)));
+        Assert.Equal(1, scope.Resets);
+    }
+
+    /// <summary>A fake function that also exposes a reset scope.</summary>
+    sealed class ScopedPci(ScopedFunction scope) : Doorbell.Host.Vfio.Backends.IVfioPciFunction, Doorbell.Host.Vfio.Backends.IVfioPciHotResetScope
+    {
+        readonly FakePciFunction _f = new();
+        public string Name => _f.Name;
+        public ushort Segment => 0;
+        public byte Bus => 0;
+        public byte Devfn => 8;
+        public int ConfigSize => _f.ConfigSize;
+        public uint ReadConfig(int offset, int size) => _f.ReadConfig(offset, size);
+        public void WriteConfig(int offset, int size, uint value) => _f.WriteConfig(offset, size, value);
+        public Doorbell.Host.Vfio.Backends.PciBarInfo GetBar(int index) => _f.GetBar(index);
+        public Doorbell.Memory.BusStatus ReadBar(int index, ulong offset, int size, out ulong value) => _f.ReadBar(index, offset, size, out value);
+        public Doorbell.Memory.BusStatus WriteBar(int index, ulong offset, int size, ulong value) => _f.WriteBar(index, offset, size, value);
+        public int Reset() => _f.Reset();
+        public int EnableVectors(Doorbell.Host.Vfio.Backends.PciIrqKind kind, int nvec, Doorbell.Host.Vfio.Backends.IVfioIrqSink sink) => _f.EnableVectors(kind, nvec, sink);
+        public void DisableVectors() => _f.DisableVectors();
+        public int ConnectIntx(Doorbell.Host.Vfio.Backends.IVfioIrqSink? sink) => _f.ConnectIntx(sink);
+        public void SetIntxLineMasked(bool masked) => _f.SetIntxLineMasked(masked);
+        public void ConnectErrors(Doorbell.Host.Vfio.Backends.IVfioIrqSink? sink) => _f.ConnectErrors(sink);
+        public IReadOnlyList<Doorbell.Host.Vfio.Backends.PciResetPeer> HotResetPeers => scope.HotResetPeers;
+        public int HotReset() => scope.HotReset();
     }
 }

@@ -153,6 +153,7 @@ internal sealed class VfioPciConfig
         {
             var id = (byte)HwRead(pos, 1);
             var next = (int)HwRead(pos + 1, 1) & 0xFC;
+            if (pos < 0x40) break; // a pointer into the header ends the walk
             var len = id <= CapIdMax ? StdCapLength(id, pos) : 0;
             if (len == 0 || pos + len > 256)
             {

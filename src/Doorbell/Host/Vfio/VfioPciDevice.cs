@@ -7,8 +7,8 @@ using Doorbell.Memory;
 // vfio-pci (Linux drivers/vfio/pci/vfio_pci_core.c, vfio_pci_rdwr.c, vfio_pci_intrs.c; rules in
 // shared/reference/vfio-semantics.md §2.4): regions at index << 40, region/IRQ info, config virtualization,
 // BAR access with MSI-X table protection and the memory-decode check, reset, and SET_IRQS for INTx/MSI/MSI-X/ERR/REQ
-// delivering to real eventfds. Known limits: no VGA region, no device-specific regions, no IOEVENTFD, no dynamic
-// MSI-X allocation, GET_PCI_HOT_RESET_INFO answers -ENODEV (no bus/slot reset modelled).
+// delivering to real eventfds. Known limits: no VGA region, no device-specific regions, no dynamic
+// MSI-X allocation, hot reset needs the optional IVfioPciHotResetScope (else -ENODEV).
 namespace Doorbell.Host.Vfio;
 
 public sealed class VfioPciDevice : VfioDevice, IVfioIrqSink, IUserMappingGuard
@@ -101,6 +101,7 @@ public sealed class VfioPciDevice : VfioDevice, IVfioIrqSink, IUserMappingGuard
         Swap(ref _reqTrigger, null);
         _fn.ConnectErrors(null);
         ClearIrqfds();
+        _ioeventfds.Clear();
         // Restore the saved header (command last), then reset if that works.
         for (var i = 0x10; i < 0x40; i += 4) _fn.WriteConfig(i, 4, MemoryMarshal.Read<uint>(_savedConfig.AsSpan(i)));
         _fn.WriteConfig(VfioPciConfig.Command, 2, MemoryMarshal.Read<ushort>(_savedConfig.AsSpan(VfioPciConfig.Command)));
@@ -156,7 +157,9 @@ public sealed class VfioPciDevice : VfioDevice, IVfioIrqSink, IUserMappingGuard
         if (request == VfioIoctl.DeviceGetIrqInfo) return GetIrqInfo(arg);
         if (request == VfioIoctl.DeviceSetIrqs) return SetIrqs(arg);
         if (request == VfioIoctl.DeviceReset) return ResetIoctl();
-        if (request == VfioIoctl.DeviceGetPciHotResetInfo) return -Errno.ENODEV;
+        if (request == VfioIoctl.DeviceGetPciHotResetInfo) return HotResetInfo(arg);
+        if (request == VfioIoctl.DevicePciHotReset) return HotResetIoctl(arg);
+        if (request == VfioIoctl.DeviceIoeventfd) return IoeventfdIoctl(arg);
         return -Errno.ENOTTY;
     }
 
@@ -505,6 +508,7 @@ public sealed class VfioPciDevice : VfioDevice, IVfioIrqSink, IUserMappingGuard
     {
         if (_irqType != IrqType.None) return -Errno.EINVAL;
         var got = _fn.EnableVectors(type == IrqType.Msix ? PciIrqKind.Msix : PciIrqKind.Msi, nvec, this);
+        if (got == 0) return -Errno.ENOSPC;
         if (got < nvec)
         {
             if (got > 0) _fn.DisableVectors();
@@ -577,6 +581,95 @@ public sealed class VfioPciDevice : VfioDevice, IVfioIrqSink, IUserMappingGuard
             return 0;
         }
         return -Errno.EINVAL;
+    }
+
+    // ------------------------------------------------------------------ hot reset
+    int HotResetInfo(Span<byte> arg)
+    {
+        const int minsz = 12, devSize = 8;
+        if (!UserArg.TryRead(arg, minsz, out VfioPciHotResetInfo hdr)) return -Errno.EFAULT;
+        if (hdr.Argsz < minsz) return -Errno.EINVAL;
+        hdr.Flags = 0;
+        if (_fn is not IVfioPciHotResetScope scope) return -Errno.ENODEV;
+        var peers = scope.HotResetPeers;
+        var ret = 0;
+        if (hdr.Argsz < minsz + peers.Count * devSize) ret = -Errno.ENOSPC;
+        hdr.Count = (uint)peers.Count;
+        if (!UserArg.TryWrite(arg, minsz, hdr)) return -Errno.EFAULT;
+        if (ret != 0) return ret;
+        if (arg.Length < minsz + peers.Count * devSize) return -Errno.EFAULT;
+        for (var i = 0; i < peers.Count; i++)
+        {
+            var d = new VfioPciDependentDevice { GroupId = (uint)peers[i].GroupId, Segment = peers[i].Segment, Bus = peers[i].Bus, Devfn = peers[i].Devfn };
+            MemoryMarshal.Write(arg[(minsz + i * devSize)..], in d);
+        }
+        return 0;
+    }
+
+    /// <summary>VFIO_DEVICE_PCI_HOT_RESET (group path): the caller proves ownership of every affected group with
+    /// group fds; -EPERM when one is missing.</summary>
+    int HotResetIoctl(Span<byte> arg)
+    {
+        const int minsz = 12;
+        if (!UserArg.TryRead(arg, minsz, out VfioPciHotResetInfo hdr)) return -Errno.EFAULT;
+        if (hdr.Argsz < minsz || hdr.Flags != 0) return -Errno.EINVAL;
+        if (hdr.Count == 0) return -Errno.EINVAL; // the group path needs the proof
+        if (_fn is not IVfioPciHotResetScope scope) return -Errno.ENODEV;
+        var peers = scope.HotResetPeers;
+        if (hdr.Count > peers.Count) return -Errno.EINVAL;
+        if ((ulong)arg.Length < minsz + 4UL * hdr.Count) return -Errno.EFAULT;
+        var owned = new HashSet<int>();
+        var process = Group.Container?.Process;
+        for (var i = 0; i < hdr.Count; i++)
+        {
+            var fd = MemoryMarshal.Read<int>(arg[(minsz + 4 * i)..]);
+            var f = process?.File(fd);
+            if (f is null) return -Errno.EBADF;
+            if (f is not VfioGroupFile gf) return -Errno.EINVAL;
+            owned.Add(gf.Group.Id);
+        }
+        foreach (var p in peers)
+            if (!owned.Contains(p.GroupId)) return -Errno.EPERM;
+        return scope.HotReset();
+    }
+
+    // ------------------------------------------------------------------ IOEVENTFD
+    sealed record Ioeventfd(int Bar, ulong Pos, ulong Data, int Count);
+    readonly List<Ioeventfd> _ioeventfds = [];
+    const int IoeventfdMax = 1000; // VFIO_PCI_IOEVENTFD_MAX
+
+    /// <summary>VFIO_DEVICE_IOEVENTFD: a user eventfd signal performs a fixed BAR write (vfio_pci_ioeventfd).</summary>
+    int IoeventfdIoctl(Span<byte> arg)
+    {
+        const int minsz = 28;
+        if (!UserArg.TryRead(arg, minsz, out VfioDeviceIoeventfd io)) return -Errno.EFAULT;
+        if (io.Argsz < minsz || (io.Flags & ~VfioIoeventfdFlags.SizeMask) != 0) return -Errno.EINVAL;
+        var count = (int)(io.Flags & VfioIoeventfdFlags.SizeMask);
+        if (System.Numerics.BitOperations.PopCount((uint)count) != 1) return -Errno.EINVAL;
+        var bar = (int)VfioPciIndex.OffsetToIndex(io.Offset);
+        var pos = io.Offset & VfioPciIndex.OffsetMask;
+        if (bar > (int)VfioPciIndex.Bar5) return -Errno.EINVAL;
+        if (pos + (ulong)count > _fn.GetBar(bar).Size) return -Errno.EINVAL;
+        if (bar == _msixBar && !(pos + (ulong)count <= _msixOffset || pos >= _msixOffset + _msixSize)) return -Errno.EINVAL;
+        foreach (var e in _ioeventfds)
+        {
+            if (e.Bar != bar || e.Pos != pos || e.Data != io.Data || e.Count != count) continue;
+            if (io.Fd != -1) return -Errno.EEXIST;
+            SetIrqfd(e, null, () => { });
+            _ioeventfds.Remove(e);
+            return 0;
+        }
+        if (io.Fd < 0) return -Errno.ENODEV;
+        if (_ioeventfds.Count >= IoeventfdMax) return -Errno.ENOSPC;
+        var g = EventFdContext.TryGet(io.Fd, out var ctx);
+        if (g != 0) return g;
+        var entry = new Ioeventfd(bar, pos, io.Data, count);
+        _ioeventfds.Add(entry);
+        SetIrqfd(entry, ctx, () =>
+        {
+            if (MemoryEnabled || !_fn.GetBar(entry.Bar).IsMemory) _fn.WriteBar(entry.Bar, entry.Pos, entry.Count, entry.Data);
+        });
+        return 0;
     }
 
     // ------------------------------------------------------------------ read / write / mmap

@@ -130,6 +130,11 @@ public struct VfioPciDependentDevice { public uint GroupId; public ushort Segmen
 [StructLayout(LayoutKind.Sequential)]
 public struct VfioPciHotResetInfo { public uint Argsz; public uint Flags; public uint Count; }
 
+public static class VfioIoeventfdFlags { public const uint Size8 = 1 << 0, Size16 = 1 << 1, Size32 = 1 << 2, Size64 = 1 << 3, SizeMask = 0xF; }
+
+[StructLayout(LayoutKind.Sequential)]
+public struct VfioDeviceIoeventfd { public uint Argsz; public uint Flags; public ulong Offset; public ulong Data; public int Fd; public uint Reserved; }
+
 [StructLayout(LayoutKind.Sequential)]
 public struct VfioIommuType1Info { public uint Argsz; public uint Flags; public ulong IovaPgsizes; public uint CapOffset; public uint Pad; }
 

@@ -121,6 +121,19 @@ public interface IVfioPciFunction
     void ConnectErrors(IVfioIrqSink? sink);
 }
 
+/// <summary>One function affected by a bus or slot reset: its address and IOMMU group.</summary>
+public readonly record struct PciResetPeer(ushort Segment, byte Bus, byte Devfn, int GroupId);
+
+/// <summary>Optional for an <see cref="IVfioPciFunction"/>: the function can take part in a slot or bus ("hot")
+/// reset (pci_probe_reset_slot / pci_probe_reset_bus succeed). Functions without it answer -ENODEV.</summary>
+public interface IVfioPciHotResetScope
+{
+    /// <summary>Every function the reset affects, the calling one included.</summary>
+    IReadOnlyList<PciResetPeer> HotResetPeers { get; }
+    /// <summary>pci_reset_bus / slot reset: 0 or -errno.</summary>
+    int HotReset();
+}
+
 /// <summary>One MMIO resource of a platform device.</summary>
 public readonly record struct PlatformRegionInfo(ulong HostAddress, ulong Size, bool ReadOnly);
 
