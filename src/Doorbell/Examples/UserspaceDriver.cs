@@ -46,6 +46,8 @@ public sealed class UserspaceDriver(VfioProcess process, int groupId, string dev
     public int CopyLength { get; init; } = 0x800;
     public int MaxQueues { get; init; } = 4;
     public int EpollTimeoutMs { get; init; } = 1000;
+    /// <summary>Called once the copies are verified, while the device is still open (for observers such as the scenario).</summary>
+    public Action? OnDataVerified { get; init; }
 
     readonly VfioProcess _p = process;
     int _container = -1, _group = -1, _device = -1;
@@ -227,6 +229,7 @@ public sealed class UserspaceDriver(VfioProcess process, int groupId, string dev
             }
             res.Log.Add($"{queues} queues x {DescriptorsPerQueue} copies of {CopyLength} B: {res.CopiesVerified}/{res.CopiesExpected} verified, MSI-X eventfd counts [{string.Join(",", res.InterruptsPerQueue)}]");
             if (res.CopiesVerified != res.CopiesExpected) return Fail(res, "data mismatch");
+            OnDataVerified?.Invoke();
 
             // --- a DMA aimed at an IOVA nobody mapped: the IOMMU stops it, the device reports a write fault
             var fq = 0;

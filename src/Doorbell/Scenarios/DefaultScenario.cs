@@ -13,5 +13,6 @@ public static class DefaultScenario
         new ItsMsiStep(),
         new PciEduStep(),
         new VfioStep(),
+        new UserspaceDriverStep(),
     ]);
 }

@@ -404,3 +404,20 @@ public class UserspaceDriverTests
         Assert.Equal(8, res.CopiesVerified);
     }
 }
+
+/// <summary>The scenario step prints the run and returns true only when everything it claims happened.</summary>
+public class UserspaceDriverStepTests
+{
+    [Fact]
+    public void StepRunsEndToEndAndReportsTheVerdict()
+    {
+        var sw = new StringWriter();
+        var ok = new Doorbell.Scenarios.Steps.UserspaceDriverStep().Run(new Doorbell.Scenarios.ScenarioContext(sw));
+        Assert.True(ok, sw.ToString());
+        var text = sw.ToString();
+        Assert.Contains("F_TRANSLATION", text);
+        Assert.Contains("-EPERM", text);
+        Assert.Contains("0x8000040 -> PA 0x8090040", text);
+        Assert.True(text.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length <= 20);
+    }
+}
