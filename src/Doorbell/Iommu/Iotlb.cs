@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using Doorbell.Vmsa;
 
 namespace Doorbell.Iommu;
@@ -129,30 +130,50 @@ public sealed class Iotlb
         var sizes = _sizesInUse;
         ref var tags = ref MemoryMarshal.GetArrayDataReference(_tags);
         ref var entries = ref MemoryMarshal.GetArrayDataReference(_entries);
+        var vector = _ways == 8 && Vector256.IsHardwareAccelerated;
         while (sizes != 0)
         {
             var s = BitOperations.TrailingZeroCount(sizes);
             sizes &= sizes - 1;
             var tag = Tag(input, s);
             var b = SetBase(tag, vmid);
+            if (vector)
+            {
+                // All eight tags of the set in two compares; then only the matching ways are checked.
+                var t = Vector256.Create(tag);
+                var match = Vector256.Equals(Vector256.LoadUnsafe(ref tags, (nuint)b), t).ExtractMostSignificantBits()
+                            | (Vector256.Equals(Vector256.LoadUnsafe(ref tags, (nuint)(b + 4)), t).ExtractMostSignificantBits() << 4);
+                while (match != 0)
+                {
+                    var i = b + BitOperations.TrailingZeroCount(match);
+                    match &= match - 1;
+                    ref var e = ref Unsafe.Add(ref entries, i);
+                    if (e.Vmid == vmid && (e.Global || e.Asid == asid))
+                        return Hit(i, ref e, out entry);
+                }
+                continue;
+            }
             for (var w = 0; w < _ways; w++)
             {
                 var i = b + w;
                 if (Unsafe.Add(ref tags, i) != tag) continue;
                 ref var e = ref Unsafe.Add(ref entries, i);
                 if (e.Vmid == vmid && (e.Global || e.Asid == asid))
-                {
-                    _referenced[i] = 1;
-                    _mru = i;
-                    Hits++;
-                    entry = e;
-                    return true;
-                }
+                    return Hit(i, ref e, out entry);
             }
         }
         Misses++;
         entry = default;
         return false;
+    }
+
+    bool Hit(int i, ref TlbEntry e, out TlbEntry entry)
+    {
+        _referenced[i] = 1;
+        _mru = i;
+        Hits++;
+        entry = e;
+        return true;
     }
 
     /// <summary>Caches a translation. An entry with the same key is replaced; a full set loses its not-recently-used way.</summary>
