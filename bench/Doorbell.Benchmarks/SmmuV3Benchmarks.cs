@@ -94,6 +94,21 @@ public class SmmuV3Benchmarks
     [Benchmark]
     public int SteCdDecodeAfterCfgi() => (int)_smmu.InvalidateAndResolve(8, _ctx);
 
+    ulong _toggle;
+
+    /// <summary>
+    /// As above, but the STE and CD bytes changed before the CFGI (MEV and a MAIR byte toggled, two 8-byte RAM
+    /// writes included), so nothing can be reused: a full STE + CD decode with its allocations.
+    /// </summary>
+    [Benchmark]
+    public int SteCdDecodeAfterCfgiChangedBytes()
+    {
+        _toggle ^= 1;
+        _bus.Store.WriteU64(Strtab + 8 * 64 + 8, (_bus.Store.ReadU64(Strtab + 8 * 64 + 8) & ~(1UL << 19)) | _toggle << 19);
+        _bus.Store.WriteU64(Cd + 24, IoPageTable.Mair ^ _toggle << 40);
+        return (int)_smmu.InvalidateAndResolve(8, _ctx);
+    }
+
     /// <summary>512 queued commands (CFGI_STE / TLBI_NH_VA / CMD_SYNC) consumed by one PROD write.</summary>
     [Benchmark(OperationsPerInvoke = Batch)]
     public uint CommandProcessing()

@@ -17,6 +17,8 @@ internal sealed class CdCacheEntry
     public Qwords8 Raw;
     public required DecodedCd Cd;
     public required TranslationConfig Config;
+    /// <summary>False once invalidated: then kept only so a refetch of identical bytes can skip the decode.</summary>
+    public bool Valid = true;
 }
 
 /// <summary>CDs by index: CD 0 in a field (the common case), others in a dictionary made on first use.</summary>
@@ -48,6 +50,8 @@ internal sealed class CdSet
     }
 
     public bool IsEmpty => _cd0 is null && (_more is null || _more.Count == 0);
+    public CdCacheEntry? Cd0 => _cd0;
+    public Dictionary<uint, CdCacheEntry>? More => _more;
 
     public IEnumerable<(uint Index, CdCacheEntry Entry)> All()
     {
@@ -55,14 +59,6 @@ internal sealed class CdSet
         if (_more is not null) foreach (var (k, v) in _more) yield return (k, v);
     }
 
-    /// <summary>Moves every entry into <paramref name="target"/> (invalidation keeps them only as decode memos).</summary>
-    public void MoveTo(CdSet target)
-    {
-        if (_cd0 is not null) target.Set(0, _cd0);
-        if (_more is not null) foreach (var (k, v) in _more) target.Set(k, v);
-        _cd0 = null;
-        _more?.Clear();
-    }
 }
 
 /// <summary>A cached STE (never an invalid or ILLEGAL one) with the CDs fetched through it.</summary>
@@ -74,9 +70,18 @@ internal sealed class SteCacheEntry
     public required DecodedSte Ste;
     /// <summary>For stage-1-bypassed traffic of a stream with stage 2 (or S2-only streams).</summary>
     public TranslationConfig? Stage2Only;
+    /// <summary>VMID the IOTLB tags this stream's entries with: STE.S2VMID whenever stage 2 is implemented (§5.2).</summary>
+    public ushort TlbVmid;
     public readonly CdSet Cds = new();
-    /// <summary>Invalidated CDs, kept only so a refetch of identical bytes can skip the decode (not a cache: always refetched).</summary>
-    public readonly CdSet Memo = new();
+    /// <summary>False once invalidated (CFGI): then kept only so a refetch of identical bytes can skip the decode.</summary>
+    public bool Valid = true;
+
+    public void Invalidate()
+    {
+        Valid = false;
+        if (Cds.Cd0 is { } c0) c0.Valid = false;
+        if (Cds.More is { } more) foreach (var c in more.Values) c.Valid = false;
+    }
 }
 
 /// <summary>How a transaction of a stream resolves.</summary>
@@ -100,6 +105,19 @@ internal sealed class StreamContext
     public SteCacheEntry? Ste;
     public CdCacheEntry? Cd;
     public ulong Generation = ulong.MaxValue;
+    // IOTLB tags of Config, precomputed for the port's hit path.
+    public ushort Vmid;
+    public ushort Asid;
+    /// <summary>TBI applies to some half: the IOTLB key must be computed by the walker's rule.</summary>
+    public bool TbiKey;
+
+    public void SetConfig(TranslationConfig config, ushort vmid)
+    {
+        Config = config;
+        Vmid = vmid;
+        Asid = config.Asid;
+        TbiKey = config.Stage1 is { } s1 && (s1.Tbi0 || s1.Tbi1);
+    }
 }
 
 // Stream table and CD fetch, decode and configuration cache (IHI 0070 §3.3, §5, §4.3 CFGI).
@@ -109,7 +127,7 @@ public sealed partial class SmmuV3
     /// <summary>Last contents the SMMU observed at each STE/CD address (strict mode: hitless-update checks).</summary>
     readonly Dictionary<ulong, ulong[]> _observed = [];
 
-    internal int CachedSteCount => _steCache.Count;
+    internal int CachedSteCount => _steCache.Values.Count(e => e.Valid);
 
     /// <summary>Resolves a transaction's stream configuration, recording the architected event on any failure.</summary>
     internal StreamOutcome Resolve(uint sid, bool ssv, uint ssid, ulong input, AccessFlags access, bool translated, StreamContext ctx)
@@ -117,7 +135,7 @@ public sealed partial class SmmuV3
         ctx.Ste = null; ctx.Cd = null;
         ctx.RecordStage1 = ctx.RecordStage2 = false;
         ctx.AbortStage1 = true;
-        ctx.Config = TranslationConfig.Bypass;
+        ctx.SetConfig(TranslationConfig.Bypass, 0);
         if (!SmmuEnabled)
             return ctx.Outcome = (_gbpa & SmmuV3Field.GbpaAbort) != 0 ? StreamOutcome.Abort : StreamOutcome.Bypass;
         var ste = GetSte(sid, ssv, ssid);
@@ -139,7 +157,7 @@ public sealed partial class SmmuV3
                 return ctx.Outcome = StreamOutcome.Abort;
             }
             if (d.IsBypass) return ctx.Outcome = StreamOutcome.Bypass;
-            ctx.Config = ste.Stage2Only!;
+            ctx.SetConfig(ste.Stage2Only!, ste.TlbVmid);
             ctx.RecordStage2 = d.S2Record;
             return ctx.Outcome = StreamOutcome.Translate;
         }
@@ -158,7 +176,7 @@ public sealed partial class SmmuV3
                     return ctx.Outcome = StreamOutcome.Abort;
                 case Ste.S1DssBypass:
                     if (d.Stage2 is null) return ctx.Outcome = StreamOutcome.Bypass;
-                    ctx.Config = ste.Stage2Only!;
+                    ctx.SetConfig(ste.Stage2Only!, ste.TlbVmid);
                     ctx.RecordStage2 = d.S2Record;
                     return ctx.Outcome = StreamOutcome.Translate;
                 default:
@@ -178,7 +196,7 @@ public sealed partial class SmmuV3
         var cd = GetCd(ste, cdIndex, sid, ssv, ssid, input, access);
         if (cd is null) return ctx.Outcome = StreamOutcome.Abort;
         ctx.Cd = cd;
-        ctx.Config = cd.Config;
+        ctx.SetConfig(cd.Config, ste.TlbVmid);
         ctx.RecordStage1 = cd.Cd.Record;
         ctx.RecordStage2 = d.S2Record;
         ctx.AbortStage1 = cd.Cd.AbortOnTerminate;
@@ -244,12 +262,11 @@ public sealed partial class SmmuV3
         return true;
     }
 
-    /// <summary>Decode memos: STEs dropped by CFGI, reused when the refetched bytes are identical.</summary>
-    readonly Dictionary<uint, SteCacheEntry> _steMemo = [];
 
     SteCacheEntry? GetSte(uint sid, bool ssv, uint ssid)
     {
-        if (_steCache.TryGetValue(sid, out var cached))
+        _steCache.TryGetValue(sid, out var cached);
+        if (cached is { Valid: true })
         {
             if (StrictEnabled) CheckStale(cached.Address, cached.Raw, $"STE of SID 0x{sid:x}", "IHI 0070 §4.3.2: an STE changed in memory must be invalidated (CMD_CFGI_STE) before the SMMU relies on it");
             return cached;
@@ -272,10 +289,10 @@ public sealed partial class SmmuV3
             return null;
         }
         if (StrictEnabled) Observe(addr, q);
-        if (_steMemo.Remove(sid, out var memo) && memo.Address == addr && q.SequenceEqual(memo.Raw))
+        if (cached is not null && cached.Address == addr && q.SequenceEqual(cached.Raw))
         {
-            _steCache[sid] = memo; // same bytes, same decode: reuse it (its CDs stay memos until refetched)
-            return memo;
+            cached.Valid = true; // same bytes, same decode: reuse it (its CDs stay invalid until refetched)
+            return cached;
         }
         var d = SmmuV3Decoder.DecodeSte(q, _o, out var why);
         if (d is null)
@@ -286,8 +303,10 @@ public sealed partial class SmmuV3
         }
         var entry = new SteCacheEntry { Sid = sid, Address = addr, Ste = d };
         q.CopyTo(entry.Raw);
-        if (_steMemo.Count > 4096) _steMemo.Clear();
+        if (_steCache.Count >= 4096 && cached is null)
+            foreach (var key in _steCache.Where(kv => !kv.Value.Valid).Select(kv => kv.Key).ToList()) _steCache.Remove(key);
         if (d.Stage2 is not null) entry.Stage2Only = new TranslationConfig(null, d.Stage2);
+        entry.TlbVmid = d.Stage2?.Vmid ?? (_o.Stage2 ? d.S2Vmid : (ushort)0);
         _steCache[sid] = entry;
         return entry;
     }
@@ -319,7 +338,8 @@ public sealed partial class SmmuV3
 
     CdCacheEntry? GetCd(SteCacheEntry ste, uint cdIndex, uint sid, bool ssv, uint ssid, ulong input, AccessFlags access)
     {
-        if (ste.Cds.TryGet(cdIndex, out var cached))
+        ste.Cds.TryGet(cdIndex, out var cached);
+        if (cached is { Valid: true })
         {
             if (StrictEnabled) CheckStale(cached.Address, cached.Raw, $"CD {cdIndex} of SID 0x{sid:x}", "IHI 0070 §4.3.4: a CD changed in memory must be invalidated (CMD_CFGI_CD) before the SMMU relies on it");
             return cached;
@@ -361,15 +381,15 @@ public sealed partial class SmmuV3
             ConfigFetches++;
         }
         if (StrictEnabled) Observe(pa, q);
-        if (ste.Memo.Remove(cdIndex, out var memo) && memo.Address == pa && q.SequenceEqual(memo.Raw))
+        if (cached is not null && cached.Address == pa && q.SequenceEqual(cached.Raw))
         {
-            if (FindAsidConflict(ste, cdIndex, memo.Config))
+            if (FindAsidConflict(ste, cdIndex, cached.Config))
             {
                 RecordConfig(Evt.F_CFG_CONFLICT, sid, ssv, ssid);
                 return null;
             }
-            ste.Cds.Set(cdIndex, memo);
-            return memo;
+            cached.Valid = true;
+            return cached;
         }
         var cd = SmmuV3Decoder.DecodeCd(q, _o, out var why);
         if (cd is null)
@@ -398,16 +418,26 @@ public sealed partial class SmmuV3
     bool FindAsidConflict(SteCacheEntry self, uint selfIndex, TranslationConfig config)
     {
         var s1 = config.Stage1!;
+        var vmid = self.TlbVmid;
         foreach (var ste in _steCache.Values)
-            foreach (var (idx, other) in ste.Cds.All())
-            {
-                if (ReferenceEquals(ste, self) && idx == selfIndex) continue;
-                var o1 = other.Config.Stage1!;
-                if (o1.Asid != s1.Asid || other.Config.Vmid != config.Vmid) continue;
-                if (o1.Low.TableBase != s1.Low.TableBase || o1.Low.Granule != s1.Low.Granule || o1.Low.InputSize != s1.Low.InputSize)
-                    return true;
-            }
+        {
+            if (!ste.Valid) continue;
+            var cds = ste.Cds;
+            if (ste.TlbVmid != vmid) continue;
+            if (cds.Cd0 is { } c0 && !(ReferenceEquals(ste, self) && selfIndex == 0) && Conflicts(c0, s1)) return true;
+            if (cds.More is { } more)
+                foreach (var (idx, other) in more)
+                    if (!(ReferenceEquals(ste, self) && idx == selfIndex) && Conflicts(other, s1)) return true;
+        }
         return false;
+    }
+
+    static bool Conflicts(CdCacheEntry other, Stage1Config s1)
+    {
+        if (!other.Valid) return false;
+        var o1 = other.Config.Stage1!;
+        if (o1.Asid != s1.Asid) return false;
+        return o1.Low.TableBase != s1.Low.TableBase || o1.Low.Granule != s1.Low.Granule || o1.Low.InputSize != s1.Low.InputSize;
     }
 
     // ----- invalidation (commands) -----
@@ -427,26 +457,25 @@ public sealed partial class SmmuV3
         }
         else
         {
-            foreach (var key in _steCache.Keys.ToList())
-                if (key >= first && key <= last) DropSte(key);
+            foreach (var (key, e) in _steCache)
+                if (key >= first && key <= last) e.Invalidate();
         }
     }
 
     void DropSte(uint sid)
     {
-        if (!_steCache.Remove(sid, out var e)) return;
-        e.Cds.MoveTo(e.Memo);
-        _steMemo[sid] = e;
+        if (_steCache.TryGetValue(sid, out var e)) e.Invalidate();
     }
 
     void InvalidateAllConfig()
     {
         _unsyncedInvalidations++;
         Generation++;
-        foreach (var sid in _steCache.Keys.ToList())
+        foreach (var (sid, e) in _steCache)
         {
+            if (!e.Valid) continue;
             if (StrictEnabled) CheckHitless(sid);
-            DropSte(sid);
+            e.Invalidate();
         }
     }
 
@@ -457,18 +486,20 @@ public sealed partial class SmmuV3
         if (!_steCache.TryGetValue(sid, out var ste)) return;
         if (all)
         {
-            if (StrictEnabled)
-                foreach (var (_, cd) in ste.Cds.All()) CheckHitlessAt(cd.Address, isSte: false, $"CD of SID 0x{sid:x}");
-            ste.Cds.MoveTo(ste.Memo);
+            foreach (var (_, cd) in ste.Cds.All())
+            {
+                if (cd.Valid && ste.Valid && StrictEnabled) CheckHitlessAt(cd.Address, isSte: false, $"CD of SID 0x{sid:x}");
+                cd.Valid = false;
+            }
         }
         else
         {
-            if (ste.Cds.Remove(ssid, out var cd))
+            if (ste.Cds.TryGet(ssid, out var cd) && cd.Valid)
             {
-                if (StrictEnabled) CheckHitlessAt(cd.Address, isSte: false, $"CD {ssid} of SID 0x{sid:x}");
-                ste.Memo.Set(ssid, cd);
+                if (StrictEnabled && ste.Valid) CheckHitlessAt(cd.Address, isSte: false, $"CD {ssid} of SID 0x{sid:x}");
+                cd.Valid = false;
             }
-            else if (StrictEnabled && ste.Ste.Stage1Enabled && ste.Ste.Stage2 is null)
+            else if (StrictEnabled && ste.Valid && ste.Ste.Stage1Enabled && ste.Ste.Stage2 is null)
             {
                 // Not cached, but possibly observed earlier: check the CD the SMMU would fetch now.
                 var d = ste.Ste;

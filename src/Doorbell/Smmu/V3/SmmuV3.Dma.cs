@@ -85,7 +85,7 @@ public sealed partial class SmmuV3
         }
         else if ((write && attributes.Instruction) || address + (ulong)length - 1 < address)
         {
-            RecordTransaction(Evt.F_UUT, port.StreamId, ssv, ssid, address, access);
+            if (SmmuEnabled) RecordTransaction(Evt.F_UUT, port.StreamId, ssv, ssid, address, access);
             return BusStatus.SlaveError;
         }
         switch (ctx.Outcome)
@@ -95,12 +95,11 @@ public sealed partial class SmmuV3
             case StreamOutcome.Abort:
                 return BusStatus.SlaveError;
         }
-        var config = ctx.Config;
         var pos = 0;
         var va = address;
         while (pos < length)
         {
-            if (!_translator.Translate(config, va, access, out var entry, out var fault))
+            if (!TranslateFast(ctx, va, access, out var entry, out var fault))
             {
                 var stage2 = fault.Stage == TranslationStage.Stage2;
                 var record = fault.Kind == FaultKind.WalkExternalAbort || (stage2 ? ctx.RecordStage2 : ctx.RecordStage1);
@@ -125,6 +124,25 @@ public sealed partial class SmmuV3
         return BusStatus.Ok;
     }
 
+    /// <summary>
+    /// The hit path: IOTLB lookup with the context's tags and the permission check, nothing else. A miss, a denied
+    /// access or strict mode goes through the <see cref="Doorbell.Iommu.Translator"/> (walk, fault, stale check).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    bool TranslateFast(StreamContext ctx, ulong va, AccessFlags access, out TlbEntry entry, out TranslationFault fault)
+    {
+        if (_strict is not { Enabled: true })
+        {
+            var key = ctx.TbiKey ? PageTableWalker.TlbInput(ctx.Config, va) : va;
+            if (_iotlb.TryLookup(ctx.Vmid, ctx.Asid, key, out entry) && PageTableWalker.DeniedBy(entry, access) == TranslationStage.None)
+            {
+                fault = default;
+                return true;
+            }
+        }
+        return _translator.Translate(ctx.Config, ctx.Vmid, va, access, out entry, out fault);
+    }
+
     internal bool TranslateOne(SmmuV3StreamPort port, ulong address, AccessFlags access, out ulong pa)
     {
         pa = 0;
@@ -144,7 +162,7 @@ public sealed partial class SmmuV3
             case StreamOutcome.Abort:
                 return false;
         }
-        if (_translator.Translate(ctx.Config, address, access, out var entry, out var fault))
+        if (TranslateFast(ctx, address, access, out var entry, out var fault))
         {
             pa = entry.Translate(address);
             return true;
