@@ -9,5 +9,6 @@ public static class DefaultScenario
     [
         new PhysicalMemoryStep(),
         new PciEduStep(),
+        new ItsMsiStep(),
     ]);
 }

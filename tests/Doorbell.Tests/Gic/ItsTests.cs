@@ -88,13 +88,14 @@ public class ItsTests
     [Fact]
     public void Typer_reports_configured_geometry()
     {
-        var h = new ItsHarness(2, new ItsOptions { DeviceIdBits = 20, EventIdBits = 12, CollectionIdBits = 8, PhysicalTargetAddresses = true, HardwareCollections = 4 });
+        var h = new ItsHarness(2, new ItsOptions { DeviceIdBits = 20, EventIdBits = 12, CollectionIdBits = 8, PhysicalTargetAddresses = true, HardwareCollections = 4, CumulativeCollectionTables = true });
         var t = h.ItsReg(GicV3Its.GITS_TYPER);
         Assert.Equal(1UL, t & 1);                 // Physical
         Assert.Equal(7UL, t >> 4 & 0xF);          // ITT entry size 8
         Assert.Equal(11UL, t >> 8 & 0x1F);        // IDbits
         Assert.Equal(19UL, t >> 13 & 0x1F);       // Devbits
         Assert.Equal(1UL, t >> 19 & 1);           // PTA
+        Assert.Equal(1UL, t >> 20 & 1);           // CCT
         Assert.Equal(4UL, t >> 24 & 0xFF);        // HCC
         Assert.Equal(7UL, t >> 32 & 0xF);         // CIDbits
         Assert.Equal(1UL, t >> 36 & 1);           // CIL
@@ -318,6 +319,23 @@ public class ItsTests
         h.Cpu(0).Eoir1(8192);
     }
 
+    [Theory]
+    [InlineData(16)]
+    [InlineData(24)]
+    public void Inv_reads_one_property_byte_whatever_the_lpi_id_space(int idBits)
+    {
+        var h = new ItsHarness(1, idBits: idBits);
+        h.Mapc(0, 0);
+        var lpi = (uint)(1 << idBits) - 5;
+        h.MapBasic(1, lpi, 1, 0);
+        h.Ev(ItsOpcode.Int, 1, 0);
+        var rd = h.Gic.Redistributors[0];
+        var before = rd.PropertyReads;
+        for (var i = 0; i < 10; i++) h.Ev(ItsOpcode.Inv, 1, 0);
+        Assert.Equal(before + 10, rd.PropertyReads);
+        Assert.Equal((ulong)lpi, h.Cpu(0).Iar1());
+    }
+
     [Fact]
     public void Invall_and_invallr_refresh_every_cached_configuration_of_the_collection()
     {
@@ -351,6 +369,20 @@ public class ItsTests
         Assert.Equal(ItsDropReason.UnmappedInterrupt, h.Its.LastDrop.Reason);
         h.Cmd(c => ItsCommand.Mapi(c, 1, 1, 0)); // MAPI: pINTID = EventID... 1 is not an LPI
         Assert.Equal(ItsError.MaptiPhysicalIdOor & 0xFF, h.Its.CommandErrors[^1].Code & 0xFF);
+    }
+
+    [Fact]
+    public void Mapi_uses_the_event_id_as_the_lpi_and_redistributor_tables_ignore_32_bit_halves_while_enabled()
+    {
+        var h = Basic(1);
+        h.Mapd(3, bits: 16);
+        h.SetLpiConfig(8200, 0x90, true);
+        h.Cmd(c => ItsCommand.Mapi(c, 3, 8200, 0));
+        Assert.Equal(0, h.Its.CommandErrorCount);
+        h.Msi(3, 8200);
+        Assert.Equal(8200UL, h.Cpu(0).Iar1());
+        h.Bus.Write(new PhysAddr(QemuVirtGicV3.GicrBase.Value + GicV3Redistributor.GICR_PENDBASER + 4), 4, 0x1234, BusAttributes.Cpu);
+        Assert.Equal(ItsHarness.PendTables, h.R64(QemuVirtGicV3.GicrBase.Value + GicV3Redistributor.GICR_PENDBASER));
     }
 
     [Fact]

@@ -17,6 +17,8 @@ public sealed record ItsOptions
     public bool PhysicalTargetAddresses { get; init; }
     /// <summary>GITS_TYPER.HCC: collections held in the ITS (ICIDs below this need no collection table).</summary>
     public int HardwareCollections { get; init; }
+    /// <summary>GITS_TYPER.CCT: collection tables are cumulative across ITSs (reported only; one ITS here).</summary>
+    public bool CumulativeCollectionTables { get; init; }
     /// <summary>IMPDEF: an erroring command stalls the queue (CREADR.Stalled) until CWRITER.Retry; otherwise it is skipped.</summary>
     public bool StallOnCommandError { get; init; } = true;
     /// <summary>Entries of the (DeviceID, EventID) → (LPI, collection) translation cache, a power of two.</summary>
@@ -74,6 +76,7 @@ public sealed class GicV3Its : IMmioHandler
     struct DteEntry { public uint DeviceId; public bool Cached; public ulong Dte; }
 
     readonly GicV3 _gic;
+    readonly GicV3Redistributor[] _rds;
     readonly PhysicalAddressSpace _bus;
     readonly TranslationEntry[] _tcache;
     readonly int _tcacheShift;
@@ -91,6 +94,7 @@ public sealed class GicV3Its : IMmioHandler
     {
         ArgumentNullException.ThrowIfNull(gic);
         _gic = gic;
+        _rds = gic.Redistributors;
         _bus = gic.Bus;
         Options = options ?? new ItsOptions();
         if (Options.DeviceIdBits is < 1 or > 32 || Options.EventIdBits is < 1 or > 32 || Options.CollectionIdBits is < 1 or > 16)
@@ -135,9 +139,9 @@ public sealed class GicV3Its : IMmioHandler
         _bus.MapMmio(@base, FrameSize, this, new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "gicv3-its");
 
     ulong Typer =>
-        // Physical 0, ITT_entry_size[7:4], IDbits[12:8], Devbits[17:13], PTA 19, HCC[31:24], CIDbits[35:32], CIL 36
+        // Physical 0, ITT_entry_size[7:4], IDbits[12:8], Devbits[17:13], PTA 19, CCT 20, HCC[31:24], CIDbits[35:32], CIL 36
         1UL | ((ulong)(EntrySize - 1) << 4) | ((ulong)(Options.EventIdBits - 1) << 8) | ((ulong)(Options.DeviceIdBits - 1) << 13)
-        | (Options.PhysicalTargetAddresses ? 1UL << 19 : 0) | ((ulong)(uint)Math.Min(Options.HardwareCollections, 255) << 24)
+        | (Options.PhysicalTargetAddresses ? 1UL << 19 : 0) | (Options.CumulativeCollectionTables ? 1UL << 20 : 0) | ((ulong)(uint)Math.Min(Options.HardwareCollections, 255) << 24)
         | ((ulong)(Options.CollectionIdBits - 1) << 32) | (1UL << 36);
 
     // --- MMIO ------------------------------------------------------------------------------------------------
@@ -248,7 +252,7 @@ public sealed class GicV3Its : IMmioHandler
         }
         var target = CollectionTarget(icid);
         if (target < 0) return Drop(ItsDropReason.UnmappedCollection, deviceId, eventId);
-        if (!_gic.Redistributors[target].SetLpiPending(intid)) return Drop(ItsDropReason.LpiRejected, deviceId, eventId);
+        if (!_rds[target].SetLpiPending(intid)) return Drop(ItsDropReason.LpiRejected, deviceId, eventId);
         Translations++;
         return ItsDropReason.None;
     }
@@ -323,8 +327,12 @@ public sealed class GicV3Its : IMmioHandler
         return _bus.ReadU64(itt + (ulong)eventId * EntrySize, out ite) == BusStatus.Ok;
     }
 
-    bool WriteIte(ulong dte, uint eventId, ulong ite) =>
-        _bus.WriteU64((dte & 0x000F_FFFF_FFFF_FF00UL) + (ulong)eventId * EntrySize, ite) == BusStatus.Ok;
+    bool WriteIte(ulong dte, uint eventId, ulong ite)
+    {
+        var a = (dte & 0x000F_FFFF_FFFF_FF00UL) + (ulong)eventId * EntrySize;
+        if (_bus.IsRam(a, 8)) { _bus.Store.WriteU64(a, ite); return true; }
+        return _bus.WriteU64(a, ite) == BusStatus.Ok;
+    }
 
     /// <summary>The PE a collection targets, or -1 when unmapped (collection table entry not valid or unreachable).</summary>
     int CollectionTarget(ushort icid)
@@ -374,8 +382,15 @@ public sealed class GicV3Its : IMmioHandler
         while (_creadr != _cwriter && budget-- > 0)
         {
             uint err;
-            if (_bus.ReadU64(qbase + _creadr, out _cmd[0]) != BusStatus.Ok || _bus.ReadU64(qbase + _creadr + 8, out _cmd[1]) != BusStatus.Ok
-                || _bus.ReadU64(qbase + _creadr + 16, out _cmd[2]) != BusStatus.Ok || _bus.ReadU64(qbase + _creadr + 24, out _cmd[3]) != BusStatus.Ok)
+            var a = qbase + _creadr;
+            if (_bus.IsRam(a, 32))
+            {
+                // A 32-byte command at a 32-byte aligned offset of a 4K-aligned queue never crosses a page.
+                var st = _bus.Store;
+                _cmd[0] = st.ReadU64(a); _cmd[1] = st.ReadU64(a + 8); _cmd[2] = st.ReadU64(a + 16); _cmd[3] = st.ReadU64(a + 24);
+                err = Execute(_cmd);
+            }
+            else if (_bus.Read(a, System.Runtime.InteropServices.MemoryMarshal.AsBytes(_cmd.AsSpan()), BusAttributes.Cpu) != BusStatus.Ok)
                 err = ItsError.CommandFetchAbort;
             else
                 err = Execute(_cmd);
@@ -384,12 +399,13 @@ public sealed class GicV3Its : IMmioHandler
                 CommandErrorCount++;
                 var e = new ItsCommandError(err, (byte)_cmd[0], (uint)_creadr, (uint)(_cmd[0] >> 32), (uint)_cmd[1]);
                 if (_errors.Count < 4096) _errors.Add(e);
-                _gic.Trace.Emit("its", e.ToString());
+                if (_gic.Trace.Enabled) _gic.Trace.Emit("its", e.ToString());
                 _gic.Strict.Report("its", "IHI 0069 §6.3 (command error)", e.ToString());
                 if (Options.StallOnCommandError) { _stalled = true; return; }
             }
             CommandsProcessed++;
-            _creadr = (_creadr + 32) % qbytes;
+            _creadr += 32;
+            if (_creadr >= qbytes) _creadr = 0;
         }
     }
 
@@ -424,7 +440,7 @@ public sealed class GicV3Its : IMmioHandler
                 var to = ResolveRd((c[3] >> 16) & 0xF_FFFF_FFFFUL);
                 if (from < 0 || to < 0) return ItsError.MovallProcnumOor;
                 _gic.Redistributors[from].MoveAllPendingTo(_gic.Redistributors[to]);
-                _gic.Trace.Emit("its", $"MOVALL cpu{from} -> cpu{to}");
+                if (_gic.Trace.Enabled) _gic.Trace.Emit("its", $"MOVALL cpu{from} -> cpu{to}");
                 return 0;
             }
             default:
@@ -443,7 +459,7 @@ public sealed class GicV3Its : IMmioHandler
         ref var cached = ref _dteCache[deviceId & (uint)(_dteCache.Length - 1)];
         cached.DeviceId = deviceId; cached.Dte = dte; cached.Cached = true;
         InvalidateDeviceTranslations(deviceId);
-        _gic.Trace.Emit("its", $"MAPD dev {deviceId} {(valid ? $"ITT 0x{itt:x} {size + 1} bits" : "unmapped")}");
+        if (_gic.Trace.Enabled) _gic.Trace.Emit("its", $"MAPD dev {deviceId} {(valid ? $"ITT 0x{itt:x} {size + 1} bits" : "unmapped")}");
         return 0;
     }
 
@@ -458,7 +474,7 @@ public sealed class GicV3Its : IMmioHandler
         else if (!EntryAddress(CollectionTable, icid, out var a) || _bus.WriteU64(a, cte) != BusStatus.Ok)
             return ItsError.Code(op, ItsError.CollectionOor);
         _collectionTarget[icid] = valid ? target : -1;
-        _gic.Trace.Emit("its", $"MAPC icid {icid} -> {(valid ? $"cpu{target}" : "unmapped")}");
+        if (_gic.Trace.Enabled) _gic.Trace.Emit("its", $"MAPC icid {icid} -> {(valid ? $"cpu{target}" : "unmapped")}");
         return 0;
     }
 
@@ -470,6 +486,14 @@ public sealed class GicV3Its : IMmioHandler
         if (!TryReadDte(deviceId, out dte) || (dte >> 63) == 0) return ItsError.Code(op, ItsError.UnmappedDevice);
         if (!EventInRange(dte, eventId)) return ItsError.Code(op, ItsError.EventOor);
         if (!needIte) return 0;
+        // The translation cache is kept coherent by every command that writes an ITE, so a hit stands for the ITE.
+        var key = ((ulong)deviceId << 32) | eventId;
+        ref var e = ref _tcache[CacheIndex(key)];
+        if (e.Valid && e.Key == key)
+        {
+            ite = (1UL << 63) | (1UL << 62) | ((ulong)e.Icid << 32) | e.Intid;
+            return 0;
+        }
         if (!TryReadIte(dte, eventId, out ite) || (ite >> 63) == 0) return ItsError.Code(op, ItsError.UnmappedInterrupt);
         return 0;
     }
@@ -506,7 +530,7 @@ public sealed class GicV3Its : IMmioHandler
         var key = ((ulong)deviceId << 32) | eventId;
         ref var e = ref _tcache[CacheIndex(key)];
         e.Key = key; e.Intid = intid; e.Icid = icid; e.Valid = true;
-        _gic.Trace.Emit("its", $"MOVI dev {deviceId} ev {eventId} (LPI {intid}) -> icid {icid} (cpu{to})");
+        if (_gic.Trace.Enabled) _gic.Trace.Emit("its", $"MOVI dev {deviceId} ev {eventId} (LPI {intid}) -> icid {icid} (cpu{to})");
         return 0;
     }
 

@@ -75,6 +75,7 @@ public sealed class GicV3Redistributor
     }
 
     readonly GicV3 _gic;
+    readonly SparseMemory _store;
     readonly IrqBank _ppi = new(32);
     bool _enableLpis;
     bool _sleep = true;
@@ -82,6 +83,7 @@ public sealed class GicV3Redistributor
     ulong _propBase, _pendBase;
     int _lpiLimit; // INTIDs below this are valid LPIs on this redistributor
     int _gen = 1;
+    bool _propInRam, _pendInRam;
     LpiSlot[]?[] _chunks = [];
     readonly int[] _head = new int[65], _tail = new int[65];
     ulong _listMask; // bit p: list p (priority p << 2) is non-empty
@@ -89,6 +91,7 @@ public sealed class GicV3Redistributor
     internal GicV3Redistributor(GicV3 gic, int cpu)
     {
         _gic = gic;
+        _store = gic.Bus.Store;
         Cpu = cpu;
         for (var i = 0; i < 16; i++) _ppi.WriteConfig(0, 0xAAAA_AAAA, 0); // SGIs are edge-triggered
         _ppi.WriteConfig(16, 0, 16);
@@ -127,7 +130,13 @@ public sealed class GicV3Redistributor
     void EnsureConfig(ref LpiSlot s, int index)
     {
         if (s.Gen == _gen) return;
-        _gic.Bus.Read(new PhysAddr(_propBase + (ulong)index), 1, out var cfg, BusAttributes.Cpu);
+        ulong cfg;
+        if (_propInRam)
+        {
+            var a = _propBase + (ulong)index;
+            cfg = _store.ReadU64(a & ~7UL) >> (int)((a & 7) * 8); // aligned word: never crosses a page
+        }
+        else _gic.Bus.Read(new PhysAddr(_propBase + (ulong)index), 1, out cfg, BusAttributes.Cpu);
         s.Config = (byte)cfg;
         s.Gen = _gen;
         PropertyReads++;
@@ -156,9 +165,20 @@ public sealed class GicV3Redistributor
 
     void WritePendingBit(uint intid, bool set)
     {
+        if (_pendInRam)
+        {
+            // Fast path: the whole pending table is RAM (checked when LPIs were enabled); an aligned 64-bit
+            // read-modify-write never crosses a page.
+            var store = _store;
+            var addr = _pendBase + (intid >> 6) * 8;
+            var word = store.ReadU64(addr);
+            var mask = 1UL << (int)(intid & 63);
+            store.WriteU64(addr, set ? word | mask : word & ~mask);
+            return;
+        }
         var a = new PhysAddr(_pendBase + intid / 8);
-        _gic.Bus.Read(a, 1, out var b, BusAttributes.Cpu);
         var bit = 1UL << (int)(intid & 7);
+        _gic.Bus.Read(a, 1, out var b, BusAttributes.Cpu);
         _gic.Bus.Write(a, 1, set ? b | bit : b & ~bit, BusAttributes.Cpu);
     }
 
@@ -271,6 +291,8 @@ public sealed class GicV3Redistributor
         _propBase = _propbaser & 0x000F_FFFF_FFFF_F000UL;
         _pendBase = _pendbaser & 0x000F_FFFF_FFFF_0000UL;
         var count = Math.Max(0, _lpiLimit - GicV3.FirstLpi);
+        _propInRam = count > 0 && _gic.Bus.IsRam(_propBase, (ulong)count);
+        _pendInRam = count > 0 && _gic.Bus.IsRam(_pendBase, (ulong)_lpiLimit / 8);
         _chunks = new LpiSlot[]?[(count + ChunkSize - 1) >> ChunkShift];
         Array.Fill(_head, None); Array.Fill(_tail, None); _listMask = 0;
         _gen++;
@@ -340,14 +362,14 @@ public sealed class GicV3Redistributor
                 var want = (value & 1) != 0;
                 if (want && !_enableLpis) EnableLpis();
                 else if (!want && _enableLpis) { _enableLpis = false; _chunks = []; _listMask = 0; }
-                _gic.Trace.Emit("gicr", $"cpu{Cpu} EnableLPIs={(want ? 1 : 0)}");
+                if (_gic.Trace.Enabled) _gic.Trace.Emit("gicr", $"cpu{Cpu} EnableLPIs={(want ? 1 : 0)}");
                 return;
             case GICR_WAKER:
                 _sleep = (value & 2) != 0;
                 return;
-            case GICR_PROPBASER or GICR_PENDBASER when _enableLpis:
+            case GICR_PROPBASER or GICR_PENDBASER or GICR_PROPBASER + 4 or GICR_PENDBASER + 4 when _enableLpis:
                 // Writing either register while EnableLPIs = 1 is UNPREDICTABLE; Doorbell ignores it.
-                _gic.Strict.Report("gicr", "IHI 0069 §12.11.28/29 (write with EnableLPIs = 1)", $"cpu{Cpu} {GicRegister.NameOf(Registers, off)} written while LPIs are enabled: ignored");
+                _gic.Strict.Report("gicr", "IHI 0069 §12.11.28/29 (write with EnableLPIs = 1)", $"cpu{Cpu} {GicRegister.NameOf(Registers, off & ~7UL)} written while LPIs are enabled: ignored");
                 return;
             case GICR_PROPBASER: _propbaser = Merge(_propbaser, off, size, value) & 0x0FFF_FFFF_FFFF_FFFFUL; return;
             case GICR_PROPBASER + 4: _propbaser = Merge(_propbaser, off, size, value); return;
