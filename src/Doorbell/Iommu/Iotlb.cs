@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using Doorbell.Vmsa;
 
 namespace Doorbell.Iommu;
@@ -12,11 +13,12 @@ namespace Doorbell.Iommu;
 // - No TLB conflict aborts: when overlapping entries exist (tables changed without invalidation), the first hit wins.
 
 /// <summary>
-/// A TLBI range in SMMUv3 / Arm TLBI range form (Arm IHI 0070 §4.4.1, Arm ARM TLBI RVA*):
-/// TG selects the granule (0 = not a range: one address), the range is (NUM + 1) × 2^(5 × SCALE + 1) granules,
-/// and TTL (1..3) says the leaf entries are at that level (0 = no hint).
+/// A TLBI range (TG/NUM/SCALE/TTL). TG selects the granule (0 = not a range: one address) and TTL (1..3) says the
+/// leaf entries are at that level (0 = no hint). The length follows SMMUv3 (Arm IHI 0070 §4.4, CMD_TLBI_* Range):
+/// (NUM + 1) × 2^SCALE granules, SCALE 5 bits. With <see cref="CpuEncoding"/> it follows the Arm ARM TLBI RVA*
+/// operations instead: (NUM + 1) × 2^(5 × SCALE + 1) granules, SCALE 2 bits.
 /// </summary>
-public readonly record struct TlbiRange(int Tg, int Num, int Scale, int Ttl)
+public readonly record struct TlbiRange(int Tg, int Num, int Scale, int Ttl, bool CpuEncoding = false)
 {
     /// <summary>A single address (TG = 0): what a non-range TLBI means.</summary>
     public static readonly TlbiRange Single = default;
@@ -26,32 +28,34 @@ public readonly record struct TlbiRange(int Tg, int Num, int Scale, int Ttl)
     /// <summary>Granule of the range: TG 1 → 4K, 2 → 16K, 3 → 64K.</summary>
     public Granule Granule => Tg switch { 2 => Granule.Size16K, 3 => Granule.Size64K, _ => Granule.Size4K };
 
-    /// <summary>Length in bytes, saturated at 2^64 − 1 (NUM and SCALE are 5-bit fields).</summary>
+    /// <summary>Log2 of the multiplier of (NUM + 1) granules.</summary>
+    public int ScaleShift => CpuEncoding ? 5 * (Scale & 3) + 1 : Scale & 31;
+
+    /// <summary>Length in bytes, saturated at 2^64 − 1.</summary>
     public ulong Length
     {
         get
         {
             if (!IsRange) return 1;
-            var shift = 5 * (Scale & 31) + 1 + (int)Granule;
+            var shift = ScaleShift + (int)Granule;
             var pages = (ulong)(Num & 31) + 1;
             if (shift >= 64 || (pages << shift) >> shift != pages) return ulong.MaxValue;
             return pages << shift;
         }
     }
 
-    /// <summary>Range encoding for <paramref name="pages"/> granules (the largest SCALE that fits, as Linux computes), or null when it needs several commands.</summary>
+    /// <summary>
+    /// The SMMUv3 range command for <paramref name="pages"/> granules when one command can say it (SCALE = lowest set
+    /// bit, NUM + 1 = what remains, at most 32 — the split Linux's arm-smmu-v3 driver makes), else null.
+    /// </summary>
     public static TlbiRange? ForPages(Granule granule, ulong pages, int ttl = 0)
     {
         if (pages == 0) return null;
         var tg = granule switch { Granule.Size16K => 2, Granule.Size64K => 3, _ => 1 };
-        for (var scale = 0; scale < 32; scale++)
-        {
-            var unit = 1UL << Math.Min(63, 5 * scale + 1);
-            if (pages % unit != 0) break;
-            var num = pages / unit - 1;
-            if (num <= 31) return new TlbiRange(tg, (int)num, scale, ttl);
-        }
-        return null;
+        var scale = BitOperations.TrailingZeroCount(pages);
+        var num = pages >> scale;
+        if (num > 32 || scale > 31) return null;
+        return new TlbiRange(tg, (int)num - 1, scale, ttl);
     }
 }
 
@@ -75,6 +79,7 @@ public sealed class Iotlb
     readonly int[] _sizeCount = new int[64];
     ulong _sizesInUse;
     int _stage2Derived;          // entries with a stage 2 whose key is not their IPA (nested)
+    int _mru = -1;               // way of the last hit: DMA streams reuse the same page, checked before any set probe
 
     /// <param name="sets">Number of sets (power of two, ≥ 2).</param>
     /// <param name="ways">Ways per set (1..16).</param>
@@ -110,32 +115,65 @@ public sealed class Iotlb
     /// <summary>Finds the entry translating <paramref name="input"/> (the walker's <see cref="PageTableWalker.TlbInput"/> form) for the VMID and ASID. Allocates nothing.</summary>
     public bool TryLookup(ushort vmid, ushort asid, ulong input, out TlbEntry entry)
     {
+        var mru = _mru;
+        if (mru >= 0)
+        {
+            ref var m = ref _entries[mru];
+            if (input - m.InputBase <= m.OffsetMask && m.Vmid == vmid && (m.Global || m.Asid == asid))
+            {
+                _referenced[mru] = 1;
+                Hits++;
+                entry = m;
+                return true;
+            }
+        }
         var sizes = _sizesInUse;
         ref var tags = ref MemoryMarshal.GetArrayDataReference(_tags);
         ref var entries = ref MemoryMarshal.GetArrayDataReference(_entries);
+        var vector = _ways == 8 && Vector256.IsHardwareAccelerated;
         while (sizes != 0)
         {
             var s = BitOperations.TrailingZeroCount(sizes);
             sizes &= sizes - 1;
             var tag = Tag(input, s);
             var b = SetBase(tag, vmid);
+            if (vector)
+            {
+                // All eight tags of the set in two compares; then only the matching ways are checked.
+                var t = Vector256.Create(tag);
+                var match = Vector256.Equals(Vector256.LoadUnsafe(ref tags, (nuint)b), t).ExtractMostSignificantBits()
+                            | (Vector256.Equals(Vector256.LoadUnsafe(ref tags, (nuint)(b + 4)), t).ExtractMostSignificantBits() << 4);
+                while (match != 0)
+                {
+                    var i = b + BitOperations.TrailingZeroCount(match);
+                    match &= match - 1;
+                    ref var e = ref Unsafe.Add(ref entries, i);
+                    if (e.Vmid == vmid && (e.Global || e.Asid == asid))
+                        return Hit(i, ref e, out entry);
+                }
+                continue;
+            }
             for (var w = 0; w < _ways; w++)
             {
                 var i = b + w;
                 if (Unsafe.Add(ref tags, i) != tag) continue;
                 ref var e = ref Unsafe.Add(ref entries, i);
                 if (e.Vmid == vmid && (e.Global || e.Asid == asid))
-                {
-                    _referenced[i] = 1;
-                    Hits++;
-                    entry = e;
-                    return true;
-                }
+                    return Hit(i, ref e, out entry);
             }
         }
         Misses++;
         entry = default;
         return false;
+    }
+
+    bool Hit(int i, ref TlbEntry e, out TlbEntry entry)
+    {
+        _referenced[i] = 1;
+        _mru = i;
+        Hits++;
+        entry = e;
+        return true;
     }
 
     /// <summary>Caches a translation. An entry with the same key is replaced; a full set loses its not-recently-used way.</summary>
@@ -185,6 +223,7 @@ public sealed class Iotlb
     void Remove(int i)
     {
         if (_tags[i] == 0) return;
+        if (i == _mru) _mru = -1;
         int s = _entries[i].SizeLog2;
         if (--_sizeCount[s] == 0) _sizesInUse &= ~(1UL << s);
         if (_entries[i].HasStage2 && _entries[i].HasStage1) _stage2Derived--;

@@ -42,6 +42,17 @@ public sealed class Translator
     public bool Translate(TranslationConfig config, ulong input, AccessFlags access, out TlbEntry entry, out TranslationFault fault)
     {
         ArgumentNullException.ThrowIfNull(config);
+        return Translate(config, config.Vmid, input, access, out entry, out fault);
+    }
+
+    /// <summary>
+    /// As <see cref="Translate(TranslationConfig, ulong, AccessFlags, out TlbEntry, out TranslationFault)"/> with the VMID
+    /// the IOTLB tags entries with given explicitly (SMMUv3 tags stage-1-only translations with STE.S2VMID when stage 2
+    /// is implemented; with a stage 2 it is that stage's VMID).
+    /// </summary>
+    public bool Translate(TranslationConfig config, ushort vmid, ulong input, AccessFlags access, out TlbEntry entry, out TranslationFault fault)
+    {
+        ArgumentNullException.ThrowIfNull(config);
         fault = default;
         if (config.IsBypass)
         {
@@ -55,11 +66,10 @@ public sealed class Translator
             return true;
         }
         var key = PageTableWalker.TlbInput(config, input);
-        var vmid = config.Vmid;
         if (_tlb.TryLookup(vmid, config.Asid, key, out entry))
         {
             if (_strict is { Enabled: true })
-                CheckStale(config, input, access, entry);
+                CheckStale(config, vmid, input, access, entry);
             var denied = PageTableWalker.DeniedBy(entry, access);
             if (denied == TranslationStage.None)
                 return true;
@@ -79,11 +89,12 @@ public sealed class Translator
             return false;
         }
         entry = r.Entry;
+        entry.Vmid = vmid;
         _tlb.Insert(entry);
         return true;
     }
 
-    void CheckStale(TranslationConfig config, ulong input, AccessFlags access, in TlbEntry cached)
+    void CheckStale(TranslationConfig config, ushort vmid, ulong input, AccessFlags access, in TlbEntry cached)
     {
         var now = _walker.Walk(config, input, AccessFlags.None, updateDescriptors: false);
         string? what = null;
@@ -95,7 +106,7 @@ public sealed class Translator
             what = $"memory now grants {now.Entry.Stage1Permissions}/{now.Entry.Stage2Permissions}";
         if (what is null) return;
         _strict!.Report("IOTLB", StaleEntryRule,
-            $"{access} of 0x{input:x} (VMID {config.Vmid}, ASID {config.Asid}) used a cached translation to 0x{cached.Translate(input):x} " +
+            $"{access} of 0x{input:x} (VMID {vmid}, ASID {config.Asid}) used a cached translation to 0x{cached.Translate(input):x} " +
             $"({cached.Stage1Permissions}/{cached.Stage2Permissions}) but {what}: tables changed without TLBI + SYNC");
     }
 }

@@ -10,5 +10,7 @@ public static class DefaultScenario
         new PhysicalMemoryStep(),
         new PciEduStep(),
         new ItsMsiStep(),
+        new TranslationStep(),
+        new SmmuV3Step(),
     ]);
 }

@@ -15,15 +15,16 @@ namespace Doorbell.Vmsa;
 /// <summary>The outcome of one walk: a TLB entry, or a fault naming stage, kind and level.</summary>
 public readonly struct WalkResult
 {
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public WalkResult(in TlbEntry entry, in TranslationFault fault)
     {
         Entry = entry;
         Fault = fault;
     }
 
-    /// <summary>The translation. Valid when <see cref="IsFault"/> is false.</summary>
-    public TlbEntry Entry { get; }
-    public TranslationFault Fault { get; }
+    /// <summary>The translation. Valid when <see cref="IsFault"/> is false. (Fields, so reading a member copies nothing.)</summary>
+    public readonly TlbEntry Entry;
+    public readonly TranslationFault Fault;
     public bool IsFault => Fault.Kind != FaultKind.None;
 }
 
@@ -76,6 +77,7 @@ public sealed class PageTableWalker
     }
 
     /// <summary>Translates <paramref name="inputAddress"/> through every stage of <paramref name="config"/> and checks <paramref name="access"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public WalkResult Walk(TranslationConfig config, ulong inputAddress, AccessFlags access) => Walk(config, inputAddress, access, true);
 
     /// <summary>
@@ -85,10 +87,17 @@ public sealed class PageTableWalker
     public WalkResult Walk(TranslationConfig config, ulong inputAddress, AccessFlags access, bool updateDescriptors)
     {
         ArgumentNullException.ThrowIfNull(config);
-        var s1 = config.Stage1;
-        var s2 = config.Stage2;
         TranslationFault fault = default;
         TlbEntry e = default;
+        WalkCore(config, inputAddress, access, updateDescriptors, ref e, ref fault);
+        return new WalkResult(e, fault);
+    }
+
+    // One result struct filled in place: a single construction of WalkResult keeps the caller's frame small.
+    void WalkCore(TranslationConfig config, ulong inputAddress, AccessFlags access, bool updateDescriptors, ref TlbEntry e, ref TranslationFault fault)
+    {
+        var s1 = config.Stage1;
+        var s2 = config.Stage2;
 
         if (s1 is null)
         {
@@ -103,11 +112,11 @@ public sealed class PageTableWalker
                 e.Stage1Permissions = PagePermissions.All;
                 e.Stage2Permissions = PagePermissions.All;
                 e.Global = true;
-                return new WalkResult(e, fault);
+                return;
             }
             StageLeaf l2 = default;
             if (!WalkStage2(s2, inputAddress, inputAddress, access, false, updateDescriptors, ref l2, ref fault))
-                return new WalkResult(e, fault);
+                return;
             var s2Perm = Stage2Permissions(s2, l2.Descriptor, access, out var dirty2);
             e.InputBase = inputAddress & ~((1UL << l2.SizeLog2) - 1);
             e.OutputBase = l2.OutputBase;
@@ -125,15 +134,15 @@ public sealed class PageTableWalker
             e.IpaBase = e.InputBase;
             e.DirtyUpdatable = dirty2 == DirtyState.Clean;
             if (!PermissionCheck(ref e, inputAddress, access, ref fault))
-                return new WalkResult(e, fault);
+                return;
             if (updateDescriptors) ApplyUpdates(l2, dirty2 == DirtyState.Dirtied, true, s2.HardwareAccessFlag);
-            return new WalkResult(e, fault);
+            return;
         }
 
         // Stage 1 (possibly nested).
         StageLeaf l1 = default;
         if (!WalkStage1(s1, s2, inputAddress, access, updateDescriptors, ref l1, ref fault, out var granule1, out var va))
-            return new WalkResult(e, fault);
+            return;
         var s1Perm = Stage1Permissions(s1, l1.Descriptor, l1.TableAttributes, access, out var dirty1);
         e.Granule = granule1;
         e.Level = (sbyte)l1.Level;
@@ -154,9 +163,9 @@ public sealed class PageTableWalker
             e.OutputBase = l1.OutputBase;
             e.SizeLog2 = (byte)l1.SizeLog2;
             if (!PermissionCheck(ref e, inputAddress, access, ref fault))
-                return new WalkResult(e, fault);
+                return;
             if (updateDescriptors) ApplyUpdates(l1, dirty1 == DirtyState.Dirtied, false, s1.HardwareAccessFlag);
-            return new WalkResult(e, fault);
+            return;
         }
 
         // Stage-1 permission faults take priority over the stage-2 walk of the output (Arm ARM D8 fault prioritisation).
@@ -165,11 +174,11 @@ public sealed class PageTableWalker
         if (!Allowed(s1Perm, access))
         {
             fault = new TranslationFault(FaultKind.Permission, TranslationStage.Stage1, (sbyte)l1.Level, inputAddress, 0, false, 0, access);
-            return new WalkResult(e, fault);
+            return;
         }
         StageLeaf l2n = default;
         if (!WalkStage2(s2, ipa, inputAddress, access, false, updateDescriptors, ref l2n, ref fault))
-            return new WalkResult(e, fault);
+            return;
         var s2PermN = Stage2Permissions(s2, l2n.Descriptor, access, out var dirty2n);
         var size = Math.Min(l1.SizeLog2, l2n.SizeLog2);
         var mask = (1UL << size) - 1;
@@ -185,13 +194,13 @@ public sealed class PageTableWalker
         e.IpaBase = ipa & ~mask;
         e.DirtyUpdatable |= dirty2n == DirtyState.Clean;
         if (!PermissionCheck(ref e, inputAddress, access, ref fault))
-            return new WalkResult(e, fault);
+            return;
         if (updateDescriptors)
         {
             ApplyUpdates(l1, dirty1 == DirtyState.Dirtied, false, s1.HardwareAccessFlag);
             ApplyUpdates(l2n, dirty2n == DirtyState.Dirtied, true, s2.HardwareAccessFlag);
         }
-        return new WalkResult(e, fault);
+        return;
     }
 
     /// <summary>
@@ -321,29 +330,25 @@ public sealed class PageTableWalker
         granule = Granule.Size4K;
         if (region is null)
         {
-            fault = new TranslationFault(FaultKind.Translation, TranslationStage.Stage1, 0, input, 0, false, 0, access);
-            return false;
+            return Fail(ref fault, FaultKind.Translation, TranslationStage.Stage1, 0, input, access);
         }
         granule = region.Granule;
         var n = region.InputSize;
         if (n is < 12 or > 52)
         {
-            fault = new TranslationFault(FaultKind.Translation, TranslationStage.Stage1, 0, input, 0, false, 0, access);
-            return false;
+            return Fail(ref fault, FaultKind.Translation, TranslationStage.Stage1, 0, input, access);
         }
         var upperMask = ~((1UL << n) - 1);
         var upper = va & upperMask;
         if (high ? upper != upperMask : upper != 0)
         {
             // Input outside the configured range: translation fault at level 0.
-            fault = new TranslationFault(FaultKind.Translation, TranslationStage.Stage1, 0, input, 0, false, 0, access);
-            return false;
+            return Fail(ref fault, FaultKind.Translation, TranslationStage.Stage1, 0, input, access);
         }
         if (region.WalksDisabled)
         {
             // EPDn = 1: a miss in this half faults without a walk.
-            fault = new TranslationFault(FaultKind.Translation, TranslationStage.Stage1, 0, input, 0, false, 0, access);
-            return false;
+            return Fail(ref fault, FaultKind.Translation, TranslationStage.Stage1, 0, input, access);
         }
         var start = StartLevelFor(granule, n);
         return WalkTables(granule, n, start, region.TableBase, s1.OutputSize, va, input, access,
@@ -356,8 +361,7 @@ public sealed class PageTableWalker
         var n = s2.InputSize;
         if (n is < 12 or > 52 || (ipa >> n) != 0)
         {
-            fault = new TranslationFault(FaultKind.Translation, TranslationStage.Stage2, 0, input, ipa, onStage1Walk, 0, access);
-            return false;
+            return Fail(ref fault, FaultKind.Translation, TranslationStage.Stage2, 0, input, access, ipa: ipa, onStage1Walk: onStage1Walk);
         }
         if (!WalkTables(s2.Granule, n, s2.StartLevel, s2.TableBase, s2.OutputSize, ipa, input, access,
                 TranslationStage.Stage2, s2.HardwareAccessFlag, s2.AccessFlagFaultsDisabled, null, update, ref leaf, ref fault))
@@ -367,6 +371,15 @@ public sealed class PageTableWalker
             return false;
         }
         return true;
+    }
+
+    /// <summary>Records a fault; kept out of line so the walk loop stays small enough for the bus read to inline.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static bool Fail(ref TranslationFault fault, FaultKind kind, TranslationStage stage, int level, ulong input, AccessFlags access,
+        ulong fetch = 0, ulong ipa = 0, bool onStage1Walk = false)
+    {
+        fault = new TranslationFault(kind, stage, (sbyte)level, input, ipa, onStage1Walk, fetch, access);
+        return false;
     }
 
     /// <summary>
@@ -383,8 +396,7 @@ public sealed class PageTableWalker
         if (outputSize is < 32 or > 52) outputSize = 48;
         if (startLevel is < 0 or > 3)
         {
-            fault = new TranslationFault(FaultKind.Translation, stage, 0, input, 0, false, 0, access);
-            return false;
+            return Fail(ref fault, FaultKind.Translation, stage, 0, input, access);
         }
         var level = startLevel;
         var shift = gShift + (3 - level) * stride;
@@ -392,16 +404,14 @@ public sealed class PageTableWalker
         if (bits < 1 || bits > stride + 4)
         {
             // Not resolvable from this start level (at most 16 concatenated tables): an invalid configuration.
-            fault = new TranslationFault(FaultKind.Translation, stage, (sbyte)level, input, 0, false, 0, access);
-            return false;
+            return Fail(ref fault, FaultKind.Translation, stage, level, input, access);
         }
         // The base is aligned to the initial table's size (low bits treated as zero).
         var table = tableBase & ~((8UL << bits) - 1);
         if ((table >> outputSize) != 0)
         {
             // Table base beyond the output size: address size fault at level 0.
-            fault = new TranslationFault(FaultKind.AddressSize, stage, 0, input, 0, false, 0, access);
-            return false;
+            return Fail(ref fault, FaultKind.AddressSize, stage, 0, input, access);
         }
         ulong tableAttr = 0;
         var oaField = Descriptors.AddressMask48 & ~((1UL << gShift) - 1);
@@ -420,8 +430,7 @@ public sealed class PageTableWalker
                 if ((tl.Descriptor & Descriptors.S2ApRead) == 0
                     || (walkStage2.ProtectedTableWalk && ((tl.Descriptor >> (Descriptors.MemAttrShift + 2)) & 3) == 0))
                 {
-                    fault = new TranslationFault(FaultKind.Permission, TranslationStage.Stage2, (sbyte)tl.Level, input, descAddr, true, 0, access);
-                    return false;
+                    return Fail(ref fault, FaultKind.Permission, TranslationStage.Stage2, tl.Level, input, access, ipa: descAddr, onStage1Walk: true);
                 }
                 if (update && (tl.Descriptor & Descriptors.Af) == 0) ApplyUpdates(tl, false, true, walkStage2.HardwareAccessFlag);
                 descPa = tl.OutputBase | (descAddr & ((1UL << tl.SizeLog2) - 1));
@@ -429,13 +438,11 @@ public sealed class PageTableWalker
             DescriptorFetches++;
             if (_bus.ReadU64(descPa, out var d) != BusStatus.Ok)
             {
-                fault = new TranslationFault(FaultKind.WalkExternalAbort, stage, (sbyte)level, input, 0, false, descPa, access);
-                return false;
+                return Fail(ref fault, FaultKind.WalkExternalAbort, stage, level, input, access, descPa);
             }
             if ((d & Descriptors.Valid) == 0)
             {
-                fault = new TranslationFault(FaultKind.Translation, stage, (sbyte)level, input, 0, false, 0, access);
-                return false;
+                return Fail(ref fault, FaultKind.Translation, stage, level, input, access);
             }
             var oa = d & oaField;
             if (lpa64) oa |= ((d >> Descriptors.Lpa64KHighShift) & 0xF) << 48;
@@ -443,8 +450,7 @@ public sealed class PageTableWalker
             {
                 if ((oa >> outputSize) != 0)
                 {
-                    fault = new TranslationFault(FaultKind.AddressSize, stage, (sbyte)level, input, 0, false, 0, access);
-                    return false;
+                    return Fail(ref fault, FaultKind.AddressSize, stage, level, input, access);
                 }
                 if (stage == TranslationStage.Stage1) tableAttr |= d & 0xF800_0000_0000_0000UL;
                 table = oa;
@@ -456,19 +462,16 @@ public sealed class PageTableWalker
             if (level == 3 ? (d & Descriptors.TypeTableOrPage) == 0 : !Descriptors.BlockAllowed(g, level, outputSize))
             {
                 // Reserved encoding (block at level 3, or a block where the granule has none).
-                fault = new TranslationFault(FaultKind.Translation, stage, (sbyte)level, input, 0, false, 0, access);
-                return false;
+                return Fail(ref fault, FaultKind.Translation, stage, level, input, access);
             }
             oa &= ~((1UL << shift) - 1);
             if ((oa >> outputSize) != 0)
             {
-                fault = new TranslationFault(FaultKind.AddressSize, stage, (sbyte)level, input, 0, false, 0, access);
-                return false;
+                return Fail(ref fault, FaultKind.AddressSize, stage, level, input, access);
             }
             if ((d & Descriptors.Af) == 0 && !hardwareAf && !afFaultsDisabled)
             {
-                fault = new TranslationFault(FaultKind.AccessFlag, stage, (sbyte)level, input, 0, false, 0, access);
-                return false;
+                return Fail(ref fault, FaultKind.AccessFlag, stage, level, input, access);
             }
             if ((d & Descriptors.Contiguous) != 0)
             {
@@ -483,7 +486,6 @@ public sealed class PageTableWalker
             leaf.TableAttributes = tableAttr;
             return true;
         }
-        fault = new TranslationFault(FaultKind.Translation, stage, 3, input, 0, false, 0, access);
-        return false;
+        return Fail(ref fault, FaultKind.Translation, stage, 3, input, access);
     }
 }

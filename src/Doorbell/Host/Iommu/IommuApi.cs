@@ -89,9 +89,13 @@ public static class SoftwareMsiWindow
 }
 
 /// <summary>A device behind an IOMMU: its name, StreamIDs and SubstreamID bits (Linux struct iommu_fwspec + master).</summary>
-public sealed record IommuDevice(string Name, IReadOnlyList<uint> StreamIds, int SubstreamIdBits = 0)
+public sealed class IommuDevice(string name, IReadOnlyList<uint> streamIds, int substreamIdBits = 0)
 {
+    public string Name { get; } = name;
+    public IReadOnlyList<uint> StreamIds { get; } = streamIds;
+    public int SubstreamIdBits { get; } = substreamIdBits;
     public IommuGroup? Group { get; internal set; }
+    public override string ToString() => Name;
 }
 
 /// <summary>A set of devices that cannot be isolated from each other: the unit of attachment (struct iommu_group).</summary>

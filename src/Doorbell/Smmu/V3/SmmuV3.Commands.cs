@@ -26,7 +26,14 @@ public sealed partial class SmmuV3
         {
             var addr = baseAddr + (ulong)(cons & idxMask) * Cmd.Size;
             uint err;
-            if (_bus.ReadU64(addr, out var q0) != BusStatus.Ok || _bus.ReadU64(addr + 8, out var q1) != BusStatus.Ok)
+            ulong q0, q1;
+            if (_bus.IsRam(addr, Cmd.Size))
+            {
+                q0 = _bus.Store.ReadU64(addr);
+                q1 = _bus.Store.ReadU64(addr + 8);
+                err = Execute(q0, q1);
+            }
+            else if (_bus.ReadU64(addr, out q0) != BusStatus.Ok || _bus.ReadU64(addr + 8, out q1) != BusStatus.Ok)
                 err = SmmuV3Field.CerrorAbt;
             else
                 err = Execute(q0, q1);
@@ -139,34 +146,9 @@ public sealed partial class SmmuV3
             InvalidateChunk(op, vmid, asid, addr, TlbiRange.Single, leaf);
             return;
         }
-        // SMMUv3 range: (NUM + 1) × 2^SCALE granules from the address (Linux and QEMU agree). The IOTLB's range
-        // record uses the Arm ARM TLBI RVA form, (NUM + 1) × 2^(5·SCALE + 1) granules, so the SMMU range is
-        // decomposed into chunks of that form (exactly the same pages; at most a few chunks).
-        var num = (ulong)((q0 >> Cmd.NumShift) & 0x1F);
-        var scale = (int)((q0 >> Cmd.ScaleShift) & 0x1F);
-        var ttl = (int)((q1 >> Cmd.TtlShift) & 3);
-        var gShift = tg switch { 2 => 14, 3 => 16, _ => 12 };
-        var pages = (num + 1) << scale;
-        var va = addr & ~((1UL << gShift) - 1);
-        for (var guard = 0; pages > 0 && guard < 64; guard++)
-        {
-            if (pages == 1)
-            {
-                InvalidateChunk(op, vmid, asid, va, TlbiRange.Single, leaf);
-                break;
-            }
-            var s = 0;
-            while (s < 12 && 1UL << (5 * (s + 1) + 1) <= pages) s++;
-            var unitLog2 = 5 * s + 1;
-            var units = Math.Min(32UL, pages >> unitLog2);
-            InvalidateChunk(op, vmid, asid, va, new TlbiRange(tg, (int)units - 1, s, ttl), leaf);
-            var bytesLog2 = unitLog2 + gShift;
-            if (bytesLog2 >= 64) break;
-            var step = units << bytesLog2;
-            if (va + step < va) break;
-            va += step;
-            pages -= units << unitLog2;
-        }
+        // SMMUv3 range (IHI 0070 §4.4): (NUM + 1) × 2^SCALE granules of TG from the address, TTL a level hint.
+        var range = new TlbiRange(tg, (int)((q0 >> Cmd.NumShift) & 0x1F), (int)((q0 >> Cmd.ScaleShift) & 0x1F), (int)((q1 >> Cmd.TtlShift) & 3));
+        InvalidateChunk(op, vmid, asid, addr, range, leaf);
     }
 
     void InvalidateChunk(byte op, ushort vmid, ushort asid, ulong addr, TlbiRange range, bool leaf)

@@ -3,13 +3,62 @@ using Doorbell.Vmsa;
 
 namespace Doorbell.Smmu.V3;
 
+/// <summary>The 8 qwords of an STE or CD, stored inline.</summary>
+[System.Runtime.CompilerServices.InlineArray(8)]
+internal struct Qwords8
+{
+    ulong _q;
+}
+
 /// <summary>A cached CD and the translation configuration it decodes to with its STE.</summary>
 internal sealed class CdCacheEntry
 {
     public required ulong Address;          // where it was fetched (PA)
-    public readonly ulong[] Raw = new ulong[8];
+    public Qwords8 Raw;
     public required DecodedCd Cd;
     public required TranslationConfig Config;
+    /// <summary>False once invalidated: then kept only so a refetch of identical bytes can skip the decode.</summary>
+    public bool Valid = true;
+}
+
+/// <summary>CDs by index: CD 0 in a field (the common case), others in a dictionary made on first use.</summary>
+internal sealed class CdSet
+{
+    CdCacheEntry? _cd0;
+    Dictionary<uint, CdCacheEntry>? _more;
+
+    public bool TryGet(uint index, out CdCacheEntry entry)
+    {
+        if (index == 0) { entry = _cd0!; return _cd0 is not null; }
+        if (_more is not null && _more.TryGetValue(index, out entry!)) return true;
+        entry = null!;
+        return false;
+    }
+
+    public void Set(uint index, CdCacheEntry entry)
+    {
+        if (index == 0) _cd0 = entry;
+        else (_more ??= [])[index] = entry;
+    }
+
+    public bool Remove(uint index, out CdCacheEntry entry)
+    {
+        if (index == 0) { entry = _cd0!; var had = _cd0 is not null; _cd0 = null; return had; }
+        if (_more is not null && _more.Remove(index, out entry!)) return true;
+        entry = null!;
+        return false;
+    }
+
+    public bool IsEmpty => _cd0 is null && (_more is null || _more.Count == 0);
+    public CdCacheEntry? Cd0 => _cd0;
+    public Dictionary<uint, CdCacheEntry>? More => _more;
+
+    public IEnumerable<(uint Index, CdCacheEntry Entry)> All()
+    {
+        if (_cd0 is not null) yield return (0, _cd0);
+        if (_more is not null) foreach (var (k, v) in _more) yield return (k, v);
+    }
+
 }
 
 /// <summary>A cached STE (never an invalid or ILLEGAL one) with the CDs fetched through it.</summary>
@@ -17,11 +66,20 @@ internal sealed class SteCacheEntry
 {
     public required uint Sid;
     public required ulong Address;
-    public readonly ulong[] Raw = new ulong[8];
+    public Qwords8 Raw;
     public required DecodedSte Ste;
     /// <summary>For stage-1-bypassed traffic of a stream with stage 2 (or S2-only streams).</summary>
     public TranslationConfig? Stage2Only;
-    public readonly Dictionary<uint, CdCacheEntry> Cds = [];
+    public readonly CdSet Cds = new();
+    /// <summary>False once invalidated (CFGI): then kept only so a refetch of identical bytes can skip the decode.</summary>
+    public bool Valid = true;
+
+    public void Invalidate()
+    {
+        Valid = false;
+        if (Cds.Cd0 is { } c0) c0.Valid = false;
+        if (Cds.More is { } more) foreach (var c in more.Values) c.Valid = false;
+    }
 }
 
 /// <summary>How a transaction of a stream resolves.</summary>
@@ -45,6 +103,19 @@ internal sealed class StreamContext
     public SteCacheEntry? Ste;
     public CdCacheEntry? Cd;
     public ulong Generation = ulong.MaxValue;
+    // IOTLB tags of Config, precomputed for the port's hit path.
+    public ushort Vmid;
+    public ushort Asid;
+    /// <summary>TBI applies to some half: the IOTLB key must be computed by the walker's rule.</summary>
+    public bool TbiKey;
+
+    public void SetConfig(TranslationConfig config)
+    {
+        Config = config;
+        Vmid = config.Vmid;
+        Asid = config.Asid;
+        TbiKey = config.Stage1 is { } s1 && (s1.Tbi0 || s1.Tbi1);
+    }
 }
 
 // Stream table and CD fetch, decode and configuration cache (IHI 0070 §3.3, §5, §4.3 CFGI).
@@ -54,7 +125,7 @@ public sealed partial class SmmuV3
     /// <summary>Last contents the SMMU observed at each STE/CD address (strict mode: hitless-update checks).</summary>
     readonly Dictionary<ulong, ulong[]> _observed = [];
 
-    internal int CachedSteCount => _steCache.Count;
+    internal int CachedSteCount => _steCache.Values.Count(e => e.Valid);
 
     /// <summary>Resolves a transaction's stream configuration, recording the architected event on any failure.</summary>
     internal StreamOutcome Resolve(uint sid, bool ssv, uint ssid, ulong input, AccessFlags access, bool translated, StreamContext ctx)
@@ -62,7 +133,7 @@ public sealed partial class SmmuV3
         ctx.Ste = null; ctx.Cd = null;
         ctx.RecordStage1 = ctx.RecordStage2 = false;
         ctx.AbortStage1 = true;
-        ctx.Config = TranslationConfig.Bypass;
+        ctx.SetConfig(TranslationConfig.Bypass);
         if (!SmmuEnabled)
             return ctx.Outcome = (_gbpa & SmmuV3Field.GbpaAbort) != 0 ? StreamOutcome.Abort : StreamOutcome.Bypass;
         var ste = GetSte(sid, ssv, ssid);
@@ -84,7 +155,7 @@ public sealed partial class SmmuV3
                 return ctx.Outcome = StreamOutcome.Abort;
             }
             if (d.IsBypass) return ctx.Outcome = StreamOutcome.Bypass;
-            ctx.Config = ste.Stage2Only!;
+            ctx.SetConfig(ste.Stage2Only!);
             ctx.RecordStage2 = d.S2Record;
             return ctx.Outcome = StreamOutcome.Translate;
         }
@@ -103,7 +174,7 @@ public sealed partial class SmmuV3
                     return ctx.Outcome = StreamOutcome.Abort;
                 case Ste.S1DssBypass:
                     if (d.Stage2 is null) return ctx.Outcome = StreamOutcome.Bypass;
-                    ctx.Config = ste.Stage2Only!;
+                    ctx.SetConfig(ste.Stage2Only!);
                     ctx.RecordStage2 = d.S2Record;
                     return ctx.Outcome = StreamOutcome.Translate;
                 default:
@@ -123,11 +194,19 @@ public sealed partial class SmmuV3
         var cd = GetCd(ste, cdIndex, sid, ssv, ssid, input, access);
         if (cd is null) return ctx.Outcome = StreamOutcome.Abort;
         ctx.Cd = cd;
-        ctx.Config = cd.Config;
+        ctx.SetConfig(cd.Config);
         ctx.RecordStage1 = cd.Cd.Record;
         ctx.RecordStage2 = d.S2Record;
         ctx.AbortStage1 = cd.Cd.AbortOnTerminate;
         return ctx.Outcome = StreamOutcome.Translate;
+    }
+
+    /// <summary>What CMD_CFGI_STE does to one stream followed by the next transaction's configuration fetch and decode (benchmarks).</summary>
+    internal StreamOutcome InvalidateAndResolve(uint sid, StreamContext ctx)
+    {
+        InvalidateSte(sid, sid);
+        _unsyncedInvalidations = 0;
+        return Resolve(sid, false, 0, 0, AccessFlags.Read, false, ctx);
     }
 
     // ----- STE -----
@@ -167,16 +246,25 @@ public sealed partial class SmmuV3
 
     bool FetchQwords(ulong address, Span<ulong> q)
     {
+        ConfigFetches++;
+        if (_bus.IsRam(address, 64))
+        {
+            _bus.Store.Read(address, System.Runtime.InteropServices.MemoryMarshal.AsBytes(q));
+            if (!BitConverter.IsLittleEndian)
+                for (var i = 0; i < 8; i++) q[i] = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(q[i]);
+            return true;
+        }
         for (var i = 0; i < 8; i++)
             if (_bus.ReadU64(address + (ulong)i * 8, out q[i]) != BusStatus.Ok)
                 return false;
-        ConfigFetches++;
         return true;
     }
 
+
     SteCacheEntry? GetSte(uint sid, bool ssv, uint ssid)
     {
-        if (_steCache.TryGetValue(sid, out var cached))
+        _steCache.TryGetValue(sid, out var cached);
+        if (cached is { Valid: true })
         {
             if (StrictEnabled) CheckStale(cached.Address, cached.Raw, $"STE of SID 0x{sid:x}", "IHI 0070 §4.3.2: an STE changed in memory must be invalidated (CMD_CFGI_STE) before the SMMU relies on it");
             return cached;
@@ -199,6 +287,11 @@ public sealed partial class SmmuV3
             return null;
         }
         if (StrictEnabled) Observe(addr, q);
+        if (cached is not null && cached.Address == addr && q.SequenceEqual(cached.Raw))
+        {
+            cached.Valid = true; // same bytes, same decode: reuse it (its CDs stay invalid until refetched)
+            return cached;
+        }
         var d = SmmuV3Decoder.DecodeSte(q, _o, out var why);
         if (d is null)
         {
@@ -208,6 +301,8 @@ public sealed partial class SmmuV3
         }
         var entry = new SteCacheEntry { Sid = sid, Address = addr, Ste = d };
         q.CopyTo(entry.Raw);
+        if (_steCache.Count >= 4096 && cached is null)
+            foreach (var key in _steCache.Where(kv => !kv.Value.Valid).Select(kv => kv.Key).ToList()) _steCache.Remove(key);
         if (d.Stage2 is not null) entry.Stage2Only = new TranslationConfig(null, d.Stage2);
         _steCache[sid] = entry;
         return entry;
@@ -240,7 +335,8 @@ public sealed partial class SmmuV3
 
     CdCacheEntry? GetCd(SteCacheEntry ste, uint cdIndex, uint sid, bool ssv, uint ssid, ulong input, AccessFlags access)
     {
-        if (ste.Cds.TryGetValue(cdIndex, out var cached))
+        ste.Cds.TryGet(cdIndex, out var cached);
+        if (cached is { Valid: true })
         {
             if (StrictEnabled) CheckStale(cached.Address, cached.Raw, $"CD {cdIndex} of SID 0x{sid:x}", "IHI 0070 §4.3.4: a CD changed in memory must be invalidated (CMD_CFGI_CD) before the SMMU relies on it");
             return cached;
@@ -262,14 +358,36 @@ public sealed partial class SmmuV3
             cdAddr = (l1 & Cd.L1L2PtrMask) + (ulong)(cdIndex & ((1u << split) - 1)) * Cd.Size;
         }
         Span<ulong> q = stackalloc ulong[8];
-        var pa = 0UL;
-        for (var i = 0; i < 8; i++)
+        var pa = cdAddr;
+        if (ste.Stage2Only is null && (cdAddr & 63) == 0 && FetchQwords(cdAddr, q))
         {
-            if (!FetchCdQword(ste, cdAddr + (ulong)i * 8, out q[i], out var qpa, sid, ssv, ssid, input, access)) return null;
-            if (i == 0) pa = qpa;
+            // one 64-byte fetch from RAM (or MMIO) at a PA
         }
-        ConfigFetches++;
+        else if (ste.Stage2Only is null && (cdAddr & 63) == 0)
+        {
+            RecordFetch(Evt.F_CD_FETCH, sid, ssv, ssid, cdAddr);
+            return null;
+        }
+        else
+        {
+            for (var i = 0; i < 8; i++)
+            {
+                if (!FetchCdQword(ste, cdAddr + (ulong)i * 8, out q[i], out var qpa, sid, ssv, ssid, input, access)) return null;
+                if (i == 0) pa = qpa;
+            }
+            ConfigFetches++;
+        }
         if (StrictEnabled) Observe(pa, q);
+        if (cached is not null && cached.Address == pa && q.SequenceEqual(cached.Raw))
+        {
+            if (FindAsidConflict(ste, cdIndex, cached.Config))
+            {
+                RecordConfig(Evt.F_CFG_CONFLICT, sid, ssv, ssid);
+                return null;
+            }
+            cached.Valid = true;
+            return cached;
+        }
         var cd = SmmuV3Decoder.DecodeCd(q, _o, out var why);
         if (cd is null)
         {
@@ -285,7 +403,7 @@ public sealed partial class SmmuV3
         }
         var entry = new CdCacheEntry { Address = pa, Cd = cd, Config = config };
         q.CopyTo(entry.Raw);
-        ste.Cds[cdIndex] = entry;
+        ste.Cds.Set(cdIndex, entry);
         return entry;
     }
 
@@ -297,16 +415,25 @@ public sealed partial class SmmuV3
     bool FindAsidConflict(SteCacheEntry self, uint selfIndex, TranslationConfig config)
     {
         var s1 = config.Stage1!;
+        var vmid = config.Vmid;
         foreach (var ste in _steCache.Values)
-            foreach (var (idx, other) in ste.Cds)
-            {
-                if (ReferenceEquals(ste, self) && idx == selfIndex) continue;
-                var o1 = other.Config.Stage1!;
-                if (o1.Asid != s1.Asid || other.Config.Vmid != config.Vmid) continue;
-                if (o1.Low.TableBase != s1.Low.TableBase || o1.Low.Granule != s1.Low.Granule || o1.Low.InputSize != s1.Low.InputSize)
-                    return true;
-            }
+        {
+            if (!ste.Valid) continue;
+            var cds = ste.Cds;
+            if (cds.Cd0 is { } c0 && !(ReferenceEquals(ste, self) && selfIndex == 0) && Conflicts(c0, s1, vmid)) return true;
+            if (cds.More is { } more)
+                foreach (var (idx, other) in more)
+                    if (!(ReferenceEquals(ste, self) && idx == selfIndex) && Conflicts(other, s1, vmid)) return true;
+        }
         return false;
+    }
+
+    static bool Conflicts(CdCacheEntry other, Stage1Config s1, ushort vmid)
+    {
+        if (!other.Valid) return false;
+        var o1 = other.Config.Stage1!;
+        if (o1.Asid != s1.Asid || other.Config.Vmid != vmid) return false;
+        return o1.Low.TableBase != s1.Low.TableBase || o1.Low.Granule != s1.Low.Granule || o1.Low.InputSize != s1.Low.InputSize;
     }
 
     // ----- invalidation (commands) -----
@@ -318,26 +445,34 @@ public sealed partial class SmmuV3
         if (StrictEnabled)
             for (var sid = (ulong)first; sid <= last && sid - first < 4096; sid++)
                 CheckHitless((uint)sid);
+        if (_steCache.Count == 0) return;
         if (last - first < (uint)_steCache.Count)
         {
             for (var sid = (ulong)first; sid <= last; sid++)
-                _steCache.Remove((uint)sid);
+                DropSte((uint)sid);
         }
         else
         {
-            foreach (var key in _steCache.Keys.ToList())
-                if (key >= first && key <= last) _steCache.Remove(key);
+            foreach (var (key, e) in _steCache)
+                if (key >= first && key <= last) e.Invalidate();
         }
+    }
+
+    void DropSte(uint sid)
+    {
+        if (_steCache.TryGetValue(sid, out var e)) e.Invalidate();
     }
 
     void InvalidateAllConfig()
     {
         _unsyncedInvalidations++;
         Generation++;
-        if (StrictEnabled)
-            foreach (var sid in _steCache.Keys.ToList())
-                CheckHitless(sid);
-        _steCache.Clear();
+        foreach (var (sid, e) in _steCache)
+        {
+            if (!e.Valid) continue;
+            if (StrictEnabled) CheckHitless(sid);
+            e.Invalidate();
+        }
     }
 
     void InvalidateCd(uint sid, uint ssid, bool all)
@@ -347,18 +482,20 @@ public sealed partial class SmmuV3
         if (!_steCache.TryGetValue(sid, out var ste)) return;
         if (all)
         {
-            if (StrictEnabled)
-                foreach (var cd in ste.Cds.Values) CheckHitlessAt(cd.Address, isSte: false, $"CD of SID 0x{sid:x}");
-            ste.Cds.Clear();
+            foreach (var (_, cd) in ste.Cds.All())
+            {
+                if (cd.Valid && ste.Valid && StrictEnabled) CheckHitlessAt(cd.Address, isSte: false, $"CD of SID 0x{sid:x}");
+                cd.Valid = false;
+            }
         }
         else
         {
-            if (ste.Cds.TryGetValue(ssid, out var cd))
+            if (ste.Cds.TryGet(ssid, out var cd) && cd.Valid)
             {
-                if (StrictEnabled) CheckHitlessAt(cd.Address, isSte: false, $"CD {ssid} of SID 0x{sid:x}");
-                ste.Cds.Remove(ssid);
+                if (StrictEnabled && ste.Valid) CheckHitlessAt(cd.Address, isSte: false, $"CD {ssid} of SID 0x{sid:x}");
+                cd.Valid = false;
             }
-            else if (StrictEnabled && ste.Ste.Stage1Enabled && ste.Ste.Stage2 is null)
+            else if (StrictEnabled && ste.Valid && ste.Ste.Stage1Enabled && ste.Ste.Stage2 is null)
             {
                 // Not cached, but possibly observed earlier: check the CD the SMMU would fetch now.
                 var d = ste.Ste;
@@ -376,7 +513,7 @@ public sealed partial class SmmuV3
         q.CopyTo(arr);
     }
 
-    void CheckStale(ulong address, ulong[] raw, string what, string rule)
+    void CheckStale(ulong address, in Qwords8 raw, string what, string rule)
     {
         Span<ulong> now = stackalloc ulong[8];
         for (var i = 0; i < 8; i++)

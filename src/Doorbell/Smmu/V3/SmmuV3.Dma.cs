@@ -34,6 +34,13 @@ public sealed class SmmuV3StreamPort : IMemoryPort
 
     public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes) =>
         _smmu.Transfer(this, address, default, source, write: true, attributes);
+
+    /// <summary>
+    /// Translates one address as a transaction of this port would be (same configuration lookup, IOTLB and
+    /// permission check, same event on a fault) without moving data. True with the output address.
+    /// </summary>
+    public bool TryTranslate(ulong address, AccessFlags access, out ulong physicalAddress) =>
+        _smmu.TranslateOne(this, address, access, out physicalAddress);
 }
 
 public sealed partial class SmmuV3
@@ -78,7 +85,7 @@ public sealed partial class SmmuV3
         }
         else if ((write && attributes.Instruction) || address + (ulong)length - 1 < address)
         {
-            RecordTransaction(Evt.F_UUT, port.StreamId, ssv, ssid, address, access);
+            if (SmmuEnabled) RecordTransaction(Evt.F_UUT, port.StreamId, ssv, ssid, address, access);
             return BusStatus.SlaveError;
         }
         switch (ctx.Outcome)
@@ -88,12 +95,11 @@ public sealed partial class SmmuV3
             case StreamOutcome.Abort:
                 return BusStatus.SlaveError;
         }
-        var config = ctx.Config;
         var pos = 0;
         var va = address;
         while (pos < length)
         {
-            if (!_translator.Translate(config, va, access, out var entry, out var fault))
+            if (!TranslateFast(ctx, va, access, out var entry, out var fault))
             {
                 var stage2 = fault.Stage == TranslationStage.Stage2;
                 var record = fault.Kind == FaultKind.WalkExternalAbort || (stage2 ? ctx.RecordStage2 : ctx.RecordStage1);
@@ -116,6 +122,55 @@ public sealed partial class SmmuV3
             va += (ulong)chunk;
         }
         return BusStatus.Ok;
+    }
+
+    /// <summary>
+    /// The hit path: IOTLB lookup with the context's tags and the permission check, nothing else. A miss, a denied
+    /// access or strict mode goes through the <see cref="Doorbell.Iommu.Translator"/> (walk, fault, stale check).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    bool TranslateFast(StreamContext ctx, ulong va, AccessFlags access, out TlbEntry entry, out TranslationFault fault)
+    {
+        if (_strict is not { Enabled: true })
+        {
+            var key = ctx.TbiKey ? PageTableWalker.TlbInput(ctx.Config, va) : va;
+            if (_iotlb.TryLookup(ctx.Vmid, ctx.Asid, key, out entry) && PageTableWalker.DeniedBy(entry, access) == TranslationStage.None)
+            {
+                fault = default;
+                return true;
+            }
+        }
+        return _translator.Translate(ctx.Config, va, access, out entry, out fault);
+    }
+
+    internal bool TranslateOne(SmmuV3StreamPort port, ulong address, AccessFlags access, out ulong pa)
+    {
+        pa = 0;
+        var ctx = port.Context;
+        var ssv = port.SubstreamId.HasValue;
+        var ssid = port.SubstreamId.GetValueOrDefault();
+        if (ctx.Generation != Generation || StrictEnabled || port.AtsTranslated)
+        {
+            var outcome = Resolve(port.StreamId, ssv, ssid, address, access, port.AtsTranslated, ctx);
+            ctx.Generation = outcome == StreamOutcome.Abort || port.AtsTranslated ? ulong.MaxValue : Generation;
+        }
+        switch (ctx.Outcome)
+        {
+            case StreamOutcome.Bypass:
+                pa = address;
+                return true;
+            case StreamOutcome.Abort:
+                return false;
+        }
+        if (TranslateFast(ctx, address, access, out var entry, out var fault))
+        {
+            pa = entry.Translate(address);
+            return true;
+        }
+        var stage2 = fault.Stage == TranslationStage.Stage2;
+        if (fault.Kind == FaultKind.WalkExternalAbort || (stage2 ? ctx.RecordStage2 : ctx.RecordStage1))
+            RecordTranslationFault(fault, port.StreamId, ssv, ssid, address, access, fault.OnStage1Walk ? Evt.ClassTt : Evt.ClassIn, cdIpa: 0);
+        return false;
     }
 
     // ----- event record builders (IHI 0070 §7.3) -----

@@ -174,10 +174,7 @@ public static class SmmuV3Decoder
             if (t1 < 25 || t1 > 48) { error = $"CD.T1SZ = {64 - t1} outside [16, 39]"; return null; }
             high = new TranslationRegion(g1.Value, t1, q[2] & Cd.TtbMask);
         }
-        else
-        {
-            high = new TranslationRegion(g1 is { } gg && o.SupportsGranule(gg) ? gg : Granule.Size4K, Math.Clamp(t1, 25, 48), q[2] & Cd.TtbMask, WalksDisabled: true);
-        }
+        // EPD1 = 1: no TTB1 half (the walker faults any address of it without a walk, as EPD1 requires).
 
         var s1 = new Stage1Config
         {
