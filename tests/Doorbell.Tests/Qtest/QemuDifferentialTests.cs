@@ -219,6 +219,25 @@ public class QemuDifferentialTests
             "readl 0x10000024",
         ]));
 
+    /// <summary>INTx: edu at slot 3 pin A is swizzled to INTC ((0 + 3) % 4 = 3) = SPI 6 = INTID 38; raise, then ack.</summary>
+    [QemuFact]
+    public void Edu_intx_swizzle_and_level_match_qemu() =>
+        Compare("virt,gic-version=3", ["-device", "edu,addr=03.0"],
+        new QStep[]
+        {
+            "writel 0x4010018010 0x10000000",
+            "writew 0x4010018004 0x6",
+            "writel 0x8000000 0x12",                                  // GICD_CTLR: ARE | EnableGrp1
+            "writel 0x8000104 0xffffffff",                            // GICD_ISENABLER1 (INTIDs 32..63)
+            new("readl 0x8000204", "OK 0x0000000000000000"),          // GICD_ISPENDR1
+            "writel 0x10000060 0x1",
+            new("readl 0x8000204", "OK 0x0000000000000040"),          // INTID 38 pending (level high)
+            new("readl 0x4010018004", "OK 0x0000000000180006"),       // STATUS.INTERRUPT | CAP_LIST
+            "writel 0x10000064 0x1",
+            new("readl 0x8000204", "OK 0x0000000000000000"),
+            new("readl 0x4010018004", "OK 0x0000000000100006"),
+        });
+
     [QemuFact]
     public void Gicv3_board_with_edu_at_a_chosen_slot_matches_qemu() =>
         Compare("virt,gic-version=3", ["-device", "edu,addr=03.0"],
