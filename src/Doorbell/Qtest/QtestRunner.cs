@@ -38,6 +38,13 @@ public static class QtestRunner
             }
             using var sock = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             sock.Connect(new UnixDomainSocketEndPoint(cmd.QtestSocket));
+            // QMP `quit` ends the session like QEMU exits: unblock the qtest reader
+            using var onQuit = quit.Token.Register(() =>
+            {
+                try { sock.Shutdown(SocketShutdown.Both); }
+                catch (SocketException) { }
+                catch (ObjectDisposedException) { }
+            });
             var server = new QtestServer(machine, log);
             server.Opened();
             var buf = new byte[65536];

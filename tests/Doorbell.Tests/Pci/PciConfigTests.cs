@@ -148,3 +148,31 @@ public class PciConfigTests
         Assert.Equal(0x0000u, b.R32(Cfg(0, 1, 0, ep.PmCapOffset + 4)) & 3);
     }
 }
+
+public class PciRobustnessTests
+{
+    [Fact]
+    public void Random_config_and_bar_traffic_never_throws_and_keeps_ids_read_only()
+    {
+        var rng = new Random(20261124); // fixed seed: deterministic
+        for (var iter = 0; iter < 150; iter++)
+        {
+            var m = PciTestKit.Virt(IommuKind.SmmuV3);
+            m.AddPci(new Doorbell.Devices.EduDevice(m.Clock), 1);
+            var rp = m.AddPci(new PciBridge(0x1b36, 0x000c, PciePortType.RootPort, "rp"), 2);
+            rp.Secondary.Attach(new Doorbell.Devices.MultiQueueDmaDevice(2), 0);
+            m.AddPci(new Doorbell.Devices.MultiQueueDmaDevice(1), 3);
+            for (var op = 0; op < 200; op++)
+            {
+                var size = 1 << rng.Next(3);
+                var reg = rng.Next(0x1000) & ~(size - 1);
+                var value = (uint)rng.NextInt64(0, 1L << 32);
+                m.Bus.Write(new PhysAddr(PciTestKit.Cfg(rng.Next(4), rng.Next(8), rng.Next(2), reg)), size, value, BusAttributes.Cpu);
+                m.Bus.Read(new PhysAddr(0x1000_0000 + ((ulong)value % 0x40_0000 & ~3UL)), 4, out _, BusAttributes.Cpu);
+                m.Bus.Write(new PhysAddr(0x80_0000_0000 + (((ulong)value << 4) % 0x10_0000 & ~3UL)), 4, value, BusAttributes.Cpu);
+            }
+            Assert.Equal(0x11e8_1234u, m.Bus.R32(PciTestKit.Cfg(0, 1, 0, 0)));
+            Assert.Equal(0x0008_1b36u, m.Bus.R32(PciTestKit.Cfg(0, 0, 0, 0)));
+        }
+    }
+}

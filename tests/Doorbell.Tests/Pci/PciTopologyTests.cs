@@ -140,3 +140,30 @@ public class PciTopologyTests
         Assert.Equal(BusStatus.DecodeError, ep2.Dma.Write(QemuVirtMap.Ram, [1], BusAttributes.Cpu));
     }
 }
+
+public class PciIsolationTests
+{
+    [Fact]
+    public void Isolation_inputs_show_multifunction_and_the_acs_state_of_every_port_above()
+    {
+        var m = Virt();
+        var rp = m.AddPci(new PciBridge(0x1b36, 0x000c, PciePortType.RootPort, "rp"), 1);
+        var up = rp.Secondary.Attach(new PciBridge(0x10b5, 0x8605, PciePortType.SwitchUpstream, "usp"), 0);
+        var dp = up.Secondary.Attach(new PciBridge(0x10b5, 0x8605, PciePortType.SwitchDownstream, "dsp", acs: false), 0);
+        var f0 = dp.Secondary.Attach(new TestEndpoint(), 0, 0);
+        dp.Secondary.Attach(new TestEndpoint(), 0, 1);
+        m.Bus.W32(Cfg(0, 1, 0, 0x18), 0x0003_0100);
+        m.Bus.W32(Cfg(1, 0, 0, 0x18), 0x0003_0201);
+        m.Bus.W32(Cfg(2, 0, 0, 0x18), 0x0003_0302);
+        var i = PciIsolationInputs.Of(f0);
+        Assert.Equal((ushort)0x0300, i.RequesterId);
+        Assert.True(i.MultiFunction);
+        Assert.Equal([(ushort)0x0200, (ushort)0x0100, (ushort)0x0008], i.Path.Select(h => h.RequesterId).ToArray());
+        Assert.Equal(0, i.Path[0].AcsCapabilities);                 // the downstream port has no ACS
+        Assert.False(i.PathAcsEnabled);
+        var rpInputs = PciIsolationInputs.Of(dp);
+        Assert.False(rpInputs.PathAcsEnabled);                      // root port ACS present but not enabled
+        m.Bus.W16(Cfg(0, 1, 0, rp.AcsCapOffset + 6), PciIsolationInputs.LinuxRequiredAcs);
+        Assert.True(PciIsolationInputs.Of(dp).PathAcsEnabled);
+    }
+}

@@ -201,6 +201,43 @@ public class QemuDifferentialTests
     public void Edu_dma_and_msi_to_memory_match_qemu() =>
         Compare("virt", ["-device", "edu,dma_mask=0xffffffffff"], PciBringUp().Concat(EduDmaAndMsi()));
 
+    /// <summary>gic-version=2: edu's MSI goes to the GICv2m frame's SETSPI and pends an SPI in the distributor.</summary>
+    [QemuFact]
+    public void Gicv2m_msi_pends_the_spi_like_qemu() =>
+        Compare("virt,gic-version=2", ["-device", "edu"], PciBringUp().Select(c => new QStep(c)).Concat(
+        [
+            new("readl 0x8020008", "OK 0x0000000000500040"),         // MSI_TYPER: base INTID 80, 64 SPIs
+            "writel 0x8000000 0x1",                                  // GICD_CTLR enable
+            "writel 0x8000c14 0x800",                                // GICD_ICFGR5: INTID 85 edge-triggered (as Linux sets MSI SPIs)
+            new("readl 0x8000208", "OK 0x0000000000000000"),         // GICD_ISPENDR2 (INTIDs 64..95)
+            "writel 0x4010008044 0x8020040",
+            "writel 0x4010008048 0x0",
+            "writew 0x401000804c 0x55",                              // INTID 85
+            "writew 0x4010008042 0x1",
+            "writel 0x10000060 0x1",
+            new("readl 0x8000208", "OK 0x0000000000200000"),         // bit 85 - 64
+            "readl 0x10000024",
+        ]));
+
+    /// <summary>INTx: edu at slot 3 pin A is swizzled to INTC ((0 + 3) % 4 = 3) = SPI 6 = INTID 38; raise, then ack.</summary>
+    [QemuFact]
+    public void Edu_intx_swizzle_and_level_match_qemu() =>
+        Compare("virt,gic-version=3", ["-device", "edu,addr=03.0"],
+        new QStep[]
+        {
+            "writel 0x4010018010 0x10000000",
+            "writew 0x4010018004 0x6",
+            "writel 0x8000000 0x12",                                  // GICD_CTLR: ARE | EnableGrp1
+            "writel 0x8000104 0xffffffff",                            // GICD_ISENABLER1 (INTIDs 32..63)
+            new("readl 0x8000204", "OK 0x0000000000000000"),          // GICD_ISPENDR1
+            "writel 0x10000060 0x1",
+            new("readl 0x8000204", "OK 0x0000000000000040"),          // INTID 38 pending (level high)
+            new("readl 0x4010018004", "OK 0x0000000000180006"),       // STATUS.INTERRUPT | CAP_LIST
+            "writel 0x10000064 0x1",
+            new("readl 0x8000204", "OK 0x0000000000000000"),
+            new("readl 0x4010018004", "OK 0x0000000000100006"),
+        });
+
     [QemuFact]
     public void Gicv3_board_with_edu_at_a_chosen_slot_matches_qemu() =>
         Compare("virt,gic-version=3", ["-device", "edu,addr=03.0"],

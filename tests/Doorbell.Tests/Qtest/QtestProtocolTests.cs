@@ -132,3 +132,39 @@ public class QtestProtocolTests
         dir.Delete(true);
     }
 }
+
+public class QmpTests
+{
+    [Fact]
+    public void Minimal_qmp_greets_accepts_capabilities_and_quit_ends_the_session()
+    {
+        var dir = Directory.CreateTempSubdirectory("db-qmp");
+        var qtestPath = Path.Combine(dir.FullName, "q.sock");
+        var qmpPath = Path.Combine(dir.FullName, "m.sock");
+        using var qtestL = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        qtestL.Bind(new UnixDomainSocketEndPoint(qtestPath)); qtestL.Listen(1);
+        using var qmpL = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        qmpL.Bind(new UnixDomainSocketEndPoint(qmpPath)); qmpL.Listen(1);
+        var cmd = QemuCommandLine.Parse(["-machine", "virt", "-chardev", $"socket,path={qmpPath},id=char0", "-mon", "chardev=char0,mode=control",
+            "-qtest", "unix:" + qtestPath, "-qtest-log", "none"]);
+        Assert.Equal(qmpPath, cmd.QmpSocket);
+        var rc = -1;
+        var t = new Thread(() => rc = QtestRunner.Run(cmd, TextWriter.Null, BoardWiring.None));
+        t.Start();
+        using var qmp = qmpL.Accept();
+        using var qt = qtestL.Accept();
+        using var stream = new NetworkStream(qmp);
+        using var reader = new StreamReader(stream);
+        using var writer = new StreamWriter(stream) { AutoFlush = true };
+        Assert.StartsWith("{\"QMP\":", reader.ReadLine(), StringComparison.Ordinal);
+        writer.Write("{\"execute\": \"qmp_capabilities\"}\n");
+        Assert.Equal("{\"return\": {}}", reader.ReadLine());
+        writer.Write("{\"execute\": \"query-status\"}\n");
+        Assert.Contains("CommandNotFound", reader.ReadLine(), StringComparison.Ordinal);
+        writer.Write("{\"execute\": \"quit\"}\n");
+        Assert.Equal("{\"return\": {}}", reader.ReadLine());
+        Assert.True(t.Join(10_000));
+        Assert.Equal(0, rc);
+        dir.Delete(true);
+    }
+}
