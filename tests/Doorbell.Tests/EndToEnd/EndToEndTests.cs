@@ -421,3 +421,52 @@ public class UserspaceDriverStepTests
         Assert.True(text.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length <= 20);
     }
 }
+
+/// <summary>1. vfio-platform over the kernel: the MMIO region, DMA through the SMMU, the wired SPI on an eventfd.</summary>
+public class PlatformEndToEndTests
+{
+    [Fact]
+    public void PlatformDma_ThroughTheSmmu_SignalsItsWiredSpiOnAnEventfd()
+    {
+        using var rig = new E2ERig(devices: 0, platform: true, allowUnsafe: true);
+        var pd = rig.Kernel.PlatformDevices[0];
+        var (c, g, r) = rig.OpenGroup(rig.Kernel.Groups.Single(x => x.DeviceNames.Contains(pd.Name)).Id);
+        Assert.Equal(0, r);
+        var dev = rig.Device(g, pd.Name);
+        var off = rig.RegionOffset(dev, 0);
+        var va = rig.Proc.Memory.MapAnonymous(0x2000);
+        rig.Proc.Memory.Write(va, "platform"u8);
+        Assert.Equal(0, rig.Map(c, va, 0x30_0000, 0x2000));
+        using var efd = EventFd.Create();
+        var set = new byte[24];
+        BinaryPrimitives.WriteUInt32LittleEndian(set, 24);
+        BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(4), VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger);
+        BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(16), 1);
+        BinaryPrimitives.WriteInt32LittleEndian(set.AsSpan(20), efd.Fd);
+        Assert.Equal(0, rig.Proc.Ioctl(dev, VfioIoctl.DeviceSetIrqs, set));
+        void W(ulong reg, uint v)
+        {
+            var b = new byte[4];
+            BinaryPrimitives.WriteUInt32LittleEndian(b, v);
+            Assert.Equal(4, rig.Proc.Pwrite(dev, b, off + reg));
+        }
+        W(PlatformDmaRegs.Src, 0x30_0000); W(PlatformDmaRegs.Src + 4, 0);
+        W(PlatformDmaRegs.Dst, 0x30_1000); W(PlatformDmaRegs.Dst + 4, 0);
+        W(PlatformDmaRegs.Len, 8);
+        W(PlatformDmaRegs.Ctrl, PlatformDmaRegs.CtrlIrqEnable);
+        Assert.False(efd.TryRead(out _));
+        W(PlatformDmaRegs.Cmd, PlatformDmaRegs.CmdStart);
+        Assert.True(efd.TryRead(out var n) && n == 1, "the wired SPI must reach the eventfd");
+        Assert.Contains(pd.Intid, rig.Kernel.Cpus[0].History);
+        var got = new byte[8];
+        rig.Proc.Memory.Read(va + 0x1000, got);
+        Assert.Equal("platform"u8.ToArray(), got);
+        // a DMA outside the mapping is stopped by the SMMU (F_TRANSLATION for the platform StreamID)
+        W(PlatformDmaRegs.Status, 3);
+        W(PlatformDmaRegs.Dst, 0x50_0000);
+        W(PlatformDmaRegs.Cmd, PlatformDmaRegs.CmdStart);
+        var ev = Assert.Single(rig.Kernel.DrainSmmuEvents());
+        Assert.Equal(Evt.F_TRANSLATION, ev.Id);
+        Assert.Equal(0xFF00u, ev.StreamId);
+    }
+}
