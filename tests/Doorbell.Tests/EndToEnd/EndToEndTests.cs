@@ -470,3 +470,27 @@ public class PlatformEndToEndTests
         Assert.Equal(0xFF00u, ev.StreamId);
     }
 }
+
+/// <summary>4. The forgery written as a malicious userspace driver (VFIO ABI only), on both boards.</summary>
+public class MsiForgeryProbeTests
+{
+    [Fact]
+    public void ItsBoard_SprayOfEventIdsNeverReachesTheVictim()
+    {
+        using var rig = new E2ERig(gicVersion: 3, devices: 2);
+        var r = new MsiForgeryProbe(rig.Proc, (rig.Fn(0).Group.Id, "0000:00:01.0"), (rig.Fn(1).Group.Id, "0000:00:02.0")).Run(0, 32);
+        Assert.Equal(0x800_0040UL, r.DoorbellIova);
+        Assert.Equal(0, r.VictimVectorsRaised);
+        Assert.Equal(4, r.ForgerVectorsRaised);
+    }
+
+    [Fact]
+    public void GicV2mBoard_SprayOfSpiNumbersRaisesEveryVictimVector()
+    {
+        using var rig = new E2ERig(gicVersion: 2, devices: 2, allowUnsafe: true);
+        var r = new MsiForgeryProbe(rig.Proc, (rig.Fn(0).Group.Id, "0000:00:01.0"), (rig.Fn(1).Group.Id, "0000:00:02.0")).Run(80, 64);
+        Assert.Equal(0x800_0040UL, r.DoorbellIova);
+        Assert.Equal(4, r.VictimVectorsRaised);
+        Assert.Equal(4, r.ForgerVectorsRaised);
+    }
+}

@@ -1,6 +1,7 @@
 using Doorbell.Devices;
 using Doorbell.Examples;
 using Doorbell.Host.Kernel;
+using Doorbell.Host.Vfio;
 using Doorbell.Host.Vfio.Abi;
 using Doorbell.Platform;
 using Doorbell.Smmu.V3;
@@ -21,6 +22,7 @@ public sealed class UserspaceDriverStep : IScenarioStep
         ArgumentNullException.ThrowIfNull(context);
         var (m, models) = HostKernel.CreateBoard(new QemuVirtOptions());
         var mq = m.AddPci(new MultiQueueDmaDevice(4));
+        m.AddPci(new MultiQueueDmaDevice(4)); // a second assigned device: the forgery's victim
         var k = HostKernel.Boot(m, models);
         var vfio = k.BuildVfio();
         var fn = k.FindFunction("0000:00:01.0")!;
@@ -36,6 +38,7 @@ public sealed class UserspaceDriverStep : IScenarioStep
             },
         };
         var res = driver.Run();
+        var processed = mq.DescriptorsProcessed;
         foreach (var l in res.Log) context.Item("driver: " + l);
         if (translations.Length > 0) context.Item(translations);
         var lpis = fn.Group.Id >= 0 ? k.Cpus[0].History.Where(i => i >= 8192).Distinct().ToList() : [];
@@ -46,14 +49,23 @@ public sealed class UserspaceDriverStep : IScenarioStep
         // The isolation verdict on both interrupt controllers.
         var (m2, models2) = HostKernel.CreateBoard(new QemuVirtOptions { GicVersion = 2, Its = false });
         m2.AddPci(new MultiQueueDmaDevice(4));
+        m2.AddPci(new MultiQueueDmaDevice(4));
         var k2 = HostKernel.Boot(m2, models2);
         var fn2 = k2.FindFunction("0000:00:01.0")!;
         var res2 = new UserspaceDriver(k2.CreateProcess(k2.BuildVfio()), fn2.Group.Id, fn2.Name).Run();
         context.Item($"isolation: ITS board group {fn.Group.Id} isolated MSI={fn.Group.HasIsolatedMsi} -> SET_IOMMU {res.SetIommuResult}; " +
                      $"GICv2m board isolated MSI={fn2.Group.HasIsolatedMsi} -> SET_IOMMU {(res2.SetIommuResult == -Errno.EPERM ? "-EPERM" : res2.SetIommuResult.ToString(System.Globalization.CultureInfo.InvariantCulture))} (allow_unsafe_interrupts=0)");
-        var ok = res.Ok && res.CopiesVerified == res.CopiesExpected && res.FaultStatus == MqRegs.StatusWriteFault && res.CanaryIntact
+        // Why: device A's driver sprays MSI data at its own doorbell IOVA; does any of device B's vectors fire?
+        var b1 = k.FindFunction("0000:00:02.0")!;
+        var fIts = new MsiForgeryProbe(k.CreateProcess(k.BuildVfio()), (fn.Group.Id, fn.Name), (b1.Group.Id, b1.Name)).Run(0, 32);
+        var b2 = k2.FindFunction("0000:00:02.0")!;
+        var fV2m = new MsiForgeryProbe(k2.CreateProcess(k2.BuildVfio(new VfioOptions { AllowUnsafeInterrupts = true })), (fn2.Group.Id, fn2.Name), (b2.Group.Id, b2.Name))
+            .Run((uint)Doorbell.Gic.V2m.QemuVirtGicV2.V2mBaseIntid, Doorbell.Gic.V2m.QemuVirtGicV2.V2mSpiCount);
+        context.Item($"forged MSIs via ITS (A writes EventIDs 0-31 to IOVA 0x{fIts.DoorbellIova:x}): victim B vectors raised {fIts.VictimVectorsRaised}/4, A's own {fIts.ForgerVectorsRaised}/4 (DeviceID picks A's ITT)");
+        context.Item($"forged MSIs via GICv2m (A writes SPIs {Doorbell.Gic.V2m.QemuVirtGicV2.V2mBaseIntid}-{Doorbell.Gic.V2m.QemuVirtGicV2.V2mBaseIntid + Doorbell.Gic.V2m.QemuVirtGicV2.V2mSpiCount - 1}, allow_unsafe_interrupts=1): victim B vectors raised {fV2m.VictimVectorsRaised}/4");
+        var ok = !fIts.VictimReached && fIts.ForgerVectorsRaised == 4 && fV2m.VictimVectorsRaised == 4 && res.Ok && res.CopiesVerified == res.CopiesExpected && res.FaultStatus == MqRegs.StatusWriteFault && res.CanaryIntact
                  && events.Any(e => e.Id == Evt.F_TRANSLATION && e.InputAddress == UserspaceDriver.UnmappedIova)
-                 && res2.SetIommuResult == -Errno.EPERM && mq.DescriptorsProcessed == res.CopiesExpected + 1 && lpis.Count == res.Vectors;
+                 && res2.SetIommuResult == -Errno.EPERM && processed == res.CopiesExpected + 1 && lpis.Count == res.Vectors;
         context.Item(ok ? "verdict: DMA confined to mapped IOVAs, MSIs isolated by the ITS; GICv2m refused without allow_unsafe_interrupts"
                         : "verdict: FAILED " + (res.Failure ?? ""));
         return ok;
