@@ -19,6 +19,7 @@ namespace Doorbell.Smmu.V3;
 // - The config cache never holds invalid (V = 0) or ILLEGAL structures, so no CFGI is needed to make them valid.
 
 /// <summary>An SMMUv3 instance on a <see cref="PhysicalAddressSpace"/>: map it with <see cref="Map"/>.</summary>
+[System.Runtime.CompilerServices.SkipLocalsInit]
 public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
 {
     readonly PhysicalAddressSpace _bus;
