@@ -164,9 +164,17 @@ public sealed class PciHost
         Iommu = iommu;
         if (iommuMap != null) IommuMap = iommuMap;
         _streamPorts.Clear();
+        RouteGeneration++;
     }
 
-    public void SetMsiMap(IdMap map) => MsiMap = map ?? throw new ArgumentNullException(nameof(map));
+    public void SetMsiMap(IdMap map)
+    {
+        MsiMap = map ?? throw new ArgumentNullException(nameof(map));
+        RouteGeneration++;
+    }
+
+    /// <summary>Bumped whenever the IOMMU or an id map changes; DMA ports re-resolve their route after it moves.</summary>
+    internal int RouteGeneration { get; private set; }
 
     internal void ConfigChanged() => _dirty = true;
 
@@ -403,18 +411,18 @@ public sealed class PciDmaPort : IMemoryPort
     bool _cachedOk;
     IMemoryPort _cachedPort = null!;
     BusAttributes _cachedAttr;
-    IIommuUpstream? _cachedIommu;
+    int _cachedGeneration = -1;
 
     internal PciDmaPort(PciHost host, PciFunction fn) { _host = host; _fn = fn; }
 
     bool Resolve(out IMemoryPort port, out BusAttributes attr)
     {
         var rid = _fn.RequesterId;
-        if (rid != _cachedRid || !ReferenceEquals(_cachedIommu, _host.Iommu))
+        if (rid != _cachedRid || _cachedGeneration != _host.RouteGeneration)
         {
             _cachedOk = _host.TryRoute(rid, out _cachedPort, out _cachedAttr);
             _cachedRid = rid;
-            _cachedIommu = _host.Iommu;
+            _cachedGeneration = _host.RouteGeneration;
         }
         port = _cachedPort; attr = _cachedAttr;
         return _cachedOk;

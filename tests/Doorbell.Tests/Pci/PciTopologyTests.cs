@@ -133,8 +133,9 @@ public class PciTopologyTests
         Assert.Equal((0x408u, QemuVirtMap.Ram + 0x100, 2), (sid, addr, len));
         Assert.True(attr.HasDeviceId);
         Assert.Equal(0x1_0008u, attr.DeviceId);
-        // an unmapped requester ID is aborted
+        // an unmapped requester ID is aborted (also for a port that already routed: maps changed)
         m.Pci.SetMsiMap(new IdMap([new IdMapEntry(0x100, 0, 0x100)]));
+        Assert.Equal(BusStatus.DecodeError, ep.Dma.Write(QemuVirtMap.Ram, [1], BusAttributes.Cpu));
         var ep2 = m.AddPci(new TestEndpoint(), 2);
         m.Bus.W16(Cfg(0, 2, 0, 4), PciCfg.CmdBusMaster);
         Assert.Equal(BusStatus.DecodeError, ep2.Dma.Write(QemuVirtMap.Ram, [1], BusAttributes.Cpu));
