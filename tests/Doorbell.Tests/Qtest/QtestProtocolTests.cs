@@ -114,6 +114,8 @@ public class QtestProtocolTests
         Assert.Equal(IommuKind.None, d.Machine.Iommu);
         Assert.Equal(128UL << 20, d.Machine.RamSize);
         Assert.Throws<ArgumentException>(() => QemuCommandLine.Parse(["-device", "e1000"]));
+        var mq = QemuCommandLine.Parse(["-device", "doorbell-mq-dma,addr=2,queues=3", "-qtest", "unix:/x"]).Build(BoardWiring.None);
+        Assert.Equal(3, Assert.IsType<Doorbell.Devices.MultiQueueDmaDevice>(mq.Pci!.RootBus[2 << 3]).QueueCount);
         Assert.Throws<ArgumentException>(() => QemuCommandLine.Parse(["-machine", "q35"]));
     }
 
