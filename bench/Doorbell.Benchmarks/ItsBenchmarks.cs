@@ -11,6 +11,7 @@ namespace Doorbell.Benchmarks;
 /// space sizes to show it does not depend on the table size.
 /// </summary>
 [MemoryDiagnoser]
+[MedianColumn]
 public class ItsBenchmarks
 {
     const ulong Prop = 0x4010_0000, Pend = 0x4400_0000, Cmdq = 0x4500_0000, Dt = 0x4600_0000, Ct = 0x4610_0000, Itt = 0x4620_0000;

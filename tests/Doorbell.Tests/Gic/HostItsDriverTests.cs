@@ -75,6 +75,20 @@ public class HostItsDriverTests
     }
 
     [Fact]
+    public void Wired_level_spi_from_a_device_line_is_handled_on_its_routed_cpu_until_the_device_deasserts()
+    {
+        var m = new Machine(2);
+        var inta = m.Sys.Gic.SpiLine(35); // qemu-virt PCIe INTA = SPI 3 = INTID 35
+        m.Gic.EnableSpi(35, 1, edge: false);
+        var calls = 0;
+        m.Gic.Irqs.Request(35, (_, cpu) => { calls++; Assert.Equal(1, cpu); if (calls == 2) inta.SetLevel(false); });
+        inta.SetLevel(true);
+        Assert.Equal(0, m.Gic.Cpus[0].HandleInterrupts());
+        Assert.Equal(2, m.Gic.Cpus[1].HandleInterrupts()); // re-taken while the level stays high, then quiet
+        Assert.Equal(2, calls);
+    }
+
+    [Fact]
     public void Another_device_replaying_the_message_raises_nothing()
     {
         var m = new Machine();

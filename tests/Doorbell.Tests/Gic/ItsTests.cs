@@ -72,6 +72,17 @@ public class ItsTests
     }
 
     [Fact]
+    public void An_ite_written_by_software_with_an_icid_beyond_cidbits_is_an_unmapped_collection()
+    {
+        var h = new ItsHarness(1, new ItsOptions { CollectionIdBits = 4 });
+        h.Mapc(0, 0);
+        h.Mapd(1);
+        h.W64(ItsHarness.IttBase + 0x1000 + 2 * 8, (1UL << 63) | (1UL << 62) | (0x1234UL << 32) | 8192); // hand-made ITE
+        Assert.Equal(ItsDropReason.UnmappedCollection, h.Its.Translate(BusAttributes.FromDevice(1), 2));
+        Assert.Equal(ItsDropReason.UnmappedCollection, h.Its.Translate(BusAttributes.FromDevice(1), 2)); // cached path too
+    }
+
+    [Fact]
     public void Msi_while_its_disabled_or_to_unmapped_event_is_dropped()
     {
         var h = Basic();
@@ -155,6 +166,20 @@ public class ItsTests
         h.Mapti(dev, 0, 8192, 0);
         h.Msi(dev, 0);
         Assert.Equal(8192UL, h.Cpu(0).Iar1());
+    }
+
+    [Fact]
+    public void Baser_with_64k_pages_carries_pa_51_48_in_bits_15_12()
+    {
+        var h = new ItsHarness(1, enableIts: false);
+        const ulong high = 0x000A_0000_0001_0000UL; // above 2^48
+        h.Bus.AddRam(new PhysAddr(high), 0x2_0000, "high");
+        var its = QemuVirtGicV3.ItsBase.Value;
+        h.W64(its + GicV3Its.GITS_BASER, (1UL << 63) | (high & 0x0000_FFFF_FFFF_0000UL) | ((high >> 48 & 0xF) << 12) | (2UL << 8));
+        h.W32(its + GicV3Its.GITS_CTLR, 1);
+        h.Mapd(5);
+        Assert.Equal(0, h.Its.CommandErrorCount);
+        Assert.Equal(1UL, h.R64(high + 5 * 8) >> 63);
     }
 
     [Fact]

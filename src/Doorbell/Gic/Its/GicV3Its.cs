@@ -250,7 +250,9 @@ public sealed class GicV3Its : IMmioHandler
             if (r != ItsDropReason.None) return Drop(r, deviceId, eventId);
             e.Key = key; e.Intid = intid; e.Icid = icid; e.Valid = true;
         }
-        var target = CollectionTarget(icid);
+        var targets = _collectionTarget;
+        var target = icid < targets.Length ? targets[icid] : -1; // an ITE read from memory may hold any ICID
+        if (target == -2) target = CollectionTarget(icid);
         if (target < 0) return Drop(ItsDropReason.UnmappedCollection, deviceId, eventId);
         if (!_rds[target].SetLpiPending(intid)) return Drop(ItsDropReason.LpiRejected, deviceId, eventId);
         Translations++;
@@ -373,9 +375,20 @@ public sealed class GicV3Its : IMmioHandler
 
     // --- command queue ---------------------------------------------------------------------------------------------
 
+    bool _processing;
+
     void ProcessQueue()
     {
-        if (!_enabled || _stalled || (_cbaser >> 63) == 0) return;
+        // Re-entrancy guard: a guest can point a table at the ITS's own registers, so a command's memory write
+        // may land on CWRITER; the outer loop picks the new CWRITER up.
+        if (_processing || !_enabled || _stalled || (_cbaser >> 63) == 0) return;
+        _processing = true;
+        try { ProcessQueueLoop(); }
+        finally { _processing = false; }
+    }
+
+    void ProcessQueueLoop()
+    {
         var qbytes = QueueBytes;
         var qbase = _cbaser & AddrMask52 & 0x000F_FFFF_FFFF_F000UL;
         var budget = qbytes / 32; // bounded: at most one pass over the queue per kick
