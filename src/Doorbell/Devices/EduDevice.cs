@@ -137,7 +137,10 @@ public sealed class EduDevice : PciFunction
         var devAddr = toRam ? _src : _dst;
         var busAddr = (toRam ? _dst : _src) & DmaMask;
         if (devAddr < EduRegs.DmaBufferBase || _count > EduRegs.DmaBufferSize || devAddr - EduRegs.DmaBufferBase > EduRegs.DmaBufferSize - _count)
+        {
             RejectedDmaCount++;
+            Host?.Report("QEMU edu.rst (DMA must stay inside the 4 KiB buffer at 0x40000)", $"edu DMA of {_count} bytes at device address 0x{devAddr:x} rejected");
+        }
         else
         {
             var span = _buffer.AsSpan((int)(devAddr - EduRegs.DmaBufferBase), (int)_count);

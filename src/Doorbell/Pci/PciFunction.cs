@@ -527,10 +527,13 @@ public sealed class MsixTable
         return bar == PbaBar && offset >= PbaOffset && offset + (ulong)size <= PbaOffset + (ulong)_pba.Length * 8;
     }
 
+    void Misaligned(ulong offset, int size) =>
+        _fn.Host?.Report("PCI LB 3.0 §6.8.2 (MSI-X table/PBA accesses are aligned DWORD or QWORD)", $"{_fn} {size}-byte access at BAR offset 0x{offset:x}: RAZ/WI");
+
     internal BusStatus Read(bool table, int bar, ulong offset, int size, out ulong value)
     {
         value = 0;
-        if (size is not (4 or 8) || (offset & (ulong)(size - 1)) != 0) return BusStatus.Ok;
+        if (size is not (4 or 8) || (offset & (ulong)(size - 1)) != 0) { Misaligned(offset, size); return BusStatus.Ok; }
         if (table)
         {
             var o = (int)(offset - TableOffset);
@@ -547,7 +550,8 @@ public sealed class MsixTable
 
     internal BusStatus Write(bool table, int bar, ulong offset, int size, ulong value)
     {
-        if (!table || size is not (4 or 8) || (offset & (ulong)(size - 1)) != 0) return BusStatus.Ok; // PBA is RO
+        if (size is not (4 or 8) || (offset & (ulong)(size - 1)) != 0) { Misaligned(offset, size); return BusStatus.Ok; }
+        if (!table) return BusStatus.Ok; // PBA is RO
         var o = (int)(offset - TableOffset);
         if (size == 8) BinaryPrimitives.WriteUInt64LittleEndian(_table.AsSpan(o), value);
         else BinaryPrimitives.WriteUInt32LittleEndian(_table.AsSpan(o), (uint)value);

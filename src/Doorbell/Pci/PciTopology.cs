@@ -4,8 +4,8 @@ namespace Doorbell.Pci;
 
 // Known limits: one PCI segment; bus 0 is the host bridge's root bus (its number is fixed); a bridge forwards
 // config cycles to [secondary, subordinate] and memory to its memory and prefetchable windows when its
-// COMMAND.MEM is set, and upstream DMA when its COMMAND.BME is set. Overlapping BARs: the lowest base wins
-// (CONSTRAINED, docs/deviations.md). No hot-plug. No peer-to-peer redirect modelling beyond the ACS bits.
+// COMMAND.MEM is set, and upstream DMA when its COMMAND.BME is set. Overlapping BARs: the lower one keeps the range, the other is not
+// decoded (CONSTRAINED, docs/deviations.md). No hot-plug. No peer-to-peer redirect modelling beyond the ACS bits.
 
 /// <summary>A PCI bus segment: up to 32 devices × 8 functions.</summary>
 public sealed class PciBus
@@ -147,6 +147,11 @@ public sealed class PciHost
         _root = new PciBus(this, null);
     }
 
+    /// <summary>Strict-mode findings (what hardware tolerates silently), each with the rule broken.</summary>
+    public Doorbell.Tracing.StrictMonitor? Strict { get; set; }
+
+    internal void Report(string rule, string message) => Strict?.Report("pci", rule, message);
+
     /// <summary>The system bus DMA reaches when there is no IOMMU.</summary>
     public IMemoryPort Upstream { get; }
     public IIommuUpstream? Iommu { get; private set; }
@@ -164,9 +169,17 @@ public sealed class PciHost
         Iommu = iommu;
         if (iommuMap != null) IommuMap = iommuMap;
         _streamPorts.Clear();
+        RouteGeneration++;
     }
 
-    public void SetMsiMap(IdMap map) => MsiMap = map ?? throw new ArgumentNullException(nameof(map));
+    public void SetMsiMap(IdMap map)
+    {
+        MsiMap = map ?? throw new ArgumentNullException(nameof(map));
+        RouteGeneration++;
+    }
+
+    /// <summary>Bumped whenever the IOMMU or an id map changes; DMA ports re-resolve their route after it moves.</summary>
+    internal int RouteGeneration { get; private set; }
 
     internal void ConfigChanged() => _dirty = true;
 
@@ -277,6 +290,13 @@ public sealed class PciHost
             }
         }
         mem.Sort((x, y) => x.S.CompareTo(y.S));
+        // Overlap is CONSTRAINED: the lower BAR keeps the range; a BAR overlapping one below it is not decoded.
+        for (var i = 1; i < mem.Count; i++)
+        {
+            if (mem[i].S >= mem[i - 1].E) continue;
+            Report("PCI LB 3.0 §6.2.5.1 (BARs must not overlap)", $"{mem[i].F} BAR{mem[i].B} at 0x{mem[i].S:x} overlaps {mem[i - 1].F} BAR{mem[i - 1].B}: not decoded");
+            mem.RemoveAt(i--);
+        }
         io.Sort((x, y) => x.S.CompareTo(y.S));
         _decStart = [.. mem.Select(m => m.S)]; _decEnd = [.. mem.Select(m => m.E)]; _decFn = [.. mem.Select(m => m.F)]; _decBar = [.. mem.Select(m => m.B)];
         _ioStart = [.. io.Select(m => m.S)]; _ioEnd = [.. io.Select(m => m.E)]; _ioFn = [.. io.Select(m => m.F)]; _ioBar = [.. io.Select(m => m.B)];
@@ -403,18 +423,18 @@ public sealed class PciDmaPort : IMemoryPort
     bool _cachedOk;
     IMemoryPort _cachedPort = null!;
     BusAttributes _cachedAttr;
-    IIommuUpstream? _cachedIommu;
+    int _cachedGeneration = -1;
 
     internal PciDmaPort(PciHost host, PciFunction fn) { _host = host; _fn = fn; }
 
     bool Resolve(out IMemoryPort port, out BusAttributes attr)
     {
         var rid = _fn.RequesterId;
-        if (rid != _cachedRid || !ReferenceEquals(_cachedIommu, _host.Iommu))
+        if (rid != _cachedRid || _cachedGeneration != _host.RouteGeneration)
         {
             _cachedOk = _host.TryRoute(rid, out _cachedPort, out _cachedAttr);
             _cachedRid = rid;
-            _cachedIommu = _host.Iommu;
+            _cachedGeneration = _host.RouteGeneration;
         }
         port = _cachedPort; attr = _cachedAttr;
         return _cachedOk;
@@ -422,13 +442,28 @@ public sealed class PciDmaPort : IMemoryPort
 
     public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes)
     {
-        if (!PciHost.MayMaster(_fn) || !Resolve(out var port, out var attr)) return BusStatus.DecodeError;
+        if (!Allowed()) return BusStatus.DecodeError;
+        if (!Resolve(out var port, out var attr)) return Unmapped();
         return port.Read(address, destination, attr);
     }
 
     public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes)
     {
-        if (!PciHost.MayMaster(_fn) || !Resolve(out var port, out var attr)) return BusStatus.DecodeError;
+        if (!Allowed()) return BusStatus.DecodeError;
+        if (!Resolve(out var port, out var attr)) return Unmapped();
         return port.Write(address, source, attr);
+    }
+
+    bool Allowed()
+    {
+        if (PciHost.MayMaster(_fn)) return true;
+        _host.Report("PCIe 4.0 §7.5.1.1.3 (Bus Master Enable gates upstream requests)", $"{_fn} issued DMA/MSI without bus mastering on its path: dropped");
+        return false;
+    }
+
+    BusStatus Unmapped()
+    {
+        _host.Report("DT pci-iommu.txt / pci-msi.txt (every requester ID needs a map entry)", $"{_fn} RID 0x{_fn.RequesterId:x4} has no iommu-map/msi-map entry: aborted");
+        return BusStatus.DecodeError;
     }
 }

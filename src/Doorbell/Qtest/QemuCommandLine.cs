@@ -5,12 +5,13 @@ using Doorbell.Platform;
 namespace Doorbell.Qtest;
 
 /// <summary>One `-device` the front end instantiates.</summary>
-public sealed record QemuDevice(string Driver, int? Slot, int Function, ulong? DmaMask);
+public sealed record QemuDevice(string Driver, int? Slot, int Function, ulong? DmaMask, int Queues = 4);
 
 /// <summary>
 /// The subset of QEMU's command line qtest harnesses use. Machine defaults follow QEMU 7.2's `virt`
 /// (gic-version=2, no IOMMU, ITS on when GICv3, 128 MiB RAM) so a harness sees the machine it would get from QEMU.
-/// CPU and display options are accepted and ignored.
+/// CPU and display options are accepted and ignored. Besides QEMU's `edu`, `-device doorbell-mq-dma[,queues=N]`
+/// adds Doorbell's multi-queue MSI-X DMA device.
 /// </summary>
 public sealed class QemuCommandLine
 {
@@ -117,7 +118,8 @@ public sealed class QemuCommandLine
         var parts = v.Split(',');
         var driver = parts[0].StartsWith("driver=", StringComparison.Ordinal) ? parts[0][7..] : parts[0];
         if (driver == "loader") { Ignored.Add("-device " + v); return; }
-        if (driver != "edu") throw new ArgumentException($"'{driver}' is not a valid device model name");
+        if (driver is not ("edu" or "doorbell-mq-dma")) throw new ArgumentException($"'{driver}' is not a valid device model name");
+        var queues = 4;
         int? slot = null;
         var fn = 0;
         ulong? mask = null;
@@ -137,9 +139,10 @@ public sealed class QemuCommandLine
                     break;
                 }
                 case "dma_mask": mask = QtestServer.U64(kv[1]); break;
+                case "queues": queues = (int)Math.Clamp(QtestServer.U64(kv[1]), 1UL, 32UL); break;
             }
         }
-        Devices.Add(new QemuDevice(driver, slot, fn, mask));
+        Devices.Add(new QemuDevice(driver, slot, fn, mask, queues));
     }
 
     /// <summary>QEMU size syntax: a number with optional suffix K/M/G/T (default MiB), or size=….</summary>
@@ -164,7 +167,10 @@ public sealed class QemuCommandLine
     {
         var m = QemuVirtBoard.Create(Machine, wiring);
         foreach (var d in Devices)
-            m.AddPci(d.DmaMask is { } mask ? new EduDevice(m.Clock, mask) : new EduDevice(m.Clock), d.Slot, d.Function);
+        {
+            if (d.Driver == "doorbell-mq-dma") m.AddPci(new MultiQueueDmaDevice(d.Queues), d.Slot, d.Function);
+            else m.AddPci(d.DmaMask is { } mask ? new EduDevice(m.Clock, mask) : new EduDevice(m.Clock), d.Slot, d.Function);
+        }
         return m;
     }
 }

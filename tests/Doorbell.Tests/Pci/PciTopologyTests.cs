@@ -133,8 +133,9 @@ public class PciTopologyTests
         Assert.Equal((0x408u, QemuVirtMap.Ram + 0x100, 2), (sid, addr, len));
         Assert.True(attr.HasDeviceId);
         Assert.Equal(0x1_0008u, attr.DeviceId);
-        // an unmapped requester ID is aborted
+        // an unmapped requester ID is aborted (also for a port that already routed: maps changed)
         m.Pci.SetMsiMap(new IdMap([new IdMapEntry(0x100, 0, 0x100)]));
+        Assert.Equal(BusStatus.DecodeError, ep.Dma.Write(QemuVirtMap.Ram, [1], BusAttributes.Cpu));
         var ep2 = m.AddPci(new TestEndpoint(), 2);
         m.Bus.W16(Cfg(0, 2, 0, 4), PciCfg.CmdBusMaster);
         Assert.Equal(BusStatus.DecodeError, ep2.Dma.Write(QemuVirtMap.Ram, [1], BusAttributes.Cpu));
@@ -165,5 +166,36 @@ public class PciIsolationTests
         Assert.False(rpInputs.PathAcsEnabled);                      // root port ACS present but not enabled
         m.Bus.W16(Cfg(0, 1, 0, rp.AcsCapOffset + 6), PciIsolationInputs.LinuxRequiredAcs);
         Assert.True(PciIsolationInputs.Of(dp).PathAcsEnabled);
+    }
+}
+
+public class PciStrictTests
+{
+    [Fact]
+    public void Strict_mode_reports_dma_without_bme_overlapping_bars_and_misaligned_msix_access_and_permissive_mode_stays_silent()
+    {
+        foreach (var strict in new[] { true, false })
+        {
+            var m = Virt();
+            var mon = new Doorbell.Tracing.StrictMonitor { Enabled = strict };
+            m.Pci!.Strict = mon;
+            var a = new TestEndpoint(); a.DefineBar(0, PciBarKind.Mem32, 0x4000); a.AddMsix(2, 0, 0x2000, 0, 0x3000);
+            var c = new TestEndpoint(); c.DefineBar(0, PciBarKind.Mem32, 0x1000);
+            m.AddPci(a, 1); m.AddPci(c, 2);
+            m.Bus.W32(Cfg(0, 1, 0, 0x10), 0x1000_0000); m.Bus.W16(Cfg(0, 1, 0, 4), PciCfg.CmdMemory);
+            m.Bus.W32(Cfg(0, 2, 0, 0x10), 0x1000_1000); m.Bus.W16(Cfg(0, 2, 0, 4), PciCfg.CmdMemory);
+            m.Bus.R32(0x1000_0000);                                     // decode rebuild notices the overlap
+            m.Bus.W16(0x1000_2002, 1);                                  // 2-byte MSI-X table write
+            Assert.Equal(BusStatus.DecodeError, a.Dma.Write(QemuVirtMap.Ram, [1], BusAttributes.Cpu));
+            if (strict)
+            {
+                Assert.Contains(mon.Violations, v => v.Rule.Contains("6.2.5.1", StringComparison.Ordinal));
+                Assert.Contains(mon.Violations, v => v.Rule.Contains("6.8.2", StringComparison.Ordinal));
+                Assert.Contains(mon.Violations, v => v.Rule.Contains("Bus Master", StringComparison.Ordinal));
+            }
+            else Assert.Empty(mon.Violations);
+            Assert.Equal(1u, m.Bus.R32(0x1000_200C));                  // the narrow write changed nothing (still masked)
+            Assert.Equal(0x1004u, m.Bus.R32(0x1000_1004));             // overlap: the lower BAR (a's) keeps the range
+        }
     }
 }

@@ -78,6 +78,23 @@ public class QtestProtocolTests
     }
 
     [Fact]
+    public void Garbage_lines_never_throw_and_always_get_one_answer_line()
+    {
+        var s = Server(out _);
+        var rng = new Random(7);
+        string[] verbs = ["readb", "readq", "writel", "read", "write", "b64read", "b64write", "memset", "clock_step", "clock_set", "inb", "outl", "x"];
+        string[] args = ["0x", "-1", "0xffffffffffffffff", "99999999999999999999999", "0x40000000", "8", "0", "AAAA", "0xzz", "", "010", "0x4010000000", "===="];
+        for (var i = 0; i < 3000; i++)
+        {
+            var n = rng.Next(5);
+            var line = verbs[rng.Next(verbs.Length)] + string.Concat(Enumerable.Range(0, n).Select(_ => " " + args[rng.Next(args.Length)]));
+            var answer = s.Handle(line);
+            Assert.EndsWith("\n", answer, StringComparison.Ordinal);
+            Assert.Equal(1, answer.Count(c => c == '\n'));
+        }
+    }
+
+    [Fact]
     public void Command_line_accepts_the_qemu_subset_and_ignores_cpu_options()
     {
         var c = QemuCommandLine.Parse(["-machine", "virt,gic-version=3,iommu=smmuv3,its=off,highmem=on", "-m", "1G", "-smp", "4",
@@ -97,6 +114,8 @@ public class QtestProtocolTests
         Assert.Equal(IommuKind.None, d.Machine.Iommu);
         Assert.Equal(128UL << 20, d.Machine.RamSize);
         Assert.Throws<ArgumentException>(() => QemuCommandLine.Parse(["-device", "e1000"]));
+        var mq = QemuCommandLine.Parse(["-device", "doorbell-mq-dma,addr=2,queues=3", "-qtest", "unix:/x"]).Build(BoardWiring.None);
+        Assert.Equal(3, Assert.IsType<Doorbell.Devices.MultiQueueDmaDevice>(mq.Pci!.RootBus[2 << 3]).QueueCount);
         Assert.Throws<ArgumentException>(() => QemuCommandLine.Parse(["-machine", "q35"]));
     }
 
