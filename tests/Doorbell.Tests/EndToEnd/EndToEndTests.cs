@@ -494,3 +494,34 @@ public class MsiForgeryProbeTests
         Assert.Equal(4, r.ForgerVectorsRaised);
     }
 }
+
+/// <summary>1. Two groups in one container share the SMMU domain (type1 attaches to the existing domain first).</summary>
+public class SharedContainerTests
+{
+    [Fact]
+    public void SecondGroupJoinsTheExistingDomain_AndItsDeviceDmasThroughEarlierMappings()
+    {
+        using var rig = new E2ERig(devices: 2);
+        var (c, _, r) = rig.OpenGroup(rig.Fn(0).Group.Id);
+        Assert.Equal(0, r);
+        var va = rig.Proc.Memory.MapAnonymous(0x4000);
+        Assert.Equal(0, rig.Map(c, va, 0x40_0000, 0x4000));
+        var (_, g1, _) = rig.OpenGroup(rig.Fn(1).Group.Id, c);
+        var d0 = rig.Fn(0).Group.AttachedDomain!;
+        var d1 = rig.Fn(1).Group.AttachedDomain!;
+        Assert.Same(d0.Domain, d1.Domain);
+        Assert.Equal(UserAccess.Ok, rig.Proc.Memory.Translate(va + 0x1000, false, out var phys));
+        Assert.Equal(phys, d1.Domain.IovaToPhys(0x40_1000));
+        // device B (StreamID 0x10) copies through the mapping made before its group joined
+        var dev = rig.Device(g1, "0000:00:02.0");
+        Assert.True(dev > 0);
+        rig.EnableMaster(dev);
+        rig.SetupQueue(dev, 0, 0x40_0000);
+        rig.Proc.Memory.Write(va + 0x2000, "joined!!"u8);
+        rig.Submit(dev, 0, va, 0, 0x40_2000, 0x40_3000, 8, 7);
+        Assert.Equal(0u, rig.CompletionStatus(va + 0x1000, 0));
+        var got = new byte[8];
+        rig.Proc.Memory.Read(va + 0x3000, got);
+        Assert.Equal("joined!!"u8.ToArray(), got);
+    }
+}
