@@ -213,13 +213,13 @@ public static class IommuGrouping
 {
     /// <summary>REQ_ACS_FLAGS: PCI_ACS_SV | PCI_ACS_RR | PCI_ACS_CR | PCI_ACS_UF.</summary>
     public const ushort RequiredAcs = 0x01 | 0x04 | 0x08 | 0x10;
-    const int PortRoot = 4, PortUpstream = 5, PortDownstream = 6, PortPcieToPci = 7, PortPciToPcie = 8;
+    const int PortRoot = 4, PortDownstream = 6, PortPcieToPci = 7, PortPciToPcie = 8;
 
     /// <summary>pci_acs_enabled(pdev, REQ_ACS_FLAGS).</summary>
     public static bool AcsEnabled(EnumeratedFunction f)
     {
         if (f.PortType < 0) return false; // conventional PCI: no ACS
-        var needsAcs = f.PortType is PortRoot or PortDownstream || f.MultiFunction || f.PortType == PortUpstream && f.MultiFunction;
+        var needsAcs = f.PortType is PortRoot or PortDownstream || f.MultiFunction;
         if (!needsAcs) return true; // single-function endpoints and upstream ports: peer-to-peer is not possible below them
         if (f.AcsCap == 0) return false;
         var flags = (ushort)(RequiredAcs & f.AcsCapabilities); // pci_acs_flags_enabled: unimplemented controls are not required
