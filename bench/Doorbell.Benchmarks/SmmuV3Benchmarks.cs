@@ -12,6 +12,7 @@ namespace Doorbell.Benchmarks;
 /// Everything is set up as a driver would: tables in RAM, commands in the queue, PROD written over MMIO.
 /// </summary>
 [MemoryDiagnoser]
+[MedianColumn]
 public class SmmuV3Benchmarks
 {
     const ulong SmmuBase = 0x0905_0000;

@@ -6,7 +6,8 @@ namespace Doorbell.Iommu;
 
 // Known limits (details in docs/deviations.md):
 // - Unmapping part of a block returns 0 and leaves the block (Linux ≥ 6.10 io-pgtable-arm, no block splitting).
-// - Map never replaces a table by a block: a range already covered by a table, even an empty one, is -EEXIST.
+// - Map replaces an EMPTY table by a block (freeing it, as Linux does); a table with live entries is -EEXIST
+//   where Linux would silently tear it down.
 // - Formats: AArch64 LPAE stage 1 and stage 2 with 4K/16K/64K granules; 52-bit only with 64K (FEAT_LPA).
 
 /// <summary>Mapping permissions and attributes, with Linux's IOMMU_* values (include/linux/iommu.h).</summary>
@@ -315,9 +316,30 @@ public sealed class IoPageTable
             table = NextTable(pte);
         }
         var leafp = PteAddress(table, target, iova);
-        if ((ReadPte(leafp) & Descriptors.Valid) != 0) return -Errno.EEXIST;
+        var old = ReadPte(leafp);
+        if ((old & Descriptors.Valid) != 0)
+        {
+            if (!IsTable(old, target) || !IsEmpty(NextTable(old), target + 1)) return -Errno.EEXIST;
+            // An empty table left by earlier unmaps: free it and put the block in its place (walk caches must go).
+            WritePte(leafp, 0);
+            FreeTables(NextTable(old), target + 1);
+            _flush?.FlushWalk(iova, size, 1UL << _gShift);
+        }
         WritePte(leafp, Descriptors.Leaf(pa, Granule, target, attrs));
         return 0;
+    }
+
+    /// <summary>True when no valid leaf exists in the subtree (empty tables below are allowed).</summary>
+    bool IsEmpty(ulong table, int level)
+    {
+        var entries = 1UL << _stride;
+        for (ulong i = 0; i < entries; i++)
+        {
+            var pte = ReadPte(table + i * 8);
+            if ((pte & Descriptors.Valid) == 0) continue;
+            if (!IsTable(pte, level) || !IsEmpty(NextTable(pte), level + 1)) return false;
+        }
+        return true;
     }
 
     /// <summary>

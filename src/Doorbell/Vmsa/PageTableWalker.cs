@@ -47,9 +47,6 @@ public sealed class PageTableWalker
         _bus = bus;
     }
 
-    /// <summary>Descriptor fetches issued so far (for tests and statistics).</summary>
-    public long DescriptorFetches { get; private set; }
-
     /// <summary>One stage's leaf: the block (or contiguous run) that maps the input address.</summary>
     struct StageLeaf
     {
@@ -435,7 +432,6 @@ public sealed class PageTableWalker
                 if (update && (tl.Descriptor & Descriptors.Af) == 0) ApplyUpdates(tl, false, true, walkStage2.HardwareAccessFlag);
                 descPa = tl.OutputBase | (descAddr & ((1UL << tl.SizeLog2) - 1));
             }
-            DescriptorFetches++;
             if (_bus.ReadU64(descPa, out var d) != BusStatus.Ok)
             {
                 return Fail(ref fault, FaultKind.WalkExternalAbort, stage, level, input, access, descPa);

@@ -182,6 +182,27 @@ public class IoPageTableTests
     }
 
     [Fact]
+    public void A_block_replaces_an_empty_table_but_not_one_with_mappings()
+    {
+        var (bus, alloc) = NewMachine();
+        var log = new FlushLog();
+        Assert.Equal(0, IoPageTable.Create(bus, alloc, IoPageTableFormat.Stage1, Granule.Size4K, 39, 40, out var t, log));
+        var pt = t!;
+        Assert.Equal(0, pt.Map(0x20_0000, 0x1000_0000, 0x1000, IoProt.Read));
+        Assert.Equal(0, pt.Map(0x20_1000, 0x1000_1000, 0x1000, IoProt.Read));
+        Assert.Equal(0x1000UL, pt.Unmap(0x20_0000, 0x1000));
+        Assert.Equal(-Errno.EEXIST, pt.Map(0x20_0000, 0x4000_0000, 0x20_0000, IoProt.Read)); // a page still lives below
+        Assert.Equal(0x1000_1000UL, pt.IovaToPhys(0x20_1000));
+        Assert.Equal(0x1000UL, pt.Unmap(0x20_1000, 0x1000));
+        var inUse = alloc.BytesInUse;
+        Assert.Equal(0, pt.Map(0x20_0000, 0x4000_0000, 0x20_0000, IoProt.Read));           // empty table → 2M block
+        Assert.Equal(inUse - 4096, alloc.BytesInUse);
+        Assert.Equal("walk 200000 200000", log.Calls[^1]);
+        var r = new PageTableWalker(bus).Walk(new TranslationConfig(pt.CreateStage1Config(), null), 0x20_1234, AccessFlags.Read);
+        Assert.Equal((21, 0x4000_1234UL), ((int)r.Entry.SizeLog2, r.Entry.Translate(0x20_1234)));
+    }
+
+    [Fact]
     public void Allocator_exhaustion_is_enomem()
     {
         var bus = new PhysicalAddressSpace();

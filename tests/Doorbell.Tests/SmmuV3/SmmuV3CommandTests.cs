@@ -125,6 +125,24 @@ public class SmmuV3CommandTests
     }
 
     [Fact]
+    public void Stage1_only_entries_are_tagged_with_ste_s2vmid()
+    {
+        var rig = new SmmuV3Rig();
+        var pt = rig.NewStage1();
+        Assert.Equal(0, pt.Map(Iova, SmmuV3Rig.DataBase, 0x1000, IoProt.ReadWrite));
+        rig.WriteEntry(SmmuV3Rig.CdBase, SmmuV3Encode.ContextDescriptor(pt.CreateStage1Config(3)));
+        var ste = SmmuV3Encode.Stage1Ste(SmmuV3Rig.CdBase);
+        ste[2] = 5; // S2VMID
+        rig.SetSte(8, ste);
+        Assert.Equal(BusStatus.Ok, Touch(rig, 8, Iova));
+        pt.Unmap(Iova, 0x1000);
+        rig.Submit(SmmuV3Encode.TlbiNhAsid(0, 3), SmmuV3Encode.Sync());
+        Assert.Equal(BusStatus.Ok, Touch(rig, 8, Iova));          // VMID 0 entries only: still cached
+        rig.Submit(SmmuV3Encode.TlbiNhAsid(5, 3), SmmuV3Encode.Sync());
+        Assert.Equal(BusStatus.SlaveError, Touch(rig, 8, Iova));
+    }
+
+    [Fact]
     public void Range_fields_are_ignored_without_ril()
     {
         var rig = new SmmuV3Rig(new SmmuV3Options { RangeInvalidation = false });

@@ -434,6 +434,19 @@ public class SmmuV3StreamTests
     }
 
     [Fact]
+    public void Reserved_split_behaves_as_6()
+    {
+        var rig = new SmmuV3Rig(enable: false);
+        rig.Enable(strtabLog2: 16, linear: false, split: 7);
+        const uint sid = 0x1234;
+        rig.Bus.Store.WriteU64(SmmuV3Rig.StrtabBase + (sid >> 6) * 8UL, SmmuV3Encode.L1Std(0x4500_0000, 7));
+        rig.WriteEntry(0x4500_0000 + (sid & 63) * 64UL, SmmuV3Encode.BypassSte());
+        Read(rig.Smmu.CreateStreamPort(sid), SmmuV3Rig.DataBase, 4, out var s);
+        SmmuV3Rig.Ok(s);
+        Assert.Empty(rig.DrainEvents());
+    }
+
+    [Fact]
     public void Two_level_stream_table_span_limits_the_l2_table()
     {
         var rig = new SmmuV3Rig(enable: false);

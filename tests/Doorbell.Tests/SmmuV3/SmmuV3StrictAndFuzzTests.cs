@@ -67,6 +67,20 @@ public class SmmuV3StrictAndFuzzTests
     }
 
     [Fact]
+    public void Strict_mode_reports_a_live_cd_rewritten_in_several_qwords()
+    {
+        var rig = new SmmuV3Rig(strict: true);
+        var a = rig.AttachStage1(8, asid: 1);
+        Assert.Equal(0, a.Map(Iova, SmmuV3Rig.DataBase, 0x1000, IoProt.ReadWrite));
+        Touch(rig, 8, Iova);
+        var b = rig.NewStage1();
+        // ASID (qword 0) and TTB0 (qword 1) change while CD.V = 1, then a single CFGI_CD.
+        rig.WriteEntry(SmmuV3Rig.CdBase + 8 * 0x1000UL, SmmuV3Encode.ContextDescriptor(b.CreateStage1Config(2)));
+        rig.Submit(SmmuV3Encode.CfgiCd(8, 0), SmmuV3Encode.Sync());
+        Assert.Contains(rig.Strict.Violations, v => v.Message.Contains("CD 0 of SID 0x8", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void Strict_mode_accepts_the_linux_hitless_sequences()
     {
         var rig = new SmmuV3Rig(strict: true);

@@ -441,6 +441,37 @@ public class WalkerVectorTests
     }
 
     [Fact]
+    public void Stage2_dirty_update_access_flag_update_and_protected_table_walk()
+    {
+        var bus = NewBus();
+        var s2w = new TableWriter(bus, Granule.Size4K, 40, 1, TableArea);
+        // IPA 0..2M: normal memory RW for the stage-1 tables; 2M..4M: Device memory (MemAttr 0b0001); a clean DBM page.
+        s2w.Leaf(0, 2, 0x4800_0000, TableWriter.S2Rw);
+        s2w.Leaf(0x20_0000, 2, 0x4820_0000, Descriptors.Af | Descriptors.S2ApRead | Descriptors.S2ApWrite | (0x1UL << 2));
+        s2w.Leaf(0x100_0000, 3, 0x4900_0000, Descriptors.S2ApRead | Descriptors.Dbm | (0xFUL << 2)); // AF = 0, read-only, DBM
+        var s2 = new Stage2Config { Granule = Granule.Size4K, InputSize = 40, StartLevel = 1, TableBase = s2w.Root };
+        var walker = new PageTableWalker(bus);
+        var only2 = new TranslationConfig(null, s2);
+        var f = walker.Walk(only2, 0x100_0000, R).Fault;
+        Assert.Equal((FaultKind.AccessFlag, TranslationStage.Stage2, 0x100_0000UL), (f.Kind, f.Stage, f.Ipa));
+        var hw = new TranslationConfig(null, s2 with { HardwareAccessFlag = true, HardwareDirty = true });
+        Assert.False(walker.Walk(hw, 0x100_0000, W).IsFault);
+        var d = s2w.Read(s2w.EntryAddress(s2w.TableFor(0x100_0000, 3), 3, 0x100_0000));
+        Assert.Equal(Descriptors.Af | Descriptors.S2ApWrite, d & (Descriptors.Af | Descriptors.S2ApWrite));
+
+        // Stage-1 tables at IPA 0x1000 (normal) and at IPA 0x20_1000 (Device at stage 2).
+        var s1ok = new TableWriter(bus, Granule.Size4K, 39, 1, 0x1000, ipa => ipa + 0x4800_0000);
+        s1ok.Leaf(0x5000, 3, 0x0, TableWriter.S1Rw);
+        var s1dev = new TableWriter(bus, Granule.Size4K, 39, 1, 0x20_1000, ipa => ipa - 0x20_0000 + 0x4820_0000);
+        s1dev.Leaf(0x5000, 3, 0x0, TableWriter.S1Rw);
+        var ptw = s2 with { ProtectedTableWalk = true };
+        Assert.False(walker.Walk(new TranslationConfig(new Stage1Config { Low = new TranslationRegion(Granule.Size4K, 39, s1ok.Root) }, ptw), 0x5000, PR).IsFault);
+        Assert.False(walker.Walk(new TranslationConfig(new Stage1Config { Low = new TranslationRegion(Granule.Size4K, 39, s1dev.Root) }, s2), 0x5000, PR).IsFault);
+        f = walker.Walk(new TranslationConfig(new Stage1Config { Low = new TranslationRegion(Granule.Size4K, 39, s1dev.Root) }, ptw), 0x5000, PR).Fault;
+        Assert.Equal((FaultKind.Permission, TranslationStage.Stage2, true), (f.Kind, f.Stage, f.OnStage1Walk));
+    }
+
+    [Fact]
     public void Walk_allocates_nothing()
     {
         var (_, walker, w) = S1Setup(Granule.Size4K, 48);

@@ -102,12 +102,11 @@ public sealed class IommuDevice(string name, IReadOnlyList<uint> streamIds, int 
 public sealed class IommuGroup
 {
     readonly List<IommuDevice> _devices = [];
-    static int _nextId;
 
-    internal IommuGroup(IIommuDriver driver)
+    internal IommuGroup(IIommuDriver driver, int id)
     {
         Driver = driver;
-        Id = Interlocked.Increment(ref _nextId) - 1;
+        Id = id;
     }
 
     public int Id { get; }
@@ -202,12 +201,12 @@ public interface IIommuDriver
     IReadOnlyList<ReservedRegion> GetReservedRegions(IommuDevice device);
 }
 
-/// <summary>Helper for drivers: creates groups (the core's iommu_group_alloc).</summary>
+/// <summary>Helper for drivers: creates groups (the core's iommu_group_alloc), numbered per driver in probe order.</summary>
 public static class IommuGroups
 {
-    public static IommuGroup Create(IIommuDriver driver, IommuDevice device)
+    public static IommuGroup Create(IIommuDriver driver, IommuDevice device, int id)
     {
-        var g = new IommuGroup(driver);
+        var g = new IommuGroup(driver, id);
         g.Add(device);
         return g;
     }

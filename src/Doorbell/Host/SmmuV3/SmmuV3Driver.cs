@@ -60,6 +60,7 @@ public sealed class SmmuV3Driver : IIommuDriver
     ulong _strtab; int _strtabLog2; bool _strtab2L;
     ulong _cmdq; int _cmdqLog2; uint _cmdqProd;
     ulong _evtq; int _evtqLog2;
+    int _nextGroupId;
 
     sealed class Master(IommuDevice device)
     {
@@ -386,7 +387,7 @@ public sealed class SmmuV3Driver : IIommuDriver
             throw new IommuException(LinuxErrno.EINVAL, $"{device.Name} needs {device.SubstreamIdBits} SSID bits, SMMU has {Features.SubstreamIdBits}");
         foreach (var sid in device.StreamIds) _ = SteAddress(sid);
         _masters[device] = new Master(device);
-        var group = IommuGroups.Create(this, device);
+        var group = IommuGroups.Create(this, device, _nextGroupId++);
         return group;
     }
 

@@ -70,6 +70,8 @@ internal sealed class SteCacheEntry
     public required DecodedSte Ste;
     /// <summary>For stage-1-bypassed traffic of a stream with stage 2 (or S2-only streams).</summary>
     public TranslationConfig? Stage2Only;
+    /// <summary>VMID the IOTLB tags this stream's entries with: STE.S2VMID whenever stage 2 is implemented (§5.2).</summary>
+    public ushort TlbVmid;
     public readonly CdSet Cds = new();
     /// <summary>False once invalidated (CFGI): then kept only so a refetch of identical bytes can skip the decode.</summary>
     public bool Valid = true;
@@ -109,10 +111,10 @@ internal sealed class StreamContext
     /// <summary>TBI applies to some half: the IOTLB key must be computed by the walker's rule.</summary>
     public bool TbiKey;
 
-    public void SetConfig(TranslationConfig config)
+    public void SetConfig(TranslationConfig config, ushort vmid)
     {
         Config = config;
-        Vmid = config.Vmid;
+        Vmid = vmid;
         Asid = config.Asid;
         TbiKey = config.Stage1 is { } s1 && (s1.Tbi0 || s1.Tbi1);
     }
@@ -133,7 +135,7 @@ public sealed partial class SmmuV3
         ctx.Ste = null; ctx.Cd = null;
         ctx.RecordStage1 = ctx.RecordStage2 = false;
         ctx.AbortStage1 = true;
-        ctx.SetConfig(TranslationConfig.Bypass);
+        ctx.SetConfig(TranslationConfig.Bypass, 0);
         if (!SmmuEnabled)
             return ctx.Outcome = (_gbpa & SmmuV3Field.GbpaAbort) != 0 ? StreamOutcome.Abort : StreamOutcome.Bypass;
         var ste = GetSte(sid, ssv, ssid);
@@ -155,7 +157,7 @@ public sealed partial class SmmuV3
                 return ctx.Outcome = StreamOutcome.Abort;
             }
             if (d.IsBypass) return ctx.Outcome = StreamOutcome.Bypass;
-            ctx.SetConfig(ste.Stage2Only!);
+            ctx.SetConfig(ste.Stage2Only!, ste.TlbVmid);
             ctx.RecordStage2 = d.S2Record;
             return ctx.Outcome = StreamOutcome.Translate;
         }
@@ -174,7 +176,7 @@ public sealed partial class SmmuV3
                     return ctx.Outcome = StreamOutcome.Abort;
                 case Ste.S1DssBypass:
                     if (d.Stage2 is null) return ctx.Outcome = StreamOutcome.Bypass;
-                    ctx.SetConfig(ste.Stage2Only!);
+                    ctx.SetConfig(ste.Stage2Only!, ste.TlbVmid);
                     ctx.RecordStage2 = d.S2Record;
                     return ctx.Outcome = StreamOutcome.Translate;
                 default:
@@ -194,7 +196,7 @@ public sealed partial class SmmuV3
         var cd = GetCd(ste, cdIndex, sid, ssv, ssid, input, access);
         if (cd is null) return ctx.Outcome = StreamOutcome.Abort;
         ctx.Cd = cd;
-        ctx.SetConfig(cd.Config);
+        ctx.SetConfig(cd.Config, ste.TlbVmid);
         ctx.RecordStage1 = cd.Cd.Record;
         ctx.RecordStage2 = d.S2Record;
         ctx.AbortStage1 = cd.Cd.AbortOnTerminate;
@@ -304,6 +306,7 @@ public sealed partial class SmmuV3
         if (_steCache.Count >= 4096 && cached is null)
             foreach (var key in _steCache.Where(kv => !kv.Value.Valid).Select(kv => kv.Key).ToList()) _steCache.Remove(key);
         if (d.Stage2 is not null) entry.Stage2Only = new TranslationConfig(null, d.Stage2);
+        entry.TlbVmid = d.Stage2?.Vmid ?? (_o.Stage2 ? d.S2Vmid : (ushort)0);
         _steCache[sid] = entry;
         return entry;
     }
@@ -415,24 +418,25 @@ public sealed partial class SmmuV3
     bool FindAsidConflict(SteCacheEntry self, uint selfIndex, TranslationConfig config)
     {
         var s1 = config.Stage1!;
-        var vmid = config.Vmid;
+        var vmid = self.TlbVmid;
         foreach (var ste in _steCache.Values)
         {
             if (!ste.Valid) continue;
             var cds = ste.Cds;
-            if (cds.Cd0 is { } c0 && !(ReferenceEquals(ste, self) && selfIndex == 0) && Conflicts(c0, s1, vmid)) return true;
+            if (ste.TlbVmid != vmid) continue;
+            if (cds.Cd0 is { } c0 && !(ReferenceEquals(ste, self) && selfIndex == 0) && Conflicts(c0, s1)) return true;
             if (cds.More is { } more)
                 foreach (var (idx, other) in more)
-                    if (!(ReferenceEquals(ste, self) && idx == selfIndex) && Conflicts(other, s1, vmid)) return true;
+                    if (!(ReferenceEquals(ste, self) && idx == selfIndex) && Conflicts(other, s1)) return true;
         }
         return false;
     }
 
-    static bool Conflicts(CdCacheEntry other, Stage1Config s1, ushort vmid)
+    static bool Conflicts(CdCacheEntry other, Stage1Config s1)
     {
         if (!other.Valid) return false;
         var o1 = other.Config.Stage1!;
-        if (o1.Asid != s1.Asid || other.Config.Vmid != vmid) return false;
+        if (o1.Asid != s1.Asid) return false;
         return o1.Low.TableBase != s1.Low.TableBase || o1.Low.Granule != s1.Low.Granule || o1.Low.InputSize != s1.Low.InputSize;
     }
 

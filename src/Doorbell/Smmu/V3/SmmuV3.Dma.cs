@@ -140,7 +140,7 @@ public sealed partial class SmmuV3
                 return true;
             }
         }
-        return _translator.Translate(ctx.Config, va, access, out entry, out fault);
+        return _translator.Translate(ctx.Config, ctx.Vmid, va, access, out entry, out fault);
     }
 
     internal bool TranslateOne(SmmuV3StreamPort port, ulong address, AccessFlags access, out ulong pa)

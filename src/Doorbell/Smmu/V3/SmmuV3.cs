@@ -16,10 +16,10 @@ namespace Doorbell.Smmu.V3;
 // - Everything happens synchronously: a PROD write runs the queue to completion (or to an error) before the
 //   write returns, so CR0ACK, GBPA.UPDATE and CMD_SYNC complete at once. Memory attributes (CR1, RA/WA, SH,
 //   MemAttr) are stored and read back but have no effect.
-// - Stage-1-only streams tag IOTLB entries with VMID 0 (what Linux programs); STE.S2VMID of such streams is ignored.
 // - The config cache never holds invalid (V = 0) or ILLEGAL structures, so no CFGI is needed to make them valid.
 
 /// <summary>An SMMUv3 instance on a <see cref="PhysicalAddressSpace"/>: map it with <see cref="Map"/>.</summary>
+[System.Runtime.CompilerServices.SkipLocalsInit]
 public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
 {
     readonly PhysicalAddressSpace _bus;
