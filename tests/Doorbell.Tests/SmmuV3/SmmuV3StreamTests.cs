@@ -96,6 +96,21 @@ public class SmmuV3StreamTests
     }
 
     [Fact]
+    public void Try_translate_answers_like_a_transaction_without_moving_data()
+    {
+        var rig = new SmmuV3Rig();
+        var pt = rig.AttachStage1(8);
+        Assert.Equal(0, pt.Map(Iova, SmmuV3Rig.DataBase, 0x1000, IoProt.Read));
+        var p8 = (SmmuV3StreamPort)rig.Smmu.CreateStreamPort(8);
+        Assert.True(p8.TryTranslate(Iova + 0x123, AccessFlags.Read, out var pa));
+        Assert.Equal(SmmuV3Rig.DataBase + 0x123, pa);
+        Assert.True(p8.TryTranslate(Iova + 0x456, AccessFlags.Read, out pa)); // IOTLB hit path
+        Assert.Equal(SmmuV3Rig.DataBase + 0x456, pa);
+        Assert.False(p8.TryTranslate(Iova, AccessFlags.Write, out _));
+        Assert.Equal(Evt.F_PERMISSION, Assert.Single(rig.DrainEvents()).Id);
+    }
+
+    [Fact]
     public void A_faulting_transfer_produces_exactly_one_f_translation_record()
     {
         var rig = new SmmuV3Rig();

@@ -19,6 +19,8 @@ internal sealed class CdCacheEntry
     public required TranslationConfig Config;
     /// <summary>False once invalidated: then kept only so a refetch of identical bytes can skip the decode.</summary>
     public bool Valid = true;
+    /// <summary>The SMMU's CD-validation count when this entry was last checked for ASID conflicts.</summary>
+    public ulong ConflictCheckedAt;
 }
 
 /// <summary>CDs by index: CD 0 in a field (the common case), others in a dictionary made on first use.</summary>
@@ -126,6 +128,9 @@ public sealed partial class SmmuV3
     readonly Dictionary<uint, SteCacheEntry> _steCache = [];
     /// <summary>Last contents the SMMU observed at each STE/CD address (strict mode: hitless-update checks).</summary>
     readonly Dictionary<ulong, ulong[]> _observed = [];
+
+    /// <summary>Counts CDs made valid in the cache (fresh or reused), for the conflict-check shortcut.</summary>
+    ulong _cdValidations;
 
     internal int CachedSteCount => _steCache.Values.Count(e => e.Valid);
 
@@ -383,12 +388,14 @@ public sealed partial class SmmuV3
         if (StrictEnabled) Observe(pa, q);
         if (cached is not null && cached.Address == pa && q.SequenceEqual(cached.Raw))
         {
-            if (FindAsidConflict(ste, cdIndex, cached.Config))
+            // No CD became valid since this one was last checked: no new conflict is possible.
+            if (cached.ConflictCheckedAt != _cdValidations && FindAsidConflict(ste, cdIndex, cached.Config))
             {
                 RecordConfig(Evt.F_CFG_CONFLICT, sid, ssv, ssid);
                 return null;
             }
             cached.Valid = true;
+            cached.ConflictCheckedAt = ++_cdValidations;
             return cached;
         }
         var cd = SmmuV3Decoder.DecodeCd(q, _o, out var why);
@@ -404,7 +411,7 @@ public sealed partial class SmmuV3
             RecordConfig(Evt.F_CFG_CONFLICT, sid, ssv, ssid);
             return null;
         }
-        var entry = new CdCacheEntry { Address = pa, Cd = cd, Config = config };
+        var entry = new CdCacheEntry { Address = pa, Cd = cd, Config = config, ConflictCheckedAt = ++_cdValidations };
         q.CopyTo(entry.Raw);
         ste.Cds.Set(cdIndex, entry);
         return entry;

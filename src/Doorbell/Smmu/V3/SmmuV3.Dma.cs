@@ -145,8 +145,16 @@ public sealed partial class SmmuV3
 
     internal bool TranslateOne(SmmuV3StreamPort port, ulong address, AccessFlags access, out ulong pa)
     {
-        pa = 0;
         var ctx = port.Context;
+        // Hit path: a resolved translating context, not strict, IOTLB hit that permits the access.
+        if (ctx.Generation == Generation && ctx.Outcome == StreamOutcome.Translate && _strict is not { Enabled: true }
+            && _iotlb.TryLookup(ctx.Vmid, ctx.Asid, ctx.TbiKey ? PageTableWalker.TlbInput(ctx.Config, address) : address, out var hit)
+            && PageTableWalker.DeniedBy(hit, access) == TranslationStage.None)
+        {
+            pa = hit.Translate(address);
+            return true;
+        }
+        pa = 0;
         var ssv = port.SubstreamId.HasValue;
         var ssid = port.SubstreamId.GetValueOrDefault();
         if (ctx.Generation != Generation || StrictEnabled || port.AtsTranslated)
