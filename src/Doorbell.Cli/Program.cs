@@ -16,5 +16,6 @@ run.SetAction(parse =>
 });
 root.Subcommands.Add(run);
 root.Subcommands.Add(Doorbell.Cli.AuditCommand.Create());
+if (Doorbell.Cli.QtestCommand.Intercept(root, args) is int qtestExit) return qtestExit;
 
 return root.Parse(args).Invoke();

@@ -11,6 +11,8 @@ public static class DefaultScenario
         new TranslationStep(),
         new SmmuV3Step(),
         new ItsMsiStep(),
+        new PciEduStep(),
         new VfioStep(),
+        new UserspaceDriverStep(),
     ]);
 }

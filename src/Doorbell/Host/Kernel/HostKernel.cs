@@ -1,0 +1,273 @@
+using Doorbell.Gic.Its;
+using Doorbell.Gic.V2;
+using Doorbell.Gic.V2m;
+using Doorbell.Gic.V3;
+using Doorbell.Host.Irq;
+using Doorbell.Host.Os;
+using Doorbell.Host.SmmuV3;
+using Doorbell.Host.Vfio;
+using Doorbell.Iommu;
+using Doorbell.Memory;
+using Doorbell.Platform;
+using Doorbell.Smmu.V3;
+using Doorbell.Tracing;
+
+// The host kernel that boots a qemu-virt board with the real models (SMMUv3, GICv3+ITS or GICv2+GICv2m) and the
+// real host drivers, enumerates PCI through ECAM MMIO, builds IOMMU groups from the topology, and builds the VFIO
+// backends from all of it. Known limits: one host CPU takes interrupts (CPU 0); interrupts are taken when the
+// host services them (after each host MMIO store on behalf of userspace, or when asked), since no CPU runs
+// concurrently; bus numbers and BARs are assigned once at boot (no hotplug, no resource reallocation); I/O BARs
+// are left unassigned; no SMMUv2.
+namespace Doorbell.Host.Kernel;
+
+/// <summary>The hardware models a board was built with (what the kernel's drivers then find by MMIO).</summary>
+public sealed class BoardModels
+{
+    public Doorbell.Smmu.V3.SmmuV3? Smmu { get; internal set; }
+    public GicV3System? GicV3 { get; internal set; }
+    public GicV2System? GicV2 { get; internal set; }
+}
+
+/// <summary>Host RAM split (qemu-virt, 512 MiB at 0x4000_0000): driver tables, then user pages.</summary>
+public static class HostMemoryLayout
+{
+    public const ulong GicTables = 0x4000_0000, GicTablesSize = 0x0400_0000;
+    public const ulong SmmuTables = 0x4400_0000, SmmuTablesSize = 0x0400_0000;
+    public const ulong UserPages = 0x4800_0000, UserPagesSize = 0x1800_0000;
+    /// <summary>qemu-virt platform bus (VIRT_PLATFORM_BUS) and its first SPI (112).</summary>
+    public const ulong PlatformBus = 0x0C00_0000;
+    public const int PlatformFirstSpi = 112;
+}
+
+/// <summary>
+/// A booted host kernel: drivers probed over MMIO, PCI enumerated, IOMMU groups formed. <see cref="BuildVfio"/>
+/// binds every endpoint (and the platform devices) to VFIO through the adapters in this folder.
+/// </summary>
+public sealed class HostKernel
+{
+    readonly List<KernelIommuGroup> _groups = [];
+    readonly List<KernelPciFunction> _functions = [];
+    readonly List<KernelPlatformDevice> _platform = [];
+    readonly HostCpu[] _cpus;
+    bool _servicing;
+
+    HostKernel(Machine machine, BoardModels models, SmmuV3Driver smmu, HostIrqTable irqs, HostCpu[] cpus, IMsiDomain msi,
+        GicV3HostDriver? v3, GicV2HostDriver? v2, PciEnumeration pci)
+    {
+        Machine = machine;
+        Models = models;
+        Smmu = smmu;
+        Irqs = irqs;
+        _cpus = cpus;
+        MsiDomain = msi;
+        GicV3Driver = v3;
+        GicV2Driver = v2;
+        Pci = pci;
+        UserPages = new HostPageAllocator(machine.Bus, HostMemoryLayout.UserPages, HostMemoryLayout.UserPagesSize);
+    }
+
+    public Machine Machine { get; }
+    public BoardModels Models { get; }
+    public PhysicalAddressSpace Bus => Machine.Bus;
+    public SmmuV3Driver Smmu { get; }
+    public HostIrqTable Irqs { get; }
+    public IReadOnlyList<HostCpu> Cpus => _cpus;
+    /// <summary>The MSI irq domain of PCI devices (msi-parent): the ITS, or the GICv2m frame.</summary>
+    public IMsiDomain MsiDomain { get; }
+    public GicV3HostDriver? GicV3Driver { get; }
+    public GicV2HostDriver? GicV2Driver { get; }
+    public PciEnumeration Pci { get; }
+    public HostPageAllocator UserPages { get; }
+    public IReadOnlyList<KernelIommuGroup> Groups => _groups;
+    public IReadOnlyList<KernelPciFunction> Functions => _functions;
+    public IReadOnlyList<KernelPlatformDevice> PlatformDevices => _platform;
+    /// <summary>SMMU event records read so far by <see cref="DrainSmmuEvents"/>.</summary>
+    public List<SmmuV3Event> SmmuEvents { get; } = [];
+
+    /// <summary>Builds a qemu-virt board wired to the real GIC and SMMUv3 models. Add devices, then <see cref="Boot"/>.</summary>
+    public static (Machine Machine, BoardModels Models) CreateBoard(QemuVirtOptions? options = null, StrictMonitor? strict = null)
+    {
+        var models = new BoardModels();
+        var wiring = new BoardWiring
+        {
+            Gic = (m, req) =>
+            {
+                if (req.Version == 3)
+                {
+                    var sys = QemuVirtGicV3.Create(m.Bus, req.Cpus, strict: strict);
+                    models.GicV3 = sys;
+                    return n => sys.Gic.SpiLine(32 + n);
+                }
+                var v2 = QemuVirtGicV2.Create(m.Bus, req.Cpus, strict);
+                models.GicV2 = v2;
+                return n => v2.Gic.SpiLine(32 + n);
+            },
+            Iommu = (m, req) =>
+            {
+                if (req.Kind != IommuKind.SmmuV3) return null;
+                var s = new Doorbell.Smmu.V3.SmmuV3(m.Bus, SmmuV3Options.QemuVirt, null, strict);
+                s.Map(new PhysAddr(req.Base));
+                models.Smmu = s;
+                return s;
+            },
+        };
+        var machine = QemuVirtBoard.Create(options ?? new QemuVirtOptions(), wiring);
+        return (machine, models);
+    }
+
+    /// <summary>Adds the platform DMA engine as a device-tree device on the platform bus (its own StreamID, a wired SPI).</summary>
+    public static PlatformDmaInfo AddPlatformDma(Machine machine, int index = 0, uint streamId = 0xFF00)
+    {
+        ArgumentNullException.ThrowIfNull(machine);
+        var @base = HostMemoryLayout.PlatformBus + (ulong)index * 0x1000;
+        var spi = HostMemoryLayout.PlatformFirstSpi + index;
+        var dev = machine.AddPlatformDma(@base, spi, streamId);
+        return new PlatformDmaInfo(dev, @base, spi, streamId);
+    }
+
+    /// <summary>Boots: GIC + ITS/GICv2m drivers, SMMUv3 driver, PCI enumeration over ECAM, IOMMU groups.</summary>
+    public static HostKernel Boot(Machine machine, BoardModels models, IReadOnlyList<PlatformDmaInfo>? platform = null)
+    {
+        ArgumentNullException.ThrowIfNull(machine);
+        ArgumentNullException.ThrowIfNull(models);
+        var bus = machine.Bus;
+        GicV3HostDriver? v3 = null;
+        GicV2HostDriver? v2 = null;
+        IMsiDomain msi;
+        HostIrqTable irqs;
+        HostCpu[] cpus;
+        if (models.GicV3 is { } g3)
+        {
+            v3 = new GicV3HostDriver(bus, QemuVirtGicV3.GicdBase, QemuVirtGicV3.GicrBase, g3.Gic.CpuInterfaces,
+                new HostPhysAllocator(bus, HostMemoryLayout.GicTables, HostMemoryLayout.GicTables + HostMemoryLayout.GicTablesSize));
+            v3.Init();
+            var its = new ItsDriver(v3, QemuVirtGicV3.ItsBase);
+            its.Init();
+            msi = its;
+            irqs = v3.Irqs;
+            cpus = [.. v3.Cpus];
+        }
+        else if (models.GicV2 is not null)
+        {
+            v2 = new GicV2HostDriver(bus, QemuVirtGicV2.GicdBase, QemuVirtGicV2.GiccBase);
+            v2.Init();
+            var m2 = new Gicv2mDriver(v2, QemuVirtGicV2.V2mBase);
+            m2.Init();
+            msi = m2;
+            irqs = v2.Irqs;
+            cpus = [v2.Cpu0];
+        }
+        else throw new InvalidOperationException("board has no interrupt controller model");
+        if (models.Smmu is null) throw new InvalidOperationException("board has no SMMUv3 model");
+        var smmu = SmmuV3Driver.Probe(new BusSmmuHostAccess(bus, QemuVirtMap.Smmu), bus,
+            new BumpPageAllocator(HostMemoryLayout.SmmuTables, HostMemoryLayout.SmmuTablesSize));
+        var pci = PciEnumeration.Scan(bus, QemuVirtMap.PcieEcam, QemuVirtMap.PcieMmio, QemuVirtMap.PcieMmioSize);
+        var k = new HostKernel(machine, models, smmu, irqs, cpus, msi, v3, v2, pci);
+        k.FormGroups(platform ?? []);
+        return k;
+    }
+
+    void FormGroups(IReadOnlyList<PlatformDmaInfo> platform)
+    {
+        // iommu_probe_device for every endpoint, in enumeration order; pci_device_group decides the group.
+        var byKey = new Dictionary<string, KernelIommuGroup>();
+        foreach (var f in Pci.Functions)
+        {
+            if (f.IsBridge) continue;
+            var key = IommuGrouping.GroupKey(Pci, f);
+            if (!byKey.TryGetValue(key, out var g))
+            {
+                g = new KernelIommuGroup(this, _groups.Count, key);
+                byKey[key] = g;
+                _groups.Add(g);
+            }
+            var dev = new Doorbell.Host.Iommu.IommuDevice(f.Name, [f.Rid]);
+            Smmu.ProbeDevice(dev);
+            var fn = new KernelPciFunction(this, f, g, dev);
+            g.AddMember(dev, MsiDomain);
+            g.PciFunctions.Add(fn);
+            _functions.Add(fn);
+        }
+        foreach (var p in platform)
+        {
+            var g = new KernelIommuGroup(this, _groups.Count, "platform:" + p.Name);
+            _groups.Add(g);
+            var dev = new Doorbell.Host.Iommu.IommuDevice(p.Name, [p.StreamId]);
+            Smmu.ProbeDevice(dev);
+            g.AddMember(dev, null); // no msi-parent: msi_device_has_isolated_msi is false
+            var pd = new KernelPlatformDevice(this, p);
+            g.PlatformDevices.Add(pd);
+            _platform.Add(pd);
+        }
+    }
+
+    /// <summary>Registers every group with a new VFIO core and binds its devices (vfio-pci / vfio-platform).</summary>
+    public VfioHost BuildVfio(VfioOptions? options = null)
+    {
+        var host = new VfioHost(options);
+        foreach (var g in _groups)
+        {
+            var vg = host.AddGroup(g);
+            foreach (var f in g.PciFunctions)
+            {
+                var r = host.BindPci(vg, f, out _);
+                if (r < 0) vg.SetOtherDevice(f.Name, HostDriver.HostKernel);
+            }
+            foreach (var p in g.PlatformDevices)
+            {
+                var r = host.BindPlatform(vg, p, out _);
+                if (r < 0) vg.SetOtherDevice(p.Name, HostDriver.HostKernel);
+            }
+        }
+        return host;
+    }
+
+    /// <summary>A userspace process of this kernel with a fresh address space over the user page pool.</summary>
+    public VfioProcess CreateProcess(VfioHost host, ulong memlockBytes = 64UL << 20) =>
+        new(host, new UserAddressSpace(UserPages), memlockBytes);
+
+    public KernelPciFunction? FindFunction(string name) => _functions.FirstOrDefault(f => f.Name == name);
+
+    /// <summary>The interrupt entry of every host CPU: acknowledge, dispatch to the handler, end (gic_handle_irq).
+    /// Re-entrant calls (a handler that touches the device) are folded into the outer loop.</summary>
+    public int ServiceInterrupts()
+    {
+        if (_servicing) return 0;
+        _servicing = true;
+        try
+        {
+            var n = 0;
+            foreach (var c in _cpus) n += c.HandleInterrupts();
+            return n;
+        }
+        finally { _servicing = false; }
+    }
+
+    /// <summary>Reads new SMMU event records (the driver's event-queue handler) and appends them to <see cref="SmmuEvents"/>.</summary>
+    public IReadOnlyList<SmmuV3Event> DrainSmmuEvents()
+    {
+        var e = Smmu.DrainEvents();
+        SmmuEvents.AddRange(e);
+        return e;
+    }
+
+    internal void SetSpiEnabled(int intid, bool enabled, bool edge)
+    {
+        if (GicV3Driver is { } v3)
+        {
+            if (enabled) v3.EnableSpi(intid, 0, edge);
+            else Bus.Write(new PhysAddr(QemuVirtGicV3.GicdBase.Value + GicV3.GICD_ICENABLER + (ulong)(intid / 32) * 4), 4, 1UL << (intid % 32), BusAttributes.Cpu);
+        }
+        else if (GicV2Driver is { } v2)
+        {
+            if (enabled) v2.EnableSpi(intid, 0, edge);
+            else v2.DisableSpi(intid);
+        }
+    }
+}
+
+/// <summary>A platform DMA engine placed on the board: device, register base, SPI index, StreamID.</summary>
+public sealed record PlatformDmaInfo(Doorbell.Devices.PlatformDmaDevice Device, ulong Base, int Spi, uint StreamId)
+{
+    public string Name => $"{Base:x}.dma";
+}

@@ -1,0 +1,325 @@
+using Doorbell.Host.Iommu;
+using Doorbell.Host.Irq;
+using Doorbell.Host.Vfio.Backends;
+using Doorbell.Memory;
+
+// VFIO's PCI function backend over the real device: config space through ECAM MMIO, BARs through the CPU's MMIO
+// window, FLR through the PCIe capability, MSI/MSI-X vectors from the device's MSI irq domain (ITS: LPIs mapped
+// with MAPTI; GICv2m: SPIs), their messages composed through the IOMMU's MSI cookie, and INTx as the swizzled GIC
+// SPI. Known limits: no AER reporting source (the ERR index never fires); INTx lines are not shared (a second
+// device on the same SPI gets -EBUSY, where Linux would share with IRQF_SHARED).
+namespace Doorbell.Host.Kernel;
+
+public sealed class KernelPciFunction : IVfioPciFunction
+{
+    public const int ENOTTY = 25;
+    readonly HostKernel _k;
+    readonly EnumeratedFunction _f;
+    readonly int _msiCap, _msixCap;
+    MsiAllocation? _alloc;
+    readonly List<int> _handlers = [];
+    int _intxIntid = -1;
+
+    internal KernelPciFunction(HostKernel kernel, EnumeratedFunction f, KernelIommuGroup group, IommuDevice device)
+    {
+        _k = kernel;
+        _f = f;
+        Group = group;
+        IommuDevice = device;
+        if ((Cfg(0x06, 2) & 0x10) != 0)
+        {
+            var p = (int)Cfg(0x34, 1) & 0xFC;
+            for (var n = 0; n < 48 && p >= 0x40; n++)
+            {
+                var hdr = Cfg(p, 2);
+                if ((hdr & 0xFF) == 0x05) _msiCap = p;
+                if ((hdr & 0xFF) == 0x11) _msixCap = p;
+                p = (int)(hdr >> 8) & 0xFC;
+            }
+        }
+    }
+
+    public EnumeratedFunction Enumerated => _f;
+    public KernelIommuGroup Group { get; }
+    public IommuDevice IommuDevice { get; }
+    public string Name => _f.Name;
+    public ushort Segment => 0;
+    public byte Bus => (byte)_f.Bus;
+    public byte Devfn => (byte)(_f.Device << 3 | _f.Function);
+    public int ConfigSize => _f.PcieCap != 0 ? 4096 : 256;
+    /// <summary>The bus DeviceID of this function's MSI writes (identity msi-map on qemu-virt).</summary>
+    public uint DeviceId => _f.Rid;
+    /// <summary>The vectors allocated from the MSI domain (null when none).</summary>
+    public MsiAllocation? Vectors => _alloc;
+    /// <summary>The MSI addresses programmed into the device, per vector (IOVA in the SW_MSI window when a cookie is set).</summary>
+    public IReadOnlyList<ulong> ProgrammedMsiAddresses => _programmed;
+    readonly List<ulong> _programmed = [];
+    public int IntxIntid => _intxIntid;
+
+    uint Cfg(int off, int size) => _k.Pci.Read(_f.Rid, off, size);
+
+    public uint ReadConfig(int offset, int size) => Cfg(offset, size);
+
+    public void WriteConfig(int offset, int size, uint value)
+    {
+        _k.Pci.Write(_f.Rid, offset, size, value);
+        _k.ServiceInterrupts(); // e.g. INTx re-asserted by clearing DisINTx
+    }
+
+    public PciBarInfo GetBar(int index)
+    {
+        if ((uint)index > 6) return default;
+        var b = _f.Bars[index];
+        if (b.Size == 0) return default;
+        var kind = b.Io ? PciBarKind.Io : b.Is64 ? PciBarKind.Memory64 : PciBarKind.Memory32;
+        if (b.Prefetch) kind |= PciBarKind.Prefetchable;
+        return new PciBarInfo(b.Size, kind, b.Address);
+    }
+
+    public BusStatus ReadBar(int index, ulong offset, int size, out ulong value)
+    {
+        value = 0;
+        var b = GetBar(index);
+        if (!b.IsMemory || b.HostAddress == 0 || offset + (ulong)size > b.Size) return BusStatus.DecodeError;
+        return _k.Bus.Read(new PhysAddr(b.HostAddress + offset), size, out value, BusAttributes.Cpu);
+    }
+
+    public BusStatus WriteBar(int index, ulong offset, int size, ulong value)
+    {
+        var b = GetBar(index);
+        if (!b.IsMemory || b.HostAddress == 0 || offset + (ulong)size > b.Size) return BusStatus.DecodeError;
+        var s = _k.Bus.Write(new PhysAddr(b.HostAddress + offset), size, value, BusAttributes.Cpu);
+        _k.ServiceInterrupts(); // the CPU takes whatever the store made the device raise
+        return s;
+    }
+
+    /// <summary>pci_try_reset_function: FLR when DEVCAP says so, with the header saved and restored around it.</summary>
+    public int Reset()
+    {
+        if (_f.PcieCap == 0 || (Cfg(_f.PcieCap + 4, 4) & (1u << 28)) == 0) return -ENOTTY;
+        var saved = new uint[16];
+        for (var i = 1; i < 16; i++) saved[i] = Cfg(i * 4, 4);
+        var devctl = Cfg(_f.PcieCap + 8, 2);
+        _k.Pci.Write(_f.Rid, _f.PcieCap + 8, 2, devctl | 0x8000); // BCR/FLR, PCIe 4.0 §7.5.3.4
+        for (var i = 4; i < 16; i++) _k.Pci.Write(_f.Rid, i * 4, 4, saved[i]);
+        _k.Pci.Write(_f.Rid, 0x04, 2, saved[1] & 0xFFFF);
+        _k.Pci.Write(_f.Rid, _f.PcieCap + 8, 2, devctl & 0x7FFF);
+        return 0;
+    }
+
+    public int EnableVectors(PciIrqKind kind, int nvec, IVfioIrqSink sink)
+    {
+        ArgumentNullException.ThrowIfNull(sink);
+        if (_alloc is not null) return -Errno.EINVAL;
+        if (nvec < 1) return -Errno.EINVAL;
+        int max;
+        if (kind == PciIrqKind.Msix)
+        {
+            if (_msixCap == 0) return -Errno.EINVAL;
+            max = (int)(Cfg(_msixCap + 2, 2) & 0x7FF) + 1;
+        }
+        else
+        {
+            if (_msiCap == 0) return -Errno.EINVAL;
+            max = 1 << (int)(Cfg(_msiCap + 2, 2) >> 1 & 7);
+        }
+        var got = Math.Min(nvec, max);
+        if (kind == PciIrqKind.Msi) got = 1 << System.Numerics.BitOperations.Log2((uint)got); // multi-MSI needs a power of two
+        MsiAllocation a;
+        try { a = _k.MsiDomain.AllocateMsis(DeviceId, got); }
+        catch (IrqException e) { return -e.Errno; }
+        if (kind == PciIrqKind.Msi && got > 1 && (a.Vectors[0].Message.Data & (uint)(got - 1)) != 0)
+        {
+            // the block is not aligned for multi-MSI's low data bits: fall back to one vector
+            _k.MsiDomain.FreeMsis(a);
+            got = 1;
+            try { a = _k.MsiDomain.AllocateMsis(DeviceId, 1); }
+            catch (IrqException e) { return -e.Errno; }
+        }
+        _alloc = a;
+        _programmed.Clear();
+        var domain = Group.AttachedDomain;
+        foreach (var v in a.Vectors)
+        {
+            ulong addr;
+            try { addr = domain?.MsiAddress(v.Message.Address) ?? v.Message.Address; }
+            catch (IommuException e) { DisableVectors(); return -e.Errno; }
+            _programmed.Add(addr);
+            var idx = v.Index;
+            try { _k.Irqs.Request(v.Intid, (_, _) => sink.OnMsi(idx)); }
+            catch (IrqException e) { DisableVectors(); return -e.Errno; }
+            _handlers.Add(v.Intid);
+        }
+        if (kind == PciIrqKind.Msix)
+        {
+            var tbl = Cfg(_msixCap + 4, 4);
+            var bar = GetBar((int)(tbl & 7));
+            var table = bar.HostAddress + (tbl & ~7u);
+            var ctl = Cfg(_msixCap + 2, 2);
+            _k.Pci.Write(_f.Rid, _msixCap + 2, 2, ctl | 0xC000); // enable with the function masked while the table is written
+            for (var i = 0; i < got; i++)
+            {
+                var e = table + (ulong)i * 16; // MSI-X table entry, PCI LB 3.0 §6.8.2.6-9
+                _k.Bus.Write(new PhysAddr(e), 4, (uint)_programmed[i], BusAttributes.Cpu);
+                _k.Bus.Write(new PhysAddr(e + 4), 4, _programmed[i] >> 32, BusAttributes.Cpu);
+                _k.Bus.Write(new PhysAddr(e + 8), 4, a.Vectors[i].Message.Data, BusAttributes.Cpu);
+                _k.Bus.Write(new PhysAddr(e + 12), 4, 0, BusAttributes.Cpu);
+            }
+            _k.Pci.Write(_f.Rid, _msixCap + 2, 2, (ctl | 0x8000) & ~0x4000u);
+        }
+        else
+        {
+            var flags = Cfg(_msiCap + 2, 2);
+            var is64 = (flags & 0x80) != 0;
+            _k.Pci.Write(_f.Rid, _msiCap + 4, 4, (uint)_programmed[0]);
+            if (is64) _k.Pci.Write(_f.Rid, _msiCap + 8, 4, (uint)(_programmed[0] >> 32));
+            _k.Pci.Write(_f.Rid, _msiCap + (is64 ? 0xC : 0x8), 2, a.Vectors[0].Message.Data);
+            var mme = (uint)System.Numerics.BitOperations.Log2((uint)got) << 4;
+            _k.Pci.Write(_f.Rid, _msiCap + 2, 2, (flags & ~0x70u) | mme | 1);
+        }
+        return got;
+    }
+
+    public void DisableVectors()
+    {
+        if (_msixCap != 0) _k.Pci.Write(_f.Rid, _msixCap + 2, 2, Cfg(_msixCap + 2, 2) & ~0x8000u);
+        if (_msiCap != 0) _k.Pci.Write(_f.Rid, _msiCap + 2, 2, Cfg(_msiCap + 2, 2) & ~1u);
+        foreach (var i in _handlers) _k.Irqs.Free(i);
+        _handlers.Clear();
+        if (_alloc is not null) _k.MsiDomain.FreeMsis(_alloc);
+        _alloc = null;
+    }
+
+    /// <summary>The INTID of this function's INTx: pin swizzled through each bridge, then qemu-virt's root rule.</summary>
+    public int IntxLine()
+    {
+        var pin = (int)Cfg(0x3D, 1);
+        if (pin is < 1 or > 4) return -1;
+        var p = pin - 1;
+        var f = _f;
+        while (f.Parent is not null)
+        {
+            p = (p + f.Device) & 3;
+            f = f.Parent;
+        }
+        return 32 + Doorbell.Platform.QemuVirtMap.PcieIntxFirstSpi + ((p + f.Device) & 3);
+    }
+
+    public int ConnectIntx(IVfioIrqSink? sink)
+    {
+        if (sink is null)
+        {
+            if (_intxIntid >= 0)
+            {
+                _k.SetSpiEnabled(_intxIntid, false, edge: false);
+                _k.Irqs.Free(_intxIntid);
+                _intxIntid = -1;
+            }
+            return 0;
+        }
+        var intid = IntxLine();
+        if (intid < 0) return -Errno.ENODEV;
+        if (_intxIntid >= 0) return -Errno.EBUSY;
+        try { _k.Irqs.Request(intid, (_, _) => sink.OnIntx()); }
+        catch (IrqException e) { return -e.Errno; }
+        _intxIntid = intid;
+        _k.SetSpiEnabled(intid, true, edge: false);
+        _k.ServiceInterrupts();
+        return 0;
+    }
+
+    public void SetIntxLineMasked(bool masked)
+    {
+        if (_intxIntid < 0) return;
+        _k.SetSpiEnabled(_intxIntid, !masked, edge: false);
+        if (!masked) _k.ServiceInterrupts();
+    }
+
+    /// <summary>No AER source is modelled: the sink is kept for completeness.</summary>
+    public void ConnectErrors(IVfioIrqSink? sink) => ErrorSink = sink;
+
+    public IVfioIrqSink? ErrorSink { get; private set; }
+
+    public override string ToString() => Name;
+}
+
+/// <summary>vfio-platform's backend over the platform DMA engine: one MMIO region, one level-triggered SPI, and a
+/// reset handler (what a vfio-platform reset module does: CTRL := 0 through MMIO).</summary>
+public sealed class KernelPlatformDevice : IVfioPlatformDevice
+{
+    readonly HostKernel _k;
+    readonly PlatformDmaInfo _p;
+    Action<int>? _handler;
+    bool _requested;
+
+    internal KernelPlatformDevice(HostKernel kernel, PlatformDmaInfo info)
+    {
+        _k = kernel;
+        _p = info;
+        Regions = [new PlatformRegionInfo(info.Base, Doorbell.Devices.PlatformDmaRegs.RegionSize, false)];
+    }
+
+    public string Name => _p.Name;
+    public bool IsAmba => false;
+    public IReadOnlyList<PlatformRegionInfo> Regions { get; }
+    public IReadOnlyList<bool> IrqIsLevel { get; } = [true];
+    public int Intid => 32 + _p.Spi;
+
+    public BusStatus ReadRegion(int index, ulong offset, int size, out ulong value)
+    {
+        value = 0;
+        if (index != 0 || offset + (ulong)size > Regions[0].Size) return BusStatus.DecodeError;
+        return _k.Bus.Read(new PhysAddr(_p.Base + offset), size, out value, BusAttributes.Cpu);
+    }
+
+    public BusStatus WriteRegion(int index, ulong offset, int size, ulong value)
+    {
+        if (index != 0 || offset + (ulong)size > Regions[0].Size) return BusStatus.DecodeError;
+        var s = _k.Bus.Write(new PhysAddr(_p.Base + offset), size, value, BusAttributes.Cpu);
+        _k.ServiceInterrupts();
+        return s;
+    }
+
+    /// <summary>The line level, from the device's registers (STATUS nonzero with CTRL.IRQ_ENABLE).</summary>
+    public bool IrqLineAsserted(int index)
+    {
+        if (index != 0) return false;
+        _k.Bus.Read(new PhysAddr(_p.Base + Doorbell.Devices.PlatformDmaRegs.Ctrl), 4, out var ctrl, BusAttributes.Cpu);
+        _k.Bus.Read(new PhysAddr(_p.Base + Doorbell.Devices.PlatformDmaRegs.Status), 4, out var st, BusAttributes.Cpu);
+        return (ctrl & Doorbell.Devices.PlatformDmaRegs.CtrlIrqEnable) != 0 && st != 0;
+    }
+
+    public void ConnectIrq(int index, Action<int>? handler)
+    {
+        if (index != 0) return;
+        _handler = handler;
+        if (handler is not null && !_requested)
+        {
+            _k.Irqs.Request(Intid, (_, _) => _handler?.Invoke(0));
+            _requested = true;
+            _k.SetSpiEnabled(Intid, true, edge: false);
+            _k.ServiceInterrupts();
+        }
+        else if (handler is null && _requested)
+        {
+            _k.SetSpiEnabled(Intid, false, edge: false);
+            _k.Irqs.Free(Intid);
+            _requested = false;
+        }
+    }
+
+    public void SetIrqEnabled(int index, bool enabled)
+    {
+        if (index != 0 || !_requested) return;
+        _k.SetSpiEnabled(Intid, enabled, edge: false);
+        if (enabled) _k.ServiceInterrupts();
+    }
+
+    public bool HasReset => true;
+
+    public int Reset()
+    {
+        _k.Bus.Write(new PhysAddr(_p.Base + Doorbell.Devices.PlatformDmaRegs.Ctrl), 4, 0, BusAttributes.Cpu);
+        return 0;
+    }
+}

@@ -1,0 +1,177 @@
+using System.Globalization;
+using Doorbell.Devices;
+using Doorbell.Pci;
+using YamlDotNet.Serialization;
+using YamlDotNet.Serialization.NamingConventions;
+
+namespace Doorbell.Platform;
+
+// Known limits: the address map is qemu-virt's (GIC, SMMU, ECAM and windows at their QEMU places); a description
+// chooses RAM size, GIC and IOMMU kind, CPUs, the PCIe tree, platform devices and the id maps. Bus numbers are
+// not described: software (firmware or the host driver) programs them, as on hardware.
+
+/// <summary>
+/// A board description file (YAML). Numbers accept decimal, 0x-hex and size suffixes (K, M, G). Example:
+/// <code>
+/// name: two-port
+/// ram: 1G
+/// cpus: 2
+/// gic: { version: 3, its: true }
+/// iommu: smmuv3
+/// iommu-map: [{ rid-base: 0, output-base: 0, length: 0x10000 }]
+/// msi-map: [{ rid-base: 0, output-base: 0x10000, length: 0x10000 }]
+/// pcie:
+///   - { slot: 1, device: edu, dma-mask: 0xffffffffff }
+///   - slot: 2
+///     root-port: [{ device: mq-dma, queues: 4 }]
+///   - slot: 3
+///     switch: [{ device: edu }, { device: mq-dma }]
+/// platform:
+///   - { device: dma-engine, base: 0x0a000000, spi: 40, stream-id: 0x77 }
+/// </code>
+/// </summary>
+public sealed class BoardDescription
+{
+    public string Name { get; set; } = "custom";
+    public string Ram { get; set; } = "512M";
+    public int Cpus { get; set; } = 1;
+    public GicDescription Gic { get; set; } = new();
+    public string Iommu { get; set; } = "smmuv3";
+    public List<IdMapDescription>? IommuMap { get; set; }
+    public string? IommuMapMask { get; set; }
+    public List<IdMapDescription>? MsiMap { get; set; }
+    public string? MsiMapMask { get; set; }
+    public List<PcieNode> Pcie { get; set; } = [];
+    public List<PlatformDeviceDescription> Platform { get; set; } = [];
+
+    public static BoardDescription Parse(string yaml)
+    {
+        var d = new DeserializerBuilder().WithNamingConvention(HyphenatedNamingConvention.Instance).Build();
+        try
+        {
+            return d.Deserialize<BoardDescription>(yaml) ?? new BoardDescription();
+        }
+        catch (YamlDotNet.Core.YamlException e)
+        {
+            throw new FormatException($"board description: {e.Message}", e);
+        }
+    }
+
+    public static BoardDescription Load(string path) => Parse(File.ReadAllText(path));
+
+    /// <summary>Builds the machine (board-description errors throw FormatException).</summary>
+    public Machine Build(BoardWiring? wiring = null)
+    {
+        var iommu = Iommu.ToLowerInvariant() switch
+        {
+            "smmuv3" => IommuKind.SmmuV3,
+            "none" => IommuKind.None,
+            var k => throw new FormatException($"iommu '{k}' is not supported (smmuv3, none)"),
+        };
+        var m = QemuVirtBoard.Create(new QemuVirtOptions
+        {
+            GicVersion = Gic.Version, Its = Gic.Its, Iommu = iommu, RamSize = Num(Ram), Cpus = Cpus,
+        }, wiring);
+        var host = m.Pci!;
+        if (IommuMap != null || IommuMapMask != null)
+            host.ConnectIommu(m.Iommu, new IdMap((IommuMap ?? []).Select(e => e.ToEntry()), (uint)Num(IommuMapMask ?? "0xffff")));
+        if (MsiMap != null || MsiMapMask != null)
+            host.SetMsiMap(new IdMap((MsiMap ?? []).Select(e => e.ToEntry()), (uint)Num(MsiMapMask ?? "0xffff")));
+        foreach (var n in Pcie) Attach(m, host.RootBus, n, m.Clock);
+        foreach (var p in Platform)
+        {
+            if (p.Device != "dma-engine") throw new FormatException($"platform device '{p.Device}' is unknown (dma-engine)");
+            m.AddPlatformDma(Num(p.Base), p.Spi, (uint)Num(p.StreamId));
+        }
+        return m;
+    }
+
+    static void Attach(Machine m, PciBus bus, PcieNode n, Timing.VirtualClock clock)
+    {
+        var slot = n.Slot ?? bus.FirstFreeDevice();
+        if (slot < 0) throw new FormatException("no free slot on a bus");
+        if (n.RootPort != null || n.Switch != null)
+        {
+            var rp = bus.Attach(new PciBridge(0x1b36, 0x000c, PciePortType.RootPort, n.Name ?? "root-port", acs: n.Acs), slot);
+            if (n.RootPort != null)
+                foreach (var c in n.RootPort.Take(1)) Attach(m, rp.Secondary, c with { Slot = 0 }, clock);
+            if (n.Switch != null)
+            {
+                var up = rp.Secondary.Attach(new PciBridge(0x10b5, 0x8605, PciePortType.SwitchUpstream, "switch-up"), 0);
+                for (var i = 0; i < n.Switch.Count; i++)
+                {
+                    var dp = up.Secondary.Attach(new PciBridge(0x10b5, 0x8605, PciePortType.SwitchDownstream, $"switch-down{i}", acs: n.Acs), i);
+                    Attach(m, dp.Secondary, n.Switch[i] with { Slot = 0 }, clock);
+                }
+            }
+            return;
+        }
+        if (n.Functions != null)
+        {
+            for (var f = 0; f < n.Functions.Count && f < 8; f++)
+                bus.Attach(CreateDevice(n.Functions[f], clock), slot, f);
+            return;
+        }
+        var fn = bus.Attach(CreateDevice(n, clock), slot);
+        m.Devices.Add(fn);
+    }
+
+    static PciFunction CreateDevice(PcieNode n, Timing.VirtualClock clock) => n.Device switch
+    {
+        "edu" => new EduDevice(clock, n.DmaMask is { } mask ? Num(mask) : (1UL << 28) - 1),
+        "mq-dma" => new MultiQueueDmaDevice(n.Queues ?? 4),
+        null => throw new FormatException("a PCIe node needs device, functions, root-port or switch"),
+        var d => throw new FormatException($"PCI device '{d}' is unknown (edu, mq-dma)"),
+    };
+
+    /// <summary>Decimal, 0x-hex, or a size with a K/M/G/T suffix.</summary>
+    public static ulong Num(string s)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        s = s.Trim().Replace("_", "", StringComparison.Ordinal);
+        if (s.StartsWith("0x", StringComparison.OrdinalIgnoreCase))
+            return ulong.TryParse(s.AsSpan(2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var h) ? h : throw new FormatException($"bad number '{s}'");
+        if (s.Length > 0 && char.IsLetter(s[^1]))
+        {
+            var unit = char.ToUpperInvariant(s[^1]) switch { 'K' => 1UL << 10, 'M' => 1UL << 20, 'G' => 1UL << 30, 'T' => 1UL << 40, _ => throw new FormatException($"bad size '{s}'") };
+            return ulong.TryParse(s.AsSpan(0, s.Length - 1), NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n * unit : throw new FormatException($"bad size '{s}'");
+        }
+        return ulong.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out var d) ? d : throw new FormatException($"bad number '{s}'");
+    }
+}
+
+public sealed class GicDescription
+{
+    public int Version { get; set; } = 3;
+    public bool Its { get; set; } = true;
+}
+
+public sealed class IdMapDescription
+{
+    public string RidBase { get; set; } = "0";
+    public string OutputBase { get; set; } = "0";
+    public string Length { get; set; } = "0x10000";
+    public IdMapEntry ToEntry() => new((uint)BoardDescription.Num(RidBase), (uint)BoardDescription.Num(OutputBase), (uint)BoardDescription.Num(Length));
+}
+
+/// <summary>A node of the PCIe tree: a device, a multi-function device, a root port, or a root port with a switch.</summary>
+public sealed record PcieNode
+{
+    public int? Slot { get; set; }
+    public string? Name { get; set; }
+    public string? Device { get; set; }
+    public string? DmaMask { get; set; }
+    public int? Queues { get; set; }
+    public bool Acs { get; set; } = true;
+    public List<PcieNode>? Functions { get; set; }
+    public List<PcieNode>? RootPort { get; set; }
+    public List<PcieNode>? Switch { get; set; }
+}
+
+public sealed class PlatformDeviceDescription
+{
+    public string Device { get; set; } = "dma-engine";
+    public string Base { get; set; } = "0x0a000000";
+    public int Spi { get; set; } = 40;
+    public string StreamId { get; set; } = "0";
+}

@@ -1,0 +1,110 @@
+using Doorbell.Devices;
+using Doorbell.Memory;
+using Doorbell.Pci;
+using Doorbell.Timing;
+
+namespace Doorbell.Platform;
+
+// Known limits: no CPUs are modelled (software drives the bus directly, as qtest does); the interrupt
+// controller and IOMMU are plugged in through BoardWiring factories so boards build without them.
+
+/// <summary>Interrupt-controller and IOMMU factories a board calls while it builds (the seams to the GIC and SMMU models).</summary>
+public sealed class BoardWiring
+{
+    /// <summary>Builds the IOMMU for the machine (it maps its own registers on machine.Bus), or null for none.</summary>
+    public Func<Machine, IommuRequest, IIommuUpstream?>? Iommu { get; init; }
+    /// <summary>Builds the interrupt controller (mapping its frames on machine.Bus) and returns SPI n → wired line.</summary>
+    public Func<Machine, GicRequest, Func<int, IInterruptLine>>? Gic { get; init; }
+
+    public static BoardWiring None { get; } = new();
+
+    /// <summary>What boards use when given no wiring: the real GIC and SMMU models once they exist.</summary>
+    public static BoardWiring Default => QemuVirtWiring.Models;
+}
+
+public enum IommuKind { None, SmmuV3, SmmuV2 }
+
+/// <summary>What a board asks its IOMMU factory for.</summary>
+public sealed record IommuRequest(IommuKind Kind, ulong Base, int FirstSpi);
+
+/// <summary>What a board asks its GIC factory for (bases from the board's map; 0 = absent).</summary>
+public sealed record GicRequest(int Version, bool Its, int Cpus, ulong DistributorBase, ulong RedistributorBase,
+    ulong CpuInterfaceBase, ulong ItsBase, ulong V2mBase, int V2mFirstSpi, int V2mSpiCount);
+
+/// <summary>An SPI input that only records its level (what a board uses when no GIC model is wired).</summary>
+public sealed class RecordingInterruptLine(int spi) : IInterruptLine
+{
+    public int Spi { get; } = spi;
+    public bool Level { get; private set; }
+    public int RisingEdges { get; private set; }
+
+    public void SetLevel(bool asserted)
+    {
+        if (asserted && !Level) RisingEdges++;
+        Level = asserted;
+    }
+}
+
+/// <summary>A built machine: its bus, clock, PCIe root complex, IOMMU and interrupt lines.</summary>
+public sealed class Machine
+{
+    Func<int, IInterruptLine> _spi;
+    readonly Dictionary<int, RecordingInterruptLine> _recorded = [];
+
+    public Machine(string name, PhysicalAddressSpace bus, VirtualClock clock, Func<int, IInterruptLine>? spi)
+    {
+        Name = name;
+        Bus = bus;
+        Clock = clock;
+        _spi = spi ?? (n => _recorded.TryGetValue(n, out var l) ? l : _recorded[n] = new RecordingInterruptLine(n));
+    }
+
+    public string Name { get; }
+    public PhysicalAddressSpace Bus { get; }
+    public VirtualClock Clock { get; }
+    public PciHost? Pci { get; internal set; }
+    public IIommuUpstream? Iommu { get; set; }
+    public IommuKind IommuKind { get; internal set; }
+    public int GicVersion { get; internal set; }
+    public bool HasIts { get; internal set; }
+    public int Cpus { get; internal set; } = 1;
+    public ulong RamBase { get; internal set; }
+    public ulong RamSize { get; internal set; }
+    /// <summary>Where a PCI MSI doorbell is (GITS_TRANSLATER or the GICv2m SETSPI register), 0 when none.</summary>
+    public ulong MsiDoorbell { get; internal set; }
+    public List<object> Devices { get; } = [];
+    /// <summary>The models the wiring built (null when absent).</summary>
+    public Doorbell.Gic.V3.GicV3? GicV3 { get; internal set; }
+    public Doorbell.Gic.Its.GicV3Its? Its { get; internal set; }
+    public Doorbell.Gic.V2.GicV2? GicV2 { get; internal set; }
+    public Doorbell.Gic.V2m.GicV2m? GicV2m { get; internal set; }
+    public Doorbell.Smmu.V3.SmmuV3? SmmuV3 { get; internal set; }
+
+    internal void SetSpiProvider(Func<int, IInterruptLine> spi) => _spi = spi;
+
+    /// <summary>The wired line of SPI <paramref name="n"/> (INTID 32 + n).</summary>
+    public IInterruptLine Spi(int n) => _spi(n);
+
+    /// <summary>The recorded level of SPI n when no GIC model is wired (null when a GIC is).</summary>
+    public RecordingInterruptLine? RecordedSpi(int n) => _recorded.TryGetValue(n, out var l) ? l : null;
+
+    /// <summary>Adds the platform DMA engine: registers at <paramref name="base"/>, SPI <paramref name="spi"/>, DMA through the IOMMU at <paramref name="streamId"/>.</summary>
+    public Doorbell.Devices.PlatformDmaDevice AddPlatformDma(ulong @base, int spi, uint streamId)
+    {
+        var d = new Doorbell.Devices.PlatformDmaDevice(Bus, Iommu, streamId, Spi(spi));
+        Bus.MapMmio(new PhysAddr(@base), Doorbell.Devices.PlatformDmaRegs.RegionSize, d, MmioAccessRules.Registers32And64, "platform-dma");
+        Devices.Add(d);
+        return d;
+    }
+
+    /// <summary>Adds a PCI function on the root bus (first free slot when <paramref name="slot"/> is null).</summary>
+    public T AddPci<T>(T function, int? slot = null, int fn = 0) where T : PciFunction
+    {
+        var host = Pci ?? throw new InvalidOperationException("machine has no PCIe root complex");
+        var s = slot ?? host.RootBus.FirstFreeDevice();
+        if (s < 0) throw new InvalidOperationException("root bus full");
+        host.RootBus.Attach(function, s, fn);
+        Devices.Add(function);
+        return function;
+    }
+}

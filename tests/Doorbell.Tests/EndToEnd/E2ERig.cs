@@ -1,0 +1,146 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using Doorbell.Devices;
+using Doorbell.Host.Kernel;
+using Doorbell.Host.Os;
+using Doorbell.Host.Vfio;
+using Doorbell.Host.Vfio.Abi;
+using Doorbell.Platform;
+
+namespace Doorbell.Tests.EndToEnd;
+
+/// <summary>A qemu-virt board with real models, a booted host kernel, VFIO on top, and ioctl helpers.</summary>
+sealed class E2ERig : IDisposable
+{
+    public readonly Machine Machine;
+    public readonly BoardModels Models;
+    public readonly HostKernel Kernel;
+    public readonly VfioHost Vfio;
+    public readonly VfioProcess Proc;
+    public readonly List<MultiQueueDmaDevice> Mq = [];
+    public readonly List<EventFd> EventFds = [];
+
+    public E2ERig(int gicVersion = 3, int devices = 1, bool allowUnsafe = false, Action<Machine>? populate = null, bool platform = false)
+    {
+        (Machine, Models) = HostKernel.CreateBoard(new QemuVirtOptions { GicVersion = gicVersion, Its = gicVersion == 3 });
+        for (var i = 0; i < devices; i++) Mq.Add(Machine.AddPci(new MultiQueueDmaDevice(4)));
+        populate?.Invoke(Machine);
+        var plat = platform ? new[] { HostKernel.AddPlatformDma(Machine) } : null;
+        Kernel = HostKernel.Boot(Machine, Models, plat);
+        Vfio = Kernel.BuildVfio(new VfioOptions { AllowUnsafeInterrupts = allowUnsafe });
+        Proc = Kernel.CreateProcess(Vfio);
+    }
+
+    public void Dispose()
+    {
+        foreach (var e in EventFds) e.Dispose();
+    }
+
+    public KernelPciFunction Fn(int i) => Kernel.FindFunction($"0000:00:{i + 1:x2}.0")!;
+
+    public static byte[] Bytes<T>(T v, int extra = 0) where T : unmanaged
+    {
+        var b = new byte[UserArg.SizeOf<T>() + extra];
+        MemoryMarshal.Write(b, in v);
+        return b;
+    }
+
+    /// <summary>Opens a container with <paramref name="group"/> and sets TYPE1v2. Returns (container, group fd, SET_IOMMU result).</summary>
+    public (int Container, int Group, int SetIommu) OpenGroup(int group, int container = -1)
+    {
+        var c = container >= 0 ? container : Proc.OpenContainer();
+        var g = Proc.OpenGroup(group);
+        Assert.True(g > 0, $"open group {group}: {g}");
+        var fd = new byte[4];
+        BinaryPrimitives.WriteInt32LittleEndian(fd, c);
+        Assert.Equal(0, Proc.Ioctl(g, VfioIoctl.GroupSetContainer, fd));
+        var r = container >= 0 ? 0 : Proc.Ioctl(c, VfioIoctl.SetIommu, VfioExtension.Type1v2Iommu);
+        return (c, g, r);
+    }
+
+    public int Device(int groupFd, string name) =>
+        Proc.Ioctl(groupFd, VfioIoctl.GroupGetDeviceFd, System.Text.Encoding.ASCII.GetBytes(name + "\0"));
+
+    public int Map(int container, ulong vaddr, ulong iova, ulong size) =>
+        Proc.Ioctl(container, VfioIoctl.IommuMapDma, Bytes(new VfioIommuType1DmaMap
+        { Argsz = 32, Flags = VfioDmaFlags.MapRead | VfioDmaFlags.MapWrite, Vaddr = vaddr, Iova = iova, Size = size }));
+
+    public int Unmap(int container, ulong iova, ulong size) =>
+        Proc.Ioctl(container, VfioIoctl.IommuUnmapDma, Bytes(new VfioIommuType1DmaUnmap { Argsz = 24, Iova = iova, Size = size }));
+
+    /// <summary>MSI-X with one new eventfd per vector; returns the eventfds.</summary>
+    public EventFd[] EnableMsix(int device, int count)
+    {
+        var set = new byte[20 + 4 * count];
+        MemoryMarshal.Write(set, new VfioIrqSet { Argsz = (uint)set.Length, Flags = VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger, Index = VfioPciIndex.IrqMsix, Count = (uint)count });
+        var efds = new EventFd[count];
+        for (var i = 0; i < count; i++)
+        {
+            efds[i] = EventFd.Create();
+            EventFds.Add(efds[i]);
+            BinaryPrimitives.WriteInt32LittleEndian(set.AsSpan(20 + 4 * i), efds[i].Fd);
+        }
+        Assert.Equal(0, Proc.Ioctl(device, VfioIoctl.DeviceSetIrqs, set));
+        return efds;
+    }
+
+    public ulong RegionOffset(int device, uint index)
+    {
+        var ri = Bytes(new VfioRegionInfo { Argsz = 32, Index = index });
+        Assert.Equal(0, Proc.Ioctl(device, VfioIoctl.DeviceGetRegionInfo, ri));
+        return MemoryMarshal.Read<VfioRegionInfo>(ri).Offset;
+    }
+
+    public void Bar(int device, ulong reg, uint value)
+    {
+        var b = new byte[4];
+        BinaryPrimitives.WriteUInt32LittleEndian(b, value);
+        Assert.Equal(4, Proc.Pwrite(device, b, RegionOffset(device, VfioPciIndex.Bar0) + reg));
+    }
+
+    public uint BarRead(int device, ulong reg)
+    {
+        var b = new byte[4];
+        Assert.Equal(4, Proc.Pread(device, b, RegionOffset(device, VfioPciIndex.Bar0) + reg));
+        return BinaryPrimitives.ReadUInt32LittleEndian(b);
+    }
+
+    public void EnableMaster(int device)
+    {
+        var cfg = RegionOffset(device, VfioPciIndex.Config);
+        var b = new byte[2];
+        Proc.Pread(device, b, cfg + 4);
+        b[0] |= 0x6;
+        Assert.Equal(2, Proc.Pwrite(device, b, cfg + 4));
+    }
+
+    /// <summary>Sets queue <paramref name="q"/> of the device up with rings at iova (SQ) / iova+0x1000 (CQ), 8 entries, IRQ on.</summary>
+    public void SetupQueue(int device, int q, ulong iova)
+    {
+        Bar(device, MqRegs.Ctrl, MqRegs.CtrlEnable);
+        var qb = MqRegs.QueueBase + (ulong)q * MqRegs.QueueStride;
+        Bar(device, qb + MqRegs.SqBase, (uint)iova); Bar(device, qb + MqRegs.SqBase + 4, (uint)(iova >> 32));
+        Bar(device, qb + MqRegs.CqBase, (uint)(iova + 0x1000)); Bar(device, qb + MqRegs.CqBase + 4, (uint)((iova + 0x1000) >> 32));
+        Bar(device, qb + MqRegs.Size, 8);
+        Bar(device, qb + MqRegs.QCtrl, MqRegs.QCtrlEnable | MqRegs.QCtrlIrq);
+    }
+
+    /// <summary>Writes descriptor <paramref name="slot"/> of a queue whose SQ is at user address <paramref name="sqVa"/> and rings the doorbell.</summary>
+    public void Submit(int device, int q, ulong sqVa, uint slot, ulong src, ulong dst, uint len, ulong cookie)
+    {
+        var d = new byte[32];
+        BinaryPrimitives.WriteUInt64LittleEndian(d, src);
+        BinaryPrimitives.WriteUInt64LittleEndian(d.AsSpan(8), dst);
+        BinaryPrimitives.WriteUInt32LittleEndian(d.AsSpan(16), len);
+        BinaryPrimitives.WriteUInt64LittleEndian(d.AsSpan(24), cookie);
+        Proc.Memory.Write(sqVa + slot * 32UL, d);
+        Bar(device, MqRegs.QueueBase + (ulong)q * MqRegs.QueueStride + MqRegs.SqTail, (slot + 1) & 7);
+    }
+
+    public uint CompletionStatus(ulong cqVa, uint slot)
+    {
+        var c = new byte[16];
+        Proc.Memory.Read(cqVa + slot * 16UL, c);
+        return BinaryPrimitives.ReadUInt32LittleEndian(c.AsSpan(8));
+    }
+}
