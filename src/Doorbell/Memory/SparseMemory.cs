@@ -149,6 +149,22 @@ public sealed class SparseMemory
         Write(address, tmp);
     }
 
+    /// <summary>
+    /// Reads consecutive little-endian 64-bit words (a command packet, a descriptor pair) that lie in one page,
+    /// with a single page lookup. Returns false, reading nothing, when the range crosses a page.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryReadWordsInPage(ulong address, Span<ulong> destination)
+    {
+        var offset = (int)(address & PageMask);
+        var bytes = destination.Length * 8;
+        if (offset + bytes > PageSize) return false;
+        var page = FindPage(address);
+        if (page is null) destination.Clear();
+        else System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(page.AsSpan(offset, bytes)).CopyTo(destination);
+        return true;
+    }
+
     /// <summary>Reads a little-endian value of 1, 2, 4 or 8 bytes at any alignment.</summary>
     public ulong ReadSized(ulong address, int size)
     {

@@ -166,4 +166,19 @@ public class PhysicalAddressSpaceTests
         Assert.Throws<OverflowException>(() => new Ipa(ulong.MaxValue) + 1UL);
         Assert.Equal(new PhysAddr(0x1000), new PhysAddr(0x1FFF).AlignDown(0x1000));
     }
+
+    [Fact]
+    public void Words_in_one_page_are_read_with_one_lookup_and_page_crossings_are_refused()
+    {
+        var mem = new SparseMemory();
+        for (var i = 0UL; i < 4; i++) mem.WriteU64(0x1FE0 + i * 8, 0x1111_0000UL + i);
+        var words = new ulong[4];
+        Assert.True(mem.TryReadWordsInPage(0x1FE0, words));
+        Assert.Equal([0x1111_0000UL, 0x1111_0001UL, 0x1111_0002UL, 0x1111_0003UL], words);
+        Assert.False(mem.TryReadWordsInPage(0x1FF0, words)); // would cross into the next page
+        Assert.Equal(0x1111_0000UL, words[0]); // untouched on refusal
+        Assert.True(mem.TryReadWordsInPage(0x9000, words)); // never written: zeros, no allocation
+        Assert.All(words, w => Assert.Equal(0UL, w));
+        Assert.Equal(1, mem.AllocatedPages);
+    }
 }

@@ -396,13 +396,9 @@ public sealed class GicV3Its : IMmioHandler
         {
             uint err;
             var a = qbase + _creadr;
-            if (_bus.IsRam(a, 32))
-            {
-                // A 32-byte command at a 32-byte aligned offset of a 4K-aligned queue never crosses a page.
-                var st = _bus.Store;
-                _cmd[0] = st.ReadU64(a); _cmd[1] = st.ReadU64(a + 8); _cmd[2] = st.ReadU64(a + 16); _cmd[3] = st.ReadU64(a + 24);
+            // A 32-byte command at a 32-byte aligned offset of a 4K-aligned queue never crosses a page.
+            if (_bus.IsRam(a, 32) && _bus.Store.TryReadWordsInPage(a, _cmd))
                 err = Execute(_cmd);
-            }
             else if (_bus.Read(a, System.Runtime.InteropServices.MemoryMarshal.AsBytes(_cmd.AsSpan()), BusAttributes.Cpu) != BusStatus.Ok)
                 err = ItsError.CommandFetchAbort;
             else
