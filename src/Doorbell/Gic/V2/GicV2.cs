@@ -140,13 +140,7 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
         if (off < GICD_IGROUPR || off >= GICD_IPRIORITYR) return 0;
         var block = (uint)off & ~0x7Fu;
         var (bank, f32) = Bank(cpu, (int)(off - block) * 8);
-        return block switch
-        {
-            GICD_IGROUPR => bank.ReadBits(IrqBank.BitField.Group, f32),
-            GICD_ISENABLER or GICD_ICENABLER => bank.ReadBits(IrqBank.BitField.Enable, f32),
-            GICD_ISPENDR or GICD_ICPENDR => bank.ReadBits(IrqBank.BitField.Pending, f32),
-            _ => bank.ReadBits(IrqBank.BitField.Active, f32),
-        };
+        return bank.ReadBitBlock(block, f32);
     }
 
     void WriteD(int cpu, ulong off, int size, uint v)
@@ -185,16 +179,7 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
         if (off < GICD_IGROUPR || off >= GICD_IPRIORITYR) return;
         var block = (uint)off & ~0x7Fu;
         var (bank, f32) = Bank(cpu, (int)(off - block) * 8);
-        switch (block)
-        {
-            case GICD_IGROUPR: bank.WriteBits(IrqBank.BitField.Group, f32, v, RegisterAccess.ReadWrite); break;
-            case GICD_ISENABLER: bank.WriteBits(IrqBank.BitField.Enable, f32, v, RegisterAccess.WriteOneToSet); break;
-            case GICD_ICENABLER: bank.WriteBits(IrqBank.BitField.Enable, f32, v, RegisterAccess.WriteOneToClear); break;
-            case GICD_ISPENDR: bank.WriteBits(IrqBank.BitField.Pending, f32, v, RegisterAccess.WriteOneToSet); break;
-            case GICD_ICPENDR: bank.WriteBits(IrqBank.BitField.Pending, f32, v, RegisterAccess.WriteOneToClear); break;
-            case GICD_ISACTIVER: bank.WriteBits(IrqBank.BitField.Active, f32, v, RegisterAccess.WriteOneToSet); break;
-            case GICD_ICACTIVER: bank.WriteBits(IrqBank.BitField.Active, f32, v, RegisterAccess.WriteOneToClear); break;
-        }
+        bank.WriteBitBlock(block, f32, v);
     }
 
     // --- CPU interface -------------------------------------------------------------------------------------------

@@ -200,13 +200,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         var first32 = (int)(offset - block) * 8;
         if (first32 < FirstSpi) return 0; // SGIs/PPIs live in the redistributors when ARE = 1
         var f = first32 - FirstSpi;
-        return block switch
-        {
-            GICD_IGROUPR => _spis.ReadBits(IrqBank.BitField.Group, f),
-            GICD_ISENABLER or GICD_ICENABLER => _spis.ReadBits(IrqBank.BitField.Enable, f),
-            GICD_ISPENDR or GICD_ICPENDR => _spis.ReadBits(IrqBank.BitField.Pending, f),
-            _ => _spis.ReadBits(IrqBank.BitField.Active, f),
-        };
+        return _spis.ReadBitBlock(block, f);
     }
 
     public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
@@ -256,16 +250,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         var first32 = (int)(offset - block) * 8;
         if (first32 < FirstSpi) return BusStatus.Ok;
         var f = first32 - FirstSpi;
-        switch (block)
-        {
-            case GICD_IGROUPR: _spis.WriteBits(IrqBank.BitField.Group, f, v, RegisterAccess.ReadWrite); break;
-            case GICD_ISENABLER: _spis.WriteBits(IrqBank.BitField.Enable, f, v, RegisterAccess.WriteOneToSet); break;
-            case GICD_ICENABLER: _spis.WriteBits(IrqBank.BitField.Enable, f, v, RegisterAccess.WriteOneToClear); break;
-            case GICD_ISPENDR: _spis.WriteBits(IrqBank.BitField.Pending, f, v, RegisterAccess.WriteOneToSet); break;
-            case GICD_ICPENDR: _spis.WriteBits(IrqBank.BitField.Pending, f, v, RegisterAccess.WriteOneToClear); break;
-            case GICD_ISACTIVER: _spis.WriteBits(IrqBank.BitField.Active, f, v, RegisterAccess.WriteOneToSet); break;
-            case GICD_ICACTIVER: _spis.WriteBits(IrqBank.BitField.Active, f, v, RegisterAccess.WriteOneToClear); break;
-        }
+        _spis.WriteBitBlock(block, f, v);
         return BusStatus.Ok;
     }
 }

@@ -394,12 +394,9 @@ public sealed class GicV3Redistributor
     {
         if (off >= GICR_IPRIORITYR && off < GICR_IPRIORITYR + 32) return _ppi.ReadPriorities((int)(off - GICR_IPRIORITYR), Math.Min(size, 4));
         if (size != 4) return 0;
+        if (IrqBank.IsBitBlock((uint)off)) return _ppi.ReadBitBlock((uint)off, 0);
         return off switch
         {
-            GICR_IGROUPR0 => _ppi.ReadBits(IrqBank.BitField.Group, 0),
-            GICR_ISENABLER0 or GICR_ICENABLER0 => _ppi.ReadBits(IrqBank.BitField.Enable, 0),
-            GICR_ISPENDR0 or GICR_ICPENDR0 => _ppi.ReadBits(IrqBank.BitField.Pending, 0),
-            GICR_ISACTIVER0 or GICR_ICACTIVER0 => _ppi.ReadBits(IrqBank.BitField.Active, 0),
             GICR_ICFGR0 => _ppi.ReadConfig(0),
             GICR_ICFGR1 => _ppi.ReadConfig(16),
             _ => 0,
@@ -411,17 +408,8 @@ public sealed class GicV3Redistributor
         if (off >= GICR_IPRIORITYR && off < GICR_IPRIORITYR + 32) { _ppi.WritePriorities((int)(off - GICR_IPRIORITYR), Math.Min(size, 4), value); return; }
         if (size != 4) return;
         var v = (uint)value;
-        switch (off)
-        {
-            case GICR_IGROUPR0: _ppi.WriteBits(IrqBank.BitField.Group, 0, v, RegisterAccess.ReadWrite); break;
-            case GICR_ISENABLER0: _ppi.WriteBits(IrqBank.BitField.Enable, 0, v, RegisterAccess.WriteOneToSet); break;
-            case GICR_ICENABLER0: _ppi.WriteBits(IrqBank.BitField.Enable, 0, v, RegisterAccess.WriteOneToClear); break;
-            case GICR_ISPENDR0: _ppi.WriteBits(IrqBank.BitField.Pending, 0, v, RegisterAccess.WriteOneToSet); break;
-            case GICR_ICPENDR0: _ppi.WriteBits(IrqBank.BitField.Pending, 0, v, RegisterAccess.WriteOneToClear); break;
-            case GICR_ISACTIVER0: _ppi.WriteBits(IrqBank.BitField.Active, 0, v, RegisterAccess.WriteOneToSet); break;
-            case GICR_ICACTIVER0: _ppi.WriteBits(IrqBank.BitField.Active, 0, v, RegisterAccess.WriteOneToClear); break;
-            case GICR_ICFGR1: _ppi.WriteConfig(16, v, 16); break; // ICFGR0 (SGIs) is read-only: always edge
-        }
+        if (IrqBank.IsBitBlock((uint)off)) _ppi.WriteBitBlock((uint)off, 0, v);
+        else if (off == GICR_ICFGR1) _ppi.WriteConfig(16, v, 16); // ICFGR0 (SGIs) is read-only: always edge
     }
 
     /// <summary>A wired input for PPI <paramref name="intid"/> (16..31) of this PE.</summary>

@@ -75,6 +75,34 @@ public sealed class IrqBank
         return v;
     }
 
+    // The seven one-bit-per-interrupt register blocks share one layout in the GICv2 and GICv3 distributors and the
+    // GICv3 redistributor SGI frame: IGROUPR 0x080, ISENABLER/ICENABLER 0x100/0x180, ISPENDR/ICPENDR 0x200/0x280,
+    // ISACTIVER/ICACTIVER 0x300/0x380 (Arm IHI 0069 §12.9 and §12.11, IHI 0048B §4.3).
+
+    /// <summary>True when <paramref name="block"/> (a register offset with its low 7 bits clear) is one of the bit-array blocks.</summary>
+    public static bool IsBitBlock(uint block) => block is >= 0x080 and < 0x400 && (block & 0x7F) == 0;
+
+    static (BitField Field, RegisterAccess Access) DecodeBitBlock(uint block) => block switch
+    {
+        0x080 => (BitField.Group, RegisterAccess.ReadWrite),
+        0x100 => (BitField.Enable, RegisterAccess.WriteOneToSet),
+        0x180 => (BitField.Enable, RegisterAccess.WriteOneToClear),
+        0x200 => (BitField.Pending, RegisterAccess.WriteOneToSet),
+        0x280 => (BitField.Pending, RegisterAccess.WriteOneToClear),
+        0x300 => (BitField.Active, RegisterAccess.WriteOneToSet),
+        _ => (BitField.Active, RegisterAccess.WriteOneToClear),
+    };
+
+    /// <summary>Reads the 32 interrupts from <paramref name="first"/> through bit-array block <paramref name="block"/> (the set and clear views read alike).</summary>
+    public uint ReadBitBlock(uint block, int first) => ReadBits(DecodeBitBlock(block).Field, first);
+
+    /// <summary>Writes the 32 interrupts from <paramref name="first"/> through bit-array block <paramref name="block"/>.</summary>
+    public void WriteBitBlock(uint block, int first, uint value)
+    {
+        var (field, access) = DecodeBitBlock(block);
+        WriteBits(field, first, value, access);
+    }
+
     /// <summary>Writes a one-bit-per-interrupt register: plain (group), set-on-1 or clear-on-1.</summary>
     public void WriteBits(BitField field, int first, uint value, RegisterAccess kind, int firstWritable = 0)
     {
