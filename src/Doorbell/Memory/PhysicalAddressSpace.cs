@@ -176,20 +176,7 @@ public sealed class PhysicalAddressSpace : IMemoryPort
             return BusStatus.Ok;
         }
         var check = CheckDecodes(address, (ulong)destination.Length);
-        if (check != BusStatus.Ok) return check;
-        var pos = 0;
-        Span<byte> tmp = stackalloc byte[8];
-        while (pos < destination.Length)
-        {
-            var a = address + (ulong)pos;
-            var size = ChunkSize(a, destination.Length - pos);
-            var s = Read(new PhysAddr(a), size, out var v, attributes);
-            if (s != BusStatus.Ok) return s;
-            BinaryPrimitives.WriteUInt64LittleEndian(tmp, v);
-            tmp[..size].CopyTo(destination[pos..]);
-            pos += size;
-        }
-        return BusStatus.Ok;
+        return check != BusStatus.Ok ? check : ReadSplit(address, destination, attributes, bestEffort: false);
     }
 
     /// <summary>Bulk write, with the same splitting rules as <see cref="Read(ulong, Span{byte}, in BusAttributes)"/>.</summary>
@@ -202,7 +189,64 @@ public sealed class PhysicalAddressSpace : IMemoryPort
             return BusStatus.Ok;
         }
         var check = CheckDecodes(address, (ulong)source.Length);
-        if (check != BusStatus.Ok) return check;
+        return check != BusStatus.Ok ? check : WriteSplit(address, source, attributes, bestEffort: false);
+    }
+
+    /// <summary>
+    /// Bulk read that completes what decodes: the range is split into naturally aligned accesses and any access
+    /// that fails reads as zero (a debugger's or qtest's view of unassigned memory). Returns the first failure, or Ok.
+    /// </summary>
+    public BusStatus ReadBestEffort(ulong address, Span<byte> destination, in BusAttributes attributes)
+    {
+        if (destination.IsEmpty) return BusStatus.Ok;
+        if (IsRam(address, (ulong)destination.Length))
+        {
+            _store.Read(address, destination);
+            return BusStatus.Ok;
+        }
+        return ReadSplit(address, destination, attributes, bestEffort: true);
+    }
+
+    /// <summary>Bulk write that completes what decodes: accesses that fail are dropped. Returns the first failure, or Ok.</summary>
+    public BusStatus WriteBestEffort(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes)
+    {
+        if (source.IsEmpty) return BusStatus.Ok;
+        if (IsRam(address, (ulong)source.Length))
+        {
+            _store.Write(address, source);
+            return BusStatus.Ok;
+        }
+        return WriteSplit(address, source, attributes, bestEffort: true);
+    }
+
+    /// <summary>Splits a bulk read into naturally aligned accesses of the largest size that fits; stops at the first failure unless <paramref name="bestEffort"/>.</summary>
+    BusStatus ReadSplit(ulong address, Span<byte> destination, in BusAttributes attributes, bool bestEffort)
+    {
+        var first = BusStatus.Ok;
+        var pos = 0;
+        Span<byte> tmp = stackalloc byte[8];
+        while (pos < destination.Length)
+        {
+            var a = address + (ulong)pos;
+            var size = ChunkSize(a, destination.Length - pos);
+            var s = Read(new PhysAddr(a), size, out var v, attributes);
+            if (s != BusStatus.Ok)
+            {
+                if (!bestEffort) return s;
+                if (first == BusStatus.Ok) first = s;
+                v = 0;
+            }
+            BinaryPrimitives.WriteUInt64LittleEndian(tmp, v);
+            tmp[..size].CopyTo(destination[pos..]);
+            pos += size;
+        }
+        return first;
+    }
+
+    /// <summary>Splits a bulk write like <see cref="ReadSplit"/>.</summary>
+    BusStatus WriteSplit(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes, bool bestEffort)
+    {
+        var first = BusStatus.Ok;
         var pos = 0;
         Span<byte> tmp = stackalloc byte[8];
         while (pos < source.Length)
@@ -212,10 +256,14 @@ public sealed class PhysicalAddressSpace : IMemoryPort
             tmp.Clear();
             source.Slice(pos, size).CopyTo(tmp);
             var s = Write(new PhysAddr(a), size, BinaryPrimitives.ReadUInt64LittleEndian(tmp), attributes);
-            if (s != BusStatus.Ok) return s;
+            if (s != BusStatus.Ok)
+            {
+                if (!bestEffort) return s;
+                if (first == BusStatus.Ok) first = s;
+            }
             pos += size;
         }
-        return BusStatus.Ok;
+        return first;
     }
 
     static int ChunkSize(ulong address, int remaining)

@@ -222,44 +222,10 @@ public sealed class QtestServer
     byte[] ReadBytes(ulong addr, int len)
     {
         var data = new byte[len];
-        if (Bus.Read(addr, data, BusAttributes.Cpu) == BusStatus.Ok) return data;
-        Array.Clear(data);
-        var pos = 0;
-        Span<byte> tmp = stackalloc byte[8];
-        while (pos < len)
-        {
-            var a = addr + (ulong)pos;
-            var size = Chunk(a, len - pos);
-            if (Bus.Read(new PhysAddr(a), size, out var v, BusAttributes.Cpu) == BusStatus.Ok)
-            {
-                BinaryPrimitives.WriteUInt64LittleEndian(tmp, v);
-                tmp[..size].CopyTo(data.AsSpan(pos));
-            }
-            pos += size;
-        }
+        Bus.ReadBestEffort(addr, data, BusAttributes.Cpu);
         return data;
     }
 
-    void WriteBytes(ulong addr, byte[] data)
-    {
-        if (Bus.Write(addr, data, BusAttributes.Cpu) == BusStatus.Ok) return;
-        var pos = 0;
-        Span<byte> tmp = stackalloc byte[8];
-        while (pos < data.Length)
-        {
-            var a = addr + (ulong)pos;
-            var size = Chunk(a, data.Length - pos);
-            tmp.Clear();
-            data.AsSpan(pos, size).CopyTo(tmp);
-            Bus.Write(new PhysAddr(a), size, BinaryPrimitives.ReadUInt64LittleEndian(tmp), BusAttributes.Cpu);
-            pos += size;
-        }
-    }
-
-    static int Chunk(ulong a, int remaining)
-    {
-        foreach (var s in (ReadOnlySpan<int>)[8, 4, 2, 1])
-            if (remaining >= s && (a & (ulong)(s - 1)) == 0) return s;
-        return 1;
-    }
+    /// <summary>CPU write of a range; parts nobody decodes are dropped (QEMU's unassigned memory).</summary>
+    void WriteBytes(ulong addr, byte[] data) => Bus.WriteBestEffort(addr, data, BusAttributes.Cpu);
 }

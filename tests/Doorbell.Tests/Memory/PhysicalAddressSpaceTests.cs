@@ -181,4 +181,29 @@ public class PhysicalAddressSpaceTests
         Assert.All(words, w => Assert.Equal(0UL, w));
         Assert.Equal(1, mem.AllocatedPages);
     }
+
+    [Fact]
+    public void Best_effort_bulk_access_completes_what_decodes_and_reports_the_first_failure()
+    {
+        var bus = new PhysicalAddressSpace();
+        bus.AddRam(new PhysAddr(0x1000), 0x1000);
+        var dev = new RecordingDevice();
+        bus.MapMmio(new PhysAddr(0x3000), 0x1000, dev, MmioAccessRules.AnySizeAligned, "d");
+        // 0x1FF8..0x2007 straddles the end of RAM into a hole: strict access transfers nothing, best effort the RAM part
+        var src = Enumerable.Range(1, 16).Select(i => (byte)i).ToArray();
+        Assert.Equal(BusStatus.DecodeError, bus.Write(0x1FF8, src, BusAttributes.Cpu));
+        Assert.Equal(0UL, bus.Store.ReadU64(0x1FF8));
+        Assert.Equal(BusStatus.DecodeError, bus.WriteBestEffort(0x1FF8, src, BusAttributes.Cpu));
+        Assert.Equal(BitConverter.ToUInt64(src, 0), bus.Store.ReadU64(0x1FF8));
+        var back = new byte[16];
+        Array.Fill(back, (byte)0xEE);
+        Assert.Equal(BusStatus.DecodeError, bus.ReadBestEffort(0x1FF8, back, BusAttributes.Cpu));
+        Assert.Equal(src[..8], back[..8]);
+        Assert.All(back[8..], b => Assert.Equal(0, b)); // the hole reads as zero
+        // a hole followed by MMIO: the MMIO part is written exactly once
+        Assert.Equal(BusStatus.DecodeError, bus.WriteBestEffort(0x2FF8, src, BusAttributes.Cpu));
+        Assert.Equal((true, 0UL, 8, BitConverter.ToUInt64(src, 8)), Assert.Single(dev.Log));
+        // fully decoded ranges succeed
+        Assert.Equal(BusStatus.Ok, bus.ReadBestEffort(0x3000, back, BusAttributes.Cpu));
+    }
 }
