@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
-# Installs what the differential tests need: Debian's qemu-system-aarch64 (package qemu-system-arm).
-# Idempotent and quiet. Never fails the test run: when apt is unavailable the differential tests skip
-# themselves (visibly) because the binary is missing.
+# Installs, from Debian's packages, what the tests need beyond the .NET SDK:
+#   qemu-system-arm        Debian's QEMU 7.2 (differential tests, the real-QEMU VMM tests)
+#   gcc, libc6-dev,
+#   linux-libc-dev         the C preload library, C example clients (<linux/vfio.h>)
+#   device-tree-compiler   dtc, for the hand-made device trees of the audit tests
+#   chromium               headless rendering checks of the HTML reports
+# Idempotent and quiet: only what is missing is installed. Never fails the test run: a test whose tool is
+# missing reports itself skipped with the reason.
 set -u
-if command -v qemu-system-aarch64 >/dev/null 2>&1; then exit 0; fi
+need=()
+command -v qemu-system-aarch64 >/dev/null 2>&1 || need+=(qemu-system-arm)
+command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+[ -f /usr/include/linux/vfio.h ] || need+=(linux-libc-dev)
+command -v dtc >/dev/null 2>&1 || need+=(device-tree-compiler)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "setup-test-deps: apt-get not available; QEMU differential tests will be skipped" >&2
+  echo "setup-test-deps: apt-get not available; tests needing ${need[*]} will be skipped" >&2
   exit 0
 fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else
-    echo "setup-test-deps: not root and no passwordless sudo; QEMU differential tests will be skipped" >&2
+    echo "setup-test-deps: not root and no passwordless sudo; tests needing ${need[*]} will be skipped" >&2
     exit 0
   fi
 fi
 export DEBIAN_FRONTEND=noninteractive
-{ $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends qemu-system-arm; } >/dev/null 2>&1 \
-  || echo "setup-test-deps: could not install qemu-system-arm; QEMU differential tests will be skipped" >&2
+{ $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"; } >/dev/null 2>&1 \
+  || echo "setup-test-deps: could not install ${need[*]}; tests needing them will be skipped" >&2
 exit 0
