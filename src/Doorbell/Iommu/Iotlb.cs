@@ -171,7 +171,7 @@ public sealed class Iotlb
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     bool Live(int i)
     {
-        var s = _stamp[i];
+        var s = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_stamp), i);
         if (s == _tick) return true; // inserted since the last invalidation of any scope
         if (s < _allAt) return false;
         ref var v = ref _vmids[_vScope[i]];

@@ -83,7 +83,7 @@ public sealed class Translator
         {
             if (PageTableWalker.DeniedBy(entry, access) == TranslationStage.None && !StrictOn)
             {
-                fault = default;
+                Unsafe.SkipInit(out fault); // read only on failure: not zeroed on the hit path
                 return true;
             }
             return OnHit(context.Config, context.Vmid, input, key, access, ref entry, out fault);

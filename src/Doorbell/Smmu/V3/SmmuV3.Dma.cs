@@ -127,12 +127,24 @@ public sealed partial class SmmuV3
     internal bool TranslateOne(SmmuV3StreamPort port, ulong address, AccessFlags access, out ulong pa)
     {
         var ctx = port.Context;
+        TlbEntry entry;
+        TranslationFault fault;
+        // A kept resolution (never kept for ATS-translated ports or after a failure), not strict: straight to the Translator.
+        if (ctx.Generation == Generation && ctx.Outcome == StreamOutcome.Translate && !StrictEnabled)
+        {
+            if (_translator.Translate(ctx, address, access, out entry, out fault))
+            {
+                pa = entry.Translate(address);
+                return true;
+            }
+            pa = 0;
+            RecordPortFault(port, ctx, fault, address, access);
+            return false;
+        }
         pa = 0;
-        var ssv = port.SubstreamId.HasValue;
-        var ssid = port.SubstreamId.GetValueOrDefault();
         if (ctx.Generation != Generation || port.AtsTranslated || StrictEnabled)
         {
-            var outcome = Resolve(port.StreamId, ssv, ssid, address, access, port.AtsTranslated, ctx);
+            var outcome = Resolve(port.StreamId, port.SubstreamId.HasValue, port.SubstreamId.GetValueOrDefault(), address, access, port.AtsTranslated, ctx);
             ctx.Generation = outcome == StreamOutcome.Abort || port.AtsTranslated ? ulong.MaxValue : Generation;
         }
         switch (ctx.Outcome)
@@ -143,15 +155,21 @@ public sealed partial class SmmuV3
             case StreamOutcome.Abort:
                 return false;
         }
-        if (_translator.Translate(ctx, address, access, out var entry, out var fault))
+        if (_translator.Translate(ctx, address, access, out entry, out fault))
         {
             pa = entry.Translate(address);
             return true;
         }
+        RecordPortFault(port, ctx, fault, address, access);
+        return false;
+    }
+
+    void RecordPortFault(SmmuV3StreamPort port, StreamContext ctx, in TranslationFault fault, ulong address, AccessFlags access)
+    {
         var stage2 = fault.Stage == TranslationStage.Stage2;
         if (fault.Kind == FaultKind.WalkExternalAbort || (stage2 ? ctx.RecordStage2 : ctx.RecordStage1))
-            RecordTranslationFault(fault, port.StreamId, ssv, ssid, address, access, fault.OnStage1Walk ? Evt.ClassTt : Evt.ClassIn, cdIpa: 0);
-        return false;
+            RecordTranslationFault(fault, port.StreamId, port.SubstreamId.HasValue, port.SubstreamId.GetValueOrDefault(), address, access,
+                fault.OnStage1Walk ? Evt.ClassTt : Evt.ClassIn, cdIpa: 0);
     }
 
     // ----- event record builders (IHI 0070 §7.3) -----
