@@ -82,7 +82,6 @@ public sealed class Iotlb
     readonly int _setShift;
     readonly ulong[] _tags;      // ((InputBase >> size) << 6) | size; 0 = empty way
     readonly TlbEntry[] _entries;
-    readonly ulong[] _stamp;     // tick at insertion
     readonly int[] _vScope;      // VMID scope of the way
     readonly int[] _aScope;      // ASID scope of the way, -1 when none (global or stage-2-only entries)
     readonly byte[] _referenced;
@@ -138,7 +137,6 @@ public sealed class Iotlb
         _setShift = 64 - BitOperations.Log2((uint)sets);
         _tags = new ulong[sets * ways];
         _entries = new TlbEntry[sets * ways];
-        _stamp = new ulong[sets * ways];
         _vScope = new int[sets * ways];
         _aScope = new int[sets * ways];
         _referenced = new byte[sets * ways];
@@ -169,14 +167,17 @@ public sealed class Iotlb
 
     /// <summary>An occupied way whose entry no invalidation has reached since it was inserted.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    bool Live(int i)
+    bool Live(int i) => Live(i, ref _entries[i]);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    bool Live(int i, ref TlbEntry e) => e.InsertTick == _tick || LiveSlow(i, e.InsertTick, e.HasStage1); // inserted since the last invalidation of any scope
+
+    bool LiveSlow(int i, ulong s, bool stage1)
     {
-        var s = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_stamp), i);
-        if (s == _tick) return true; // inserted since the last invalidation of any scope
         if (s < _allAt) return false;
         ref var v = ref _vmids[_vScope[i]];
         if (s < v.At) return false;
-        if (_entries[i].HasStage1 && s < v.S1At) return false;
+        if (stage1 && s < v.S1At) return false;
         var a = _aScope[i];
         return a < 0 || s >= _asids[a].At;
     }
@@ -291,7 +292,7 @@ public sealed class Iotlb
                     var i = b + BitOperations.TrailingZeroCount(match);
                     match &= match - 1;
                     ref var e = ref Unsafe.Add(ref entries, i);
-                    if (e.Vmid == vmid && (e.Global || e.Asid == asid) && Live(i))
+                    if (e.Vmid == vmid && (e.Global || e.Asid == asid) && Live(i, ref e))
                         return Hit(i, ref e, out entry);
                 }
                 continue;
@@ -301,7 +302,7 @@ public sealed class Iotlb
                 var i = b + w;
                 if (Unsafe.Add(ref tags, i) != tag) continue;
                 ref var e = ref Unsafe.Add(ref entries, i);
-                if (e.Vmid == vmid && (e.Global || e.Asid == asid) && Live(i))
+                if (e.Vmid == vmid && (e.Global || e.Asid == asid) && Live(i, ref e))
                     return Hit(i, ref e, out entry);
             }
         }
@@ -364,7 +365,7 @@ public sealed class Iotlb
         }
         _tags[free] = tag;
         _entries[free] = e;
-        _stamp[free] = _tick;
+        _entries[free].InsertTick = _tick;
         _vScope[free] = v;
         _aScope[free] = a;
         _referenced[free] = 0;

@@ -98,6 +98,8 @@ public struct TlbEntry
     public ulong IpaBase;
     /// <summary>A write to this clean (DBM = 1, read-only) page would be made writable by a hardware dirty-state update (HD): a write must re-walk.</summary>
     public bool DirtyUpdatable;
+    /// <summary>The IOTLB's tick when the entry was inserted (its liveness against scope invalidations), kept in the entry's own cache line.</summary>
+    internal ulong InsertTick;
 
     public readonly ulong SizeBytes => 1UL << SizeLog2;
     public readonly ulong OffsetMask => (1UL << SizeLog2) - 1;
