@@ -108,13 +108,13 @@ public sealed class IoPageTable
 {
     static readonly byte[] Zeros = new byte[1 << 16];
 
-    readonly PhysicalAddressSpace _bus;
+    readonly IMemoryView _bus;
     readonly IPhysPageAllocator _allocator;
     readonly IIoTlbFlushOps? _flush;
     readonly int _gShift;
     readonly int _stride;
 
-    IoPageTable(PhysicalAddressSpace bus, IPhysPageAllocator allocator, IoPageTableFormat format, Granule granule,
+    IoPageTable(IMemoryView bus, IPhysPageAllocator allocator, IoPageTableFormat format, Granule granule,
         int ias, int oas, int startLevel, int startBits, ulong pgd, ulong pageSizes, IIoTlbFlushOps? flush)
     {
         _bus = bus;
@@ -154,7 +154,7 @@ public sealed class IoPageTable
     /// concatenated level-1 tables (as Linux does), and a start level the SL0 rules forbid for this output size is
     /// replaced by concatenated tables one level down where that fits.
     /// </summary>
-    public static int Create(PhysicalAddressSpace bus, IPhysPageAllocator allocator, IoPageTableFormat format, Granule granule,
+    public static int Create(IMemoryView bus, IPhysPageAllocator allocator, IoPageTableFormat format, Granule granule,
         int ias, int oas, out IoPageTable? table, IIoTlbFlushOps? flush = null)
     {
         ArgumentNullException.ThrowIfNull(bus);
@@ -197,7 +197,7 @@ public sealed class IoPageTable
         return 0;
     }
 
-    static void ZeroTable(PhysicalAddressSpace bus, ulong pa, ulong size)
+    static void ZeroTable(IMemoryView bus, ulong pa, ulong size)
     {
         for (ulong off = 0; off < size; off += (ulong)Zeros.Length)
             bus.Write(pa + off, Zeros.AsSpan(0, (int)Math.Min((ulong)Zeros.Length, size - off)), BusAttributes.Cpu);

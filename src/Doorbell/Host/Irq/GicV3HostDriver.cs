@@ -10,14 +10,14 @@ namespace Doorbell.Host.Irq;
 /// </summary>
 public sealed class GicV3HostDriver
 {
-    readonly PhysicalAddressSpace _bus;
+    readonly IMemoryView _bus;
     readonly ulong _gicd, _gicr;
     readonly GicV3CpuInterface[] _cpuRegs;
     readonly List<(ulong Frame, ulong Typer)> _rds = [];
 
     public const byte DefaultPriority = 0xA0;
 
-    public GicV3HostDriver(PhysicalAddressSpace bus, PhysAddr gicd, PhysAddr gicr, IReadOnlyList<GicV3CpuInterface> cpuRegisters, HostPhysAllocator memory)
+    public GicV3HostDriver(IMemoryView bus, PhysAddr gicd, PhysAddr gicr, IReadOnlyList<GicV3CpuInterface> cpuRegisters, HostPhysAllocator memory)
     {
         ArgumentNullException.ThrowIfNull(bus); ArgumentNullException.ThrowIfNull(cpuRegisters); ArgumentNullException.ThrowIfNull(memory);
         _bus = bus; _gicd = gicd.Value; _gicr = gicr.Value; _cpuRegs = [.. cpuRegisters];
@@ -31,7 +31,7 @@ public sealed class GicV3HostDriver
     public int SpiCount { get; private set; }
     public int LpiIdBits { get; private set; }
     public ulong PropTable { get; private set; }
-    public PhysicalAddressSpace Bus => _bus;
+    public IMemoryView Bus => _bus;
 
     /// <summary>Physical address of CPU <paramref name="cpu"/>'s redistributor frame.</summary>
     public ulong RedistributorFrame(int cpu) => _rds[cpu].Frame;
@@ -76,7 +76,7 @@ public sealed class GicV3HostDriver
         LpiIdBits = Math.Min(idBits, 16);
         var lpis = 1UL << LpiIdBits;
         PropTable = Memory.Allocate(Math.Max(lpis, 0x1_0000), 0x1_0000);
-        _bus.Store.Fill(PropTable, lpis, (byte)(DefaultPriority | 2)); // priority, RES1 bit 1 (Linux's "group 1"), disabled
+        _bus.Fill(PropTable, lpis, (byte)(DefaultPriority | 2)); // priority, RES1 bit 1 (Linux's "group 1"), disabled
 
         var cpus = new HostCpu[_cpuRegs.Length];
         for (var c = 0; c < _cpuRegs.Length; c++)

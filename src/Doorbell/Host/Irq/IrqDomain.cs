@@ -51,7 +51,7 @@ public interface IMsiDomain
 /// A bump allocator of host physical memory for driver tables (what a kernel's page allocator gives
 /// irq-gic-v3-its). Memory is zeroed on allocation. Never freed: tables live as long as the driver.
 /// </summary>
-public sealed class HostPhysAllocator(PhysicalAddressSpace bus, ulong start, ulong end)
+public sealed class HostPhysAllocator(IMemoryView bus, ulong start, ulong end)
 {
     ulong _next = start;
 
@@ -61,7 +61,7 @@ public sealed class HostPhysAllocator(PhysicalAddressSpace bus, ulong start, ulo
         var a = (_next + alignment - 1) & ~(alignment - 1);
         if (a < _next || a + size > end || a + size < a) throw new IrqException(Errno.ENOMEM, $"host table memory exhausted (0x{size:x} bytes)");
         _next = a + size;
-        bus.Store.Fill(a, size, 0);
+        bus.Fill(a, size, 0);
         return a;
     }
 }

@@ -24,7 +24,7 @@ public sealed record ItsDriverOptions
 public sealed class ItsDriver : IMsiDomain
 {
     readonly GicV3HostDriver _gic;
-    readonly PhysicalAddressSpace _bus;
+    readonly IMemoryView _bus;
     readonly ulong _its;
     readonly ItsDriverOptions _options;
     ulong _cmdq, _cmdqSize, _cwriter;

@@ -14,7 +14,7 @@ public sealed class HostPageAllocator
     ulong _next;
     readonly Stack<ulong> _free = new();
 
-    public HostPageAllocator(PhysicalAddressSpace bus, ulong @base, ulong size)
+    public HostPageAllocator(IMemoryView bus, ulong @base, ulong size)
     {
         ArgumentNullException.ThrowIfNull(bus);
         if ((@base | size) % PageSize != 0 || size == 0) throw new ArgumentException("page-aligned non-empty range required");
@@ -24,12 +24,12 @@ public sealed class HostPageAllocator
         _end = @base + size;
     }
 
-    public PhysicalAddressSpace Bus { get; }
+    public IMemoryView Bus { get; }
     public long FreePages => (long)((_end - _next) / PageSize) + _free.Count;
 
     public bool TryAllocate(out ulong phys)
     {
-        if (_free.TryPop(out phys)) { Bus.Store.Fill(phys, PageSize, 0); return true; }
+        if (_free.TryPop(out phys)) { Bus.Fill(phys, PageSize, 0); return true; }
         if (_next >= _end) { phys = 0; return false; }
         phys = _next;
         _next += PageSize;
@@ -83,7 +83,7 @@ public sealed class UserAddressSpace
         _alloc = allocator;
     }
 
-    public PhysicalAddressSpace Bus => _alloc.Bus;
+    public IMemoryView Bus => _alloc.Bus;
     public long ResidentPages => _pages.Count;
     public long PinnedPages { get; private set; }
 

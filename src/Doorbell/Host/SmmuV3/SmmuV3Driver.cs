@@ -47,7 +47,7 @@ public sealed class SmmuV3Driver : IIommuDriver
     const int CdSplit = 10;    // Linux CTXDESC_SPLIT: 1024 CDs per 64 KiB leaf
 
     readonly ISmmuHostAccess _hw;
-    readonly PhysicalAddressSpace _bus;
+    readonly IMemoryView _bus;
     readonly IPhysPageAllocator _alloc;
     readonly SmmuV3DriverOptions _opt;
     readonly Dictionary<IommuDevice, Master> _masters = [];
@@ -72,7 +72,7 @@ public sealed class SmmuV3Driver : IIommuDriver
         public readonly Dictionary<uint, ulong> CdLeaves = [];
     }
 
-    SmmuV3Driver(ISmmuHostAccess hw, PhysicalAddressSpace bus, IPhysPageAllocator alloc, SmmuV3DriverOptions opt, SmmuV3Features f)
+    SmmuV3Driver(ISmmuHostAccess hw, IMemoryView bus, IPhysPageAllocator alloc, SmmuV3DriverOptions opt, SmmuV3Features f)
     {
         _hw = hw; _bus = bus; _alloc = alloc; _opt = opt; Features = f;
     }
@@ -89,7 +89,7 @@ public sealed class SmmuV3Driver : IIommuDriver
     // ----- probe and reset -----
 
     /// <summary>Probes the SMMU from its ID registers, allocates its structures and enables it (arm_smmu_device_probe).</summary>
-    public static SmmuV3Driver Probe(ISmmuHostAccess hw, PhysicalAddressSpace bus, IPhysPageAllocator allocator, SmmuV3DriverOptions? options = null)
+    public static SmmuV3Driver Probe(ISmmuHostAccess hw, IMemoryView bus, IPhysPageAllocator allocator, SmmuV3DriverOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(hw);
         ArgumentNullException.ThrowIfNull(bus);
