@@ -49,13 +49,13 @@ public sealed class Translator
     public const string StaleWalkRule =
         "Arm IHI 0070 §4.4 / §4.4.1.1 (a changed or freed table descriptor stays cached until a TLBI with Leaf = 0 covering it + CMD_SYNC) / Arm ARM D8.14";
 
-    readonly PhysicalAddressSpace _bus;
+    readonly IMemoryView _bus;
     readonly PageTableWalker _walker;
     readonly Iotlb _tlb;
     readonly StrictMonitor? _strict;
     readonly WalkCacheView _walkCache;
 
-    public Translator(PhysicalAddressSpace bus, Iotlb tlb, StrictMonitor? strict = null)
+    public Translator(IMemoryView bus, Iotlb tlb, StrictMonitor? strict = null)
     {
         ArgumentNullException.ThrowIfNull(bus);
         ArgumentNullException.ThrowIfNull(tlb);

@@ -259,7 +259,7 @@ public class SmmuV3ConformanceFixTests
             Smmu = new SmmuModel(Bus, o, null, Strict);
             Smmu.Map(new PhysAddr(SmmuBase));
             Spy = new SpyAccess(new BusSmmuHostAccess(Bus, SmmuBase));
-            Driver = SmmuV3Driver.Probe(Spy, Bus, new BumpPageAllocator(0x4100_0000, 0x400_0000));
+            Driver = SmmuV3Driver.Probe(Spy, Bus, new PhysPageAllocator(0x4100_0000, 0x400_0000));
             Spy.Log.Clear();
         }
 
@@ -471,7 +471,7 @@ public class SmmuV3ConformanceFixTests
         bus.AddRam(new PhysAddr(0x4000_0000), 0x2000_0000);
         var sys = QemuVirtGicV3.Create(bus, 2);
         var gic = new GicV3HostDriver(bus, QemuVirtGicV3.GicdBase, QemuVirtGicV3.GicrBase, sys.Gic.CpuInterfaces,
-            new HostPhysAllocator(bus, 0x5000_0000, 0x6000_0000));
+            new PhysPageAllocator(0x5000_0000, 0x1000_0000, bus));
         gic.Init();
         new ItsDriver(gic, QemuVirtGicV3.ItsBase).Init();
         var found = false;
@@ -493,7 +493,7 @@ public class SmmuV3ConformanceFixTests
         bus.AddRam(new PhysAddr(0x4000_0000), 0x2000_0000);
         var smmu = new SmmuModel(bus);
         smmu.Map(new PhysAddr(SmmuBase));
-        var drv = SmmuV3Driver.Probe(new BusSmmuHostAccess(bus, SmmuBase), bus, new BumpPageAllocator(0x4100_0000, 0x400_0000));
+        var drv = SmmuV3Driver.Probe(new BusSmmuHostAccess(bus, SmmuBase), bus, new PhysPageAllocator(0x4100_0000, 0x400_0000));
         var dev = new IommuDevice("dev", [8]);
         var g = drv.ProbeDevice(dev);
         var dom = new SmmuVfioDomain(drv.AllocateDomain(IommuDomainType.Unmanaged));

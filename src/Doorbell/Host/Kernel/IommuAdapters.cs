@@ -125,7 +125,7 @@ public sealed class KernelIommuGroup : IVfioIommuGroup
 
     public int Attach(IVfioIommuDomain domain)
     {
-        if (domain is not SmmuVfioDomain d) return -LinuxErrno.EINVAL;
+        if (domain is not SmmuVfioDomain d) return -Errno.EINVAL;
         try
         {
             foreach (var (dev, _) in _members) _kernel.Smmu.AttachDevice(d.Domain, dev);
