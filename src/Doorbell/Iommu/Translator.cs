@@ -21,6 +21,11 @@ public class TranslationContext
     public ushort Asid { get; private set; }
     /// <summary>TBI applies to some half: the IOTLB key must be computed by the walker's rule.</summary>
     public bool TbiKey { get; private set; }
+    /// <summary>
+    /// Strict-mode checks on this context's hits (stale IOTLB entries): the front end sets it when it resolves the
+    /// context, so the hit path reads one flag of an object it already holds.
+    /// </summary>
+    public bool StrictChecks { get; set; }
 
     public void SetConfig(TranslationConfig config, ushort vmid)
     {
@@ -81,7 +86,7 @@ public sealed class Translator
         var key = context.TbiKey ? PageTableWalker.TlbInput(context.Config, input) : input;
         if (_tlb.TryLookup(context.Vmid, context.Asid, key, out entry))
         {
-            if (PageTableWalker.DeniedBy(entry, access) == TranslationStage.None && !StrictOn)
+            if (PageTableWalker.DeniedBy(entry, access) == TranslationStage.None && !context.StrictChecks)
             {
                 Unsafe.SkipInit(out fault); // read only on failure: not zeroed on the hit path
                 return true;
@@ -135,7 +140,7 @@ public sealed class Translator
     bool OnHit(TranslationConfig config, ushort vmid, ulong input, ulong key, AccessFlags access, ref TlbEntry entry, out TranslationFault fault)
     {
         fault = default;
-        if (StrictOn) CheckStale(config, vmid, input, access, entry);
+        if (StrictOn) CheckStale(config, vmid, input, access, entry); // the monitor decides (a context flag may be stale)
         var denied = PageTableWalker.DeniedBy(entry, access);
         if (denied == TranslationStage.None) return true;
         if (!(entry.DirtyUpdatable && (access & AccessFlags.Write) != 0))

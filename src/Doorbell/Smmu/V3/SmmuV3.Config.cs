@@ -150,6 +150,7 @@ public sealed partial class SmmuV3
     internal StreamOutcome Resolve(uint sid, bool ssv, uint ssid, ulong input, AccessFlags access, bool translated, StreamContext ctx)
     {
         ctx.Ste = null; ctx.Cd = null;
+        ctx.StrictChecks = StrictEnabled; // strict mode resolves every transaction, so this follows the monitor
         ctx.RecordStage1 = ctx.RecordStage2 = false;
         ctx.AbortStage1 = true;
         ctx.SetConfig(TranslationConfig.Bypass, 0);
