@@ -74,6 +74,11 @@ public sealed class ScenarioFile
             catch (FormatException e) { throw new ScenarioFormatException($"{p.At(b)}: inline board: {e.Message}"); }
         }
         else throw new ScenarioFormatException($"{p.At(b)}: 'board' must be a board file name or a board mapping");
+        try { board.Build(BoardWiring.None); }
+        catch (Exception e) when (e is FormatException or ArgumentException or InvalidOperationException or OverflowException)
+        {
+            throw new ScenarioFormatException($"{file}: board '{board.Name}': {e.Message}");
+        }
         if (board.Gic.Version == 3 && !board.Gic.Its)
             throw new ScenarioFormatException($"{file}: scenario boards need an MSI controller: gic {{ version: 3, its: true }} or {{ version: 2 }}");
         if (!string.Equals(board.Iommu, "smmuv3", StringComparison.OrdinalIgnoreCase))
