@@ -306,6 +306,7 @@ public sealed class ScenarioFileStep(ScenarioFile file) : IScenarioStep
         var ok = true;
         foreach (var a in file.Steps)
         {
+            trace.Emit(TraceCategory.Scenario, "scenario", $"{a.Where}: {a}");
             var (passed, text) = Play(context, k, m, a, domains, mappings, sinks, ref smmuEvents);
             context.Item($"{(passed ? "ok  " : "FAIL")} {a}: {text}");
             ok &= passed;
