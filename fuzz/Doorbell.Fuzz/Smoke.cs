@@ -73,16 +73,17 @@ public static class Smoke
 
     static void Watch(Progress p, TimeSpan bound, string findingsDir, TextWriter output, CancellationToken stop)
     {
+        // No progress while the process burned `bound` of CPU time: a hang (CPU time, so a starved process is not one).
         long last = -1;
-        var since = Stopwatch.StartNew();
+        var since = CpuTime.Process;
         while (!stop.IsCancellationRequested)
         {
             Thread.Sleep(250);
             var now = Interlocked.Read(ref p.Count);
-            if (now != last) { last = now; since.Restart(); continue; }
-            if (since.Elapsed < bound || p.Current is not { } input) continue;
+            if (now != last) { last = now; since = CpuTime.Process; continue; }
+            if (CpuTime.Process - since < bound || p.Current is not { } input) continue;
             var file = Save(findingsDir, p.Target ?? "unknown", input);
-            output.WriteLine($"  {p.Target}: hang: one input ran for more than {bound.TotalSeconds:F0} s -> {file}");
+            output.WriteLine($"  {p.Target}: hang: one input used more than {bound.TotalSeconds:F0} s of CPU -> {file}");
             output.Flush();
             Environment.Exit(3);
         }

@@ -347,7 +347,7 @@ public sealed class ScenarioFileStep(ScenarioFile file) : IScenarioStep
                 ulong first = 0;
                 for (ulong off = 0; off < size; off += 0x1000)
                 {
-                    if (!k.UserPages.TryAllocate(out var pa)) return (false, "out of host pages");
+                    if (!k.UserPages.TryAllocate(0x1000, out var pa)) return (false, "out of host pages");
                     if (off == 0) first = pa;
                     var rc = d.Map(iova + off, pa, 0x1000, prot);
                     if (rc != 0) return (false, $"map of IOVA 0x{iova + off:x} failed: {Errno.Name(rc)}");
