@@ -152,6 +152,9 @@ public sealed class PciHost
 
     internal void Report(string rule, string message) => Strict?.Report("pci", rule, message);
 
+    /// <summary>The machine's trace (categories pci_*), when the board gave one.</summary>
+    public Trace? Trace { get; set; }
+
     /// <summary>The system bus DMA reaches when there is no IOMMU.</summary>
     public IMemoryPort Upstream { get; }
     public IIommuUpstream? Iommu { get; private set; }
@@ -444,6 +447,7 @@ public sealed class PciDmaPort : IMemoryPort
 
     public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes)
     {
+        if (_host.Trace is { } t && t.IsOn(TraceCategory.PciDma)) return Traced(t, address, destination, default, false);
         if (_cachedGeneration != _host.RouteGeneration) Refresh();
         if (!_cachedMaster) return NotMastering();
         if (!_cachedOk) return Unmapped();
@@ -452,10 +456,26 @@ public sealed class PciDmaPort : IMemoryPort
 
     public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes)
     {
+        if (_host.Trace is { } t && t.IsOn(TraceCategory.PciDma)) return Traced(t, address, default, source, true);
         if (_cachedGeneration != _host.RouteGeneration) Refresh();
         if (!_cachedMaster) return NotMastering();
         if (!_cachedOk) return Unmapped();
         return _cachedPort.Write(address, source, _cachedAttr);
+    }
+
+    // A traced transaction: one flow from the function through the IOMMU and interrupt controller models.
+    BusStatus Traced(Trace t, ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write)
+    {
+        var src = _fn.ToString();
+        var token = t.BeginFlow(TraceCategory.PciDma, FlowKind.Dma, src, $"RID 0x{_fn.RequesterId:x4} DMA {(write ? "write" : "read")} 0x{address:x} ({(write ? wr.Length : rd.Length)} bytes)");
+        if (_cachedGeneration != _host.RouteGeneration) Refresh();
+        BusStatus s;
+        if (!_cachedMaster) s = NotMastering();
+        else if (!_cachedOk) s = Unmapped();
+        else s = write ? _cachedPort.Write(address, wr, _cachedAttr) : _cachedPort.Read(address, rd, _cachedAttr);
+        if (s != BusStatus.Ok) t.Emit(TraceCategory.PciDma, src, $"DMA {(write ? "write" : "read")} 0x{address:x} completed {s}");
+        t.EndFlow(token);
+        return s;
     }
 
     BusStatus NotMastering()
