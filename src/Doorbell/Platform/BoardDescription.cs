@@ -60,7 +60,7 @@ public sealed class BoardDescription
     public static BoardDescription Load(string path) => Parse(File.ReadAllText(path));
 
     /// <summary>Builds the machine (board-description errors throw FormatException).</summary>
-    public Machine Build(BoardWiring? wiring = null)
+    public Machine Build(BoardWiring? wiring = null, Tracing.Trace? trace = null, Tracing.StrictMonitor? strict = null)
     {
         var iommu = Iommu.ToLowerInvariant() switch
         {
@@ -70,7 +70,7 @@ public sealed class BoardDescription
         };
         var m = QemuVirtBoard.Create(new QemuVirtOptions
         {
-            GicVersion = Gic.Version, Its = Gic.Its, Iommu = iommu, RamSize = Num(Ram), Cpus = Cpus,
+            GicVersion = Gic.Version, Its = Gic.Its, Iommu = iommu, RamSize = Num(Ram), Cpus = Cpus, Trace = trace, Strict = strict,
         }, wiring);
         var host = m.Pci!;
         if (IommuMap != null || IommuMapMask != null)

@@ -146,7 +146,8 @@ public sealed class KernelPciFunction : IVfioPciFunction
             catch (IommuException e) { DisableVectors(); return -e.Errno; }
             _programmed.Add(addr);
             var idx = v.Index;
-            try { _k.Irqs.Request(v.Intid, (_, _) => sink.OnMsi(idx)); }
+            var trace = _k.Machine.Trace;
+            try { _k.Irqs.Request(v.Intid, (intid, cpu) => { trace.Emit(TraceCategory.VfioIrq, TraceSources.Cpu(cpu), $"{Name}: INTID {intid} -> vfio-pci vector {idx} eventfd signalled"); sink.OnMsi(idx); }); }
             catch (IrqException e) { DisableVectors(); return -e.Errno; }
             _handlers.Add(v.Intid);
         }
