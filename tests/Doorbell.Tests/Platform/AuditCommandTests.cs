@@ -19,7 +19,7 @@ public class AuditCommandTests
     [Theory]
     [InlineData("--json")]
     [InlineData("--summray")]
-    [InlineData("-x")]
+    [InlineData("-q")]
     public void Unknown_options_are_rejected_with_one_line(string option)
     {
         var (rc, stdout, stderr) = Run([option, Dtb("qemu/virt-gicv3-its-smmuv3.dtb")]);

@@ -208,15 +208,15 @@ public sealed class DtBoard
         {
             case MsiControllerKind.GicV3Its or MsiControllerKind.GicV3PreIts when GicV3 is not null && regs.Count > 0:
             {
-                var its = new GicV3Its(GicV3);
+                var its = new GicV3Its(GicV3, new ItsOptions { DeviceIdBits = 20 });
                 if (!TryPlace("its", () => its.Map(new PhysAddr(@base)), out status)) break;
                 var translater = @base + GicV3Its.GITS_TRANSLATER;
                 if (info.Kind == MsiControllerKind.GicV3PreIts)
                 {
-                    var pre = info.Node.Property("socionext,synquacer-pre-its");
-                    var cells = pre?.Cells() ?? [];
-                    var preBase = cells.Length >= 2 ? ((ulong)cells[0] << 32 | cells[1]) : 0;
-                    var preSize = cells.Length >= 4 ? ((ulong)cells[2] << 32 | cells[3]) : cells.Length == 3 ? cells[2] : 0x10_0000;
+                    // Two 32-bit cells: window base and size (Linux reads them with of_property_read_u32_array).
+                    var cells = info.Node.Property("socionext,synquacer-pre-its")?.Cells() ?? [];
+                    var preBase = cells.Length >= 2 ? cells[0] : 0UL;
+                    var preSize = cells.Length >= 2 ? cells[1] : 0UL;
                     if (preBase == 0 || preSize == 0 || preSize > 1UL << 32) { status = "pre-ITS window malformed"; break; }
                     if (!TryPlace("pre-its", () => Bus.MapMmio(new PhysAddr(preBase), preSize, new PreItsWindow(Bus, translater),
                             new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pre-its"), out status)) break;
@@ -242,7 +242,10 @@ public sealed class DtBoard
             case MsiControllerKind.InController when regs.Count > 0:
             {
                 var data = new InControllerMsi();
-                var at = regs[0].Address;
+                // The MSI register block: the reg entry named "msi", else the last entry of a host bridge's reg.
+                var names = info.Node.Property("reg-names")?.Strings().ToList() ?? [];
+                var mi = names.IndexOf("msi");
+                var at = mi >= 0 && mi < regs.Count ? regs[mi].Address : DtRefs.IsPciHost(info.Node) && regs.Count > 1 ? regs[^1].Address : regs[0].Address;
                 if (!TryPlace("msi", () => Bus.MapMmio(new PhysAddr(at), 0x1000, data, new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "in-controller-msi"), out status)) break;
                 target = new DtMsiTarget(info, at, "in-controller MSI model (raises by data alone)") { DataTarget = data };
                 status = target.Status;

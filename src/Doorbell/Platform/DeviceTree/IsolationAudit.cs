@@ -258,6 +258,7 @@ public static class IsolationAudit
         if (DtRefs.IsPciHost(n)) return n.Parent is null || !DtRefs.IsPciHost(n.Parent); // a root port node below a host bridge is not a second host
         if (n.Has("iommus") || n.Has("iommu-map")) return !n.Has("#iommu-cells");
         if (!n.Has("msi-parent") && !n.Has("msi-map")) return false;
+        if (n.Has("msi-parent") && !n.Has("msi-map") && n.Has("#address-cells") && n.Children.Count > 0) return false; // a bus handing its msi-parent down
         return !n.Has("#iommu-cells") && !n.Has("interrupt-controller") && !n.Has("msi-controller") && !n.Has("#interrupt-cells");
     }
 
