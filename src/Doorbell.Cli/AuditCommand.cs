@@ -17,7 +17,7 @@ public static class AuditCommand
     {
         // Options are parsed by Run (one-line errors, unknown options rejected); System.CommandLine only routes here.
         var tokens = new Argument<string[]>("args") { Description = "[--format text|json] [--summary] FILE.dtb|DIR|- ...", Arity = ArgumentArity.ZeroOrMore };
-        var command = new Command("audit", "Audit DMA and MSI isolation of platforms described by device trees (.dtb): per DMA master and requester-ID range, with the reason. --format text|json, --summary, '-' reads a DTB from stdin.");
+        var command = new Command("audit", "Audit DMA and MSI isolation of platforms described by device trees (.dtb): per DMA master and requester-ID range, with the reason. --format text|json, --summary, --execute (build a board from each tree and attack every verdict), --report DIR (HTML pages, implies --execute); '-' reads a DTB from stdin; a folder is searched for *.dtb.");
         command.Arguments.Add(tokens);
         command.SetAction(parse => Run(parse.GetValue(tokens) ?? [], Console.Out, Console.Error, Console.OpenStandardInput));
         return command;
@@ -128,7 +128,7 @@ public static class AuditCommand
         }
         if (audits.Count == 0)
         {
-            if (errors.Count == 0) stderr.WriteLine("doorbell audit: nothing audited (no device tree found)");
+            if (errors.Count == 0 && rc == 0) stderr.WriteLine("doorbell audit: nothing audited (no device tree found)");
             return Math.Max(rc, 1);
         }
 

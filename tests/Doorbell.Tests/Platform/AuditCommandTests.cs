@@ -49,7 +49,7 @@ public class AuditCommandTests
             var (rc, stdout, stderr) = Run([dir.FullName]);
             Assert.Equal(1, rc);
             Assert.Equal("", stdout);
-            Assert.Contains("no .dtb files", stderr);
+            Assert.Contains("no .dtb files", Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
         }
         finally { dir.Delete(true); }
     }
@@ -116,5 +116,22 @@ public class AuditCommandTests
         var lxHost = lx.GetProperty("masters").EnumerateArray().First(m => m.GetProperty("type").GetString() == "pci");
         Assert.Equal("no-iommu", lxHost.GetProperty("verdict").GetString());
         Assert.Equal(1, lxHost.GetProperty("ranges")[1].GetProperty("first").GetInt32());
+    }
+
+    [Fact]
+    public void Execute_prints_what_each_attack_showed_beside_the_verdict_and_vfio()
+    {
+        var (rc, stdout, _) = Run(["--execute", Dtb("qemu/virt-gicv3-its-smmuv3.dtb"), Dtb("qemu/virt-gicv2m-smmuv3.dtb")]);
+        Assert.Equal(0, rc);
+        Assert.Contains("ASSIGNABLE  pci /pcie@10000000  RID 0000–ffff  DMA: 4/4 faults; MSI: forged 0/32 via ITS EventID spray; VFIO: attaches", stdout);
+        Assert.Contains("UNSAFE-IRQ  pci /pcie@10000000  RID 0000–ffff  DMA: 4/4 faults; MSI: forged 32/32 via GICv2m SETSPI; VFIO: SET_IOMMU -EPERM", stdout);
+        Assert.Contains("verdicts contradicted by their probes: 0", stdout);
+        foreach (var l in Doorbell.Platform.DeviceTree.AuditReport.ExecutionLegend) Assert.Contains(l, stdout);
+        var json = Run(["--format", "json", "--execute", Dtb("qemu/virt-gicv3-its-smmuv3.dtb")]);
+        using var doc = JsonDocument.Parse(json.Out);
+        var probe = doc.RootElement.GetProperty("platforms")[0].GetProperty("execution").GetProperty("probes")[0];
+        Assert.Equal(4, probe.GetProperty("dma").GetProperty("faults").GetInt32());
+        Assert.Equal(0, probe.GetProperty("msi").GetProperty("forged").GetInt32());
+        Assert.True(probe.GetProperty("vfioAttaches").GetBoolean());
     }
 }

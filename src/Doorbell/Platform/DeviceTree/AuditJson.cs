@@ -34,7 +34,7 @@ public static class AuditJson
         ArgumentNullException.ThrowIfNull(errors);
         ArgumentNullException.ThrowIfNull(w);
         using var ms = new MemoryStream();
-        using (var j = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+        using (var j = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
         {
             j.WriteStartObject();
             j.WriteString("schema", Schema);
