@@ -106,9 +106,14 @@ public static class BoardOption
             error = $"{Name} {path}: cannot read: {CliErrors.OneLine(e.Message)}";
             return false;
         }
-        try { board = BoardDescription.Parse(text); }
-        catch (FormatException e)
+        try
         {
+            board = BoardDescription.Parse(text);
+            board.Build(BoardWiring.None); // every value checked now, not halfway through a run
+        }
+        catch (Exception e) when (e is FormatException or ArgumentException or InvalidOperationException or OverflowException)
+        {
+            board = null;
             error = $"{Name} {path}: {CliErrors.OneLine(e.Message)}";
             return false;
         }

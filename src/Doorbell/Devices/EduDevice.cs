@@ -108,7 +108,7 @@ public sealed class EduDevice : PciFunction
             case EduRegs.DmaCmd:
                 if ((value & EduRegs.DmaRun) == 0 || dmaRunning) break;
                 _cmd = value;
-                _dmaDeadline = _clock.Now + EduRegs.DmaDelayNs;
+                _dmaDeadline = _clock.After(EduRegs.DmaDelayNs);
                 _dmaEvent = _clock.Schedule(_dmaDeadline, RunDma);
                 if (Host?.Trace is { } t) t.Emit(TraceCategory.Edu, Name, $"DMA {((value & EduRegs.DmaToRam) != 0 ? "buffer -> RAM" : "RAM -> buffer")} src 0x{_src:x} dst 0x{_dst:x} {_count} bytes, due at t={_dmaDeadline} ns");
                 break;

@@ -108,7 +108,7 @@ public sealed class Svg(int width, int height, string cssClass)
     public Svg Frame(double x, double y, double w, double h, string label, string cssClass)
     {
         _sb.Append(CultureInfo.InvariantCulture, $"<g class=\"{HtmlPage.E(cssClass)}\"><rect x=\"{N(x)}\" y=\"{N(y)}\" width=\"{N(w)}\" height=\"{N(h)}\" rx=\"10\"/>");
-        _sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{N(x + 8)}\" y=\"{N(y + 14)}\">{HtmlPage.E(label)}</text></g>");
+        _sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{N(x + 8)}\" y=\"{N(y + h - 6)}\">{HtmlPage.E(label)}</text></g>");
         return this;
     }
 

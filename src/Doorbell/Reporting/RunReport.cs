@@ -54,7 +54,7 @@ public static class RunReport
             svg.board .group text{fill:#7a5cc2;font-size:12px}svg.board .bridge rect{fill:#e8f5ec}svg.board .iommu rect{fill:#fff4df}
             svg.board .irq rect{fill:#fde9ef}svg.board text{font-size:12px}svg line{stroke:#556;stroke-width:1.5}
             svg.path rect{fill:#f3f5fa;stroke:#778}svg.path text{font-size:11px}
-            svg.path .fault rect{fill:#ffd9dc;stroke:#b00020;stroke-width:2}svg.path .forged rect{fill:#ffe7c2;stroke:#c46a00;stroke-width:2}
+            svg.path .forged rect{fill:#ffe7c2;stroke:#c46a00;stroke-width:2}svg.path .fault rect{fill:#ffd9dc;stroke:#b00020;stroke-width:2}
             p.caption{margin:10px 0 0 0;font-size:13px}
             .legend span{display:inline-block;padding:2px 8px;margin-right:8px;border:1px solid #778}
             """);
@@ -152,8 +152,8 @@ public static class RunReport
             if (g >= 0) svg.Frame(x - 8, 250, (j - i) * 150 - 4, 76, $"IOMMU group {g}", "group");
             for (var d = i; d < j; d++)
             {
-                svg.Box(x, 270, 130, 44, devices[d].Label, "device");
-                svg.Arrow(x + 65, 270, 360, 232, "hop-line");
+                svg.Box(x, 258, 130, 44, devices[d].Label, "device");
+                svg.Arrow(x + 65, 258, 360, 232, "hop-line");
                 x += 150;
             }
             i = j;
@@ -170,16 +170,16 @@ public static class RunReport
             if (hops.Count > 0 && hops[^1].Source == e.Source) hops[^1].Events.Add(e);
             else hops.Add((e.Source, [e]));
         }
-        const int w = 200, gap = 36;
+        const int w = 240, gap = 36;
         var svg = new Svg(Math.Max(200, hops.Count * (w + gap)), 70, "path");
         for (var i = 0; i < hops.Count; i++)
         {
             var (src, evs) = hops[i];
             var fault = evs.Any(FlowPath.IsFault);
             var forged = f.Forged && evs.Any(e => e.Category is TraceCategory.ItsTranslate or TraceCategory.ItsDrop or TraceCategory.Gicv2m);
-            var cls = "hop" + (fault ? " fault" : forged ? " forged" : "");
+            var cls = "hop" + (forged ? " forged" : "") + (fault ? " fault" : "");
             var msg = evs[^1].Message;
-            var label = Short(src, 30) + "\n" + Short(msg, 32);
+            var label = Short(src, 36) + "\n" + Short(msg, 40);
             svg.Box(i * (w + gap) + 2, 8, w, 52, label, cls, string.Join("\n", evs.Select(e => $"[{e.CategoryName}] {e.Message}")));
             if (i > 0) svg.Arrow(i * (w + gap) - gap + 2, 34, i * (w + gap) + 2, 34, "hop-line");
         }

@@ -74,6 +74,11 @@ public sealed class ScenarioFile
             catch (FormatException e) { throw new ScenarioFormatException($"{p.At(b)}: inline board: {e.Message}"); }
         }
         else throw new ScenarioFormatException($"{p.At(b)}: 'board' must be a board file name or a board mapping");
+        try { board.Build(BoardWiring.None); }
+        catch (Exception e) when (e is FormatException or ArgumentException or InvalidOperationException or OverflowException)
+        {
+            throw new ScenarioFormatException($"{file}: board '{board.Name}': {e.Message}");
+        }
         if (board.Gic.Version == 3 && !board.Gic.Its)
             throw new ScenarioFormatException($"{file}: scenario boards need an MSI controller: gic {{ version: 3, its: true }} or {{ version: 2 }}");
         if (!string.Equals(board.Iommu, "smmuv3", StringComparison.OrdinalIgnoreCase))
@@ -301,6 +306,7 @@ public sealed class ScenarioFileStep(ScenarioFile file) : IScenarioStep
         var ok = true;
         foreach (var a in file.Steps)
         {
+            trace.Emit(TraceCategory.Scenario, "scenario", $"{a.Where}: {a}");
             var (passed, text) = Play(context, k, m, a, domains, mappings, sinks, ref smmuEvents);
             context.Item($"{(passed ? "ok  " : "FAIL")} {a}: {text}");
             ok &= passed;
@@ -341,7 +347,7 @@ public sealed class ScenarioFileStep(ScenarioFile file) : IScenarioStep
                 ulong first = 0;
                 for (ulong off = 0; off < size; off += 0x1000)
                 {
-                    if (!k.UserPages.TryAllocate(out var pa)) return (false, "out of host pages");
+                    if (!k.UserPages.TryAllocate(0x1000, out var pa)) return (false, "out of host pages");
                     if (off == 0) first = pa;
                     var rc = d.Map(iova + off, pa, 0x1000, prot);
                     if (rc != 0) return (false, $"map of IOVA 0x{iova + off:x} failed: {Errno.Name(rc)}");

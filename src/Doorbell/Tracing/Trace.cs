@@ -17,7 +17,7 @@ public enum TraceCategory
     Gicd, Gicr, Icc, Gicv2, Gicv2m,
     PciDma, PciMsi,
     Edu, DmaMq,
-    VfioIrq,
+    MsiAlloc, VfioIrq,
     GuestError, Strict,
     Scenario,
 }
@@ -45,6 +45,7 @@ public static class TraceCategories
         ("pci_msi", "MSI/MSI-X writes issued by PCI functions (begins a flow)"),
         ("edu", "QEMU's edu device"),
         ("dma_mq", "the multi-queue DMA device"),
+        ("msi_alloc", "host MSI domain (ITS or GICv2m driver): vectors allocated to a device and the address it is given"),
         ("vfio_irq", "VFIO: a host interrupt handler signals the user's eventfd"),
         ("guest_error", "software did something the architecture calls an error: ITS/SMMU command errors, C_BAD_STE/CD, GERROR (QEMU's -d guest_errors)"),
         ("strict", "strict-mode findings"),

@@ -33,7 +33,7 @@ public sealed class CarelessDriverStep : IScenarioStep
         smmu.Map(new PhysAddr(SmmuBase));
         var drv = new Careless(bus);
         drv.Enable();
-        if (IoPageTable.Create(bus, new BumpPageAllocator(0x4100_0000, 0x100_0000), IoPageTableFormat.Stage1, Granule.Size4K, 48, 44, out var pt) != 0 || pt is null)
+        if (IoPageTable.Create(bus, new PhysPageAllocator(0x4100_0000, 0x100_0000), IoPageTableFormat.Stage1, Granule.Size4K, 48, 44, out var pt) != 0 || pt is null)
             return false;
         pt.Map(Iova, Buffer, 0x2000, IoProt.ReadWrite);
         var cd = CdBase + Sid * 0x1000UL;
