@@ -95,7 +95,7 @@ public sealed class IsolationProbes
     {
         var verdict = r?.Verdict ?? m.Verdict;
         var (attempts, faults, landed, dmaNotRun) = BoardRamOk() ? ProbeDma(m, r) : (0, 0, 0, "no RAM on the board");
-        var (sprayed, forged, victims, via, msiNotRun, isolatedFlag) = ProbeMsi(m, r);
+        var (sprayed, forged, victims, via, msiNotRun, isolatedFlag) = BoardRamOk() ? ProbeMsi(m, r) : (0, 0, 0, null, "no RAM on the board for the interrupt tables", false);
         var translated = verdict != AssignmentVerdict.NoIommu;
         var attaches = translated && isolatedFlag;
         var decision = !translated ? "VFIO: no IOMMU group (vfio cannot bind)"
@@ -190,11 +190,11 @@ public sealed class IsolationProbes
         try
         {
             d = tables + 0x0040_0000 <= _b.RamBase + DtBoard.TableArea
-                ? SmmuV3Driver.Probe(new BusSmmuHostAccess(_b.Bus, @base), _b.Bus, new BumpPageAllocator(tables, 0x0040_0000))
+                ? SmmuV3Driver.Probe(new BusSmmuHostAccess(_b.Bus, @base), _b.Bus, new PhysPageAllocator(tables, 0x0040_0000))
                 : null;
             if (d is null) _driverErrors[node] = "no table memory left";
         }
-        catch (IommuException e) { d = null; _driverErrors[node] = e.Message; }
+        catch (Exception e) when (e is IommuException or ArgumentException) { d = null; _driverErrors[node] = e.Message; }
         _ = smmu;
         _smmuDrivers[node] = d;
         return d;
@@ -304,7 +304,7 @@ public sealed class IsolationProbes
             if (_b.GicV3 is { } g3)
             {
                 _v3 = new GicV3HostDriver(_b.Bus, new PhysAddr(_b.GicdBase), new PhysAddr(_b.GicrBase), g3.CpuInterfaces,
-                    new HostPhysAllocator(_b.Bus, _b.RamBase, _b.RamBase + 0x0200_0000));
+                    new PhysPageAllocator(_b.RamBase, 0x0200_0000, _b.Bus));
                 _v3.Init();
             }
             else if (_b.GicV2 is not null)
@@ -313,7 +313,7 @@ public sealed class IsolationProbes
                 _v2.Init();
             }
         }
-        catch (IrqException) { _v3 = null; _v2 = null; }
+        catch (Exception e) when (e is IrqException or ArgumentException) { _v3 = null; _v2 = null; }
         return _v3 is not null || _v2 is not null;
     }
 
