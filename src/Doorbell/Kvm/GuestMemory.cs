@@ -1,7 +1,5 @@
 using System.Buffers.Binary;
-using Doorbell.Gic.Its;
 using Doorbell.Host.Os;
-using Doorbell.Host.Vfio.Abi;
 using Doorbell.Memory;
 
 namespace Doorbell.Kvm;
@@ -18,9 +16,10 @@ public readonly record struct Memslot(uint Slot, uint Flags, ulong GuestPhysAddr
 /// itself backed by host RAM pages — so a page the VMM maps into its VFIO container at IOVA = GPA is the very page the
 /// guest reads. Accesses resolve GPA → memslot → VMM virtual address → host page (KVM's gfn_to_hva and copy_from_user).
 /// A GPA in no memslot is not memory: <see cref="BusStatus.DecodeError"/> (the vCPU path turns it into an MMIO exit).
-/// This is the memory view of the vITS engine (<see cref="IItsMemory"/>) and of the vGIC's redistributors.
+/// This is the memory view (<see cref="IMemoryView"/>) of the vITS engine and of the vGIC's redistributors, as KVM's vgic
+/// reads guest tables with kvm_read_guest. Attributes are ignored (guest memory has no MMIO side here).
 /// </summary>
-public sealed class GuestMemory : IItsMemory
+public sealed class GuestMemory : IMemoryView
 {
     Memslot[] _slots = [];
 
@@ -122,47 +121,80 @@ public sealed class GuestMemory : IItsMemory
         return BusStatus.Ok;
     }
 
-    public BusStatus ReadU64(ulong address, out ulong value)
+    public BusStatus ReadU64(ulong address, out ulong value) => Read(new PhysAddr(address), 8, out value, BusAttributes.Cpu);
+    public BusStatus WriteU64(ulong address, ulong value) => Write(new PhysAddr(address), 8, value, BusAttributes.Cpu);
+
+    public BusStatus ReadU32(ulong address, out uint value)
     {
-        Span<byte> b = stackalloc byte[8];
-        var s = Read(address, b);
-        value = s == BusStatus.Ok ? BinaryPrimitives.ReadUInt64LittleEndian(b) : 0;
+        var s = Read(new PhysAddr(address), 4, out var v, BusAttributes.Cpu);
+        value = (uint)v;
         return s;
     }
 
-    public BusStatus WriteU64(ulong address, ulong value)
+    public BusStatus WriteU32(ulong address, uint value) => Write(new PhysAddr(address), 4, value, BusAttributes.Cpu);
+
+    public BusStatus Read(PhysAddr address, int size, out ulong value, in BusAttributes attributes)
     {
-        Span<byte> b = stackalloc byte[8];
-        BinaryPrimitives.WriteUInt64LittleEndian(b, value);
-        return Write(address, b);
-    }
-
-    public BusStatus ReadCommand(ulong address, Span<ulong> words) =>
-        Read(address, System.Runtime.InteropServices.MemoryMarshal.AsBytes(words));
-}
-
-/// <summary>
-/// The guest physical address space's view of all memslots, as one region of the VM's in-kernel bus (so the vGIC's
-/// redistributors, which read their property and pending tables through their bus, reach guest memory). Interim shape
-/// until RAM regions can be backed by another store (issue 11 item 1): accesses are forwarded to <see cref="GuestMemory"/>.
-/// </summary>
-sealed class GuestMemoryRegion(GuestMemory memory) : IMmioHandler
-{
-    public ulong Base { get; init; }
-
-    public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
-    {
+        value = 0;
+        if (size is not (1 or 2 or 4 or 8)) return BusStatus.SlaveError;
         Span<byte> b = stackalloc byte[8];
         b.Clear();
-        var s = memory.Read(Base + offset, b[..size]);
-        value = BinaryPrimitives.ReadUInt64LittleEndian(b);
+        var s = Read(address.Value, b[..size]);
+        if (s == BusStatus.Ok) value = BinaryPrimitives.ReadUInt64LittleEndian(b);
         return s;
     }
 
-    public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
+    public BusStatus Write(PhysAddr address, int size, ulong value, in BusAttributes attributes)
     {
+        if (size is not (1 or 2 or 4 or 8)) return BusStatus.SlaveError;
         Span<byte> b = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(b, value);
-        return memory.Write(Base + offset, b[..size]);
+        return Write(address.Value, b[..size]);
+    }
+
+    public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes) => Read(address, destination);
+    public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes) => Write(address, source);
+
+    public BusStatus ReadBestEffort(ulong address, Span<byte> destination, in BusAttributes attributes)
+    {
+        var first = BusStatus.Ok;
+        for (var pos = 0; pos < destination.Length;)
+        {
+            var n = Math.Min(destination.Length - pos, (int)(KvmConst.PageSize - (address + (ulong)pos) % KvmConst.PageSize));
+            var s = Read(address + (ulong)pos, destination.Slice(pos, n));
+            if (s != BusStatus.Ok) { destination.Slice(pos, n).Clear(); if (first == BusStatus.Ok) first = s; }
+            pos += n;
+        }
+        return first;
+    }
+
+    public BusStatus WriteBestEffort(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes)
+    {
+        var first = BusStatus.Ok;
+        for (var pos = 0; pos < source.Length;)
+        {
+            var n = Math.Min(source.Length - pos, (int)(KvmConst.PageSize - (address + (ulong)pos) % KvmConst.PageSize));
+            var s = Write(address + (ulong)pos, source.Slice(pos, n));
+            if (s != BusStatus.Ok && first == BusStatus.Ok) first = s;
+            pos += n;
+        }
+        return first;
+    }
+
+    public bool IsRam(ulong address, ulong length) => IsMemory(address, length);
+
+    public BusStatus Fill(ulong address, ulong length, byte value)
+    {
+        if (!IsMemory(address, length)) return BusStatus.DecodeError;
+        Span<byte> chunk = stackalloc byte[256];
+        chunk.Fill(value);
+        for (var done = 0UL; done < length;)
+        {
+            var n = (int)Math.Min(length - done, (ulong)chunk.Length);
+            var s = Write(address + done, chunk[..n]);
+            if (s != BusStatus.Ok) return s;
+            done += (ulong)n;
+        }
+        return BusStatus.Ok;
     }
 }

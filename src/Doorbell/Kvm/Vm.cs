@@ -1,7 +1,6 @@
 using Doorbell.Gic.Its;
 using Doorbell.Gic.V3;
 using Doorbell.Host.Os;
-using Doorbell.Host.Vfio.Abi;
 using Doorbell.Memory;
 using Doorbell.Tracing;
 
@@ -29,7 +28,6 @@ public sealed class Vm : IDisposable
     readonly List<Vcpu> _vcpus = [];
     readonly List<(ulong Base, GicV3Its Its)> _its = [];
     readonly List<Irqfd> _irqfds = [];
-    readonly PhysicalAddressSpace _tableBus = new(); // what the vGIC reads its LPI tables through: guest memory
     RouteEntry[][] _routes = [];
     bool _disposed;
 
@@ -38,7 +36,6 @@ public sealed class Vm : IDisposable
         Memory = new GuestMemory(vmmMemory);
         Trace = trace ?? new Trace();
         Strict = strict ?? new StrictMonitor();
-        _tableBus.MapMmio(new PhysAddr(0), 1UL << 48, new GuestMemoryRegion(Memory), new MmioAccessRules(AccessSizes.All, true, MmioViolation.SlaveError), "guest-memory");
     }
 
     public GuestMemory Memory { get; }
@@ -119,7 +116,7 @@ public sealed class Vm : IDisposable
         if (_disposed) return -Errno.EBADF;
         if (VgicV3 is not null) return -Errno.EEXIST;
         if (_vcpus.Count == 0 || spiCount % 32 != 0 || spiCount is < 32 or > 960 || idBits is < 14 or > 24) return -Errno.EINVAL;
-        var gic = new GicV3(_tableBus, new GicV3Options { CpuCount = _vcpus.Count, SpiCount = spiCount, IdBits = idBits, PendingTableWriteThrough = false }, Trace, Strict);
+        var gic = new GicV3(Memory, new GicV3Options { CpuCount = _vcpus.Count, SpiCount = spiCount, IdBits = idBits, PendingTableWriteThrough = false }, Trace, Strict);
         try { gic.Map(KernelMmio, gicd, gicr); }
         catch (ArgumentException) { return -Errno.EINVAL; }
         VgicV3 = gic;

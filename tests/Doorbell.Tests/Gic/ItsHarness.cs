@@ -36,7 +36,7 @@ sealed class ItsHarness
         {
             // Host RAM backs the VMM's memory; 256 MiB of it is the guest's RAM at the same GPA range as qemu-virt's.
             Bus.AddRam(new PhysAddr(0x1_0000_0000), 0x2000_0000, "host-ram");
-            var vmm = new UserAddressSpace(new HostPageAllocator(Bus, 0x1_0000_0000, 0x2000_0000));
+            var vmm = new UserAddressSpace(Bus, new PhysPageAllocator(0x1_0000_0000, 0x2000_0000, Bus));
             var hva = vmm.MapAnonymous(0x1000_0000);
             Vm = new Vm(vmm, strict: Strict);
             Assert.Equal(0, Vm.SetUserMemoryRegion(new KvmUserspaceMemoryRegion(0, 0, Ram, 0x1000_0000, hva)));

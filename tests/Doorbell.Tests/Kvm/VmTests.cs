@@ -1,7 +1,6 @@
 using Doorbell.Gic.Its;
 using Doorbell.Gic.V3;
 using Doorbell.Host.Os;
-using Doorbell.Host.Vfio.Abi;
 using Doorbell.Kvm;
 using Doorbell.Memory;
 using Doorbell.Tests.Gic;

@@ -60,7 +60,7 @@ public sealed class GicV3Its : IMmioHandler
 
     /// <summary>The physical ITS of <paramref name="gic"/>: an engine on the GIC's bus targeting its redistributors.</summary>
     public GicV3Its(GicV3 gic, ItsOptions? options = null)
-        : this(new ItsEngine(new BusItsMemory(gic.Bus), new RedistributorTargets(gic), options, gic.Trace, gic.Strict))
+        : this(new ItsEngine(gic.Bus, new RedistributorTargets(gic), options, gic.Trace, gic.Strict))
     {
     }
 
@@ -86,11 +86,11 @@ public sealed class GicV3Its : IMmioHandler
     /// <summary>The RDbase value software must use for PE <paramref name="cpu"/> under this ITS's PTA setting.</summary>
     public ulong RdBaseOf(int cpu) => _engine.RdBaseOf(cpu);
 
-    /// <summary>Maps the control and translation frames (128 KiB) at <paramref name="base"/> on <paramref name="bus"/>.</summary>
-    public void Map(PhysicalAddressSpace bus, PhysAddr @base)
+    /// <summary>Maps the control and translation frames (128 KiB) at <paramref name="base"/> of <paramref name="map"/>.</summary>
+    public void Map(IMmioMap map, PhysAddr @base)
     {
-        ArgumentNullException.ThrowIfNull(bus);
-        bus.MapMmio(@base, FrameSize, this, new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "gicv3-its");
+        ArgumentNullException.ThrowIfNull(map);
+        map.MapMmio(@base, FrameSize, this, new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "gicv3-its");
     }
 
     // --- MMIO ------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ namespace Doorbell.Gic.Its;
 /// <summary>
 /// The ITS command engine (Arm IHI 0069 chapter 6): the programming-model state behind the registers (CTLR.Enabled,
 /// CBASER, CWRITER, CREADR, BASER0 = device table, BASER1 = collection table), the command queue, the tables in
-/// memory and their caches, and MSI translation. It reaches memory only through an <see cref="IItsMemory"/> and
+/// memory and their caches, and MSI translation. It reaches memory only through a memory view (<see cref="IMemoryView"/>: its DMA view, as QEMU's ITS is given an address space) and
 /// makes LPIs pending only through an <see cref="ILpiTargets"/>, so the same engine is the physical ITS (system
 /// bus, redistributors; front: <see cref="GicV3Its"/>) and a VM's vITS (guest memory through memslots, vCPUs).
 ///
@@ -36,7 +36,7 @@ public sealed class ItsEngine
     struct TranslationEntry { public ulong Key; public uint Intid; public ushort Icid; public bool Valid; }
     struct DteEntry { public uint DeviceId; public bool Cached; public ulong Dte; }
 
-    readonly IItsMemory _memory;
+    readonly IMemoryView _memory;
     readonly ILpiTargets _targets;
     readonly Trace _trace;
     readonly StrictMonitor _strict;
@@ -52,7 +52,7 @@ public sealed class ItsEngine
     bool _enabled, _stalled;
     ulong _cbaser, _cwriter, _creadr;
 
-    public ItsEngine(IItsMemory memory, ILpiTargets targets, ItsOptions? options = null, Trace? trace = null, StrictMonitor? strict = null)
+    public ItsEngine(IMemoryView memory, ILpiTargets targets, ItsOptions? options = null, Trace? trace = null, StrictMonitor? strict = null)
     {
         ArgumentNullException.ThrowIfNull(memory);
         ArgumentNullException.ThrowIfNull(targets);
@@ -77,7 +77,7 @@ public sealed class ItsEngine
 
     public ItsOptions Options { get; }
     public ILpiTargets Targets => _targets;
-    public IItsMemory Memory => _memory;
+    public IMemoryView Memory => _memory;
     public bool Enabled => _enabled;
     public bool Stalled => _stalled;
     /// <summary>Command errors, oldest first (the first 4096 kept).</summary>
@@ -329,7 +329,7 @@ public sealed class ItsEngine
             uint err;
             var a = qbase + _creadr;
             // A 32-byte command at a 32-byte aligned offset of a 4K-aligned queue never crosses a page.
-            if (_memory.ReadCommand(a, _cmd) != BusStatus.Ok)
+            if (_memory.Read(a, System.Runtime.InteropServices.MemoryMarshal.AsBytes(_cmd.AsSpan()), BusAttributes.Cpu) != BusStatus.Ok)
                 err = ItsError.CommandFetchAbort;
             else
                 err = Execute(_cmd);

@@ -4,20 +4,6 @@ using Doorbell.Memory;
 namespace Doorbell.Gic.Its;
 
 /// <summary>
-/// The memory an ITS engine reads its device table, ITTs, collection table and command queue from, and writes
-/// table entries to: its DMA view (QEMU's ITS is given an address space the same way). For the physical ITS this
-/// is the system bus; for a vITS it is the guest's physical address space seen through the VM's memslots.
-/// Status comes back as a value: an access to nothing is an abort the engine turns into a command error or a drop.
-/// </summary>
-public interface IItsMemory
-{
-    BusStatus ReadU64(ulong address, out ulong value);
-    BusStatus WriteU64(ulong address, ulong value);
-    /// <summary>Reads one 32-byte command (<paramref name="words"/> has 4 elements) at a 32-byte aligned address.</summary>
-    BusStatus ReadCommand(ulong address, Span<ulong> words);
-}
-
-/// <summary>
 /// Where an ITS engine's translated LPIs go, and how its commands reach the pending state there: the physical
 /// GICv3's redistributors, or a VM's vCPUs. A target is a PE number (GITS_TYPER.PTA = 0 RDbase).
 /// </summary>
@@ -41,15 +27,6 @@ public interface ILpiTargets
     int TargetAt(ulong address);
     /// <summary>Physical address of a target's redistributor frame (RDbase with PTA = 1), or ulong.MaxValue when not mapped.</summary>
     ulong AddressOf(int target);
-}
-
-/// <summary>The physical ITS's memory: the system bus (RAM and MMIO decoded as any bus master's accesses are).</summary>
-public sealed class BusItsMemory(PhysicalAddressSpace bus) : IItsMemory
-{
-    public BusStatus ReadU64(ulong address, out ulong value) => bus.ReadU64(address, out value);
-    public BusStatus WriteU64(ulong address, ulong value) => bus.WriteU64(address, value);
-    public BusStatus ReadCommand(ulong address, Span<ulong> words) =>
-        bus.Read(address, System.Runtime.InteropServices.MemoryMarshal.AsBytes(words), BusAttributes.Cpu);
 }
 
 /// <summary>The physical ITS's LPI targets: the redistributors of a <see cref="GicV3"/>.</summary>

@@ -75,7 +75,7 @@ public sealed class GicV3Redistributor
     }
 
     readonly GicV3 _gic;
-    readonly SparseMemory _store;
+    readonly IMemoryView _memory;
     readonly IrqBank _ppi = new(32);
     bool _enableLpis;
     bool _sleep = true;
@@ -92,7 +92,7 @@ public sealed class GicV3Redistributor
     internal GicV3Redistributor(GicV3 gic, int cpu)
     {
         _gic = gic;
-        _store = gic.Bus.Store;
+        _memory = gic.Bus;
         _writeThrough = gic.Options.PendingTableWriteThrough;
         Cpu = cpu;
         for (var i = 0; i < 16; i++) _ppi.WriteConfig(0, 0xAAAA_AAAA, 0); // SGIs are edge-triggered
@@ -136,7 +136,8 @@ public sealed class GicV3Redistributor
         if (_propInRam)
         {
             var a = _propBase + (ulong)index;
-            cfg = _store.ReadU64(a & ~7UL) >> (int)((a & 7) * 8); // aligned word: never crosses a page
+            _memory.ReadU64(a & ~7UL, out cfg); // aligned word in a RAM table: never crosses a page
+            cfg >>= (int)((a & 7) * 8);
         }
         else _gic.Bus.Read(new PhysAddr(_propBase + (ulong)index), 1, out cfg, BusAttributes.Cpu);
         s.Config = (byte)cfg;
@@ -172,11 +173,11 @@ public sealed class GicV3Redistributor
         {
             // Fast path: the whole pending table is RAM (checked when LPIs were enabled); an aligned 64-bit
             // read-modify-write never crosses a page.
-            var store = _store;
+            var memory = _memory;
             var addr = _pendBase + (intid >> 6) * 8;
-            var word = store.ReadU64(addr);
+            memory.ReadU64(addr, out var word);
             var mask = 1UL << (int)(intid & 63);
-            store.WriteU64(addr, set ? word | mask : word & ~mask);
+            memory.WriteU64(addr, set ? word | mask : word & ~mask);
             return;
         }
         var a = new PhysAddr(_pendBase + intid / 8);
