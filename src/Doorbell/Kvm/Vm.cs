@@ -51,6 +51,8 @@ public sealed class Vm : IDisposable
     public IVmmMmioExit? MmioExit { get; set; }
     public long MmioExits { get; private set; }
     public int IrqfdCount => _irqfds.Count;
+    /// <summary>Irqfd wake-ups so far (each a signal of an irqfd's eventfd that injected its GSI's routes).</summary>
+    public long IrqfdWakes { get; internal set; }
     public bool IsDisposed => _disposed;
 
     // --- memory and vCPUs ------------------------------------------------------------------------------------
@@ -402,6 +404,7 @@ sealed class Irqfd(Vm vm, EventFdContext context, uint gsi, EventFdContext? resa
     public void Wake()
     {
         Wakes++;
+        vm.IrqfdWakes++;
         vm.Inject(this, _routes);
     }
 
