@@ -14,5 +14,6 @@ public static class DefaultScenario
         new PciEduStep(),
         new VfioStep(),
         new UserspaceDriverStep(),
+        new GuestStep(),
     ]);
 }

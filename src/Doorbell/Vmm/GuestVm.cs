@@ -96,6 +96,15 @@ public sealed class GuestVm : IDisposable, IVmmMmioExit
     }
 
     readonly SortedDictionary<uint, KvmIrqRoutingEntry> _msiRoutes = [];
+    uint _nextGsi = 1024; // above the default irqchip routes (GSI n -> SPI pin n)
+
+    /// <summary>GSIs for a device's MSI-X vectors (per VM, so a run's numbers do not depend on earlier VMs).</summary>
+    internal uint AllocateGsis(int count)
+    {
+        var b = _nextGsi;
+        _nextGsi += (uint)count;
+        return b;
+    }
 
     /// <summary>Adds, replaces or (null) removes the MSI route of <paramref name="gsi"/> and commits the whole table
     /// (KVM_SET_GSI_ROUTING replaces it whole): the default irqchip routes GSI n → SPI pin n plus every MSI route.</summary>

@@ -26,7 +26,6 @@ public sealed class VfioPciProxy : IDisposable
     readonly uint[] _table; // 4 dwords per entry: addr lo, addr hi, data, vector control
     readonly EventFd?[] _vectorFd;
     readonly uint _gsiBase;
-    static uint s_nextGsi = 1024;
     bool _disposed;
 
     VfioPciProxy(GuestVm vmm, int fd, uint devId, ulong guestBar0, ulong bar0Off, ulong bar0Size, ulong cfgOff, int vectors, ulong tableOff, ulong pbaOff)
@@ -36,9 +35,7 @@ public sealed class VfioPciProxy : IDisposable
         _table = new uint[vectors * 4];
         for (var i = 0; i < vectors; i++) _table[i * 4 + 3] = 1; // masked at reset
         _vectorFd = new EventFd?[vectors];
-        _gsiBase = s_nextGsi;
-        s_nextGsi += (uint)vectors;
-        if (s_nextGsi >= KvmConst.KVM_MAX_IRQ_ROUTES - 64) s_nextGsi = 1024;
+        _gsiBase = vmm.AllocateGsis(vectors);
     }
 
     public uint GuestDeviceId { get; }
