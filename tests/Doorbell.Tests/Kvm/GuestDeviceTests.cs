@@ -82,4 +82,52 @@ public class GuestDeviceTests
         Assert.Equal(0L, r.Vmm.Process.Memory.PinnedPages);
         Assert.Equal(0UL, r.Vmm.Process.LockedPages);
     }
+
+    [Fact]
+    public void Two_vms_on_the_its_board_a_spraying_device_cannot_raise_the_other_vms_interrupts()
+    {
+        var (m, models) = HostKernel.CreateBoard(new QemuVirtOptions());
+        m.AddPci(new MultiQueueDmaDevice(4));
+        m.AddPci(new MultiQueueDmaDevice(4));
+        var k = HostKernel.Boot(m, models);
+        var vfio = k.BuildVfio();
+        long HostLpis() => k.Cpus.Sum(c => (long)c.History.Count(i => i >= 8192));
+        var vms = new List<(GuestVm Vmm, VfioPciProxy Proxy)>();
+        foreach (var name in new[] { "0000:00:01.0", "0000:00:02.0" })
+        {
+            var fn = k.FindFunction(name)!;
+            Assert.Equal(0, GuestVm.Create(k.CreateProcess(vfio), 1, 0x0200_0000, out var vmm));
+            Assert.Equal(0, vmm!.AddDevice(fn.Group.Id, name, 0x0008, out var proxy)); // both guests use DeviceID 8
+            var res = new GuestMqDriver(vmm, proxy!, k.ServiceInterrupts, HostLpis).Run();
+            Assert.True(res.Ok, res.Failure);
+            vms.Add((vmm, proxy!));
+        }
+        var (a, b) = (vms[0], vms[1]);
+        var bWakes = b.Vmm.Vm.IrqfdWakes;
+        var aWakes = a.Vmm.Vm.IrqfdWakes;
+        // VM A's guest turns its device's DMA engine on the MSI doorbell: queue 1, slots 2..7, each a 4-byte copy of an
+        // EventID to the doorbell IOVA (GITS_TRANSLATER in the host's SW_MSI window).
+        var mem = a.Vmm.Vm.Memory;
+        uint[] events = [0, 1, 2, 3, 16, 31];
+        const ulong sq = GuestMqDriver.DmaBase + 0 * 0x4000 + 0x1000, src = GuestMqDriver.DmaBase + 2 * 0x4000 + 0x1000 + 0x800;
+        for (var i = 0; i < events.Length; i++)
+        {
+            mem.Write(src + (ulong)i * 4, BitConverter.GetBytes(events[i]));
+            var d = new byte[32];
+            BitConverter.TryWriteBytes(d.AsSpan(0), src + (ulong)i * 4);
+            BitConverter.TryWriteBytes(d.AsSpan(8), 0x0800_0040UL);
+            BitConverter.TryWriteBytes(d.AsSpan(16), 4u);
+            mem.Write(sq + (ulong)(2 + i) * 32, d);
+        }
+        Assert.Equal(Doorbell.Memory.BusStatus.Ok, a.Vmm.Vm.Vcpus[0].Write(a.Proxy.GuestBar0 + MqRegs.QueueBase + MqRegs.QueueStride + MqRegs.SqTail, 4, 8));
+        k.ServiceInterrupts();
+        var handledA = a.Vmm.Vm.Vcpus[0].TakeInterrupts(_ => { });
+        var handledB = b.Vmm.Vm.Vcpus[0].TakeInterrupts(_ => { });
+        Assert.Equal(bWakes, b.Vmm.Vm.IrqfdWakes); // nothing reached VM B
+        Assert.Equal(0, handledB);
+        Assert.True(a.Vmm.Vm.IrqfdWakes - aWakes >= 4); // A's own EventIDs 0..3 are A's own vectors
+        Assert.True(handledA >= 1);
+        a.Vmm.Dispose();
+        b.Vmm.Dispose();
+    }
 }
