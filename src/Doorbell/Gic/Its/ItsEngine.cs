@@ -191,6 +191,7 @@ public sealed class ItsEngine
         var target = icid < targets.Length ? targets[icid] : -1; // an ITE read from memory may hold any ICID
         if (target == -2) target = CollectionTarget(icid);
         if (target < 0) return Drop(ItsDropReason.UnmappedCollection, deviceId, eventId);
+        if (_trace.IsOn(TraceCategory.ItsTranslate)) _trace.Emit(TraceCategory.ItsTranslate, "its", $"DeviceID 0x{deviceId:x} EventID {eventId} -> LPI {intid} (ICID {icid}, cpu{target})");
         if (!_targets.SetPending(target, intid)) return Drop(ItsDropReason.LpiRejected, deviceId, eventId);
         Translations++;
         return ItsDropReason.None;
@@ -211,6 +212,7 @@ public sealed class ItsEngine
     {
         _drops[DropCount % _drops.Length] = new ItsDrop(reason, deviceId, eventId);
         DropCount++;
+        _trace.Emit(TraceCategory.ItsDrop, "its", $"MSI DeviceID 0x{deviceId:x} EventID {eventId} dropped: {reason}");
         if (_strict.Enabled)
             _strict.Report("its", "IHI 0069 §6.2 (untranslatable MSI is ignored)", $"MSI DeviceID {deviceId} EventID {eventId} dropped: {reason}");
         return reason;
@@ -338,10 +340,11 @@ public sealed class ItsEngine
                 CommandErrorCount++;
                 var e = new ItsCommandError(err, (byte)_cmd[0], (uint)_creadr, (uint)(_cmd[0] >> 32), (uint)_cmd[1]);
                 if (_errors.Count < 4096) _errors.Add(e);
-                if (_trace.Enabled) _trace.Emit("its", e.ToString());
+                _trace.Emit(TraceCategory.GuestError, "its", $"command error: {e}");
                 _strict.Report("its", "IHI 0069 §6.3 (command error)", e.ToString());
                 if (Options.StallOnCommandError) { _stalled = true; return; }
             }
+            else _trace.Emit(TraceCategory.ItsCmd, "its", $"{ItsOpcode.Name((byte)_cmd[0])} consumed at CREADR 0x{_creadr:x}");
             CommandsProcessed++;
             _creadr += 32;
             if (_creadr >= qbytes) _creadr = 0;
@@ -379,7 +382,7 @@ public sealed class ItsEngine
                 var to = ResolveRd((c[3] >> 16) & 0xF_FFFF_FFFFUL);
                 if (from < 0 || to < 0) return ItsError.MovallProcnumOor;
                 _targets.MoveAll(from, to);
-                if (_trace.Enabled) _trace.Emit("its", $"MOVALL cpu{from} -> cpu{to}");
+                _trace.Emit(TraceCategory.ItsCmd, "its", $"MOVALL cpu{from} -> cpu{to}");
                 return 0;
             }
             default:
@@ -398,7 +401,7 @@ public sealed class ItsEngine
         ref var cached = ref _dteCache[deviceId & (uint)(_dteCache.Length - 1)];
         cached.DeviceId = deviceId; cached.Dte = dte; cached.Cached = true;
         InvalidateDeviceTranslations(deviceId);
-        if (_trace.Enabled) _trace.Emit("its", $"MAPD dev {deviceId} {(valid ? $"ITT 0x{itt:x} {size + 1} bits" : "unmapped")}");
+        _trace.Emit(TraceCategory.ItsCmd, "its", $"MAPD dev {deviceId} {(valid ? $"ITT 0x{itt:x} {size + 1} bits" : "unmapped")}");
         return 0;
     }
 
@@ -413,7 +416,7 @@ public sealed class ItsEngine
         else if (!EntryAddress(CollectionTable, icid, out var a) || _memory.WriteU64(a, cte) != BusStatus.Ok)
             return ItsError.Code(op, ItsError.CollectionOor);
         _collectionTarget[icid] = valid ? target : -1;
-        if (_trace.Enabled) _trace.Emit("its", $"MAPC icid {icid} -> {(valid ? $"cpu{target}" : "unmapped")}");
+        _trace.Emit(TraceCategory.ItsCmd, "its", $"MAPC icid {icid} -> {(valid ? $"cpu{target}" : "unmapped")}");
         return 0;
     }
 
@@ -469,7 +472,7 @@ public sealed class ItsEngine
         var key = ((ulong)deviceId << 32) | eventId;
         ref var e = ref _tcache[CacheIndex(key)];
         e.Key = key; e.Intid = intid; e.Icid = icid; e.Valid = true;
-        if (_trace.Enabled) _trace.Emit("its", $"MOVI dev {deviceId} ev {eventId} (LPI {intid}) -> icid {icid} (cpu{to})");
+        _trace.Emit(TraceCategory.ItsCmd, "its", $"MOVI dev {deviceId} ev {eventId} (LPI {intid}) -> icid {icid} (cpu{to})");
         return 0;
     }
 
