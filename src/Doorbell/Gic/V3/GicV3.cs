@@ -12,6 +12,12 @@ public sealed record GicV3Options
     public int SpiCount { get; init; } = 224;
     /// <summary>INTID bits the distributor supports (GICD_TYPER.IDbits + 1); LPIs exist when ≥ 14. At most 24 here.</summary>
     public int IdBits { get; init; } = 16;
+    /// <summary>
+    /// True (hardware, QEMU): every LPI pending change is written through to the pending table in memory. False (a
+    /// vGIC, as KVM does): pending state lives in the redistributor while EnableLPIs = 1 — the table's contents are
+    /// then UNKNOWN to software (IHI 0069 §5.1.2) — and is written out by <see cref="GicV3Redistributor.SavePendingTable"/>.
+    /// </summary>
+    public bool PendingTableWriteThrough { get; init; } = true;
 }
 
 /// <summary>
@@ -98,6 +104,9 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
     public ulong RedistributorBase { get; private set; } = ulong.MaxValue;
 
     /// <summary>Bumped whenever distributor state that can change delivery is written.</summary>
+    /// <summary>Called when an SPI is deactivated (EOI with EOImode 0, or DIR): a vGIC's ack notifier (KVM resamplefd).</summary>
+    public Action<int>? SpiDeactivated { get; set; }
+
     internal int SpiVersion => _spis.Version;
     internal IrqBank Spis => _spis;
     internal bool Group1Enabled => (_ctlr & CtlrEnableGrp1) != 0;
@@ -106,7 +115,10 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
     public void Map(PhysAddr gicd, PhysAddr gicr) =>
         Map(Bus as IMmioMap ?? throw new InvalidOperationException("the GIC's memory view places no MMIO: use Map(map, gicd, gicr)"), gicd, gicr);
 
-    /// <summary>Maps GICD and the redistributors on <paramref name="map"/>.</summary>
+    /// <summary>
+    /// Maps GICD and the redistributors on <paramref name="map"/>, which may differ from the view the GIC reads its LPI
+    /// tables through (a vGIC: frames on the VM's in-kernel MMIO bus, tables in guest memory).
+    /// </summary>
     public void Map(IMmioMap map, PhysAddr gicd, PhysAddr gicr)
     {
         ArgumentNullException.ThrowIfNull(map);

@@ -131,7 +131,11 @@ public sealed class GicV3CpuInterface
     void Deactivate(int intid)
     {
         if (intid < GicV3.FirstSpi) Rd.Private.SetActive(intid, false);
-        else if (intid < GicV3.FirstSpi + _gic.Spis.Count) _gic.Spis.SetActive(intid - GicV3.FirstSpi, false);
+        else if (intid < GicV3.FirstSpi + _gic.Spis.Count)
+        {
+            _gic.Spis.SetActive(intid - GicV3.FirstSpi, false);
+            _gic.SpiDeactivated?.Invoke(intid);
+        }
     }
 
     /// <summary>ICC_SGI1R_EL1: TargetList[15:0], Aff1[23:16], INTID[27:24], Aff2[39:32], IRM 40, RS[47:44], Aff3[55:48].</summary>

@@ -84,6 +84,7 @@ public sealed class GicV3Redistributor
     int _lpiLimit; // INTIDs below this are valid LPIs on this redistributor
     int _gen = 1;
     bool _propInRam, _pendInRam;
+    readonly bool _writeThrough;
     LpiSlot[]?[] _chunks = [];
     readonly int[] _head = new int[65], _tail = new int[65];
     ulong _listMask; // bit p: list p (priority p << 2) is non-empty
@@ -92,6 +93,7 @@ public sealed class GicV3Redistributor
     {
         _gic = gic;
         _memory = gic.Bus;
+        _writeThrough = gic.Options.PendingTableWriteThrough;
         Cpu = cpu;
         for (var i = 0; i < 16; i++) _ppi.WriteConfig(0, 0xAAAA_AAAA, 0); // SGIs are edge-triggered
         _ppi.WriteConfig(16, 0, 16);
@@ -166,6 +168,7 @@ public sealed class GicV3Redistributor
 
     void WritePendingBit(uint intid, bool set)
     {
+        if (!_writeThrough) return;
         if (_pendInRam)
         {
             // Fast path: the whole pending table is RAM (checked when LPIs were enabled); an aligned 64-bit
@@ -271,6 +274,30 @@ public sealed class GicV3Redistributor
             ClearLpiPending(intid);
             target.SetLpiPending(intid);
         }
+    }
+
+    /// <summary>
+    /// Writes this redistributor's LPI pending state into its pending table (one bit per INTID, bytes of LPIs never
+    /// referenced left as they are): what a vGIC does on a save request (KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES) since it
+    /// does not write through. Returns the bus status of the first failing write, or Ok.
+    /// </summary>
+    public BusStatus SavePendingTable()
+    {
+        if (!_enableLpis) return BusStatus.Ok;
+        Span<byte> bytes = stackalloc byte[ChunkSize / 8];
+        for (var c = 0; c < _chunks.Length; c++)
+        {
+            var chunk = _chunks[c];
+            if (chunk is null) continue;
+            bytes.Clear();
+            for (var i = 0; i < chunk.Length; i++)
+                if ((chunk[i].Flags & FlagPending) != 0) bytes[i >> 3] |= (byte)(1 << (i & 7));
+            var firstIntid = (ulong)(c * ChunkSize + GicV3.FirstLpi); // a multiple of 8: whole bytes
+            var n = (int)Math.Min((ulong)bytes.Length, ((ulong)_lpiLimit - firstIntid) / 8);
+            var s = _gic.Bus.Write(_pendBase + firstIntid / 8, bytes[..n], BusAttributes.Cpu);
+            if (s != BusStatus.Ok) return s;
+        }
+        return BusStatus.Ok;
     }
 
     /// <summary>Highest-priority pending enabled LPI: (INTID, priority) or INTID -1. O(1).</summary>
