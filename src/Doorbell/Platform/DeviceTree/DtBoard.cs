@@ -209,7 +209,7 @@ public sealed class DtBoard
             case MsiControllerKind.GicV3Its or MsiControllerKind.GicV3PreIts when GicV3 is not null && regs.Count > 0:
             {
                 var its = new GicV3Its(GicV3, new ItsOptions { DeviceIdBits = 20 });
-                if (!TryPlace("its", () => its.Map(new PhysAddr(@base)), out status)) break;
+                if (!TryPlace("its", () => its.Map(Bus, new PhysAddr(@base)), out status)) break;
                 var translater = @base + GicV3Its.GITS_TRANSLATER;
                 if (info.Kind == MsiControllerKind.GicV3PreIts)
                 {
