@@ -1,6 +1,9 @@
 using System.CommandLine;
 using Doorbell.Scenarios;
 
+// the qtest launcher first: a harness starting Doorbell as QEMU pays only for the qtest front end
+if (Doorbell.Cli.QtestCommand.RunIfQtest(args) is int qtestExit) return qtestExit;
+
 var root = new RootCommand("Doorbell: an emulator of the ARM device-assignment path (SMMU, GIC/ITS, PCIe, VFIO).");
 
 var strict = new Option<bool>("--strict") { Description = "Report what real hardware silently tolerates (stale caches, missing syncs...)." };
@@ -16,6 +19,6 @@ run.SetAction(parse =>
 });
 root.Subcommands.Add(run);
 root.Subcommands.Add(Doorbell.Cli.AuditCommand.Create());
-if (Doorbell.Cli.QtestCommand.Intercept(root, args) is int qtestExit) return qtestExit;
+root.Subcommands.Add(Doorbell.Cli.QtestCommand.Create());
 
 return root.Parse(args).Invoke();
