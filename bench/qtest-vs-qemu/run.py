@@ -16,6 +16,7 @@ import argparse, os, re, signal, socket, statistics, subprocess, sys, tempfile, 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 LAUNCHER = os.path.join(ROOT, "scripts", "qemu-system-aarch64-doorbell")
+DOORBELL = {}  # peer kind -> binary, for --startup-only comparisons of builds (e.g. a Native AOT one)
 MACHINE = "virt,gic-version=3,iommu=smmuv3"
 PARK = 0x5FFFF000
 
@@ -115,7 +116,7 @@ class Peer:
         lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         lst.bind(path)
         lst.listen(1)
-        binary = "qemu-system-aarch64" if kind == "qemu" else LAUNCHER
+        binary = "qemu-system-aarch64" if kind == "qemu" else DOORBELL.get(kind, LAUNCHER)
         args = [binary, "-machine", MACHINE, "-accel", "tcg", "-icount", "shift=0,sleep=off", "-cpu", "cortex-a57",
                 "-m", "512M", "-display", "none", "-nodefaults", "-serial", "none", "-monitor", "none",
                 "-device", f"loader,file={blob},addr=0x{PARK:x},cpu-num=0", "-device", "edu,dma_mask=0xffffffffff",
@@ -272,7 +273,28 @@ def main():
     ap.add_argument("--burst", type=int, default=256, help="operations per pipelined burst")
     ap.add_argument("--reps", type=int, default=3, help="bursts per operation per run")
     ap.add_argument("--sessions", type=int, default=3, help="sessions in the replayed transcript")
+    ap.add_argument("--startup-only", nargs="*", metavar="NAME=BINARY",
+                    help="only measure start-up to the first answer: QEMU, the launcher and each NAME=BINARY, alternating")
     args = ap.parse_args()
+    if args.startup_only is not None:
+        kinds = ["qemu", "doorbell"]
+        for spec in args.startup_only:
+            name, binary = spec.split("=", 1)
+            DOORBELL[name] = binary
+            kinds.append(name)
+        subprocess.run([LAUNCHER, "-M", "help"], check=True, stdout=subprocess.DEVNULL)
+        times = {k: [] for k in kinds}
+        for r in range(args.runs):
+            for k in (kinds if r % 2 == 0 else kinds[::-1]):
+                p = Peer(k, log=False)
+                times[k].append(p.startup)
+                p.close()
+                p.cleanup()
+        load = open("/proc/loadavg").read().split()[:3]
+        print(f"start-up to first answered qtest command, median of {args.runs} alternating runs, load {' '.join(load)}")
+        for k in kinds:
+            print(f"  {k:<12} {statistics.median(times[k]) * 1e3:8.1f} ms  (min {min(times[k]) * 1e3:.1f} ms)")
+        return
     # build the precompiled CLI now, not inside a timed start-up
     subprocess.run([LAUNCHER, "-M", "help"], check=True, stdout=subprocess.DEVNULL)
     server = {"qemu": {}, "doorbell": {}}
