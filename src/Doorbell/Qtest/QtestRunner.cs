@@ -56,7 +56,7 @@ public static class QtestRunner
                 catch (SocketException) { }
                 catch (ObjectDisposedException) { }
             });
-            var server = log == null ? new QtestServer(machine) : new QtestServer(machine, log);
+            var server = log == null ? new QtestServer(machine) : QtestServer.LoggingTo(machine, log);
             server.Opened();
             while (!quit.IsCancellationRequested)
             {

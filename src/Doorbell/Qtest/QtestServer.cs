@@ -55,8 +55,8 @@ public sealed class QtestServer
         : this(machine, log, null, time) { }
 
     /// <summary>A server logging bytes to a stream (the fast path the launcher uses).</summary>
-    public QtestServer(Machine machine, Stream log, TimeProvider? time = null)
-        : this(machine, null, log ?? throw new ArgumentNullException(nameof(log)), time) { }
+    public static QtestServer LoggingTo(Machine machine, Stream log, TimeProvider? time = null) =>
+        new(machine, null, log ?? throw new ArgumentNullException(nameof(log)), time);
 
     QtestServer(Machine machine, TextWriter? logText, Stream? logStream, TimeProvider? time)
     {

@@ -194,7 +194,11 @@ public sealed class GicV3Redistributor
 
     bool PendingBitInRam(uint intid)
     {
-        if (_pendInRam) return ((_store.ReadU64(_pendBase + (intid >> 6) * 8) >> (int)(intid & 63)) & 1) != 0;
+        if (_pendInRam)
+        {
+            _memory.ReadU64(_pendBase + (intid >> 6) * 8, out var word);
+            return ((word >> (int)(intid & 63)) & 1) != 0;
+        }
         _gic.Bus.Read(new PhysAddr(_pendBase + intid / 8), 1, out var b, BusAttributes.Cpu);
         return ((b >> (int)(intid & 7)) & 1) != 0;
     }
