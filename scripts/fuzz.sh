@@ -15,7 +15,7 @@ cmd=${1:-smoke}; shift || true
 case "$cmd" in
   smoke)
     [ -f "$dll" ] || build
-    seconds=${1:-120}; seed=${2:-$RANDOM$RANDOM}
+    seconds=${1:-120}; seed=${2:-$(( (RANDOM << 15) | RANDOM ))}
     dotnet "$dll" smoke --seconds "$seconds" --seed "$seed" --findings fuzz/findings
     rc=$?
     if [ $rc -gt 1 ] && [ -f fuzz/findings/last-input.bin ]; then
@@ -42,7 +42,10 @@ case "$cmd" in
     timeout "$seconds" afl-fuzz -M main -i "fuzz/corpus/$target" -o "fuzz/afl/$target" -t 10000 -m none "${dict[@]}" -- dotnet "$out/Doorbell.Fuzz.dll" afl "$target" > "fuzz/afl/$target-main.log" 2>&1 &
     timeout "$seconds" afl-fuzz -S second -i "fuzz/corpus/$target" -o "fuzz/afl/$target" -t 10000 -m none "${dict[@]}" -- dotnet "$out/Doorbell.Fuzz.dll" afl "$target" > "fuzz/afl/$target-second.log" 2>&1 &
     wait
-    afl-whatsup -s "fuzz/afl/$target" 2>/dev/null || true ;;
+    for i in main second; do
+      echo "afl $target/$i: $(grep -E '^(execs_done|corpus_count|bitmap_cvg|saved_crashes|saved_hangs)' "fuzz/afl/$target/$i/fuzzer_stats" 2>/dev/null | awk -F' *: *' '{printf "%s=%s ", $1, $2}')"
+    done
+    ls "fuzz/afl/$target"/*/crashes/id* "fuzz/afl/$target"/*/hangs/id* 2>/dev/null | sed 's/^/finding: /' ;;
   replay)
     [ -f "$dll" ] || build
     dotnet "$dll" run "$@" ;;

@@ -39,12 +39,16 @@ public sealed class QemuCommandLine
     static readonly HashSet<string> IgnoredWithArg = ["-cpu", "-accel", "-icount", "-display", "-monitor", "-serial", "-name", "-vga", "-boot", "-rtc", "-global", "-L", "-bios", "-kernel", "-append", "-initrd", "-drive", "-netdev", "-object", "-parallel", "-audiodev", "-D", "-pidfile", "-uuid"];
     static readonly HashSet<string> IgnoredFlags = ["-nodefaults", "-nographic", "-S", "-no-shutdown", "-no-reboot", "-enable-kvm", "-daemonize"];
     // QEMU's -d log items (qemu-log.c); they concern TCG/guest CPUs, which Doorbell does not have
-    static readonly HashSet<string> QemuLogItems = ["out_asm", "in_asm", "op", "op_opt", "op_ind", "op_plugin", "int", "exec", "cpu", "fpu", "mmu", "pcall", "cpu_reset", "unimp", "guest_errors", "page", "nochain", "plugin", "strace", "tid", "invalid_mem"];
+    static readonly HashSet<string> QemuLogItems = ["out_asm", "in_asm", "op", "op_opt", "op_ind", "op_plugin", "int", "exec", "cpu", "fpu", "mmu", "pcall", "cpu_reset", "unimp", "page", "nochain", "plugin", "strace", "tid", "invalid_mem"];
     // -machine virt properties of QEMU 7.2 that carry no device state here: accepted (booleans checked) and ignored
     static readonly HashSet<string> MachineBoolProps = ["highmem", "highmem-ecam", "highmem-mmio", "highmem-redists", "secure", "virtualization", "mte", "ras", "dtb-randomness", "dtb-kaslr-seed", "default-bus-bypass-iommu", "dump-guest-core", "mem-merge", "usb", "graphics", "suppress-vmdesc", "acpi"];
     static readonly HashSet<string> MachineValueProps = ["accel", "kernel-irqchip", "memory-backend", "dtb", "kernel", "initrd", "append", "firmware", "dumpdtb", "phandle-start", "memory-encryption", "confidential-guest-support", "kvm-type", "kvm-shadow-mem"];
 
     static ArgumentException Bad(string option, string value, string reason) => new($"{option} {value}: {reason}");
+
+    /// <summary>A trace pattern must match a category of the machine trace (`doorbell trace-categories`).</summary>
+    static string TracePattern(string option, string value, string pattern) =>
+        Doorbell.Tracing.TraceCategories.ParseMask(pattern, out var error) is null ? throw Bad(option, value, error ?? "bad trace pattern") : pattern;
 
     /// <summary>Parses QEMU-style arguments; throws ArgumentException with a one-line QEMU-style message on what it cannot honour.</summary>
     public static QemuCommandLine Parse(IReadOnlyList<string> args)
@@ -105,8 +109,9 @@ public sealed class QemuCommandLine
                     foreach (var item in v.Split(',', StringSplitOptions.RemoveEmptyEntries))
                     {
                         if (item == "help") { c.Help = LogHelp; continue; }
-                        if (item.StartsWith("trace:", StringComparison.Ordinal)) c.TracePatterns.Add(item[6..]);
-                        else if (!QemuLogItems.Contains(item)) c.TracePatterns.Add(item);
+                        if (item.StartsWith("trace:", StringComparison.Ordinal)) c.TracePatterns.Add(TracePattern(a, v, item[6..]));
+                        else if (item == "guest_errors") c.TracePatterns.Add("guest_error"); // the machine trace's category for them
+                        else if (!QemuLogItems.Contains(item)) c.TracePatterns.Add(TracePattern(a, v, item));
                     }
                     break;
                 }
@@ -116,8 +121,8 @@ public sealed class QemuCommandLine
                     foreach (var p in v.Split(','))
                     {
                         var kv = p.Split('=', 2);
-                        if (kv.Length == 1) { if (kv[0] == "help") c.Help = LogHelp; else if (kv[0].Length > 0) c.TracePatterns.Add(kv[0]); }
-                        else if (kv[0] == "enable") c.TracePatterns.Add(kv[1]);
+                        if (kv.Length == 1) { if (kv[0] == "help") c.Help = LogHelp; else if (kv[0].Length > 0) c.TracePatterns.Add(TracePattern(a, v, kv[0])); }
+                        else if (kv[0] == "enable") c.TracePatterns.Add(TracePattern(a, v, kv[1]));
                         else if (kv[0] is "events" or "file") c.Ignored.Add($"-trace {p}");
                         else throw Bad(a, v, $"Invalid parameter '{kv[0]}'");
                     }
@@ -141,7 +146,7 @@ public sealed class QemuCommandLine
 
     const string MachineHelp = "Supported machines are:\nvirt                 QEMU 7.2 ARM Virtual Machine (alias of virt-7.2)\nvirt-7.2             QEMU 7.2 ARM Virtual Machine\n";
     const string DeviceHelp = "PCI devices:\nname \"edu\", bus PCI, desc \"QEMU's educational PCI device (1234:11e8)\"\nname \"doorbell-mq-dma\", bus PCI, desc \"Doorbell's multi-queue MSI-X DMA device\"\n\nUncategorized devices:\nname \"loader\", desc \"Generic Loader (accepted and ignored: there are no CPUs to run code)\"\n";
-    const string LogHelp = "Doorbell accepts QEMU's -d log items (they concern CPUs it does not model and are ignored),\n-d trace:PATTERN and -trace [enable=]PATTERN: model trace events whose source matches PATTERN (globs with *),\nprinted on stderr.\n";
+    const string LogHelp = "Doorbell accepts QEMU's -d log items (they concern CPUs it does not model and are ignored),\n-d trace:PATTERN and -trace [enable=]PATTERN: model trace events whose category matches PATTERN (globs with *;\n`doorbell trace-categories` lists them), printed on stderr.\n";
 
     void ParseMachine(string option, string v)
     {

@@ -93,21 +93,17 @@ public static class QtestRunner
     }
 
     /// <summary>
-    /// -d trace:PATTERN / -trace PATTERN: a thin adapter onto the models' trace (today the GICv3's; events whose
-    /// source matches a glob are printed on stderr as they happen).
+    /// -d trace:PATTERN / -trace PATTERN: a thin adapter onto the machine's trace (QEMU-style category globs,
+    /// checked when the command line was parsed); events are printed on stderr as they happen, not kept.
     /// </summary>
     static void EnableTrace(Machine machine, IReadOnlyList<string> patterns, TextWriter stderr)
     {
-        if (machine.GicV3 is not { } gic) return;
-        gic.Trace.Enabled = true;
-        gic.Trace.Sink = e =>
-        {
-            if (patterns.Any(p => Glob(p, e.Source))) stderr.WriteLine(e.ToString());
-        };
+        var mask = Doorbell.Tracing.TraceCategories.ParseMask(string.Join(',', patterns), out var error)
+            ?? throw new ArgumentException($"-trace {string.Join(',', patterns)}: {error}");
+        machine.Trace.Record = false;
+        machine.Trace.Sink = e => stderr.WriteLine(e.ToString());
+        machine.Trace.Mask = mask;
     }
-
-    static bool Glob(string pattern, string name) =>
-        System.IO.Enumeration.FileSystemName.MatchesSimpleExpression(pattern, name, ignoreCase: true);
 
     static void ServeQmp(string path, CancellationTokenSource quit)
     {

@@ -269,6 +269,8 @@ public class QtestFrontEndTests
         { ["-machine", "q35"], "-machine q35: unsupported machine type 'q35'" },
         { ["-machine", "virt,gic-version=5"], "-machine virt,gic-version=5: Invalid gic-version value '5'" },
         { ["-m"], "-m: requires an argument" },
+        { ["-trace", "nosuch*"], "-trace nosuch*: 'nosuch*' matches no trace category" },
+        { ["-d", "trace:bogus"], "-d trace:bogus: 'bogus' matches no trace category" },
         { ["-frobnicate"], "-frobnicate: invalid option" },
     };
 
@@ -294,8 +296,8 @@ public class QtestFrontEndTests
         Assert.Equal(4, c.Machine.Cpus);
         Assert.Contains("virt-7.2", QemuCommandLine.Parse(["-M", "help"]).Help, StringComparison.Ordinal);
         Assert.Contains("name \"edu\", bus PCI", QemuCommandLine.Parse(["-device", "help"]).Help, StringComparison.Ordinal);
-        var t = QemuCommandLine.Parse(["-d", "guest_errors,trace:its*", "-trace", "enable=smmu*", "-trace", "gicr*"]);
-        Assert.Equal(["its*", "smmu*", "gicr*"], t.TracePatterns);
+        var t = QemuCommandLine.Parse(["-d", "guest_errors,int,trace:its*", "-trace", "enable=smmu*", "-trace", "gicr*"]);
+        Assert.Equal(["guest_error", "its*", "smmu*", "gicr*"], t.TracePatterns);
     }
 
     /// <summary>The launcher end to end: misuse exits 1 with one line on stderr and nothing on stdout, no stack trace.</summary>
