@@ -21,6 +21,8 @@ return CliErrors.Guard(() =>
         case "scenarios": return RunCommand.ListScenarios(args[1..]);
         case "trace-categories": return RunCommand.ListCategories(args[1..]);
     }
+    // the qtest launcher before anything else is built: a harness starting Doorbell as QEMU pays only for the qtest front end
+    if (QtestCommand.RunIfQtest(args) is int qtestFirst) return qtestFirst;
 
     var root = new RootCommand("Doorbell: an emulator of the ARM device-assignment path (SMMU, GIC/ITS, PCIe, VFIO).");
     root.Subcommands.Add(AuditCommand.Create());

@@ -16,7 +16,8 @@ namespace Doorbell.Gic.V3;
 /// highest pending LPI is found with one trailing-zero count. Per-LPI state lives in 1024-entry chunks
 /// allocated on first touch.
 /// Known limits: the pending table is read once, when EnableLPIs goes 0→1 (unless PENDBASER.PTZ); later
-/// software writes to the pending table are not observed (as hardware that caches pending state); within one
+/// software writes to the pending table are not observed (as hardware that caches pending state), except that
+/// with <see cref="PendingTableAuthoritative"/> (the qtest front end) a bit cleared in RAM clears the LPI; within one
 /// priority, LPIs are taken in the order they became pending (IMPDEF); no VLPI frame.
 /// </summary>
 public sealed class GicV3Redistributor
@@ -186,13 +187,41 @@ public sealed class GicV3Redistributor
         _gic.Bus.Write(a, 1, set ? b | bit : b & ~bit, BusAttributes.Cpu);
     }
 
+    /// <summary>
+    /// QEMU's choice, used by the qtest front end (docs/deviations.md): the pending table in RAM is authoritative
+    /// for clearing. Set-pending is written through as always; a bit software cleared in RAM makes the LPI not
+    /// pending (seen when the LPI is next set, tested or is the highest pending one). Off: pending state is
+    /// cached as hardware may (IHI 0069 §5.1.2: changing the table while EnableLPIs = 1 is UNPREDICTABLE).
+    /// </summary>
+    public bool PendingTableAuthoritative { get; set; }
+
+    bool PendingBitInRam(uint intid)
+    {
+        if (_pendInRam)
+        {
+            _memory.ReadU64(_pendBase + (intid >> 6) * 8, out var word);
+            return ((word >> (int)(intid & 63)) & 1) != 0;
+        }
+        _gic.Bus.Read(new PhysAddr(_pendBase + intid / 8), 1, out var b, BusAttributes.Cpu);
+        return ((b >> (int)(intid & 7)) & 1) != 0;
+    }
+
+    /// <summary>With <see cref="PendingTableAuthoritative"/>: true when a cached-pending LPI was cleared in RAM (and drops it).</summary>
+    bool ClearedInRam(uint intid, int index, ref LpiSlot s)
+    {
+        if (!PendingTableAuthoritative || PendingBitInRam(intid)) return false;
+        s.Flags &= unchecked((byte)~FlagPending);
+        Unlink(index, ref s);
+        return true;
+    }
+
     /// <summary>Makes LPI <paramref name="intid"/> pending here (ITS translation, INT, SETLPIR). False when dropped.</summary>
     public bool SetLpiPending(uint intid)
     {
         if (!ValidLpi(intid)) { DroppedLpis++; return false; }
         var index = (int)intid - GicV3.FirstLpi;
         ref var s = ref Slot(index);
-        if ((s.Flags & FlagPending) != 0) return true;
+        if ((s.Flags & FlagPending) != 0 && !ClearedInRam(intid, index, ref s)) return true;
         s.Flags |= FlagPending;
         if (_gic.Trace.IsOn(TraceCategory.Gicr)) _gic.Trace.Emit(TraceCategory.Gicr, TraceSources.Gicr(Cpu), $"LPI {intid} pending");
         WritePendingBit(intid, true);
@@ -221,7 +250,9 @@ public sealed class GicV3Redistributor
         if (!ValidLpi(intid)) return false;
         var index = (int)intid - GicV3.FirstLpi;
         var chunk = _chunks[index >> ChunkShift];
-        return chunk is not null && (chunk[index & (ChunkSize - 1)].Flags & FlagPending) != 0;
+        if (chunk is null) return false;
+        ref var s = ref chunk[index & (ChunkSize - 1)];
+        return (s.Flags & FlagPending) != 0 && !ClearedInRam(intid, index, ref s);
     }
 
     /// <summary>Re-reads one LPI's configuration from the property table (INV, INVLPIR). O(1).</summary>
@@ -303,9 +334,14 @@ public sealed class GicV3Redistributor
     /// <summary>Highest-priority pending enabled LPI: (INTID, priority) or INTID -1. O(1).</summary>
     internal (int Intid, int Priority) HighestLpi()
     {
-        if (_listMask == 0) return (-1, 256);
-        var p = BitOperations.TrailingZeroCount(_listMask);
-        return (_head[p] + GicV3.FirstLpi, p << 2);
+        while (_listMask != 0)
+        {
+            var p = BitOperations.TrailingZeroCount(_listMask);
+            var head = _head[p];
+            if (PendingTableAuthoritative && ClearedInRam((uint)(head + GicV3.FirstLpi), head, ref Slot(head))) continue;
+            return (head + GicV3.FirstLpi, p << 2);
+        }
+        return (-1, 256);
     }
 
     // EnableLPIs 1 -> 0 (IHI 0069 §12.11.2: IMPLEMENTATION DEFINED whether it can be cleared; Doorbell allows it).
