@@ -16,6 +16,7 @@ run.SetAction(parse =>
 });
 root.Subcommands.Add(run);
 root.Subcommands.Add(Doorbell.Cli.AuditCommand.Create());
+root.Subcommands.Add(Doorbell.Cli.ServeCommand.Create());
 if (Doorbell.Cli.QtestCommand.Intercept(root, args) is int qtestExit) return qtestExit;
 
 return root.Parse(args).Invoke();
