@@ -66,8 +66,19 @@ public sealed class DoorbellServer : IDisposable
 
     /// <summary>SMMU event records seen since start (device faults, e.g. DMA to an unmapped IOVA).</summary>
     public int SmmuEventCount { get; private set; }
-    /// <summary>The last client that went away: its pid and what it still held after release (all zero when clean).</summary>
-    public string LastRelease { get; internal set; } = "none";
+    readonly Queue<string> _releases = new();
+
+    /// <summary>The last clients that went away (up to 16): pid and what each still held after release (all zero when clean).</summary>
+    public IReadOnlyList<string> Releases { get { lock (_releases) return [.. _releases]; } }
+
+    internal void RecordRelease(string line)
+    {
+        lock (_releases)
+        {
+            if (_releases.Count == 16) _releases.Dequeue();
+            _releases.Enqueue(line);
+        }
+    }
 
     /// <summary>Model-thread epilogue of every request: virtual time runs until idle (a device's delayed work
     /// completes as soon as the host waits), host CPUs take pending interrupts, SMMU events are read and logged.</summary>
@@ -123,7 +134,7 @@ public sealed class DoorbellServer : IDisposable
         sb.Append(CultureInfo.InvariantCulture, $"windows={_aperture.WindowCount}\n");
         sb.Append(CultureInfo.InvariantCulture, $"smmu_events={SmmuEventCount}\n");
         sb.Append(CultureInfo.InvariantCulture, $"dma_bytes_read={_aperture.BytesRead}\ndma_bytes_written={_aperture.BytesWritten}\n");
-        sb.Append(CultureInfo.InvariantCulture, $"last_release={LastRelease}\n");
+        foreach (var r in Releases) sb.Append(CultureInfo.InvariantCulture, $"release {r}\n");
         return sb.ToString();
     }
 
@@ -237,7 +248,7 @@ internal sealed class ClientSession
             var fds = p.OpenFileCount;
             var locked = p.LockedPages;
             p.CloseAll();
-            _server.LastRelease = $"pid={Pid} closed_fds={fds} unpinned_pages={locked} fds_after={p.OpenFileCount} locked_after={p.LockedPages} pinned_after={p.Memory.PinnedPages}";
+            _server.RecordRelease($"pid={Pid} closed_fds={fds} unpinned_pages={locked} fds_after={p.OpenFileCount} locked_after={p.LockedPages} pinned_after={p.Memory.PinnedPages}");
             _server.Log.WriteLine($"doorbell serve: client {Pid} {reason}: released {fds} descriptor(s), {locked} pinned page(s)");
         }
         _server.Aperture.Release(this);
