@@ -63,7 +63,7 @@ public sealed class HostKernel
         GicV3Driver = v3;
         GicV2Driver = v2;
         Pci = pci;
-        UserPages = new HostPageAllocator(machine.Bus, HostMemoryLayout.UserPages, HostMemoryLayout.UserPagesSize);
+        UserPages = new PhysPageAllocator(HostMemoryLayout.UserPages, HostMemoryLayout.UserPagesSize, machine.Bus);
     }
 
     public Machine Machine { get; }
@@ -77,7 +77,7 @@ public sealed class HostKernel
     public GicV3HostDriver? GicV3Driver { get; }
     public GicV2HostDriver? GicV2Driver { get; }
     public PciEnumeration Pci { get; }
-    public HostPageAllocator UserPages { get; }
+    public PhysPageAllocator UserPages { get; }
     public IReadOnlyList<KernelIommuGroup> Groups => _groups;
     public IReadOnlyList<KernelPciFunction> Functions => _functions;
     public IReadOnlyList<KernelPlatformDevice> PlatformDevices => _platform;
@@ -146,7 +146,7 @@ public sealed class HostKernel
         if (models.GicV3 is { } g3)
         {
             v3 = new GicV3HostDriver(bus, QemuVirtGicV3.GicdBase, QemuVirtGicV3.GicrBase, g3.Gic.CpuInterfaces,
-                new HostPhysAllocator(bus, HostMemoryLayout.GicTables, HostMemoryLayout.GicTables + HostMemoryLayout.GicTablesSize));
+                new PhysPageAllocator(HostMemoryLayout.GicTables, HostMemoryLayout.GicTablesSize, bus));
             v3.Init();
             var its = new ItsDriver(v3, QemuVirtGicV3.ItsBase);
             its.Init();
@@ -167,7 +167,7 @@ public sealed class HostKernel
         else throw new InvalidOperationException("board has no interrupt controller model");
         if (models.Smmu is null) throw new InvalidOperationException("board has no SMMUv3 model");
         var smmu = SmmuV3Driver.Probe(new BusSmmuHostAccess(bus, QemuVirtMap.Smmu), bus,
-            new BumpPageAllocator(HostMemoryLayout.SmmuTables, HostMemoryLayout.SmmuTablesSize));
+            new PhysPageAllocator(HostMemoryLayout.SmmuTables, HostMemoryLayout.SmmuTablesSize));
         var pci = PciEnumeration.Scan(bus, QemuVirtMap.PcieEcam, QemuVirtMap.PcieMmio, QemuVirtMap.PcieMmioSize);
         var k = new HostKernel(machine, models, smmu, irqs, cpus, msi, v3, v2, pci);
         k.FormGroups(platform ?? []);
@@ -231,7 +231,7 @@ public sealed class HostKernel
 
     /// <summary>A userspace process of this kernel with a fresh address space over the user page pool.</summary>
     public VfioProcess CreateProcess(VfioHost host, ulong memlockBytes = 64UL << 20) =>
-        new(host, new UserAddressSpace(UserPages), memlockBytes);
+        new(host, new UserAddressSpace(Bus, UserPages), memlockBytes);
 
     public KernelPciFunction? FindFunction(string name) => _functions.FirstOrDefault(f => f.Name == name);
 
