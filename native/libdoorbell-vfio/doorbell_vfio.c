@@ -614,6 +614,23 @@ EXPORT ssize_t pwrite64(int fd, const void *buf, size_t n, off64_t off)
 	if (!f) return real_pwrite64(fd, buf, n, off);
 	return f->kind == K_DEVICE ? region_pwrite(f, buf, n, (uint64_t)off) : not_device();
 }
+/* _FORTIFY_SOURCE builds (Debian's QEMU) call the checking variants when the buffer size is known */
+EXPORT ssize_t __pread_chk(int fd, void *buf, size_t n, off_t off, size_t buflen)
+{
+	if (n > buflen) abort(); /* what glibc's __chk_fail does: a buffer overflow */
+	return pread(fd, buf, n, off);
+}
+EXPORT ssize_t __pread64_chk(int fd, void *buf, size_t n, off64_t off, size_t buflen)
+{
+	if (n > buflen) abort();
+	return pread64(fd, buf, n, off);
+}
+EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
+{
+	if (n > buflen) abort();
+	return read(fd, buf, n);
+}
+
 /* read/write on a device fd use the file position, as vfio_device_fops do */
 EXPORT ssize_t read(int fd, void *buf, size_t n)
 {

@@ -141,3 +141,13 @@ public sealed class RawClient : IDisposable
 
     public void Dispose() => ServerNative.close(_fd);
 }
+
+/// <summary>A [Fact] that needs both gcc (the preload library) and Debian's qemu-system-aarch64; skipped visibly otherwise.</summary>
+public sealed class QemuGccFactAttribute : FactAttribute
+{
+    public QemuGccFactAttribute()
+    {
+        if (ServeRig.NativeBuildError is { } why) Skip = why;
+        else if (Doorbell.Tests.Qtest.QemuPeer.Binary == null) Skip = "qemu-system-aarch64 not found (scripts/setup-test-deps.sh installs Debian's qemu-system-arm): real-QEMU VFIO test skipped";
+    }
+}
