@@ -27,6 +27,10 @@ public sealed record QemuVirtOptions
     public IommuKind Iommu { get; init; } = IommuKind.SmmuV3;
     public ulong RamSize { get; init; } = QemuVirtMap.DefaultRamSize;
     public int Cpus { get; init; } = 1;
+    /// <summary>The trace the machine's models emit to (a fresh, disabled one when null).</summary>
+    public Trace? Trace { get; init; }
+    /// <summary>The strict-mode monitor the machine's models report to (a fresh, disabled one when null).</summary>
+    public StrictMonitor? Strict { get; init; }
 }
 
 /// <summary>Builds the `qemu-virt` board: RAM, the gpex PCIe host (ECAM, MMIO/PIO windows, INTx → SPIs 3..6), and through the wiring the GIC and SMMU.</summary>
@@ -45,7 +49,7 @@ public static class QemuVirtBoard
         var gicReq = new GicRequest(o.GicVersion, its, o.Cpus, QemuVirtMap.GicDist,
             o.GicVersion == 3 ? QemuVirtMap.GicRedist : 0, o.GicVersion == 2 ? QemuVirtMap.GicCpu : 0,
             its ? QemuVirtMap.GicIts : 0, o.GicVersion == 2 ? QemuVirtMap.GicV2m : 0, QemuVirtMap.V2mFirstSpi, QemuVirtMap.V2mSpiCount);
-        var m = new Machine("qemu-virt", bus, clock, null);
+        var m = new Machine("qemu-virt", bus, clock, null, o.Trace, o.Strict);
         if (w.Gic?.Invoke(m, gicReq) is { } spi) m.SetSpiProvider(spi);
         m.GicVersion = o.GicVersion;
         m.HasIts = its;
@@ -59,7 +63,7 @@ public static class QemuVirtBoard
             m.IommuKind = m.Iommu == null ? IommuKind.None : o.Iommu;
         }
         // identity iommu-map and msi-map over all 2^16 requester IDs (hw/arm/virt.c create_pcie)
-        var host = new PciHost(bus, m.Iommu, IdMap.Identity, IdMap.Identity);
+        var host = new PciHost(bus, m.Iommu, IdMap.Identity, IdMap.Identity) { Trace = m.Trace, Strict = m.Strict };
         for (var i = 0; i < 4; i++) host.IntxLines[i] = m.Spi(QemuVirtMap.PcieIntxFirstSpi + i);
         bus.MapMmio(new PhysAddr(QemuVirtMap.PcieEcam), QemuVirtMap.PcieEcamSize, host.Ecam, new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "pcie-ecam");
         bus.MapMmio(new PhysAddr(QemuVirtMap.PcieMmio), QemuVirtMap.PcieMmioSize, host.MemoryWindow(QemuVirtMap.PcieMmio), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-mmio");

@@ -103,18 +103,19 @@ public sealed class HostKernel
             {
                 if (req.Version == 3)
                 {
-                    var sys = QemuVirtGicV3.Create(m.Bus, req.Cpus, strict: strict);
+                    var sys = QemuVirtGicV3.Create(m.Bus, req.Cpus, trace: m.Trace, strict: strict);
                     models.GicV3 = sys;
                     return n => sys.Gic.SpiLine(32 + n);
                 }
                 var v2 = QemuVirtGicV2.Create(m.Bus, req.Cpus, strict);
+                v2.Gic.Trace = v2.Msi.Trace = m.Trace;
                 models.GicV2 = v2;
                 return n => v2.Gic.SpiLine(32 + n);
             },
             Iommu = (m, req) =>
             {
                 if (req.Kind != IommuKind.SmmuV3) return null;
-                var s = new Doorbell.Smmu.V3.SmmuV3(m.Bus, SmmuV3Options.QemuVirt, null, strict);
+                var s = new Doorbell.Smmu.V3.SmmuV3(m.Bus, SmmuV3Options.QemuVirt, m.Trace, strict);
                 s.Map(new PhysAddr(req.Base));
                 models.Smmu = s;
                 return s;
