@@ -9,6 +9,14 @@ public sealed record BusRegion(string Name, PhysAddr Base, ulong Size, bool IsRa
     public ulong End => Base.Value + Size; // exclusive; Size > 0 and no wrap, checked at registration
 }
 
+/// <summary>An MMIO handler that can also take a bulk transfer inside its region in one call (memory that lives
+/// elsewhere, such as another process's pages): the bus hands it whole ranges instead of 8-byte pieces.</summary>
+public interface IBulkMmioHandler : IMmioHandler
+{
+    BusStatus ReadBulk(ulong offset, Span<byte> destination, in BusAttributes attributes);
+    BusStatus WriteBulk(ulong offset, ReadOnlySpan<byte> source, in BusAttributes attributes);
+}
+
 /// <summary>
 /// The system bus: RAM regions, each backed by an <see cref="IRamBacking"/> at an offset (by default this bus's own
 /// <see cref="SparseMemory"/> with offset = physical address), and MMIO regions. Regions never overlap
@@ -239,6 +247,8 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
             _ramBacking[r].Read(unchecked(address + _ramDelta[r]), destination);
             return BusStatus.Ok;
         }
+        if (TryBulk(address, (ulong)destination.Length, out var bulk, out var offset))
+            return bulk.ReadBulk(offset, destination, attributes);
         var check = CheckDecodes(address, (ulong)destination.Length);
         return check != BusStatus.Ok ? check : ReadSplit(address, destination, attributes, bestEffort: false);
     }
@@ -253,6 +263,8 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
             _ramBacking[r].Write(unchecked(address + _ramDelta[r]), source);
             return BusStatus.Ok;
         }
+        if (TryBulk(address, (ulong)source.Length, out var bulk, out var offset))
+            return bulk.WriteBulk(offset, source, attributes);
         var check = CheckDecodes(address, (ulong)source.Length);
         return check != BusStatus.Ok ? check : WriteSplit(address, source, attributes, bestEffort: false);
     }
@@ -284,6 +296,18 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
             return BusStatus.Ok;
         }
         return WriteSplit(address, source, attributes, bestEffort: true);
+    }
+
+    /// <summary>The whole range lies in one MMIO region whose handler takes bulk transfers.</summary>
+    bool TryBulk(ulong address, ulong length, out IBulkMmioHandler handler, out ulong offset)
+    {
+        handler = null!;
+        offset = 0;
+        var i = FindMmio(address);
+        if (i < 0 || _mmioHandler[i] is not IBulkMmioHandler b || address + length < address || address + length > _mmioEnd[i]) return false;
+        handler = b;
+        offset = address - _mmioStart[i];
+        return true;
     }
 
     /// <summary>Sets a RAM range to one byte value; DecodeError, writing nothing, unless the whole range is in one RAM region.</summary>

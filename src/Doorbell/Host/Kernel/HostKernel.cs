@@ -88,7 +88,16 @@ public sealed class HostKernel
     public static (Machine Machine, BoardModels Models) CreateBoard(QemuVirtOptions? options = null, StrictMonitor? strict = null)
     {
         var models = new BoardModels();
-        var wiring = new BoardWiring
+        var machine = QemuVirtBoard.Create(options ?? new QemuVirtOptions(), Wiring(models, strict));
+        return (machine, models);
+    }
+
+    /// <summary>The board wiring that builds the real GIC and SMMUv3 models and records them in <paramref name="models"/>
+    /// (for boards built from a description file).</summary>
+    public static BoardWiring Wiring(BoardModels models, StrictMonitor? strict = null)
+    {
+        ArgumentNullException.ThrowIfNull(models);
+        return new BoardWiring
         {
             Gic = (m, req) =>
             {
@@ -112,8 +121,6 @@ public sealed class HostKernel
                 return s;
             },
         };
-        var machine = QemuVirtBoard.Create(options ?? new QemuVirtOptions(), wiring);
-        return (machine, models);
     }
 
     /// <summary>Adds the platform DMA engine as a device-tree device on the platform bus (its own StreamID, a wired SPI).</summary>
