@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
+using Doorbell.Runtime;
 
 namespace Doorbell.Memory;
 
@@ -41,6 +42,14 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     public SparseMemory Store => _store;
 
     public IReadOnlyList<BusRegion> Regions => _regions;
+
+    /// <summary>
+    /// The event loop MMIO accesses run under: a write that lands on MMIO while another MMIO access is running (an
+    /// MSI or DMA a model issues from inside its register handler) is posted — queued and run after the outermost
+    /// access returns, iteratively — so devices aimed at each other's registers never recurse. Shared by every
+    /// address space of one machine (a guest's bus uses its host's loop).
+    /// </summary>
+    public EventLoop Loop { get; set; } = new();
 
     /// <summary>RAM backed by this bus's own store (offset = physical address).</summary>
     public void AddRam(PhysAddr @base, ulong size, string name = "ram") => AddRam(@base, size, _store, @base.Value, name);
@@ -168,7 +177,10 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
             value = 0;
             return _mmioRules[i].OnViolation == MmioViolation.RazWi ? BusStatus.Ok : BusStatus.SlaveError;
         }
-        return _mmioHandler[i].Read(a - _mmioStart[i], size, out value, attributes);
+        var loop = Loop;
+        loop.Enter();
+        try { return _mmioHandler[i].Read(a - _mmioStart[i], size, out value, attributes); }
+        finally { loop.Exit(); }
     }
 
     /// <summary>A single access of 1, 2, 4 or 8 bytes.</summary>
@@ -186,7 +198,15 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
         if (i < 0 || a + (ulong)size > _mmioEnd[i]) return BusStatus.DecodeError;
         if (!_mmioRules[i].Allows(a, size))
             return _mmioRules[i].OnViolation == MmioViolation.RazWi ? BusStatus.Ok : BusStatus.SlaveError;
-        return _mmioHandler[i].Write(a - _mmioStart[i], size, value, attributes);
+        var loop = Loop;
+        if (loop.InOperation)
+        {
+            loop.PostWrite(_mmioHandler[i], a - _mmioStart[i], size, value, attributes);
+            return BusStatus.Ok;
+        }
+        loop.Enter();
+        try { return _mmioHandler[i].Write(a - _mmioStart[i], size, value, attributes); }
+        finally { loop.Exit(); }
     }
 
     /// <summary>Reads a 64-bit little-endian value (a descriptor or table entry fetch).</summary>

@@ -29,7 +29,11 @@ public sealed record IommuRequest(IommuKind Kind, ulong Base, int FirstSpi);
 
 /// <summary>What a board asks its GIC factory for (bases from the board's map; 0 = absent).</summary>
 public sealed record GicRequest(int Version, bool Its, int Cpus, ulong DistributorBase, ulong RedistributorBase,
-    ulong CpuInterfaceBase, ulong ItsBase, ulong V2mBase, int V2mFirstSpi, int V2mSpiCount);
+    ulong CpuInterfaceBase, ulong ItsBase, ulong V2mBase, int V2mFirstSpi, int V2mSpiCount)
+{
+    /// <summary>SPIs the distributor implements.</summary>
+    public int SpiCount { get; init; } = 224;
+}
 
 /// <summary>An SPI input that only records its level (what a board uses when no GIC model is wired).</summary>
 public sealed class RecordingInterruptLine(int spi) : IInterruptLine
@@ -60,7 +64,11 @@ public sealed class Machine
     }
 
     public string Name { get; }
+    /// <summary>The address map the board was built from (what the host kernel's drivers take their addresses from).</summary>
+    public PlatformMap Map { get; init; } = PlatformMap.QemuVirt;
     public PhysicalAddressSpace Bus { get; }
+    /// <summary>The machine's event loop (docs/design.md, "One event loop"): the owner thread runs models and kernel; other threads post to it.</summary>
+    public Doorbell.Runtime.EventLoop Loop => Bus.Loop;
     public VirtualClock Clock { get; }
     public PciHost? Pci { get; internal set; }
     public IIommuUpstream? Iommu { get; set; }

@@ -20,13 +20,17 @@ sealed class E2ERig : IDisposable
     public readonly List<MultiQueueDmaDevice> Mq = [];
     public readonly List<EventFd> EventFds = [];
 
-    public E2ERig(int gicVersion = 3, int devices = 1, bool allowUnsafe = false, Action<Machine>? populate = null, bool platform = false)
+    public E2ERig(int gicVersion = 3, int devices = 1, bool allowUnsafe = false, Action<Machine>? populate = null, bool platform = false,
+        PlatformMap? map = null, ulong ramSize = 512UL << 20, int cpus = 1, Func<Machine, Doorbell.Memory.IMemoryView>? memory = null)
     {
-        (Machine, Models) = HostKernel.CreateBoard(new QemuVirtOptions { GicVersion = gicVersion, Its = gicVersion == 3 });
+        (Machine, Models) = HostKernel.CreateBoard(new QemuVirtOptions
+        {
+            GicVersion = gicVersion, Its = gicVersion == 3, Map = map ?? PlatformMap.QemuVirt, RamSize = ramSize, Cpus = cpus,
+        });
         for (var i = 0; i < devices; i++) Mq.Add(Machine.AddPci(new MultiQueueDmaDevice(4)));
         populate?.Invoke(Machine);
         var plat = platform ? new[] { HostKernel.AddPlatformDma(Machine) } : null;
-        Kernel = HostKernel.Boot(Machine, Models, plat);
+        Kernel = HostKernel.Boot(Machine, plat, memory?.Invoke(Machine));
         Vfio = Kernel.BuildVfio(new VfioOptions { AllowUnsafeInterrupts = allowUnsafe });
         Proc = Kernel.CreateProcess(Vfio);
     }

@@ -58,14 +58,27 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
         Strict = strict ?? new StrictMonitor();
         _private = new IrqBank[cpuCount];
         _cpus = new Cpu[cpuCount];
+        _irqTargets = new IInterruptTarget?[cpuCount];
         for (var c = 0; c < cpuCount; c++)
         {
             _private[c] = new IrqBank(32);
             _private[c].WriteConfig(0, 0xAAAA_AAAA, 0); // SGIs edge
             _cpus[c] = new Cpu(this, c);
+            var cpu = c;
+            _private[c].Raised = () => _irqTargets[cpu]?.Raise();
         }
-        _spis = new IrqBank(spiCount);
+        _spis = new IrqBank(spiCount) { Raised = Kick };
         _targets = new byte[spiCount];
+    }
+
+    readonly IInterruptTarget?[] _irqTargets;
+
+    /// <summary>Connects CPU <paramref name="cpu"/>'s IRQ input: raised when an interrupt may have become pending for it.</summary>
+    public void SetTarget(int cpu, IInterruptTarget? target) => _irqTargets[cpu] = target;
+
+    void Kick()
+    {
+        foreach (var t in _irqTargets) t?.Raise();
     }
 
     public int CpuCount { get; }
@@ -160,7 +173,7 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
             return;
         }
         if (size != 4) return;
-        if (off == GICD_CTLR) { _ctlr = v & 3; return; }
+        if (off == GICD_CTLR) { _ctlr = v & 3; Kick(); return; }
         if (off == GICD_SGIR)
         {
             // TargetListFilter[25:24], CPUTargetList[23:16], SGIINTID[3:0] (IHI 0048B §4.3.15)
@@ -261,8 +274,8 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
             var v = (uint)value;
             switch (offset)
             {
-                case GICC_CTLR: _ctlr = v & (3u | 1u << 9); break;
-                case GICC_PMR: _pmr = v & 0xFF; break;
+                case GICC_CTLR: _ctlr = v & (3u | 1u << 9); gic._irqTargets[index]?.Raise(); break;
+                case GICC_PMR: _pmr = v & 0xFF; gic._irqTargets[index]?.Raise(); break;
                 case GICC_BPR: _bpr = v & 7; break;
                 case GICC_EOIR: Eoi(v); break;
                 case GICC_DIR: Deactivate((int)(v & 0x3FF)); break;

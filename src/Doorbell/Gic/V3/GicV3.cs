@@ -72,7 +72,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         Bus = bus;
         Trace = trace ?? new Trace();
         Strict = strict ?? new StrictMonitor();
-        _spis = new IrqBank(Options.SpiCount);
+        _spis = new IrqBank(Options.SpiCount) { Raised = Kick };
         _router = new ulong[Options.SpiCount];
         var rds = new GicV3Redistributor[Options.CpuCount];
         var cpus = new GicV3CpuInterface[Options.CpuCount];
@@ -98,7 +98,6 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
     public ulong RedistributorBase { get; private set; } = ulong.MaxValue;
 
     /// <summary>Bumped whenever distributor state that can change delivery is written.</summary>
-    internal int SpiVersion => _spis.Version;
     internal IrqBank Spis => _spis;
     internal bool Group1Enabled => (_ctlr & CtlrEnableGrp1) != 0;
 
@@ -114,6 +113,12 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         map.MapMmio(gicr, (ulong)Options.CpuCount * GicV3Redistributor.FrameSize, RedistributorFrames,
             MmioAccessRules.Registers32And64 with { Sizes = AccessSizes.All, OnViolation = MmioViolation.RazWi }, "gicv3-gicr");
         RedistributorBase = gicr.Value;
+    }
+
+    /// <summary>Pushes a possible new interrupt to every PE (SPIs may route to any; a PE with nothing to take finds IAR idle).</summary>
+    internal void Kick()
+    {
+        foreach (var c in CpuInterfaces) c.Target?.Raise();
     }
 
     /// <summary>Affinity (MPIDR Aff3.Aff2.Aff1.Aff0 packed as in GICD_IROUTER) of PE <paramref name="cpu"/>: Aff0 = cpu % 16, Aff1 = cpu / 16.</summary>
@@ -235,7 +240,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         if (offset == GICD_CTLR)
         {
             _ctlr = (v & (CtlrEnableGrp0 | CtlrEnableGrp1)) | CtlrAre | CtlrDs;
-            _spis.SetPriority(0, _spis.Count > 0 ? _spis.Priority(0) : (byte)0);
+            Kick();
             if (Trace.Enabled) Trace.Emit("gicd", $"GICD_CTLR <- 0x{v:x}");
             return BusStatus.Ok;
         }

@@ -95,10 +95,14 @@ public sealed class GicV3Redistributor
         Cpu = cpu;
         for (var i = 0; i < 16; i++) _ppi.WriteConfig(0, 0xAAAA_AAAA, 0); // SGIs are edge-triggered
         _ppi.WriteConfig(16, 0, 16);
+        _ppi.Raised = RaiseCpu;
         Array.Fill(_head, None); Array.Fill(_tail, None);
     }
 
     public int Cpu { get; }
+
+    /// <summary>Pushes a possible new interrupt to this redistributor's PE.</summary>
+    void RaiseCpu() => _gic.CpuInterfaces[Cpu].Target?.Raise();
     internal IrqBank Private => _ppi;
     public bool LpisEnabled => _enableLpis;
     public bool Awake => !_sleep;
@@ -194,6 +198,7 @@ public sealed class GicV3Redistributor
         WritePendingBit(intid, true);
         EnsureConfig(ref s, index);
         Link(index, ref s);
+        RaiseCpu();
         return true;
     }
 
@@ -233,6 +238,7 @@ public sealed class GicV3Redistributor
         Unlink(index, ref s);
         EnsureConfig(ref s, index);
         Link(index, ref s);
+        RaiseCpu();
     }
 
     readonly List<int> _relink = [];
@@ -253,6 +259,7 @@ public sealed class GicV3Redistributor
             EnsureConfig(ref s, i);
             Link(i, ref s);
         }
+        if (_relink.Count > 0) RaiseCpu();
     }
 
     /// <summary>Moves every pending LPI of this redistributor to <paramref name="target"/> (MOVALL).</summary>
