@@ -1,17 +1,5 @@
+using Doorbell.Memory;
 namespace Doorbell.Gic.V3;
-
-/// <summary>How software may access a GIC register.</summary>
-public enum RegisterAccess : byte
-{
-    ReadWrite,
-    ReadOnly,
-    WriteOnly,
-    /// <summary>Write 1 to set (ISENABLER, ISPENDR, ...).</summary>
-    WriteOneToSet,
-    /// <summary>Write 1 to clear (ICENABLER, ICPENDR, ...).</summary>
-    WriteOneToClear,
-    RazWi,
-}
 
 /// <summary>One register of a GIC block: offset, width in bytes (of one instance), name and access kind. Each block declares its registers once in a table of these.</summary>
 public readonly record struct GicRegister(uint Offset, int Width, string Name, RegisterAccess Access, int Count = 1)

@@ -1,3 +1,4 @@
+using Doorbell.Memory;
 namespace Doorbell.Gic.V3;
 
 /// <summary>

@@ -70,9 +70,8 @@ public sealed class KernelPciFunction : IVfioPciFunction
         if ((uint)index > 6) return default;
         var b = _f.Bars[index];
         if (b.Size == 0) return default;
-        var kind = b.Io ? PciBarKind.Io : b.Is64 ? PciBarKind.Memory64 : PciBarKind.Memory32;
-        if (b.Prefetch) kind |= PciBarKind.Prefetchable;
-        return new PciBarInfo(b.Size, kind, b.Address);
+        var kind = b.Io ? Doorbell.Pci.PciBarKind.Io : b.Is64 ? Doorbell.Pci.PciBarKind.Mem64 : Doorbell.Pci.PciBarKind.Mem32;
+        return new PciBarInfo(b.Size, kind, b.Address, b.Prefetch);
     }
 
     public BusStatus ReadBar(int index, ulong offset, int size, out ulong value)

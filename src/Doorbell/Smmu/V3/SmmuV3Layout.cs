@@ -1,18 +1,10 @@
+using Doorbell.Memory;
 namespace Doorbell.Smmu.V3;
 
 // SMMUv3 architectural layouts: register offsets and fields, STE, CD, commands, event records.
 // Facts: Arm IHI 0070 (SMMUv3) §6 (registers), §5.2 (STE), §5.4 (CD), §4 (commands), §7.3 (events);
 // checked against ../shared/reference/arm-layouts.md. Shared by the model (decode) and the host driver (encode),
 // as a hardware header is.
-
-/// <summary>How a register behaves for software.</summary>
-public enum RegisterAccess : byte
-{
-    ReadOnly,
-    ReadWrite,
-    /// <summary>Reserved: reads as zero, writes ignored.</summary>
-    RazWi,
-}
 
 /// <summary>One register of the block: offset from page 0, width in bytes, name, access kind.</summary>
 public readonly record struct SmmuV3Register(uint Offset, int Width, string Name, RegisterAccess Access);
