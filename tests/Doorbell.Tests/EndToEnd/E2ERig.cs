@@ -88,6 +88,26 @@ sealed class E2ERig : IDisposable
         return efds;
     }
 
+    /// <summary>SET_IRQS(DATA_EVENTFD | ACTION_TRIGGER) of one eventfd on IRQ index <paramref name="index"/> vector 0.</summary>
+    public void TriggerOnEventFd(int device, uint index, int eventFd)
+    {
+        var set = new byte[24];
+        BinaryPrimitives.WriteUInt32LittleEndian(set, 24);
+        BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(4), VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger);
+        BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(8), index);
+        BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(16), 1);
+        BinaryPrimitives.WriteInt32LittleEndian(set.AsSpan(20), eventFd);
+        Assert.Equal(0, Proc.Ioctl(device, VfioIoctl.DeviceSetIrqs, set));
+    }
+
+    /// <summary>A 32-bit pwrite at <paramref name="reg"/> of region <paramref name="region"/>.</summary>
+    public void RegionWrite(int device, uint region, ulong reg, uint value)
+    {
+        var b = new byte[4];
+        BinaryPrimitives.WriteUInt32LittleEndian(b, value);
+        Assert.Equal(4, Proc.Pwrite(device, b, RegionOffset(device, region) + reg));
+    }
+
     public ulong RegionOffset(int device, uint index)
     {
         var ri = Bytes(new VfioRegionInfo { Argsz = 32, Index = index });

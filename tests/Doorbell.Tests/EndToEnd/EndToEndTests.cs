@@ -432,23 +432,12 @@ public class PlatformEndToEndTests
         var (c, g, r) = rig.OpenGroup(rig.Kernel.Groups.Single(x => x.DeviceNames.Contains(pd.Name)).Id);
         Assert.Equal(0, r);
         var dev = rig.Device(g, pd.Name);
-        var off = rig.RegionOffset(dev, 0);
         var va = rig.Proc.Memory.MapAnonymous(0x2000);
         rig.Proc.Memory.Write(va, "platform"u8);
         Assert.Equal(0, rig.Map(c, va, 0x30_0000, 0x2000));
         using var efd = EventFd.Create();
-        var set = new byte[24];
-        BinaryPrimitives.WriteUInt32LittleEndian(set, 24);
-        BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(4), VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger);
-        BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(16), 1);
-        BinaryPrimitives.WriteInt32LittleEndian(set.AsSpan(20), efd.Fd);
-        Assert.Equal(0, rig.Proc.Ioctl(dev, VfioIoctl.DeviceSetIrqs, set));
-        void W(ulong reg, uint v)
-        {
-            var b = new byte[4];
-            BinaryPrimitives.WriteUInt32LittleEndian(b, v);
-            Assert.Equal(4, rig.Proc.Pwrite(dev, b, off + reg));
-        }
+        rig.TriggerOnEventFd(dev, 0, efd.Fd);
+        void W(ulong reg, uint v) => rig.RegionWrite(dev, 0, reg, v);
         W(PlatformDmaRegs.Src, 0x30_0000); W(PlatformDmaRegs.Src + 4, 0);
         W(PlatformDmaRegs.Dst, 0x30_1000); W(PlatformDmaRegs.Dst + 4, 0);
         W(PlatformDmaRegs.Len, 8);

@@ -1,7 +1,5 @@
-using System.Buffers.Binary;
 using Doorbell.Devices;
 using Doorbell.Host.Os;
-using Doorbell.Host.Vfio.Abi;
 using Doorbell.Memory;
 using Doorbell.Platform;
 using Doorbell.Smmu.V3;
@@ -92,22 +90,11 @@ public class SecondBoardTests
         var (c, g, r) = rig.OpenGroup(rig.Kernel.Groups.Single(x => x.DeviceNames.Contains(pd.Name)).Id);
         Assert.Equal(0, r);
         var dev = rig.Device(g, pd.Name);
-        var off = rig.RegionOffset(dev, 0);
         var va = rig.Proc.Memory.MapAnonymous(0x2000);
         Assert.Equal(0, rig.Map(c, va, 0x30_0000, 0x2000));
         using var efd = EventFd.Create();
-        var set = new byte[24];
-        BinaryPrimitives.WriteUInt32LittleEndian(set, 24);
-        BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(4), VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger);
-        BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(16), 1);
-        BinaryPrimitives.WriteInt32LittleEndian(set.AsSpan(20), efd.Fd);
-        Assert.Equal(0, rig.Proc.Ioctl(dev, VfioIoctl.DeviceSetIrqs, set));
-        void W(ulong reg, uint v)
-        {
-            var b = new byte[4];
-            BinaryPrimitives.WriteUInt32LittleEndian(b, v);
-            Assert.Equal(4, rig.Proc.Pwrite(dev, b, off + reg));
-        }
+        rig.TriggerOnEventFd(dev, 0, efd.Fd);
+        void W(ulong reg, uint v) => rig.RegionWrite(dev, 0, reg, v);
         W(PlatformDmaRegs.Src, 0x30_0000); W(PlatformDmaRegs.Src + 4, 0);
         W(PlatformDmaRegs.Dst, 0x50_0000); W(PlatformDmaRegs.Dst + 4, 0); // outside the mapping
         W(PlatformDmaRegs.Len, 8);

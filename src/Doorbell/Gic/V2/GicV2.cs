@@ -24,7 +24,7 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
     // GICC, IHI 0048B §4.4
     public const uint GICC_CTLR = 0x00, GICC_PMR = 0x04, GICC_BPR = 0x08, GICC_IAR = 0x0C, GICC_EOIR = 0x10,
         GICC_RPR = 0x14, GICC_HPPIR = 0x18, GICC_IIDR = 0xFC, GICC_DIR = 0x1000;
-    public static readonly GicRegister[] DistributorRegisters =
+    public static readonly RegisterDescriptor[] DistributorRegisters =
     [
         new(GICD_CTLR, 4, "GICD_CTLR", RegisterAccess.ReadWrite), new(GICD_TYPER, 4, "GICD_TYPER", RegisterAccess.ReadOnly),
         new(GICD_IIDR, 4, "GICD_IIDR", RegisterAccess.ReadOnly), new(GICD_IGROUPR, 4, "GICD_IGROUPR", RegisterAccess.ReadWrite, 32),
@@ -35,7 +35,7 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
         new(GICD_ICFGR, 4, "GICD_ICFGR", RegisterAccess.ReadWrite, 64), new(GICD_SGIR, 4, "GICD_SGIR", RegisterAccess.WriteOnly),
         new(GICD_PIDR2, 4, "GICD_PIDR2", RegisterAccess.ReadOnly),
     ];
-    public static readonly GicRegister[] CpuInterfaceRegisters =
+    public static readonly RegisterDescriptor[] CpuInterfaceRegisters =
     [
         new(GICC_CTLR, 4, "GICC_CTLR", RegisterAccess.ReadWrite), new(GICC_PMR, 4, "GICC_PMR", RegisterAccess.ReadWrite),
         new(GICC_BPR, 4, "GICC_BPR", RegisterAccess.ReadWrite), new(GICC_IAR, 4, "GICC_IAR", RegisterAccess.ReadOnly),

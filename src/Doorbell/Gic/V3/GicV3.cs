@@ -30,7 +30,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         GICD_ISPENDR = 0x0200, GICD_ICPENDR = 0x0280, GICD_ISACTIVER = 0x0300, GICD_ICACTIVER = 0x0380,
         GICD_IPRIORITYR = 0x0400, GICD_ICFGR = 0x0C00, GICD_IGRPMODR = 0x0D00, GICD_IROUTER = 0x6000,
         GICD_PIDR2 = 0xFFE8;
-    public static readonly GicRegister[] DistributorRegisters =
+    public static readonly RegisterDescriptor[] DistributorRegisters =
     [
         new(GICD_CTLR, 4, "GICD_CTLR", RegisterAccess.ReadWrite),
         new(GICD_TYPER, 4, "GICD_TYPER", RegisterAccess.ReadOnly),
@@ -50,6 +50,8 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         new(GICD_IROUTER, 8, "GICD_IROUTER", RegisterAccess.ReadWrite, 1020),
         new(GICD_PIDR2, 4, "GICD_PIDR2", RegisterAccess.ReadOnly),
     ];
+    /// <summary>The distributor table compiled for dispatch (access per word of the 64 KiB frame).</summary>
+    static readonly RegisterMap DistributorMap = new(DistributorRegisters, 0x1_0000);
 
     // GICD_CTLR bits with DS = 1 (IHI 0069 §12.9.4)
     public const uint CtlrEnableGrp0 = 1u << 0, CtlrEnableGrp1 = 1u << 1, CtlrAre = 1u << 4, CtlrDs = 1u << 6;
@@ -252,8 +254,8 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         }
         if (offset < GICD_IGROUPR || offset >= GICD_IPRIORITYR)
         {
-            if (offset is GICD_TYPER or GICD_IIDR or GICD_PIDR2)
-                Strict.Report("gicd", "IHI 0069 §12.9 (read-only register)", $"write to read-only {GicRegister.NameOf(DistributorRegisters, offset)}");
+            if (DistributorMap.Access(offset) == RegisterAccess.ReadOnly)
+                Strict.Report("gicd", "IHI 0069 §12.9 (read-only register)", $"write to read-only {DistributorMap.NameOf(offset)}");
             return BusStatus.Ok;
         }
         var block = (uint)offset & ~0x7Fu;
