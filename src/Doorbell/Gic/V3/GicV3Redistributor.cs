@@ -246,6 +246,7 @@ public sealed class GicV3Redistributor
     /// <summary>Drops every cached LPI configuration (INVALL, INVALLR): O(1) plus O(pending LPIs) to re-sort them.</summary>
     public void InvalidateAllLpis()
     {
+        if (!_enableLpis) return; // nothing cached
         _gen++;
         if (_gen == int.MaxValue) _gen = 1;
         _relink.Clear();
@@ -265,7 +266,7 @@ public sealed class GicV3Redistributor
     /// <summary>Moves every pending LPI of this redistributor to <paramref name="target"/> (MOVALL).</summary>
     internal void MoveAllPendingTo(GicV3Redistributor target)
     {
-        if (target == this) return;
+        if (target == this || !_enableLpis) return;
         _relink.Clear();
         for (var l = 0; l <= Parked; l++)
             for (var i = _head[l]; i != None && _relink.Count <= _lpiLimit; i = Slot(i).Next)
@@ -284,6 +285,18 @@ public sealed class GicV3Redistributor
         if (_listMask == 0) return (-1, 256);
         var p = BitOperations.TrailingZeroCount(_listMask);
         return (_head[p] + GicV3.FirstLpi, p << 2);
+    }
+
+    // EnableLPIs 1 -> 0 (IHI 0069 §12.11.2: IMPLEMENTATION DEFINED whether it can be cleared; Doorbell allows it).
+    // Every cached LPI and every list that threads through the cache goes with it, so nothing can index freed slots.
+    void DisableLpis()
+    {
+        _enableLpis = false;
+        _chunks = [];
+        Array.Fill(_head, None); Array.Fill(_tail, None);
+        _listMask = 0;
+        _lpiLimit = 0;
+        _gen++;
     }
 
     void EnableLpis()
@@ -369,7 +382,7 @@ public sealed class GicV3Redistributor
             case GICR_CTLR:
                 var want = (value & 1) != 0;
                 if (want && !_enableLpis) EnableLpis();
-                else if (!want && _enableLpis) { _enableLpis = false; _chunks = []; _listMask = 0; }
+                else if (!want && _enableLpis) DisableLpis();
                 if (_gic.Trace.Enabled) _gic.Trace.Emit("gicr", $"cpu{Cpu} EnableLPIs={(want ? 1 : 0)}");
                 return;
             case GICR_WAKER:
