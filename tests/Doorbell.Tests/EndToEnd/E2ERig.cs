@@ -88,6 +88,25 @@ sealed class E2ERig : IDisposable
         return efds;
     }
 
+    /// <summary>
+    /// Function 0's group in a new container: 16 KiB of user memory mapped at IOVA 0x10_0000, bus mastering, MSI-X on
+    /// four new eventfds, queue 0 set up and one 64-byte copy submitted (its completion status checked).
+    /// </summary>
+    public (int Container, int Device, ulong Va, EventFd[] EventFds) CopyOnceWithMsix()
+    {
+        var (c, g, r) = OpenGroup(Fn(0).Group.Id);
+        Assert.Equal(0, r);
+        var dev = Device(g, "0000:00:01.0");
+        var va = Proc.Memory.MapAnonymous(0x4000);
+        Assert.Equal(0, Map(c, va, 0x10_0000, 0x4000));
+        EnableMaster(dev);
+        var efd = EnableMsix(dev, 4);
+        SetupQueue(dev, 0, 0x10_0000);
+        Submit(dev, 0, va, 0, 0x10_2000, 0x10_3000, 64, 1);
+        Assert.Equal(0u, CompletionStatus(va + 0x1000, 0));
+        return (c, dev, va, efd);
+    }
+
     /// <summary>SET_IRQS(DATA_EVENTFD | ACTION_TRIGGER) of one eventfd on IRQ index <paramref name="index"/> vector 0.</summary>
     public void TriggerOnEventFd(int device, uint index, int eventFd)
     {

@@ -247,15 +247,7 @@ public class MsiDoorbellTests
     public void MsisWorkWhileMapped_AndFaultAtTheSmmuOnceTheDoorbellIsUnmapped()
     {
         using var rig = new E2ERig();
-        var (c, g, _) = rig.OpenGroup(rig.Fn(0).Group.Id);
-        var dev = rig.Device(g, "0000:00:01.0");
-        var va = rig.Proc.Memory.MapAnonymous(0x4000);
-        Assert.Equal(0, rig.Map(c, va, 0x10_0000, 0x4000));
-        rig.EnableMaster(dev);
-        var efd = rig.EnableMsix(dev, 4);
-        rig.SetupQueue(dev, 0, 0x10_0000);
-        rig.Submit(dev, 0, va, 0, 0x10_2000, 0x10_3000, 64, 1);
-        Assert.Equal(0u, rig.CompletionStatus(va + 0x1000, 0));
+        var (_, dev, va, efd) = rig.CopyOnceWithMsix();
         Assert.True(efd[0].TryRead(out var n) && n == 1, "MSI-X through the mapped doorbell must signal the eventfd");
         Assert.Empty(rig.Kernel.DrainSmmuEvents());
 
