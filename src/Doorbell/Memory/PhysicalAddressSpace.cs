@@ -27,6 +27,10 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     ulong[] _ramDelta = [];
     IRamBacking[] _ramBacking = [];
     SparseMemory?[] _ramSparse = [];
+    // Fast path: the first RAM region when a SparseMemory backs it (every board's main RAM): one subtract and two
+    // compares, then a direct call. _fastSize = 0 disables it.
+    ulong _fastStart, _fastSize, _fastDelta;
+    SparseMemory _fastStore = new();
     // MMIO regions sorted by start.
     ulong[] _mmioStart = [];
     ulong[] _mmioEnd = [];
@@ -69,6 +73,10 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
         _ramDelta = [.. _ramDelta, unchecked(backingOffset - @base.Value)];
         _ramBacking = [.. _ramBacking, backing];
         _ramSparse = [.. _ramSparse, backing as SparseMemory];
+        if (_ramStart.Length == 1 && backing is SparseMemory fast)
+        {
+            _fastStart = @base.Value; _fastSize = size; _fastDelta = unchecked(backingOffset - @base.Value); _fastStore = fast;
+        }
         _regions.Add(new BusRegion(name, @base, size, true));
     }
 
@@ -101,6 +109,14 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     /// <summary>True when the whole range [address, address+length) lies in one RAM range.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool IsRam(ulong address, ulong length) => FindRam(address, length) >= 0;
+
+    /// <summary>True when [address, address+length) lies in the fast-path RAM region.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    bool InFast(ulong address, ulong length)
+    {
+        var off = address - _fastStart;
+        return off < _fastSize && _fastSize - off >= length;
+    }
 
     /// <summary>The RAM region holding all of [address, address+length), or -1.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -164,6 +180,11 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     {
         var a = address.Value;
         if (size is not (1 or 2 or 4 or 8)) { value = 0; return BusStatus.SlaveError; }
+        if (size == 8 && InFast(a, 8))
+        {
+            value = _fastStore.ReadU64(unchecked(a + _fastDelta));
+            return BusStatus.Ok;
+        }
         var r = FindRam(a, (ulong)size);
         if (r >= 0)
         {
@@ -188,6 +209,11 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     {
         var a = address.Value;
         if (size is not (1 or 2 or 4 or 8)) return BusStatus.SlaveError;
+        if (size == 8 && InFast(a, 8))
+        {
+            _fastStore.WriteU64(unchecked(a + _fastDelta), value);
+            return BusStatus.Ok;
+        }
         var r = FindRam(a, (ulong)size);
         if (r >= 0)
         {
@@ -213,6 +239,11 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public BusStatus ReadU64(ulong address, out ulong value)
     {
+        if (InFast(address, 8))
+        {
+            value = _fastStore.ReadU64(unchecked(address + _fastDelta));
+            return BusStatus.Ok;
+        }
         var r = FindRam(address, 8);
         if (r >= 0)
         {
@@ -226,6 +257,11 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public BusStatus WriteU64(ulong address, ulong value)
     {
+        if (InFast(address, 8))
+        {
+            _fastStore.WriteU64(unchecked(address + _fastDelta), value);
+            return BusStatus.Ok;
+        }
         var r = FindRam(address, 8);
         if (r >= 0)
         {
@@ -253,6 +289,11 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes)
     {
         if (destination.IsEmpty) return BusStatus.Ok;
+        if (InFast(address, (ulong)destination.Length))
+        {
+            _fastStore.Read(unchecked(address + _fastDelta), destination);
+            return BusStatus.Ok;
+        }
         var r = FindRam(address, (ulong)destination.Length);
         if (r >= 0)
         {
@@ -267,6 +308,11 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes)
     {
         if (source.IsEmpty) return BusStatus.Ok;
+        if (InFast(address, (ulong)source.Length))
+        {
+            _fastStore.Write(unchecked(address + _fastDelta), source);
+            return BusStatus.Ok;
+        }
         var r = FindRam(address, (ulong)source.Length);
         if (r >= 0)
         {
