@@ -152,6 +152,9 @@ public sealed class PciHost
 
     internal void Report(string rule, string message) => Strict?.Report("pci", rule, message);
 
+    /// <summary>The machine's trace (categories pci_*), when the board gave one.</summary>
+    public Trace? Trace { get; set; }
+
     /// <summary>The system bus DMA reaches when there is no IOMMU.</summary>
     public IMemoryPort Upstream { get; }
     public IIommuUpstream? Iommu { get; private set; }
@@ -442,6 +445,7 @@ public sealed class PciDmaPort : IMemoryPort
 
     public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes)
     {
+        if (_host.Trace is { } t && t.IsOn(TraceCategory.PciDma)) return Traced(t, address, destination, default, false, attributes);
         if (!Allowed()) return BusStatus.DecodeError;
         if (!Resolve(out var port, out var attr)) return Unmapped();
         return port.Read(address, destination, attr);
@@ -449,9 +453,24 @@ public sealed class PciDmaPort : IMemoryPort
 
     public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes)
     {
+        if (_host.Trace is { } t && t.IsOn(TraceCategory.PciDma)) return Traced(t, address, default, source, true, attributes);
         if (!Allowed()) return BusStatus.DecodeError;
         if (!Resolve(out var port, out var attr)) return Unmapped();
         return port.Write(address, source, attr);
+    }
+
+    // A traced transaction: one flow from the function through the IOMMU and interrupt controller models.
+    BusStatus Traced(Trace t, ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes)
+    {
+        var src = _fn.ToString();
+        var token = t.BeginFlow(TraceCategory.PciDma, FlowKind.Dma, src, $"RID 0x{_fn.RequesterId:x4} DMA {(write ? "write" : "read")} 0x{address:x} ({(write ? wr.Length : rd.Length)} bytes)");
+        BusStatus s;
+        if (!Allowed()) s = BusStatus.DecodeError;
+        else if (!Resolve(out var port, out var attr)) s = Unmapped();
+        else s = write ? port.Write(address, wr, attr) : port.Read(address, rd, attr);
+        if (s != BusStatus.Ok) t.Emit(TraceCategory.PciDma, src, $"DMA {(write ? "write" : "read")} 0x{address:x} completed {s}");
+        t.EndFlow(token);
+        return s;
     }
 
     bool Allowed()

@@ -88,11 +88,11 @@ public sealed class BoardDescription
 
     /// <summary>Builds the machine. Every board-description error is a FormatException with a one-line message, including
     /// the values the models themselves refuse (CPU count, GIC version, a slot taken twice).</summary>
-    public Machine Build(BoardWiring? wiring = null)
+    public Machine Build(BoardWiring? wiring = null, Tracing.Trace? trace = null, Tracing.StrictMonitor? strict = null)
     {
         try
         {
-            return BuildChecked(wiring);
+            return BuildChecked(wiring, trace, strict);
         }
         catch (ArgumentException e)
         {
@@ -105,7 +105,7 @@ public sealed class BoardDescription
         }
     }
 
-    Machine BuildChecked(BoardWiring? wiring)
+    Machine BuildChecked(BoardWiring? wiring, Tracing.Trace? trace, Tracing.StrictMonitor? strict)
     {
         var iommu = Iommu.ToLowerInvariant() switch
         {
@@ -115,7 +115,7 @@ public sealed class BoardDescription
         };
         var m = QemuVirtBoard.Create(new QemuVirtOptions
         {
-            GicVersion = Gic.Version, Its = Gic.Its, Iommu = iommu, RamSize = Num(Ram), Cpus = Cpus,
+            GicVersion = Gic.Version, Its = Gic.Its, Iommu = iommu, RamSize = Num(Ram), Cpus = Cpus, Trace = trace, Strict = strict,
         }, wiring);
         var host = m.Pci!;
         if (IommuMap != null || IommuMapMask != null)

@@ -29,6 +29,10 @@ public sealed record QemuVirtOptions
     public int Cpus { get; init; } = 1;
     /// <summary>The address map (qemu-virt's unless a board description gives another).</summary>
     public PlatformMap Map { get; init; } = PlatformMap.QemuVirt;
+    /// <summary>The trace the machine's models emit to (a fresh, disabled one when null).</summary>
+    public Trace? Trace { get; init; }
+    /// <summary>The strict-mode monitor the machine's models report to (a fresh, disabled one when null).</summary>
+    public StrictMonitor? Strict { get; init; }
 }
 
 /// <summary>Builds the `qemu-virt` board: RAM, the gpex PCIe host (ECAM, MMIO/PIO windows, INTx → SPIs 3..6), and through the wiring the GIC and SMMU.</summary>
@@ -48,7 +52,7 @@ public static class QemuVirtBoard
         var gicReq = new GicRequest(o.GicVersion, its, o.Cpus, map.GicDistributor,
             o.GicVersion == 3 ? map.GicRedistributor : 0, o.GicVersion == 2 ? map.GicCpuInterface : 0,
             its ? map.GicIts : 0, o.GicVersion == 2 ? map.GicV2m : 0, map.V2mFirstSpi, map.V2mSpiCount) { SpiCount = map.SpiCount };
-        var m = new Machine(map.Name, bus, clock, null) { Map = map };
+        var m = new Machine(map.Name, bus, clock, null, o.Trace, o.Strict) { Map = map };
         if (w.Gic?.Invoke(m, gicReq) is { } spi) m.SetSpiProvider(spi);
         m.GicVersion = o.GicVersion;
         m.HasIts = its;
@@ -62,7 +66,7 @@ public static class QemuVirtBoard
             m.IommuKind = m.Iommu == null ? IommuKind.None : o.Iommu;
         }
         // identity iommu-map and msi-map over all 2^16 requester IDs (hw/arm/virt.c create_pcie)
-        var host = new PciHost(bus, m.Iommu, IdMap.Identity, IdMap.Identity);
+        var host = new PciHost(bus, m.Iommu, IdMap.Identity, IdMap.Identity) { Trace = m.Trace, Strict = m.Strict };
         for (var i = 0; i < 4; i++) host.IntxLines[i] = m.Spi(map.PcieIntxFirstSpi + i);
         bus.MapMmio(new PhysAddr(map.PcieEcam), map.PcieEcamSize, host.Ecam, new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "pcie-ecam");
         bus.MapMmio(new PhysAddr(map.PcieMmio), map.PcieMmioSize, host.MemoryWindow(map.PcieMmio), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-mmio");

@@ -15,10 +15,10 @@ namespace Doorbell.Platform;
 /// </summary>
 public static class QemuVirtWiring
 {
-    /// <summary>The wiring with each model keeping its own strict monitor.</summary>
+    /// <summary>The wiring whose models report to the machine's trace and strict monitor.</summary>
     public static BoardWiring Models { get; } = Create();
 
-    /// <summary>A wiring whose models report to <paramref name="strict"/> and <paramref name="trace"/> (null: each model its own).</summary>
+    /// <summary>A wiring whose models report to <paramref name="strict"/> and <paramref name="trace"/> (null: the machine's).</summary>
     public static BoardWiring Create(StrictMonitor? strict = null, Trace? trace = null) => new()
     {
         Gic = (m, r) => CreateGic(m, r, strict, trace),
@@ -27,6 +27,8 @@ public static class QemuVirtWiring
 
     static Func<int, IInterruptLine> CreateGic(Machine m, GicRequest r, StrictMonitor? strict, Trace? trace)
     {
+        strict ??= m.Strict;
+        trace ??= m.Trace;
         if (r.Version == 3)
         {
             var gic = new GicV3(m.Bus, new GicV3Options { CpuCount = r.Cpus, SpiCount = r.SpiCount }, trace, strict);
@@ -47,11 +49,14 @@ public static class QemuVirtWiring
         v2m.Map(m.Bus, new PhysAddr(r.V2mBase));
         m.GicV2 = v2;
         m.GicV2m = v2m;
+        v2.Trace = v2m.Trace = trace;
         return spi => v2.SpiLine(32 + spi);
     }
 
     static IIommuUpstream? CreateIommu(Machine m, IommuRequest r, StrictMonitor? strict, Trace? trace)
     {
+        strict ??= m.Strict;
+        trace ??= m.Trace;
         if (r.Kind != IommuKind.SmmuV3) return null;
         var smmu = new SmmuV3(m.Bus, SmmuV3Options.QemuVirt, trace, strict);
         smmu.Map(new PhysAddr(r.Base));

@@ -117,7 +117,8 @@ public sealed class HostKernel
     /// <summary>Builds a qemu-virt board (or the map in <paramref name="options"/>) wired to the real GIC and SMMUv3 models. Add devices, then <see cref="Boot(Machine, IReadOnlyList{PlatformDmaInfo}?, IMemoryView?)"/>.</summary>
     public static (Machine Machine, BoardModels Models) CreateBoard(QemuVirtOptions? options = null, StrictMonitor? strict = null)
     {
-        var machine = QemuVirtBoard.Create(options ?? new QemuVirtOptions(), QemuVirtWiring.Create(strict));
+        var o = options ?? new QemuVirtOptions();
+        var machine = QemuVirtBoard.Create(strict is null ? o : o with { Strict = strict }, QemuVirtWiring.Models);
         return (machine, BoardModels.Of(machine));
     }
 

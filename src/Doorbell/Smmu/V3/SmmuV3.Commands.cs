@@ -39,6 +39,7 @@ public sealed partial class SmmuV3
                 RaiseGlobalError(SmmuV3Field.GerrorCmdq);
                 return;
             }
+            _trace.Emit(TraceCategory.SmmuCmd, TraceSource, $"{Cmd.Name((byte)q0)} consumed (SID 0x{(uint)(q0 >> Cmd.SidShift):x})");
             CommandsProcessed++;
             cons = (cons + 1) & ptrMask;
         }

@@ -93,6 +93,7 @@ public sealed partial class SmmuV3
             case StreamOutcome.Bypass:
                 return write ? _bus.Write(address, wr, attributes) : _bus.Read(address, rd, attributes);
             case StreamOutcome.Abort:
+                _trace.Emit(TraceCategory.SmmuTranslate, TraceSource, $"SID 0x{port.StreamId:x} {(write ? "write" : "read")} 0x{address:x}: aborted by its stream configuration");
                 return BusStatus.SlaveError;
         }
         var pos = 0;
@@ -116,6 +117,7 @@ public sealed partial class SmmuV3
             var inBlock = entry.SizeLog2 >= 63 ? ulong.MaxValue : entry.SizeBytes - (va & entry.OffsetMask);
             var chunk = (int)Math.Min((ulong)(length - pos), inBlock);
             var pa = entry.Translate(va);
+            if (_trace.IsOn(TraceCategory.SmmuTranslate)) _trace.Emit(TraceCategory.SmmuTranslate, TraceSource, $"SID 0x{port.StreamId:x} {(write ? "write" : "read")} IOVA 0x{va:x} -> PA 0x{pa:x} ({chunk} bytes)");
             var s = write ? _bus.Write(pa, wr.Slice(pos, chunk), attributes) : _bus.Read(pa, rd.Slice(pos, chunk), attributes);
             if (s != BusStatus.Ok) return s;
             pos += chunk;
