@@ -63,6 +63,7 @@ public sealed class Machine
         Trace = trace ?? new Trace(name);
         Trace.Clock ??= clock;
         Strict = strict ?? new StrictMonitor();
+        bus.Loop.Context = Trace; // a posted write stays in the trace flow that issued it
         _spi = spi ?? (n => _recorded.TryGetValue(n, out var l) ? l : _recorded[n] = new RecordingInterruptLine(n));
     }
 

@@ -17,6 +17,16 @@ namespace Doorbell.Runtime;
 /// </summary>
 public sealed class EventLoop
 {
+    /// <summary>Context a posted write carries from where it was issued to where it runs (the trace's flow, so a posted MSI stays in its DMA's flow).</summary>
+    public interface IPostedContext
+    {
+        long Capture();
+        void Restore(long context);
+    }
+
+    /// <summary>The context posted writes carry (the machine's trace), or null.</summary>
+    public IPostedContext? Context { get; set; }
+
     struct Item
     {
         public IMmioHandler? Handler;
@@ -24,6 +34,7 @@ public sealed class EventLoop
         public int Size;
         public BusAttributes Attributes;
         public Action? Work;
+        public long Context;
     }
 
     Item[] _ring = new Item[64];
@@ -80,6 +91,7 @@ public sealed class EventLoop
     {
         ref var it = ref Push();
         it.Handler = handler; it.Offset = offset; it.Size = size; it.Value = value; it.Attributes = attributes; it.Work = null;
+        it.Context = Context?.Capture() ?? 0;
         if (_depth == 0 && !_draining) Drain();
     }
 
@@ -123,8 +135,11 @@ public sealed class EventLoop
                 {
                     PostedWrites++;
                     _depth++;
+                    var ctx = Context;
+                    var saved = ctx?.Capture() ?? 0;
+                    ctx?.Restore(it.Context);
                     try { h.Write(it.Offset, it.Size, it.Value, it.Attributes); }
-                    finally { _depth--; }
+                    finally { _depth--; ctx?.Restore(saved); }
                 }
                 else it.Work!();
             }
