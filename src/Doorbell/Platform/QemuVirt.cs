@@ -27,6 +27,8 @@ public sealed record QemuVirtOptions
     public IommuKind Iommu { get; init; } = IommuKind.SmmuV3;
     public ulong RamSize { get; init; } = QemuVirtMap.DefaultRamSize;
     public int Cpus { get; init; } = 1;
+    /// <summary>The address map (qemu-virt's unless a board description gives another).</summary>
+    public PlatformMap Map { get; init; } = PlatformMap.QemuVirt;
     /// <summary>The trace the machine's models emit to (a fresh, disabled one when null).</summary>
     public Trace? Trace { get; init; }
     /// <summary>The strict-mode monitor the machine's models report to (a fresh, disabled one when null).</summary>
@@ -42,33 +44,36 @@ public static class QemuVirtBoard
         var w = wiring ?? BoardWiring.Default;
         if (o.GicVersion is not (2 or 3)) throw new ArgumentException("gic-version must be 2 or 3");
         if (o.Cpus is < 1 or > 512) throw new ArgumentException("cpus must be 1..512");
+        var map = o.Map ?? PlatformMap.QemuVirt;
         var bus = new PhysicalAddressSpace();
         var clock = new VirtualClock();
-        bus.AddRam(new PhysAddr(QemuVirtMap.Ram), o.RamSize, "ram");
+        bus.AddRam(new PhysAddr(map.Ram), o.RamSize, "ram");
         var its = o.GicVersion == 3 && o.Its;
-        var gicReq = new GicRequest(o.GicVersion, its, o.Cpus, QemuVirtMap.GicDist,
-            o.GicVersion == 3 ? QemuVirtMap.GicRedist : 0, o.GicVersion == 2 ? QemuVirtMap.GicCpu : 0,
-            its ? QemuVirtMap.GicIts : 0, o.GicVersion == 2 ? QemuVirtMap.GicV2m : 0, QemuVirtMap.V2mFirstSpi, QemuVirtMap.V2mSpiCount);
-        var m = new Machine("qemu-virt", bus, clock, null, o.Trace, o.Strict);
+        var gicReq = new GicRequest(o.GicVersion, its, o.Cpus, map.GicDistributor,
+            o.GicVersion == 3 ? map.GicRedistributor : 0, o.GicVersion == 2 ? map.GicCpuInterface : 0,
+            its ? map.GicIts : 0, o.GicVersion == 2 ? map.GicV2m : 0, map.V2mFirstSpi, map.V2mSpiCount) { SpiCount = map.SpiCount };
+        var m = new Machine(map.Name, bus, clock, null, o.Trace, o.Strict) { Map = map };
         if (w.Gic?.Invoke(m, gicReq) is { } spi) m.SetSpiProvider(spi);
         m.GicVersion = o.GicVersion;
         m.HasIts = its;
         m.Cpus = o.Cpus;
-        m.RamBase = QemuVirtMap.Ram;
+        m.RamBase = map.Ram;
         m.RamSize = o.RamSize;
-        m.MsiDoorbell = its ? QemuVirtMap.GitsTranslater : o.GicVersion == 2 ? QemuVirtMap.V2mSetSpi : 0;
+        m.MsiDoorbell = its ? map.GitsTranslater : o.GicVersion == 2 ? map.V2mSetSpi : 0;
         if (o.Iommu != IommuKind.None)
         {
-            m.Iommu = w.Iommu?.Invoke(m, new IommuRequest(o.Iommu, QemuVirtMap.Smmu, QemuVirtMap.SmmuFirstSpi));
+            m.Iommu = w.Iommu?.Invoke(m, new IommuRequest(o.Iommu, map.Smmu, map.SmmuFirstSpi));
             m.IommuKind = m.Iommu == null ? IommuKind.None : o.Iommu;
         }
         // identity iommu-map and msi-map over all 2^16 requester IDs (hw/arm/virt.c create_pcie)
         var host = new PciHost(bus, m.Iommu, IdMap.Identity, IdMap.Identity) { Trace = m.Trace, Strict = m.Strict };
-        for (var i = 0; i < 4; i++) host.IntxLines[i] = m.Spi(QemuVirtMap.PcieIntxFirstSpi + i);
-        bus.MapMmio(new PhysAddr(QemuVirtMap.PcieEcam), QemuVirtMap.PcieEcamSize, host.Ecam, new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "pcie-ecam");
-        bus.MapMmio(new PhysAddr(QemuVirtMap.PcieMmio), QemuVirtMap.PcieMmioSize, host.MemoryWindow(QemuVirtMap.PcieMmio), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-mmio");
-        bus.MapMmio(new PhysAddr(QemuVirtMap.PciePio), QemuVirtMap.PciePioSize, host.IoWindow(0), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-pio");
-        bus.MapMmio(new PhysAddr(QemuVirtMap.PcieMmioHigh), QemuVirtMap.PcieMmioHighSize, host.MemoryWindow(QemuVirtMap.PcieMmioHigh), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-mmio-high");
+        for (var i = 0; i < 4; i++) host.IntxLines[i] = m.Spi(map.PcieIntxFirstSpi + i);
+        bus.MapMmio(new PhysAddr(map.PcieEcam), map.PcieEcamSize, host.Ecam, new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "pcie-ecam");
+        bus.MapMmio(new PhysAddr(map.PcieMmio), map.PcieMmioSize, host.MemoryWindow(map.PcieMmio), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-mmio");
+        if (map.PciePioSize != 0)
+            bus.MapMmio(new PhysAddr(map.PciePio), map.PciePioSize, host.IoWindow(0), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-pio");
+        if (map.PcieMmioHighSize != 0)
+            bus.MapMmio(new PhysAddr(map.PcieMmioHigh), map.PcieMmioHighSize, host.MemoryWindow(map.PcieMmioHigh), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-mmio-high");
         m.Pci = host;
         // QEMU's gpex host bridge at 00:00.0 (class 0x0600 host bridge)
         host.RootBus.Attach(new PciFunction(QemuVirtMap.GpexVendor, QemuVirtMap.GpexDevice, 0x060000, 0, name: "gpex-root"), 0);

@@ -14,12 +14,11 @@ public static class ServeBoard
     /// <summary>Builds and boots the board. A malformed board file throws FormatException with a one-line reason.</summary>
     public static (HostKernel Kernel, ClientMemoryAperture Aperture) Boot(string? boardFile, StrictMonitor? strict)
     {
-        var models = new BoardModels();
         Machine m;
         var platform = new List<PlatformDmaInfo>();
         if (boardFile is null)
         {
-            m = QemuVirtBoard.Create(new QemuVirtOptions(), HostKernel.Wiring(models, strict));
+            m = QemuVirtBoard.Create(new QemuVirtOptions { Strict = strict }, QemuVirtWiring.Models);
             m.AddPci(new MultiQueueDmaDevice(4), slot: 1);
             m.AddPci(new EduDevice(m.Clock, ulong.MaxValue), slot: 2);
             platform.Add(HostKernel.AddPlatformDma(m));
@@ -32,7 +31,8 @@ public static class ServeBoard
                 throw new FormatException($"board '{d.Name}': doorbell serve needs iommu: smmuv3 (VFIO type1 has no IOMMU to program otherwise)");
             var plat = d.Platform;
             d.Platform = [];
-            m = d.Build(HostKernel.Wiring(models, strict));
+            m = d.Build(QemuVirtWiring.Models);
+            if (strict is not null) m.Strict.Enabled |= strict.Enabled;
             foreach (var p in plat)
             {
                 if (p.Device != "dma-engine") throw new FormatException($"platform device '{p.Device}' is unknown (dma-engine)");
@@ -44,6 +44,6 @@ public static class ServeBoard
         var aperture = new ClientMemoryAperture();
         m.Bus.MapMmio(new PhysAddr(ClientMemoryAperture.Base), ClientMemoryAperture.Size, aperture,
             new MmioAccessRules(AccessSizes.All, false, MmioViolation.SlaveError), "client-memory");
-        return (HostKernel.Boot(m, models, platform), aperture);
+        return (HostKernel.Boot(m, platform, null), aperture);
     }
 }

@@ -38,7 +38,7 @@ public sealed class GicV3Its : IMmioHandler
     public const uint GITS_CTLR = 0x0000, GITS_IIDR = 0x0004, GITS_TYPER = 0x0008, GITS_STATUSR = 0x0040,
         GITS_UMSIR = 0x0048, GITS_CBASER = 0x0080, GITS_CWRITER = 0x0088, GITS_CREADR = 0x0090,
         GITS_BASER = 0x0100, GITS_PIDR2 = 0xFFE8, GITS_TRANSLATER = 0x1_0040;
-    public static readonly GicRegister[] Registers =
+    public static readonly RegisterDescriptor[] Registers =
     [
         new(GITS_CTLR, 4, "GITS_CTLR", RegisterAccess.ReadWrite),
         new(GITS_IIDR, 4, "GITS_IIDR", RegisterAccess.ReadOnly),

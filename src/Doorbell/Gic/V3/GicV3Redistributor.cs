@@ -33,7 +33,7 @@ public sealed class GicV3Redistributor
     public const uint GICR_IGROUPR0 = 0x0080, GICR_ISENABLER0 = 0x0100, GICR_ICENABLER0 = 0x0180,
         GICR_ISPENDR0 = 0x0200, GICR_ICPENDR0 = 0x0280, GICR_ISACTIVER0 = 0x0300, GICR_ICACTIVER0 = 0x0380,
         GICR_IPRIORITYR = 0x0400, GICR_ICFGR0 = 0x0C00, GICR_ICFGR1 = 0x0C04, GICR_IGRPMODR0 = 0x0D00;
-    public static readonly GicRegister[] Registers =
+    public static readonly RegisterDescriptor[] Registers =
     [
         new(GICR_CTLR, 4, "GICR_CTLR", RegisterAccess.ReadWrite),
         new(GICR_IIDR, 4, "GICR_IIDR", RegisterAccess.ReadOnly),
@@ -98,10 +98,14 @@ public sealed class GicV3Redistributor
         Cpu = cpu;
         for (var i = 0; i < 16; i++) _ppi.WriteConfig(0, 0xAAAA_AAAA, 0); // SGIs are edge-triggered
         _ppi.WriteConfig(16, 0, 16);
+        _ppi.Raised = RaiseCpu;
         Array.Fill(_head, None); Array.Fill(_tail, None);
     }
 
     public int Cpu { get; }
+
+    /// <summary>Pushes a possible new interrupt to this redistributor's PE.</summary>
+    void RaiseCpu() => _gic.CpuInterfaces[Cpu].Target?.Raise();
     internal IrqBank Private => _ppi;
     public bool LpisEnabled => _enableLpis;
     public bool Awake => !_sleep;
@@ -227,6 +231,7 @@ public sealed class GicV3Redistributor
         WritePendingBit(intid, true);
         EnsureConfig(ref s, index);
         Link(index, ref s);
+        RaiseCpu();
         return true;
     }
 
@@ -268,6 +273,7 @@ public sealed class GicV3Redistributor
         Unlink(index, ref s);
         EnsureConfig(ref s, index);
         Link(index, ref s);
+        RaiseCpu();
     }
 
     readonly List<int> _relink = [];
@@ -289,6 +295,7 @@ public sealed class GicV3Redistributor
             EnsureConfig(ref s, i);
             Link(i, ref s);
         }
+        if (_relink.Count > 0) RaiseCpu();
     }
 
     /// <summary>Moves every pending LPI of this redistributor to <paramref name="target"/> (MOVALL).</summary>
@@ -447,7 +454,7 @@ public sealed class GicV3Redistributor
                 return;
             case GICR_PROPBASER or GICR_PENDBASER or GICR_PROPBASER + 4 or GICR_PENDBASER + 4 when _enableLpis:
                 // Writing either register while EnableLPIs = 1 is UNPREDICTABLE; Doorbell ignores it.
-                _gic.Strict.Report("gicr", "IHI 0069 §12.11.28/29 (write with EnableLPIs = 1)", $"cpu{Cpu} {GicRegister.NameOf(Registers, off & ~7UL)} written while LPIs are enabled: ignored");
+                _gic.Strict.Report("gicr", "IHI 0069 §12.11.28/29 (write with EnableLPIs = 1)", $"cpu{Cpu} {RegisterDescriptor.NameOf(Registers, off & ~7UL)} written while LPIs are enabled: ignored");
                 return;
             case GICR_PROPBASER: _propbaser = Merge(_propbaser, off, size, value) & 0x0FFF_FFFF_FFFF_FFFFUL; return;
             case GICR_PROPBASER + 4: _propbaser = Merge(_propbaser, off, size, value); return;
