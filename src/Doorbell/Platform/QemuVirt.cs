@@ -16,6 +16,9 @@ public static class QemuVirtMap
         V2mSetSpi = GicV2m + 0x40;
     /// <summary>INTA..INTD are SPIs 3..6; the SMMU uses SPIs 74..77; GICv2m owns SPIs 48..111.</summary>
     public const int PcieIntxFirstSpi = 3, SmmuFirstSpi = 74, V2mFirstSpi = 48, V2mSpiCount = 64;
+    /// <summary>An SMMUv2 in the SMMU's place (Doorbell's choice, outside GICv2m's and the platform bus's SPIs):
+    /// global fault on SPI 160, context interrupt n on SPI 161 + n.</summary>
+    public const int SmmuV2FirstSpi = 160;
     public const ushort GpexVendor = 0x1b36, GpexDevice = 0x0008;
 }
 
@@ -27,7 +30,18 @@ public sealed record QemuVirtOptions
     public IommuKind Iommu { get; init; } = IommuKind.SmmuV3;
     public ulong RamSize { get; init; } = QemuVirtMap.DefaultRamSize;
     public int Cpus { get; init; } = 1;
+    /// <summary>With <see cref="IommuKind.SmmuV2"/>: which SMMUv2 part (ID registers, banks, stages).</summary>
+    public Doorbell.Smmu.V2.SmmuV2Options? SmmuV2 { get; init; }
+    /// <summary>A GICv2m MSI frame next to a GICv3 (at the frame's qemu-virt place): a board with both an ITS and a GICv2m frame.</summary>
+    public bool GicV2mWithGicV3 { get; init; }
+    /// <summary>The MSI controller PCI devices use (their msi-parent): the ITS when present, unless set to the GICv2m frame.</summary>
+    public MsiParent PciMsiParent { get; init; } = MsiParent.Default;
+    /// <summary>The machine's name in reports.</summary>
+    public string Name { get; init; } = "qemu-virt";
 }
+
+/// <summary>Which MSI controller a board routes PCI MSIs to.</summary>
+public enum MsiParent { Default, Its, GicV2m }
 
 /// <summary>Builds the `qemu-virt` board: RAM, the gpex PCIe host (ECAM, MMIO/PIO windows, INTx → SPIs 3..6), and through the wiring the GIC and SMMU.</summary>
 public static class QemuVirtBoard
@@ -42,20 +56,26 @@ public static class QemuVirtBoard
         var clock = new VirtualClock();
         bus.AddRam(new PhysAddr(QemuVirtMap.Ram), o.RamSize, "ram");
         var its = o.GicVersion == 3 && o.Its;
+        var v2m = o.GicVersion == 2 || o.GicV2mWithGicV3;
         var gicReq = new GicRequest(o.GicVersion, its, o.Cpus, QemuVirtMap.GicDist,
             o.GicVersion == 3 ? QemuVirtMap.GicRedist : 0, o.GicVersion == 2 ? QemuVirtMap.GicCpu : 0,
-            its ? QemuVirtMap.GicIts : 0, o.GicVersion == 2 ? QemuVirtMap.GicV2m : 0, QemuVirtMap.V2mFirstSpi, QemuVirtMap.V2mSpiCount);
-        var m = new Machine("qemu-virt", bus, clock, null);
+            its ? QemuVirtMap.GicIts : 0, v2m ? QemuVirtMap.GicV2m : 0, QemuVirtMap.V2mFirstSpi, QemuVirtMap.V2mSpiCount);
+        var m = new Machine(o.Name, bus, clock, null);
         if (w.Gic?.Invoke(m, gicReq) is { } spi) m.SetSpiProvider(spi);
         m.GicVersion = o.GicVersion;
         m.HasIts = its;
         m.Cpus = o.Cpus;
         m.RamBase = QemuVirtMap.Ram;
         m.RamSize = o.RamSize;
-        m.MsiDoorbell = its ? QemuVirtMap.GitsTranslater : o.GicVersion == 2 ? QemuVirtMap.V2mSetSpi : 0;
+        var msiToV2m = v2m && (!its || o.PciMsiParent == MsiParent.GicV2m);
+        if (o.PciMsiParent == MsiParent.GicV2m && !v2m) throw new ArgumentException("msi-parent gicv2m needs a GICv2m frame");
+        if (o.PciMsiParent == MsiParent.Its && !its) throw new ArgumentException("msi-parent its needs an ITS");
+        m.PciMsiToGicV2m = msiToV2m;
+        m.MsiDoorbell = msiToV2m ? QemuVirtMap.V2mSetSpi : its ? QemuVirtMap.GitsTranslater : 0;
         if (o.Iommu != IommuKind.None)
         {
-            m.Iommu = w.Iommu?.Invoke(m, new IommuRequest(o.Iommu, QemuVirtMap.Smmu, QemuVirtMap.SmmuFirstSpi));
+            m.Iommu = w.Iommu?.Invoke(m, new IommuRequest(o.Iommu, QemuVirtMap.Smmu,
+                o.Iommu == IommuKind.SmmuV2 ? QemuVirtMap.SmmuV2FirstSpi : QemuVirtMap.SmmuFirstSpi, o.SmmuV2));
             m.IommuKind = m.Iommu == null ? IommuKind.None : o.Iommu;
         }
         // identity iommu-map and msi-map over all 2^16 requester IDs (hw/arm/virt.c create_pcie)

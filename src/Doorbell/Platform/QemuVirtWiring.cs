@@ -26,6 +26,12 @@ public static class QemuVirtWiring
                 var sys = QemuVirtGicV3.Create(m.Bus, r.Cpus);
                 m.GicV3 = sys.Gic;
                 m.Its = sys.Its;
+                if (r.V2mBase != 0)
+                {
+                    var frame = new GicV2m(sys.Gic, r.V2mFirstSpi + GicV3.FirstSpi, r.V2mSpiCount);
+                    frame.Map(m.Bus, new PhysAddr(r.V2mBase));
+                    m.GicV2m = frame;
+                }
                 return spi => sys.Gic.SpiLine(GicV3.FirstSpi + spi);
             }
             var gic = new GicV3(m.Bus, new GicV3Options { CpuCount = r.Cpus, SpiCount = 224 });
@@ -41,6 +47,12 @@ public static class QemuVirtWiring
 
     static IIommuUpstream? CreateIommu(Machine m, IommuRequest r)
     {
+        if (r.Kind == IommuKind.SmmuV2)
+        {
+            var v2 = new Doorbell.Smmu.V2.SmmuV2(m.Bus, r.SmmuV2 ?? Doorbell.Smmu.V2.SmmuV2Options.Mmu500);
+            WireSmmuV2(m, r, v2);
+            return v2;
+        }
         if (r.Kind != IommuKind.SmmuV3) return null;
         var smmu = new SmmuV3(m.Bus, SmmuV3Options.QemuVirt);
         smmu.Map(new PhysAddr(r.Base));
@@ -49,5 +61,17 @@ public static class QemuVirtWiring
         smmu.GerrorIrq = m.Spi(r.FirstSpi + 3);
         m.SmmuV3 = smmu;
         return smmu;
+    }
+
+    /// <summary>Maps an SMMUv2 at the request's base and wires its global and context interrupts to SPIs.</summary>
+    public static void WireSmmuV2(Machine m, IommuRequest r, Doorbell.Smmu.V2.SmmuV2 smmu)
+    {
+        ArgumentNullException.ThrowIfNull(m);
+        ArgumentNullException.ThrowIfNull(r);
+        ArgumentNullException.ThrowIfNull(smmu);
+        smmu.Map(new PhysAddr(r.Base));
+        smmu.GlobalFaultIrq = m.Spi(r.FirstSpi);
+        for (var i = 0; i < smmu.Options.ContextInterrupts; i++) smmu.SetContextIrq(i, m.Spi(r.FirstSpi + 1 + i));
+        m.SmmuV2 = smmu;
     }
 }

@@ -14,5 +14,14 @@ public static class DefaultScenario
         new PciEduStep(),
         new VfioStep(),
         new UserspaceDriverStep(),
+        new IsolationErasStep(),
     ]);
+}
+
+/// <summary>The interrupt-isolation policy through its eras on the SMMUv2 boards (issue 15), as a named scenario.</summary>
+public static class IsolationErasScenario
+{
+    public const string Name = "isolation-eras";
+
+    public static Scenario Create() => new(Name, [new IsolationErasStep()]);
 }

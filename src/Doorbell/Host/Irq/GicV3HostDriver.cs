@@ -8,7 +8,7 @@ namespace Doorbell.Host.Irq;
 /// irq-gic-v3-its.c). Reaches the GIC only through its MMIO frames and memory, and through each CPU's system
 /// registers (the <see cref="GicV3CpuInterface"/> object stands for MRS/MSR on that CPU).
 /// </summary>
-public sealed class GicV3HostDriver
+public sealed class GicV3HostDriver : ISpiHostController
 {
     readonly PhysicalAddressSpace _bus;
     readonly ulong _gicd, _gicr;
@@ -123,6 +123,11 @@ public sealed class GicV3HostDriver
         W64(_gicd + GicV3.GICD_IROUTER + (ulong)intid * 8, _rds[cpu].Typer >> 32);
         W32(_gicd + GicV3.GICD_ISENABLER + (ulong)(intid / 32) * 4, 1u << (intid % 32));
     }
+
+    public void DisableSpi(int intid) => W32(_gicd + GicV3.GICD_ICENABLER + (ulong)(intid / 32) * 4, 1u << (intid % 32));
+
+    /// <summary>Routes SPI <paramref name="intid"/> to CPU <paramref name="cpu"/> (GICD_IROUTER affinity).</summary>
+    public void SetTarget(int intid, int cpu) => W64(_gicd + GicV3.GICD_IROUTER + (ulong)intid * 8, _rds[cpu].Typer >> 32);
 
     /// <summary>Writes LPI <paramref name="intid"/>'s configuration byte (the caller then issues INV).</summary>
     public void SetLpiConfig(int intid, byte priority, bool enabled) =>

@@ -4,6 +4,7 @@ using Doorbell.Gic.V2m;
 using Doorbell.Gic.V3;
 using Doorbell.Host.Irq;
 using Doorbell.Host.Os;
+using Doorbell.Host.SmmuV2;
 using Doorbell.Host.SmmuV3;
 using Doorbell.Host.Vfio;
 using Doorbell.Iommu;
@@ -17,7 +18,7 @@ using Doorbell.Tracing;
 // backends from all of it. Known limits: one host CPU takes interrupts (CPU 0); interrupts are taken when the
 // host services them (after each host MMIO store on behalf of userspace, or when asked), since no CPU runs
 // concurrently; bus numbers and BARs are assigned once at boot (no hotplug, no resource reallocation); I/O BARs
-// are left unassigned; no SMMUv2.
+// are left unassigned. The IOMMU driver is chosen by the board's IOMMU model (arm-smmu-v3 or arm-smmu).
 namespace Doorbell.Host.Kernel;
 
 /// <summary>The hardware models a board was built with (what the kernel's drivers then find by MMIO).</summary>
@@ -26,6 +27,12 @@ public sealed class BoardModels
     public Doorbell.Smmu.V3.SmmuV3? Smmu { get; internal set; }
     public GicV3System? GicV3 { get; internal set; }
     public GicV2System? GicV2 { get; internal set; }
+    /// <summary>An SMMUv2 in the SMMU's place (boards with iommu: smmuv2).</summary>
+    public Doorbell.Smmu.V2.SmmuV2? SmmuV2 { get; internal set; }
+    /// <summary>A GICv2m frame next to a GICv3 + ITS (boards with both).</summary>
+    public GicV2m? GicV2mOnGicV3 { get; internal set; }
+    /// <summary>PCI MSIs go to the GICv2m frame rather than the ITS.</summary>
+    public bool PciMsiToGicV2m { get; internal set; }
 }
 
 /// <summary>Host RAM split (qemu-virt, 512 MiB at 0x4000_0000): driver tables, then user pages.</summary>
@@ -51,12 +58,14 @@ public sealed class HostKernel
     readonly HostCpu[] _cpus;
     bool _servicing;
 
-    HostKernel(Machine machine, BoardModels models, SmmuV3Driver smmu, HostIrqTable irqs, HostCpu[] cpus, IMsiDomain msi,
+    HostKernel(Machine machine, BoardModels models, Doorbell.Host.Iommu.IIommuDriver smmu, HostIrqTable irqs, HostCpu[] cpus, IMsiDomain msi,
         GicV3HostDriver? v3, GicV2HostDriver? v2, PciEnumeration pci)
     {
         Machine = machine;
         Models = models;
         Smmu = smmu;
+        SmmuV3Driver = smmu as SmmuV3Driver;
+        SmmuV2Driver = smmu as SmmuV2Driver;
         Irqs = irqs;
         _cpus = cpus;
         MsiDomain = msi;
@@ -69,7 +78,12 @@ public sealed class HostKernel
     public Machine Machine { get; }
     public BoardModels Models { get; }
     public PhysicalAddressSpace Bus => Machine.Bus;
-    public SmmuV3Driver Smmu { get; }
+    /// <summary>The IOMMU driver the board's SMMU model selected (arm-smmu-v3 or arm-smmu).</summary>
+    public Doorbell.Host.Iommu.IIommuDriver Smmu { get; }
+    public SmmuV3Driver? SmmuV3Driver { get; }
+    public SmmuV2Driver? SmmuV2Driver { get; }
+    /// <summary>Every MSI irq domain the kernel registered (what irq_domain_check_msi_remap scanned).</summary>
+    public IReadOnlyList<IMsiDomain> MsiDomains { get; private set; } = [];
     public HostIrqTable Irqs { get; }
     public IReadOnlyList<HostCpu> Cpus => _cpus;
     /// <summary>The MSI irq domain of PCI devices (msi-parent): the ITS, or the GICv2m frame.</summary>
@@ -84,36 +98,62 @@ public sealed class HostKernel
     /// <summary>SMMU event records read so far by <see cref="DrainSmmuEvents"/>.</summary>
     public List<SmmuV3Event> SmmuEvents { get; } = [];
 
-    /// <summary>Builds a qemu-virt board wired to the real GIC and SMMUv3 models. Add devices, then <see cref="Boot"/>.</summary>
+    /// <summary>Builds a qemu-virt board wired to the real GIC and SMMU models. Add devices, then <see cref="Boot"/>.</summary>
     public static (Machine Machine, BoardModels Models) CreateBoard(QemuVirtOptions? options = null, StrictMonitor? strict = null)
     {
         var models = new BoardModels();
-        var wiring = new BoardWiring
-        {
-            Gic = (m, req) =>
-            {
-                if (req.Version == 3)
-                {
-                    var sys = QemuVirtGicV3.Create(m.Bus, req.Cpus, strict: strict);
-                    models.GicV3 = sys;
-                    return n => sys.Gic.SpiLine(32 + n);
-                }
-                var v2 = QemuVirtGicV2.Create(m.Bus, req.Cpus, strict);
-                models.GicV2 = v2;
-                return n => v2.Gic.SpiLine(32 + n);
-            },
-            Iommu = (m, req) =>
-            {
-                if (req.Kind != IommuKind.SmmuV3) return null;
-                var s = new Doorbell.Smmu.V3.SmmuV3(m.Bus, SmmuV3Options.QemuVirt, null, strict);
-                s.Map(new PhysAddr(req.Base));
-                models.Smmu = s;
-                return s;
-            },
-        };
-        var machine = QemuVirtBoard.Create(options ?? new QemuVirtOptions(), wiring);
+        var machine = QemuVirtBoard.Create(options ?? new QemuVirtOptions(), KernelWiring(models, strict));
+        models.PciMsiToGicV2m = machine.PciMsiToGicV2m;
         return (machine, models);
     }
+
+    /// <summary>Builds a board from its description (YAML) with the real models, its PCIe devices attached. Then <see cref="Boot"/>.</summary>
+    public static (Machine Machine, BoardModels Models) CreateBoard(BoardDescription description, StrictMonitor? strict = null)
+    {
+        ArgumentNullException.ThrowIfNull(description);
+        var models = new BoardModels();
+        var machine = description.Build(KernelWiring(models, strict));
+        models.PciMsiToGicV2m = machine.PciMsiToGicV2m;
+        return (machine, models);
+    }
+
+    static BoardWiring KernelWiring(BoardModels models, StrictMonitor? strict) => new()
+    {
+        Gic = (m, req) =>
+        {
+            if (req.Version == 3)
+            {
+                var sys = QemuVirtGicV3.Create(m.Bus, req.Cpus, strict: strict);
+                models.GicV3 = sys;
+                if (req.V2mBase != 0)
+                {
+                    // A GICv2m frame on a GICv3: its SPIs are raised on the GICv3 distributor.
+                    var frame = new GicV2m(sys.Gic, QemuVirtGicV2.V2mBaseIntid, QemuVirtGicV2.V2mSpiCount, strict);
+                    frame.Map(m.Bus, new PhysAddr(req.V2mBase));
+                    models.GicV2mOnGicV3 = frame;
+                }
+                return n => sys.Gic.SpiLine(32 + n);
+            }
+            var v2 = QemuVirtGicV2.Create(m.Bus, req.Cpus, strict);
+            models.GicV2 = v2;
+            return n => v2.Gic.SpiLine(32 + n);
+        },
+        Iommu = (m, req) =>
+        {
+            if (req.Kind == IommuKind.SmmuV2)
+            {
+                var v2 = new Doorbell.Smmu.V2.SmmuV2(m.Bus, req.SmmuV2 ?? Doorbell.Smmu.V2.SmmuV2Options.Mmu500, null, strict);
+                QemuVirtWiring.WireSmmuV2(m, req, v2);
+                models.SmmuV2 = v2;
+                return v2;
+            }
+            if (req.Kind != IommuKind.SmmuV3) return null;
+            var s = new Doorbell.Smmu.V3.SmmuV3(m.Bus, SmmuV3Options.QemuVirt, null, strict);
+            s.Map(new PhysAddr(req.Base));
+            models.Smmu = s;
+            return s;
+        },
+    };
 
     /// <summary>Adds the platform DMA engine as a device-tree device on the platform bus (its own StreamID, a wired SPI).</summary>
     public static PlatformDmaInfo AddPlatformDma(Machine machine, int index = 0, uint streamId = 0xFF00)
@@ -136,6 +176,7 @@ public sealed class HostKernel
         IMsiDomain msi;
         HostIrqTable irqs;
         HostCpu[] cpus;
+        var domains = new List<IMsiDomain>();
         if (models.GicV3 is { } g3)
         {
             v3 = new GicV3HostDriver(bus, QemuVirtGicV3.GicdBase, QemuVirtGicV3.GicrBase, g3.Gic.CpuInterfaces,
@@ -144,6 +185,14 @@ public sealed class HostKernel
             var its = new ItsDriver(v3, QemuVirtGicV3.ItsBase);
             its.Init();
             msi = its;
+            domains.Add(its);
+            if (models.GicV2mOnGicV3 is not null)
+            {
+                var frame = new Gicv2mDriver(v3, QemuVirtGicV2.V2mBase);
+                frame.Init();
+                domains.Add(frame);
+                if (models.PciMsiToGicV2m) msi = frame;
+            }
             irqs = v3.Irqs;
             cpus = [.. v3.Cpus];
         }
@@ -154,17 +203,42 @@ public sealed class HostKernel
             var m2 = new Gicv2mDriver(v2, QemuVirtGicV2.V2mBase);
             m2.Init();
             msi = m2;
+            domains.Add(m2);
             irqs = v2.Irqs;
             cpus = [v2.Cpu0];
         }
         else throw new InvalidOperationException("board has no interrupt controller model");
-        if (models.Smmu is null) throw new InvalidOperationException("board has no SMMUv3 model");
-        var smmu = SmmuV3Driver.Probe(new BusSmmuHostAccess(bus, QemuVirtMap.Smmu), bus,
-            new BumpPageAllocator(HostMemoryLayout.SmmuTables, HostMemoryLayout.SmmuTablesSize));
+        Doorbell.Host.Iommu.IIommuDriver smmu;
+        if (models.SmmuV2 is { } smmu2)
+        {
+            var drv = SmmuV2Driver.Probe(new BusSmmuHostAccess(bus, QemuVirtMap.Smmu), bus,
+                new BumpPageAllocator(HostMemoryLayout.SmmuTables, HostMemoryLayout.SmmuTablesSize));
+            // request_irq for the global fault line and every context interrupt (level-triggered SPIs).
+            var first = 32 + QemuVirtMap.SmmuV2FirstSpi;
+            irqs.Request(first, (_, _) => drv.HandleGlobalInterrupt());
+            EnableLevelSpi(v3, v2, first);
+            for (var i = 0; i < smmu2.Options.ContextInterrupts; i++)
+            {
+                var index = i;
+                irqs.Request(first + 1 + i, (_, _) => drv.HandleContextInterrupt(index));
+                EnableLevelSpi(v3, v2, first + 1 + i);
+            }
+            smmu = drv;
+        }
+        else if (models.Smmu is not null)
+            smmu = SmmuV3Driver.Probe(new BusSmmuHostAccess(bus, QemuVirtMap.Smmu), bus,
+                new BumpPageAllocator(HostMemoryLayout.SmmuTables, HostMemoryLayout.SmmuTablesSize));
+        else throw new InvalidOperationException("board has no SMMU model");
         var pci = PciEnumeration.Scan(bus, QemuVirtMap.PcieEcam, QemuVirtMap.PcieMmio, QemuVirtMap.PcieMmioSize);
-        var k = new HostKernel(machine, models, smmu, irqs, cpus, msi, v3, v2, pci);
+        var k = new HostKernel(machine, models, smmu, irqs, cpus, msi, v3, v2, pci) { MsiDomains = domains };
         k.FormGroups(platform ?? []);
         return k;
+    }
+
+    static void EnableLevelSpi(GicV3HostDriver? v3, GicV2HostDriver? v2, int intid)
+    {
+        if (v3 is not null) v3.EnableSpi(intid, 0, edge: false);
+        else v2?.EnableSpi(intid, 0, edge: false);
     }
 
     void FormGroups(IReadOnlyList<PlatformDmaInfo> platform)
@@ -205,6 +279,11 @@ public sealed class HostKernel
     public VfioHost BuildVfio(VfioOptions? options = null)
     {
         var host = new VfioHost(options);
+        // Replaying the 2013–14 policy era means running that era's IOMMU drivers: arm-smmu (and arm-smmu-v3 until
+        // 4.11) claimed IOMMU_CAP_INTR_REMAP.
+        var claim = host.Options.IsolationEra == IsolationPolicyEra.Era2013;
+        if (SmmuV2Driver is { } d2) d2.ClaimsInterruptRemap = claim;
+        if (SmmuV3Driver is { } d3) d3.ClaimsInterruptRemap = claim;
         foreach (var g in _groups)
         {
             var vg = host.AddGroup(g);
@@ -246,7 +325,8 @@ public sealed class HostKernel
     /// <summary>Reads new SMMU event records (the driver's event-queue handler) and appends them to <see cref="SmmuEvents"/>.</summary>
     public IReadOnlyList<SmmuV3Event> DrainSmmuEvents()
     {
-        var e = Smmu.DrainEvents();
+        if (SmmuV3Driver is not { } d) return [];
+        var e = d.DrainEvents();
         SmmuEvents.AddRange(e);
         return e;
     }

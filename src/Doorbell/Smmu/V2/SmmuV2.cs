@@ -654,6 +654,7 @@ public sealed partial class SmmuV2 : IMmioHandler, IIommuUpstream
     void UpdateContextIrqs()
     {
         Span<bool> lv = stackalloc bool[_contextIrqs.Length];
+        lv.Clear(); // SkipLocalsInit: stackalloc is not zeroed
         foreach (var b in _banks)
         {
             if ((b.Sctlr & SmmuV2Field.SctlrCfie) == 0 || (b.Fsr & (SmmuV2Field.FsrFaults | SmmuV2Field.FsrMulti)) == 0) continue;
