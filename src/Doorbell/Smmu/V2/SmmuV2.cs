@@ -401,8 +401,8 @@ public sealed partial class SmmuV2 : IMmioHandler, IIommuUpstream
         switch (off >> 10)
         {
             case 0:
-                // HYPC (bit 10) is RAZ: no hypervisor contexts.
-                v &= ~(1u << 10);
+                // HYPC (bit 10) is RAZ: no hypervisor contexts. For the nested type bits [15:8] are the stage-2 CBNDX.
+                if (((v >> SmmuV2Field.CbarTypeShift) & 3) != SmmuV2Field.CbarTypeNested) v &= ~(1u << 10);
                 if (v != b.Cbar) CheckLive(n, "CBAR");
                 b.Cbar = v;
                 Generation++;
