@@ -15,7 +15,7 @@ public sealed partial class SmmuV2
     internal void ResolveInto(uint sid, V2StreamContext ctx, bool record)
     {
         ctx.Bank = -1; ctx.S2Bank = -1; ctx.Stage2Fault = false; ctx.ConfigError = null; ctx.GlobalFaultBit = 0;
-        ctx.PrivCfg = 0; ctx.InstCfg = 0;
+        ctx.PrivCfg = 0; ctx.InstCfg = 0; ctx.Fast = false;
         ctx.Config = TranslationConfig.Bypass; ctx.Vmid = 0; ctx.Asid = 0; ctx.TbiKey = false;
         if ((_cr0 & SmmuV2Field.Cr0ClientPd) != 0)
         {
@@ -124,6 +124,7 @@ public sealed partial class SmmuV2
         ctx.Asid = ctx.Config.Asid;
         ctx.TbiKey = s1 is { } x && (x.Tbi0 || x.Tbi1);
         ctx.Outcome = err is null && ctx.Config.IsBypass && !ctx.Stage2Fault ? V2Outcome.Bypass : V2Outcome.Translate;
+        ctx.Fast = ctx.Outcome == V2Outcome.Translate && err is null && !ctx.Stage2Fault && ctx.PrivCfg == 0 && ctx.InstCfg == 0;
     }
 
     const ulong TtbrAddrMask = 0x0000_FFFF_FFFF_FFF0UL;
@@ -299,6 +300,55 @@ public sealed partial class SmmuV2
             }
         }
         return _translator.Translate(ctx.Config, ctx.Vmid, va, access, out entry, out fault);
+    }
+
+    internal bool TranslateOne(SmmuV2StreamPort port, ulong address, AccessFlags access, out ulong pa)
+    {
+        var ctx = port.Context;
+        // Hit path: a resolved plain translating context, not strict, IOTLB hit that permits the access.
+        if (ctx.Generation == Generation && ctx.Fast && _strict is not { Enabled: true }
+            && _iotlb.TryLookup(ctx.Vmid, ctx.Asid, ctx.TbiKey ? PageTableWalker.TlbInput(ctx.Config, address) : address, out var hit)
+            && PageTableWalker.DeniedBy(hit, access) == TranslationStage.None)
+        {
+            pa = hit.Translate(address);
+            return true;
+        }
+        pa = 0;
+        if (ctx.Generation != Generation || StrictEnabled) Revalidate(port, ctx);
+        var write = (access & AccessFlags.Write) != 0;
+        var attrs = new BusAttributes(0, false, (access & AccessFlags.Privileged) != 0, (access & AccessFlags.Execute) != 0);
+        switch (ctx.Outcome)
+        {
+            case V2Outcome.Bypass:
+                pa = address;
+                return true;
+            case V2Outcome.Terminate:
+                Terminated++;
+                return false;
+            case V2Outcome.GlobalFault:
+                RecordGlobalFault(ctx.GlobalFaultBit, port.StreamId, address, access, default, write: true);
+                return false;
+        }
+        access = AccessOf(write, attrs, ctx);
+        if (ctx.ConfigError is not null)
+        {
+            var cf = new TranslationFault(FaultKind.Translation, TranslationStage.Stage1, 0, address, 0, false, 0, access);
+            RecordContextFault(ctx, SmmuV2Field.FsrTf, cf, address, access, port, default, default, write: false, attrs);
+            return false;
+        }
+        if (!TranslateFast(ctx, address, access, out var entry, out var fault))
+        {
+            RecordContextFault(ctx, FsrBitOf(fault.Kind), fault, address, access, port, default, default, write: false, attrs);
+            return false;
+        }
+        if (ctx.Stage2Fault)
+        {
+            var f = new TranslationFault(FaultKind.Translation, TranslationStage.Stage2, 0, address, entry.Translate(address), false, 0, access);
+            RecordContextFault(ctx, SmmuV2Field.FsrTf, f, address, access, port, default, default, write: false, attrs);
+            return false;
+        }
+        pa = entry.Translate(address);
+        return true;
     }
 
     static uint FsrBitOf(FaultKind k) => k switch

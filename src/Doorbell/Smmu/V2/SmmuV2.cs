@@ -39,6 +39,8 @@ internal sealed class V2StreamContext
     public uint GlobalFaultBit;
     /// <summary>S2CR PRIVCFG / INSTCFG overrides (0 = as presented).</summary>
     public byte PrivCfg, InstCfg;
+    /// <summary>A plain translating context: the hit path may answer from the IOTLB alone.</summary>
+    public bool Fast;
 }
 
 /// <summary>The upstream port of one StreamID: what a device issues DMA and MSI writes to.</summary>
@@ -60,6 +62,11 @@ public sealed class SmmuV2StreamPort : IMemoryPort
 
     public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes) =>
         _smmu.Transfer(this, address, default, source, write: true, attributes);
+
+    /// <summary>Translates one address as a transaction of this port would be (same stream mapping, IOTLB, permission
+    /// check and fault recording) without moving data. True with the output address.</summary>
+    public bool TryTranslate(ulong address, AccessFlags access, out ulong physicalAddress) =>
+        _smmu.TranslateOne(this, address, access, out physicalAddress);
 }
 
 /// <summary>An SMMUv2 (MMU-400/401/500 by its ID registers) on a <see cref="PhysicalAddressSpace"/>.</summary>
