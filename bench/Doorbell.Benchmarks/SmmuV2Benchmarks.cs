@@ -35,7 +35,7 @@ public class SmmuV2Benchmarks
         _bus.AddRam(new PhysAddr(0x4000_0000), 0x2000_0000);
         _smmu = new SmmuV2(_bus, SmmuV2Options.Mmu500);
         _smmu.Map(new PhysAddr(SmmuBase));
-        var alloc = new BumpPageAllocator(0x4100_0000, 0x100_0000);
+        var alloc = new PhysPageAllocator(0x4100_0000, 0x100_0000);
         for (var n = 0; n < 2; n++)
         {
             IoPageTable.Create(_bus, alloc, IoPageTableFormat.Stage1, Vmsa.Granule.Size4K, 48, 44, out var pt);

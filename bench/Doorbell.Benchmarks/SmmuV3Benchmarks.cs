@@ -43,7 +43,7 @@ public class SmmuV3Benchmarks
         Reg(SmmuV3Reg.CMDQ_BASE, Cmdq | CmdqLog2, 8);
         Reg(SmmuV3Reg.EVENTQ_BASE, Evtq | 6, 8);
         Reg(SmmuV3Reg.CR0, SmmuV3Field.Cr0CmdqEn | SmmuV3Field.Cr0EventqEn | SmmuV3Field.Cr0SmmuEn);
-        var alloc = new BumpPageAllocator(0x4100_0000, 0x100_0000);
+        var alloc = new PhysPageAllocator(0x4100_0000, 0x100_0000);
         IoPageTable.Create(_bus, alloc, IoPageTableFormat.Stage1, Vmsa.Granule.Size4K, 48, 44, out var pt);
         pt!.Map(Iova, 0x4800_0000, Pages * 0x1000UL, IoProt.ReadWrite);
         var cd = SmmuV3Encode.ContextDescriptor(pt.CreateStage1Config(1));

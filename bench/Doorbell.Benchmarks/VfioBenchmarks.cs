@@ -78,7 +78,7 @@ public class VfioBenchmarks
         var group = host.AddGroup(new Group());
         _fn = new Function();
         if (host.BindPci(group, _fn, out _) != 0) throw new InvalidOperationException("bind");
-        _proc = new VfioProcess(host, new UserAddressSpace(new HostPageAllocator(bus, 0x4000_0000, 0x100_0000)));
+        _proc = new VfioProcess(host, new UserAddressSpace(bus, new PhysPageAllocator(0x4000_0000, 0x100_0000, bus)));
         _container = _proc.OpenContainer();
         var g = _proc.OpenGroup(1);
         var fdArg = BitConverter.GetBytes(_container);

@@ -26,7 +26,7 @@ public class WalkerBenchmarks
     {
         var bus = new PhysicalAddressSpace();
         bus.AddRam(new PhysAddr(0x4000_0000), 1UL << 32);
-        var alloc = new BumpPageAllocator(0x4000_0000, 1UL << 28);
+        var alloc = new PhysPageAllocator(0x4000_0000, 1UL << 28);
         // Stage 1: 48-bit IOVA, 4K pages, start level 0 (four levels).
         IoPageTable.Create(bus, alloc, IoPageTableFormat.Stage1, Granule.Size4K, 48, 48, out var s1);
         s1!.Map(Iova, 0x8000_0000, 0x1000, IoProt.ReadWrite);
@@ -70,6 +70,7 @@ public class WalkerBenchmarks
             return true;
         }
         public void Free(ulong physicalAddress, ulong size) { }
+        public ulong FreeBytes => ulong.MaxValue;
     }
 
     /// <summary>The memory floor of a 4-level walk: four 8-byte bus reads from the four table pages the walk touches.</summary>

@@ -108,7 +108,7 @@ public sealed class EduDevice : PciFunction
             case EduRegs.DmaCmd:
                 if ((value & EduRegs.DmaRun) == 0 || dmaRunning) break;
                 _cmd = value;
-                _dmaDeadline = _clock.Now + EduRegs.DmaDelayNs;
+                _dmaDeadline = _clock.After(EduRegs.DmaDelayNs);
                 _dmaEvent = _clock.Schedule(_dmaDeadline, RunDma);
                 break;
         }

@@ -31,64 +31,6 @@ public enum IoPageTableFormat
     Stage2,
 }
 
-/// <summary>Linux errno values the page-table manager returns (negated).</summary>
-public static class Errno
-{
-    public const int ENOMEM = 12;
-    public const int EEXIST = 17;
-    public const int EINVAL = 22;
-    public const int ERANGE = 34;
-}
-
-/// <summary>Where a page-table manager gets the memory for its tables (physical addresses, naturally aligned).</summary>
-public interface IPhysPageAllocator
-{
-    /// <summary>Allocates <paramref name="size"/> bytes (a power of two) aligned to their size; false when exhausted.</summary>
-    bool TryAllocate(ulong size, out ulong physicalAddress);
-
-    void Free(ulong physicalAddress, ulong size);
-}
-
-/// <summary>A bump allocator over one RAM range with a free list per size; blocks are aligned to their size.</summary>
-public sealed class BumpPageAllocator : IPhysPageAllocator
-{
-    readonly ulong _end;
-    ulong _next;
-    readonly Dictionary<ulong, Stack<ulong>> _free = [];
-
-    public BumpPageAllocator(ulong baseAddress, ulong size)
-    {
-        _next = baseAddress;
-        _end = baseAddress + size;
-    }
-
-    public ulong BytesInUse { get; private set; }
-
-    public bool TryAllocate(ulong size, out ulong physicalAddress)
-    {
-        if (size == 0 || !BitOperations.IsPow2(size)) { physicalAddress = 0; return false; }
-        if (_free.TryGetValue(size, out var stack) && stack.Count > 0)
-        {
-            physicalAddress = stack.Pop();
-            BytesInUse += size;
-            return true;
-        }
-        var a = (_next + size - 1) & ~(size - 1);
-        if (a < _next || a + size > _end || a + size < a) { physicalAddress = 0; return false; }
-        _next = a + size;
-        physicalAddress = a;
-        BytesInUse += size;
-        return true;
-    }
-
-    public void Free(ulong physicalAddress, ulong size)
-    {
-        if (!_free.TryGetValue(size, out var stack)) _free[size] = stack = new Stack<ulong>();
-        stack.Push(physicalAddress);
-        BytesInUse -= size;
-    }
-}
-
 /// <summary>TLB maintenance a page-table manager asks of its IOMMU driver (Linux iommu_flush_ops).</summary>
 public interface IIoTlbFlushOps
 {
@@ -108,13 +50,13 @@ public sealed class IoPageTable
 {
     static readonly byte[] Zeros = new byte[1 << 16];
 
-    readonly PhysicalAddressSpace _bus;
+    readonly IMemoryView _bus;
     readonly IPhysPageAllocator _allocator;
     readonly IIoTlbFlushOps? _flush;
     readonly int _gShift;
     readonly int _stride;
 
-    IoPageTable(PhysicalAddressSpace bus, IPhysPageAllocator allocator, IoPageTableFormat format, Granule granule,
+    IoPageTable(IMemoryView bus, IPhysPageAllocator allocator, IoPageTableFormat format, Granule granule,
         int ias, int oas, int startLevel, int startBits, ulong pgd, ulong pageSizes, IIoTlbFlushOps? flush)
     {
         _bus = bus;
@@ -154,7 +96,7 @@ public sealed class IoPageTable
     /// concatenated level-1 tables (as Linux does), and a start level the SL0 rules forbid for this output size is
     /// replaced by concatenated tables one level down where that fits.
     /// </summary>
-    public static int Create(PhysicalAddressSpace bus, IPhysPageAllocator allocator, IoPageTableFormat format, Granule granule,
+    public static int Create(IMemoryView bus, IPhysPageAllocator allocator, IoPageTableFormat format, Granule granule,
         int ias, int oas, out IoPageTable? table, IIoTlbFlushOps? flush = null)
     {
         ArgumentNullException.ThrowIfNull(bus);
@@ -197,7 +139,7 @@ public sealed class IoPageTable
         return 0;
     }
 
-    static void ZeroTable(PhysicalAddressSpace bus, ulong pa, ulong size)
+    static void ZeroTable(IMemoryView bus, ulong pa, ulong size)
     {
         for (ulong off = 0; off < size; off += (ulong)Zeros.Length)
             bus.Write(pa + off, Zeros.AsSpan(0, (int)Math.Min((ulong)Zeros.Length, size - off)), BusAttributes.Cpu);

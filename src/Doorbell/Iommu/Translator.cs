@@ -23,7 +23,7 @@ public sealed class Translator
     readonly Iotlb _tlb;
     readonly StrictMonitor? _strict;
 
-    public Translator(PhysicalAddressSpace bus, Iotlb tlb, StrictMonitor? strict = null)
+    public Translator(IMemoryView bus, Iotlb tlb, StrictMonitor? strict = null)
     {
         ArgumentNullException.ThrowIfNull(bus);
         ArgumentNullException.ThrowIfNull(tlb);

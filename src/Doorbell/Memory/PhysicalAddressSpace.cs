@@ -10,17 +10,22 @@ public sealed record BusRegion(string Name, PhysAddr Base, ulong Size, bool IsRa
 }
 
 /// <summary>
-/// The system bus: RAM ranges backed by one <see cref="SparseMemory"/>, and MMIO regions. Regions never
-/// overlap (registration throws: that is a board-construction bug, not a guest action). Dispatch is a
-/// binary search over sorted region starts, with a one-entry cache for the last MMIO region hit.
-/// Accesses to nothing return <see cref="BusStatus.DecodeError"/>.
+/// The system bus: RAM regions, each backed by an <see cref="IRamBacking"/> at an offset (by default this bus's own
+/// <see cref="SparseMemory"/> with offset = physical address), and MMIO regions. Regions never overlap
+/// (registration throws: that is a board-construction bug, not a guest action). Dispatch is a binary search over
+/// sorted region starts, with a one-entry cache for the last MMIO region hit. Accesses to nothing return
+/// <see cref="BusStatus.DecodeError"/>. It is one <see cref="IMemoryView"/>; models and drivers take the interface.
 /// </summary>
-public sealed class PhysicalAddressSpace : IMemoryPort
+public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
 {
     readonly SparseMemory _store = new();
-    // RAM ranges, few: linear scan of parallel arrays.
+    // RAM ranges, few: linear scan of parallel arrays. A region's byte at address a is its backing's byte at
+    // a + _ramDelta (wrapping arithmetic); _ramSparse is the backing when it is a SparseMemory (direct calls).
     ulong[] _ramStart = [];
     ulong[] _ramEnd = [];
+    ulong[] _ramDelta = [];
+    IRamBacking[] _ramBacking = [];
+    SparseMemory?[] _ramSparse = [];
     // MMIO regions sorted by start.
     ulong[] _mmioStart = [];
     ulong[] _mmioEnd = [];
@@ -29,16 +34,32 @@ public sealed class PhysicalAddressSpace : IMemoryPort
     readonly List<BusRegion> _regions = [];
     int _lastMmio = -1;
 
-    /// <summary>Backing store of all RAM (address = physical address).</summary>
+    /// <summary>
+    /// The default backing store of RAM added without one (address = physical address). For test benches and
+    /// reports that look at the DRAM itself; models and drivers go through the bus.
+    /// </summary>
     public SparseMemory Store => _store;
 
     public IReadOnlyList<BusRegion> Regions => _regions;
 
-    public void AddRam(PhysAddr @base, ulong size, string name = "ram")
+    /// <summary>RAM backed by this bus's own store (offset = physical address).</summary>
+    public void AddRam(PhysAddr @base, ulong size, string name = "ram") => AddRam(@base, size, _store, @base.Value, name);
+
+    /// <summary>
+    /// RAM whose byte at <paramref name="base"/> + x is <paramref name="backing"/>'s byte at <paramref name="backingOffset"/> + x:
+    /// guest RAM aliasing host memory, or host pages backed by memory that lives elsewhere.
+    /// </summary>
+    public void AddRam(PhysAddr @base, ulong size, IRamBacking backing, ulong backingOffset, string name = "ram")
     {
+        ArgumentNullException.ThrowIfNull(backing);
         CheckFree(name, @base, size);
+        if (backingOffset + size < backingOffset || (backing is SparseMemory && !SparseMemory.InRange(backingOffset + size - 1)))
+            throw new ArgumentException($"region '{name}' backing range [0x{backingOffset:x}, +0x{size:x}) does not fit its store", nameof(backingOffset));
         _ramStart = [.. _ramStart, @base.Value];
         _ramEnd = [.. _ramEnd, @base.Value + size];
+        _ramDelta = [.. _ramDelta, unchecked(backingOffset - @base.Value)];
+        _ramBacking = [.. _ramBacking, backing];
+        _ramSparse = [.. _ramSparse, backing as SparseMemory];
         _regions.Add(new BusRegion(name, @base, size, true));
     }
 
@@ -70,16 +91,43 @@ public sealed class PhysicalAddressSpace : IMemoryPort
 
     /// <summary>True when the whole range [address, address+length) lies in one RAM range.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool IsRam(ulong address, ulong length)
+    public bool IsRam(ulong address, ulong length) => FindRam(address, length) >= 0;
+
+    /// <summary>The RAM region holding all of [address, address+length), or -1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    int FindRam(ulong address, ulong length)
     {
         var end = address + length;
-        if (end < address) return false;
+        if (end < address) return -1;
         var starts = _ramStart;
         var ends = _ramEnd;
         for (var i = 0; i < starts.Length; i++)
             if (address >= starts[i] && end <= ends[i])
-                return true;
-        return false;
+                return i;
+        return -1;
+    }
+
+    ulong RamRead(int i, ulong a, int size)
+    {
+        var o = unchecked(a + _ramDelta[i]);
+        if (_ramSparse[i] is { } s) return size == 8 ? s.ReadU64(o) : s.ReadSized(o, size);
+        Span<byte> tmp = stackalloc byte[8];
+        tmp.Clear();
+        _ramBacking[i].Read(o, tmp[..size]);
+        return BinaryPrimitives.ReadUInt64LittleEndian(tmp);
+    }
+
+    void RamWrite(int i, ulong a, int size, ulong value)
+    {
+        var o = unchecked(a + _ramDelta[i]);
+        if (_ramSparse[i] is { } s)
+        {
+            if (size == 8) s.WriteU64(o, value); else s.WriteSized(o, size, value);
+            return;
+        }
+        Span<byte> tmp = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(tmp, value);
+        _ramBacking[i].Write(o, tmp[..size]);
     }
 
     int FindMmio(ulong address)
@@ -107,9 +155,10 @@ public sealed class PhysicalAddressSpace : IMemoryPort
     {
         var a = address.Value;
         if (size is not (1 or 2 or 4 or 8)) { value = 0; return BusStatus.SlaveError; }
-        if (IsRam(a, (ulong)size))
+        var r = FindRam(a, (ulong)size);
+        if (r >= 0)
         {
-            value = size == 8 ? _store.ReadU64(a) : _store.ReadSized(a, size);
+            value = RamRead(r, a, size);
             return BusStatus.Ok;
         }
         var i = FindMmio(a);
@@ -127,9 +176,10 @@ public sealed class PhysicalAddressSpace : IMemoryPort
     {
         var a = address.Value;
         if (size is not (1 or 2 or 4 or 8)) return BusStatus.SlaveError;
-        if (IsRam(a, (ulong)size))
+        var r = FindRam(a, (ulong)size);
+        if (r >= 0)
         {
-            if (size == 8) _store.WriteU64(a, value); else _store.WriteSized(a, size, value);
+            RamWrite(r, a, size, value);
             return BusStatus.Ok;
         }
         var i = FindMmio(a);
@@ -143,15 +193,28 @@ public sealed class PhysicalAddressSpace : IMemoryPort
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public BusStatus ReadU64(ulong address, out ulong value)
     {
-        if (IsRam(address, 8))
+        var r = FindRam(address, 8);
+        if (r >= 0)
         {
-            value = _store.ReadU64(address);
+            var s = _ramSparse[r];
+            value = s is not null ? s.ReadU64(unchecked(address + _ramDelta[r])) : RamRead(r, address, 8);
             return BusStatus.Ok;
         }
         return Read(new PhysAddr(address), 8, out value, BusAttributes.Cpu);
     }
 
-    public BusStatus WriteU64(ulong address, ulong value) => Write(new PhysAddr(address), 8, value, BusAttributes.Cpu);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public BusStatus WriteU64(ulong address, ulong value)
+    {
+        var r = FindRam(address, 8);
+        if (r >= 0)
+        {
+            var s = _ramSparse[r];
+            if (s is not null) s.WriteU64(unchecked(address + _ramDelta[r]), value); else RamWrite(r, address, 8, value);
+            return BusStatus.Ok;
+        }
+        return Write(new PhysAddr(address), 8, value, BusAttributes.Cpu);
+    }
 
     public BusStatus ReadU32(ulong address, out uint value)
     {
@@ -170,9 +233,10 @@ public sealed class PhysicalAddressSpace : IMemoryPort
     public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes)
     {
         if (destination.IsEmpty) return BusStatus.Ok;
-        if (IsRam(address, (ulong)destination.Length))
+        var r = FindRam(address, (ulong)destination.Length);
+        if (r >= 0)
         {
-            _store.Read(address, destination);
+            _ramBacking[r].Read(unchecked(address + _ramDelta[r]), destination);
             return BusStatus.Ok;
         }
         var check = CheckDecodes(address, (ulong)destination.Length);
@@ -183,9 +247,10 @@ public sealed class PhysicalAddressSpace : IMemoryPort
     public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes)
     {
         if (source.IsEmpty) return BusStatus.Ok;
-        if (IsRam(address, (ulong)source.Length))
+        var r = FindRam(address, (ulong)source.Length);
+        if (r >= 0)
         {
-            _store.Write(address, source);
+            _ramBacking[r].Write(unchecked(address + _ramDelta[r]), source);
             return BusStatus.Ok;
         }
         var check = CheckDecodes(address, (ulong)source.Length);
@@ -199,9 +264,10 @@ public sealed class PhysicalAddressSpace : IMemoryPort
     public BusStatus ReadBestEffort(ulong address, Span<byte> destination, in BusAttributes attributes)
     {
         if (destination.IsEmpty) return BusStatus.Ok;
-        if (IsRam(address, (ulong)destination.Length))
+        var r = FindRam(address, (ulong)destination.Length);
+        if (r >= 0)
         {
-            _store.Read(address, destination);
+            _ramBacking[r].Read(unchecked(address + _ramDelta[r]), destination);
             return BusStatus.Ok;
         }
         return ReadSplit(address, destination, attributes, bestEffort: true);
@@ -211,12 +277,23 @@ public sealed class PhysicalAddressSpace : IMemoryPort
     public BusStatus WriteBestEffort(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes)
     {
         if (source.IsEmpty) return BusStatus.Ok;
-        if (IsRam(address, (ulong)source.Length))
+        var r = FindRam(address, (ulong)source.Length);
+        if (r >= 0)
         {
-            _store.Write(address, source);
+            _ramBacking[r].Write(unchecked(address + _ramDelta[r]), source);
             return BusStatus.Ok;
         }
         return WriteSplit(address, source, attributes, bestEffort: true);
+    }
+
+    /// <summary>Sets a RAM range to one byte value; DecodeError, writing nothing, unless the whole range is in one RAM region.</summary>
+    public BusStatus Fill(ulong address, ulong length, byte value)
+    {
+        if (length == 0) return BusStatus.Ok;
+        var r = FindRam(address, length);
+        if (r < 0) return BusStatus.DecodeError;
+        _ramBacking[r].Fill(unchecked(address + _ramDelta[r]), length, value);
+        return BusStatus.Ok;
     }
 
     /// <summary>Splits a bulk read into naturally aligned accesses of the largest size that fits; stops at the first failure unless <paramref name="bestEffort"/>.</summary>
@@ -283,9 +360,7 @@ public sealed class PhysicalAddressSpace : IMemoryPort
         while (a < end)
         {
             ulong regionEnd;
-            var ram = -1;
-            for (var r = 0; r < _ramStart.Length; r++)
-                if (a >= _ramStart[r] && a < _ramEnd[r]) { ram = r; break; }
+            var ram = FindRam(a, 1);
             if (ram >= 0)
                 regionEnd = _ramEnd[ram];
             else

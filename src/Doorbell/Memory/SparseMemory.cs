@@ -8,7 +8,7 @@ namespace Doorbell.Memory;
 /// written return zeros and allocate nothing. The page index is a four-level radix of 10 bits a level, so a
 /// lookup is four array loads, and a 64-entry direct-mapped cache remembers recent pages. Not thread-safe: models run on one thread.
 /// </summary>
-public sealed class SparseMemory
+public sealed class SparseMemory : IRamBacking
 {
     public const int PageShift = 12;
     public const int PageSize = 1 << PageShift;
@@ -224,5 +224,16 @@ public sealed class SparseMemory
             length -= (ulong)chunk;
             address += (ulong)chunk;
         }
+    }
+
+    /// <summary>A span over bytes that lie in one page (allocating it for a write); false when the range crosses a page or, for a read, the page was never written.</summary>
+    public bool TryGetSpan(ulong offset, int length, bool forWrite, out Span<byte> span)
+    {
+        var o = (int)(offset & PageMask);
+        if (length < 0 || o + length > PageSize || !InRange(offset)) { span = default; return false; }
+        var page = forWrite ? GetOrAllocatePage(offset) : FindPage(offset);
+        if (page is null) { span = default; return false; }
+        span = page.AsSpan(o, length);
+        return true;
     }
 }

@@ -1,6 +1,8 @@
 using System.Globalization;
 using Doorbell.Devices;
 using Doorbell.Pci;
+using YamlDotNet.Core;
+using YamlDotNet.Core.Events;
 using YamlDotNet.Serialization;
 using YamlDotNet.Serialization.NamingConventions;
 
@@ -50,25 +52,66 @@ public sealed class BoardDescription
 
     public static BoardDescription Parse(string yaml)
     {
+        ArgumentNullException.ThrowIfNull(yaml);
         var d = new DeserializerBuilder().WithNamingConvention(HyphenatedNamingConvention.Instance).Build();
         try
         {
-            return d.Deserialize<BoardDescription>(yaml) ?? new BoardDescription();
+            // A board is a mapping. Anything else is refused before deserializing: YamlDotNet would turn a scalar
+            // document into a BoardDescription by calling this very method on it (its static Parse(string)
+            // convention), without end.
+            var parser = new YamlDotNet.Core.Parser(new StringReader(yaml));
+            parser.Consume<YamlDotNet.Core.Events.StreamStart>();
+            if (parser.Accept<YamlDotNet.Core.Events.StreamEnd>(out _)) return new BoardDescription();
+            parser.Consume<YamlDotNet.Core.Events.DocumentStart>();
+            if (!parser.Accept<YamlDotNet.Core.Events.MappingStart>(out _))
+            {
+                var at = parser.Current?.Start;
+                throw new FormatException($"board description: line {at?.Line}: expected a mapping of board properties (name, ram, gic, pcie, ...)");
+            }
+            return (d.Deserialize<BoardDescription>(yaml) ?? new BoardDescription()).Normalized();
         }
         catch (YamlDotNet.Core.YamlException e)
         {
-            throw new FormatException($"board description: {e.Message}", e);
+            throw new FormatException($"board description: {OneLine(e.Message)}", e);
         }
     }
 
+    // A key given with no value (`platform:`) deserializes to null: it means "none" for lists and the default for the rest.
+    BoardDescription Normalized()
+    {
+        Name ??= "custom"; Ram ??= "512M"; Gic ??= new GicDescription(); Iommu ??= "smmuv3";
+        Pcie ??= []; Platform ??= [];
+        if (Pcie.Any(n => n is null) || Platform.Any(p => p is null) || (IommuMap?.Any(e => e is null) ?? false) || (MsiMap?.Any(e => e is null) ?? false))
+            throw new FormatException("board description: a list has an empty entry");
+        return this;
+    }
+
+    static string OneLine(string s) => s.ReplaceLineEndings(" ");
+
     public static BoardDescription Load(string path) => Parse(File.ReadAllText(path));
 
-    /// <summary>Builds the machine (board-description errors throw FormatException).</summary>
+    /// <summary>Builds the machine. Every board-description error is a FormatException with a one-line message, including
+    /// the values the models themselves refuse (CPU count, GIC version, a slot taken twice).</summary>
     public Machine Build(BoardWiring? wiring = null)
     {
-        Machine m;
-        try { m = QemuVirtBoard.Create(ToOptions(), wiring); }
-        catch (ArgumentException e) { throw new FormatException($"board description: {e.Message}", e); }
+        try
+        {
+            return BuildChecked(wiring);
+        }
+        catch (ArgumentException e)
+        {
+            var msg = e.ParamName is { } p ? e.Message.Replace($" (Parameter '{p}')", "", StringComparison.Ordinal) : e.Message;
+            throw new FormatException($"board '{Name}': {msg}", e);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new FormatException($"board '{Name}': {e.Message}", e);
+        }
+    }
+
+    Machine BuildChecked(BoardWiring? wiring)
+    {
+        var m = QemuVirtBoard.Create(ToOptions(), wiring);
         var host = m.Pci!;
         if (IommuMap != null || IommuMapMask != null)
             host.ConnectIommu(m.Iommu, new IdMap((IommuMap ?? []).Select(e => e.ToEntry()), (uint)Num(IommuMapMask ?? "0xffff")));
@@ -129,6 +172,8 @@ public sealed class BoardDescription
     {
         var slot = n.Slot ?? bus.FirstFreeDevice();
         if (slot < 0) throw new FormatException("no free slot on a bus");
+        if (slot > 31) throw new FormatException($"slot {slot}: a PCI device number is 0..31");
+        if (n.Queues is < 1 or > 32) throw new FormatException($"queues {n.Queues}: the multi-queue device has 1..32 queues");
         if (n.RootPort != null || n.Switch != null)
         {
             var rp = bus.Attach(new PciBridge(0x1b36, 0x000c, PciePortType.RootPort, n.Name ?? "root-port", acs: n.Acs), slot);
@@ -173,7 +218,8 @@ public sealed class BoardDescription
         if (s.Length > 0 && char.IsLetter(s[^1]))
         {
             var unit = char.ToUpperInvariant(s[^1]) switch { 'K' => 1UL << 10, 'M' => 1UL << 20, 'G' => 1UL << 30, 'T' => 1UL << 40, _ => throw new FormatException($"bad size '{s}'") };
-            return ulong.TryParse(s.AsSpan(0, s.Length - 1), NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n * unit : throw new FormatException($"bad size '{s}'");
+            if (!ulong.TryParse(s.AsSpan(0, s.Length - 1), NumberStyles.None, CultureInfo.InvariantCulture, out var n)) throw new FormatException($"bad size '{s}'");
+            return n <= ulong.MaxValue / unit ? n * unit : throw new FormatException($"size '{s}' is larger than 2^64");
         }
         return ulong.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out var d) ? d : throw new FormatException($"bad number '{s}'");
     }

@@ -35,6 +35,12 @@ public sealed class VirtualClock
     /// <summary>Time of the next scheduled event, or null when none is pending.</summary>
     public long? NextDeadline => _queue.Count == 0 ? null : _queue.Min.At;
 
+    /// <summary>
+    /// The absolute time <paramref name="delayNs"/> from now, saturating at <see cref="long.MaxValue"/>: virtual time is
+    /// 63-bit and a qtest clock_set may put it near the end, where now + delay must not wrap into the past.
+    /// </summary>
+    public long After(long delayNs) => delayNs <= 0 ? Now : (Now > long.MaxValue - delayNs ? long.MaxValue : Now + delayNs);
+
     public bool IsPending(long handle) => _actions.ContainsKey(handle);
 
     /// <summary>Advances to <paramref name="target"/> (no-op if in the past), running every event due on the way.</summary>
@@ -55,7 +61,7 @@ public sealed class VirtualClock
     /// <summary>QEMU qtest clock_step: advance by <paramref name="ns"/>, or to the next deadline when null (no deadline: stay).</summary>
     public long Step(long? ns = null)
     {
-        if (ns is { } d) return AdvanceTo(d < 0 ? Now : Now + d);
+        if (ns is { } d) return AdvanceTo(After(d));
         return NextDeadline is { } next ? AdvanceTo(next) : Now;
     }
 

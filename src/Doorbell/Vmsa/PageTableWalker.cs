@@ -39,9 +39,9 @@ public sealed class PageTableWalker
 {
     const ulong TopByteMask = 0xFF00_0000_0000_0000UL;
 
-    readonly PhysicalAddressSpace _bus;
+    readonly IMemoryView _bus;
 
-    public PageTableWalker(PhysicalAddressSpace bus)
+    public PageTableWalker(IMemoryView bus)
     {
         ArgumentNullException.ThrowIfNull(bus);
         _bus = bus;

@@ -102,7 +102,7 @@ public class GicV2mTests
         var sys = QemuVirtGicV3.Create(bus, 1);
         var frame = new GicV2m(sys.Gic, 80, 64);
         frame.Map(bus, QemuVirtGicV2.V2mBase);
-        var drv = new GicV3HostDriver(bus, QemuVirtGicV3.GicdBase, QemuVirtGicV3.GicrBase, sys.Gic.CpuInterfaces, new HostPhysAllocator(bus, 0x4800_0000, 0x4C00_0000));
+        var drv = new GicV3HostDriver(bus, QemuVirtGicV3.GicdBase, QemuVirtGicV3.GicrBase, sys.Gic.CpuInterfaces, new PhysPageAllocator(0x4800_0000, 0x400_0000, bus));
         drv.Init();
         drv.EnableSpi(90, 0, edge: true);
         var hit = 0;

@@ -19,7 +19,7 @@ public class HostItsDriverTests
             Bus.AddRam(new PhysAddr(0x4000_0000), 0x2000_0000);
             Sys = QemuVirtGicV3.Create(Bus, cpus, its);
             Gic = new GicV3HostDriver(Bus, QemuVirtGicV3.GicdBase, QemuVirtGicV3.GicrBase, Sys.Gic.CpuInterfaces,
-                new HostPhysAllocator(Bus, 0x5000_0000, 0x6000_0000));
+                new PhysPageAllocator(0x5000_0000, 0x1000_0000, Bus));
             Gic.Init();
             Its = new ItsDriver(Gic, QemuVirtGicV3.ItsBase, drv);
             Its.Init();

@@ -21,7 +21,7 @@ public class IoPageTableModelTests
         var rng = new Random(seed);
         var bus = new PhysicalAddressSpace();
         bus.AddRam(new PhysAddr(0xC000_0000), 1UL << 28);
-        var alloc = new BumpPageAllocator(0xC000_0000, 1UL << 28);
+        var alloc = new PhysPageAllocator(0xC000_0000, 1UL << 28);
         Assert.Equal(0, IoPageTable.Create(bus, alloc, fmt, g, 40, 44, out var t));
         var pt = t!;
         var cfg = fmt == IoPageTableFormat.Stage1 ? new TranslationConfig(pt.CreateStage1Config(), null) : new TranslationConfig(null, pt.CreateStage2Config());

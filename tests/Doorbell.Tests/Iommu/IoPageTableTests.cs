@@ -23,11 +23,11 @@ public class IoPageTableTests
         return d;
     }
 
-    static (PhysicalAddressSpace Bus, BumpPageAllocator Alloc) NewMachine()
+    static (PhysicalAddressSpace Bus, PhysPageAllocator Alloc) NewMachine()
     {
         var bus = new PhysicalAddressSpace();
         bus.AddRam(new PhysAddr(TableRam), 1UL << 28, "tables");
-        return (bus, new BumpPageAllocator(TableRam, 1UL << 28));
+        return (bus, new PhysPageAllocator(TableRam, 1UL << 28));
     }
 
     static TranslationConfig HardwareView(IoPageTable t) => t.Format == IoPageTableFormat.Stage1
@@ -207,7 +207,7 @@ public class IoPageTableTests
     {
         var bus = new PhysicalAddressSpace();
         bus.AddRam(new PhysAddr(TableRam), 1UL << 20);
-        var alloc = new BumpPageAllocator(TableRam, 2 * 4096);
+        var alloc = new PhysPageAllocator(TableRam, 2 * 4096);
         Assert.Equal(0, IoPageTable.Create(bus, alloc, IoPageTableFormat.Stage1, Granule.Size4K, 48, 48, out var t));
         Assert.Equal(-Errno.ENOMEM, t!.Map(0x1000, 0x1000, 0x1000, IoProt.Read));
     }

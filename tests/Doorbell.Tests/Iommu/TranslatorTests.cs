@@ -111,7 +111,7 @@ public class TranslatorTests
     {
         var bus = new PhysicalAddressSpace();
         bus.AddRam(new PhysAddr(0x4000_0000), 1UL << 32);
-        var alloc = new BumpPageAllocator(0x4000_0000, 1UL << 26);
+        var alloc = new PhysPageAllocator(0x4000_0000, 1UL << 26);
         Assert.Equal(0, IoPageTable.Create(bus, alloc, IoPageTableFormat.Stage2, Granule.Size4K, 40, 48, out var s2));
         Assert.Equal(0, s2!.Map(0x4000_0000, 0x4000_0000, 0x400_0000, IoProt.ReadWrite)); // stage-1 tables: IPA = PA
         Assert.Equal(0, s2.Map(0x1_0000_0000, 0x2_0000_0000, 0x20_0000, IoProt.Read));     // data: read-only at stage 2

@@ -20,7 +20,7 @@ internal sealed class SmmuV2Rig
     public readonly StrictMonitor Strict = new();
     public readonly RecordingInterruptLine GlobalIrq = new(0);
     public readonly RecordingInterruptLine[] ContextIrqs;
-    readonly BumpPageAllocator _alloc = new(TableArea, 0x0400_0000);
+    readonly PhysPageAllocator _alloc = new(TableArea, 0x0400_0000);
 
     public SmmuV2Rig(SmmuV2Options? options = null, bool strict = false)
     {
@@ -116,5 +116,5 @@ internal sealed class SmmuV2Rig
     public uint Ram32(ulong pa) { Bus.ReadU32(pa, out var v); return v; }
 
     public SmmuV2Driver Driver(SmmuV2DriverOptions? o = null) =>
-        SmmuV2Driver.Probe(new BusSmmuHostAccess(Bus, Base), Bus, new BumpPageAllocator(0x4C00_0000, 0x0400_0000), o);
+        SmmuV2Driver.Probe(new BusSmmuHostAccess(Bus, Base), Bus, new PhysPageAllocator(0x4C00_0000, 0x0400_0000), o);
 }

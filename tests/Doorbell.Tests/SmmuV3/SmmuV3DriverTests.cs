@@ -26,7 +26,7 @@ public class SmmuV3DriverTests
             Bus.AddRam(new PhysAddr(0x4000_0000), 0x2000_0000);
             Smmu = new SmmuModel(Bus, o, null, Strict);
             Smmu.Map(new PhysAddr(SmmuBase));
-            Driver = SmmuV3Driver.Probe(new BusSmmuHostAccess(Bus, SmmuBase), Bus, new BumpPageAllocator(0x4100_0000, 0x400_0000), d);
+            Driver = SmmuV3Driver.Probe(new BusSmmuHostAccess(Bus, SmmuBase), Bus, new PhysPageAllocator(0x4100_0000, 0x400_0000), d);
         }
 
         public BusStatus Dma(uint sid, ulong iova, byte[] data, bool write = true)
@@ -192,25 +192,25 @@ public class SmmuV3DriverTests
         var m = new Machine(new SmmuV3Options { Stage1 = false });
         var dev = new IommuDevice("dev", [8]);
         static int Errno(Action a) => Assert.Throws<IommuException>(a).Errno;
-        Assert.Equal(LinuxErrno.ENODEV, Errno(() => m.Driver.AttachDevice(m.Driver.AllocateDomain(IommuDomainType.Identity), dev)));
+        Assert.Equal(global::Doorbell.Errno.ENODEV, Errno(() => m.Driver.AttachDevice(m.Driver.AllocateDomain(IommuDomainType.Identity), dev)));
         var g = m.Driver.ProbeDevice(dev);
-        Assert.Equal(LinuxErrno.EEXIST, Errno(() => m.Driver.ProbeDevice(dev)));
-        Assert.Equal(LinuxErrno.ERANGE, Errno(() => m.Driver.ProbeDevice(new IommuDevice("far", [0x1_0000]))));
-        Assert.Equal(LinuxErrno.EOPNOTSUPP, Errno(() => m.Driver.AllocateDomain(IommuDomainType.Unmanaged, IommuDomainStage.Stage1)));
+        Assert.Equal(global::Doorbell.Errno.EEXIST, Errno(() => m.Driver.ProbeDevice(dev)));
+        Assert.Equal(global::Doorbell.Errno.ERANGE, Errno(() => m.Driver.ProbeDevice(new IommuDevice("far", [0x1_0000]))));
+        Assert.Equal(global::Doorbell.Errno.EOPNOTSUPP, Errno(() => m.Driver.AllocateDomain(IommuDomainType.Unmanaged, IommuDomainStage.Stage1)));
         var dom = m.Driver.AllocateDomain(IommuDomainType.Unmanaged);
         Assert.Equal(IommuDomainStage.Stage2, ((SmmuV3Domain)dom).Stage);
-        Assert.Equal(LinuxErrno.EINVAL, Errno(() => dom.Map(0x1001, Data, 0x1000, IoProt.Read)));
+        Assert.Equal(global::Doorbell.Errno.EINVAL, Errno(() => dom.Map(0x1001, Data, 0x1000, IoProt.Read)));
         dom.Map(0x1000, Data, 0x1000, IoProt.Read);
-        Assert.Equal(LinuxErrno.EEXIST, Errno(() => dom.Map(0x1000, Data, 0x1000, IoProt.Read)));
-        Assert.Equal(LinuxErrno.EFAULT, Errno(() => dom.Map(1UL << 50, Data, 0x1000, IoProt.Read)));
+        Assert.Equal(global::Doorbell.Errno.EEXIST, Errno(() => dom.Map(0x1000, Data, 0x1000, IoProt.Read)));
+        Assert.Equal(global::Doorbell.Errno.EFAULT, Errno(() => dom.Map(1UL << 50, Data, 0x1000, IoProt.Read)));
         g.Attach(dom);
-        Assert.Equal(LinuxErrno.EBUSY, Errno(() => m.Driver.FreeDomain(dom)));
+        Assert.Equal(global::Doorbell.Errno.EBUSY, Errno(() => m.Driver.FreeDomain(dom)));
         var other = new Machine();
-        Assert.Equal(LinuxErrno.EINVAL, Errno(() => g.Attach(other.Driver.AllocateDomain(IommuDomainType.Identity))));
-        Assert.Equal(LinuxErrno.EINVAL, Errno(() => m.Driver.AllocateDomain(IommuDomainType.Blocked).Map(0, 0, 0x1000, IoProt.Read)));
+        Assert.Equal(global::Doorbell.Errno.EINVAL, Errno(() => g.Attach(other.Driver.AllocateDomain(IommuDomainType.Identity))));
+        Assert.Equal(global::Doorbell.Errno.EINVAL, Errno(() => m.Driver.AllocateDomain(IommuDomainType.Blocked).Map(0, 0, 0x1000, IoProt.Read)));
         g.Detach();
         m.Driver.FreeDomain(dom);
-        Assert.Equal(LinuxErrno.EINVAL, Errno(() => dom.Map(0x2000, Data, 0x1000, IoProt.Read)));
+        Assert.Equal(global::Doorbell.Errno.EINVAL, Errno(() => dom.Map(0x2000, Data, 0x1000, IoProt.Read)));
     }
 
     [Fact]
@@ -268,7 +268,7 @@ public class SmmuV3DriverTests
     public void Reprobing_an_enabled_smmu_resets_it()
     {
         var m = new Machine();
-        var again = SmmuV3Driver.Probe(new BusSmmuHostAccess(m.Bus, SmmuBase), m.Bus, new BumpPageAllocator(0x4600_0000, 0x100_0000));
+        var again = SmmuV3Driver.Probe(new BusSmmuHostAccess(m.Bus, SmmuBase), m.Bus, new PhysPageAllocator(0x4600_0000, 0x100_0000));
         Assert.Contains(again.Log, l => l.Contains("Resetting", StringComparison.Ordinal));
         Assert.NotEqual(0u, m.Reg(SmmuV3Reg.CR0ACK) & SmmuV3Field.Cr0SmmuEn);
     }

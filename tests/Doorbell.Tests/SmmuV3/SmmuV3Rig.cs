@@ -22,7 +22,7 @@ internal sealed class SmmuV3Rig
     public readonly PhysicalAddressSpace Bus = new();
     public readonly StrictMonitor Strict = new();
     public readonly SmmuModel Smmu;
-    public readonly BumpPageAllocator Tables = new(0x4100_0000, 0x100_0000);
+    public readonly PhysPageAllocator Tables = new(0x4100_0000, 0x100_0000);
     uint _cmdProd;
     public int CmdqLog2 = 8;
     public int EventqLog2 = 6;

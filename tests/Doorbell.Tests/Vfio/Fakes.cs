@@ -306,16 +306,16 @@ public sealed class FakePlatformDevice : IVfioPlatformDevice
 public sealed class VfioWorld
 {
     public readonly PhysicalAddressSpace Bus = new();
-    public readonly HostPageAllocator Pages;
+    public readonly PhysPageAllocator Pages;
     public readonly VfioHost Host;
     public readonly VfioProcess Proc;
 
     public VfioWorld(VfioOptions? options = null)
     {
         Bus.AddRam(new PhysAddr(0x4000_0000), 0x1000_0000);
-        Pages = new HostPageAllocator(Bus, 0x4000_0000, 0x1000_0000);
+        Pages = new PhysPageAllocator(0x4000_0000, 0x1000_0000, Bus);
         Host = new VfioHost(options);
-        Proc = new VfioProcess(Host, new UserAddressSpace(Pages), 64UL << 20);
+        Proc = new VfioProcess(Host, new UserAddressSpace(Bus, Pages), 64UL << 20);
     }
 
     public (FakeIommuGroup Iommu, VfioGroup Group) AddGroup(int id, bool isolated = true)

@@ -5,12 +5,12 @@ namespace Doorbell.Tests.Vfio;
 
 public class UserAddressSpaceTests
 {
-    static (PhysicalAddressSpace Bus, HostPageAllocator Alloc, UserAddressSpace Mm) Make(ulong pages = 16)
+    static (PhysicalAddressSpace Bus, PhysPageAllocator Alloc, UserAddressSpace Mm) Make(ulong pages = 16)
     {
         var bus = new PhysicalAddressSpace();
         bus.AddRam(new PhysAddr(0x4000_0000), pages * 4096);
-        var alloc = new HostPageAllocator(bus, 0x4000_0000, pages * 4096);
-        return (bus, alloc, new UserAddressSpace(alloc));
+        var alloc = new PhysPageAllocator(0x4000_0000, pages * 4096, bus);
+        return (bus, alloc, new UserAddressSpace(bus, alloc));
     }
 
     [Fact]

@@ -167,7 +167,7 @@ public class ReferenceModelTests
         Stage2Config? s2 = null;
         if (nested)
         {
-            var alloc = new BumpPageAllocator(0x7000_0000, 0x800_0000);
+            var alloc = new PhysPageAllocator(0x7000_0000, 0x800_0000);
             Assert.Equal(0, IoPageTable.Create(bus, alloc, IoPageTableFormat.Stage2, Granule.Size4K, 40, 48, out var s2t));
             Assert.Equal(0, s2t!.Map(S1TableIpa, S1TableIpa + S1TableDelta, 0x400_0000, IoProt.ReadWrite)); // the stage-1 tables
             IoProt[] prots = [IoProt.Read, IoProt.Write, IoProt.ReadWrite, IoProt.ReadWrite | IoProt.NoExec, IoProt.Read | IoProt.NoExec];

@@ -77,7 +77,7 @@ public sealed class GicV3Its : IMmioHandler
 
     readonly GicV3 _gic;
     readonly GicV3Redistributor[] _rds;
-    readonly PhysicalAddressSpace _bus;
+    readonly IMemoryView _bus;
     readonly TranslationEntry[] _tcache;
     readonly int _tcacheShift;
     readonly DteEntry[] _dteCache = new DteEntry[1024];
@@ -135,8 +135,14 @@ public sealed class GicV3Its : IMmioHandler
     public ItsDrop LastDrop => DropCount == 0 ? default : _drops[(DropCount - 1) % _drops.Length];
 
     /// <summary>Maps the control and translation frames (128 KiB) at <paramref name="base"/>.</summary>
-    public void Map(PhysAddr @base) =>
-        _bus.MapMmio(@base, FrameSize, this, new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "gicv3-its");
+    public void Map(PhysAddr @base) => Map(_bus as IMmioMap ?? throw new InvalidOperationException("the ITS's memory view places no MMIO: use Map(map, base)"), @base);
+
+    /// <summary>Maps the control and translation frames (128 KiB) at <paramref name="base"/> of <paramref name="map"/>.</summary>
+    public void Map(IMmioMap map, PhysAddr @base)
+    {
+        ArgumentNullException.ThrowIfNull(map);
+        map.MapMmio(@base, FrameSize, this, new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "gicv3-its");
+    }
 
     ulong Typer =>
         // Physical 0, ITT_entry_size[7:4], IDbits[12:8], Devbits[17:13], PTA 19, CCT 20, HCC[31:24], CIDbits[35:32], CIL 36
@@ -332,7 +338,6 @@ public sealed class GicV3Its : IMmioHandler
     bool WriteIte(ulong dte, uint eventId, ulong ite)
     {
         var a = (dte & 0x000F_FFFF_FFFF_FF00UL) + (ulong)eventId * EntrySize;
-        if (_bus.IsRam(a, 8)) { _bus.Store.WriteU64(a, ite); return true; }
         return _bus.WriteU64(a, ite) == BusStatus.Ok;
     }
 
@@ -396,10 +401,7 @@ public sealed class GicV3Its : IMmioHandler
         {
             uint err;
             var a = qbase + _creadr;
-            // A 32-byte command at a 32-byte aligned offset of a 4K-aligned queue never crosses a page.
-            if (_bus.IsRam(a, 32) && _bus.Store.TryReadWordsInPage(a, _cmd))
-                err = Execute(_cmd);
-            else if (_bus.Read(a, System.Runtime.InteropServices.MemoryMarshal.AsBytes(_cmd.AsSpan()), BusAttributes.Cpu) != BusStatus.Ok)
+            if (_bus.Read(a, System.Runtime.InteropServices.MemoryMarshal.AsBytes(_cmd.AsSpan()), BusAttributes.Cpu) != BusStatus.Ok)
                 err = ItsError.CommandFetchAbort;
             else
                 err = Execute(_cmd);

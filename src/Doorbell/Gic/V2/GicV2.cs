@@ -75,7 +75,7 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
     /// <summary>CPU <paramref name="cpu"/>'s GICC frame.</summary>
     public IMmioHandler CpuInterface(int cpu) => _cpus[cpu];
 
-    public void Map(PhysicalAddressSpace bus, PhysAddr gicd, PhysAddr gicc)
+    public void Map(IMmioMap bus, PhysAddr gicd, PhysAddr gicc)
     {
         ArgumentNullException.ThrowIfNull(bus);
         var rules = new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi);

@@ -46,7 +46,7 @@ public sealed class GicV2m : IMmioHandler
     /// <summary>DeviceIDs seen on SETSPI writes are ignored; this counts writes that carried none (CPU stores) for reporting.</summary>
     public long WritesWithoutDeviceId { get; private set; }
 
-    public void Map(PhysicalAddressSpace bus, PhysAddr @base)
+    public void Map(IMmioMap bus, PhysAddr @base)
     {
         ArgumentNullException.ThrowIfNull(bus);
         bus.MapMmio(@base, FrameSize, this, new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "gicv2m");

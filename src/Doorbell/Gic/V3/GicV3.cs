@@ -62,7 +62,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
     readonly ulong[] _router;
     uint _ctlr = CtlrAre | CtlrDs;
 
-    public GicV3(PhysicalAddressSpace bus, GicV3Options? options = null, Trace? trace = null, StrictMonitor? strict = null)
+    public GicV3(IMemoryView bus, GicV3Options? options = null, Trace? trace = null, StrictMonitor? strict = null)
     {
         ArgumentNullException.ThrowIfNull(bus);
         Options = options ?? new GicV3Options();
@@ -87,7 +87,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
     }
 
     public GicV3Options Options { get; }
-    public PhysicalAddressSpace Bus { get; }
+    public IMemoryView Bus { get; }
     public Trace Trace { get; }
     public StrictMonitor Strict { get; }
     public GicV3Redistributor[] Redistributors { get; }
@@ -103,10 +103,15 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
     internal bool Group1Enabled => (_ctlr & CtlrEnableGrp1) != 0;
 
     /// <summary>Maps GICD (64 KiB) and the redistributors (CpuCount × 128 KiB) on the bus.</summary>
-    public void Map(PhysAddr gicd, PhysAddr gicr)
+    public void Map(PhysAddr gicd, PhysAddr gicr) =>
+        Map(Bus as IMmioMap ?? throw new InvalidOperationException("the GIC's memory view places no MMIO: use Map(map, gicd, gicr)"), gicd, gicr);
+
+    /// <summary>Maps GICD and the redistributors on <paramref name="map"/>.</summary>
+    public void Map(IMmioMap map, PhysAddr gicd, PhysAddr gicr)
     {
-        Bus.MapMmio(gicd, 0x1_0000, this, MmioAccessRules.Registers32And64 with { Sizes = AccessSizes.All, OnViolation = MmioViolation.RazWi }, "gicv3-gicd");
-        Bus.MapMmio(gicr, (ulong)Options.CpuCount * GicV3Redistributor.FrameSize, RedistributorFrames,
+        ArgumentNullException.ThrowIfNull(map);
+        map.MapMmio(gicd, 0x1_0000, this, MmioAccessRules.Registers32And64 with { Sizes = AccessSizes.All, OnViolation = MmioViolation.RazWi }, "gicv3-gicd");
+        map.MapMmio(gicr, (ulong)Options.CpuCount * GicV3Redistributor.FrameSize, RedistributorFrames,
             MmioAccessRules.Registers32And64 with { Sizes = AccessSizes.All, OnViolation = MmioViolation.RazWi }, "gicv3-gicr");
         RedistributorBase = gicr.Value;
     }

@@ -75,7 +75,7 @@ public sealed class GicV3Redistributor
     }
 
     readonly GicV3 _gic;
-    readonly SparseMemory _store;
+    readonly IMemoryView _memory;
     readonly IrqBank _ppi = new(32);
     bool _enableLpis;
     bool _sleep = true;
@@ -91,7 +91,7 @@ public sealed class GicV3Redistributor
     internal GicV3Redistributor(GicV3 gic, int cpu)
     {
         _gic = gic;
-        _store = gic.Bus.Store;
+        _memory = gic.Bus;
         Cpu = cpu;
         for (var i = 0; i < 16; i++) _ppi.WriteConfig(0, 0xAAAA_AAAA, 0); // SGIs are edge-triggered
         _ppi.WriteConfig(16, 0, 16);
@@ -134,7 +134,8 @@ public sealed class GicV3Redistributor
         if (_propInRam)
         {
             var a = _propBase + (ulong)index;
-            cfg = _store.ReadU64(a & ~7UL) >> (int)((a & 7) * 8); // aligned word: never crosses a page
+            _memory.ReadU64(a & ~7UL, out cfg); // aligned word in a RAM table: never crosses a page
+            cfg >>= (int)((a & 7) * 8);
         }
         else _gic.Bus.Read(new PhysAddr(_propBase + (ulong)index), 1, out cfg, BusAttributes.Cpu);
         s.Config = (byte)cfg;
@@ -169,11 +170,11 @@ public sealed class GicV3Redistributor
         {
             // Fast path: the whole pending table is RAM (checked when LPIs were enabled); an aligned 64-bit
             // read-modify-write never crosses a page.
-            var store = _store;
+            var memory = _memory;
             var addr = _pendBase + (intid >> 6) * 8;
-            var word = store.ReadU64(addr);
+            memory.ReadU64(addr, out var word);
             var mask = 1UL << (int)(intid & 63);
-            store.WriteU64(addr, set ? word | mask : word & ~mask);
+            memory.WriteU64(addr, set ? word | mask : word & ~mask);
             return;
         }
         var a = new PhysAddr(_pendBase + intid / 8);
@@ -239,6 +240,7 @@ public sealed class GicV3Redistributor
     /// <summary>Drops every cached LPI configuration (INVALL, INVALLR): O(1) plus O(pending LPIs) to re-sort them.</summary>
     public void InvalidateAllLpis()
     {
+        if (!_enableLpis) return; // nothing cached
         _gen++;
         if (_gen == int.MaxValue) _gen = 1;
         _relink.Clear();
@@ -257,7 +259,7 @@ public sealed class GicV3Redistributor
     /// <summary>Moves every pending LPI of this redistributor to <paramref name="target"/> (MOVALL).</summary>
     internal void MoveAllPendingTo(GicV3Redistributor target)
     {
-        if (target == this) return;
+        if (target == this || !_enableLpis) return;
         _relink.Clear();
         for (var l = 0; l <= Parked; l++)
             for (var i = _head[l]; i != None && _relink.Count <= _lpiLimit; i = Slot(i).Next)
@@ -276,6 +278,18 @@ public sealed class GicV3Redistributor
         if (_listMask == 0) return (-1, 256);
         var p = BitOperations.TrailingZeroCount(_listMask);
         return (_head[p] + GicV3.FirstLpi, p << 2);
+    }
+
+    // EnableLPIs 1 -> 0 (IHI 0069 §12.11.2: IMPLEMENTATION DEFINED whether it can be cleared; Doorbell allows it).
+    // Every cached LPI and every list that threads through the cache goes with it, so nothing can index freed slots.
+    void DisableLpis()
+    {
+        _enableLpis = false;
+        _chunks = [];
+        Array.Fill(_head, None); Array.Fill(_tail, None);
+        _listMask = 0;
+        _lpiLimit = 0;
+        _gen++;
     }
 
     void EnableLpis()
@@ -361,7 +375,7 @@ public sealed class GicV3Redistributor
             case GICR_CTLR:
                 var want = (value & 1) != 0;
                 if (want && !_enableLpis) EnableLpis();
-                else if (!want && _enableLpis) { _enableLpis = false; _chunks = []; _listMask = 0; }
+                else if (!want && _enableLpis) DisableLpis();
                 if (_gic.Trace.Enabled) _gic.Trace.Emit("gicr", $"cpu{Cpu} EnableLPIs={(want ? 1 : 0)}");
                 return;
             case GICR_WAKER:

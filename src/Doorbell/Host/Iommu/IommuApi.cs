@@ -5,24 +5,10 @@ namespace Doorbell.Host.Iommu;
 // The IOMMU API as a Linux-like kernel offers it (include/linux/iommu.h): domains, groups, capabilities and
 // reserved regions. Drivers (SmmuV3Driver, …) implement IIommuDriver; users (VFIO, DMA API) see only this.
 
-/// <summary>Linux errno values the IOMMU API uses.</summary>
-public static class LinuxErrno
-{
-    public const int ENOENT = 2, ENOMEM = 12, EFAULT = 14, EBUSY = 16, EEXIST = 17, ENODEV = 19, EINVAL = 22,
-        ENOSPC = 28, ERANGE = 34, EOPNOTSUPP = 95, ETIMEDOUT = 110;
-
-    public static string Name(int errno) => Math.Abs(errno) switch
-    {
-        ENOENT => "ENOENT", ENOMEM => "ENOMEM", EFAULT => "EFAULT", EBUSY => "EBUSY", EEXIST => "EEXIST", ENODEV => "ENODEV",
-        EINVAL => "EINVAL", ENOSPC => "ENOSPC", ERANGE => "ERANGE", EOPNOTSUPP => "EOPNOTSUPP", ETIMEDOUT => "ETIMEDOUT",
-        var e => $"errno {e}",
-    };
-}
-
 /// <summary>A host-side misuse or failure of the IOMMU API, carrying the (positive) Linux errno.</summary>
 public sealed class IommuException : Exception
 {
-    public IommuException(int errno, string message) : base($"{LinuxErrno.Name(errno)}: {message}") => Errno = Math.Abs(errno);
+    public IommuException(int errno, string message) : base($"{Doorbell.Errno.Name(errno)}: {message}") => Errno = Math.Abs(errno);
     public IommuException() : base("IOMMU error") { }
     public IommuException(string message) : base(message) { }
     public IommuException(string message, Exception inner) : base(message, inner) { }
@@ -129,7 +115,7 @@ public sealed class IommuGroup
     {
         ArgumentNullException.ThrowIfNull(domain);
         if (!ReferenceEquals(domain.Driver, Driver))
-            throw new IommuException(LinuxErrno.EINVAL, $"domain of another IOMMU cannot be attached to group {Id}");
+            throw new IommuException(Errno.EINVAL, $"domain of another IOMMU cannot be attached to group {Id}");
         foreach (var d in _devices) Driver.AttachDevice(domain, d);
         Domain = domain;
     }
@@ -182,7 +168,7 @@ public abstract class IommuDomain
         {
             iova = SoftwareMsiWindow.Base + (ulong)_msiPages.Count * granule;
             if (iova + granule > SoftwareMsiWindow.Base + SoftwareMsiWindow.Length)
-                throw new IommuException(LinuxErrno.ENOSPC, "software MSI window full");
+                throw new IommuException(Errno.ENOSPC, "software MSI window full");
             Map(iova, page, granule, IoProt.Write | IoProt.Mmio | IoProt.NoExec);
             _msiPages[page] = iova;
         }

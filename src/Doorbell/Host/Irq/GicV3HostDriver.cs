@@ -10,14 +10,14 @@ namespace Doorbell.Host.Irq;
 /// </summary>
 public sealed class GicV3HostDriver : ISpiHostController
 {
-    readonly PhysicalAddressSpace _bus;
+    readonly IMemoryView _bus;
     readonly ulong _gicd, _gicr;
     readonly GicV3CpuInterface[] _cpuRegs;
     readonly List<(ulong Frame, ulong Typer)> _rds = [];
 
     public const byte DefaultPriority = 0xA0;
 
-    public GicV3HostDriver(PhysicalAddressSpace bus, PhysAddr gicd, PhysAddr gicr, IReadOnlyList<GicV3CpuInterface> cpuRegisters, HostPhysAllocator memory)
+    public GicV3HostDriver(IMemoryView bus, PhysAddr gicd, PhysAddr gicr, IReadOnlyList<GicV3CpuInterface> cpuRegisters, IPhysPageAllocator memory)
     {
         ArgumentNullException.ThrowIfNull(bus); ArgumentNullException.ThrowIfNull(cpuRegisters); ArgumentNullException.ThrowIfNull(memory);
         _bus = bus; _gicd = gicd.Value; _gicr = gicr.Value; _cpuRegs = [.. cpuRegisters];
@@ -26,12 +26,13 @@ public sealed class GicV3HostDriver : ISpiHostController
     }
 
     public HostIrqTable Irqs { get; }
-    public HostPhysAllocator Memory { get; }
+    /// <summary>Where the driver's tables come from (zeroed blocks).</summary>
+    public IPhysPageAllocator Memory { get; }
     public IReadOnlyList<HostCpu> Cpus { get; private set; } = [];
     public int SpiCount { get; private set; }
     public int LpiIdBits { get; private set; }
     public ulong PropTable { get; private set; }
-    public PhysicalAddressSpace Bus => _bus;
+    public IMemoryView Bus => _bus;
 
     /// <summary>Physical address of CPU <paramref name="cpu"/>'s redistributor frame.</summary>
     public ulong RedistributorFrame(int cpu) => _rds[cpu].Frame;
@@ -75,8 +76,8 @@ public sealed class GicV3HostDriver : ISpiHostController
         var idBits = (int)(typer >> 19 & 0x1F) + 1;
         LpiIdBits = Math.Min(idBits, 16);
         var lpis = 1UL << LpiIdBits;
-        PropTable = Memory.Allocate(Math.Max(lpis, 0x1_0000), 0x1_0000);
-        _bus.Store.Fill(PropTable, lpis, (byte)(DefaultPriority | 2)); // priority, RES1 bit 1 (Linux's "group 1"), disabled
+        PropTable = IrqTableMemory.Allocate(Memory, Math.Max(lpis, 0x1_0000), 0x1_0000);
+        _bus.Fill(PropTable, lpis, (byte)(DefaultPriority | 2)); // priority, RES1 bit 1 (Linux's "group 1"), disabled
 
         var cpus = new HostCpu[_cpuRegs.Length];
         for (var c = 0; c < _cpuRegs.Length; c++)
@@ -92,7 +93,7 @@ public sealed class GicV3HostDriver : ISpiHostController
             for (var i = 0; i < 32; i += 4) W32(sgi + GicV3Redistributor.GICR_IPRIORITYR + (ulong)i, 0x0101_0101u * DefaultPriority);
             if ((_rds[c].Typer & 1) != 0)
             {
-                var pend = Memory.Allocate(Math.Max(lpis / 8, 0x1_0000), 0x1_0000);
+                var pend = IrqTableMemory.Allocate(Memory, Math.Max(lpis / 8, 0x1_0000), 0x1_0000);
                 W64(rd + GicV3Redistributor.GICR_PROPBASER, PropTable | (uint)(LpiIdBits - 1));
                 W64(rd + GicV3Redistributor.GICR_PENDBASER, pend | (1UL << 62)); // PTZ: freshly zeroed
                 W32(rd + GicV3Redistributor.GICR_CTLR, 1);

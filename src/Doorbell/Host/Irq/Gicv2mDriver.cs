@@ -7,7 +7,7 @@ namespace Doorbell.Host.Irq;
 /// <summary>What an MSI frame driver needs of the GIC driver it sits on: SPI enable/disable/route (GICv2 or GICv3).</summary>
 public interface ISpiHostController
 {
-    PhysicalAddressSpace Bus { get; }
+    IMemoryView Bus { get; }
     void EnableSpi(int intid, int cpu, bool edge);
     void DisableSpi(int intid);
     void SetTarget(int intid, int cpu);
@@ -16,10 +16,10 @@ public interface ISpiHostController
 /// <summary>Host GICv2 driver (the role of Linux irq-gic.c): distributor and CPU 0's interface through MMIO.</summary>
 public sealed class GicV2HostDriver : ISpiHostController
 {
-    readonly PhysicalAddressSpace _bus;
+    readonly IMemoryView _bus;
     readonly ulong _gicd, _gicc;
 
-    public GicV2HostDriver(PhysicalAddressSpace bus, PhysAddr gicd, PhysAddr gicc)
+    public GicV2HostDriver(IMemoryView bus, PhysAddr gicd, PhysAddr gicc)
     {
         ArgumentNullException.ThrowIfNull(bus);
         _bus = bus; _gicd = gicd.Value; _gicc = gicc.Value;
@@ -29,7 +29,7 @@ public sealed class GicV2HostDriver : ISpiHostController
     public HostIrqTable Irqs { get; }
     public HostCpu Cpu0 { get; private set; } = null!;
     public int SpiCount { get; private set; }
-    public PhysicalAddressSpace Bus => _bus;
+    public IMemoryView Bus => _bus;
 
     uint R32(ulong a) { _bus.Read(new PhysAddr(a), 4, out var v, BusAttributes.Cpu); return (uint)v; }
     void W32(ulong a, uint v) => _bus.Write(new PhysAddr(a), 4, v, BusAttributes.Cpu);

@@ -2,12 +2,6 @@ using Doorbell.Memory;
 
 namespace Doorbell.Host.Irq;
 
-/// <summary>Linux errno values used by the host irq layer (include/uapi/asm-generic/errno-base.h).</summary>
-public static class Errno
-{
-    public const int EIO = 5, ENXIO = 6, ENOMEM = 12, EBUSY = 16, EEXIST = 17, ENODEV = 19, EINVAL = 22, ENOSPC = 28, ETIMEDOUT = 110;
-}
-
 /// <summary>Host API misuse or a failed hardware operation, carrying the Linux errno a kernel would return (negated there).</summary>
 public sealed class IrqException(int errno, string message) : Exception($"{message} (errno {errno})")
 {
@@ -47,21 +41,13 @@ public interface IMsiDomain
     void SetAffinity(MsiVector vector, int cpu);
 }
 
-/// <summary>
-/// A bump allocator of host physical memory for driver tables (what a kernel's page allocator gives
-/// irq-gic-v3-its). Memory is zeroed on allocation. Never freed: tables live as long as the driver.
-/// </summary>
-public sealed class HostPhysAllocator(PhysicalAddressSpace bus, ulong start, ulong end)
+/// <summary>How the irq drivers take table memory from the one page allocator: failure is -ENOMEM as in Linux.</summary>
+static class IrqTableMemory
 {
-    ulong _next = start;
-
-    public ulong Allocate(ulong size, ulong alignment)
+    public static ulong Allocate(IPhysPageAllocator allocator, ulong size, ulong alignment)
     {
         if (alignment == 0 || (alignment & (alignment - 1)) != 0) throw new IrqException(Errno.EINVAL, "alignment must be a power of two");
-        var a = (_next + alignment - 1) & ~(alignment - 1);
-        if (a < _next || a + size > end || a + size < a) throw new IrqException(Errno.ENOMEM, $"host table memory exhausted (0x{size:x} bytes)");
-        _next = a + size;
-        bus.Store.Fill(a, size, 0);
+        if (!allocator.TryAllocate(size, alignment, out var a)) throw new IrqException(Errno.ENOMEM, $"host table memory exhausted (0x{size:x} bytes)");
         return a;
     }
 }

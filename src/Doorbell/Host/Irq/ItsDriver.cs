@@ -24,7 +24,7 @@ public sealed record ItsDriverOptions
 public sealed class ItsDriver : IMsiDomain
 {
     readonly GicV3HostDriver _gic;
-    readonly PhysicalAddressSpace _bus;
+    readonly IMemoryView _bus;
     readonly ulong _its;
     readonly ItsDriverOptions _options;
     ulong _cmdq, _cmdqSize, _cwriter;
@@ -76,7 +76,7 @@ public sealed class ItsDriver : IMsiDomain
         W32(_its + GicV3Its.GITS_CTLR, 0);
 
         _cmdqSize = 0x1_0000;
-        _cmdq = _gic.Memory.Allocate(_cmdqSize, 0x1_0000);
+        _cmdq = IrqTableMemory.Allocate(_gic.Memory, _cmdqSize, 0x1_0000);
         W64(_its + GicV3Its.GITS_CBASER, (1UL << 63) | _cmdq | (_cmdqSize / 0x1000 - 1));
         W64(_its + GicV3Its.GITS_CWRITER, 0);
         _cwriter = 0;
@@ -112,7 +112,7 @@ public sealed class ItsDriver : IMsiDomain
             var indirect = type == 1 && (_options.ForceIndirect || flatBytes > psz * 2);
             var tableBytes = indirect ? Math.Max(8UL, (flatBytes / psz + (flatBytes % psz != 0 ? 1UL : 0)) * 8) : flatBytes;
             var pages = Math.Min(256UL, (tableBytes + psz - 1) / psz);
-            var table = _gic.Memory.Allocate(pages * psz, psz);
+            var table = IrqTableMemory.Allocate(_gic.Memory, pages * psz, psz);
             var code = psz switch { 0x1000 => 0UL, 0x4000 => 1UL, _ => 2UL };
             var pa = psz == 0x1_0000 ? (table & 0x0000_FFFF_FFFF_0000UL) | ((table >> 48 & 0xF) << 12) : table;
             var v = (1UL << 63) | (indirect ? 1UL << 62 : 0) | pa | (code << 8) | (pages - 1);
@@ -142,7 +142,7 @@ public sealed class ItsDriver : IMsiDomain
         var l1 = deviceId / perPage;
         if (l1 * 8 >= _devTableBytes) throw new IrqException(Errno.ENOSPC, $"DeviceID {deviceId} beyond the device table");
         if ((R64(_devTable + l1 * 8) >> 63) != 0) return;
-        var page = _gic.Memory.Allocate(_devPageSize, _devPageSize);
+        var page = IrqTableMemory.Allocate(_gic.Memory, _devPageSize, _devPageSize);
         W64(_devTable + l1 * 8, (1UL << 63) | page);
     }
 
@@ -194,7 +194,7 @@ public sealed class ItsDriver : IMsiDomain
         if (_devices.ContainsKey(deviceId)) throw new IrqException(Errno.EEXIST, $"DeviceID {deviceId} already has MSIs");
         EnsureDeviceTableEntry(deviceId);
         var eventBits = Math.Max(1, BitOperations.Log2(BitOperations.RoundUpToPowerOf2((uint)count)));
-        var itt = _gic.Memory.Allocate(Math.Max(256UL, (ulong)_iteSize << eventBits), 256);
+        var itt = IrqTableMemory.Allocate(_gic.Memory, Math.Max(256UL, (ulong)_iteSize << eventBits), 256);
         var dev = new Device(deviceId, itt, eventBits);
         Send(s => ItsCommand.Mapd(s, deviceId, itt, eventBits, true));
         var lpiBase = AllocateLpis(count);

@@ -72,7 +72,7 @@ public sealed class HostKernel
         GicV3Driver = v3;
         GicV2Driver = v2;
         Pci = pci;
-        UserPages = new HostPageAllocator(machine.Bus, HostMemoryLayout.UserPages, HostMemoryLayout.UserPagesSize);
+        UserPages = new PhysPageAllocator(HostMemoryLayout.UserPages, HostMemoryLayout.UserPagesSize, machine.Bus);
     }
 
     public Machine Machine { get; }
@@ -91,7 +91,7 @@ public sealed class HostKernel
     public GicV3HostDriver? GicV3Driver { get; }
     public GicV2HostDriver? GicV2Driver { get; }
     public PciEnumeration Pci { get; }
-    public HostPageAllocator UserPages { get; }
+    public PhysPageAllocator UserPages { get; }
     public IReadOnlyList<KernelIommuGroup> Groups => _groups;
     public IReadOnlyList<KernelPciFunction> Functions => _functions;
     public IReadOnlyList<KernelPlatformDevice> PlatformDevices => _platform;
@@ -180,7 +180,7 @@ public sealed class HostKernel
         if (models.GicV3 is { } g3)
         {
             v3 = new GicV3HostDriver(bus, QemuVirtGicV3.GicdBase, QemuVirtGicV3.GicrBase, g3.Gic.CpuInterfaces,
-                new HostPhysAllocator(bus, HostMemoryLayout.GicTables, HostMemoryLayout.GicTables + HostMemoryLayout.GicTablesSize));
+                new PhysPageAllocator(HostMemoryLayout.GicTables, HostMemoryLayout.GicTablesSize, bus));
             v3.Init();
             var its = new ItsDriver(v3, QemuVirtGicV3.ItsBase);
             its.Init();
@@ -212,7 +212,7 @@ public sealed class HostKernel
         if (models.SmmuV2 is { } smmu2)
         {
             var drv = SmmuV2Driver.Probe(new BusSmmuHostAccess(bus, QemuVirtMap.Smmu), bus,
-                new BumpPageAllocator(HostMemoryLayout.SmmuTables, HostMemoryLayout.SmmuTablesSize));
+                new PhysPageAllocator(HostMemoryLayout.SmmuTables, HostMemoryLayout.SmmuTablesSize));
             // request_irq for the global fault line and every context interrupt (level-triggered SPIs).
             var first = 32 + QemuVirtMap.SmmuV2FirstSpi;
             irqs.Request(first, (_, _) => drv.HandleGlobalInterrupt());
@@ -227,7 +227,7 @@ public sealed class HostKernel
         }
         else if (models.Smmu is not null)
             smmu = SmmuV3Driver.Probe(new BusSmmuHostAccess(bus, QemuVirtMap.Smmu), bus,
-                new BumpPageAllocator(HostMemoryLayout.SmmuTables, HostMemoryLayout.SmmuTablesSize));
+                new PhysPageAllocator(HostMemoryLayout.SmmuTables, HostMemoryLayout.SmmuTablesSize));
         else throw new InvalidOperationException("board has no SMMU model");
         var pci = PciEnumeration.Scan(bus, QemuVirtMap.PcieEcam, QemuVirtMap.PcieMmio, QemuVirtMap.PcieMmioSize);
         var k = new HostKernel(machine, models, smmu, irqs, cpus, msi, v3, v2, pci) { MsiDomains = domains };
@@ -303,7 +303,7 @@ public sealed class HostKernel
 
     /// <summary>A userspace process of this kernel with a fresh address space over the user page pool.</summary>
     public VfioProcess CreateProcess(VfioHost host, ulong memlockBytes = 64UL << 20) =>
-        new(host, new UserAddressSpace(UserPages), memlockBytes);
+        new(host, new UserAddressSpace(Bus, UserPages), memlockBytes);
 
     public KernelPciFunction? FindFunction(string name) => _functions.FirstOrDefault(f => f.Name == name);
 

@@ -42,7 +42,7 @@ public sealed class SmmuVfioDomain(IommuDomain domain) : IVfioIommuDomain
 
     public int EnableMsiCookie(ulong iovaBase)
     {
-        if (!Domain.IsPaging) return -LinuxErrno.EINVAL;
+        if (!Domain.IsPaging) return -Errno.EINVAL;
         HasMsiCookie = true;
         MsiCookieBase = iovaBase;
         return 0;
@@ -130,7 +130,7 @@ public sealed class KernelIommuGroup : IVfioIommuGroup
 
     public int Attach(IVfioIommuDomain domain)
     {
-        if (domain is not SmmuVfioDomain d) return -LinuxErrno.EINVAL;
+        if (domain is not SmmuVfioDomain d) return -Errno.EINVAL;
         try
         {
             foreach (var (dev, _) in _members) _kernel.Smmu.AttachDevice(d.Domain, dev);

@@ -37,13 +37,13 @@ public sealed class EnumeratedFunction
 /// <summary>The result of a scan, and the ECAM accessors the rest of the kernel uses.</summary>
 public sealed class PciEnumeration
 {
-    readonly PhysicalAddressSpace _bus;
+    readonly IMemoryView _bus;
     readonly ulong _ecam;
     readonly List<EnumeratedFunction> _fns = [];
     ulong _mmio, _mmioEnd;
     int _lastBus;
 
-    PciEnumeration(PhysicalAddressSpace bus, ulong ecam, ulong mmio, ulong mmioSize)
+    PciEnumeration(IMemoryView bus, ulong ecam, ulong mmio, ulong mmioSize)
     {
         _bus = bus;
         _ecam = ecam;
@@ -68,7 +68,7 @@ public sealed class PciEnumeration
     public void Write(ushort rid, int offset, int size, uint value) =>
         _bus.Write(new PhysAddr(ConfigAddress(rid, offset)), size, value, BusAttributes.Cpu);
 
-    public static PciEnumeration Scan(PhysicalAddressSpace bus, ulong ecam, ulong mmio, ulong mmioSize)
+    public static PciEnumeration Scan(IMemoryView bus, ulong ecam, ulong mmio, ulong mmioSize)
     {
         var e = new PciEnumeration(bus, ecam, mmio, mmioSize);
         e.ScanBus(0, null);

@@ -105,12 +105,12 @@ public sealed class EventFdContext : IDisposable
     public static int TryGet(int fd, out EventFdContext? context)
     {
         context = null;
-        if (fd < 0) return -Doorbell.Host.Vfio.Abi.Errno.EBADF;
+        if (fd < 0) return -Doorbell.Errno.EBADF;
         var target = ReadLink($"/proc/self/fd/{fd}");
-        if (target is null) return -Doorbell.Host.Vfio.Abi.Errno.EBADF;
-        if (target != "anon_inode:[eventfd]") return -Doorbell.Host.Vfio.Abi.Errno.EINVAL;
+        if (target is null) return -Doorbell.Errno.EBADF;
+        if (target != "anon_inode:[eventfd]") return -Doorbell.Errno.EINVAL;
         var own = LibC.dup(fd);
-        if (own < 0) return -Doorbell.Host.Vfio.Abi.Errno.EBADF;
+        if (own < 0) return -Doorbell.Errno.EBADF;
         _ = LibC.fcntl(own, 2 /* F_SETFD */, 1 /* FD_CLOEXEC */);
         context = new EventFdContext(own);
         return 0;

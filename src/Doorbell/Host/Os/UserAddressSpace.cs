@@ -6,43 +6,6 @@ using Doorbell.Memory;
 // page alive until it is unpinned (as Linux's page refcount does).
 namespace Doorbell.Host.Os;
 
-/// <summary>Hands out 4 KiB host physical pages from a RAM range of the physical address space.</summary>
-public sealed class HostPageAllocator
-{
-    public const ulong PageSize = 4096;
-    readonly ulong _base, _end;
-    ulong _next;
-    readonly Stack<ulong> _free = new();
-
-    public HostPageAllocator(PhysicalAddressSpace bus, ulong @base, ulong size)
-    {
-        ArgumentNullException.ThrowIfNull(bus);
-        if ((@base | size) % PageSize != 0 || size == 0) throw new ArgumentException("page-aligned non-empty range required");
-        if (!bus.IsRam(@base, size)) throw new ArgumentException("range is not RAM on the bus");
-        Bus = bus;
-        _base = _next = @base;
-        _end = @base + size;
-    }
-
-    public PhysicalAddressSpace Bus { get; }
-    public long FreePages => (long)((_end - _next) / PageSize) + _free.Count;
-
-    public bool TryAllocate(out ulong phys)
-    {
-        if (_free.TryPop(out phys)) { Bus.Store.Fill(phys, PageSize, 0); return true; }
-        if (_next >= _end) { phys = 0; return false; }
-        phys = _next;
-        _next += PageSize;
-        return true;
-    }
-
-    public void Free(ulong phys)
-    {
-        if (phys < _base || phys >= _end || phys % PageSize != 0) throw new ArgumentOutOfRangeException(nameof(phys));
-        _free.Push(phys);
-    }
-}
-
 /// <summary>Decides whether a PFN (device) mapping may be touched now; false raises SIGBUS (vfio-pci: memory decode
 /// off or the device in D3).</summary>
 public interface IUserMappingGuard
@@ -58,7 +21,7 @@ public enum UserProt { None = 0, Read = 1, Write = 2 }
 /// <summary>A process's virtual memory (its mm): vaddr → host physical page.</summary>
 public sealed class UserAddressSpace
 {
-    const ulong Page = HostPageAllocator.PageSize;
+    const ulong Page = 4096;
     const ulong MmapBase = 0x7f00_0000_0000;
 
     sealed class Vma
@@ -70,20 +33,23 @@ public sealed class UserAddressSpace
         public IUserMappingGuard? Guard;
     }
 
-    readonly HostPageAllocator _alloc;
+    readonly IPhysPageAllocator _alloc;
     readonly List<Vma> _vmas = []; // sorted by Start
     readonly Dictionary<ulong, ulong> _pages = []; // anonymous vpn -> host phys
     readonly Dictionary<ulong, int> _pinned = []; // host phys -> pin count
     readonly HashSet<ulong> _orphans = []; // unmapped while pinned: freed at last unpin
     ulong _nextVa = MmapBase;
 
-    public UserAddressSpace(HostPageAllocator allocator)
+    /// <summary>A process whose anonymous pages come from <paramref name="pages"/> (zeroed blocks) in <paramref name="bus"/>'s RAM.</summary>
+    public UserAddressSpace(IMemoryView bus, IPhysPageAllocator pages)
     {
-        ArgumentNullException.ThrowIfNull(allocator);
-        _alloc = allocator;
+        ArgumentNullException.ThrowIfNull(bus);
+        ArgumentNullException.ThrowIfNull(pages);
+        Bus = bus;
+        _alloc = pages;
     }
 
-    public PhysicalAddressSpace Bus => _alloc.Bus;
+    public IMemoryView Bus { get; }
     public long ResidentPages => _pages.Count;
     public long PinnedPages { get; private set; }
 
@@ -130,7 +96,7 @@ public sealed class UserAddressSpace
                 for (var p = s; p < e; p += Page)
                     if (_pages.Remove(p / Page, out var phys))
                     {
-                        if (_pinned.ContainsKey(phys)) _orphans.Add(phys); else _alloc.Free(phys);
+                        if (_pinned.ContainsKey(phys)) _orphans.Add(phys); else _alloc.Free(phys, Page);
                     }
             if (s == v.Start && e == v.End) _vmas.RemoveAt(i);
             else if (s == v.Start) { if (v.Pfn) v.PfnBase += e - v.Start; v.Start = e; }
@@ -173,7 +139,7 @@ public sealed class UserAddressSpace
         var vpn = vaddr / Page;
         if (!_pages.TryGetValue(vpn, out var pagePhys))
         {
-            if (!_alloc.TryAllocate(out pagePhys)) return UserAccess.Bus; // OOM: SIGBUS
+            if (!_alloc.TryAllocate(Page, out pagePhys)) return UserAccess.Bus; // OOM: SIGBUS
             _pages[vpn] = pagePhys;
         }
         phys = pagePhys + (vaddr % Page);
@@ -213,7 +179,7 @@ public sealed class UserAddressSpace
     }
 
     /// <summary>Host pages that could still back anonymous memory (free in the allocator plus already resident).</summary>
-    public long AvailablePages => _alloc.FreePages + _pages.Count;
+    public long AvailablePages => (long)(_alloc.FreeBytes / Page) + _pages.Count;
 
     /// <summary>True when every page of [vaddr, vaddr+length) is mapped; counts the anonymous (pinnable) pages without
     /// touching them, so a caller can refuse a huge request before allocating anything.</summary>
@@ -272,6 +238,6 @@ public sealed class UserAddressSpace
         PinnedPages--;
         if (n > 1) { _pinned[phys] = n - 1; return; }
         _pinned.Remove(phys);
-        if (_orphans.Remove(phys)) _alloc.Free(phys);
+        if (_orphans.Remove(phys)) _alloc.Free(phys, Page);
     }
 }

@@ -48,7 +48,7 @@ public sealed record SmmuV2Fault(bool Global, int ContextBank, uint Status, uint
 public sealed class SmmuV2Driver : IIommuDriver
 {
     readonly ISmmuHostAccess _hw;
-    readonly PhysicalAddressSpace _bus;
+    readonly IMemoryView _bus;
     readonly IPhysPageAllocator _alloc;
     readonly SmmuV2DriverOptions _opt;
     readonly (ushort Id, ushort Mask, bool Valid, int Count)[] _smrs;
@@ -58,7 +58,7 @@ public sealed class SmmuV2Driver : IIommuDriver
     readonly List<SmmuV2Fault> _faults = [];
     int _nextGroupId;
 
-    SmmuV2Driver(ISmmuHostAccess hw, PhysicalAddressSpace bus, IPhysPageAllocator alloc, SmmuV2DriverOptions opt, SmmuV2Features f)
+    SmmuV2Driver(ISmmuHostAccess hw, IMemoryView bus, IPhysPageAllocator alloc, SmmuV2DriverOptions opt, SmmuV2Features f)
     {
         _hw = hw; _bus = bus; _alloc = alloc; _opt = opt; Features = f;
         _smrs = new (ushort, ushort, bool, int)[f.MappingGroups];
@@ -80,7 +80,7 @@ public sealed class SmmuV2Driver : IIommuDriver
     uint Cb(int n, uint off) => (uint)((Features.NumPage + n) << Features.PageShift) + off;
 
     /// <summary>Probes the ID registers and resets the SMMU (arm_smmu_device_probe: cfg_probe + device_reset).</summary>
-    public static SmmuV2Driver Probe(ISmmuHostAccess hw, PhysicalAddressSpace bus, IPhysPageAllocator allocator, SmmuV2DriverOptions? options = null)
+    public static SmmuV2Driver Probe(ISmmuHostAccess hw, IMemoryView bus, IPhysPageAllocator allocator, SmmuV2DriverOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(hw);
         ArgumentNullException.ThrowIfNull(bus);
@@ -93,16 +93,16 @@ public sealed class SmmuV2Driver : IIommuDriver
         var s1 = (id0 & SmmuV2Field.Id0S1ts) != 0;
         var s2 = (id0 & SmmuV2Field.Id0S2ts) != 0;
         var nested = (id0 & SmmuV2Field.Id0Nts) != 0;
-        if (!s1 && !s2) throw new IommuException(LinuxErrno.ENODEV, "no translation support");
+        if (!s1 && !s2) throw new IommuException(Errno.ENODEV, "no translation support");
         var sms = (id0 & SmmuV2Field.Id0Sms) != 0;
         var sidBits = (int)((id0 >> SmmuV2Field.Id0NumSidbShift) & 0xF);
         var groups = sms ? (int)(id0 & 0xFF) : 1 << sidBits;
-        if (groups == 0) throw new IommuException(LinuxErrno.ENODEV, "stream-matching supported, but no SMRs present");
+        if (groups == 0) throw new IommuException(Errno.ENODEV, "stream-matching supported, but no SMRs present");
         var pageShift = (id1 & SmmuV2Field.Id1PageSize64K) != 0 ? 16 : 12;
         var numPage = 1 << (int)(((id1 >> SmmuV2Field.Id1NumPageNdxbShift) & 7) + 1);
         var numCb = (int)(id1 & 0xFF);
         var numS2Cb = (int)((id1 >> SmmuV2Field.Id1NumS2CbShift) & 0xFF);
-        if (numS2Cb > numCb) throw new IommuException(LinuxErrno.ENODEV, $"impossible number of S2 context banks ({numS2Cb} > {numCb})");
+        if (numS2Cb > numCb) throw new IommuException(Errno.ENODEV, $"impossible number of S2 context banks ({numS2Cb} > {numCb})");
         var irpts = (int)((id0 >> SmmuV2Field.Id0NumIrptShift) & 0xFF);
         var va = SmmuV2Options.DecodeSize(Math.Min((id2 >> SmmuV2Field.Id2UbsShift) & 0xF, 5u));
         var ipa = SmmuV2Options.DecodeSize(id2 & 0xF);
@@ -121,7 +121,7 @@ public sealed class SmmuV2Driver : IIommuDriver
             hw.WriteRegister32(SmmuV2Gr0.SMR(0), 0);
             f = f with { StreamIdMask = idMask, SmrMaskMask = maskMask };
         }
-        if (irpts < numCb) throw new IommuException(LinuxErrno.ENODEV, $"found only {irpts} context irq(s) but {numCb} required");
+        if (irpts < numCb) throw new IommuException(Errno.ENODEV, $"found only {irpts} context irq(s) but {numCb} required");
         var d = new SmmuV2Driver(hw, bus, allocator, opt, f);
         d.Reset();
         return d;
@@ -170,7 +170,7 @@ public sealed class SmmuV2Driver : IIommuDriver
         W32(SmmuV2Gr0.sTLBGSYNC, 0);
         for (var i = 0; i < _opt.PollLimit; i++)
             if ((R32(SmmuV2Gr0.sTLBGSTATUS) & 1) == 0) return;
-        throw new IommuException(LinuxErrno.ETIMEDOUT, "TLB sync timed out -- SMMU may be deadlocked");
+        throw new IommuException(Errno.ETIMEDOUT, "TLB sync timed out -- SMMU may be deadlocked");
     }
 
     internal void SyncContext(int cb)
@@ -178,7 +178,7 @@ public sealed class SmmuV2Driver : IIommuDriver
         W32(Cb(cb, SmmuV2Cb.TLBSYNC), 0);
         for (var i = 0; i < _opt.PollLimit; i++)
             if ((R32(Cb(cb, SmmuV2Cb.TLBSTATUS)) & SmmuV2Field.TlbStatusSActive) == 0) return;
-        throw new IommuException(LinuxErrno.ETIMEDOUT, $"CB{cb} TLB sync timed out");
+        throw new IommuException(Errno.ETIMEDOUT, $"CB{cb} TLB sync timed out");
     }
 
     // ----- masters and stream mapping -----
@@ -186,8 +186,8 @@ public sealed class SmmuV2Driver : IIommuDriver
     /// <summary>arm_smmu_find_sme: an SMR entirely covering (id, mask), else a free one; a partial overlap is EINVAL.</summary>
     int FindSme(ushort id, ushort mask)
     {
-        if (!Features.StreamMatching) return id < _s2crs.Length ? id : -LinuxErrno.ENOSPC;
-        var free = -LinuxErrno.ENOSPC;
+        if (!Features.StreamMatching) return id < _s2crs.Length ? id : -Errno.ENOSPC;
+        var free = -Errno.ENOSPC;
         for (var i = 0; i < _smrs.Length; i++)
         {
             var s = _smrs[i];
@@ -197,7 +197,7 @@ public sealed class SmmuV2Driver : IIommuDriver
                 continue;
             }
             if ((mask & s.Mask) == mask && ((id ^ s.Id) & ~s.Mask) == 0) return i;
-            if (((id ^ s.Id) & ~(s.Mask | mask)) == 0) return -LinuxErrno.EINVAL;
+            if (((id ^ s.Id) & ~(s.Mask | mask)) == 0) return -Errno.EINVAL;
         }
         return free;
     }
@@ -205,14 +205,14 @@ public sealed class SmmuV2Driver : IIommuDriver
     public IommuGroup ProbeDevice(IommuDevice device)
     {
         ArgumentNullException.ThrowIfNull(device);
-        if (_masters.ContainsKey(device)) throw new IommuException(LinuxErrno.EEXIST, $"{device.Name} already probed");
-        if (device.StreamIds.Count == 0) throw new IommuException(LinuxErrno.ENODEV, $"{device.Name} has no StreamID");
+        if (_masters.ContainsKey(device)) throw new IommuException(Errno.EEXIST, $"{device.Name} already probed");
+        if (device.StreamIds.Count == 0) throw new IommuException(Errno.ENODEV, $"{device.Name} has no StreamID");
         var idx = new int[device.StreamIds.Count];
         for (var i = 0; i < idx.Length; i++)
         {
             var sid = device.StreamIds[i];
             if ((sid & ~(uint)Features.StreamIdMask) != 0)
-                throw new IommuException(LinuxErrno.EINVAL, $"StreamID 0x{sid:x} of {device.Name} out of range (mask 0x{Features.StreamIdMask:x})");
+                throw new IommuException(Errno.EINVAL, $"StreamID 0x{sid:x} of {device.Name} out of range (mask 0x{Features.StreamIdMask:x})");
             var r = FindSme((ushort)sid, 0);
             if (r < 0)
             {
@@ -255,7 +255,7 @@ public sealed class SmmuV2Driver : IIommuDriver
     }
 
     int[] GetMaster(IommuDevice device) =>
-        _masters.TryGetValue(device, out var m) ? m : throw new IommuException(LinuxErrno.ENODEV, $"{device.Name} was not probed by {Name}");
+        _masters.TryGetValue(device, out var m) ? m : throw new IommuException(Errno.ENODEV, $"{device.Name} was not probed by {Name}");
 
     /// <summary>The stream mapping entries (SMR/S2CR indices) of a probed device.</summary>
     public IReadOnlyList<int> StreamMapEntries(IommuDevice device) => GetMaster(device);
@@ -270,13 +270,13 @@ public sealed class SmmuV2Driver : IIommuDriver
         var st = stage ?? IommuDomainStage.Stage1;
         if (st == IommuDomainStage.Stage1 && !Features.Stage1) st = IommuDomainStage.Stage2;
         if (st == IommuDomainStage.Stage2 && !Features.Stage2) st = IommuDomainStage.Stage1;
-        if (!Supports(_opt.Granule)) throw new IommuException(LinuxErrno.EOPNOTSUPP, $"granule {_opt.Granule} not supported");
+        if (!Supports(_opt.Granule)) throw new IommuException(Errno.EOPNOTSUPP, $"granule {_opt.Granule} not supported");
         // Stage-1 banks come after the stage-2-only ones.
         var start = st == IommuDomainStage.Stage1 ? Features.Stage2ContextBanks : 0;
         var cb = -1;
         for (var i = start; i < Features.ContextBanks; i++)
             if (_banks[i] is null) { cb = i; break; }
-        if (cb < 0) throw new IommuException(LinuxErrno.ENOSPC, "no free context bank");
+        if (cb < 0) throw new IommuException(Errno.ENOSPC, "no free context bank");
         int ias, oas;
         if (st == IommuDomainStage.Stage1) { ias = Math.Min(Features.VaBits, 48); oas = Features.IpaBits; }
         else { ias = Features.IpaBits; oas = Features.PaBits; }
@@ -336,10 +336,10 @@ public sealed class SmmuV2Driver : IIommuDriver
 
     public void FreeDomain(IommuDomain domain)
     {
-        if (domain is not SmmuV2Domain d || !ReferenceEquals(d.Driver, this)) throw new IommuException(LinuxErrno.EINVAL, "not a domain of this SMMU");
-        if (d.Freed) throw new IommuException(LinuxErrno.EINVAL, "domain already freed");
+        if (domain is not SmmuV2Domain d || !ReferenceEquals(d.Driver, this)) throw new IommuException(Errno.EINVAL, "not a domain of this SMMU");
+        if (d.Freed) throw new IommuException(Errno.EINVAL, "domain already freed");
         if (d.ContextBank >= 0 && _masters.Values.Any(m => m.Any(i => _s2crs[i] == (SmmuV2Field.S2crTypeTranslate, d.ContextBank))))
-            throw new IommuException(LinuxErrno.EBUSY, "domain still has devices attached");
+            throw new IommuException(Errno.EBUSY, "domain still has devices attached");
         d.Freed = true;
         if (d.ContextBank < 0) return;
         FlushAll(d);
@@ -353,8 +353,8 @@ public sealed class SmmuV2Driver : IIommuDriver
     {
         ArgumentNullException.ThrowIfNull(domain);
         ArgumentNullException.ThrowIfNull(device);
-        if (domain is not SmmuV2Domain d || !ReferenceEquals(d.Driver, this)) throw new IommuException(LinuxErrno.EINVAL, "domain belongs to another IOMMU");
-        if (d.Freed) throw new IommuException(LinuxErrno.EINVAL, "domain was freed");
+        if (domain is not SmmuV2Domain d || !ReferenceEquals(d.Driver, this)) throw new IommuException(Errno.EINVAL, "domain belongs to another IOMMU");
+        if (d.Freed) throw new IommuException(Errno.EINVAL, "domain was freed");
         var idx = GetMaster(device);
         var type = d.Type switch
         {
@@ -515,8 +515,8 @@ public sealed class SmmuV2Domain : IommuDomain, IIoTlbFlushOps
 
     IoPageTable Paging(string op)
     {
-        if (Freed) throw new IommuException(LinuxErrno.EINVAL, $"{op} on a freed domain");
-        return Table ?? throw new IommuException(LinuxErrno.EINVAL, $"{op} on a {Type} domain");
+        if (Freed) throw new IommuException(Errno.EINVAL, $"{op} on a freed domain");
+        return Table ?? throw new IommuException(Errno.EINVAL, $"{op} on a {Type} domain");
     }
 
     public override void Map(ulong iova, ulong physicalAddress, ulong size, IoProt prot)
@@ -524,9 +524,9 @@ public sealed class SmmuV2Domain : IommuDomain, IIoTlbFlushOps
         var t = Paging("map");
         var g = 1UL << BitOperations.TrailingZeroCount(PageSizeBitmap);
         if (size == 0 || ((iova | physicalAddress | size) & (g - 1)) != 0)
-            throw new IommuException(LinuxErrno.EINVAL, $"map 0x{iova:x} -> 0x{physicalAddress:x} size 0x{size:x} not aligned to 0x{g:x}");
+            throw new IommuException(Errno.EINVAL, $"map 0x{iova:x} -> 0x{physicalAddress:x} size 0x{size:x} not aligned to 0x{g:x}");
         if (iova + size - 1 > ApertureEnd || iova + size - 1 < iova)
-            throw new IommuException(LinuxErrno.EFAULT, $"map 0x{iova:x} size 0x{size:x} outside the aperture");
+            throw new IommuException(Errno.EFAULT, $"map 0x{iova:x} size 0x{size:x} outside the aperture");
         IommuException.ThrowIfError(t.Map(iova, physicalAddress, size, prot), $"map 0x{iova:x} size 0x{size:x}");
     }
 

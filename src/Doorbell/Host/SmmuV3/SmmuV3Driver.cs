@@ -47,7 +47,7 @@ public sealed class SmmuV3Driver : IIommuDriver
     const int CdSplit = 10;    // Linux CTXDESC_SPLIT: 1024 CDs per 64 KiB leaf
 
     readonly ISmmuHostAccess _hw;
-    readonly PhysicalAddressSpace _bus;
+    readonly IMemoryView _bus;
     readonly IPhysPageAllocator _alloc;
     readonly SmmuV3DriverOptions _opt;
     readonly Dictionary<IommuDevice, Master> _masters = [];
@@ -72,7 +72,7 @@ public sealed class SmmuV3Driver : IIommuDriver
         public readonly Dictionary<uint, ulong> CdLeaves = [];
     }
 
-    SmmuV3Driver(ISmmuHostAccess hw, PhysicalAddressSpace bus, IPhysPageAllocator alloc, SmmuV3DriverOptions opt, SmmuV3Features f)
+    SmmuV3Driver(ISmmuHostAccess hw, IMemoryView bus, IPhysPageAllocator alloc, SmmuV3DriverOptions opt, SmmuV3Features f)
     {
         _hw = hw; _bus = bus; _alloc = alloc; _opt = opt; Features = f;
     }
@@ -89,7 +89,7 @@ public sealed class SmmuV3Driver : IIommuDriver
     // ----- probe and reset -----
 
     /// <summary>Probes the SMMU from its ID registers, allocates its structures and enables it (arm_smmu_device_probe).</summary>
-    public static SmmuV3Driver Probe(ISmmuHostAccess hw, PhysicalAddressSpace bus, IPhysPageAllocator allocator, SmmuV3DriverOptions? options = null)
+    public static SmmuV3Driver Probe(ISmmuHostAccess hw, IMemoryView bus, IPhysPageAllocator allocator, SmmuV3DriverOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(hw);
         ArgumentNullException.ThrowIfNull(bus);
@@ -101,9 +101,9 @@ public sealed class SmmuV3Driver : IIommuDriver
         var idr5 = hw.ReadRegister32(SmmuV3Reg.IDR5);
         bool B(uint r, int bit) => ((r >> bit) & 1) != 0;
         var ttf = (idr0 >> SmmuV3Field.Idr0TtfShift) & 3;
-        if ((ttf & 2) == 0) throw new IommuException(LinuxErrno.ENODEV, "AArch64 table format not supported");
-        if (((idr0 >> SmmuV3Field.Idr0TtEndianShift) & 3) == 3) throw new IommuException(LinuxErrno.ENODEV, "unknown/unsupported TT endianness");
-        if (((idr1 >> 26) & 7) != 0) throw new IommuException(LinuxErrno.ENODEV, "embedded implementation (preset tables/queues) not supported");
+        if ((ttf & 2) == 0) throw new IommuException(Errno.ENODEV, "AArch64 table format not supported");
+        if (((idr0 >> SmmuV3Field.Idr0TtEndianShift) & 3) == 3) throw new IommuException(Errno.ENODEV, "unknown/unsupported TT endianness");
+        if (((idr1 >> 26) & 7) != 0) throw new IommuException(Errno.ENODEV, "embedded implementation (preset tables/queues) not supported");
         var oas = SmmuV3Options.DecodeAddressSize(idr5 & 7);
         if (oas < 0) oas = 48;
         var f = new SmmuV3Features(
@@ -115,7 +115,7 @@ public sealed class SmmuV3Driver : IIommuDriver
             StreamIdBits: (int)(idr1 & 0x3F), SubstreamIdBits: (int)((idr1 >> 6) & 0x1F), OutputAddressBits: oas,
             CommandQueueLog2Max: (int)((idr1 >> 21) & 0x1F), EventQueueLog2Max: (int)((idr1 >> 16) & 0x1F),
             Granule4K: B(idr5, SmmuV3Field.Idr5Gran4K), Granule16K: B(idr5, SmmuV3Field.Idr5Gran16K), Granule64K: B(idr5, SmmuV3Field.Idr5Gran64K));
-        if (!f.Stage1 && !f.Stage2) throw new IommuException(LinuxErrno.ENODEV, "no translation support");
+        if (!f.Stage1 && !f.Stage2) throw new IommuException(Errno.ENODEV, "no translation support");
         var d = new SmmuV3Driver(hw, bus, allocator, opt, f);
         d.InitStructures();
         d.Reset();
@@ -124,7 +124,7 @@ public sealed class SmmuV3Driver : IIommuDriver
 
     ulong AllocZeroed(ulong size, string what)
     {
-        if (!_alloc.TryAllocate(size, out var pa)) throw new IommuException(LinuxErrno.ENOMEM, $"no memory for {what}");
+        if (!_alloc.TryAllocate(size, out var pa)) throw new IommuException(Errno.ENOMEM, $"no memory for {what}");
         _hw.ZeroMemory(pa, size);
         return pa;
     }
@@ -146,7 +146,7 @@ public sealed class SmmuV3Driver : IIommuDriver
         else
         {
             _strtabLog2 = f.StreamIdBits;
-            if (_strtabLog2 > 16) throw new IommuException(LinuxErrno.EINVAL, $"linear stream table for {f.StreamIdBits} SID bits too large");
+            if (_strtabLog2 > 16) throw new IommuException(Errno.EINVAL, $"linear stream table for {f.StreamIdBits} SID bits too large");
             _strtab = AllocZeroed(64UL << _strtabLog2, "stream table");
             for (var sid = 0u; sid < 1u << _strtabLog2; sid++) WriteInitialSte(_strtab + sid * 64UL);
         }
@@ -162,7 +162,7 @@ public sealed class SmmuV3Driver : IIommuDriver
     {
         for (var i = 0; i < _opt.PollLimit; i++)
             if (done()) return;
-        throw new IommuException(LinuxErrno.ETIMEDOUT, $"timeout waiting for {what}");
+        throw new IommuException(Errno.ETIMEDOUT, $"timeout waiting for {what}");
     }
 
     void WriteCr0(uint value)
@@ -378,13 +378,13 @@ public sealed class SmmuV3Driver : IIommuDriver
     public IommuGroup ProbeDevice(IommuDevice device)
     {
         ArgumentNullException.ThrowIfNull(device);
-        if (_masters.ContainsKey(device)) throw new IommuException(LinuxErrno.EEXIST, $"{device.Name} already probed");
-        if (device.StreamIds.Count == 0) throw new IommuException(LinuxErrno.ENODEV, $"{device.Name} has no StreamID");
+        if (_masters.ContainsKey(device)) throw new IommuException(Errno.EEXIST, $"{device.Name} already probed");
+        if (device.StreamIds.Count == 0) throw new IommuException(Errno.ENODEV, $"{device.Name} has no StreamID");
         foreach (var sid in device.StreamIds)
             if (sid >> _strtabLog2 != 0 && _strtabLog2 < 32)
-                throw new IommuException(LinuxErrno.ERANGE, $"StreamID 0x{sid:x} of {device.Name} out of range ({_strtabLog2} bits)");
+                throw new IommuException(Errno.ERANGE, $"StreamID 0x{sid:x} of {device.Name} out of range ({_strtabLog2} bits)");
         if (device.SubstreamIdBits > Features.SubstreamIdBits)
-            throw new IommuException(LinuxErrno.EINVAL, $"{device.Name} needs {device.SubstreamIdBits} SSID bits, SMMU has {Features.SubstreamIdBits}");
+            throw new IommuException(Errno.EINVAL, $"{device.Name} needs {device.SubstreamIdBits} SSID bits, SMMU has {Features.SubstreamIdBits}");
         foreach (var sid in device.StreamIds) _ = SteAddress(sid);
         _masters[device] = new Master(device);
         var group = IommuGroups.Create(this, device, _nextGroupId++);
@@ -401,7 +401,7 @@ public sealed class SmmuV3Driver : IIommuDriver
     }
 
     Master GetMaster(IommuDevice device) =>
-        _masters.TryGetValue(device, out var m) ? m : throw new IommuException(LinuxErrno.ENODEV, $"{device.Name} was not probed by {Name}");
+        _masters.TryGetValue(device, out var m) ? m : throw new IommuException(Errno.ENODEV, $"{device.Name} was not probed by {Name}");
 
     // ----- domains -----
 
@@ -409,13 +409,13 @@ public sealed class SmmuV3Driver : IIommuDriver
     {
         if (type is IommuDomainType.Blocked or IommuDomainType.Identity)
         {
-            if (stage is not null) throw new IommuException(LinuxErrno.EINVAL, $"{type} domains have no stage");
+            if (stage is not null) throw new IommuException(Errno.EINVAL, $"{type} domains have no stage");
             return new SmmuV3Domain(this, type, null, 0, null);
         }
         var st = stage ?? (Features.Stage1 ? IommuDomainStage.Stage1 : IommuDomainStage.Stage2);
-        if (st == IommuDomainStage.Stage1 && !Features.Stage1) throw new IommuException(LinuxErrno.EOPNOTSUPP, "no stage-1 translation");
-        if (st == IommuDomainStage.Stage2 && !Features.Stage2) throw new IommuException(LinuxErrno.EOPNOTSUPP, "no stage-2 translation");
-        if (!Supports(_opt.Granule)) throw new IommuException(LinuxErrno.EOPNOTSUPP, $"granule {_opt.Granule} not supported");
+        if (st == IommuDomainStage.Stage1 && !Features.Stage1) throw new IommuException(Errno.EOPNOTSUPP, "no stage-1 translation");
+        if (st == IommuDomainStage.Stage2 && !Features.Stage2) throw new IommuException(Errno.EOPNOTSUPP, "no stage-2 translation");
+        if (!Supports(_opt.Granule)) throw new IommuException(Errno.EOPNOTSUPP, $"granule {_opt.Granule} not supported");
         // arm_smmu_domain_finalise: tag allocation and io-pgtable.
         ushort tag;
         if (st == IommuDomainStage.Stage1) tag = AllocateId(_asids, Features.Asid16 ? 16 : 8, "ASID");
@@ -445,14 +445,14 @@ public sealed class SmmuV3Driver : IIommuDriver
     {
         for (var id = 1; id < 1 << bits; id++)
             if (used.Add((ushort)id)) return (ushort)id;
-        throw new IommuException(LinuxErrno.ENOSPC, $"no free {what}");
+        throw new IommuException(Errno.ENOSPC, $"no free {what}");
     }
 
     public void FreeDomain(IommuDomain domain)
     {
-        if (domain is not SmmuV3Domain d || !ReferenceEquals(d.Driver, this)) throw new IommuException(LinuxErrno.EINVAL, "not a domain of this SMMU");
-        if (_masters.Values.Any(m => ReferenceEquals(m.Domain, d))) throw new IommuException(LinuxErrno.EBUSY, "domain still has devices attached");
-        if (d.Freed) throw new IommuException(LinuxErrno.EINVAL, "domain already freed");
+        if (domain is not SmmuV3Domain d || !ReferenceEquals(d.Driver, this)) throw new IommuException(Errno.EINVAL, "not a domain of this SMMU");
+        if (_masters.Values.Any(m => ReferenceEquals(m.Domain, d))) throw new IommuException(Errno.EBUSY, "domain still has devices attached");
+        if (d.Freed) throw new IommuException(Errno.EINVAL, "domain already freed");
         d.Freed = true;
         if (d.Stage == IommuDomainStage.Stage1)
         {
@@ -471,8 +471,8 @@ public sealed class SmmuV3Driver : IIommuDriver
     {
         ArgumentNullException.ThrowIfNull(domain);
         ArgumentNullException.ThrowIfNull(device);
-        if (domain is not SmmuV3Domain d || !ReferenceEquals(d.Driver, this)) throw new IommuException(LinuxErrno.EINVAL, "domain belongs to another IOMMU");
-        if (d.Freed) throw new IommuException(LinuxErrno.EINVAL, "domain was freed");
+        if (domain is not SmmuV3Domain d || !ReferenceEquals(d.Driver, this)) throw new IommuException(Errno.EINVAL, "domain belongs to another IOMMU");
+        if (d.Freed) throw new IommuException(Errno.EINVAL, "domain was freed");
         var m = GetMaster(device);
         ulong[] ste;
         switch (d.Type)
@@ -674,8 +674,8 @@ public sealed class SmmuV3Domain : IommuDomain, IIoTlbFlushOps
 
     IoPageTable Paging(string op)
     {
-        if (Freed) throw new IommuException(LinuxErrno.EINVAL, $"{op} on a freed domain");
-        return Table ?? throw new IommuException(LinuxErrno.EINVAL, $"{op} on a {Type} domain");
+        if (Freed) throw new IommuException(Errno.EINVAL, $"{op} on a freed domain");
+        return Table ?? throw new IommuException(Errno.EINVAL, $"{op} on a {Type} domain");
     }
 
     public override void Map(ulong iova, ulong physicalAddress, ulong size, IoProt prot)
@@ -683,9 +683,9 @@ public sealed class SmmuV3Domain : IommuDomain, IIoTlbFlushOps
         var t = Paging("map");
         var g = 1UL << BitOperations.TrailingZeroCount(PageSizeBitmap);
         if (size == 0 || ((iova | physicalAddress | size) & (g - 1)) != 0)
-            throw new IommuException(LinuxErrno.EINVAL, $"map 0x{iova:x} -> 0x{physicalAddress:x} size 0x{size:x} not aligned to 0x{g:x}");
+            throw new IommuException(Errno.EINVAL, $"map 0x{iova:x} -> 0x{physicalAddress:x} size 0x{size:x} not aligned to 0x{g:x}");
         if (iova + size - 1 > ApertureEnd || iova + size - 1 < iova)
-            throw new IommuException(LinuxErrno.EFAULT, $"map 0x{iova:x} size 0x{size:x} outside the aperture");
+            throw new IommuException(Errno.EFAULT, $"map 0x{iova:x} size 0x{size:x} outside the aperture");
         // New valid entries need no invalidation: the SMMU does not cache invalid translations.
         IommuException.ThrowIfError(t.Map(iova, physicalAddress, size, prot), $"map 0x{iova:x} size 0x{size:x}");
     }

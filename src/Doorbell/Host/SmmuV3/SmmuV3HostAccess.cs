@@ -20,7 +20,7 @@ public interface ISmmuHostAccess
 }
 
 /// <summary>Access through the emulated bus as a CPU (MMIO for registers, RAM for tables).</summary>
-public sealed class BusSmmuHostAccess(PhysicalAddressSpace bus, ulong registerBase) : ISmmuHostAccess
+public sealed class BusSmmuHostAccess(IMemoryView bus, ulong registerBase) : ISmmuHostAccess
 {
     public uint ReadRegister32(uint offset)
     {
@@ -54,7 +54,7 @@ public sealed class BusSmmuHostAccess(PhysicalAddressSpace bus, ulong registerBa
 
     public void ZeroMemory(ulong address, ulong length)
     {
-        if (bus.IsRam(address, length)) bus.Store.Fill(address, length, 0);
-        else for (ulong o = 0; o < length; o += 8) bus.WriteU64(address + o, 0);
+        if (bus.Fill(address, length, 0) != BusStatus.Ok)
+            for (ulong o = 0; o < length; o += 8) bus.WriteU64(address + o, 0);
     }
 }

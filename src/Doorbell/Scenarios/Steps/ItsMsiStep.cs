@@ -20,7 +20,7 @@ public sealed class ItsMsiStep : IScenarioStep
         var bus = new PhysicalAddressSpace();
         bus.AddRam(new PhysAddr(0x4000_0000), 0x2000_0000);
         var sys = QemuVirtGicV3.Create(bus, cpus: 2);
-        var gic = new GicV3HostDriver(bus, QemuVirtGicV3.GicdBase, QemuVirtGicV3.GicrBase, sys.Gic.CpuInterfaces, new HostPhysAllocator(bus, 0x5000_0000, 0x6000_0000));
+        var gic = new GicV3HostDriver(bus, QemuVirtGicV3.GicdBase, QemuVirtGicV3.GicrBase, sys.Gic.CpuInterfaces, new PhysPageAllocator(0x5000_0000, 0x1000_0000, bus));
         gic.Init();
         var its = new ItsDriver(gic, QemuVirtGicV3.ItsBase);
         its.Init();

@@ -23,7 +23,7 @@ public sealed class SmmuV3Step : IScenarioStep
         var strict = new StrictMonitor { Enabled = context.Strict };
         var smmu = new SmmuV3(bus, SmmuV3Options.QemuVirt, null, strict);
         smmu.Map(new PhysAddr(0x0905_0000));
-        var driver = SmmuV3Driver.Probe(new BusSmmuHostAccess(bus, 0x0905_0000), bus, new BumpPageAllocator(0x5000_0000, 0x100_0000));
+        var driver = SmmuV3Driver.Probe(new BusSmmuHostAccess(bus, 0x0905_0000), bus, new PhysPageAllocator(0x5000_0000, 0x100_0000));
         var f = driver.Features;
         context.Item($"probe: S1 {f.Stage1} S2 {f.Stage2}, {f.StreamIdBits}-bit StreamIDs ({(driver.TwoLevelStreamTable ? "2-level" : "linear")} stream table), OAS {f.OutputAddressBits}, RIL {f.RangeInvalidation}");
 

@@ -18,7 +18,7 @@ public sealed class TranslationStep : IScenarioStep
         ArgumentNullException.ThrowIfNull(context);
         var bus = new PhysicalAddressSpace();
         bus.AddRam(new PhysAddr(0x4000_0000), 0x2000_0000, "ram");
-        var alloc = new BumpPageAllocator(0x5000_0000, 0x10_0000);
+        var alloc = new PhysPageAllocator(0x5000_0000, 0x10_0000);
         if (IoPageTable.Create(bus, alloc, IoPageTableFormat.Stage1, Granule.Size4K, 48, 44, out var pt) != 0 || pt is null)
             return false;
         const ulong iova = 0x1_2340_0000;

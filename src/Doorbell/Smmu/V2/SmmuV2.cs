@@ -85,7 +85,7 @@ public sealed partial class SmmuV2 : IMmioHandler, IIommuUpstream
     public const string RuleSmConflict =
         "IHI 0062 (stream matching): a StreamID matching more than one SMR is a stream match conflict";
 
-    readonly PhysicalAddressSpace _bus;
+    readonly IMemoryView _bus;
     readonly SmmuV2Options _o;
     readonly Trace? _trace;
     readonly StrictMonitor? _strict;
@@ -120,7 +120,7 @@ public sealed partial class SmmuV2 : IMmioHandler, IIommuUpstream
         public uint Type => (Cbar >> SmmuV2Field.CbarTypeShift) & 3;
     }
 
-    public SmmuV2(PhysicalAddressSpace bus, SmmuV2Options? options = null, Trace? trace = null, StrictMonitor? strict = null, Iotlb? iotlb = null)
+    public SmmuV2(IMemoryView bus, SmmuV2Options? options = null, Trace? trace = null, StrictMonitor? strict = null, Iotlb? iotlb = null)
     {
         ArgumentNullException.ThrowIfNull(bus);
         _bus = bus;
@@ -162,7 +162,14 @@ public sealed partial class SmmuV2 : IMmioHandler, IIommuUpstream
 
     /// <summary>Maps the whole register frame (global space + context banks) at <paramref name="base"/>.</summary>
     public void Map(PhysAddr @base, string name = "smmuv2") =>
-        _bus.MapMmio(@base, _o.FrameSize, this, MmioAccessRules.Registers32And64, name);
+        Map(_bus as IMmioMap ?? throw new InvalidOperationException("the SMMU's memory view places no MMIO: use Map(map, base)"), @base, name);
+
+    /// <summary>Maps the register frame at <paramref name="base"/> of <paramref name="map"/> (the SMMU's memory view may differ).</summary>
+    public void Map(IMmioMap map, PhysAddr @base, string name = "smmuv2")
+    {
+        ArgumentNullException.ThrowIfNull(map);
+        map.MapMmio(@base, _o.FrameSize, this, MmioAccessRules.Registers32And64, name);
+    }
 
     void ReportStrict(string what, string rule, string message) => _strict?.Report("smmuv2", rule, $"{what}: {message}");
 

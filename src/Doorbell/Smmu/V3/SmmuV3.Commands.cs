@@ -27,13 +27,7 @@ public sealed partial class SmmuV3
             var addr = baseAddr + (ulong)(cons & idxMask) * Cmd.Size;
             uint err;
             ulong q0, q1;
-            if (_bus.IsRam(addr, Cmd.Size))
-            {
-                q0 = _bus.Store.ReadU64(addr);
-                q1 = _bus.Store.ReadU64(addr + 8);
-                err = Execute(q0, q1);
-            }
-            else if (_bus.ReadU64(addr, out q0) != BusStatus.Ok || _bus.ReadU64(addr + 8, out q1) != BusStatus.Ok)
+            if (_bus.ReadU64(addr, out q0) != BusStatus.Ok || _bus.ReadU64(addr + 8, out q1) != BusStatus.Ok)
                 err = SmmuV3Field.CerrorAbt;
             else
                 err = Execute(q0, q1);

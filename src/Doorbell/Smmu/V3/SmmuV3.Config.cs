@@ -256,7 +256,7 @@ public sealed partial class SmmuV3
         ConfigFetches++;
         if (_bus.IsRam(address, 64))
         {
-            _bus.Store.Read(address, System.Runtime.InteropServices.MemoryMarshal.AsBytes(q));
+            _bus.Read(address, System.Runtime.InteropServices.MemoryMarshal.AsBytes(q), BusAttributes.Cpu);
             if (!BitConverter.IsLittleEndian)
                 for (var i = 0; i < 8; i++) q[i] = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(q[i]);
             return true;

@@ -18,11 +18,11 @@ namespace Doorbell.Smmu.V3;
 //   MemAttr) are stored and read back but have no effect.
 // - The config cache never holds invalid (V = 0) or ILLEGAL structures, so no CFGI is needed to make them valid.
 
-/// <summary>An SMMUv3 instance on a <see cref="PhysicalAddressSpace"/>: map it with <see cref="Map"/>.</summary>
+/// <summary>An SMMUv3 instance over a memory view (its tables, queues and DMA go through it): map its registers with <see cref="Map(PhysAddr, string)"/>.</summary>
 [System.Runtime.CompilerServices.SkipLocalsInit]
 public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
 {
-    readonly PhysicalAddressSpace _bus;
+    readonly IMemoryView _bus;
     readonly SmmuV3Options _o;
     readonly Trace? _trace;
     readonly StrictMonitor? _strict;
@@ -41,7 +41,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
     /// <summary>Bumped by every change that can alter how a stream resolves (CFGI, CR0, GBPA, STRTAB_*); ports revalidate against it.</summary>
     internal ulong Generation;
 
-    public SmmuV3(PhysicalAddressSpace bus, SmmuV3Options? options = null, Trace? trace = null, StrictMonitor? strict = null, Iotlb? iotlb = null)
+    public SmmuV3(IMemoryView bus, SmmuV3Options? options = null, Trace? trace = null, StrictMonitor? strict = null, Iotlb? iotlb = null)
     {
         ArgumentNullException.ThrowIfNull(bus);
         _bus = bus;
@@ -56,7 +56,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
 
     public SmmuV3Options Options => _o;
     public Iotlb Iotlb => _iotlb;
-    public PhysicalAddressSpace Bus => _bus;
+    public IMemoryView Bus => _bus;
     internal StrictMonitor? Strict => _strict;
     internal bool StrictEnabled => _strict is { Enabled: true };
 
@@ -75,7 +75,14 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
 
     /// <summary>Maps both register pages at <paramref name="base"/> (128 KiB).</summary>
     public void Map(PhysAddr @base, string name = "smmuv3") =>
-        _bus.MapMmio(@base, SmmuV3Reg.FrameSize, this, MmioAccessRules.Registers32And64, name);
+        Map(_bus as IMmioMap ?? throw new InvalidOperationException("the SMMU's memory view places no MMIO: use Map(map, base)"), @base, name);
+
+    /// <summary>Maps both register pages at <paramref name="base"/> of <paramref name="map"/> (the SMMU's memory view may differ).</summary>
+    public void Map(IMmioMap map, PhysAddr @base, string name = "smmuv3")
+    {
+        ArgumentNullException.ThrowIfNull(map);
+        map.MapMmio(@base, SmmuV3Reg.FrameSize, this, MmioAccessRules.Registers32And64, name);
+    }
 
     bool SmmuEnabled => (_cr0 & SmmuV3Field.Cr0SmmuEn) != 0;
     bool CmdqEnabled => (_cr0 & SmmuV3Field.Cr0CmdqEn) != 0;

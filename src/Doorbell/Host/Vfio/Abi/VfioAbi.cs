@@ -5,21 +5,6 @@ using System.Runtime.InteropServices;
 // Known limits: only the structures Doorbell's VFIO layer serves are mirrored (no migration v2 / iommufd cdev).
 namespace Doorbell.Host.Vfio.Abi;
 
-/// <summary>Linux errno values (asm-generic/errno-base.h, errno.h) returned negated by the ioctl entry points.</summary>
-public static class Errno
-{
-    public const int EPERM = 1, ENOENT = 2, EIO = 5, EBADF = 9, ENOMEM = 12, EACCES = 13, EFAULT = 14, EBUSY = 16,
-        EEXIST = 17, ENODEV = 19, EINVAL = 22, ENOTTY = 25, ENOSPC = 28, ERANGE = 34, EOVERFLOW = 75;
-
-    public static string Name(int errno) => Math.Abs(errno) switch
-    {
-        EPERM => "EPERM", ENOENT => "ENOENT", EIO => "EIO", EBADF => "EBADF", ENOMEM => "ENOMEM", EACCES => "EACCES",
-        EFAULT => "EFAULT", EBUSY => "EBUSY", EEXIST => "EEXIST", ENODEV => "ENODEV", EINVAL => "EINVAL",
-        ENOTTY => "ENOTTY", ENOSPC => "ENOSPC", ERANGE => "ERANGE", EOVERFLOW => "EOVERFLOW", 0 => "0",
-        var e => $"errno {e}",
-    };
-}
-
 /// <summary>Request numbers, extensions and flags of the VFIO uAPI. Every request is _IO(';', 100 + n).</summary>
 public static class VfioIoctl
 {

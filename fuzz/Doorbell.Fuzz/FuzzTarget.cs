@@ -1,0 +1,68 @@
+using System.Text;
+
+namespace Doorbell.Fuzz;
+
+/// <summary>An oracle violation (not a crash): the input made Doorbell break one of its promises.</summary>
+public sealed class FuzzFinding(string message) : Exception(message)
+{
+    public FuzzFinding() : this("oracle violation") { }
+    public FuzzFinding(string message, Exception inner) : this(message + ": " + inner.Message) { }
+}
+
+/// <summary>
+/// One outside surface. <see cref="Run"/> executes an input and throws <see cref="FuzzFinding"/> when an oracle is
+/// violated; any other exception is a crash. <see cref="Generate"/> makes a structure-aware input for the smoke run;
+/// the raw-byte entry (coverage-guided fuzzers) takes the same format, so a finding replays with <c>run</c>.
+/// </summary>
+public abstract class FuzzTarget
+{
+    public abstract string Name { get; }
+    public abstract string Description { get; }
+    public abstract void Run(ReadOnlySpan<byte> input);
+    public abstract byte[] Generate(Random rng);
+
+    /// <summary>The elementary operations an input carries (qtest lines, VFIO calls; 1 for a whole file): what campaign
+    /// totals count.</summary>
+    public virtual long Units(ReadOnlySpan<byte> input) => 1;
+
+    /// <summary>Byte-level mutation of an earlier input (the smoke run alternates it with generation).</summary>
+    public virtual byte[] Mutate(byte[] input, Random rng)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(rng);
+        var b = new List<byte>(input);
+        var n = 1 + rng.Next(8);
+        for (var k = 0; k < n; k++)
+        {
+            switch (rng.Next(5))
+            {
+                case 0 when b.Count > 0: b[rng.Next(b.Count)] ^= (byte)(1 << rng.Next(8)); break;
+                case 1 when b.Count > 0: b[rng.Next(b.Count)] = Interesting[rng.Next(Interesting.Length)]; break;
+                case 2 when b.Count > 1:
+                    var at = rng.Next(b.Count - 1);
+                    b.RemoveRange(at, Math.Min(b.Count - at, 1 + rng.Next(16)));
+                    break;
+                case 3: b.Insert(rng.Next(b.Count + 1), (byte)rng.Next(256)); break;
+                case 4 when b.Count > 8:
+                    var from = rng.Next(b.Count - 4); var to = rng.Next(b.Count - 4);
+                    for (var i = 0; i < 4; i++) b[to + i] = b[from + i];
+                    break;
+            }
+        }
+        return [.. b];
+    }
+
+    static readonly byte[] Interesting = [0x00, 0x01, 0x7F, 0x80, 0xFF, 0xFE, 0xFD, (byte)'\n', (byte)' ', (byte)'0', (byte)'x'];
+
+    protected static string Text(ReadOnlySpan<byte> input) => Encoding.UTF8.GetString(input);
+}
+
+public static class Targets
+{
+    public static IReadOnlyList<FuzzTarget> All { get; } =
+    [
+        new QtestTarget(), new DtbTarget(), new BoardYamlTarget(), new VfioTarget(),
+    ];
+
+    public static FuzzTarget? Find(string name) => All.FirstOrDefault(t => t.Name == name);
+}

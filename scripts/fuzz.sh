@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Fuzzing Doorbell's outside surfaces (docs/robustness.md).
+#   scripts/fuzz.sh smoke [SECONDS] [SEED]     the bounded run CI does: every target, structure-aware, new seed unless given
+#   scripts/fuzz.sh campaign SECONDS           the structure-aware run on both cores (one process per core, different seeds)
+#   scripts/fuzz.sh afl TARGET [SECONDS]       coverage-guided: AFL++ on a SharpFuzz-instrumented Doorbell.dll, one main
+#                                              and one secondary instance (both cores); findings in fuzz/afl/TARGET/
+#   scripts/fuzz.sh replay TARGET FILE...      replay inputs (e.g. a finding) through the target's oracles
+# Findings (crash, hang, oracle violation) land in fuzz/findings/TARGET/; copy each into fuzz/regressions/TARGET/ once it
+# is fixed, where the test suite replays it forever.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+dll=fuzz/Doorbell.Fuzz/bin/Release/net10.0/Doorbell.Fuzz.dll
+build() { dotnet build -c Release fuzz/Doorbell.Fuzz -v quiet -nologo >/dev/null || { echo "fuzz: build failed" >&2; exit 2; }; }
+cmd=${1:-smoke}; shift || true
+case "$cmd" in
+  smoke)
+    [ -f "$dll" ] || build
+    seconds=${1:-120}; seed=${2:-$RANDOM$RANDOM}
+    dotnet "$dll" smoke --seconds "$seconds" --seed "$seed" --findings fuzz/findings
+    rc=$?
+    if [ $rc -gt 1 ] && [ -f fuzz/findings/last-input.bin ]; then
+      echo "fuzz smoke: the process died (exit $rc) on fuzz/findings/last-input.bin (seed $seed)"
+    fi
+    exit $rc ;;
+  campaign)
+    build
+    seconds=${1:?campaign needs SECONDS}
+    base=$RANDOM
+    for i in 0 1; do dotnet "$dll" smoke --seconds "$seconds" --seed $((base + i)) --findings "fuzz/findings/core$i" > "fuzz/findings/campaign-core$i.log" 2>&1 & done
+    wait
+    cat fuzz/findings/campaign-core*.log ;;
+  afl)
+    target=${1:?afl needs a target}; seconds=${2:-3600}
+    command -v afl-fuzz >/dev/null || { apt-get update -qq && apt-get install -y -qq afl++ >/dev/null; } || { echo "fuzz: afl++ not installable" >&2; exit 2; }
+    [ -x .tools/sharpfuzz ] || dotnet tool install --tool-path .tools SharpFuzz.CommandLine --version 2.3.0 >/dev/null
+    out=fuzz/afl/build; rm -rf "$out"
+    dotnet publish -c Release fuzz/Doorbell.Fuzz -o "$out" -v quiet -nologo >/dev/null || exit 2
+    .tools/sharpfuzz "$out/Doorbell.dll" >/dev/null || exit 2
+    dict=(); [ -f "fuzz/dict/$target.dict" ] && dict=(-x "fuzz/dict/$target.dict")
+    export AFL_SKIP_BIN_CHECK=1 AFL_NO_UI=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1
+    mkdir -p "fuzz/afl/$target"
+    timeout "$seconds" afl-fuzz -M main -i "fuzz/corpus/$target" -o "fuzz/afl/$target" -t 10000 -m none "${dict[@]}" -- dotnet "$out/Doorbell.Fuzz.dll" afl "$target" > "fuzz/afl/$target-main.log" 2>&1 &
+    timeout "$seconds" afl-fuzz -S second -i "fuzz/corpus/$target" -o "fuzz/afl/$target" -t 10000 -m none "${dict[@]}" -- dotnet "$out/Doorbell.Fuzz.dll" afl "$target" > "fuzz/afl/$target-second.log" 2>&1 &
+    wait
+    for i in main second; do
+      echo "afl $target/$i: $(grep -E '^(execs_done|corpus_count|bitmap_cvg|saved_crashes|saved_hangs)' "fuzz/afl/$target/$i/fuzzer_stats" 2>/dev/null | awk -F' *: *' '{printf "%s=%s ", $1, $2}')"
+    done
+    ls "fuzz/afl/$target"/*/crashes/id* "fuzz/afl/$target"/*/hangs/id* 2>/dev/null | sed 's/^/finding: /' ;;
+  replay)
+    [ -f "$dll" ] || build
+    dotnet "$dll" run "$@" ;;
+  *) echo "usage: scripts/fuzz.sh smoke [SECONDS] [SEED] | campaign SECONDS | afl TARGET [SECONDS] | replay TARGET FILE..." >&2; exit 1 ;;
+esac

@@ -1,0 +1,80 @@
+namespace Doorbell.Memory;
+
+/// <summary>
+/// A memory/MMIO view: what models and drivers read and write through. Scalars (1, 2, 4, 8 bytes) and spans, each
+/// with the transaction's attributes; every outcome is a <see cref="BusStatus"/> value, never an exception.
+/// The system bus (<see cref="PhysicalAddressSpace"/>) is one implementation; a guest's physical space, a view
+/// that observes or filters another, or a client process's memory are others. Data is little-endian.
+/// </summary>
+public interface IMemoryView : IMemoryPort
+{
+    /// <summary>A single access of 1, 2, 4 or 8 bytes.</summary>
+    BusStatus Read(PhysAddr address, int size, out ulong value, in BusAttributes attributes);
+    /// <summary>A single access of 1, 2, 4 or 8 bytes.</summary>
+    BusStatus Write(PhysAddr address, int size, ulong value, in BusAttributes attributes);
+    /// <summary>A 64-bit CPU read (a descriptor or table entry fetch).</summary>
+    BusStatus ReadU64(ulong address, out ulong value);
+    BusStatus WriteU64(ulong address, ulong value);
+    BusStatus ReadU32(ulong address, out uint value);
+    BusStatus WriteU32(ulong address, uint value);
+    /// <summary>Bulk read that completes what decodes (failed accesses read as zero); returns the first failure.</summary>
+    BusStatus ReadBestEffort(ulong address, Span<byte> destination, in BusAttributes attributes);
+    /// <summary>Bulk write that completes what decodes (failed accesses are dropped); returns the first failure.</summary>
+    BusStatus WriteBestEffort(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes);
+    /// <summary>True when the whole range lies in one RAM region (a caller may then expect plain-memory semantics).</summary>
+    bool IsRam(ulong address, ulong length);
+    /// <summary>Sets a RAM range to one byte value (zeroing tables). DecodeError, writing nothing, unless the whole range is RAM.</summary>
+    BusStatus Fill(ulong address, ulong length, byte value);
+}
+
+/// <summary>Where a board places MMIO regions and RAM (the system bus, or a guest's physical space).</summary>
+public interface IMmioMap
+{
+    void MapMmio(PhysAddr @base, ulong size, IMmioHandler handler, MmioAccessRules rules, string name);
+}
+
+/// <summary>
+/// The store behind a RAM region, addressed by its own offsets: the bus's sparse store (offset = physical address),
+/// another address space's store at an offset (guest RAM aliasing host pages), or memory that lives elsewhere (a
+/// client process, reached through a callback). <see cref="TryGetSpan"/> is an optional direct fast path.
+/// </summary>
+public interface IRamBacking
+{
+    void Read(ulong offset, Span<byte> destination);
+    void Write(ulong offset, ReadOnlySpan<byte> source);
+    void Fill(ulong offset, ulong length, byte value);
+    /// <summary>
+    /// A direct span over [offset, offset+length) when the backing can give one (the bytes are then read and written
+    /// in place); false when it cannot (callers fall back to <see cref="Read"/>/<see cref="Write"/>).
+    /// </summary>
+    bool TryGetSpan(ulong offset, int length, bool forWrite, out Span<byte> span);
+}
+
+/// <summary>A RAM backing whose reads and writes are callbacks (memory owned by someone else: another process, a file, a test).</summary>
+public sealed class CallbackRamBacking(CallbackRamBacking.ReadFn read, CallbackRamBacking.WriteFn write) : IRamBacking
+{
+    public delegate void ReadFn(ulong offset, Span<byte> destination);
+    public delegate void WriteFn(ulong offset, ReadOnlySpan<byte> source);
+
+    public void Read(ulong offset, Span<byte> destination) => read(offset, destination);
+    public void Write(ulong offset, ReadOnlySpan<byte> source) => write(offset, source);
+
+    public void Fill(ulong offset, ulong length, byte value)
+    {
+        Span<byte> chunk = stackalloc byte[256];
+        chunk.Fill(value);
+        while (length > 0)
+        {
+            var n = (int)Math.Min(length, (ulong)chunk.Length);
+            write(offset, chunk[..n]);
+            offset += (ulong)n;
+            length -= (ulong)n;
+        }
+    }
+
+    public bool TryGetSpan(ulong offset, int length, bool forWrite, out Span<byte> span)
+    {
+        span = default;
+        return false;
+    }
+}
