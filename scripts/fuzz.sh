@@ -15,7 +15,7 @@ cmd=${1:-smoke}; shift || true
 case "$cmd" in
   smoke)
     [ -f "$dll" ] || build
-    seconds=${1:-120}; seed=${2:-$RANDOM$RANDOM}
+    seconds=${1:-120}; seed=${2:-$(( (RANDOM << 15) | RANDOM ))}
     dotnet "$dll" smoke --seconds "$seconds" --seed "$seed" --findings fuzz/findings
     rc=$?
     if [ $rc -gt 1 ] && [ -f fuzz/findings/last-input.bin ]; then

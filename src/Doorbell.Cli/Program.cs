@@ -1,21 +1,36 @@
 using System.CommandLine;
-using Doorbell.Scenarios;
+using Doorbell.Cli;
 
-var root = new RootCommand("Doorbell: an emulator of the ARM device-assignment path (SMMU, GIC/ITS, PCIe, VFIO).");
-
-var strict = new Option<bool>("--strict") { Description = "Report what real hardware silently tolerates (stale caches, missing syncs...)." };
-var trace = new Option<bool>("--trace") { Description = "Print the models' trace events as they happen." };
-var run = new Command("run", "Run a scenario (the embedded default one when none is named).");
-run.Options.Add(strict);
-run.Options.Add(trace);
-run.SetAction(parse =>
+// `doorbell`: run scenarios, list them, audit device trees, serve qtest. Every user mistake is one line on stderr
+// and exit 1; no .NET exception text reaches the user (CliErrors.Guard turns anything unexpected into one line).
+return CliErrors.Guard(() =>
 {
-    var scenario = DefaultScenario.Create();
-    var context = new ScenarioContext(Console.Out, parse.GetValue(strict), parse.GetValue(trace));
-    return scenario.Run(context) == 0 ? 0 : 1;
-});
-root.Subcommands.Add(run);
-root.Subcommands.Add(Doorbell.Cli.AuditCommand.Create());
-if (Doorbell.Cli.QtestCommand.Intercept(root, args) is int qtestExit) return qtestExit;
+    if (args.Length == 0 || args[0] is "-h" or "--help" or "-?" or "help")
+    {
+        Console.Out.Write(Usage.Text);
+        return 0;
+    }
+    if (args[0] is "--version" or "-V")
+    {
+        Console.Out.WriteLine(VersionInfo.Line);
+        return 0;
+    }
+    switch (args[0])
+    {
+        case "run": return RunCommand.Run(args[1..]);
+        case "scenarios": return RunCommand.ListScenarios(args[1..]);
+        case "trace-categories": return RunCommand.ListCategories(args[1..]);
+    }
 
-return root.Parse(args).Invoke();
+    var root = new RootCommand("Doorbell: an emulator of the ARM device-assignment path (SMMU, GIC/ITS, PCIe, VFIO).");
+    root.Subcommands.Add(AuditCommand.Create());
+    if (QtestCommand.Intercept(root, args) is int qtestExit) return qtestExit;
+    if (args[0].StartsWith('-') && !args[0].StartsWith("--", StringComparison.Ordinal) || args[0].StartsWith("--", StringComparison.Ordinal))
+        return CliErrors.Fail($"unknown option '{args[0]}' (see `doorbell --help`)");
+    if (args[0] is not ("audit" or "qtest"))
+        return CliErrors.Fail($"unknown command '{args[0]}' (commands: run, scenarios, trace-categories, audit, qtest; see `doorbell --help`)");
+    var parse = root.Parse(args);
+    if (parse.Errors.Count > 0)
+        return CliErrors.Fail($"{args[0]}: {parse.Errors[0].Message}");
+    return parse.Invoke();
+});

@@ -110,6 +110,7 @@ public sealed class EduDevice : PciFunction
                 _cmd = value;
                 _dmaDeadline = _clock.After(EduRegs.DmaDelayNs);
                 _dmaEvent = _clock.Schedule(_dmaDeadline, RunDma);
+                if (Host?.Trace is { } t) t.Emit(TraceCategory.Edu, Name, $"DMA {((value & EduRegs.DmaToRam) != 0 ? "buffer -> RAM" : "RAM -> buffer")} src 0x{_src:x} dst 0x{_dst:x} {_count} bytes, due at t={_dmaDeadline} ns");
                 break;
         }
         return BusStatus.Ok;
@@ -146,6 +147,7 @@ public sealed class EduDevice : PciFunction
             var span = _buffer.AsSpan((int)(devAddr - EduRegs.DmaBufferBase), (int)_count);
             var s = toRam ? Dma.Write(busAddr, span, BusAttributes.Cpu) : Dma.Read(busAddr, span, BusAttributes.Cpu);
             if (s != BusStatus.Ok) FailedDmaCount++;
+            if (Host?.Trace is { } t) t.Emit(TraceCategory.Edu, Name, $"DMA of {_count} bytes done: {s}");
         }
         _cmd &= ~EduRegs.DmaRun;
         if ((_cmd & EduRegs.DmaIrq) != 0) Raise(EduRegs.DmaIrqBit);

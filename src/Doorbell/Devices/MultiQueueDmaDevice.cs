@@ -182,6 +182,7 @@ public sealed class MultiQueueDmaDevice : PciFunction
             if (Dma.Write(q.CqBase + (ulong)(q.CqTail & (q.Size - 1)) * MqRegs.CompletionSize, cpl, BusAttributes.Cpu) != BusStatus.Ok)
                 status = MqRegs.StatusWriteFault;
             if (status != MqRegs.StatusOk) q.Error |= 1;
+            if (Host?.Trace is { } t) t.Emit(TraceCategory.DmaMq, Name, $"queue {index} descriptor {q.SqHead}: {len} bytes, status {status}");
             q.SqHead = (q.SqHead + 1) & (q.Size - 1);
             q.CqTail++;
             done++;

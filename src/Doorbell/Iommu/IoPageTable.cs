@@ -34,7 +34,7 @@ public enum IoPageTableFormat
 /// <summary>TLB maintenance a page-table manager asks of its IOMMU driver (Linux iommu_flush_ops).</summary>
 public interface IIoTlbFlushOps
 {
-    /// <summary>A table was removed: walk caches for [iova, iova+size) must go (and the leaf entries below).</summary>
+    /// <summary>A table was removed: walk caches for [iova, iova+size) must go (and the leaf entries below), before this returns.</summary>
     void FlushWalk(ulong iova, ulong size, ulong granule);
 
     /// <summary>One leaf of <paramref name="granule"/> bytes at <paramref name="iova"/> was unmapped.</summary>
@@ -262,10 +262,11 @@ public sealed class IoPageTable
         if ((old & Descriptors.Valid) != 0)
         {
             if (!IsTable(old, target) || !IsEmpty(NextTable(old), target + 1)) return -Errno.EEXIST;
-            // An empty table left by earlier unmaps: free it and put the block in its place (walk caches must go).
+            // An empty table left by earlier unmaps: clear it, invalidate its walk at once (as Linux does), then free it
+            // and put the block in its place.
             WritePte(leafp, 0);
-            FreeTables(NextTable(old), target + 1);
             _flush?.FlushWalk(iova, size, 1UL << _gShift);
+            FreeTables(NextTable(old), target + 1);
         }
         WritePte(leafp, Descriptors.Leaf(pa, Granule, target, attrs));
         return 0;
@@ -321,8 +322,9 @@ public sealed class IoPageTable
                 WritePte(ptep, 0);
                 if (IsTable(pte, level))
                 {
-                    FreeTables(NextTable(pte), level + 1);
+                    // Walk caches go before the table is given back (it may be reused at once).
                     _flush?.FlushWalk(iova, blockSize, 1UL << _gShift);
+                    FreeTables(NextTable(pte), level + 1);
                 }
                 else
                     _flush?.AddPage(iova, blockSize);

@@ -7,7 +7,7 @@ using Doorbell.Vmsa;
 namespace Doorbell.Iommu;
 
 // Known limits (details in docs/deviations.md):
-// - Leaf translations only (no walk caches): leaf-only and all-levels invalidations remove the same entries.
+// - Leaf translations and a walk cache of table descriptors; no configuration of its size per board.
 // - TLBI by IPA (TLBI_S2_IPA) also removes combined stage-1+stage-2 entries derived from that IPA, which the
 //   architecture does not require (software must follow with TLBI_NH_ALL); over-invalidation is always allowed.
 // - No TLB conflict aborts: when overlapping entries exist (tables changed without invalidation), the first hit wins.
@@ -61,25 +61,71 @@ public readonly record struct TlbiRange(int Tg, int Num, int Scale, int Ttl, boo
 
 /// <summary>
 /// The IOTLB: leaf translations keyed as hardware keys them — VMID, ASID (or global), input block address and
-/// block size (granule and level are kept in the entry). Set-associative: one array of sets shared by every block
-/// size; a lookup probes one set per block size in use (a bit mask of sizes), so it costs a few compares and no
-/// allocation. Replacement inside a set is not-recently-used (a clock over per-way referenced bits), never flush-all.
+/// block size (granule and level are kept in the entry) — and a walk cache of table descriptors (stage 1 tagged
+/// VMID + ASID, stage 2 tagged VMID). Set-associative: one array of sets shared by every block size; a lookup
+/// probes one set per block size in use (a bit mask of sizes), so it costs a few compares and no allocation.
+/// Replacement inside a set is not-recently-used (a clock over per-way referenced bits), never flush-all.
+/// <para>
+/// Invalidation of everything, of a VMID, of a VMID's stage 1 and of an ASID costs O(1) of the IOTLB size: each
+/// scope (all, VMID, VMID stage 1, VMID + ASID) records the tick at which it was last invalidated, each entry the
+/// tick at which it was inserted, and an entry older than any scope covering it is dead (its way is free). Live
+/// counts are kept per scope so <see cref="Count"/> and <see cref="Invalidated"/> stay exact.
+/// </para>
 /// </summary>
 [SkipLocalsInit]
 public sealed class Iotlb
 {
     const ulong TopByte = 0xFF00_0000_0000_0000UL;
+    const int MaxScopes = 1 << 16; // beyond: everything is invalidated and the scope tables restart (over-invalidation is allowed)
 
     readonly int _ways;
     readonly int _setShift;
     readonly ulong[] _tags;      // ((InputBase >> size) << 6) | size; 0 = empty way
     readonly TlbEntry[] _entries;
+    readonly int[] _vScope;      // VMID scope of the way
+    readonly int[] _aScope;      // ASID scope of the way, -1 when none (global or stage-2-only entries)
     readonly byte[] _referenced;
     readonly byte[] _hand;       // per-set clock hand
-    readonly int[] _sizeCount = new int[64];
+    readonly int[] _sizeCount = new int[64]; // ways occupied (live or dead) per block size
     ulong _sizesInUse;
-    int _stage2Derived;          // entries with a stage 2 whose key is not their IPA (nested)
+    int _stage2Derived;          // occupied ways with a stage 2 whose key is not their IPA (nested)
     int _mru = -1;               // way of the last hit: DMA streams reuse the same page, checked before any set probe
+
+    // Scopes. Tick 0 is "never"; every scope invalidation takes a new tick.
+    ulong _tick = 1;
+    ulong _allAt;
+    readonly Dictionary<ushort, int> _vmidScopes = [];
+    readonly Dictionary<uint, int> _asidScopes = [];
+    VmidScope[] _vmids = new VmidScope[4];
+    AsidScope[] _asids = new AsidScope[4];
+    int _vmidCount, _asidCount;
+    // The last context inserted: skips the scope dictionaries while one stream keeps missing.
+    ushort _lastVmid = ushort.MaxValue, _lastAsid = ushort.MaxValue;
+    int _lastV = -1, _lastA = -1;
+
+    struct VmidScope
+    {
+        public ushort Vmid;
+        public ulong At, S1At, CountsAt;
+        public int Live, LiveS1;
+    }
+
+    struct AsidScope
+    {
+        public int Vmid;         // its VMID scope
+        public ulong At, CountsAt;
+        public int Live;
+    }
+
+    // Walk cache: 64 sets of 4 ways.
+    const int WalkWays = 4;
+    const int WalkSetShift = 64 - 6;
+    readonly WalkCacheEntry[] _walk = new WalkCacheEntry[64 * WalkWays];
+    readonly bool[] _walkUsed = new bool[64 * WalkWays];
+    readonly ulong[] _walkStamp = new ulong[64 * WalkWays];
+    readonly int[] _walkV = new int[64 * WalkWays];
+    readonly int[] _walkA = new int[64 * WalkWays];
+    readonly byte[] _walkHand = new byte[64];
 
     /// <param name="sets">Number of sets (power of two, ≥ 2).</param>
     /// <param name="ways">Ways per set (1..16).</param>
@@ -91,20 +137,25 @@ public sealed class Iotlb
         _setShift = 64 - BitOperations.Log2((uint)sets);
         _tags = new ulong[sets * ways];
         _entries = new TlbEntry[sets * ways];
+        _vScope = new int[sets * ways];
+        _aScope = new int[sets * ways];
         _referenced = new byte[sets * ways];
         _hand = new byte[sets];
     }
 
     public int Capacity => _tags.Length;
+    /// <summary>Live leaf entries.</summary>
     public int Count { get; private set; }
     public long Hits { get; private set; }
     public long Misses { get; private set; }
     /// <summary>Valid entries replaced because their set was full.</summary>
     public long Evictions { get; private set; }
-    /// <summary>Entries removed by invalidation commands.</summary>
+    /// <summary>Leaf entries removed by invalidation commands.</summary>
     public long Invalidated { get; private set; }
+    /// <summary>Walk-cache lookups that found a table descriptor.</summary>
+    public long WalkHits { get; private set; }
 
-    public void ResetCounters() { Hits = 0; Misses = 0; Evictions = 0; Invalidated = 0; }
+    public void ResetCounters() { Hits = 0; Misses = 0; Evictions = 0; Invalidated = 0; WalkHits = 0; }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static ulong Tag(ulong address, int sizeLog2) => ((address >> sizeLog2) << 6) | (uint)sizeLog2;
@@ -112,12 +163,105 @@ public sealed class Iotlb
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     int SetBase(ulong tag, ushort vmid) => (int)(((tag ^ ((ulong)vmid << 58) ^ vmid) * 0x9E37_79B9_7F4A_7C15UL) >> _setShift) * _ways;
 
+    // ----- scopes -----
+
+    /// <summary>An occupied way whose entry no invalidation has reached since it was inserted.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    bool Live(int i) => Live(i, ref _entries[i]);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    bool Live(int i, ref TlbEntry e) => e.InsertTick == _tick || LiveSlow(i, e.InsertTick, e.HasStage1); // inserted since the last invalidation of any scope
+
+    bool LiveSlow(int i, ulong s, bool stage1)
+    {
+        if (s < _allAt) return false;
+        ref var v = ref _vmids[_vScope[i]];
+        if (s < v.At) return false;
+        if (stage1 && s < v.S1At) return false;
+        var a = _aScope[i];
+        return a < 0 || s >= _asids[a].At;
+    }
+
+    ref VmidScope VmidCounts(int v)
+    {
+        ref var s = ref _vmids[v];
+        if (s.CountsAt < _allAt) { s.Live = 0; s.LiveS1 = 0; s.CountsAt = _tick; }
+        return ref s;
+    }
+
+    ref AsidScope AsidCounts(int a)
+    {
+        ref var s = ref _asids[a];
+        ref var v = ref _vmids[s.Vmid];
+        if (s.CountsAt < _allAt || s.CountsAt < v.At || s.CountsAt < v.S1At) { s.Live = 0; s.CountsAt = _tick; }
+        return ref s;
+    }
+
+    int VmidScopeOf(ushort vmid, bool create)
+    {
+        if (_vmidScopes.TryGetValue(vmid, out var v)) return v;
+        if (!create) return -1;
+        if (_vmidCount == _vmids.Length) Array.Resize(ref _vmids, _vmids.Length * 2);
+        v = _vmidCount++;
+        _vmids[v] = new VmidScope { Vmid = vmid, CountsAt = _tick };
+        _vmidScopes[vmid] = v;
+        return v;
+    }
+
+    int AsidScopeOf(ushort vmid, ushort asid, bool create)
+    {
+        var key = (uint)vmid << 16 | asid;
+        if (_asidScopes.TryGetValue(key, out var a)) return a;
+        if (!create) return -1;
+        if (_asidCount == _asids.Length) Array.Resize(ref _asids, _asids.Length * 2);
+        a = _asidCount++;
+        _asids[a] = new AsidScope { Vmid = VmidScopeOf(vmid, true), CountsAt = _tick };
+        _asidScopes[key] = a;
+        return a;
+    }
+
+    /// <summary>The scopes of a new entry (after making room in the scope tables if they are full).</summary>
+    void ScopesFor(ushort vmid, ushort asid, bool asidTagged, out int v, out int a)
+    {
+        if (_vmidCount >= MaxScopes || _asidCount >= MaxScopes) RestartScopes();
+        if (vmid == _lastVmid && _lastV >= 0 && (!asidTagged || (asid == _lastAsid && _lastA >= 0)))
+        {
+            v = _lastV;
+            a = asidTagged ? _lastA : -1;
+            return;
+        }
+        v = VmidScopeOf(vmid, true);
+        a = asidTagged ? AsidScopeOf(vmid, asid, true) : -1;
+        if (vmid != _lastVmid) _lastA = -1; // the cached ASID scope belonged to another VMID
+        _lastVmid = vmid; _lastV = v;
+        if (asidTagged) { _lastAsid = asid; _lastA = a; }
+    }
+
+    /// <summary>Too many distinct contexts: everything goes (over-invalidation) and the scope tables start again.</summary>
+    void RestartScopes()
+    {
+        InvalidateAll();
+        Array.Clear(_tags);
+        Array.Clear(_walkUsed);
+        Array.Clear(_sizeCount);
+        _sizesInUse = 0;
+        _stage2Derived = 0;
+        _vmidScopes.Clear();
+        _asidScopes.Clear();
+        _vmidCount = 0;
+        _asidCount = 0;
+        _lastV = _lastA = -1;
+    }
+
+    // ----- leaf entries -----
+
     /// <summary>Finds the entry translating <paramref name="input"/> (the walker's <see cref="PageTableWalker.TlbInput"/> form) for the VMID and ASID. Allocates nothing.</summary>
     public bool TryLookup(ushort vmid, ushort asid, ulong input, out TlbEntry entry)
     {
         var mru = _mru;
         if (mru >= 0)
         {
+            // Every invalidation forgets the MRU way, so it is live whenever set.
             ref var m = ref _entries[mru];
             if (input - m.InputBase <= m.OffsetMask && m.Vmid == vmid && (m.Global || m.Asid == asid))
             {
@@ -148,7 +292,7 @@ public sealed class Iotlb
                     var i = b + BitOperations.TrailingZeroCount(match);
                     match &= match - 1;
                     ref var e = ref Unsafe.Add(ref entries, i);
-                    if (e.Vmid == vmid && (e.Global || e.Asid == asid))
+                    if (e.Vmid == vmid && (e.Global || e.Asid == asid) && Live(i, ref e))
                         return Hit(i, ref e, out entry);
                 }
                 continue;
@@ -158,7 +302,7 @@ public sealed class Iotlb
                 var i = b + w;
                 if (Unsafe.Add(ref tags, i) != tag) continue;
                 ref var e = ref Unsafe.Add(ref entries, i);
-                if (e.Vmid == vmid && (e.Global || e.Asid == asid))
+                if (e.Vmid == vmid && (e.Global || e.Asid == asid) && Live(i, ref e))
                     return Hit(i, ref e, out entry);
             }
         }
@@ -181,6 +325,7 @@ public sealed class Iotlb
     {
         int s = e.SizeLog2;
         if (s is < 12 or > 63) return;
+        ScopesFor(e.Vmid, e.Asid, e.HasStage1 && !e.Global, out var v, out var a);
         var tag = Tag(e.InputBase, s);
         var b = SetBase(tag, e.Vmid);
         var free = -1;
@@ -188,6 +333,12 @@ public sealed class Iotlb
         {
             var i = b + w;
             if (_tags[i] == 0) { if (free < 0) free = i; continue; }
+            if (!Live(i))
+            {
+                Reclaim(i);
+                if (free < 0) free = i;
+                continue;
+            }
             if (_tags[i] == tag && _entries[i].Vmid == e.Vmid && _entries[i].Global == e.Global && (e.Global || _entries[i].Asid == e.Asid))
             {
                 Remove(i);
@@ -214,21 +365,42 @@ public sealed class Iotlb
         }
         _tags[free] = tag;
         _entries[free] = e;
+        _entries[free].InsertTick = _tick;
+        _vScope[free] = v;
+        _aScope[free] = a;
         _referenced[free] = 0;
         if (_sizeCount[s]++ == 0) _sizesInUse |= 1UL << s;
         if (e.HasStage2 && e.HasStage1) _stage2Derived++;
         Count++;
+        ref var vs = ref VmidCounts(v);
+        vs.Live++;
+        if (e.HasStage1) vs.LiveS1++;
+        if (a >= 0) AsidCounts(a).Live++;
     }
 
-    void Remove(int i)
+    /// <summary>Frees an occupied way whose entry is already dead (its counts were dropped with its scope).</summary>
+    void Reclaim(int i)
     {
-        if (_tags[i] == 0) return;
         if (i == _mru) _mru = -1;
         int s = _entries[i].SizeLog2;
         if (--_sizeCount[s] == 0) _sizesInUse &= ~(1UL << s);
         if (_entries[i].HasStage2 && _entries[i].HasStage1) _stage2Derived--;
         _tags[i] = 0;
-        Count--;
+    }
+
+    /// <summary>Removes an occupied way: a live entry leaves the counts, a dead one only frees its way.</summary>
+    void Remove(int i)
+    {
+        if (_tags[i] == 0) return;
+        if (Live(i))
+        {
+            Count--;
+            ref var vs = ref VmidCounts(_vScope[i]);
+            vs.Live--;
+            if (_entries[i].HasStage1) vs.LiveS1--;
+            if (_aScope[i] >= 0) AsidCounts(_aScope[i]).Live--;
+        }
+        Reclaim(i);
     }
 
     void Invalidate(int i)
@@ -237,39 +409,64 @@ public sealed class Iotlb
         Invalidated++;
     }
 
-    /// <summary>Everything (CMD_TLBI_NSNH_ALL / TLBIALLNSNH).</summary>
+    /// <summary>Everything, leaf and walk entries (CMD_TLBI_NSNH_ALL / TLBIALLNSNH). O(1).</summary>
     public void InvalidateAll()
     {
-        for (var i = 0; i < _tags.Length; i++)
-            if (_tags[i] != 0) Invalidate(i);
+        Invalidated += Count;
+        Count = 0;
+        _allAt = ++_tick;
+        _mru = -1;
     }
 
-    /// <summary>Every entry of a VMID, stage 1 and stage 2 (CMD_TLBI_S12_VMALL).</summary>
+    /// <summary>Every entry of a VMID, stage 1 and stage 2, leaf and walk (CMD_TLBI_S12_VMALL). O(1).</summary>
     public void InvalidateByVmid(ushort vmid)
     {
-        for (var i = 0; i < _tags.Length; i++)
-            if (_tags[i] != 0 && _entries[i].Vmid == vmid) Invalidate(i);
+        _mru = -1;
+        var v = VmidScopeOf(vmid, false);
+        if (v < 0) return;
+        ref var s = ref VmidCounts(v);
+        Count -= s.Live;
+        Invalidated += s.Live;
+        s.Live = 0;
+        s.LiveS1 = 0;
+        s.At = ++_tick;
+        s.CountsAt = _tick;
     }
 
-    /// <summary>Every stage-1 (and combined) entry of a VMID, keeping stage-2-only entries (CMD_TLBI_NH_ALL).</summary>
+    /// <summary>Every stage-1 (and combined) entry of a VMID, with its stage-1 walk entries, keeping stage-2-only ones (CMD_TLBI_NH_ALL). O(1).</summary>
     public void InvalidateStage1ByVmid(ushort vmid)
     {
-        for (var i = 0; i < _tags.Length; i++)
-            if (_tags[i] != 0 && _entries[i].Vmid == vmid && _entries[i].HasStage1) Invalidate(i);
+        _mru = -1;
+        var v = VmidScopeOf(vmid, false);
+        if (v < 0) return;
+        ref var s = ref VmidCounts(v);
+        Count -= s.LiveS1;
+        Invalidated += s.LiveS1;
+        s.Live -= s.LiveS1;
+        s.LiveS1 = 0;
+        s.S1At = ++_tick;
+        s.CountsAt = _tick;
     }
 
-    /// <summary>Non-global stage-1 entries of one ASID in a VMID; global entries stay (CMD_TLBI_NH_ASID).</summary>
+    /// <summary>Non-global stage-1 entries of one ASID in a VMID, and its stage-1 walk entries; global entries stay (CMD_TLBI_NH_ASID). O(1).</summary>
     public void InvalidateByAsid(ushort vmid, ushort asid)
     {
-        for (var i = 0; i < _tags.Length; i++)
-        {
-            if (_tags[i] == 0) continue;
-            ref var e = ref _entries[i];
-            if (e.Vmid == vmid && e.HasStage1 && !e.Global && e.Asid == asid) Invalidate(i);
-        }
+        _mru = -1;
+        var a = AsidScopeOf(vmid, asid, false);
+        if (a < 0) return;
+        ref var s = ref AsidCounts(a);
+        ref var vs = ref VmidCounts(s.Vmid);
+        Count -= s.Live;
+        Invalidated += s.Live;
+        vs.Live -= s.Live;
+        vs.LiveS1 -= s.Live;
+        s.Live = 0;
+        s.At = ++_tick;
+        s.CountsAt = _tick;
+        vs.CountsAt = _tick;
     }
 
-    /// <summary>Stage-1 entries translating <paramref name="va"/> for the ASID, and global ones (CMD_TLBI_NH_VA).</summary>
+    /// <summary>Stage-1 entries translating <paramref name="va"/> for the ASID, and global ones (CMD_TLBI_NH_VA). Leaf = 0 also removes the ASID's walk entries for it.</summary>
     public void InvalidateByVa(ushort vmid, ushort asid, ulong va, bool leafOnly) =>
         InvalidateVa(vmid, asid, false, va, TlbiRange.Single, leafOnly);
 
@@ -288,13 +485,14 @@ public sealed class Iotlb
     /// <summary>Stage-2 entries translating <paramref name="ipa"/>, and combined entries derived from it (CMD_TLBI_S2_IPA).</summary>
     public void InvalidateByIpa(ushort vmid, ulong ipa, bool leafOnly) => InvalidateByIpaRange(vmid, ipa, TlbiRange.Single, leafOnly);
 
-    /// <summary>CMD_TLBI_S2_IPA with a range: every stage-2 leaf overlapping the range goes, with the combined entries built on it.</summary>
+    /// <summary>CMD_TLBI_S2_IPA with a range: every stage-2 leaf overlapping the range goes, with the combined entries built on it (and, with Leaf = 0, the stage-2 walk entries).</summary>
     public void InvalidateByIpaRange(ushort vmid, ulong ipa, TlbiRange range, bool leafOnly)
     {
-        _ = leafOnly; // leaf-only cache: both forms remove the same entries
+        _mru = -1;
         var start = range.IsRange ? ipa & ~(range.Granule.Bytes() - 1) : ipa;
         var length = range.Length;
         var last = length - 1 > ulong.MaxValue - start ? ulong.MaxValue : start + (length - 1);
+        if (!leafOnly) InvalidateWalks(TranslationStage.Stage2, vmid, 0, true, start, last, range);
         if (_stage2Derived == 0 && !range.IsRange)
         {
             // Only stage-2-only entries can match: they are keyed by their IPA, probe their sets.
@@ -305,7 +503,7 @@ public sealed class Iotlb
         {
             if (_tags[i] == 0) continue;
             ref var e = ref _entries[i];
-            if (e.Vmid != vmid || !e.HasStage2) continue;
+            if (e.Vmid != vmid || !e.HasStage2 || !Live(i)) continue;
             var blockMask = (1UL << e.Stage2SizeLog2) - 1;
             var blockStart = e.IpaBase & ~blockMask;
             var blockLast = blockStart + blockMask;
@@ -333,24 +531,25 @@ public sealed class Iotlb
                 if (e.Vmid != vmid) continue;
                 if (stage2Key ? (e.HasStage1 || !e.HasStage2) : !e.HasStage1) continue;
                 if (!stage2Key && !allAsids && !e.Global && e.Asid != asid) continue;
-                Invalidate(i);
+                if (Live(i)) Invalidate(i);
             }
         }
     }
 
     void InvalidateVa(ushort vmid, ushort asid, bool allAsids, ulong va, TlbiRange range, bool leafOnly)
     {
-        _ = leafOnly; // leaf-only cache
+        _mru = -1;
         // Entries hold canonical addresses: the top byte is a copy of bit 55 (TBI or not), so the command's top byte is ignored.
         va = (va & (1UL << 55)) != 0 ? va | TopByte : va & ~TopByte;
+        var start = range.IsRange ? va & ~(range.Granule.Bytes() - 1) : va;
+        var length = range.Length;
+        var last = length - 1 > ulong.MaxValue - start ? ulong.MaxValue : start + (length - 1);
+        if (!leafOnly) InvalidateWalks(TranslationStage.Stage1, vmid, asid, allAsids, start, last, range);
         if (!range.IsRange)
         {
             ProbeSets(vmid, va, stage2Key: false, asid, allAsids);
             return;
         }
-        var start = va & ~(range.Granule.Bytes() - 1);
-        var length = range.Length;
-        var last = length - 1 > ulong.MaxValue - start ? ulong.MaxValue : start + (length - 1);
         for (var i = 0; i < _tags.Length; i++)
         {
             if (_tags[i] == 0) continue;
@@ -360,7 +559,101 @@ public sealed class Iotlb
             var entryLast = e.InputBase + e.OffsetMask;
             if (entryLast < start || e.InputBase > last) continue;
             if (range.Ttl != 0 && e.Granule == range.Granule && e.Level != range.Ttl) continue;
-            Invalidate(i);
+            if (Live(i)) Invalidate(i);
+        }
+    }
+
+    // ----- walk cache -----
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static int WalkSet(in WalkCacheEntry k) =>
+        (int)(((k.Prefix ^ ((ulong)k.Vmid << 40) ^ ((ulong)k.Asid << 24) ^ ((ulong)(byte)k.Level << 56) ^ ((ulong)k.Stage << 60) ^ (ulong)k.Granule)
+               * 0x9E37_79B9_7F4A_7C15UL) >> WalkSetShift) * WalkWays;
+
+    bool WalkLive(int i)
+    {
+        var s = _walkStamp[i];
+        if (s < _allAt) return false;
+        ref var v = ref _vmids[_walkV[i]];
+        if (s < v.At) return false;
+        if (_walk[i].Stage == TranslationStage.Stage1 && (s < v.S1At || s < _asids[_walkA[i]].At)) return false;
+        return true;
+    }
+
+    static bool SameKey(in WalkCacheEntry a, in WalkCacheEntry b) =>
+        a.Prefix == b.Prefix && a.Level == b.Level && a.Stage == b.Stage && a.Vmid == b.Vmid && a.Granule == b.Granule
+        && a.Root == b.Root && (a.Stage == TranslationStage.Stage2 || a.Asid == b.Asid);
+
+    /// <summary>Looks up a cached table descriptor (key fields of <paramref name="entry"/>); fills the entry on a hit.</summary>
+    public bool TryGetTable(ref WalkCacheEntry entry)
+    {
+        var b = WalkSet(entry);
+        for (var w = 0; w < WalkWays; w++)
+        {
+            var i = b + w;
+            if (!_walkUsed[i] || !SameKey(_walk[i], entry)) continue;
+            if (!WalkLive(i)) { _walkUsed[i] = false; continue; }
+            entry = _walk[i];
+            WalkHits++;
+            return true;
+        }
+        return false;
+    }
+
+    /// <summary>Caches a table descriptor read by a walk.</summary>
+    public void PutTable(in WalkCacheEntry entry)
+    {
+        var stage1 = entry.Stage == TranslationStage.Stage1;
+        ScopesFor(entry.Vmid, entry.Asid, stage1, out var v, out var a);
+        var b = WalkSet(entry);
+        var slot = -1;
+        for (var w = 0; w < WalkWays; w++)
+        {
+            var i = b + w;
+            if (_walkUsed[i] && SameKey(_walk[i], entry)) { slot = i; break; }
+            if (slot < 0 && (!_walkUsed[i] || !WalkLive(i))) slot = i;
+        }
+        if (slot < 0)
+        {
+            var set = b / WalkWays;
+            slot = b + _walkHand[set];
+            _walkHand[set] = (byte)((_walkHand[set] + 1) % WalkWays);
+        }
+        _walk[slot] = entry;
+        _walkUsed[slot] = true;
+        _walkStamp[slot] = _tick;
+        _walkV[slot] = v;
+        _walkA[slot] = stage1 ? a : -1;
+    }
+
+    /// <summary>Live walk entries (for reports and tests).</summary>
+    public int WalkCount
+    {
+        get
+        {
+            var n = 0;
+            for (var i = 0; i < _walk.Length; i++) if (_walkUsed[i] && WalkLive(i)) n++;
+            return n;
+        }
+    }
+
+    /// <summary>
+    /// Leaf = 0 invalidation of table descriptors overlapping [start, last]. With a TTL hint (range form) table
+    /// descriptors at levels from the hint down need not go, and stay (IHI 0070 §4.4.1.1).
+    /// </summary>
+    void InvalidateWalks(TranslationStage stage, ushort vmid, ushort asid, bool allAsids, ulong start, ulong last, TlbiRange range)
+    {
+        for (var i = 0; i < _walk.Length; i++)
+        {
+            if (!_walkUsed[i]) continue;
+            ref var e = ref _walk[i];
+            if (e.Stage != stage || e.Vmid != vmid || (!allAsids && e.Asid != asid)) continue;
+            var shift = WalkCacheEntry.BlockShift(e.Granule, e.Level);
+            var first = shift >= 64 ? 0 : e.Prefix << shift;
+            var end = shift >= 64 ? ulong.MaxValue : first + ((1UL << shift) - 1);
+            if (end < start || first > last) continue;
+            if (range.IsRange && range.Ttl != 0 && e.Granule == range.Granule && e.Level >= range.Ttl) continue;
+            _walkUsed[i] = false;
         }
     }
 }

@@ -1,17 +1,48 @@
+using System.Runtime.CompilerServices;
 using Doorbell.Memory;
 using Doorbell.Tracing;
 using Doorbell.Vmsa;
 
 namespace Doorbell.Iommu;
 
-// Known limits: no walk caches and no configuration cache here (the SMMU front ends cache STE/CD decodes);
-// faulting walks are not cached (hardware may cache them; none is required to).
+// Known limits: no configuration cache here (each front end caches its own STE/CD or context-bank decodes);
+// faulting walks are not cached as leaves (hardware may cache them; none is required to), but the table
+// descriptors they read are.
 
 /// <summary>
-/// The translation front every IOMMU model uses: IOTLB lookup, permission check on every access (hit or miss),
-/// walk and fill on a miss. In strict mode a hit is re-walked (without side effects) and a cached entry that no
-/// longer matches memory is reported: the tables changed without TLBI + SYNC. The cached entry is still used,
-/// as hardware would.
+/// What a front end resolved for one stream (SMMUv3 STE/CD) or context bank (SMMUv2): the configuration and the tags
+/// the IOTLB keys its entries with, computed once so the hit path does no decoding.
+/// </summary>
+public class TranslationContext
+{
+    public TranslationConfig Config { get; private set; } = TranslationConfig.Bypass;
+    /// <summary>VMID the IOTLB tags this context's entries with (SMMUv3: STE.S2VMID for stage-1-only streams).</summary>
+    public ushort Vmid { get; private set; }
+    public ushort Asid { get; private set; }
+    /// <summary>TBI applies to some half: the IOTLB key must be computed by the walker's rule.</summary>
+    public bool TbiKey { get; private set; }
+    /// <summary>
+    /// Strict-mode checks on this context's hits (stale IOTLB entries): the front end sets it when it resolves the
+    /// context, so the hit path reads one flag of an object it already holds.
+    /// </summary>
+    public bool StrictChecks { get; set; }
+
+    public void SetConfig(TranslationConfig config, ushort vmid)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        Config = config;
+        Vmid = vmid;
+        Asid = config.Asid;
+        TbiKey = config.Stage1 is { } s1 && (s1.Tbi0 || s1.Tbi1);
+    }
+}
+
+/// <summary>
+/// The translation front every IOMMU model uses, and its one fast path: IOTLB lookup, permission check on every access
+/// (hit or miss), walk (through the walk cache) and fill on a miss. Each access probes the IOTLB once, so a miss is
+/// counted once. In strict mode a hit is re-walked (without side effects) and a cached entry that no longer matches
+/// memory is reported: the tables changed without TLBI + SYNC; a walk through a cached table descriptor that memory
+/// no longer holds is reported too. Cached entries are still used, as hardware would.
 /// </summary>
 public sealed class Translator
 {
@@ -19,25 +50,55 @@ public sealed class Translator
     public const string StaleEntryRule =
         "Arm IHI 0070 §3.21 (TLB entries may be used until invalidated by TLBI + CMD_SYNC) / Arm ARM D8 break-before-make";
 
+    /// <summary>The rule a walk through a stale cached table descriptor names.</summary>
+    public const string StaleWalkRule =
+        "Arm IHI 0070 §4.4 / §4.4.1.1 (a changed or freed table descriptor stays cached until a TLBI with Leaf = 0 covering it + CMD_SYNC) / Arm ARM D8.14";
+
+    readonly IMemoryView _bus;
     readonly PageTableWalker _walker;
     readonly Iotlb _tlb;
     readonly StrictMonitor? _strict;
+    readonly WalkCacheView _walkCache;
 
     public Translator(IMemoryView bus, Iotlb tlb, StrictMonitor? strict = null)
     {
         ArgumentNullException.ThrowIfNull(bus);
         ArgumentNullException.ThrowIfNull(tlb);
+        _bus = bus;
         _walker = new PageTableWalker(bus);
         _tlb = tlb;
         _strict = strict;
+        _walkCache = new WalkCacheView(this);
     }
 
     public Iotlb Tlb => _tlb;
     public PageTableWalker Walker => _walker;
 
+    bool StrictOn => _strict is { Enabled: true };
+
     /// <summary>
-    /// Translates one access. True with the entry (use <see cref="TlbEntry.Translate"/>); false with the fault.
-    /// Bypass configurations translate to themselves.
+    /// The fast path every front end calls per access (or per translation block of a longer transfer): true with the
+    /// entry (use <see cref="TlbEntry.Translate"/>), false with the fault. <paramref name="context"/> must not be bypass.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool Translate(TranslationContext context, ulong input, AccessFlags access, out TlbEntry entry, out TranslationFault fault)
+    {
+        var key = context.TbiKey ? PageTableWalker.TlbInput(context.Config, input) : input;
+        if (_tlb.TryLookup(context.Vmid, context.Asid, key, out entry))
+        {
+            if (PageTableWalker.DeniedBy(entry, access) == TranslationStage.None && !context.StrictChecks)
+            {
+                Unsafe.SkipInit(out fault); // read only on failure: not zeroed on the hit path
+                return true;
+            }
+            return OnHit(context.Config, context.Vmid, input, key, access, ref entry, out fault);
+        }
+        return OnMiss(context.Config, context.Vmid, input, access, out entry, out fault);
+    }
+
+    /// <summary>
+    /// Translates one access with a configuration that has no context (tests, CD fetches through stage 2). Bypass
+    /// configurations translate to themselves. Same path as <see cref="Translate(TranslationContext, ulong, AccessFlags, out TlbEntry, out TranslationFault)"/>.
     /// </summary>
     public bool Translate(TranslationConfig config, ulong input, AccessFlags access, out TlbEntry entry, out TranslationFault fault)
     {
@@ -68,26 +129,43 @@ public sealed class Translator
         var key = PageTableWalker.TlbInput(config, input);
         if (_tlb.TryLookup(vmid, config.Asid, key, out entry))
         {
-            if (_strict is { Enabled: true })
-                CheckStale(config, vmid, input, access, entry);
-            var denied = PageTableWalker.DeniedBy(entry, access);
-            if (denied == TranslationStage.None)
-                return true;
-            if (!(entry.DirtyUpdatable && (access & AccessFlags.Write) != 0))
-            {
-                var ipa = denied == TranslationStage.Stage2 ? entry.IpaBase | (key & entry.OffsetMask) : 0;
-                var level = denied == TranslationStage.Stage2 ? entry.Stage2Level : entry.Level;
-                fault = new TranslationFault(FaultKind.Permission, denied, level, input, ipa, false, 0, access);
-                return false;
-            }
-            // A write to a clean DBM page: the hardware dirty update needs a walk.
+            if (PageTableWalker.DeniedBy(entry, access) == TranslationStage.None && !StrictOn) return true;
+            return OnHit(config, vmid, input, key, access, ref entry, out fault);
         }
-        var r = _walker.Walk(config, input, access);
+        return OnMiss(config, vmid, input, access, out entry, out fault);
+    }
+
+    /// <summary>A hit that strict mode checks, or that the access is denied by (a permission fault, or a DBM write that walks).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    bool OnHit(TranslationConfig config, ushort vmid, ulong input, ulong key, AccessFlags access, ref TlbEntry entry, out TranslationFault fault)
+    {
+        fault = default;
+        if (StrictOn) CheckStale(config, vmid, input, access, entry); // the monitor decides (a context flag may be stale)
+        var denied = PageTableWalker.DeniedBy(entry, access);
+        if (denied == TranslationStage.None) return true;
+        if (!(entry.DirtyUpdatable && (access & AccessFlags.Write) != 0))
+        {
+            var ipa = denied == TranslationStage.Stage2 ? entry.IpaBase | (key & entry.OffsetMask) : 0;
+            var level = denied == TranslationStage.Stage2 ? entry.Stage2Level : entry.Level;
+            fault = new TranslationFault(FaultKind.Permission, denied, level, input, ipa, false, 0, access);
+            return false;
+        }
+        // A write to a clean DBM page: the hardware dirty update needs a walk.
+        return OnMiss(config, vmid, input, access, out entry, out fault);
+    }
+
+    /// <summary>The walk (through the walk cache) and the IOTLB fill.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    bool OnMiss(TranslationConfig config, ushort vmid, ulong input, AccessFlags access, out TlbEntry entry, out TranslationFault fault)
+    {
+        var r = _walker.Walk(config, vmid, input, access, _walkCache);
         if (r.IsFault)
         {
+            entry = default;
             fault = r.Fault;
             return false;
         }
+        fault = default;
         entry = r.Entry;
         entry.Vmid = vmid;
         _tlb.Insert(entry);
@@ -108,5 +186,22 @@ public sealed class Translator
         _strict!.Report("IOTLB", StaleEntryRule,
             $"{access} of 0x{input:x} (VMID {vmid}, ASID {config.Asid}) used a cached translation to 0x{cached.Translate(input):x} " +
             $"({cached.Stage1Permissions}/{cached.Stage2Permissions}) but {what}: tables changed without TLBI + SYNC");
+    }
+
+    /// <summary>The IOTLB's walk cache as the walker sees it; in strict mode every hit is compared with memory.</summary>
+    sealed class WalkCacheView(Translator owner) : IWalkCache
+    {
+        public bool TryGetTable(ref WalkCacheEntry entry)
+        {
+            if (!owner._tlb.TryGetTable(ref entry)) return false;
+            if (owner.StrictOn && (owner._bus.ReadU64(entry.DescriptorPa, out var now) != BusStatus.Ok || now != entry.Descriptor))
+                owner._strict!.Report("IOTLB", StaleWalkRule,
+                    $"walk of stage {(int)entry.Stage} (VMID {entry.Vmid}, ASID {entry.Asid}) used a stale table descriptor at level {entry.Level} " +
+                    $"(PA 0x{entry.DescriptorPa:x}, cached 0x{entry.Descriptor:x}, memory now 0x{now:x}) for inputs 0x{entry.Prefix << WalkCacheEntry.BlockShift(entry.Granule, entry.Level):x}+: " +
+                    "a table was changed or freed without a non-leaf TLBI + SYNC");
+            return true;
+        }
+
+        public void PutTable(in WalkCacheEntry entry) => owner._tlb.PutTable(entry);
     }
 }

@@ -435,6 +435,13 @@ public class PciFunction
     {
         Span<byte> b = stackalloc byte[4];
         BinaryPrimitives.WriteUInt32LittleEndian(b, data);
+        if (Host?.Trace is { } t && t.IsOn(TraceCategory.PciMsi))
+        {
+            var token = t.BeginFlow(TraceCategory.PciMsi, FlowKind.Msi, ToString(), $"RID 0x{RequesterId:x4} MSI write 0x{data:x} to 0x{address:x}");
+            var s = Dma.Write(address, b, BusAttributes.Cpu);
+            t.EndFlow(token);
+            return s;
+        }
         return Dma.Write(address, b, BusAttributes.Cpu);
     }
 

@@ -152,6 +152,9 @@ public sealed class PciHost
 
     internal void Report(string rule, string message) => Strict?.Report("pci", rule, message);
 
+    /// <summary>The machine's trace (categories pci_*), when the board gave one.</summary>
+    public Trace? Trace { get; set; }
+
     /// <summary>The system bus DMA reaches when there is no IOMMU.</summary>
     public IMemoryPort Upstream { get; }
     public IIommuUpstream? Iommu { get; private set; }
@@ -178,10 +181,17 @@ public sealed class PciHost
         RouteGeneration++;
     }
 
-    /// <summary>Bumped whenever the IOMMU or an id map changes; DMA ports re-resolve their route after it moves.</summary>
+    /// <summary>
+    /// Bumped whenever the IOMMU, an id map or any config space changes (bus numbers, Bus Master Enable); DMA ports
+    /// re-resolve their route and bus-mastering state after it moves, never per transaction.
+    /// </summary>
     internal int RouteGeneration { get; private set; }
 
-    internal void ConfigChanged() => _dirty = true;
+    internal void ConfigChanged()
+    {
+        _dirty = true;
+        RouteGeneration++;
+    }
 
     /// <summary>Every attached function, depth-first from the root bus.</summary>
     public IEnumerable<PciFunction> AllFunctions()
@@ -419,7 +429,8 @@ public sealed class PciDmaPort : IMemoryPort
 {
     readonly PciHost _host;
     readonly PciFunction _fn;
-    ushort _cachedRid = 0xFFFF;
+    // What the function's config space and the bridges above it say, read once per route generation.
+    bool _cachedMaster;
     bool _cachedOk;
     IMemoryPort _cachedPort = null!;
     BusAttributes _cachedAttr;
@@ -427,38 +438,50 @@ public sealed class PciDmaPort : IMemoryPort
 
     internal PciDmaPort(PciHost host, PciFunction fn) { _host = host; _fn = fn; }
 
-    bool Resolve(out IMemoryPort port, out BusAttributes attr)
+    void Refresh()
     {
-        var rid = _fn.RequesterId;
-        if (rid != _cachedRid || _cachedGeneration != _host.RouteGeneration)
-        {
-            _cachedOk = _host.TryRoute(rid, out _cachedPort, out _cachedAttr);
-            _cachedRid = rid;
-            _cachedGeneration = _host.RouteGeneration;
-        }
-        port = _cachedPort; attr = _cachedAttr;
-        return _cachedOk;
+        _cachedMaster = PciHost.MayMaster(_fn);
+        _cachedOk = _host.TryRoute(_fn.RequesterId, out _cachedPort, out _cachedAttr);
+        _cachedGeneration = _host.RouteGeneration;
     }
 
     public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes)
     {
-        if (!Allowed()) return BusStatus.DecodeError;
-        if (!Resolve(out var port, out var attr)) return Unmapped();
-        return port.Read(address, destination, attr);
+        if (_host.Trace is { } t && t.IsOn(TraceCategory.PciDma)) return Traced(t, address, destination, default, false);
+        if (_cachedGeneration != _host.RouteGeneration) Refresh();
+        if (!_cachedMaster) return NotMastering();
+        if (!_cachedOk) return Unmapped();
+        return _cachedPort.Read(address, destination, _cachedAttr);
     }
 
     public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes)
     {
-        if (!Allowed()) return BusStatus.DecodeError;
-        if (!Resolve(out var port, out var attr)) return Unmapped();
-        return port.Write(address, source, attr);
+        if (_host.Trace is { } t && t.IsOn(TraceCategory.PciDma)) return Traced(t, address, default, source, true);
+        if (_cachedGeneration != _host.RouteGeneration) Refresh();
+        if (!_cachedMaster) return NotMastering();
+        if (!_cachedOk) return Unmapped();
+        return _cachedPort.Write(address, source, _cachedAttr);
     }
 
-    bool Allowed()
+    // A traced transaction: one flow from the function through the IOMMU and interrupt controller models.
+    BusStatus Traced(Trace t, ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write)
     {
-        if (PciHost.MayMaster(_fn)) return true;
+        var src = _fn.ToString();
+        var token = t.BeginFlow(TraceCategory.PciDma, FlowKind.Dma, src, $"RID 0x{_fn.RequesterId:x4} DMA {(write ? "write" : "read")} 0x{address:x} ({(write ? wr.Length : rd.Length)} bytes)");
+        if (_cachedGeneration != _host.RouteGeneration) Refresh();
+        BusStatus s;
+        if (!_cachedMaster) s = NotMastering();
+        else if (!_cachedOk) s = Unmapped();
+        else s = write ? _cachedPort.Write(address, wr, _cachedAttr) : _cachedPort.Read(address, rd, _cachedAttr);
+        if (s != BusStatus.Ok) t.Emit(TraceCategory.PciDma, src, $"DMA {(write ? "write" : "read")} 0x{address:x} completed {s}");
+        t.EndFlow(token);
+        return s;
+    }
+
+    BusStatus NotMastering()
+    {
         _host.Report("PCIe 4.0 §7.5.1.1.3 (Bus Master Enable gates upstream requests)", $"{_fn} issued DMA/MSI without bus mastering on its path: dropped");
-        return false;
+        return BusStatus.DecodeError;
     }
 
     BusStatus Unmapped()

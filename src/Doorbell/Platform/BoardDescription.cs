@@ -92,11 +92,11 @@ public sealed class BoardDescription
 
     /// <summary>Builds the machine. Every board-description error is a FormatException with a one-line message, including
     /// the values the models themselves refuse (CPU count, GIC version, a slot taken twice).</summary>
-    public Machine Build(BoardWiring? wiring = null)
+    public Machine Build(BoardWiring? wiring = null, Tracing.Trace? trace = null, Tracing.StrictMonitor? strict = null)
     {
         try
         {
-            return BuildChecked(wiring);
+            return BuildChecked(wiring, trace, strict);
         }
         catch (ArgumentException e)
         {
@@ -109,9 +109,9 @@ public sealed class BoardDescription
         }
     }
 
-    Machine BuildChecked(BoardWiring? wiring)
+    Machine BuildChecked(BoardWiring? wiring, Tracing.Trace? trace, Tracing.StrictMonitor? strict)
     {
-        var m = QemuVirtBoard.Create(ToOptions(), wiring);
+        var m = QemuVirtBoard.Create(ToOptions() with { Trace = trace, Strict = strict }, wiring);
         var host = m.Pci!;
         if (IommuMap != null || IommuMapMask != null)
             host.ConnectIommu(m.Iommu, new IdMap((IommuMap ?? []).Select(e => e.ToEntry()), (uint)Num(IommuMapMask ?? "0xffff")));

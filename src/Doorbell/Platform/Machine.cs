@@ -51,15 +51,22 @@ public sealed class Machine
     Func<int, IInterruptLine> _spi;
     readonly Dictionary<int, RecordingInterruptLine> _recorded = [];
 
-    public Machine(string name, PhysicalAddressSpace bus, VirtualClock clock, Func<int, IInterruptLine>? spi)
+    public Machine(string name, PhysicalAddressSpace bus, VirtualClock clock, Func<int, IInterruptLine>? spi, Trace? trace = null, StrictMonitor? strict = null)
     {
         Name = name;
         Bus = bus;
         Clock = clock;
+        Trace = trace ?? new Trace(name);
+        Trace.Clock ??= clock;
+        Strict = strict ?? new StrictMonitor();
         _spi = spi ?? (n => _recorded.TryGetValue(n, out var l) ? l : _recorded[n] = new RecordingInterruptLine(n));
     }
 
     public string Name { get; }
+    /// <summary>The machine's one trace: every model it built emits here, by category (QEMU's trace events).</summary>
+    public Trace Trace { get; }
+    /// <summary>The machine's strict-mode monitor (disabled unless the board was asked for strict mode).</summary>
+    public StrictMonitor Strict { get; }
     public PhysicalAddressSpace Bus { get; }
     public VirtualClock Clock { get; }
     public PciHost? Pci { get; internal set; }

@@ -38,6 +38,10 @@ public sealed record QemuVirtOptions
     public MsiParent PciMsiParent { get; init; } = MsiParent.Default;
     /// <summary>The machine's name in reports.</summary>
     public string Name { get; init; } = "qemu-virt";
+    /// <summary>The trace the machine's models emit to (a fresh, disabled one when null).</summary>
+    public Trace? Trace { get; init; }
+    /// <summary>The strict-mode monitor the machine's models report to (a fresh, disabled one when null).</summary>
+    public StrictMonitor? Strict { get; init; }
 }
 
 /// <summary>Which MSI controller a board routes PCI MSIs to.</summary>
@@ -60,7 +64,7 @@ public static class QemuVirtBoard
         var gicReq = new GicRequest(o.GicVersion, its, o.Cpus, QemuVirtMap.GicDist,
             o.GicVersion == 3 ? QemuVirtMap.GicRedist : 0, o.GicVersion == 2 ? QemuVirtMap.GicCpu : 0,
             its ? QemuVirtMap.GicIts : 0, v2m ? QemuVirtMap.GicV2m : 0, QemuVirtMap.V2mFirstSpi, QemuVirtMap.V2mSpiCount);
-        var m = new Machine(o.Name, bus, clock, null);
+        var m = new Machine(o.Name, bus, clock, null, o.Trace, o.Strict);
         if (w.Gic?.Invoke(m, gicReq) is { } spi) m.SetSpiProvider(spi);
         m.GicVersion = o.GicVersion;
         m.HasIts = its;
@@ -79,7 +83,7 @@ public static class QemuVirtBoard
             m.IommuKind = m.Iommu == null ? IommuKind.None : o.Iommu;
         }
         // identity iommu-map and msi-map over all 2^16 requester IDs (hw/arm/virt.c create_pcie)
-        var host = new PciHost(bus, m.Iommu, IdMap.Identity, IdMap.Identity);
+        var host = new PciHost(bus, m.Iommu, IdMap.Identity, IdMap.Identity) { Trace = m.Trace, Strict = m.Strict };
         for (var i = 0; i < 4; i++) host.IntxLines[i] = m.Spi(QemuVirtMap.PcieIntxFirstSpi + i);
         bus.MapMmio(new PhysAddr(QemuVirtMap.PcieEcam), QemuVirtMap.PcieEcamSize, host.Ecam, new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "pcie-ecam");
         bus.MapMmio(new PhysAddr(QemuVirtMap.PcieMmio), QemuVirtMap.PcieMmioSize, host.MemoryWindow(QemuVirtMap.PcieMmio), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-mmio");

@@ -23,7 +23,7 @@ public static class QemuVirtWiring
         {
             if (r.Its)
             {
-                var sys = QemuVirtGicV3.Create(m.Bus, r.Cpus);
+                var sys = QemuVirtGicV3.Create(m.Bus, r.Cpus, trace: m.Trace, strict: m.Strict);
                 m.GicV3 = sys.Gic;
                 m.Its = sys.Its;
                 if (r.V2mBase != 0)
@@ -34,14 +34,15 @@ public static class QemuVirtWiring
                 }
                 return spi => sys.Gic.SpiLine(GicV3.FirstSpi + spi);
             }
-            var gic = new GicV3(m.Bus, new GicV3Options { CpuCount = r.Cpus, SpiCount = 224 });
+            var gic = new GicV3(m.Bus, new GicV3Options { CpuCount = r.Cpus, SpiCount = 224 }, m.Trace, m.Strict);
             gic.Map(QemuVirtGicV3.GicdBase, QemuVirtGicV3.GicrBase);
             m.GicV3 = gic;
             return spi => gic.SpiLine(GicV3.FirstSpi + spi);
         }
-        var v2 = QemuVirtGicV2.Create(m.Bus, r.Cpus);
+        var v2 = QemuVirtGicV2.Create(m.Bus, r.Cpus, m.Strict);
         m.GicV2 = v2.Gic;
         m.GicV2m = v2.Msi;
+        v2.Gic.Trace = v2.Msi.Trace = m.Trace;
         return spi => v2.Gic.SpiLine(32 + spi);
     }
 
@@ -54,7 +55,7 @@ public static class QemuVirtWiring
             return v2;
         }
         if (r.Kind != IommuKind.SmmuV3) return null;
-        var smmu = new SmmuV3(m.Bus, SmmuV3Options.QemuVirt);
+        var smmu = new SmmuV3(m.Bus, SmmuV3Options.QemuVirt, m.Trace, m.Strict);
         smmu.Map(new PhysAddr(r.Base));
         smmu.EventQueueIrq = m.Spi(r.FirstSpi);
         smmu.CmdSyncIrq = m.Spi(r.FirstSpi + 2);

@@ -6,7 +6,8 @@ namespace Doorbell.Vmsa;
 // Known limits (details in docs/deviations.md):
 // - 52-bit addresses only through FEAT_LPA with the 64K granule (OA[51:48] in descriptor bits [15:12], level-1
 //   blocks); FEAT_LPA2 (4K/16K 52-bit, level -1, DS = 1) is not modelled.
-// - No walk caches: every miss walks from the start level (the IOTLB caches leaf translations only).
+// - The walk cache (an IWalkCache given by the caller) holds table descriptors only; a walk starts below the deepest
+//   cached one. Strict-mode re-walks never use it.
 // - A misprogrammed contiguous run (entries that disagree) is CONSTRAINED UNPREDICTABLE; the walker caches the run
 //   from the descriptor it read, output address aligned down to the run size.
 // - Memory attributes (MAIR/MemAttr/shareability) are carried for reports only; S2PTW is honoured (stage-1 walks
@@ -86,12 +87,28 @@ public sealed class PageTableWalker
         ArgumentNullException.ThrowIfNull(config);
         TranslationFault fault = default;
         TlbEntry e = default;
-        WalkCore(config, inputAddress, access, updateDescriptors, ref e, ref fault);
+        WalkCore(config, inputAddress, access, updateDescriptors, default, ref e, ref fault);
         return new WalkResult(e, fault);
     }
 
+    /// <summary>
+    /// A walk that consults and fills <paramref name="cache"/> with table descriptors, tagged with <paramref name="vmid"/>
+    /// (the VMID the IOTLB tags this configuration's entries with) and the stage-1 ASID.
+    /// </summary>
+    public WalkResult Walk(TranslationConfig config, ushort vmid, ulong inputAddress, AccessFlags access, IWalkCache? cache)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        TranslationFault fault = default;
+        TlbEntry e = default;
+        WalkCore(config, inputAddress, access, true, new CacheTags(cache, vmid, config.Stage1?.Asid ?? 0), ref e, ref fault);
+        return new WalkResult(e, fault);
+    }
+
+    /// <summary>The walk cache of one walk and the tags its entries carry.</summary>
+    readonly record struct CacheTags(IWalkCache? Cache, ushort Vmid, ushort Asid);
+
     // One result struct filled in place: a single construction of WalkResult keeps the caller's frame small.
-    void WalkCore(TranslationConfig config, ulong inputAddress, AccessFlags access, bool updateDescriptors, ref TlbEntry e, ref TranslationFault fault)
+    void WalkCore(TranslationConfig config, ulong inputAddress, AccessFlags access, bool updateDescriptors, CacheTags tags, ref TlbEntry e, ref TranslationFault fault)
     {
         var s1 = config.Stage1;
         var s2 = config.Stage2;
@@ -112,7 +129,7 @@ public sealed class PageTableWalker
                 return;
             }
             StageLeaf l2 = default;
-            if (!WalkStage2(s2, inputAddress, inputAddress, access, false, updateDescriptors, ref l2, ref fault))
+            if (!WalkStage2(s2, inputAddress, inputAddress, access, false, updateDescriptors, tags, ref l2, ref fault))
                 return;
             var s2Perm = Stage2Permissions(s2, l2.Descriptor, access, out var dirty2);
             e.InputBase = inputAddress & ~((1UL << l2.SizeLog2) - 1);
@@ -138,7 +155,7 @@ public sealed class PageTableWalker
 
         // Stage 1 (possibly nested).
         StageLeaf l1 = default;
-        if (!WalkStage1(s1, s2, inputAddress, access, updateDescriptors, ref l1, ref fault, out var granule1, out var va))
+        if (!WalkStage1(s1, s2, inputAddress, access, updateDescriptors, tags, ref l1, ref fault, out var granule1, out var va))
             return;
         var s1Perm = Stage1Permissions(s1, l1.Descriptor, l1.TableAttributes, access, out var dirty1);
         e.Granule = granule1;
@@ -174,7 +191,7 @@ public sealed class PageTableWalker
             return;
         }
         StageLeaf l2n = default;
-        if (!WalkStage2(s2, ipa, inputAddress, access, false, updateDescriptors, ref l2n, ref fault))
+        if (!WalkStage2(s2, ipa, inputAddress, access, false, updateDescriptors, tags, ref l2n, ref fault))
             return;
         var s2PermN = Stage2Permissions(s2, l2n.Descriptor, access, out var dirty2n);
         var size = Math.Min(l1.SizeLog2, l2n.SizeLog2);
@@ -316,7 +333,7 @@ public sealed class PageTableWalker
         _ => 4 - (inputSize - 16 + 12) / 13,
     };
 
-    bool WalkStage1(Stage1Config s1, Stage2Config? s2, ulong input, AccessFlags access, bool update,
+    bool WalkStage1(Stage1Config s1, Stage2Config? s2, ulong input, AccessFlags access, bool update, CacheTags tags,
         ref StageLeaf leaf, ref TranslationFault fault, out Granule granule, out ulong va)
     {
         // TTB0/TTB1 selection by VA[55]; TBI ignores the top byte for the range check (Arm ARM D8.1.8, D8.2).
@@ -349,10 +366,10 @@ public sealed class PageTableWalker
         }
         var start = StartLevelFor(granule, n);
         return WalkTables(granule, n, start, region.TableBase, s1.OutputSize, va, input, access,
-            TranslationStage.Stage1, s1.HardwareAccessFlag, s1.AccessFlagFaultsDisabled, s2, update, ref leaf, ref fault);
+            TranslationStage.Stage1, s1.HardwareAccessFlag, s1.AccessFlagFaultsDisabled, s2, update, tags, ref leaf, ref fault);
     }
 
-    bool WalkStage2(Stage2Config s2, ulong ipa, ulong input, AccessFlags access, bool onStage1Walk, bool update,
+    bool WalkStage2(Stage2Config s2, ulong ipa, ulong input, AccessFlags access, bool onStage1Walk, bool update, CacheTags tags,
         ref StageLeaf leaf, ref TranslationFault fault)
     {
         var n = s2.InputSize;
@@ -361,7 +378,7 @@ public sealed class PageTableWalker
             return Fail(ref fault, FaultKind.Translation, TranslationStage.Stage2, 0, input, access, ipa: ipa, onStage1Walk: onStage1Walk);
         }
         if (!WalkTables(s2.Granule, n, s2.StartLevel, s2.TableBase, s2.OutputSize, ipa, input, access,
-                TranslationStage.Stage2, s2.HardwareAccessFlag, s2.AccessFlagFaultsDisabled, null, update, ref leaf, ref fault))
+                TranslationStage.Stage2, s2.HardwareAccessFlag, s2.AccessFlagFaultsDisabled, null, update, tags, ref leaf, ref fault))
         {
             // Stage-2 faults report the IPA and whether they happened on a stage-1 table walk.
             fault = fault with { Ipa = ipa, OnStage1Walk = onStage1Walk };
@@ -386,7 +403,7 @@ public sealed class PageTableWalker
     /// </summary>
     bool WalkTables(Granule g, int inputSize, int startLevel, ulong tableBase, int outputSize, ulong address, ulong input,
         AccessFlags access, TranslationStage stage, bool hardwareAf, bool afFaultsDisabled, Stage2Config? walkStage2,
-        bool update, ref StageLeaf leaf, ref TranslationFault fault)
+        bool update, CacheTags tags, ref StageLeaf leaf, ref TranslationFault fault)
     {
         var gShift = (int)g;
         var stride = gShift - 3;
@@ -413,6 +430,24 @@ public sealed class PageTableWalker
         ulong tableAttr = 0;
         var oaField = Descriptors.AddressMask48 & ~((1UL << gShift) - 1);
         var lpa64 = g == Granule.Size64K && outputSize > 48;
+        var root = table;
+        var asid = stage == TranslationStage.Stage1 ? tags.Asid : (ushort)0;
+        if (tags.Cache is { } cache)
+        {
+            // Start below the deepest cached table descriptor (levels start..2 hold table descriptors).
+            for (var l = 2; l >= startLevel; l--)
+            {
+                var sh = WalkCacheEntry.BlockShift(g, l);
+                var k = new WalkCacheEntry { Stage = stage, Vmid = tags.Vmid, Asid = asid, Granule = g, Level = (sbyte)l, Root = root, Prefix = address >> sh };
+                if (!cache.TryGetTable(ref k)) continue;
+                table = k.Next;
+                tableAttr = k.TableAttributes;
+                level = l + 1;
+                shift = sh - stride;
+                bits = stride;
+                break;
+            }
+        }
         for (var i = 0; i < 4; i++) // at most four levels: the loop is bounded whatever memory says
         {
             var descAddr = table + (((address >> shift) & ((1UL << bits) - 1)) << 3);
@@ -422,7 +457,7 @@ public sealed class PageTableWalker
                 // Nested: the stage-1 table address is an IPA. Stage 2 must grant read (and write for an AF/dirty update).
                 StageLeaf tl = default;
                 var walkAccess = AccessFlags.Read;
-                if (!WalkStage2(walkStage2, descAddr, input, walkAccess, true, update, ref tl, ref fault))
+                if (!WalkStage2(walkStage2, descAddr, input, walkAccess, true, update, tags, ref tl, ref fault))
                     return false;
                 if ((tl.Descriptor & Descriptors.S2ApRead) == 0
                     || (walkStage2.ProtectedTableWalk && ((tl.Descriptor >> (Descriptors.MemAttrShift + 2)) & 3) == 0))
@@ -449,6 +484,11 @@ public sealed class PageTableWalker
                     return Fail(ref fault, FaultKind.AddressSize, stage, level, input, access);
                 }
                 if (stage == TranslationStage.Stage1) tableAttr |= d & 0xF800_0000_0000_0000UL;
+                tags.Cache?.PutTable(new WalkCacheEntry
+                {
+                    Stage = stage, Vmid = tags.Vmid, Asid = asid, Granule = g, Level = (sbyte)level, Root = root, Prefix = address >> shift,
+                    Next = oa, TableAttributes = tableAttr, DescriptorPa = descPa, Descriptor = d,
+                });
                 table = oa;
                 level++;
                 shift -= stride;

@@ -98,8 +98,46 @@ public struct TlbEntry
     public ulong IpaBase;
     /// <summary>A write to this clean (DBM = 1, read-only) page would be made writable by a hardware dirty-state update (HD): a write must re-walk.</summary>
     public bool DirtyUpdatable;
+    /// <summary>The IOTLB's tick when the entry was inserted (its liveness against scope invalidations), kept in the entry's own cache line.</summary>
+    internal ulong InsertTick;
 
     public readonly ulong SizeBytes => 1UL << SizeLog2;
     public readonly ulong OffsetMask => (1UL << SizeLog2) - 1;
     public readonly ulong Translate(ulong input) => OutputBase | (input & OffsetMask);
+}
+
+/// <summary>
+/// One cached table descriptor of a walk (an intermediate entry of a walk cache): the table at <see cref="Level"/> + 1
+/// that the descriptor at <see cref="Level"/> gives for inputs whose bits above that level's block size equal
+/// <see cref="Prefix"/>. Stage-1 entries are tagged with VMID and ASID, stage-2 entries with VMID (Arm ARM D8.14,
+/// IHI 0070 §3.17); <see cref="Root"/> (the walk's first table) is kept so a walk from another table never uses it.
+/// </summary>
+public struct WalkCacheEntry
+{
+    public TranslationStage Stage;
+    public ushort Vmid;
+    public ushort Asid;
+    public Granule Granule;
+    public sbyte Level;
+    public ulong Root;
+    public ulong Prefix;
+    /// <summary>The next-level table (a PA, or an IPA for a nested stage-1 walk).</summary>
+    public ulong Next;
+    /// <summary>Stage-1 table attributes (APTable, XNTable, PXNTable) accumulated down to this descriptor.</summary>
+    public ulong TableAttributes;
+    /// <summary>Where the descriptor was read (PA) and what it held: strict mode compares them with memory.</summary>
+    public ulong DescriptorPa;
+    public ulong Descriptor;
+
+    /// <summary>Log2 of the input block one descriptor at <paramref name="level"/> covers.</summary>
+    public static int BlockShift(Granule granule, int level) => (int)granule + (3 - level) * ((int)granule - 3);
+}
+
+/// <summary>A walk cache the walker consults before reading table descriptors and fills after reading them.</summary>
+public interface IWalkCache
+{
+    /// <summary>Looks up the entry with the key fields of <paramref name="entry"/> (stage, tags, granule, level, root, prefix); fills the rest on a hit.</summary>
+    bool TryGetTable(ref WalkCacheEntry entry);
+
+    void PutTable(in WalkCacheEntry entry);
 }

@@ -24,8 +24,7 @@ public class DefaultScenarioTests
         {
             var w = new StringWriter();
             DefaultScenario.Create().Run(new ScenarioContext(w));
-            // eventfd/epoll descriptor numbers come from the OS, not from the models
-            return System.Text.RegularExpressions.Regex.Replace(w.ToString(), @"(eventfd|device fd) \d+", "$1 N");
+            return w.ToString(); // no OS descriptor number is printed any more: the output is compared as is
         }
         Assert.Equal(RunOnce(), RunOnce());
     }

@@ -260,6 +260,7 @@ public sealed class GicV3Its : IMmioHandler
         var target = icid < targets.Length ? targets[icid] : -1; // an ITE read from memory may hold any ICID
         if (target == -2) target = CollectionTarget(icid);
         if (target < 0) return Drop(ItsDropReason.UnmappedCollection, deviceId, eventId);
+        if (_gic.Trace.IsOn(TraceCategory.ItsTranslate)) _gic.Trace.Emit(TraceCategory.ItsTranslate, "its", $"DeviceID 0x{deviceId:x} EventID {eventId} -> LPI {intid} (ICID {icid}, cpu{target})");
         if (!_rds[target].SetLpiPending(intid)) return Drop(ItsDropReason.LpiRejected, deviceId, eventId);
         Translations++;
         return ItsDropReason.None;
@@ -280,6 +281,7 @@ public sealed class GicV3Its : IMmioHandler
     {
         _drops[DropCount % _drops.Length] = new ItsDrop(reason, deviceId, eventId);
         DropCount++;
+        _gic.Trace.Emit(TraceCategory.ItsDrop, "its", $"MSI DeviceID 0x{deviceId:x} EventID {eventId} dropped: {reason}");
         if (_gic.Strict.Enabled)
             _gic.Strict.Report("its", "IHI 0069 §6.2 (untranslatable MSI is ignored)", $"MSI DeviceID {deviceId} EventID {eventId} dropped: {reason}");
         return reason;
@@ -410,10 +412,11 @@ public sealed class GicV3Its : IMmioHandler
                 CommandErrorCount++;
                 var e = new ItsCommandError(err, (byte)_cmd[0], (uint)_creadr, (uint)(_cmd[0] >> 32), (uint)_cmd[1]);
                 if (_errors.Count < 4096) _errors.Add(e);
-                if (_gic.Trace.Enabled) _gic.Trace.Emit("its", e.ToString());
+                _gic.Trace.Emit(TraceCategory.GuestError, "its", $"command error: {e}");
                 _gic.Strict.Report("its", "IHI 0069 §6.3 (command error)", e.ToString());
                 if (Options.StallOnCommandError) { _stalled = true; return; }
             }
+            else _gic.Trace.Emit(TraceCategory.ItsCmd, "its", $"{ItsOpcode.Name((byte)_cmd[0])} consumed at CREADR 0x{_creadr:x}");
             CommandsProcessed++;
             _creadr += 32;
             if (_creadr >= qbytes) _creadr = 0;
@@ -451,7 +454,7 @@ public sealed class GicV3Its : IMmioHandler
                 var to = ResolveRd((c[3] >> 16) & 0xF_FFFF_FFFFUL);
                 if (from < 0 || to < 0) return ItsError.MovallProcnumOor;
                 _gic.Redistributors[from].MoveAllPendingTo(_gic.Redistributors[to]);
-                if (_gic.Trace.Enabled) _gic.Trace.Emit("its", $"MOVALL cpu{from} -> cpu{to}");
+                _gic.Trace.Emit(TraceCategory.ItsCmd, "its", $"MOVALL cpu{from} -> cpu{to}");
                 return 0;
             }
             default:
@@ -470,7 +473,7 @@ public sealed class GicV3Its : IMmioHandler
         ref var cached = ref _dteCache[deviceId & (uint)(_dteCache.Length - 1)];
         cached.DeviceId = deviceId; cached.Dte = dte; cached.Cached = true;
         InvalidateDeviceTranslations(deviceId);
-        if (_gic.Trace.Enabled) _gic.Trace.Emit("its", $"MAPD dev {deviceId} {(valid ? $"ITT 0x{itt:x} {size + 1} bits" : "unmapped")}");
+        _gic.Trace.Emit(TraceCategory.ItsCmd, "its", $"MAPD dev {deviceId} {(valid ? $"ITT 0x{itt:x} {size + 1} bits" : "unmapped")}");
         return 0;
     }
 
@@ -485,7 +488,7 @@ public sealed class GicV3Its : IMmioHandler
         else if (!EntryAddress(CollectionTable, icid, out var a) || _bus.WriteU64(a, cte) != BusStatus.Ok)
             return ItsError.Code(op, ItsError.CollectionOor);
         _collectionTarget[icid] = valid ? target : -1;
-        if (_gic.Trace.Enabled) _gic.Trace.Emit("its", $"MAPC icid {icid} -> {(valid ? $"cpu{target}" : "unmapped")}");
+        _gic.Trace.Emit(TraceCategory.ItsCmd, "its", $"MAPC icid {icid} -> {(valid ? $"cpu{target}" : "unmapped")}");
         return 0;
     }
 
@@ -541,7 +544,7 @@ public sealed class GicV3Its : IMmioHandler
         var key = ((ulong)deviceId << 32) | eventId;
         ref var e = ref _tcache[CacheIndex(key)];
         e.Key = key; e.Intid = intid; e.Icid = icid; e.Valid = true;
-        if (_gic.Trace.Enabled) _gic.Trace.Emit("its", $"MOVI dev {deviceId} ev {eventId} (LPI {intid}) -> icid {icid} (cpu{to})");
+        _gic.Trace.Emit(TraceCategory.ItsCmd, "its", $"MOVI dev {deviceId} ev {eventId} (LPI {intid}) -> icid {icid} (cpu{to})");
         return 0;
     }
 

@@ -69,6 +69,9 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
     }
 
     public int CpuCount { get; }
+
+    /// <summary>The machine's trace (category gicv2), when the board gave one.</summary>
+    public Trace? Trace { get; set; }
     public int SpiCount { get; }
     public StrictMonitor Strict { get; }
 
@@ -220,6 +223,7 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
             if (id < 0 || p >= _pmr || GroupPriority(p) >= Running) return 1023;
             if (id < 32) gic._private[index].Acknowledge(id); else gic._spis.Acknowledge(id - 32);
             _stackId[_depth] = id; _stackPrio[_depth] = GroupPriority(p); _depth++;
+            if (gic.Trace is { } t && t.IsOn(TraceCategory.Gicv2)) t.Emit(TraceCategory.Gicv2, TraceSources.Cpu(index), $"GICC_IAR -> {id}");
             return (uint)id; // CPUID[12:10] = 0: SGIs are reported as from CPU 0's view of the source (known limit)
         }
 

@@ -31,6 +31,9 @@ public sealed class GicV2m : IMmioHandler
     readonly ISpiSink _gic;
     readonly StrictMonitor _strict;
 
+    /// <summary>The machine's trace (category gicv2m), when the board gave one.</summary>
+    public Trace? Trace { get; set; }
+
     /// <param name="baseIntid">First SPI of the frame, as an INTID (≥ 32).</param>
     public GicV2m(ISpiSink gic, int baseIntid, int count, StrictMonitor? strict = null)
     {
@@ -75,6 +78,7 @@ public sealed class GicV2m : IMmioHandler
             return BusStatus.Ok;
         }
         Raised++;
+        if (Trace is { } t && t.IsOn(TraceCategory.Gicv2m)) t.Emit(TraceCategory.Gicv2m, "gicv2m", $"MSI_SETSPI_NS <- {intid} ({(attributes.HasDeviceId ? $"from DeviceID 0x{attributes.DeviceId:x}, not checked" : "no DeviceID")}): SPI {intid} raised");
         _gic.PulseSpi(intid);
         return BusStatus.Ok;
     }

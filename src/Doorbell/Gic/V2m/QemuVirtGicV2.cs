@@ -20,10 +20,12 @@ public static class QemuVirtGicV2
     public static readonly PhysAddr V2mBase = new(0x0802_0000);
     public const int V2mFirstSpiIndex = 48, V2mSpiCount = 64;
     public const int V2mBaseIntid = V2mFirstSpiIndex + 32;
+    /// <summary>QEMU virt: NUM_IRQS = 256 SPIs (GICD_TYPER.ITLinesNumber = 8).</summary>
+    public const int SpiCount = 256;
 
     public static GicV2System Create(PhysicalAddressSpace bus, int cpus = 1, StrictMonitor? strict = null)
     {
-        var gic = new GicV2(cpus, 224, strict);
+        var gic = new GicV2(cpus, SpiCount, strict);
         gic.Map(bus, GicdBase, GiccBase);
         var msi = new GicV2m(gic, V2mBaseIntid, V2mSpiCount, strict);
         msi.Map(bus, V2mBase);

@@ -236,7 +236,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         {
             _ctlr = (v & (CtlrEnableGrp0 | CtlrEnableGrp1)) | CtlrAre | CtlrDs;
             _spis.SetPriority(0, _spis.Count > 0 ? _spis.Priority(0) : (byte)0);
-            if (Trace.Enabled) Trace.Emit("gicd", $"GICD_CTLR <- 0x{v:x}");
+            Trace.Emit(TraceCategory.Gicd, "gicd", $"GICD_CTLR <- 0x{v:x}");
             return BusStatus.Ok;
         }
         if (offset >= GICD_ICFGR && offset < GICD_ICFGR + 0x100)

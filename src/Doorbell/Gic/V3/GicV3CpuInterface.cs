@@ -99,7 +99,7 @@ public sealed class GicV3CpuInterface
         _activeIntid[_depth] = intid;
         _activePrio[_depth] = GroupPriority(prio);
         _depth++;
-        if (_gic.Trace.Enabled) _gic.Trace.Emit("icc", $"cpu{Cpu} IAR1 -> {intid} (priority 0x{prio:x2})");
+        if (_gic.Trace.IsOn(TraceCategory.Icc)) _gic.Trace.Emit(TraceCategory.Icc, TraceSources.Cpu(Cpu), $"IAR1 -> {intid} (priority 0x{prio:x2})");
         return (ulong)intid;
     }
 

@@ -191,6 +191,7 @@ public sealed class GicV3Redistributor
         ref var s = ref Slot(index);
         if ((s.Flags & FlagPending) != 0) return true;
         s.Flags |= FlagPending;
+        if (_gic.Trace.IsOn(TraceCategory.Gicr)) _gic.Trace.Emit(TraceCategory.Gicr, TraceSources.Gicr(Cpu), $"LPI {intid} pending");
         WritePendingBit(intid, true);
         EnsureConfig(ref s, index);
         Link(index, ref s);
@@ -376,7 +377,7 @@ public sealed class GicV3Redistributor
                 var want = (value & 1) != 0;
                 if (want && !_enableLpis) EnableLpis();
                 else if (!want && _enableLpis) DisableLpis();
-                if (_gic.Trace.Enabled) _gic.Trace.Emit("gicr", $"cpu{Cpu} EnableLPIs={(want ? 1 : 0)}");
+                _gic.Trace.Emit(TraceCategory.Gicr, TraceSources.Gicr(Cpu), $"EnableLPIs={(want ? 1 : 0)}");
                 return;
             case GICR_WAKER:
                 _sleep = (value & 2) != 0;

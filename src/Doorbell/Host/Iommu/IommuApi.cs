@@ -155,6 +155,21 @@ public abstract class IommuDomain
     /// <summary>iommu_iova_to_phys: 0 when nothing is mapped.</summary>
     public abstract ulong IovaToPhys(ulong iova);
 
+    /// <summary>The IOVA base of the MSI cookie (iommu_get_msi_cookie), or null when none was set: the SW_MSI window's base is used.</summary>
+    public ulong? MsiCookieBase { get; private set; }
+
+    /// <summary>
+    /// iommu_get_msi_cookie: doorbells are mapped from <paramref name="iovaBase"/> (VFIO passes the start of the
+    /// SW_MSI reserved region). 0, -EINVAL for a domain that is not paging, -EEXIST when a cookie exists (Linux).
+    /// </summary>
+    public int SetMsiCookie(ulong iovaBase)
+    {
+        if (!IsPaging) return -Errno.EINVAL;
+        if (MsiCookieBase is not null) return -Errno.EEXIST;
+        MsiCookieBase = iovaBase;
+        return 0;
+    }
+
     /// <summary>
     /// iommu_dma_get_msi_page for a software-managed MSI window: maps the doorbell's page in the SW_MSI region
     /// (once) and returns the IOVA the device must write its MSI to.
@@ -166,8 +181,9 @@ public abstract class IommuDomain
         var page = doorbellPhysicalAddress & ~(granule - 1);
         if (!_msiPages.TryGetValue(page, out var iova))
         {
-            iova = SoftwareMsiWindow.Base + (ulong)_msiPages.Count * granule;
-            if (iova + granule > SoftwareMsiWindow.Base + SoftwareMsiWindow.Length)
+            var window = MsiCookieBase ?? SoftwareMsiWindow.Base;
+            iova = window + (ulong)_msiPages.Count * granule;
+            if (iova + granule > window + SoftwareMsiWindow.Length)
                 throw new IommuException(Errno.ENOSPC, "software MSI window full");
             Map(iova, page, granule, IoProt.Write | IoProt.Mmio | IoProt.NoExec);
             _msiPages[page] = iova;

@@ -111,7 +111,8 @@ public sealed class ItsDriver : IMsiDomain
             var flatBytes = (ulong)esz << Math.Min(idBits, 40);
             var indirect = type == 1 && (_options.ForceIndirect || flatBytes > psz * 2);
             var tableBytes = indirect ? Math.Max(8UL, (flatBytes / psz + (flatBytes % psz != 0 ? 1UL : 0)) * 8) : flatBytes;
-            var pages = Math.Min(256UL, (tableBytes + psz - 1) / psz);
+            // Only the device table is sized by its ID bits; the others (collections) get one page, as Linux allocates.
+            var pages = type == 1 ? Math.Min(256UL, (tableBytes + psz - 1) / psz) : 1UL;
             var table = IrqTableMemory.Allocate(_gic.Memory, pages * psz, psz);
             var code = psz switch { 0x1000 => 0UL, 0x4000 => 1UL, _ => 2UL };
             var pa = psz == 0x1_0000 ? (table & 0x0000_FFFF_FFFF_0000UL) | ((table >> 48 & 0xF) << 12) : table;

@@ -123,7 +123,7 @@ public sealed class HostKernel
         {
             if (req.Version == 3)
             {
-                var sys = QemuVirtGicV3.Create(m.Bus, req.Cpus, strict: strict);
+                var sys = QemuVirtGicV3.Create(m.Bus, req.Cpus, trace: m.Trace, strict: strict);
                 models.GicV3 = sys;
                 if (req.V2mBase != 0)
                 {
@@ -135,6 +135,7 @@ public sealed class HostKernel
                 return n => sys.Gic.SpiLine(32 + n);
             }
             var v2 = QemuVirtGicV2.Create(m.Bus, req.Cpus, strict);
+            v2.Gic.Trace = v2.Msi.Trace = m.Trace;
             models.GicV2 = v2;
             return n => v2.Gic.SpiLine(32 + n);
         },
@@ -142,13 +143,13 @@ public sealed class HostKernel
         {
             if (req.Kind == IommuKind.SmmuV2)
             {
-                var v2 = new Doorbell.Smmu.V2.SmmuV2(m.Bus, req.SmmuV2 ?? Doorbell.Smmu.V2.SmmuV2Options.Mmu500, null, strict);
+                var v2 = new Doorbell.Smmu.V2.SmmuV2(m.Bus, req.SmmuV2 ?? Doorbell.Smmu.V2.SmmuV2Options.Mmu500, m.Trace, strict);
                 QemuVirtWiring.WireSmmuV2(m, req, v2);
                 models.SmmuV2 = v2;
                 return v2;
             }
             if (req.Kind != IommuKind.SmmuV3) return null;
-            var s = new Doorbell.Smmu.V3.SmmuV3(m.Bus, SmmuV3Options.QemuVirt, null, strict);
+            var s = new Doorbell.Smmu.V3.SmmuV3(m.Bus, SmmuV3Options.QemuVirt, m.Trace, strict);
             s.Map(new PhysAddr(req.Base));
             models.Smmu = s;
             return s;

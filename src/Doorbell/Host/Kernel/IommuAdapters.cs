@@ -42,7 +42,8 @@ public sealed class SmmuVfioDomain(IommuDomain domain) : IVfioIommuDomain
 
     public int EnableMsiCookie(ulong iovaBase)
     {
-        if (!Domain.IsPaging) return -Errno.EINVAL;
+        var r = Domain.SetMsiCookie(iovaBase);
+        if (r != 0) return r;
         HasMsiCookie = true;
         MsiCookieBase = iovaBase;
         return 0;

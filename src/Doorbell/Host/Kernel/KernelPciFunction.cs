@@ -145,8 +145,10 @@ public sealed class KernelPciFunction : IVfioPciFunction
             try { addr = domain?.MsiAddress(v.Message.Address) ?? v.Message.Address; }
             catch (IommuException e) { DisableVectors(); return -e.Errno; }
             _programmed.Add(addr);
+            _k.Machine.Trace.Emit(TraceCategory.MsiAlloc, "host", $"{Name}: vector {v.Index} from {_k.MsiDomain.Name}: INTID {v.Intid}, {v.Message}{(addr != v.Message.Address ? $" written as IOVA 0x{addr:x}" : "")}");
             var idx = v.Index;
-            try { _k.Irqs.Request(v.Intid, (_, _) => sink.OnMsi(idx)); }
+            var trace = _k.Machine.Trace;
+            try { _k.Irqs.Request(v.Intid, (intid, cpu) => { trace.Emit(TraceCategory.VfioIrq, TraceSources.Cpu(cpu), $"{Name}: INTID {intid} handled, vector {idx} signalled to VFIO (its eventfd)"); sink.OnMsi(idx); }); }
             catch (IrqException e) { DisableVectors(); return -e.Errno; }
             _handlers.Add(v.Intid);
         }

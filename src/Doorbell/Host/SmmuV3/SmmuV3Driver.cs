@@ -13,8 +13,7 @@ namespace Doorbell.Host.SmmuV3;
 // It reaches the hardware only through ISmmuHostAccess (registers and shared RAM).
 //
 // Known limits: no PASID (SVA) attach, no ATS/PRI, no nested (iommufd) domains, no MSI-capable IRQ domain of its
-// own (the event queue / GERROR MSI doorbells are given as options), STE updates that Linux makes hitlessly by
-// first writing unused bits are done here with break-before-make (still correct, one more sync).
+// own (the event queue / GERROR MSI doorbells are given as options).
 
 /// <summary>Driver options (what Linux takes from firmware and module parameters).</summary>
 public sealed record SmmuV3DriverOptions
@@ -541,9 +540,9 @@ public sealed class SmmuV3Driver : IIommuDriver
         Issue(cmds, sync: true);
     }
 
-    void WriteSte(uint sid, ulong[] target) => WriteEntry(SteAddress(sid), target, Ste.V, () => SyncSte(sid));
+    void WriteSte(uint sid, ulong[] target) => WriteEntry(SteAddress(sid), target, isSte: true, () => SyncSte(sid));
 
-    void WriteCd(Master m, uint ssid, ulong[] target) => WriteEntry(CdAddress(m, ssid), target, Cd.V, () => SyncCd(m, ssid));
+    void WriteCd(Master m, uint ssid, ulong[] target) => WriteEntry(CdAddress(m, ssid), target, isSte: false, () => SyncCd(m, ssid));
 
     void ClearCd(Master m)
     {
@@ -554,33 +553,62 @@ public sealed class SmmuV3Driver : IIommuDriver
     }
 
     /// <summary>
-    /// Updates a live structure so the SMMU never observes it half-written (Linux arm_smmu_write_entry): an invalid
-    /// entry is filled with qword 0 (holding V) written last; a change confined to one qword is written in place;
-    /// anything else is break-before-make (V = 0, sync, rest, sync, qword 0, sync). Each step ends in CFGI + SYNC.
+    /// Updates an STE or CD the way Linux's entry writer does (arm_smmu_write_entry), so that whatever mix of old and
+    /// new qwords the SMMU reads is one of the two configurations, and each step ends in CFGI + CMD_SYNC (IHI 0070
+    /// §3.21.3.1). Only qwords whose used bits must change count: when one does, the update is hitless — first the
+    /// bits the current configuration ignores, then that one qword, then the bits the new one ignores; when several
+    /// do, break-before-make — V = 0, the other qwords, then qword 0. A fill of an invalid entry is the hitless case
+    /// with qword 0 (holding V) last, as §3.21.3.1 requires.
     /// </summary>
-    void WriteEntry(ulong address, ulong[] target, int vBit, Action sync)
+    void WriteEntry(ulong address, ulong[] target, bool isSte, Action sync)
     {
         Span<ulong> cur = stackalloc ulong[8];
+        Span<ulong> curUsed = stackalloc ulong[8];
+        Span<ulong> targetUsed = stackalloc ulong[8];
+        Span<ulong> step = stackalloc ulong[8];
         for (var i = 0; i < 8; i++) cur[i] = _hw.ReadMemory64(address + (ulong)i * 8);
-        var differ = 0; var last = -1;
-        for (var i = 0; i < 8; i++) if (cur[i] != target[i]) { differ++; last = i; }
-        if (differ == 0) return;
-        var live = (cur[0] & 1UL << vBit) != 0;
-        if (live && differ == 1)
+        if (isSte) { SmmuV3Decoder.SteUsedBits(cur, curUsed); SmmuV3Decoder.SteUsedBits(target, targetUsed); }
+        else { SmmuV3Decoder.CdUsedBits(cur, curUsed); SmmuV3Decoder.CdUsedBits(target, targetUsed); }
+        var critical = 0;
+        for (var i = 0; i < 8; i++)
         {
-            _hw.WriteMemory64(address + (ulong)last * 8, target[last]);
-            sync();
-            return;
+            // The bits the current configuration ignores can take their new values at once.
+            step[i] = (cur[i] & curUsed[i]) | (target[i] & ~curUsed[i]);
+            // A qword is critical when, after that, a bit the new configuration uses still differs.
+            if ((step[i] & targetUsed[i]) != target[i]) critical |= 1 << i;
         }
-        if (live)
+        if (BitOperations.PopCount((uint)critical) == 1)
         {
-            _hw.WriteMemory64(address, cur[0] & ~(1UL << vBit));
-            sync();
+            var c = BitOperations.TrailingZeroCount(critical);
+            step[c] = cur[c];
+            SetQwords(address, cur, step, 0, 8, sync);
+            SetQwords(address, cur, target, c, 1, sync);
+            SetQwords(address, cur, target, 0, 8, sync);
         }
-        for (var i = 1; i < 8; i++)
-            if (cur[i] != target[i]) _hw.WriteMemory64(address + (ulong)i * 8, target[i]);
-        _hw.WriteMemory64(address, target[0]);
-        sync();
+        else if (critical != 0)
+        {
+            var vBit = 1UL << (isSte ? Ste.V : Cd.V);
+            step[0] = cur[0] & ~vBit;
+            SetQwords(address, cur, step, 0, 1, sync);
+            SetQwords(address, cur, target, 1, 7, sync);
+            SetQwords(address, cur, target, 0, 1, sync);
+        }
+        else
+            SetQwords(address, cur, target, 0, 8, sync);
+    }
+
+    /// <summary>Writes the qwords [first, first + count) that differ, then CFGI + CMD_SYNC when anything was written.</summary>
+    void SetQwords(ulong address, Span<ulong> cur, ReadOnlySpan<ulong> value, int first, int count, Action sync)
+    {
+        var wrote = false;
+        for (var i = first; i < first + count; i++)
+        {
+            if (cur[i] == value[i]) continue;
+            _hw.WriteMemory64(address + (ulong)i * 8, value[i]);
+            cur[i] = value[i];
+            wrote = true;
+        }
+        if (wrote) sync();
     }
 
     // ----- capabilities and reserved regions -----
@@ -605,6 +633,11 @@ public sealed class SmmuV3Driver : IIommuDriver
 
     // ----- TLB maintenance for domains -----
 
+    /// <summary>
+    /// TLB invalidation of [iova, iova + size) for a domain (arm_smmu_tlb_inv_range_domain): leaf invalidations carry
+    /// the level of <paramref name="granule"/> as TTL; a non-leaf range whose page count would leave NUM = SCALE = 0
+    /// with TTL = 0 (Reserved, CERROR_ILL, IHI 0070 §4.4.1.1) is widened by one page, as Linux does since 5.15.
+    /// </summary>
     internal void InvalidateRange(SmmuV3Domain d, ulong iova, ulong size, ulong granule, bool leaf)
     {
         if (size == 0) return;
@@ -616,9 +649,10 @@ public sealed class SmmuV3Driver : IIommuDriver
         var cmds = new List<(ulong, ulong)>();
         if (Features.RangeInvalidation)
         {
-            // arm_smmu_tlb_inv_range_domain with RIL: chunks of NUM × 2^SCALE pages, SCALE = lowest set bit.
+            // Chunks of NUM × 2^SCALE pages, SCALE = lowest set bit of what remains.
             var tgEnc = (tg - 10) / 2;
             var ttl = leaf ? 4 - (BitOperations.Log2(granule) - 3) / (tg - 3) : 0;
+            if (!leaf && (pages & 31) == 1) pages++;
             var remaining = pages;
             var a = start;
             while (remaining > 0)
@@ -650,8 +684,8 @@ public sealed class SmmuV3Driver : IIommuDriver
 public sealed class SmmuV3Domain : IommuDomain, IIoTlbFlushOps
 {
     readonly SmmuV3Driver _smmu;
+    // The iotlb gather of one unmap (struct iommu_iotlb_gather): one leaf size, one contiguous range.
     ulong _gatherStart = ulong.MaxValue, _gatherEnd, _gatherGranule;
-    bool _gatherWalk, _gatherMixed;
 
     internal SmmuV3Domain(SmmuV3Driver smmu, IommuDomainType type, IommuDomainStage? stage, ushort tag, IoPageTable? table)
         : base(smmu, type)
@@ -693,28 +727,39 @@ public sealed class SmmuV3Domain : IommuDomain, IIoTlbFlushOps
     public override ulong Unmap(ulong iova, ulong size)
     {
         var t = Paging("unmap");
-        _gatherStart = ulong.MaxValue; _gatherEnd = 0; _gatherGranule = 0; _gatherWalk = false; _gatherMixed = false;
+        ResetGather();
         var n = t.Unmap(iova, size);
-        if (_gatherStart != ulong.MaxValue)
-            _smmu.InvalidateRange(this, _gatherStart, _gatherEnd - _gatherStart, _gatherGranule, leaf: !_gatherWalk && !_gatherMixed);
+        FlushGather();
         return n;
     }
 
     public override ulong IovaToPhys(ulong iova) => Table is null || Freed ? 0 : Table.IovaToPhys(iova);
 
-    void Gather(ulong iova, ulong size, ulong granule)
+    void ResetGather()
     {
+        _gatherStart = ulong.MaxValue;
+        _gatherEnd = 0;
+        _gatherGranule = 0;
+    }
+
+    /// <summary>iommu_iotlb_sync: the gathered leaves, invalidated with their size's TTL, then CMD_SYNC.</summary>
+    void FlushGather()
+    {
+        if (_gatherStart != ulong.MaxValue)
+            _smmu.InvalidateRange(this, _gatherStart, _gatherEnd - _gatherStart, _gatherGranule, leaf: true);
+        ResetGather();
+    }
+
+    /// <summary>A table went (unmap, or map replacing an empty table): its walk is invalidated at once, before the table is freed.</summary>
+    void IIoTlbFlushOps.FlushWalk(ulong iova, ulong size, ulong granule) => _smmu.InvalidateRange(this, iova, size, granule, leaf: false);
+
+    /// <summary>iommu_iotlb_gather_add_page: a leaf of another size, or one not adjacent to the range, flushes what was gathered first.</summary>
+    void IIoTlbFlushOps.AddPage(ulong iova, ulong granule)
+    {
+        if (_gatherStart != ulong.MaxValue && (granule != _gatherGranule || iova + granule < _gatherStart || iova > _gatherEnd))
+            FlushGather();
         _gatherStart = Math.Min(_gatherStart, iova);
-        _gatherEnd = Math.Max(_gatherEnd, iova + size);
-        if (_gatherGranule != 0 && _gatherGranule != granule) _gatherMixed = true; // mixed leaf sizes: no TTL hint
-        _gatherGranule = Math.Max(_gatherGranule, granule);
+        _gatherEnd = Math.Max(_gatherEnd, iova + granule);
+        _gatherGranule = granule;
     }
-
-    void IIoTlbFlushOps.FlushWalk(ulong iova, ulong size, ulong granule)
-    {
-        _gatherWalk = true;
-        Gather(iova, size, granule);
-    }
-
-    void IIoTlbFlushOps.AddPage(ulong iova, ulong granule) => Gather(iova, granule, granule);
 }

@@ -13,7 +13,8 @@ public sealed class PciEduStep : IScenarioStep
     public bool Run(ScenarioContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        var m = QemuVirtBoard.Create(new QemuVirtOptions { Iommu = IommuKind.None });
+        var m = QemuVirtBoard.Create(context.Options("qemu-virt without IOMMU", new QemuVirtOptions { Iommu = IommuKind.None }));
+        context.Observe("qemu-virt without IOMMU", m);
         m.AddPci(new EduDevice(m.Clock, ulong.MaxValue));
         var b = m.Bus;
         uint R32(ulong a) { b.Read(new PhysAddr(a), 4, out var v, BusAttributes.Cpu); return (uint)v; }

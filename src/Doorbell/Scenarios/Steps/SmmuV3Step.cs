@@ -20,8 +20,9 @@ public sealed class SmmuV3Step : IScenarioStep
         ArgumentNullException.ThrowIfNull(context);
         var bus = new PhysicalAddressSpace();
         bus.AddRam(new PhysAddr(0x4000_0000), 0x2000_0000, "ram");
-        var strict = new StrictMonitor { Enabled = context.Strict };
-        var smmu = new SmmuV3(bus, SmmuV3Options.QemuVirt, null, strict);
+        var strict = context.NewStrict();
+        var trace = context.NewTrace("SMMUv3 on a bare bus");
+        var smmu = new SmmuV3(bus, SmmuV3Options.QemuVirt, trace, strict);
         smmu.Map(new PhysAddr(0x0905_0000));
         var driver = SmmuV3Driver.Probe(new BusSmmuHostAccess(bus, 0x0905_0000), bus, new PhysPageAllocator(0x5000_0000, 0x100_0000));
         var f = driver.Features;
@@ -37,13 +38,17 @@ public sealed class SmmuV3Step : IScenarioStep
 
         var port = smmu.CreateStreamPort(0x0008);
         var payload = "doorbell"u8.ToArray();
+        var flow = trace.BeginFlow(TraceCategory.PciDma, FlowKind.Dma, "00:01.0 edu", $"StreamID 0x8 DMA write 0x{iova + 0x10:x} ({payload.Length} bytes)");
         var ok = port.Write(iova + 0x10, payload, BusAttributes.FromDevice(0x0008));
+        trace.EndFlow(flow);
         var landed = new byte[payload.Length];
         bus.Read(buffer + 0x10, landed, BusAttributes.Cpu);
         var dmaOk = ok == BusStatus.Ok && landed.AsSpan().SequenceEqual(payload);
         context.Item($"device DMA write of \"doorbell\" to IOVA 0x{iova + 0x10:x}: {ok}, PA 0x{buffer + 0x10:x} holds \"{System.Text.Encoding.ASCII.GetString(landed)}\"");
 
+        flow = trace.BeginFlow(TraceCategory.PciDma, FlowKind.Dma, "00:01.0 edu", $"StreamID 0x8 DMA write 0xdead0000 (8192 bytes)");
         var bad = port.Write(0xDEAD_0000, new byte[0x2000], BusAttributes.FromDevice(0x0008));
+        trace.EndFlow(flow);
         var events = driver.DrainEvents();
         context.Item($"device DMA write of 8 KiB to unmapped IOVA 0xdead0000: {bad}, {events.Count} event record(s)");
         foreach (var e in events)

@@ -27,7 +27,7 @@ public sealed class TranslationStep : IScenarioStep
         var rc2 = pt.Map(0x1000, 0x4000_1000, 0x1000, IoProt.ReadWrite);  // one 4K page
         context.Item($"IoPageTable S1 4K, IAS 48 / OAS 44: map 2M RO at 0x{iova:x} -> {rc1}, 4K RW at 0x1000 -> {rc2}; TTB0 at 0x{pt.TableBase:x}");
         var cfg = new TranslationConfig(pt.CreateStage1Config(asid: 1), null);
-        var strict = new StrictMonitor { Enabled = context.Strict };
+        var strict = context.NewStrict();
         var tlb = new Iotlb();
         var tr = new Translator(bus, tlb, strict);
 

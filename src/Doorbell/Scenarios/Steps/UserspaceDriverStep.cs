@@ -20,10 +20,12 @@ public sealed class UserspaceDriverStep : IScenarioStep
     public bool Run(ScenarioContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        var (m, models) = HostKernel.CreateBoard(new QemuVirtOptions());
+        var o = context.Options("ITS board");
+        var (m, models) = HostKernel.CreateBoard(o, o.Strict);
         var mq = m.AddPci(new MultiQueueDmaDevice(4));
         m.AddPci(new MultiQueueDmaDevice(4)); // a second assigned device: the forgery's victim
         var k = HostKernel.Boot(m, models);
+        context.Observe("ITS board", m, k);
         var vfio = k.BuildVfio();
         var fn = k.FindFunction("0000:00:01.0")!;
         context.Item($"boot: {k.Smmu.Name} + {k.MsiDomain.Name}, {k.Functions.Count} PCI functions via ECAM, {k.Groups.Count} IOMMU groups; {fn.Name} (mq-dma) in group {fn.Group.Id}, BAR0 at 0x{fn.GetBar(0).HostAddress:x}");
@@ -47,10 +49,12 @@ public sealed class UserspaceDriverStep : IScenarioStep
         foreach (var e in events.Take(2)) context.Item($"SMMU event: {e}");
 
         // The isolation verdict on both interrupt controllers.
-        var (m2, models2) = HostKernel.CreateBoard(new QemuVirtOptions { GicVersion = 2, Its = false });
+        var o2 = context.Options("GICv2m board", new QemuVirtOptions { GicVersion = 2, Its = false });
+        var (m2, models2) = HostKernel.CreateBoard(o2, o2.Strict);
         m2.AddPci(new MultiQueueDmaDevice(4));
         m2.AddPci(new MultiQueueDmaDevice(4));
         var k2 = HostKernel.Boot(m2, models2);
+        context.Observe("GICv2m board", m2, k2);
         var fn2 = k2.FindFunction("0000:00:01.0")!;
         var res2 = new UserspaceDriver(k2.CreateProcess(k2.BuildVfio()), fn2.Group.Id, fn2.Name).Run();
         context.Item($"isolation: ITS board group {fn.Group.Id} isolated MSI={fn.Group.HasIsolatedMsi} -> SET_IOMMU {res.SetIommuResult}; " +

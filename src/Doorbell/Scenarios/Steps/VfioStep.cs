@@ -21,9 +21,11 @@ public sealed class VfioStep : IScenarioStep
         var ok = true;
 
         // Isolation policy on the GICv2m board: its MSI domain does not isolate, so type1 refuses unless allowed.
-        var (m2, models2) = HostKernel.CreateBoard(new QemuVirtOptions { GicVersion = 2, Its = false });
+        var o2 = context.Options("GICv2m board", new QemuVirtOptions { GicVersion = 2, Its = false });
+        var (m2, models2) = HostKernel.CreateBoard(o2, o2.Strict);
         m2.AddPci(new MultiQueueDmaDevice(4));
         var k2 = HostKernel.Boot(m2, models2);
+        context.Observe("GICv2m board", m2, k2);
         var f2 = k2.FindFunction("0000:00:01.0")!;
         foreach (var allow in new[] { false, true })
         {
@@ -37,9 +39,11 @@ public sealed class VfioStep : IScenarioStep
         }
 
         // The ITS board: SMMUv3 domains through the host driver, MSIs through the ITS.
-        var (m, models) = HostKernel.CreateBoard(new QemuVirtOptions());
+        var o = context.Options("ITS board");
+        var (m, models) = HostKernel.CreateBoard(o, o.Strict);
         var mq = m.AddPci(new MultiQueueDmaDevice(4));
         var k = HostKernel.Boot(m, models);
+        context.Observe("ITS board", m, k);
         var fn = k.FindFunction("0000:00:01.0")!;
         var proc = k.CreateProcess(k.BuildVfio());
         var container = proc.OpenContainer();
@@ -88,7 +92,7 @@ public sealed class VfioStep : IScenarioStep
         var tokens = new ulong[1];
         var n = ep.Wait(tokens, 100);
         efd.TryRead(out var count);
-        context.Item($"SET_IRQS MSI-X[3] -> eventfd {efd.Fd}: {Errno.Name(sr)}; vector 3 fired; epoll ready {n} (token {tokens[0]}), read {count}");
+        context.Item($"SET_IRQS MSI-X[3] -> an eventfd: {Errno.Name(sr)}; vector 3 fired; epoll ready {n} (token {tokens[0]}), read {count}");
         ok &= sr == 0 && n == 1 && tokens[0] == 3 && count == 1;
 
         var ub = new byte[24];

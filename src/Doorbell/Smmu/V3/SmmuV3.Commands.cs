@@ -1,5 +1,6 @@
 using Doorbell.Iommu;
 using Doorbell.Memory;
+using Doorbell.Vmsa;
 
 namespace Doorbell.Smmu.V3;
 
@@ -39,6 +40,7 @@ public sealed partial class SmmuV3
                 RaiseGlobalError(SmmuV3Field.GerrorCmdq);
                 return;
             }
+            _trace.Emit(TraceCategory.SmmuCmd, TraceSource, $"{Cmd.Name((byte)q0)} consumed (SID 0x{(uint)(q0 >> Cmd.SidShift):x})");
             CommandsProcessed++;
             cons = (cons + 1) & ptrMask;
         }
@@ -84,13 +86,11 @@ public sealed partial class SmmuV3
             case Cmd.TlbiNhVa:
             case Cmd.TlbiNhVaa:
                 if (!_o.Stage1) return SmmuV3Field.CerrorIll;
-                Tlbi(op, q0, q1);
-                return 0;
+                return Tlbi(op, q0, q1);
             case Cmd.TlbiS12Vmall:
             case Cmd.TlbiS2Ipa:
                 if (!_o.Stage2) return SmmuV3Field.CerrorIll;
-                Tlbi(op, q0, q1);
-                return 0;
+                return Tlbi(op, q0, q1);
             case Cmd.TlbiNsnhAll:
                 _iotlb.InvalidateAll();
                 _unsyncedInvalidations++;
@@ -114,35 +114,57 @@ public sealed partial class SmmuV3
         }
     }
 
-    void Tlbi(byte op, ulong q0, ulong q1)
+    /// <summary>The TLBI commands; returns a CERROR code (0 = done).</summary>
+    uint Tlbi(byte op, ulong q0, ulong q1)
     {
-        _unsyncedInvalidations++;
         var vmid = (ushort)(q0 >> Cmd.VmidShift);
         var asid = (ushort)(q0 >> Cmd.AsidShift);
         var leaf = (q1 & 1) != 0;
-        // Range form (IHI 0070 §4.4.1): TG != 0 with IDR3.RIL; without RIL the fields are RES0 and ignored.
+        // Range form (IHI 0070 §4.4.1.1): TG != 0 with IDR3.RIL; without RIL the fields are RES0 and ignored.
         var tg = _o.RangeInvalidation ? (int)((q1 >> Cmd.TgShift) & 3) : 0;
         switch (op)
         {
             case Cmd.TlbiNhAll:
                 _iotlb.InvalidateStage1ByVmid(vmid);
-                return;
+                _unsyncedInvalidations++;
+                return 0;
             case Cmd.TlbiNhAsid:
                 _iotlb.InvalidateByAsid(vmid, asid);
-                return;
+                _unsyncedInvalidations++;
+                return 0;
             case Cmd.TlbiS12Vmall:
                 _iotlb.InvalidateByVmid(vmid);
-                return;
+                _unsyncedInvalidations++;
+                return 0;
         }
         var addr = op == Cmd.TlbiS2Ipa ? q1 & Cmd.IpaMask : q1 & Cmd.VaMask;
         if (tg == 0)
         {
+            // TG = 0: NUM, SCALE and TTL are RES0, not used.
             InvalidateChunk(op, vmid, asid, addr, TlbiRange.Single, leaf);
-            return;
+            _unsyncedInvalidations++;
+            return 0;
         }
-        // SMMUv3 range (IHI 0070 §4.4): (NUM + 1) × 2^SCALE granules of TG from the address, TTL a level hint.
-        var range = new TlbiRange(tg, (int)((q0 >> Cmd.NumShift) & 0x1F), (int)((q0 >> Cmd.ScaleShift) & 0x1F), (int)((q1 >> Cmd.TtlShift) & 3));
+        var num = (int)((q0 >> Cmd.NumShift) & 0x1F);
+        var scale = (int)((q0 >> Cmd.ScaleShift) & 0x1F); // 5 bits: IDR5.DS = 0, bit 25 is RES0
+        var ttl = (int)((q1 >> Cmd.TtlShift) & 3);
+        // 16K granule, TTL = 0b01 is Reserved without DS and treated as 0b00 (no level-1 leaves).
+        if (tg == 2 && ttl == 1) ttl = 0;
+        // NUM = SCALE = 0 with TTL = 0b00 gives granule information with no purpose: Reserved, CERROR_ILL.
+        if (num == 0 && scale == 0 && ttl == 0) return SmmuV3Field.CerrorIll;
+        var range = new TlbiRange(tg, num, scale, ttl);
+        if (StrictEnabled)
+        {
+            // With a level hint the address must be aligned to that level's block (TTL 1, 2) or the granule (TTL 3, 0).
+            var align = ttl is 1 or 2 ? WalkCacheEntry.BlockShift(range.Granule, ttl) : (int)range.Granule;
+            if ((addr & ((1UL << align) - 1)) != 0)
+                ReportStrict(Cmd.Name(op), "IHI 0070 §4.4.1.1: the range invalidated is UNPREDICTABLE when Address is not aligned to the TTL level's block (or to TG for TTL 0b00/0b11)",
+                    $"address 0x{addr:x} with TG {tg}, TTL {ttl}: invalidated from 0x{addr & ~(range.Granule.Bytes() - 1):x}");
+        }
+        // (NUM + 1) × 2^SCALE granules of TG from the address, TTL a level hint.
         InvalidateChunk(op, vmid, asid, addr, range, leaf);
+        _unsyncedInvalidations++;
+        return 0;
     }
 
     void InvalidateChunk(byte op, ushort vmid, ushort asid, ulong addr, TlbiRange range, bool leaf)
@@ -169,6 +191,7 @@ public sealed partial class SmmuV3
         var cs = (uint)((q0 >> Cmd.SyncCsShift) & 3);
         if (cs == 3) return SmmuV3Field.CerrorIll; // CS = 0b11 is reserved (QEMU accepts it)
         _unsyncedInvalidations = 0;
+        if (_cfgiPending.Count != 0) CompletePendingCfgi();
         SyncsCompleted++;
         switch (cs)
         {

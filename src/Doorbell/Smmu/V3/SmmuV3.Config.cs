@@ -10,15 +10,28 @@ internal struct Qwords8
     ulong _q;
 }
 
+/// <summary>Bumped by CMD_CFGI_ALL: every cached STE and CD validated before is invalid, in O(1).</summary>
+internal sealed class ConfigEpoch
+{
+    public ulong Value;
+}
+
 /// <summary>A cached CD and the translation configuration it decodes to with its STE.</summary>
 internal sealed class CdCacheEntry
 {
+    ulong _validAt;
+    bool _valid;
+    public required ConfigEpoch Epoch;
     public required ulong Address;          // where it was fetched (PA)
     public Qwords8 Raw;
     public required DecodedCd Cd;
     public required TranslationConfig Config;
     /// <summary>False once invalidated: then kept only so a refetch of identical bytes can skip the decode.</summary>
-    public bool Valid = true;
+    public bool Valid
+    {
+        get => _valid && _validAt == Epoch.Value;
+        set { _valid = value; _validAt = Epoch.Value; }
+    }
     /// <summary>The SMMU's CD-validation count when this entry was last checked for ASID conflicts.</summary>
     public ulong ConflictCheckedAt;
 }
@@ -66,6 +79,9 @@ internal sealed class CdSet
 /// <summary>A cached STE (never an invalid or ILLEGAL one) with the CDs fetched through it.</summary>
 internal sealed class SteCacheEntry
 {
+    ulong _validAt;
+    bool _valid;
+    public required ConfigEpoch Epoch;
     public required uint Sid;
     public required ulong Address;
     public Qwords8 Raw;
@@ -76,7 +92,11 @@ internal sealed class SteCacheEntry
     public ushort TlbVmid;
     public readonly CdSet Cds = new();
     /// <summary>False once invalidated (CFGI): then kept only so a refetch of identical bytes can skip the decode.</summary>
-    public bool Valid = true;
+    public bool Valid
+    {
+        get => _valid && _validAt == Epoch.Value;
+        set { _valid = value; _validAt = Epoch.Value; }
+    }
 
     public void Invalidate()
     {
@@ -96,10 +116,9 @@ internal enum StreamOutcome : byte
 }
 
 /// <summary>What a port keeps between transactions: valid while the SMMU's generation is unchanged.</summary>
-internal sealed class StreamContext
+internal sealed class StreamContext : Doorbell.Iommu.TranslationContext
 {
     public StreamOutcome Outcome;
-    public TranslationConfig Config = TranslationConfig.Bypass;
     public bool RecordStage1;
     public bool RecordStage2;
     /// <summary>CD.A: stage-1 terminations abort (else RAZ/WI).</summary>
@@ -107,27 +126,20 @@ internal sealed class StreamContext
     public SteCacheEntry? Ste;
     public CdCacheEntry? Cd;
     public ulong Generation = ulong.MaxValue;
-    // IOTLB tags of Config, precomputed for the port's hit path.
-    public ushort Vmid;
-    public ushort Asid;
-    /// <summary>TBI applies to some half: the IOTLB key must be computed by the walker's rule.</summary>
-    public bool TbiKey;
-
-    public void SetConfig(TranslationConfig config, ushort vmid)
-    {
-        Config = config;
-        Vmid = vmid;
-        Asid = config.Asid;
-        TbiKey = config.Stage1 is { } s1 && (s1.Tbi0 || s1.Tbi1);
-    }
 }
 
 // Stream table and CD fetch, decode and configuration cache (IHI 0070 §3.3, §5, §4.3 CFGI).
 public sealed partial class SmmuV3
 {
     readonly Dictionary<uint, SteCacheEntry> _steCache = [];
-    /// <summary>Last contents the SMMU observed at each STE/CD address (strict mode: hitless-update checks).</summary>
+    readonly ConfigEpoch _cfgEpoch = new();
+    /// <summary>
+    /// Strict mode: per STE/CD address, what the SMMU may hold of it — the contents it last fetched, or those of the
+    /// last CFGI that a CMD_SYNC completed. Update steps are checked against it (IHI 0070 §3.21.3, §3.21.3.1).
+    /// </summary>
     readonly Dictionary<ulong, ulong[]> _observed = [];
+    /// <summary>Strict mode: contents at each CFGI not yet completed by a CMD_SYNC.</summary>
+    readonly List<(ulong Address, ulong[] Qwords)> _cfgiPending = [];
 
     /// <summary>Counts CDs made valid in the cache (fresh or reused), for the conflict-check shortcut.</summary>
     ulong _cdValidations;
@@ -138,6 +150,7 @@ public sealed partial class SmmuV3
     internal StreamOutcome Resolve(uint sid, bool ssv, uint ssid, ulong input, AccessFlags access, bool translated, StreamContext ctx)
     {
         ctx.Ste = null; ctx.Cd = null;
+        ctx.StrictChecks = StrictEnabled; // strict mode resolves every transaction, so this follows the monitor
         ctx.RecordStage1 = ctx.RecordStage2 = false;
         ctx.AbortStage1 = true;
         ctx.SetConfig(TranslationConfig.Bypass, 0);
@@ -306,7 +319,7 @@ public sealed partial class SmmuV3
             RecordConfig(Evt.C_BAD_STE, sid, ssv, ssid);
             return null;
         }
-        var entry = new SteCacheEntry { Sid = sid, Address = addr, Ste = d };
+        var entry = new SteCacheEntry { Sid = sid, Address = addr, Ste = d, Epoch = _cfgEpoch, Valid = true };
         q.CopyTo(entry.Raw);
         if (_steCache.Count >= 4096 && cached is null)
             foreach (var key in _steCache.Where(kv => !kv.Value.Valid).Select(kv => kv.Key).ToList()) _steCache.Remove(key);
@@ -411,7 +424,7 @@ public sealed partial class SmmuV3
             RecordConfig(Evt.F_CFG_CONFLICT, sid, ssv, ssid);
             return null;
         }
-        var entry = new CdCacheEntry { Address = pa, Cd = cd, Config = config, ConflictCheckedAt = ++_cdValidations };
+        var entry = new CdCacheEntry { Address = pa, Cd = cd, Config = config, ConflictCheckedAt = ++_cdValidations, Epoch = _cfgEpoch, Valid = true };
         q.CopyTo(entry.Raw);
         ste.Cds.Set(cdIndex, entry);
         return entry;
@@ -478,12 +491,10 @@ public sealed partial class SmmuV3
     {
         _unsyncedInvalidations++;
         Generation++;
-        foreach (var (sid, e) in _steCache)
-        {
-            if (!e.Valid) continue;
-            if (StrictEnabled) CheckHitless(sid);
-            e.Invalidate();
-        }
+        if (StrictEnabled)
+            foreach (var (sid, e) in _steCache)
+                if (e.Valid) CheckHitless(sid);
+        _cfgEpoch.Value++; // every cached STE and CD (O(1))
     }
 
     void InvalidateCd(uint sid, uint ssid, bool all)
@@ -544,27 +555,53 @@ public sealed partial class SmmuV3
     }
 
     /// <summary>
-    /// Compares what the SMMU last observed at <paramref name="address"/> with memory now (at an invalidation).
-    /// If both are valid and they differ in bits used by either configuration in more than one qword, the SMMU
-    /// could have fetched a half-written entry in between (the hitless-update discipline of Linux's arm-smmu-v3).
+    /// At a CFGI of the entry at <paramref name="address"/>: compares what the SMMU may hold of it (last fetched, or
+    /// as of the last CFGI completed by a CMD_SYNC) with memory now. The SMMU reads an entry's qwords in any order,
+    /// each single-copy atomic, so any mix of the two versions may be observed; the step is safe when every mix reads
+    /// as one of them: the two differ in one qword, or only in bits the old (or only in bits the new) configuration
+    /// ignores. An invalid entry uses only V, so filling an invalid entry and setting V needs a CFGI + CMD_SYNC in
+    /// between (IHI 0070 §3.21.3.1), and a valid entry is changed hitlessly or made invalid first (Linux's entry writer).
     /// </summary>
     void CheckHitlessAt(ulong address, bool isSte, string what)
     {
-        if (!_observed.TryGetValue(address, out var old)) return;
         Span<ulong> now = stackalloc ulong[8];
         for (var i = 0; i < 8; i++)
             if (_bus.ReadU64(address + (ulong)i * 8, out now[i]) != BusStatus.Ok) return;
+        _cfgiPending.Add((address, now.ToArray()));
+        if (!_observed.TryGetValue(address, out var old)) return;
         Span<ulong> usedOld = stackalloc ulong[8];
         Span<ulong> usedNew = stackalloc ulong[8];
         if (isSte) { SmmuV3Decoder.SteUsedBits(old, usedOld); SmmuV3Decoder.SteUsedBits(now, usedNew); }
         else { SmmuV3Decoder.CdUsedBits(old, usedOld); SmmuV3Decoder.CdUsedBits(now, usedNew); }
-        var vBit = isSte ? 1UL << Ste.V : 1UL << Cd.V;
         var critical = 0;
+        bool oldIgnores = true, newIgnores = true;
         for (var i = 0; i < 8; i++)
-            if (((old[i] ^ now[i]) & (usedOld[i] | usedNew[i])) != 0) critical++;
-        if ((old[0] & vBit) != 0 && (now[0] & vBit) != 0 && critical > 1)
+        {
+            var d = old[i] ^ now[i];
+            if (d == 0) continue;
+            if ((d & (usedOld[i] | usedNew[i])) != 0) critical++;
+            if ((d & usedOld[i]) != 0) oldIgnores = false;
+            if ((d & usedNew[i]) != 0) newIgnores = false;
+        }
+        if (critical <= 1 || oldIgnores || newIgnores) return;
+        var vBit = isSte ? 1UL << Ste.V : 1UL << Cd.V;
+        var wasValid = (old[0] & vBit) != 0;
+        var isValid = (now[0] & vBit) != 0;
+        if (wasValid && isValid)
             _strict!.Report("smmuv3", "IHI 0070 §3.21.3 (single-copy atomicity is 64 bits): a live entry must change at most one used qword between invalidations, or be made invalid first (Linux arm-smmu-v3 hitless update)",
                 $"{what} at 0x{address:x} changed {critical} used qwords while valid: the SMMU could observe it half-written");
-        now.CopyTo(old);
+        else if (!wasValid)
+            _strict!.Report("smmuv3", "IHI 0070 §3.21.3.1 (fill the fields with V = 0, CMD_CFGI + CMD_SYNC, then set V = 1 and CMD_CFGI again): the SMMU may hold the invalid entry partially cached",
+                $"{what} at 0x{address:x} was made valid in the same step as {critical - 1} other changed qword(s): an old qword could be combined with the new V");
+        else
+            _strict!.Report("smmuv3", "IHI 0070 §3.21.3.1 (to make an entry invalid, clear V, then CMD_CFGI + CMD_SYNC): other qwords changed in the same step",
+                $"{what} at 0x{address:x} was made invalid in the same step as {critical - 1} other changed qword(s): a mix with the old V = 1 reads as a configuration never written");
+    }
+
+    /// <summary>CMD_SYNC: the CFGIs before it are complete; what they saw is what the SMMU may now hold.</summary>
+    void CompletePendingCfgi()
+    {
+        foreach (var (address, q) in _cfgiPending) _observed[address] = q;
+        _cfgiPending.Clear();
     }
 }

@@ -93,13 +93,14 @@ public sealed partial class SmmuV3
             case StreamOutcome.Bypass:
                 return write ? _bus.Write(address, wr, attributes) : _bus.Read(address, rd, attributes);
             case StreamOutcome.Abort:
+                _trace.Emit(TraceCategory.SmmuTranslate, TraceSource, $"SID 0x{port.StreamId:x} {(write ? "write" : "read")} 0x{address:x}: aborted by its stream configuration");
                 return BusStatus.SlaveError;
         }
         var pos = 0;
         var va = address;
         while (pos < length)
         {
-            if (!TranslateFast(ctx, va, access, out var entry, out var fault))
+            if (!_translator.Translate(ctx, va, access, out var entry, out var fault))
             {
                 var stage2 = fault.Stage == TranslationStage.Stage2;
                 var record = fault.Kind == FaultKind.WalkExternalAbort || (stage2 ? ctx.RecordStage2 : ctx.RecordStage1);
@@ -116,6 +117,7 @@ public sealed partial class SmmuV3
             var inBlock = entry.SizeLog2 >= 63 ? ulong.MaxValue : entry.SizeBytes - (va & entry.OffsetMask);
             var chunk = (int)Math.Min((ulong)(length - pos), inBlock);
             var pa = entry.Translate(va);
+            if (_trace.IsOn(TraceCategory.SmmuTranslate)) _trace.Emit(TraceCategory.SmmuTranslate, TraceSource, $"SID 0x{port.StreamId:x} {(write ? "write" : "read")} IOVA 0x{va:x} -> PA 0x{pa:x} ({chunk} bytes)");
             var s = write ? _bus.Write(pa, wr.Slice(pos, chunk), attributes) : _bus.Read(pa, rd.Slice(pos, chunk), attributes);
             if (s != BusStatus.Ok) return s;
             pos += chunk;
@@ -124,42 +126,27 @@ public sealed partial class SmmuV3
         return BusStatus.Ok;
     }
 
-    /// <summary>
-    /// The hit path: IOTLB lookup with the context's tags and the permission check, nothing else. A miss, a denied
-    /// access or strict mode goes through the <see cref="Doorbell.Iommu.Translator"/> (walk, fault, stale check).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    bool TranslateFast(StreamContext ctx, ulong va, AccessFlags access, out TlbEntry entry, out TranslationFault fault)
-    {
-        if (_strict is not { Enabled: true })
-        {
-            var key = ctx.TbiKey ? PageTableWalker.TlbInput(ctx.Config, va) : va;
-            if (_iotlb.TryLookup(ctx.Vmid, ctx.Asid, key, out entry) && PageTableWalker.DeniedBy(entry, access) == TranslationStage.None)
-            {
-                fault = default;
-                return true;
-            }
-        }
-        return _translator.Translate(ctx.Config, ctx.Vmid, va, access, out entry, out fault);
-    }
-
     internal bool TranslateOne(SmmuV3StreamPort port, ulong address, AccessFlags access, out ulong pa)
     {
         var ctx = port.Context;
-        // Hit path: a resolved translating context, not strict, IOTLB hit that permits the access.
-        if (ctx.Generation == Generation && ctx.Outcome == StreamOutcome.Translate && _strict is not { Enabled: true }
-            && _iotlb.TryLookup(ctx.Vmid, ctx.Asid, ctx.TbiKey ? PageTableWalker.TlbInput(ctx.Config, address) : address, out var hit)
-            && PageTableWalker.DeniedBy(hit, access) == TranslationStage.None)
+        TlbEntry entry;
+        TranslationFault fault;
+        // A kept resolution (never kept for ATS-translated ports or after a failure), not strict: straight to the Translator.
+        if (ctx.Generation == Generation && ctx.Outcome == StreamOutcome.Translate && !StrictEnabled)
         {
-            pa = hit.Translate(address);
-            return true;
+            if (_translator.Translate(ctx, address, access, out entry, out fault))
+            {
+                pa = entry.Translate(address);
+                return true;
+            }
+            pa = 0;
+            RecordPortFault(port, ctx, fault, address, access);
+            return false;
         }
         pa = 0;
-        var ssv = port.SubstreamId.HasValue;
-        var ssid = port.SubstreamId.GetValueOrDefault();
-        if (ctx.Generation != Generation || StrictEnabled || port.AtsTranslated)
+        if (ctx.Generation != Generation || port.AtsTranslated || StrictEnabled)
         {
-            var outcome = Resolve(port.StreamId, ssv, ssid, address, access, port.AtsTranslated, ctx);
+            var outcome = Resolve(port.StreamId, port.SubstreamId.HasValue, port.SubstreamId.GetValueOrDefault(), address, access, port.AtsTranslated, ctx);
             ctx.Generation = outcome == StreamOutcome.Abort || port.AtsTranslated ? ulong.MaxValue : Generation;
         }
         switch (ctx.Outcome)
@@ -170,15 +157,21 @@ public sealed partial class SmmuV3
             case StreamOutcome.Abort:
                 return false;
         }
-        if (TranslateFast(ctx, address, access, out var entry, out var fault))
+        if (_translator.Translate(ctx, address, access, out entry, out fault))
         {
             pa = entry.Translate(address);
             return true;
         }
+        RecordPortFault(port, ctx, fault, address, access);
+        return false;
+    }
+
+    void RecordPortFault(SmmuV3StreamPort port, StreamContext ctx, in TranslationFault fault, ulong address, AccessFlags access)
+    {
         var stage2 = fault.Stage == TranslationStage.Stage2;
         if (fault.Kind == FaultKind.WalkExternalAbort || (stage2 ? ctx.RecordStage2 : ctx.RecordStage1))
-            RecordTranslationFault(fault, port.StreamId, ssv, ssid, address, access, fault.OnStage1Walk ? Evt.ClassTt : Evt.ClassIn, cdIpa: 0);
-        return false;
+            RecordTranslationFault(fault, port.StreamId, port.SubstreamId.HasValue, port.SubstreamId.GetValueOrDefault(), address, access,
+                fault.OnStage1Walk ? Evt.ClassTt : Evt.ClassIn, cdIpa: 0);
     }
 
     // ----- event record builders (IHI 0070 §7.3) -----

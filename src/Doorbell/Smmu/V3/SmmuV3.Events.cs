@@ -50,7 +50,7 @@ public sealed partial class SmmuV3
     /// <summary>Writes one record at EVENTQ_PROD, or drops it when the queue is disabled or full (then OVFLG toggles).</summary>
     internal void RecordEvent(ulong q0, ulong q1, ulong q2, ulong q3)
     {
-        if (_trace is { Enabled: true } t) t.Emit("smmuv3", "event " + new SmmuV3Event(q0, q1, q2, q3));
+        _trace.Emit(TraceCategory.SmmuEvent, TraceSource, $"event {new SmmuV3Event(q0, q1, q2, q3)}");
         if (!EventqEnabled)
         {
             EventsDropped++;

@@ -24,7 +24,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
 {
     readonly IMemoryView _bus;
     readonly SmmuV3Options _o;
-    readonly Trace? _trace;
+    readonly Trace _trace;
     readonly StrictMonitor? _strict;
     readonly BusAttributes _ownAttributes;
     readonly Iotlb _iotlb;
@@ -47,7 +47,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
         _bus = bus;
         _o = options ?? SmmuV3Options.QemuVirt;
         _o.Validate();
-        _trace = trace;
+        _trace = trace ?? new Trace("smmuv3");
         _strict = strict;
         _ownAttributes = _o.OwnDeviceId is { } id ? BusAttributes.FromDevice(id) : new BusAttributes(0, false, true, false);
         _iotlb = iotlb ?? new Iotlb();
@@ -304,7 +304,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
         var old = _cr0;
         _cr0 = v;
         if ((old ^ v) != 0) Generation++;
-        if (_trace is { Enabled: true } t && old != v) t.Emit("smmuv3", $"CR0 0x{old:x} -> 0x{v:x}");
+        if (old != v) _trace.Emit(TraceCategory.SmmuReg, TraceSource, $"CR0 0x{old:x} -> 0x{v:x}");
         // Enabling the command queue starts processing whatever is already between CONS and PROD.
         if ((old & SmmuV3Field.Cr0CmdqEn) == 0 && (v & SmmuV3Field.Cr0CmdqEn) != 0)
             ProcessCommands();
@@ -312,10 +312,13 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
 
     void ReportStrict(string what, string rule, string message) => _strict?.Report("smmuv3", rule, $"{what}: {message}");
 
-    internal void TraceEmit(string message)
-    {
-        if (_trace is { Enabled: true } t) t.Emit("smmuv3", message);
-    }
+    internal void TraceEmit(string message) => _trace.EmitText(TraceCategory.GuestError, TraceSource, message);
+
+    /// <summary>The machine's trace this SMMU emits to (categories smmu_*).</summary>
+    public Trace Trace => _trace;
+
+    /// <summary>This model's track name in traces.</summary>
+    public string TraceSource { get; set; } = "smmuv3";
 
     // ----- queue geometry (IHI 0070 §3.5): index = low log2size bits, wrap = bit log2size -----
 

@@ -1,0 +1,128 @@
+using Doorbell.Host.SmmuV3;
+using Doorbell.Iommu;
+using Doorbell.Memory;
+using Doorbell.Smmu.V3;
+using Doorbell.Vmsa;
+
+namespace Doorbell.Scenarios.Steps;
+
+/// <summary>
+/// Strict mode at work: a deliberately careless SMMUv3 driver (registers and queues written by hand, tables in RAM)
+/// that forgets a CMD_SYNC, edits a live STE without CFGI_STE, and unmaps and frees a page without a TLBI. The
+/// hardware (and permissive mode) tolerates each one silently and keeps using what it cached; strict mode reports
+/// each with the rule broken. This step turns strict mode on for its own machine whatever the run's mode.
+/// </summary>
+public sealed class CarelessDriverStep : IScenarioStep
+{
+    const ulong SmmuBase = 0x0905_0000, Strtab = 0x4010_0000, Cmdq = 0x4020_0000, Eventq = 0x4030_0000, CdBase = 0x4040_0000;
+    const ulong Buffer = 0x4800_0000, Iova = 0x1_0000_0000;
+    const int CmdqLog2 = 8;
+    const uint Sid = 8;
+
+    public string Title => "Strict mode: a careless SMMUv3 driver (missing CMD_SYNC, stale STE, page freed without TLBI)";
+
+    public bool Run(ScenarioContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        var bus = new PhysicalAddressSpace();
+        bus.AddRam(new PhysAddr(0x4000_0000), 0x2000_0000, "ram");
+        var strict = context.NewStrict();
+        strict.Enabled = true;
+        var trace = context.NewTrace("careless SMMUv3 driver");
+        var smmu = new SmmuV3(bus, SmmuV3Options.QemuVirt, trace, strict);
+        smmu.Map(new PhysAddr(SmmuBase));
+        var drv = new Careless(bus);
+        drv.Enable();
+        if (IoPageTable.Create(bus, new PhysPageAllocator(0x4100_0000, 0x100_0000), IoPageTableFormat.Stage1, Granule.Size4K, 48, 44, out var pt) != 0 || pt is null)
+            return false;
+        pt.Map(Iova, Buffer, 0x2000, IoProt.ReadWrite);
+        var cd = CdBase + Sid * 0x1000UL;
+        drv.WriteEntry(cd, SmmuV3Encode.ContextDescriptor(pt.CreateStage1Config(1)));
+        drv.WriteEntry(Strtab + Sid * 64UL, SmmuV3Encode.Stage1Ste(cd));
+        drv.Submit(SmmuV3Encode.CfgiSte(Sid), SmmuV3Encode.Sync());
+        var port = smmu.CreateStreamPort(Sid);
+        var attrs = BusAttributes.FromDevice(Sid);
+        BusStatus Dma(ulong iova)
+        {
+            var f = trace.BeginFlow(TraceCategory.PciDma, FlowKind.Dma, "device 0x8", $"StreamID 0x8 DMA read 0x{iova:x} (4 bytes)");
+            var s = port.Read(iova, new byte[4], attrs);
+            trace.EndFlow(f);
+            return s;
+        }
+        context.Item($"careful setup: STE {Sid} -> CD (ASID 1) -> stage-1 tables; IOVA 0x{Iova:x} -> PA 0x{Buffer:x} (8 KiB); first DMA {Dma(Iova)}, strict findings {strict.Violations.Count}");
+        var before = strict.Violations.Count;
+
+        // 1. TLBI without CMD_SYNC, then DMA: the invalidation is not yet known to be complete.
+        drv.Submit(SmmuV3Encode.TlbiNhAsid(0, 1));
+        var s1 = Dma(Iova);
+        var c1 = strict.Violations.Count - before;
+        context.Item($"1. TLBI_NH_ASID queued without CMD_SYNC, then DMA: {s1}; strict findings +{c1}");
+        drv.Submit(SmmuV3Encode.Sync());
+
+        // 2. A live STE edited in memory (MEV set) with no CFGI_STE: the SMMU keeps the cached one.
+        before = strict.Violations.Count;
+        var ste = SmmuV3Encode.Stage1Ste(cd);
+        ste[1] |= 1UL << Ste.Mev;
+        drv.WriteEntry(Strtab + Sid * 64UL, ste);
+        var s2 = Dma(Iova);
+        var c2 = strict.Violations.Count - before;
+        context.Item($"2. live STE {Sid} rewritten without CFGI_STE, then DMA: {s2}; strict findings +{c2}");
+        drv.Submit(SmmuV3Encode.CfgiSte(Sid), SmmuV3Encode.Sync());
+
+        // 3. The page is unmapped (its descriptor cleared) and handed back to the allocator with no TLBI: the cached
+        //    translation still reaches memory that now belongs to someone else.
+        Dma(Iova + 0x1000);
+        before = strict.Violations.Count;
+        pt.Unmap(Iova + 0x1000, 0x1000);
+        var s3 = Dma(Iova + 0x1000);
+        var c3 = strict.Violations.Count - before;
+        context.Item($"3. IOVA 0x{Iova + 0x1000:x} unmapped and its page freed without TLBI, then DMA: {s3} (the stale IOTLB entry was used); strict findings +{c3}");
+        drv.Submit(SmmuV3Encode.TlbiNhVa(0, 1, Iova + 0x1000), SmmuV3Encode.Sync());
+        var s4 = Dma(Iova + 0x1000);
+        context.Item($"after TLBI_NH_VA + CMD_SYNC the DMA is {s4}, as it should have been");
+        context.Item($"strict mode caught {strict.Violations.Count} finding(s); hardware would have reported none");
+        return s1 == BusStatus.Ok && c1 >= 1 && s2 == BusStatus.Ok && c2 >= 1 && s3 == BusStatus.Ok && c3 >= 1 && s4 == BusStatus.SlaveError
+               && strict.Violations.Any(v => v.Rule.Contains("CMD_SYNC", StringComparison.Ordinal))
+               && strict.Violations.Any(v => v.Message.Contains("stale STE", StringComparison.Ordinal))
+               && strict.Violations.Any(v => v.Rule == Translator.StaleEntryRule);
+    }
+
+    /// <summary>The careless driver: programs the SMMU by hand (linear stream table, command and event queues).</summary>
+    sealed class Careless(PhysicalAddressSpace bus)
+    {
+        uint _prod;
+
+        void Wr(uint off, uint v) => bus.Write(new PhysAddr(SmmuBase + off), 4, v, BusAttributes.Cpu);
+        void Wr64(uint off, ulong v) => bus.Write(new PhysAddr(SmmuBase + off), 8, v, BusAttributes.Cpu);
+
+        public void Enable()
+        {
+            Wr(SmmuV3Reg.CR0, 0);
+            Wr64(SmmuV3Reg.STRTAB_BASE, Strtab);
+            Wr(SmmuV3Reg.STRTAB_BASE_CFG, 8); // linear, 256 STEs
+            Wr64(SmmuV3Reg.CMDQ_BASE, Cmdq | CmdqLog2);
+            Wr(SmmuV3Reg.CMDQ_PROD, 0); Wr(SmmuV3Reg.CMDQ_CONS, 0);
+            Wr64(SmmuV3Reg.EVENTQ_BASE, Eventq | 6);
+            Wr(SmmuV3Reg.EVENTQ_PROD, 0); Wr(SmmuV3Reg.EVENTQ_CONS, 0);
+            Wr(SmmuV3Reg.CR0, SmmuV3Field.Cr0CmdqEn | SmmuV3Field.Cr0EventqEn);
+            Wr(SmmuV3Reg.CR0, SmmuV3Field.Cr0CmdqEn | SmmuV3Field.Cr0EventqEn | SmmuV3Field.Cr0SmmuEn);
+        }
+
+        public void WriteEntry(ulong address, ulong[] q)
+        {
+            for (var i = 0; i < q.Length; i++) bus.Store.WriteU64(address + (ulong)i * 8, q[i]);
+        }
+
+        public void Submit(params (ulong Q0, ulong Q1)[] cmds)
+        {
+            foreach (var (q0, q1) in cmds)
+            {
+                var a = Cmdq + (_prod & ((1u << CmdqLog2) - 1)) * 16UL;
+                bus.Store.WriteU64(a, q0);
+                bus.Store.WriteU64(a + 8, q1);
+                _prod = (_prod + 1) & ((2u << CmdqLog2) - 1);
+            }
+            Wr(SmmuV3Reg.CMDQ_PROD, _prod);
+        }
+    }
+}
