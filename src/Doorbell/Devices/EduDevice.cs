@@ -24,10 +24,10 @@ public static class EduRegs
 
     public static readonly PciRegister[] Table =
     [
-        new(0x00, 4, "ID", PciAccess.RO), new(0x04, 4, "LIVENESS", PciAccess.RW), new(0x08, 4, "FACTORIAL", PciAccess.RW),
-        new(0x20, 4, "STATUS", PciAccess.RW), new(0x24, 4, "IRQ_STATUS", PciAccess.RO), new(0x60, 4, "IRQ_RAISE", PciAccess.RW),
-        new(0x64, 4, "IRQ_ACK", PciAccess.RW), new(0x80, 8, "DMA_SRC", PciAccess.RW), new(0x88, 8, "DMA_DST", PciAccess.RW),
-        new(0x90, 8, "DMA_COUNT", PciAccess.RW), new(0x98, 8, "DMA_CMD", PciAccess.RW),
+        new(0x00, 4, "ID", RegisterAccess.ReadOnly), new(0x04, 4, "LIVENESS", RegisterAccess.ReadWrite), new(0x08, 4, "FACTORIAL", RegisterAccess.ReadWrite),
+        new(0x20, 4, "STATUS", RegisterAccess.ReadWrite), new(0x24, 4, "IRQ_STATUS", RegisterAccess.ReadOnly), new(0x60, 4, "IRQ_RAISE", RegisterAccess.ReadWrite),
+        new(0x64, 4, "IRQ_ACK", RegisterAccess.ReadWrite), new(0x80, 8, "DMA_SRC", RegisterAccess.ReadWrite), new(0x88, 8, "DMA_DST", RegisterAccess.ReadWrite),
+        new(0x90, 8, "DMA_COUNT", RegisterAccess.ReadWrite), new(0x98, 8, "DMA_CMD", RegisterAccess.ReadWrite),
     ];
 }
 

@@ -24,11 +24,11 @@ public static class MqRegs
 
     public static readonly PciRegister[] Table =
     [
-        new(0x000, 4, "ID", PciAccess.RO), new(0x004, 4, "NUM_QUEUES", PciAccess.RO), new(0x008, 4, "CTRL", PciAccess.RW),
-        new(0x00C, 4, "STATUS", PciAccess.RO),
-        new(0x100, 8, "Qn_SQ_BASE", PciAccess.RW), new(0x108, 8, "Qn_CQ_BASE", PciAccess.RW), new(0x110, 4, "Qn_SIZE", PciAccess.RW),
-        new(0x114, 4, "Qn_CTRL", PciAccess.RW), new(0x118, 4, "Qn_SQ_TAIL", PciAccess.RW), new(0x11C, 4, "Qn_SQ_HEAD", PciAccess.RO),
-        new(0x120, 4, "Qn_CQ_TAIL", PciAccess.RO), new(0x124, 4, "Qn_ERROR", PciAccess.W1C),
+        new(0x000, 4, "ID", RegisterAccess.ReadOnly), new(0x004, 4, "NUM_QUEUES", RegisterAccess.ReadOnly), new(0x008, 4, "CTRL", RegisterAccess.ReadWrite),
+        new(0x00C, 4, "STATUS", RegisterAccess.ReadOnly),
+        new(0x100, 8, "Qn_SQ_BASE", RegisterAccess.ReadWrite), new(0x108, 8, "Qn_CQ_BASE", RegisterAccess.ReadWrite), new(0x110, 4, "Qn_SIZE", RegisterAccess.ReadWrite),
+        new(0x114, 4, "Qn_CTRL", RegisterAccess.ReadWrite), new(0x118, 4, "Qn_SQ_TAIL", RegisterAccess.ReadWrite), new(0x11C, 4, "Qn_SQ_HEAD", RegisterAccess.ReadOnly),
+        new(0x120, 4, "Qn_CQ_TAIL", RegisterAccess.ReadOnly), new(0x124, 4, "Qn_ERROR", RegisterAccess.WriteOneToClear),
     ];
 }
 

@@ -26,33 +26,3 @@ public readonly record struct PhysAddr(ulong Value) : IComparable<PhysAddr>
     public int CompareTo(PhysAddr other) => Value.CompareTo(other.Value);
     public override string ToString() => "PA 0x" + Value.ToString("x", CultureInfo.InvariantCulture);
 }
-
-/// <summary>An I/O virtual address: what a device puts on the bus before the IOMMU (stage-1 input, or stage-2 input when stage 1 is bypassed).</summary>
-public readonly record struct Iova(ulong Value) : IComparable<Iova>
-{
-    public static Iova operator +(Iova a, ulong offset) => new(checked(a.Value + offset));
-    public static ulong operator -(Iova a, Iova b) => checked(a.Value - b.Value);
-    public bool TryAdd(ulong offset, out Iova result)
-    {
-        var sum = Value + offset;
-        result = new Iova(sum);
-        return sum >= Value;
-    }
-    public int CompareTo(Iova other) => Value.CompareTo(other.Value);
-    public override string ToString() => "IOVA 0x" + Value.ToString("x", CultureInfo.InvariantCulture);
-}
-
-/// <summary>An intermediate physical address: stage-1 output and stage-2 input.</summary>
-public readonly record struct Ipa(ulong Value) : IComparable<Ipa>
-{
-    public static Ipa operator +(Ipa a, ulong offset) => new(checked(a.Value + offset));
-    public static ulong operator -(Ipa a, Ipa b) => checked(a.Value - b.Value);
-    public bool TryAdd(ulong offset, out Ipa result)
-    {
-        var sum = Value + offset;
-        result = new Ipa(sum);
-        return sum >= Value;
-    }
-    public int CompareTo(Ipa other) => Value.CompareTo(other.Value);
-    public override string ToString() => "IPA 0x" + Value.ToString("x", CultureInfo.InvariantCulture);
-}

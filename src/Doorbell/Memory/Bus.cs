@@ -90,3 +90,12 @@ public interface IInterruptLine
 {
     void SetLevel(bool asserted);
 }
+
+/// <summary>
+/// A PE's interrupt input (an execution context: a host CPU now, a vCPU next). Its interrupt controller calls
+/// <see cref="Raise"/> when it may have a new interrupt for it; the PE takes it from its own loop (IAR → handler → EOI).
+/// </summary>
+public interface IInterruptTarget
+{
+    void Raise();
+}

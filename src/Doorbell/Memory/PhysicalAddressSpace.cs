@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
+using Doorbell.Runtime;
 
 namespace Doorbell.Memory;
 
@@ -7,6 +8,14 @@ namespace Doorbell.Memory;
 public sealed record BusRegion(string Name, PhysAddr Base, ulong Size, bool IsRam)
 {
     public ulong End => Base.Value + Size; // exclusive; Size > 0 and no wrap, checked at registration
+}
+
+/// <summary>An MMIO handler that can also take a bulk transfer inside its region in one call (memory that lives
+/// elsewhere, such as another process's pages): the bus hands it whole ranges instead of 8-byte pieces.</summary>
+public interface IBulkMmioHandler : IMmioHandler
+{
+    BusStatus ReadBulk(ulong offset, Span<byte> destination, in BusAttributes attributes);
+    BusStatus WriteBulk(ulong offset, ReadOnlySpan<byte> source, in BusAttributes attributes);
 }
 
 /// <summary>
@@ -26,6 +35,10 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     ulong[] _ramDelta = [];
     IRamBacking[] _ramBacking = [];
     SparseMemory?[] _ramSparse = [];
+    // Fast path: the first RAM region when a SparseMemory backs it (every board's main RAM): one subtract and two
+    // compares, then a direct call. _fastSize = 0 disables it.
+    ulong _fastStart, _fastSize, _fastDelta;
+    SparseMemory _fastStore = new();
     // MMIO regions sorted by start.
     ulong[] _mmioStart = [];
     ulong[] _mmioEnd = [];
@@ -41,6 +54,14 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     public SparseMemory Store => _store;
 
     public IReadOnlyList<BusRegion> Regions => _regions;
+
+    /// <summary>
+    /// The event loop MMIO accesses run under: a write that lands on MMIO while another MMIO access is running (an
+    /// MSI or DMA a model issues from inside its register handler) is posted — queued and run after the outermost
+    /// access returns, iteratively — so devices aimed at each other's registers never recurse. Shared by every
+    /// address space of one machine (a guest's bus uses its host's loop).
+    /// </summary>
+    public EventLoop Loop { get; set; } = new();
 
     /// <summary>RAM backed by this bus's own store (offset = physical address).</summary>
     public void AddRam(PhysAddr @base, ulong size, string name = "ram") => AddRam(@base, size, _store, @base.Value, name);
@@ -60,6 +81,10 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
         _ramDelta = [.. _ramDelta, unchecked(backingOffset - @base.Value)];
         _ramBacking = [.. _ramBacking, backing];
         _ramSparse = [.. _ramSparse, backing as SparseMemory];
+        if (_ramStart.Length == 1 && backing is SparseMemory fast)
+        {
+            _fastStart = @base.Value; _fastSize = size; _fastDelta = unchecked(backingOffset - @base.Value); _fastStore = fast;
+        }
         _regions.Add(new BusRegion(name, @base, size, true));
     }
 
@@ -92,6 +117,14 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     /// <summary>True when the whole range [address, address+length) lies in one RAM range.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool IsRam(ulong address, ulong length) => FindRam(address, length) >= 0;
+
+    /// <summary>True when [address, address+length) lies in the fast-path RAM region.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    bool InFast(ulong address, ulong length)
+    {
+        var off = address - _fastStart;
+        return off < _fastSize && _fastSize - off >= length;
+    }
 
     /// <summary>The RAM region holding all of [address, address+length), or -1.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -155,6 +188,11 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     {
         var a = address.Value;
         if (size is not (1 or 2 or 4 or 8)) { value = 0; return BusStatus.SlaveError; }
+        if (size == 8 && InFast(a, 8))
+        {
+            value = _fastStore.ReadU64(unchecked(a + _fastDelta));
+            return BusStatus.Ok;
+        }
         var r = FindRam(a, (ulong)size);
         if (r >= 0)
         {
@@ -168,7 +206,10 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
             value = 0;
             return _mmioRules[i].OnViolation == MmioViolation.RazWi ? BusStatus.Ok : BusStatus.SlaveError;
         }
-        return _mmioHandler[i].Read(a - _mmioStart[i], size, out value, attributes);
+        var loop = Loop;
+        loop.Enter();
+        try { return _mmioHandler[i].Read(a - _mmioStart[i], size, out value, attributes); }
+        finally { loop.Exit(); }
     }
 
     /// <summary>A single access of 1, 2, 4 or 8 bytes.</summary>
@@ -176,6 +217,11 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     {
         var a = address.Value;
         if (size is not (1 or 2 or 4 or 8)) return BusStatus.SlaveError;
+        if (size == 8 && InFast(a, 8))
+        {
+            _fastStore.WriteU64(unchecked(a + _fastDelta), value);
+            return BusStatus.Ok;
+        }
         var r = FindRam(a, (ulong)size);
         if (r >= 0)
         {
@@ -186,13 +232,26 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
         if (i < 0 || a + (ulong)size > _mmioEnd[i]) return BusStatus.DecodeError;
         if (!_mmioRules[i].Allows(a, size))
             return _mmioRules[i].OnViolation == MmioViolation.RazWi ? BusStatus.Ok : BusStatus.SlaveError;
-        return _mmioHandler[i].Write(a - _mmioStart[i], size, value, attributes);
+        var loop = Loop;
+        if (loop.InOperation)
+        {
+            loop.PostWrite(_mmioHandler[i], a - _mmioStart[i], size, value, attributes);
+            return BusStatus.Ok;
+        }
+        loop.Enter();
+        try { return _mmioHandler[i].Write(a - _mmioStart[i], size, value, attributes); }
+        finally { loop.Exit(); }
     }
 
     /// <summary>Reads a 64-bit little-endian value (a descriptor or table entry fetch).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public BusStatus ReadU64(ulong address, out ulong value)
     {
+        if (InFast(address, 8))
+        {
+            value = _fastStore.ReadU64(unchecked(address + _fastDelta));
+            return BusStatus.Ok;
+        }
         var r = FindRam(address, 8);
         if (r >= 0)
         {
@@ -206,6 +265,11 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public BusStatus WriteU64(ulong address, ulong value)
     {
+        if (InFast(address, 8))
+        {
+            _fastStore.WriteU64(unchecked(address + _fastDelta), value);
+            return BusStatus.Ok;
+        }
         var r = FindRam(address, 8);
         if (r >= 0)
         {
@@ -233,12 +297,19 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes)
     {
         if (destination.IsEmpty) return BusStatus.Ok;
+        if (InFast(address, (ulong)destination.Length))
+        {
+            _fastStore.Read(unchecked(address + _fastDelta), destination);
+            return BusStatus.Ok;
+        }
         var r = FindRam(address, (ulong)destination.Length);
         if (r >= 0)
         {
             _ramBacking[r].Read(unchecked(address + _ramDelta[r]), destination);
             return BusStatus.Ok;
         }
+        if (TryBulk(address, (ulong)destination.Length, out var bulk, out var offset))
+            return bulk.ReadBulk(offset, destination, attributes);
         var check = CheckDecodes(address, (ulong)destination.Length);
         return check != BusStatus.Ok ? check : ReadSplit(address, destination, attributes, bestEffort: false);
     }
@@ -247,12 +318,19 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes)
     {
         if (source.IsEmpty) return BusStatus.Ok;
+        if (InFast(address, (ulong)source.Length))
+        {
+            _fastStore.Write(unchecked(address + _fastDelta), source);
+            return BusStatus.Ok;
+        }
         var r = FindRam(address, (ulong)source.Length);
         if (r >= 0)
         {
             _ramBacking[r].Write(unchecked(address + _ramDelta[r]), source);
             return BusStatus.Ok;
         }
+        if (TryBulk(address, (ulong)source.Length, out var bulk, out var offset))
+            return bulk.WriteBulk(offset, source, attributes);
         var check = CheckDecodes(address, (ulong)source.Length);
         return check != BusStatus.Ok ? check : WriteSplit(address, source, attributes, bestEffort: false);
     }
@@ -284,6 +362,18 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
             return BusStatus.Ok;
         }
         return WriteSplit(address, source, attributes, bestEffort: true);
+    }
+
+    /// <summary>The whole range lies in one MMIO region whose handler takes bulk transfers.</summary>
+    bool TryBulk(ulong address, ulong length, out IBulkMmioHandler handler, out ulong offset)
+    {
+        handler = null!;
+        offset = 0;
+        var i = FindMmio(address);
+        if (i < 0 || _mmioHandler[i] is not IBulkMmioHandler b || address + length < address || address + length > _mmioEnd[i]) return false;
+        handler = b;
+        offset = address - _mmioStart[i];
+        return true;
     }
 
     /// <summary>Sets a RAM range to one byte value; DecodeError, writing nothing, unless the whole range is in one RAM region.</summary>

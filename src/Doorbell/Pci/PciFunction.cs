@@ -7,7 +7,8 @@ namespace Doorbell.Pci;
 // space (reads past it return all-ones), PCIe functions 4 KiB. Config writes never fail (writes to read-only
 // bits are dropped, as the spec requires). Power state D3hot does not gate BAR decode.
 
-public enum PciBarKind : byte { None, Mem32, Mem64, Io }
+/// <summary>What a BAR decodes (prefetchability is a separate attribute of a memory BAR).</summary>
+public enum PciBarKind : byte { None = 0, Mem32 = 1, Mem64 = 2, Io = 4 }
 
 /// <summary>PCIe capability device/port type (PCIe 4.0 §7.5.3.2).</summary>
 public enum PciePortType : byte

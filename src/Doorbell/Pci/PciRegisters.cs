@@ -1,10 +1,9 @@
+using Doorbell.Memory;
 namespace Doorbell.Pci;
 
 /// <summary>How software sees one config-space field.</summary>
-public enum PciAccess : byte { RO, RW, W1C, RsvdZ }
-
 /// <summary>One config-space register: offset, width in bytes, name, access kind.</summary>
-public readonly record struct PciRegister(int Offset, int Width, string Name, PciAccess Access);
+public readonly record struct PciRegister(int Offset, int Width, string Name, RegisterAccess Access);
 
 /// <summary>
 /// Config-space layout, declared once. Offsets from PCI Local Bus 3.0 §6.1 (type 0), PCI-to-PCI Bridge 1.2 §3.2
@@ -57,37 +56,37 @@ public static class PciCfg
     /// <summary>Type-0 header, the table tracing and reports use.</summary>
     public static readonly PciRegister[] Type0Header =
     [
-        new(0x00, 2, "VENDOR_ID", PciAccess.RO), new(0x02, 2, "DEVICE_ID", PciAccess.RO),
-        new(0x04, 2, "COMMAND", PciAccess.RW), new(0x06, 2, "STATUS", PciAccess.W1C),
-        new(0x08, 1, "REVISION_ID", PciAccess.RO), new(0x09, 3, "CLASS_CODE", PciAccess.RO),
-        new(0x0C, 1, "CACHE_LINE_SIZE", PciAccess.RW), new(0x0D, 1, "LATENCY_TIMER", PciAccess.RW),
-        new(0x0E, 1, "HEADER_TYPE", PciAccess.RO), new(0x0F, 1, "BIST", PciAccess.RO),
-        new(0x10, 4, "BAR0", PciAccess.RW), new(0x14, 4, "BAR1", PciAccess.RW), new(0x18, 4, "BAR2", PciAccess.RW),
-        new(0x1C, 4, "BAR3", PciAccess.RW), new(0x20, 4, "BAR4", PciAccess.RW), new(0x24, 4, "BAR5", PciAccess.RW),
-        new(0x28, 4, "CARDBUS_CIS", PciAccess.RO), new(0x2C, 2, "SUBSYSTEM_VENDOR_ID", PciAccess.RO),
-        new(0x2E, 2, "SUBSYSTEM_ID", PciAccess.RO), new(0x30, 4, "EXPANSION_ROM", PciAccess.RO),
-        new(0x34, 1, "CAPABILITIES_PTR", PciAccess.RO), new(0x3C, 1, "INTERRUPT_LINE", PciAccess.RW),
-        new(0x3D, 1, "INTERRUPT_PIN", PciAccess.RO), new(0x3E, 1, "MIN_GNT", PciAccess.RO), new(0x3F, 1, "MAX_LAT", PciAccess.RO),
+        new(0x00, 2, "VENDOR_ID", RegisterAccess.ReadOnly), new(0x02, 2, "DEVICE_ID", RegisterAccess.ReadOnly),
+        new(0x04, 2, "COMMAND", RegisterAccess.ReadWrite), new(0x06, 2, "STATUS", RegisterAccess.WriteOneToClear),
+        new(0x08, 1, "REVISION_ID", RegisterAccess.ReadOnly), new(0x09, 3, "CLASS_CODE", RegisterAccess.ReadOnly),
+        new(0x0C, 1, "CACHE_LINE_SIZE", RegisterAccess.ReadWrite), new(0x0D, 1, "LATENCY_TIMER", RegisterAccess.ReadWrite),
+        new(0x0E, 1, "HEADER_TYPE", RegisterAccess.ReadOnly), new(0x0F, 1, "BIST", RegisterAccess.ReadOnly),
+        new(0x10, 4, "BAR0", RegisterAccess.ReadWrite), new(0x14, 4, "BAR1", RegisterAccess.ReadWrite), new(0x18, 4, "BAR2", RegisterAccess.ReadWrite),
+        new(0x1C, 4, "BAR3", RegisterAccess.ReadWrite), new(0x20, 4, "BAR4", RegisterAccess.ReadWrite), new(0x24, 4, "BAR5", RegisterAccess.ReadWrite),
+        new(0x28, 4, "CARDBUS_CIS", RegisterAccess.ReadOnly), new(0x2C, 2, "SUBSYSTEM_VENDOR_ID", RegisterAccess.ReadOnly),
+        new(0x2E, 2, "SUBSYSTEM_ID", RegisterAccess.ReadOnly), new(0x30, 4, "EXPANSION_ROM", RegisterAccess.ReadOnly),
+        new(0x34, 1, "CAPABILITIES_PTR", RegisterAccess.ReadOnly), new(0x3C, 1, "INTERRUPT_LINE", RegisterAccess.ReadWrite),
+        new(0x3D, 1, "INTERRUPT_PIN", RegisterAccess.ReadOnly), new(0x3E, 1, "MIN_GNT", RegisterAccess.ReadOnly), new(0x3F, 1, "MAX_LAT", RegisterAccess.ReadOnly),
     ];
 
     /// <summary>Type-1 header (bridges).</summary>
     public static readonly PciRegister[] Type1Header =
     [
-        new(0x00, 2, "VENDOR_ID", PciAccess.RO), new(0x02, 2, "DEVICE_ID", PciAccess.RO),
-        new(0x04, 2, "COMMAND", PciAccess.RW), new(0x06, 2, "STATUS", PciAccess.W1C),
-        new(0x08, 1, "REVISION_ID", PciAccess.RO), new(0x09, 3, "CLASS_CODE", PciAccess.RO),
-        new(0x0C, 1, "CACHE_LINE_SIZE", PciAccess.RW), new(0x0E, 1, "HEADER_TYPE", PciAccess.RO),
-        new(0x10, 4, "BAR0", PciAccess.RW), new(0x14, 4, "BAR1", PciAccess.RW),
-        new(0x18, 1, "PRIMARY_BUS", PciAccess.RW), new(0x19, 1, "SECONDARY_BUS", PciAccess.RW),
-        new(0x1A, 1, "SUBORDINATE_BUS", PciAccess.RW), new(0x1B, 1, "SECONDARY_LATENCY", PciAccess.RO),
-        new(0x1C, 1, "IO_BASE", PciAccess.RW), new(0x1D, 1, "IO_LIMIT", PciAccess.RW),
-        new(0x1E, 2, "SECONDARY_STATUS", PciAccess.W1C), new(0x20, 2, "MEMORY_BASE", PciAccess.RW),
-        new(0x22, 2, "MEMORY_LIMIT", PciAccess.RW), new(0x24, 2, "PREF_MEMORY_BASE", PciAccess.RW),
-        new(0x26, 2, "PREF_MEMORY_LIMIT", PciAccess.RW), new(0x28, 4, "PREF_BASE_UPPER32", PciAccess.RW),
-        new(0x2C, 4, "PREF_LIMIT_UPPER32", PciAccess.RW), new(0x30, 2, "IO_BASE_UPPER16", PciAccess.RW),
-        new(0x32, 2, "IO_LIMIT_UPPER16", PciAccess.RW), new(0x34, 1, "CAPABILITIES_PTR", PciAccess.RO),
-        new(0x38, 4, "EXPANSION_ROM", PciAccess.RO), new(0x3C, 1, "INTERRUPT_LINE", PciAccess.RW),
-        new(0x3D, 1, "INTERRUPT_PIN", PciAccess.RO), new(0x3E, 2, "BRIDGE_CONTROL", PciAccess.RW),
+        new(0x00, 2, "VENDOR_ID", RegisterAccess.ReadOnly), new(0x02, 2, "DEVICE_ID", RegisterAccess.ReadOnly),
+        new(0x04, 2, "COMMAND", RegisterAccess.ReadWrite), new(0x06, 2, "STATUS", RegisterAccess.WriteOneToClear),
+        new(0x08, 1, "REVISION_ID", RegisterAccess.ReadOnly), new(0x09, 3, "CLASS_CODE", RegisterAccess.ReadOnly),
+        new(0x0C, 1, "CACHE_LINE_SIZE", RegisterAccess.ReadWrite), new(0x0E, 1, "HEADER_TYPE", RegisterAccess.ReadOnly),
+        new(0x10, 4, "BAR0", RegisterAccess.ReadWrite), new(0x14, 4, "BAR1", RegisterAccess.ReadWrite),
+        new(0x18, 1, "PRIMARY_BUS", RegisterAccess.ReadWrite), new(0x19, 1, "SECONDARY_BUS", RegisterAccess.ReadWrite),
+        new(0x1A, 1, "SUBORDINATE_BUS", RegisterAccess.ReadWrite), new(0x1B, 1, "SECONDARY_LATENCY", RegisterAccess.ReadOnly),
+        new(0x1C, 1, "IO_BASE", RegisterAccess.ReadWrite), new(0x1D, 1, "IO_LIMIT", RegisterAccess.ReadWrite),
+        new(0x1E, 2, "SECONDARY_STATUS", RegisterAccess.WriteOneToClear), new(0x20, 2, "MEMORY_BASE", RegisterAccess.ReadWrite),
+        new(0x22, 2, "MEMORY_LIMIT", RegisterAccess.ReadWrite), new(0x24, 2, "PREF_MEMORY_BASE", RegisterAccess.ReadWrite),
+        new(0x26, 2, "PREF_MEMORY_LIMIT", RegisterAccess.ReadWrite), new(0x28, 4, "PREF_BASE_UPPER32", RegisterAccess.ReadWrite),
+        new(0x2C, 4, "PREF_LIMIT_UPPER32", RegisterAccess.ReadWrite), new(0x30, 2, "IO_BASE_UPPER16", RegisterAccess.ReadWrite),
+        new(0x32, 2, "IO_LIMIT_UPPER16", RegisterAccess.ReadWrite), new(0x34, 1, "CAPABILITIES_PTR", RegisterAccess.ReadOnly),
+        new(0x38, 4, "EXPANSION_ROM", RegisterAccess.ReadOnly), new(0x3C, 1, "INTERRUPT_LINE", RegisterAccess.ReadWrite),
+        new(0x3D, 1, "INTERRUPT_PIN", RegisterAccess.ReadOnly), new(0x3E, 2, "BRIDGE_CONTROL", RegisterAccess.ReadWrite),
     ];
 
     /// <summary>Requester ID (PCIe 4.0 §2.2.6.2): bus[15:8], device[7:3], function[2:0].</summary>

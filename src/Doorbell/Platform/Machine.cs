@@ -29,7 +29,11 @@ public sealed record IommuRequest(IommuKind Kind, ulong Base, int FirstSpi, Door
 
 /// <summary>What a board asks its GIC factory for (bases from the board's map; 0 = absent).</summary>
 public sealed record GicRequest(int Version, bool Its, int Cpus, ulong DistributorBase, ulong RedistributorBase,
-    ulong CpuInterfaceBase, ulong ItsBase, ulong V2mBase, int V2mFirstSpi, int V2mSpiCount);
+    ulong CpuInterfaceBase, ulong ItsBase, ulong V2mBase, int V2mFirstSpi, int V2mSpiCount)
+{
+    /// <summary>SPIs the distributor implements.</summary>
+    public int SpiCount { get; init; } = 224;
+}
 
 /// <summary>An SPI input that only records its level (what a board uses when no GIC model is wired).</summary>
 public sealed class RecordingInterruptLine(int spi) : IInterruptLine
@@ -59,15 +63,20 @@ public sealed class Machine
         Trace = trace ?? new Trace(name);
         Trace.Clock ??= clock;
         Strict = strict ?? new StrictMonitor();
+        bus.Loop.Context = Trace; // a posted write stays in the trace flow that issued it
         _spi = spi ?? (n => _recorded.TryGetValue(n, out var l) ? l : _recorded[n] = new RecordingInterruptLine(n));
     }
 
     public string Name { get; }
+    /// <summary>The address map the board was built from (what the host kernel's drivers take their addresses from).</summary>
+    public PlatformMap Map { get; init; } = PlatformMap.QemuVirt;
     /// <summary>The machine's one trace: every model it built emits here, by category (QEMU's trace events).</summary>
     public Trace Trace { get; }
     /// <summary>The machine's strict-mode monitor (disabled unless the board was asked for strict mode).</summary>
     public StrictMonitor Strict { get; }
     public PhysicalAddressSpace Bus { get; }
+    /// <summary>The machine's event loop (docs/design.md, "One event loop"): the owner thread runs models and kernel; other threads post to it.</summary>
+    public Doorbell.Runtime.EventLoop Loop => Bus.Loop;
     public VirtualClock Clock { get; }
     public PciHost? Pci { get; internal set; }
     public IIommuUpstream? Iommu { get; set; }

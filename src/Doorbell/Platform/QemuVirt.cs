@@ -30,14 +30,16 @@ public sealed record QemuVirtOptions
     public IommuKind Iommu { get; init; } = IommuKind.SmmuV3;
     public ulong RamSize { get; init; } = QemuVirtMap.DefaultRamSize;
     public int Cpus { get; init; } = 1;
+    /// <summary>The address map (qemu-virt's unless a board description gives another).</summary>
+    public PlatformMap Map { get; init; } = PlatformMap.QemuVirt;
     /// <summary>With <see cref="IommuKind.SmmuV2"/>: which SMMUv2 part (ID registers, banks, stages).</summary>
     public Doorbell.Smmu.V2.SmmuV2Options? SmmuV2 { get; init; }
-    /// <summary>A GICv2m MSI frame next to a GICv3 (at the frame's qemu-virt place): a board with both an ITS and a GICv2m frame.</summary>
+    /// <summary>A GICv2m MSI frame next to a GICv3 (at the frame's place in the map): a board with both an ITS and a GICv2m frame.</summary>
     public bool GicV2mWithGicV3 { get; init; }
     /// <summary>The MSI controller PCI devices use (their msi-parent): the ITS when present, unless set to the GICv2m frame.</summary>
     public MsiParent PciMsiParent { get; init; } = MsiParent.Default;
-    /// <summary>The machine's name in reports.</summary>
-    public string Name { get; init; } = "qemu-virt";
+    /// <summary>The machine's name in reports (the map's name when null).</summary>
+    public string? Name { get; init; }
     /// <summary>The trace the machine's models emit to (a fresh, disabled one when null).</summary>
     public Trace? Trace { get; init; }
     /// <summary>The strict-mode monitor the machine's models report to (a fresh, disabled one when null).</summary>
@@ -56,39 +58,42 @@ public static class QemuVirtBoard
         var w = wiring ?? BoardWiring.Default;
         if (o.GicVersion is not (2 or 3)) throw new ArgumentException("gic-version must be 2 or 3");
         if (o.Cpus is < 1 or > 512) throw new ArgumentException("cpus must be 1..512");
+        var map = o.Map ?? PlatformMap.QemuVirt;
         var bus = new PhysicalAddressSpace();
         var clock = new VirtualClock();
-        bus.AddRam(new PhysAddr(QemuVirtMap.Ram), o.RamSize, "ram");
+        bus.AddRam(new PhysAddr(map.Ram), o.RamSize, "ram");
         var its = o.GicVersion == 3 && o.Its;
         var v2m = o.GicVersion == 2 || o.GicV2mWithGicV3;
-        var gicReq = new GicRequest(o.GicVersion, its, o.Cpus, QemuVirtMap.GicDist,
-            o.GicVersion == 3 ? QemuVirtMap.GicRedist : 0, o.GicVersion == 2 ? QemuVirtMap.GicCpu : 0,
-            its ? QemuVirtMap.GicIts : 0, v2m ? QemuVirtMap.GicV2m : 0, QemuVirtMap.V2mFirstSpi, QemuVirtMap.V2mSpiCount);
-        var m = new Machine(o.Name, bus, clock, null, o.Trace, o.Strict);
+        var gicReq = new GicRequest(o.GicVersion, its, o.Cpus, map.GicDistributor,
+            o.GicVersion == 3 ? map.GicRedistributor : 0, o.GicVersion == 2 ? map.GicCpuInterface : 0,
+            its ? map.GicIts : 0, v2m ? map.GicV2m : 0, map.V2mFirstSpi, map.V2mSpiCount) { SpiCount = map.SpiCount };
+        var m = new Machine(o.Name ?? map.Name, bus, clock, null, o.Trace, o.Strict) { Map = map };
         if (w.Gic?.Invoke(m, gicReq) is { } spi) m.SetSpiProvider(spi);
         m.GicVersion = o.GicVersion;
         m.HasIts = its;
         m.Cpus = o.Cpus;
-        m.RamBase = QemuVirtMap.Ram;
+        m.RamBase = map.Ram;
         m.RamSize = o.RamSize;
         var msiToV2m = v2m && (!its || o.PciMsiParent == MsiParent.GicV2m);
         if (o.PciMsiParent == MsiParent.GicV2m && !v2m) throw new ArgumentException("msi-parent gicv2m needs a GICv2m frame");
         if (o.PciMsiParent == MsiParent.Its && !its) throw new ArgumentException("msi-parent its needs an ITS");
         m.PciMsiToGicV2m = msiToV2m;
-        m.MsiDoorbell = msiToV2m ? QemuVirtMap.V2mSetSpi : its ? QemuVirtMap.GitsTranslater : 0;
+        m.MsiDoorbell = msiToV2m ? map.V2mSetSpi : its ? map.GitsTranslater : 0;
         if (o.Iommu != IommuKind.None)
         {
-            m.Iommu = w.Iommu?.Invoke(m, new IommuRequest(o.Iommu, QemuVirtMap.Smmu,
-                o.Iommu == IommuKind.SmmuV2 ? QemuVirtMap.SmmuV2FirstSpi : QemuVirtMap.SmmuFirstSpi, o.SmmuV2));
+            m.Iommu = w.Iommu?.Invoke(m, new IommuRequest(o.Iommu, map.Smmu,
+                o.Iommu == IommuKind.SmmuV2 ? map.SmmuV2FirstSpi : map.SmmuFirstSpi, o.SmmuV2));
             m.IommuKind = m.Iommu == null ? IommuKind.None : o.Iommu;
         }
         // identity iommu-map and msi-map over all 2^16 requester IDs (hw/arm/virt.c create_pcie)
         var host = new PciHost(bus, m.Iommu, IdMap.Identity, IdMap.Identity) { Trace = m.Trace, Strict = m.Strict };
-        for (var i = 0; i < 4; i++) host.IntxLines[i] = m.Spi(QemuVirtMap.PcieIntxFirstSpi + i);
-        bus.MapMmio(new PhysAddr(QemuVirtMap.PcieEcam), QemuVirtMap.PcieEcamSize, host.Ecam, new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "pcie-ecam");
-        bus.MapMmio(new PhysAddr(QemuVirtMap.PcieMmio), QemuVirtMap.PcieMmioSize, host.MemoryWindow(QemuVirtMap.PcieMmio), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-mmio");
-        bus.MapMmio(new PhysAddr(QemuVirtMap.PciePio), QemuVirtMap.PciePioSize, host.IoWindow(0), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-pio");
-        bus.MapMmio(new PhysAddr(QemuVirtMap.PcieMmioHigh), QemuVirtMap.PcieMmioHighSize, host.MemoryWindow(QemuVirtMap.PcieMmioHigh), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-mmio-high");
+        for (var i = 0; i < 4; i++) host.IntxLines[i] = m.Spi(map.PcieIntxFirstSpi + i);
+        bus.MapMmio(new PhysAddr(map.PcieEcam), map.PcieEcamSize, host.Ecam, new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "pcie-ecam");
+        bus.MapMmio(new PhysAddr(map.PcieMmio), map.PcieMmioSize, host.MemoryWindow(map.PcieMmio), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-mmio");
+        if (map.PciePioSize != 0)
+            bus.MapMmio(new PhysAddr(map.PciePio), map.PciePioSize, host.IoWindow(0), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-pio");
+        if (map.PcieMmioHighSize != 0)
+            bus.MapMmio(new PhysAddr(map.PcieMmioHigh), map.PcieMmioHighSize, host.MemoryWindow(map.PcieMmioHigh), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-mmio-high");
         m.Pci = host;
         // QEMU's gpex host bridge at 00:00.0 (class 0x0600 host bridge)
         host.RootBus.Attach(new PciFunction(QemuVirtMap.GpexVendor, QemuVirtMap.GpexDevice, 0x060000, 0, name: "gpex-root"), 0);

@@ -1,61 +1,78 @@
-using Doorbell.Gic.V2m;
+using Doorbell.Gic.Its;
+using Doorbell.Gic.V2;
 using Doorbell.Gic.V3;
 using Doorbell.Memory;
 using Doorbell.Smmu.V3;
+using Doorbell.Tracing;
 
 namespace Doorbell.Platform;
 
 /// <summary>
-/// The real models behind the board seams: GICv3 (+ITS) or GICv2 (+GICv2m) and SMMUv3, placed and wired as in
-/// QEMU 7.2 hw/arm/virt.c (SMMU interrupts eventq/priq/cmdq-sync/gerror on SPIs 74..77).
+/// The real models behind the board seams — the one wiring every board uses (qemu-virt, YAML boards, the host
+/// kernel's boards): GICv3 (+ITS unless its=off) or GICv2 (+GICv2m) at the bases the board asks for, and SMMUv3 with
+/// its wired interrupts eventq/priq/cmdq-sync/gerror on the board's four SPIs (QEMU 7.2 hw/arm/virt.c: 74..77).
+/// Every model built is recorded on the <see cref="Machine"/>.
 /// </summary>
 public static class QemuVirtWiring
 {
-    public static BoardWiring Models { get; } = new()
+    /// <summary>The wiring whose models report to the machine's trace and strict monitor.</summary>
+    public static BoardWiring Models { get; } = Create();
+
+    /// <summary>A wiring whose models report to <paramref name="strict"/> and <paramref name="trace"/> (null: the machine's).</summary>
+    public static BoardWiring Create(StrictMonitor? strict = null, Trace? trace = null) => new()
     {
-        Gic = CreateGic,
-        Iommu = CreateIommu,
+        Gic = (m, r) => CreateGic(m, r, strict, trace),
+        Iommu = (m, r) => CreateIommu(m, r, strict, trace),
     };
 
-    static Func<int, IInterruptLine> CreateGic(Machine m, GicRequest r)
+    static Func<int, IInterruptLine> CreateGic(Machine m, GicRequest r, StrictMonitor? strict, Trace? trace)
     {
+        strict ??= m.Strict;
+        trace ??= m.Trace;
         if (r.Version == 3)
         {
+            var gic = new GicV3(m.Bus, new GicV3Options { CpuCount = r.Cpus, SpiCount = r.SpiCount }, trace, strict);
+            gic.Map(new PhysAddr(r.DistributorBase), new PhysAddr(r.RedistributorBase));
+            m.GicV3 = gic;
             if (r.Its)
             {
-                var sys = QemuVirtGicV3.Create(m.Bus, r.Cpus, trace: m.Trace, strict: m.Strict);
-                m.GicV3 = sys.Gic;
-                m.Its = sys.Its;
-                if (r.V2mBase != 0)
-                {
-                    var frame = new GicV2m(sys.Gic, r.V2mFirstSpi + GicV3.FirstSpi, r.V2mSpiCount);
-                    frame.Map(m.Bus, new PhysAddr(r.V2mBase));
-                    m.GicV2m = frame;
-                }
-                return spi => sys.Gic.SpiLine(GicV3.FirstSpi + spi);
+                var its = new GicV3Its(gic);
+                its.Map(m.Bus, new PhysAddr(r.ItsBase));
+                m.Its = its;
             }
-            var gic = new GicV3(m.Bus, new GicV3Options { CpuCount = r.Cpus, SpiCount = 224 }, m.Trace, m.Strict);
-            gic.Map(QemuVirtGicV3.GicdBase, QemuVirtGicV3.GicrBase);
-            m.GicV3 = gic;
+            if (r.V2mBase != 0)
+            {
+                // a GICv2m frame next to the GICv3 (SMMUv2 boards with both an ITS and a GICv2m frame)
+                var frame = new Doorbell.Gic.V2m.GicV2m(gic, r.V2mFirstSpi + GicV3.FirstSpi, r.V2mSpiCount, strict);
+                frame.Map(m.Bus, new PhysAddr(r.V2mBase));
+                frame.Trace = trace;
+                m.GicV2m = frame;
+            }
             return spi => gic.SpiLine(GicV3.FirstSpi + spi);
         }
-        var v2 = QemuVirtGicV2.Create(m.Bus, r.Cpus, m.Strict);
-        m.GicV2 = v2.Gic;
-        m.GicV2m = v2.Msi;
-        v2.Gic.Trace = v2.Msi.Trace = m.Trace;
-        return spi => v2.Gic.SpiLine(32 + spi);
+        var v2 = new GicV2(r.Cpus, r.SpiCount, strict);
+        v2.Map(m.Bus, new PhysAddr(r.DistributorBase), new PhysAddr(r.CpuInterfaceBase));
+        // QEMU's frame reports base_spi + 32 in MSI_TYPER (arm_gicv2m.c): the frame raises INTIDs V2mFirstSpi+32..
+        var v2m = new Doorbell.Gic.V2m.GicV2m(v2, r.V2mFirstSpi + 32, r.V2mSpiCount, strict);
+        v2m.Map(m.Bus, new PhysAddr(r.V2mBase));
+        m.GicV2 = v2;
+        m.GicV2m = v2m;
+        v2.Trace = v2m.Trace = trace;
+        return spi => v2.SpiLine(32 + spi);
     }
 
-    static IIommuUpstream? CreateIommu(Machine m, IommuRequest r)
+    static IIommuUpstream? CreateIommu(Machine m, IommuRequest r, StrictMonitor? strict, Trace? trace)
     {
+        strict ??= m.Strict;
+        trace ??= m.Trace;
         if (r.Kind == IommuKind.SmmuV2)
         {
-            var v2 = new Doorbell.Smmu.V2.SmmuV2(m.Bus, r.SmmuV2 ?? Doorbell.Smmu.V2.SmmuV2Options.Mmu500);
+            var v2 = new Doorbell.Smmu.V2.SmmuV2(m.Bus, r.SmmuV2 ?? Doorbell.Smmu.V2.SmmuV2Options.Mmu500, trace, strict);
             WireSmmuV2(m, r, v2);
             return v2;
         }
         if (r.Kind != IommuKind.SmmuV3) return null;
-        var smmu = new SmmuV3(m.Bus, SmmuV3Options.QemuVirt, m.Trace, m.Strict);
+        var smmu = new SmmuV3(m.Bus, SmmuV3Options.QemuVirt, trace, strict);
         smmu.Map(new PhysAddr(r.Base));
         smmu.EventQueueIrq = m.Spi(r.FirstSpi);
         smmu.CmdSyncIrq = m.Spi(r.FirstSpi + 2);

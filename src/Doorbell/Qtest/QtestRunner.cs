@@ -17,16 +17,27 @@ public static class QtestRunner
         ArgumentNullException.ThrowIfNull(stderr);
         if (cmd.QtestSocket == null)
         {
-            stderr.WriteLine("doorbell qtest: -qtest unix:PATH is required");
+            stderr.WriteLine("doorbell: -qtest unix:PATH is required");
             return 1;
         }
         var machine = cmd.Build(wiring);
-        TextWriter? log = cmd.QtestLog switch
+        if (cmd.TracePatterns.Count > 0) EnableTrace(machine, cmd.TracePatterns, stderr);
+        // unbuffered file: each batch of log lines is one write, so a harness that kills us still has the log
+        Stream? log;
+        try
         {
-            null => stderr,
-            "none" => null,
-            var path => new StreamWriter(path, append: false) { AutoFlush = true },
-        };
+            log = cmd.QtestLog switch
+            {
+                null => Console.OpenStandardError(),
+                "none" => null,
+                var path => new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.ReadWrite, bufferSize: 0),
+            };
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        {
+            stderr.WriteLine($"doorbell: -qtest-log {cmd.QtestLog}: {e.Message}");
+            return 1;
+        }
         try
         {
             using var quit = new CancellationTokenSource();
@@ -45,31 +56,53 @@ public static class QtestRunner
                 catch (SocketException) { }
                 catch (ObjectDisposedException) { }
             });
-            var server = new QtestServer(machine, log);
+            var server = log == null ? new QtestServer(machine) : QtestServer.LoggingTo(machine, log);
             server.Opened();
-            var buf = new byte[65536];
-            var decoder = Encoding.Latin1;
             while (!quit.IsCancellationRequested)
             {
+                var space = server.ReceiveBuffer();
                 int n;
-                try { n = sock.Receive(buf); } catch (SocketException) { break; }
+                try { n = sock.Receive(space.Array!, space.Offset, space.Count, SocketFlags.None); } catch (SocketException) { break; }
                 if (n <= 0) break;
-                string answer;
-                lock (machine) answer = server.Feed(decoder.GetString(buf, 0, n));
-                if (answer.Length > 0) sock.Send(decoder.GetBytes(answer));
+                lock (machine) server.Received(n);
+                var answers = server.Output;
+                try
+                {
+                    while (answers.Length > 0) answers = answers[sock.Send(answers)..];
+                }
+                catch (SocketException) { break; }
+                server.ClearOutput();
             }
-            log?.Write("[I +0.000000] CLOSED\n");
+            server.Closed();
             return 0;
         }
         catch (SocketException e)
         {
-            stderr.WriteLine($"doorbell qtest: Failed to connect to '{cmd.QtestSocket}': {e.Message}");
+            stderr.WriteLine($"doorbell: -qtest unix:{cmd.QtestSocket}: Failed to connect to '{cmd.QtestSocket}': {e.Message}");
+            return 1;
+        }
+        catch (IOException e)
+        {
+            stderr.WriteLine($"doorbell: -qtest-log {cmd.QtestLog}: {e.Message}");
             return 1;
         }
         finally
         {
-            if (log != null && !ReferenceEquals(log, stderr)) log.Dispose();
+            log?.Dispose();
         }
+    }
+
+    /// <summary>
+    /// -d trace:PATTERN / -trace PATTERN: a thin adapter onto the machine's trace (QEMU-style category globs,
+    /// checked when the command line was parsed); events are printed on stderr as they happen, not kept.
+    /// </summary>
+    static void EnableTrace(Machine machine, IReadOnlyList<string> patterns, TextWriter stderr)
+    {
+        var mask = Doorbell.Tracing.TraceCategories.ParseMask(string.Join(',', patterns), out var error)
+            ?? throw new ArgumentException($"-trace {string.Join(',', patterns)}: {error}");
+        machine.Trace.Record = false;
+        machine.Trace.Sink = e => stderr.WriteLine(e.ToString());
+        machine.Trace.Mask = mask;
     }
 
     static void ServeQmp(string path, CancellationTokenSource quit)

@@ -130,12 +130,12 @@ public static class RunReport
         svg.Box(20, 20, 130, 44, m.Cpus == 1 ? "CPU 0" : $"CPUs 0-{m.Cpus - 1}", "cpu");
         // A kernel-built board names its models in the kernel's BoardModels; a wiring-built one on the machine.
         var models = om.Kernel?.Models;
-        var hasIts = m.Its is not null || models?.GicV3 is not null;
-        var hasV2m = m.GicV2m is not null || models?.GicV2 is not null;
+        var hasIts = m.Its is not null || models?.Its is not null;
+        var hasV2m = m.GicV2m is not null || models?.GicV2m is not null;
         var gic = hasIts ? $"GICv3 + ITS\nGITS_TRANSLATER 0x{m.MsiDoorbell:x}" : hasV2m ? $"GICv2 + GICv2m\nSETSPI 0x{m.MsiDoorbell:x}" : m.GicV3 is not null ? "GICv3 (no ITS)" : "no GIC model";
         svg.Box(180, 20, 190, 44, gic, "irq");
         svg.Box(400, 20, 140, 44, $"RAM\n0x{m.RamBase:x} +{m.RamSize >> 20} MiB", "ram");
-        var iommu = m.SmmuV3 is not null || models?.Smmu is not null ? "SMMUv3\n0x9050000" : "no IOMMU";
+        var iommu = m.SmmuV3 is not null || models?.Smmu is not null ? $"SMMUv3\n0x{m.Map.Smmu:x}" : "no IOMMU";
         svg.Box(280, 110, 160, 44, iommu, "iommu");
         svg.Arrow(360, 110, 300, 66, "hop-line");
         svg.Arrow(380, 110, 460, 66, "hop-line");

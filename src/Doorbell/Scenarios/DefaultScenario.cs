@@ -14,8 +14,9 @@ public static class DefaultScenario
         new PciEduStep(),
         new VfioStep(),
         new UserspaceDriverStep(),
+        new GuestStep(),
         new IsolationErasStep(),
-    ], "every capability in order: memory, translation, SMMUv3, ITS, PCIe, VFIO, a userspace driver end to end, the isolation-policy eras on SMMUv2 boards");
+    ], "every capability in order: memory, translation, SMMUv3, ITS, PCIe, VFIO, a userspace driver end to end, a guest with an assigned device, the isolation-policy eras on SMMUv2 boards");
 }
 
 /// <summary>The scenarios built into `doorbell`: the default one, each capability alone, the isolation demonstrations and strict mode.</summary>
@@ -30,6 +31,7 @@ public static class BuiltinScenarios
         ("pci-edu", "ECAM enumeration of qemu-virt, QEMU's edu device: DMA and MSI", () => [new PciEduStep()]),
         ("vfio", "VFIO ABI on the real stack: container, group, DMA map, config virtualization, MSI-X to an eventfd", () => [new VfioStep()]),
         ("userspace-driver", "a userspace driver over VFIO end to end, and the isolation verdict", () => [new UserspaceDriverStep()]),
+        ("guest", "a VM (vGICv3 + vITS, irqfd) with an assigned device: DMA into guest RAM, MSI-X hop by hop into the guest", () => [new GuestStep()]),
         ("isolation-its", "isolation demonstration: forged MSIs on an ITS board stay in the forger's ITT", () => [new MsiIsolationStep(its: true)]),
         ("isolation-gicv2m", "isolation demonstration: forged MSIs on a GICv2m board raise the victim's vectors", () => [new MsiIsolationStep(its: false)]),
         (IsolationErasScenario.Name, "SMMUv2 boards (Juno-like, ThunderX-like, ITS + GICv2m) through the isolation-policy eras: board x era -> accepted? forged?", () => [new IsolationErasStep()]),

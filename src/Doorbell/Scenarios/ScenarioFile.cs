@@ -284,13 +284,8 @@ public sealed class ScenarioFileStep(ScenarioFile file) : IScenarioStep
             context.Item($"board '{file.Board.Name}': {e.Message}");
             return false;
         }
-        var models = new BoardModels
-        {
-            Smmu = m.SmmuV3,
-            GicV3 = m.GicV3 is { } g && m.Its is { } its ? new Gic.V3.GicV3System(g, its) : null,
-            GicV2 = m.GicV2 is { } g2 && m.GicV2m is { } v2m ? new Gic.V2m.GicV2System(g2, v2m) : null,
-        };
-        if (models.Smmu is null || (models.GicV3 is null && models.GicV2 is null))
+        var models = BoardModels.Of(m);
+        if (models.Smmu is null || (models.Its is null && models.GicV2m is null))
         {
             context.Item($"board '{file.Board.Name}': the host kernel needs an SMMUv3 and a GICv3 with ITS or a GICv2 with GICv2m");
             return false;

@@ -110,7 +110,7 @@ public enum FlowKind : byte { None, Dma, Msi }
 /// (and allocates nothing) when the category is off. Timestamps are virtual: the machine's clock in nanoseconds,
 /// made strictly increasing by one nanosecond per event so events at the same virtual instant keep their order.
 /// </summary>
-public sealed class Trace
+public sealed class Trace : Runtime.EventLoop.IPostedContext
 {
     readonly List<TraceEvent> _events = [];
     ulong _mask;
@@ -211,6 +211,14 @@ public sealed class Trace
 
     /// <summary>The kind of the flow in progress.</summary>
     public FlowKind CurrentFlowKind => _flowKind;
+
+    long Runtime.EventLoop.IPostedContext.Capture() => ((long)_flow << 8) | (byte)_flowKind;
+
+    void Runtime.EventLoop.IPostedContext.Restore(long context)
+    {
+        _flow = (int)(context >> 8);
+        _flowKind = (FlowKind)(byte)context;
+    }
 
     void Add(TraceCategory category, string source, string message, FlowPhase phase)
     {

@@ -20,13 +20,17 @@ sealed class E2ERig : IDisposable
     public readonly List<MultiQueueDmaDevice> Mq = [];
     public readonly List<EventFd> EventFds = [];
 
-    public E2ERig(int gicVersion = 3, int devices = 1, bool allowUnsafe = false, Action<Machine>? populate = null, bool platform = false)
+    public E2ERig(int gicVersion = 3, int devices = 1, bool allowUnsafe = false, Action<Machine>? populate = null, bool platform = false,
+        PlatformMap? map = null, ulong ramSize = 512UL << 20, int cpus = 1, Func<Machine, Doorbell.Memory.IMemoryView>? memory = null)
     {
-        (Machine, Models) = HostKernel.CreateBoard(new QemuVirtOptions { GicVersion = gicVersion, Its = gicVersion == 3 });
+        (Machine, Models) = HostKernel.CreateBoard(new QemuVirtOptions
+        {
+            GicVersion = gicVersion, Its = gicVersion == 3, Map = map ?? PlatformMap.QemuVirt, RamSize = ramSize, Cpus = cpus,
+        });
         for (var i = 0; i < devices; i++) Mq.Add(Machine.AddPci(new MultiQueueDmaDevice(4)));
         populate?.Invoke(Machine);
         var plat = platform ? new[] { HostKernel.AddPlatformDma(Machine) } : null;
-        Kernel = HostKernel.Boot(Machine, Models, plat);
+        Kernel = HostKernel.Boot(Machine, plat, memory?.Invoke(Machine));
         Vfio = Kernel.BuildVfio(new VfioOptions { AllowUnsafeInterrupts = allowUnsafe });
         Proc = Kernel.CreateProcess(Vfio);
     }
@@ -82,6 +86,45 @@ sealed class E2ERig : IDisposable
         }
         Assert.Equal(0, Proc.Ioctl(device, VfioIoctl.DeviceSetIrqs, set));
         return efds;
+    }
+
+    /// <summary>
+    /// Function 0's group in a new container: 16 KiB of user memory mapped at IOVA 0x10_0000, bus mastering, MSI-X on
+    /// four new eventfds, queue 0 set up and one 64-byte copy submitted (its completion status checked).
+    /// </summary>
+    public (int Container, int Device, ulong Va, EventFd[] EventFds) CopyOnceWithMsix()
+    {
+        var (c, g, r) = OpenGroup(Fn(0).Group.Id);
+        Assert.Equal(0, r);
+        var dev = Device(g, "0000:00:01.0");
+        var va = Proc.Memory.MapAnonymous(0x4000);
+        Assert.Equal(0, Map(c, va, 0x10_0000, 0x4000));
+        EnableMaster(dev);
+        var efd = EnableMsix(dev, 4);
+        SetupQueue(dev, 0, 0x10_0000);
+        Submit(dev, 0, va, 0, 0x10_2000, 0x10_3000, 64, 1);
+        Assert.Equal(0u, CompletionStatus(va + 0x1000, 0));
+        return (c, dev, va, efd);
+    }
+
+    /// <summary>SET_IRQS(DATA_EVENTFD | ACTION_TRIGGER) of one eventfd on IRQ index <paramref name="index"/> vector 0.</summary>
+    public void TriggerOnEventFd(int device, uint index, int eventFd)
+    {
+        var set = new byte[24];
+        BinaryPrimitives.WriteUInt32LittleEndian(set, 24);
+        BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(4), VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger);
+        BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(8), index);
+        BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(16), 1);
+        BinaryPrimitives.WriteInt32LittleEndian(set.AsSpan(20), eventFd);
+        Assert.Equal(0, Proc.Ioctl(device, VfioIoctl.DeviceSetIrqs, set));
+    }
+
+    /// <summary>A 32-bit pwrite at <paramref name="reg"/> of region <paramref name="region"/>.</summary>
+    public void RegionWrite(int device, uint region, ulong reg, uint value)
+    {
+        var b = new byte[4];
+        BinaryPrimitives.WriteUInt32LittleEndian(b, value);
+        Assert.Equal(4, Proc.Pwrite(device, b, RegionOffset(device, region) + reg));
     }
 
     public ulong RegionOffset(int device, uint index)

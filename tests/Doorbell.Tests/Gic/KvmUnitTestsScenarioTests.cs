@@ -7,14 +7,16 @@ namespace Doorbell.Tests.Gic;
 /// <summary>
 /// The end-to-end cases of kvm-unit-tests arm/gic.c (its-trigger, its-migration, its-pending-migration,
 /// its-migrate-unmapped-collection), restated for Doorbell: four PEs, device 2 event 20 → LPI 8195 on PE 3,
-/// device 7 event 255 → LPI 8196 on PE 2. "Migration" rebuilds the GIC and ITS on a copy of guest memory and
+/// device 7 event 255 → LPI 8196 on PE 2. Each case runs twice: on the physical GICv3 + ITS, and as guest software on
+/// vCPU 0 of a VM against the vGICv3 + vITS (the same ITS engine over guest memory, targeting vCPUs; MSIs by
+/// KVM_SIGNAL_MSI with the DeviceID), which is what kvm-unit-tests exercises. "Migration" rebuilds the GIC and ITS on a copy of guest memory and
 /// restores only register values, which works because every table lives in that memory.
 /// </summary>
 public class KvmUnitTestsScenarioTests
 {
-    static ItsHarness Setup1(ItsHarness? h = null, bool mapCollection3 = true)
+    static ItsHarness Setup1(bool guest, ItsHarness? h = null, bool mapCollection3 = true)
     {
-        h ??= new ItsHarness(4);
+        h ??= new ItsHarness(4, guest: guest);
         h.SetLpiConfig(8195, 0xA0, true);
         h.SetLpiConfig(8196, 0xA0, true);
         h.Mapd(2, bits: 8);
@@ -43,10 +45,12 @@ public class KvmUnitTestsScenarioTests
         return got;
     }
 
-    [Fact]
-    public void Its_trigger()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Its_trigger(bool guest)
     {
-        var h = Setup1();
+        var h = Setup1(guest);
         h.Ev(ItsOpcode.Int, 2, 20);
         Assert.Equal([(3, 8195UL)], Drain(h));
         h.Ev(ItsOpcode.Int, 7, 255);
@@ -74,14 +78,15 @@ public class KvmUnitTestsScenarioTests
     /// <summary>Builds a new machine on a copy of <paramref name="src"/>'s RAM and restores register values only.</summary>
     static ItsHarness Migrate(ItsHarness src, bool pendingTablesLoaded = true)
     {
-        var dst = new ItsHarness(4, enableIts: false);
+        var dst = new ItsHarness(4, enableIts: false, guest: src.Vm is not null);
         var buf = new byte[0x80_0000];
-        src.Bus.Read(ItsHarness.PropTable, buf, BusAttributes.Cpu);
+        src.SavePendingTables();
+        src.ReadMem(ItsHarness.PropTable, buf);
         // The destination harness already enabled LPIs on fresh tables: restore memory, then re-enable LPIs so the
         // redistributors reload pending state, as a restore that sets GICR_CTLR last does.
         for (var c = 0; c < 4; c++)
             dst.W32(QemuVirtGicV3.GicrBase.Value + (ulong)c * 0x2_0000 + GicV3Redistributor.GICR_CTLR, 0);
-        dst.Bus.Write(ItsHarness.PropTable, buf, BusAttributes.Cpu);
+        dst.WriteMem(ItsHarness.PropTable, buf);
         if (pendingTablesLoaded)
             for (var c = 0; c < 4; c++)
                 dst.W32(QemuVirtGicV3.GicrBase.Value + (ulong)c * 0x2_0000 + GicV3Redistributor.GICR_CTLR, 1);
@@ -96,10 +101,12 @@ public class KvmUnitTestsScenarioTests
         return dst;
     }
 
-    [Fact]
-    public void Its_migration_translations_survive_in_guest_memory()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Its_migration_translations_survive_in_guest_memory(bool guest)
     {
-        var src = Setup1();
+        var src = Setup1(guest);
         var dst = Migrate(src);
         dst.Ev(ItsOpcode.Int, 2, 20);
         Assert.Equal([(3, 8195UL)], Drain(dst));
@@ -107,10 +114,12 @@ public class KvmUnitTestsScenarioTests
         Assert.Equal([(2, 8196UL)], Drain(dst));
     }
 
-    [Fact]
-    public void Its_pending_migration_pending_lpis_are_delivered_on_the_destination()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Its_pending_migration_pending_lpis_are_delivered_on_the_destination(bool guest)
     {
-        var src = Setup1();
+        var src = Setup1(guest);
         src.Cpu(3).Pmr = 0; src.Cpu(2).Pmr = 0; // hold them pending
         src.Msi(2, 20);
         src.Msi(7, 255);
@@ -118,10 +127,12 @@ public class KvmUnitTestsScenarioTests
         Assert.Equal([(2, 8196UL), (3, 8195UL)], Drain(dst));
     }
 
-    [Fact]
-    public void Its_migrate_unmapped_collection_then_map_it_on_the_destination()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Its_migrate_unmapped_collection_then_map_it_on_the_destination(bool guest)
     {
-        var src = Setup1(new ItsHarness(4, new ItsOptions { StallOnCommandError = false }), mapCollection3: false);
+        var src = Setup1(guest, new ItsHarness(4, new ItsOptions { StallOnCommandError = false }, guest: guest), mapCollection3: false);
         src.Ev(ItsOpcode.Int, 2, 20);
         Assert.Equal(0x010309u, src.Its.CommandErrors[^1].Code); // collection 3 unmapped: nothing pending
         var dst = Migrate(src);

@@ -60,9 +60,20 @@ public class DeviceTreeAuditTests
             var audit = IsolationAudit.Audit(fdt!, Path.GetFileName(f));
             Assert.All(audit.Masters, m => Assert.False(string.IsNullOrEmpty(m.Reason)));
         }
-        // LX2160A: PCIe behind an SMMUv3-class IOMMU with msi-map to the ITS is assignable.
+        // PCIe behind an SMMU with msi-map to the ITS over every RID is assignable (Morello, FVP).
+        var morello = IsolationAudit.Audit(Load("boards/morello-sdp.dtb"), "morello");
+        Assert.Contains(morello.Masters, m => m.IsPciHost && m.Verdict == AssignmentVerdict.Isolated);
+        // LX2160A as shipped (its firmware rewrites the maps at boot): iommu-map <0 &smmu 0 1> covers RID 0 only
+        // (issue 16 item 7: this used to be reported ASSIGNABLE), and msi-parent <&its 0> gives every requester
+        // DeviceID 0, so even RID 0 can have its MSIs forged by the untranslated requesters.
         var lx = IsolationAudit.Audit(Load("boards/fsl-lx2160a-honeycomb.dtb"), "lx2160a");
-        Assert.Contains(lx.Masters, m => m.IsPciHost && m.Verdict == AssignmentVerdict.Isolated);
+        Assert.All(lx.Masters.Where(m => m.IsPciHost), m =>
+        {
+            Assert.Equal(AssignmentVerdict.NoIommu, m.Verdict);
+            Assert.Equal((0u, 0u, AssignmentVerdict.UnsafeInterruptsOnly), (m.Ranges[0].First, m.Ranges[0].Last, m.Ranges[0].Verdict));
+            Assert.Equal((1u, 0xffffu, AssignmentVerdict.NoIommu), (m.Ranges[1].First, m.Ranges[1].Last, m.Ranges[1].Verdict));
+        });
+        Assert.DoesNotContain(lx.Masters, m => m.Ranges.Any(r => r.Verdict == AssignmentVerdict.Isolated));
     }
 
     [Fact]

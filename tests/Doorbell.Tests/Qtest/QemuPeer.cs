@@ -122,7 +122,7 @@ public sealed class QemuPeer : IQtestPeer
 /// <summary>Doorbell as a qtest peer, built from the same QEMU-style arguments.</summary>
 public sealed class DoorbellPeer(string machine, params string[] extra) : IQtestPeer
 {
-    readonly QtestServer _server = new(QemuCommandLine.Parse(["-machine", machine, "-m", "512M", .. extra, "-qtest", "unix:/unused"]).Build(), null);
+    readonly QtestServer _server = new(QemuCommandLine.Parse(["-machine", machine, "-m", "512M", .. extra, "-qtest", "unix:/unused"]).Build());
 
     public string Name => "doorbell";
     public Machine Machine => _server.Machine;

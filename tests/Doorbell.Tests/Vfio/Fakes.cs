@@ -5,6 +5,7 @@ using Doorbell.Host.Vfio;
 using Doorbell.Host.Vfio.Abi;
 using Doorbell.Host.Vfio.Backends;
 using Doorbell.Memory;
+using Doorbell.Pci;
 
 namespace Doorbell.Tests.Vfio;
 
@@ -179,16 +180,16 @@ public sealed class FakePciFunction : IVfioPciFunction
         return at;
     }
 
-    public void SetBar(int index, ulong size, PciBarKind kind, ulong hostAddress)
+    public void SetBar(int index, ulong size, PciBarKind kind, ulong hostAddress, bool prefetchable = false)
     {
-        _bars[index] = new PciBarInfo(size, kind, hostAddress);
+        _bars[index] = new PciBarInfo(size, kind, hostAddress, prefetchable);
         BarMemory[index] = new byte[size];
         if (index == 6) { W32(0x30, (uint)hostAddress); Writable(0x30, 4, (uint)~(size - 1) | 1); return; }
         var at = 0x10 + 4 * index;
-        uint low = (kind & PciBarKind.Io) != 0 ? 1u : ((kind & PciBarKind.Memory64) != 0 ? 4u : 0u) | ((kind & PciBarKind.Prefetchable) != 0 ? 8u : 0u);
+        uint low = kind == PciBarKind.Io ? 1u : (kind == PciBarKind.Mem64 ? 4u : 0u) | (prefetchable ? 8u : 0u);
         W32(at, (uint)hostAddress | low);
         Writable(at, 4, (uint)~(size - 1) & ~0xFu);
-        if ((kind & PciBarKind.Memory64) != 0) { W32(at + 4, (uint)(hostAddress >> 32)); Writable(at + 4, 4, 0xFFFF_FFFF); }
+        if (kind == PciBarKind.Mem64) { W32(at + 4, (uint)(hostAddress >> 32)); Writable(at + 4, 4, 0xFFFF_FFFF); }
     }
 
     public uint ReadConfig(int offset, int size)

@@ -1,5 +1,6 @@
 using Doorbell.Host.Vfio;
 using Doorbell.Host.Vfio.Backends;
+using Doorbell.Pci;
 
 namespace Doorbell.Tests.Vfio;
 
@@ -16,10 +17,10 @@ public sealed class PciTestDevice
     {
         W = new VfioWorld(options);
         F = new FakePciFunction();
-        F.SetBar(0, 0x10_0000, PciBarKind.Memory64, 0x10_0000_0000);
-        F.SetBar(2, 0x4000, PciBarKind.Memory32, 0x1000_0000);
+        F.SetBar(0, 0x10_0000, PciBarKind.Mem64, 0x10_0000_0000);
+        F.SetBar(2, 0x4000, PciBarKind.Mem32, 0x1000_0000);
         F.SetBar(4, 0x20, PciBarKind.Io, 0x1000);
-        F.SetBar(6, 0x1_0000, PciBarKind.Memory32, 0x1100_0000);
+        F.SetBar(6, 0x1_0000, PciBarKind.Mem32, 0x1100_0000);
         PmCap = F.AddCap(0x01, 8, 0x03, 0xC8); // PMC: version 3, PME from D0/D3hot...
         F.Writable(PmCap + 4, 2, 0x8103);
         F.W16(PmCap + 4, 0x0008); // NoSoftRst

@@ -24,7 +24,7 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
     // GICC, IHI 0048B §4.4
     public const uint GICC_CTLR = 0x00, GICC_PMR = 0x04, GICC_BPR = 0x08, GICC_IAR = 0x0C, GICC_EOIR = 0x10,
         GICC_RPR = 0x14, GICC_HPPIR = 0x18, GICC_IIDR = 0xFC, GICC_DIR = 0x1000;
-    public static readonly GicRegister[] DistributorRegisters =
+    public static readonly RegisterDescriptor[] DistributorRegisters =
     [
         new(GICD_CTLR, 4, "GICD_CTLR", RegisterAccess.ReadWrite), new(GICD_TYPER, 4, "GICD_TYPER", RegisterAccess.ReadOnly),
         new(GICD_IIDR, 4, "GICD_IIDR", RegisterAccess.ReadOnly), new(GICD_IGROUPR, 4, "GICD_IGROUPR", RegisterAccess.ReadWrite, 32),
@@ -35,7 +35,7 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
         new(GICD_ICFGR, 4, "GICD_ICFGR", RegisterAccess.ReadWrite, 64), new(GICD_SGIR, 4, "GICD_SGIR", RegisterAccess.WriteOnly),
         new(GICD_PIDR2, 4, "GICD_PIDR2", RegisterAccess.ReadOnly),
     ];
-    public static readonly GicRegister[] CpuInterfaceRegisters =
+    public static readonly RegisterDescriptor[] CpuInterfaceRegisters =
     [
         new(GICC_CTLR, 4, "GICC_CTLR", RegisterAccess.ReadWrite), new(GICC_PMR, 4, "GICC_PMR", RegisterAccess.ReadWrite),
         new(GICC_BPR, 4, "GICC_BPR", RegisterAccess.ReadWrite), new(GICC_IAR, 4, "GICC_IAR", RegisterAccess.ReadOnly),
@@ -58,14 +58,27 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
         Strict = strict ?? new StrictMonitor();
         _private = new IrqBank[cpuCount];
         _cpus = new Cpu[cpuCount];
+        _irqTargets = new IInterruptTarget?[cpuCount];
         for (var c = 0; c < cpuCount; c++)
         {
             _private[c] = new IrqBank(32);
             _private[c].WriteConfig(0, 0xAAAA_AAAA, 0); // SGIs edge
             _cpus[c] = new Cpu(this, c);
+            var cpu = c;
+            _private[c].Raised = () => _irqTargets[cpu]?.Raise();
         }
-        _spis = new IrqBank(spiCount);
+        _spis = new IrqBank(spiCount) { Raised = Kick };
         _targets = new byte[spiCount];
+    }
+
+    readonly IInterruptTarget?[] _irqTargets;
+
+    /// <summary>Connects CPU <paramref name="cpu"/>'s IRQ input: raised when an interrupt may have become pending for it.</summary>
+    public void SetTarget(int cpu, IInterruptTarget? target) => _irqTargets[cpu] = target;
+
+    void Kick()
+    {
+        foreach (var t in _irqTargets) t?.Raise();
     }
 
     public int CpuCount { get; }
@@ -163,7 +176,7 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
             return;
         }
         if (size != 4) return;
-        if (off == GICD_CTLR) { _ctlr = v & 3; return; }
+        if (off == GICD_CTLR) { _ctlr = v & 3; Kick(); return; }
         if (off == GICD_SGIR)
         {
             // TargetListFilter[25:24], CPUTargetList[23:16], SGIINTID[3:0] (IHI 0048B §4.3.15)
@@ -265,8 +278,8 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
             var v = (uint)value;
             switch (offset)
             {
-                case GICC_CTLR: _ctlr = v & (3u | 1u << 9); break;
-                case GICC_PMR: _pmr = v & 0xFF; break;
+                case GICC_CTLR: _ctlr = v & (3u | 1u << 9); gic._irqTargets[index]?.Raise(); break;
+                case GICC_PMR: _pmr = v & 0xFF; gic._irqTargets[index]?.Raise(); break;
                 case GICC_BPR: _bpr = v & 7; break;
                 case GICC_EOIR: Eoi(v); break;
                 case GICC_DIR: Deactivate((int)(v & 0x3FF)); break;

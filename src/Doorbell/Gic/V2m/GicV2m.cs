@@ -20,11 +20,11 @@ public interface ISpiSink
 public sealed class GicV2m : IMmioHandler
 {
     public const uint MSI_TYPER = 0x008, MSI_SETSPI_NS = 0x040, MSI_IIDR = 0xFCC;
-    public static readonly V3.GicRegister[] Registers =
+    public static readonly RegisterDescriptor[] Registers =
     [
-        new(MSI_TYPER, 4, "MSI_TYPER", V3.RegisterAccess.ReadOnly),
-        new(MSI_SETSPI_NS, 4, "MSI_SETSPI_NS", V3.RegisterAccess.WriteOnly),
-        new(MSI_IIDR, 4, "MSI_IIDR", V3.RegisterAccess.ReadOnly),
+        new(MSI_TYPER, 4, "MSI_TYPER", RegisterAccess.ReadOnly),
+        new(MSI_SETSPI_NS, 4, "MSI_SETSPI_NS", RegisterAccess.WriteOnly),
+        new(MSI_IIDR, 4, "MSI_IIDR", RegisterAccess.ReadOnly),
     ];
     public const ulong FrameSize = 0x1000;
 

@@ -12,6 +12,12 @@ public sealed record GicV3Options
     public int SpiCount { get; init; } = 224;
     /// <summary>INTID bits the distributor supports (GICD_TYPER.IDbits + 1); LPIs exist when ≥ 14. At most 24 here.</summary>
     public int IdBits { get; init; } = 16;
+    /// <summary>
+    /// True (hardware, QEMU): every LPI pending change is written through to the pending table in memory. False (a
+    /// vGIC, as KVM does): pending state lives in the redistributor while EnableLPIs = 1 — the table's contents are
+    /// then UNKNOWN to software (IHI 0069 §5.1.2) — and is written out by <see cref="GicV3Redistributor.SavePendingTable"/>.
+    /// </summary>
+    public bool PendingTableWriteThrough { get; init; } = true;
 }
 
 /// <summary>
@@ -30,7 +36,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         GICD_ISPENDR = 0x0200, GICD_ICPENDR = 0x0280, GICD_ISACTIVER = 0x0300, GICD_ICACTIVER = 0x0380,
         GICD_IPRIORITYR = 0x0400, GICD_ICFGR = 0x0C00, GICD_IGRPMODR = 0x0D00, GICD_IROUTER = 0x6000,
         GICD_PIDR2 = 0xFFE8;
-    public static readonly GicRegister[] DistributorRegisters =
+    public static readonly RegisterDescriptor[] DistributorRegisters =
     [
         new(GICD_CTLR, 4, "GICD_CTLR", RegisterAccess.ReadWrite),
         new(GICD_TYPER, 4, "GICD_TYPER", RegisterAccess.ReadOnly),
@@ -50,6 +56,8 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         new(GICD_IROUTER, 8, "GICD_IROUTER", RegisterAccess.ReadWrite, 1020),
         new(GICD_PIDR2, 4, "GICD_PIDR2", RegisterAccess.ReadOnly),
     ];
+    /// <summary>The distributor table compiled for dispatch (access per word of the 64 KiB frame).</summary>
+    static readonly RegisterMap DistributorMap = new(DistributorRegisters, 0x1_0000);
 
     // GICD_CTLR bits with DS = 1 (IHI 0069 §12.9.4)
     public const uint CtlrEnableGrp0 = 1u << 0, CtlrEnableGrp1 = 1u << 1, CtlrAre = 1u << 4, CtlrDs = 1u << 6;
@@ -72,7 +80,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         Bus = bus;
         Trace = trace ?? new Trace();
         Strict = strict ?? new StrictMonitor();
-        _spis = new IrqBank(Options.SpiCount);
+        _spis = new IrqBank(Options.SpiCount) { Raised = Kick };
         _router = new ulong[Options.SpiCount];
         var rds = new GicV3Redistributor[Options.CpuCount];
         var cpus = new GicV3CpuInterface[Options.CpuCount];
@@ -97,8 +105,9 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
     /// <summary>Physical base of the redistributor region once mapped (used by ITSs with GITS_TYPER.PTA = 1).</summary>
     public ulong RedistributorBase { get; private set; } = ulong.MaxValue;
 
-    /// <summary>Bumped whenever distributor state that can change delivery is written.</summary>
-    internal int SpiVersion => _spis.Version;
+    /// <summary>Called when an SPI is deactivated (EOI with EOImode 0, or DIR): a vGIC's ack notifier (KVM resamplefd).</summary>
+    public Action<int>? SpiDeactivated { get; set; }
+
     internal IrqBank Spis => _spis;
     internal bool Group1Enabled => (_ctlr & CtlrEnableGrp1) != 0;
 
@@ -106,7 +115,10 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
     public void Map(PhysAddr gicd, PhysAddr gicr) =>
         Map(Bus as IMmioMap ?? throw new InvalidOperationException("the GIC's memory view places no MMIO: use Map(map, gicd, gicr)"), gicd, gicr);
 
-    /// <summary>Maps GICD and the redistributors on <paramref name="map"/>.</summary>
+    /// <summary>
+    /// Maps GICD and the redistributors on <paramref name="map"/>, which may differ from the view the GIC reads its LPI
+    /// tables through (a vGIC: frames on the VM's in-kernel MMIO bus, tables in guest memory).
+    /// </summary>
     public void Map(IMmioMap map, PhysAddr gicd, PhysAddr gicr)
     {
         ArgumentNullException.ThrowIfNull(map);
@@ -114,6 +126,12 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         map.MapMmio(gicr, (ulong)Options.CpuCount * GicV3Redistributor.FrameSize, RedistributorFrames,
             MmioAccessRules.Registers32And64 with { Sizes = AccessSizes.All, OnViolation = MmioViolation.RazWi }, "gicv3-gicr");
         RedistributorBase = gicr.Value;
+    }
+
+    /// <summary>Pushes a possible new interrupt to every PE (SPIs may route to any; a PE with nothing to take finds IAR idle).</summary>
+    internal void Kick()
+    {
+        foreach (var c in CpuInterfaces) c.Target?.Raise();
     }
 
     /// <summary>Affinity (MPIDR Aff3.Aff2.Aff1.Aff0 packed as in GICD_IROUTER) of PE <paramref name="cpu"/>: Aff0 = cpu % 16, Aff1 = cpu / 16.</summary>
@@ -235,7 +253,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         if (offset == GICD_CTLR)
         {
             _ctlr = (v & (CtlrEnableGrp0 | CtlrEnableGrp1)) | CtlrAre | CtlrDs;
-            _spis.SetPriority(0, _spis.Count > 0 ? _spis.Priority(0) : (byte)0);
+            Kick();
             Trace.Emit(TraceCategory.Gicd, "gicd", $"GICD_CTLR <- 0x{v:x}");
             return BusStatus.Ok;
         }
@@ -247,8 +265,8 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         }
         if (offset < GICD_IGROUPR || offset >= GICD_IPRIORITYR)
         {
-            if (offset is GICD_TYPER or GICD_IIDR or GICD_PIDR2)
-                Strict.Report("gicd", "IHI 0069 §12.9 (read-only register)", $"write to read-only {GicRegister.NameOf(DistributorRegisters, offset)}");
+            if (DistributorMap.Access(offset) == RegisterAccess.ReadOnly)
+                Strict.Report("gicd", "IHI 0069 §12.9 (read-only register)", $"write to read-only {DistributorMap.NameOf(offset)}");
             return BusStatus.Ok;
         }
         var block = (uint)offset & ~0x7Fu;

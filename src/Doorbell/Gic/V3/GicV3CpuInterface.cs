@@ -12,7 +12,7 @@ namespace Doorbell.Gic.V3;
 /// Known limits: no Group 0 registers (IAR0/EOIR0/BPR0/IGRPEN0); no virtual interface (ICH_*/ICV_*);
 /// ICC_SGI1R_EL1 range selector RS must be 0 (Aff0 &lt; 16 per cluster here).
 /// </summary>
-public sealed class GicV3CpuInterface
+public sealed class GicV3CpuInterface : IIccSystemRegisters
 {
     readonly GicV3 _gic;
     readonly int[] _activeIntid = new int[257];
@@ -25,17 +25,19 @@ public sealed class GicV3CpuInterface
     internal GicV3CpuInterface(GicV3 gic, int cpu) { _gic = gic; Cpu = cpu; }
 
     public int Cpu { get; }
+    /// <summary>The PE's IRQ input: raised when an interrupt may have become pending for this PE.</summary>
+    public Doorbell.Memory.IInterruptTarget? Target { get; set; }
     internal bool Group1Enabled => _igrpen1;
     GicV3Redistributor Rd => _gic.Redistributors[Cpu];
 
     /// <summary>ICC_PMR_EL1: priority mask; only interrupts with priority strictly lower than PMR are signalled. Reset 0 (all masked).</summary>
-    public ulong Pmr { get => _pmr; set => _pmr = (byte)value; }
+    public ulong Pmr { get => _pmr; set { _pmr = (byte)value; Target?.Raise(); } }
 
     /// <summary>ICC_BPR1_EL1 (minimum 1 with 8 priority bits: a write below the minimum reads back as the minimum).</summary>
     public ulong Bpr1 { get => (ulong)_bpr1; set => _bpr1 = Math.Clamp((int)(value & 7), 1, 7); }
 
     /// <summary>ICC_IGRPEN1_EL1.Enable.</summary>
-    public ulong IgrpEn1 { get => _igrpen1 ? 1UL : 0; set => _igrpen1 = (value & 1) != 0; }
+    public ulong IgrpEn1 { get => _igrpen1 ? 1UL : 0; set { _igrpen1 = (value & 1) != 0; Target?.Raise(); } }
 
     /// <summary>ICC_CTLR_EL1: CBPR 0 (RAZ/WI), EOImode 1, PRIbits[10:8] = 7, IDbits[13:11] (0: 16 bits, 1: 24 bits).</summary>
     public ulong Ctlr
@@ -131,7 +133,11 @@ public sealed class GicV3CpuInterface
     void Deactivate(int intid)
     {
         if (intid < GicV3.FirstSpi) Rd.Private.SetActive(intid, false);
-        else if (intid < GicV3.FirstSpi + _gic.Spis.Count) _gic.Spis.SetActive(intid - GicV3.FirstSpi, false);
+        else if (intid < GicV3.FirstSpi + _gic.Spis.Count)
+        {
+            _gic.Spis.SetActive(intid - GicV3.FirstSpi, false);
+            _gic.SpiDeactivated?.Invoke(intid);
+        }
     }
 
     /// <summary>ICC_SGI1R_EL1: TargetList[15:0], Aff1[23:16], INTID[27:24], Aff2[39:32], IRM 40, RS[47:44], Aff3[55:48].</summary>

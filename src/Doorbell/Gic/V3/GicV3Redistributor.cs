@@ -16,7 +16,8 @@ namespace Doorbell.Gic.V3;
 /// highest pending LPI is found with one trailing-zero count. Per-LPI state lives in 1024-entry chunks
 /// allocated on first touch.
 /// Known limits: the pending table is read once, when EnableLPIs goes 0→1 (unless PENDBASER.PTZ); later
-/// software writes to the pending table are not observed (as hardware that caches pending state); within one
+/// software writes to the pending table are not observed (as hardware that caches pending state), except that
+/// with <see cref="PendingTableAuthoritative"/> (the qtest front end) a bit cleared in RAM clears the LPI; within one
 /// priority, LPIs are taken in the order they became pending (IMPDEF); no VLPI frame.
 /// </summary>
 public sealed class GicV3Redistributor
@@ -32,7 +33,7 @@ public sealed class GicV3Redistributor
     public const uint GICR_IGROUPR0 = 0x0080, GICR_ISENABLER0 = 0x0100, GICR_ICENABLER0 = 0x0180,
         GICR_ISPENDR0 = 0x0200, GICR_ICPENDR0 = 0x0280, GICR_ISACTIVER0 = 0x0300, GICR_ICACTIVER0 = 0x0380,
         GICR_IPRIORITYR = 0x0400, GICR_ICFGR0 = 0x0C00, GICR_ICFGR1 = 0x0C04, GICR_IGRPMODR0 = 0x0D00;
-    public static readonly GicRegister[] Registers =
+    public static readonly RegisterDescriptor[] Registers =
     [
         new(GICR_CTLR, 4, "GICR_CTLR", RegisterAccess.ReadWrite),
         new(GICR_IIDR, 4, "GICR_IIDR", RegisterAccess.ReadOnly),
@@ -84,6 +85,7 @@ public sealed class GicV3Redistributor
     int _lpiLimit; // INTIDs below this are valid LPIs on this redistributor
     int _gen = 1;
     bool _propInRam, _pendInRam;
+    readonly bool _writeThrough;
     LpiSlot[]?[] _chunks = [];
     readonly int[] _head = new int[65], _tail = new int[65];
     ulong _listMask; // bit p: list p (priority p << 2) is non-empty
@@ -92,13 +94,18 @@ public sealed class GicV3Redistributor
     {
         _gic = gic;
         _memory = gic.Bus;
+        _writeThrough = gic.Options.PendingTableWriteThrough;
         Cpu = cpu;
         for (var i = 0; i < 16; i++) _ppi.WriteConfig(0, 0xAAAA_AAAA, 0); // SGIs are edge-triggered
         _ppi.WriteConfig(16, 0, 16);
+        _ppi.Raised = RaiseCpu;
         Array.Fill(_head, None); Array.Fill(_tail, None);
     }
 
     public int Cpu { get; }
+
+    /// <summary>Pushes a possible new interrupt to this redistributor's PE.</summary>
+    void RaiseCpu() => _gic.CpuInterfaces[Cpu].Target?.Raise();
     internal IrqBank Private => _ppi;
     public bool LpisEnabled => _enableLpis;
     public bool Awake => !_sleep;
@@ -166,6 +173,7 @@ public sealed class GicV3Redistributor
 
     void WritePendingBit(uint intid, bool set)
     {
+        if (!_writeThrough) return;
         if (_pendInRam)
         {
             // Fast path: the whole pending table is RAM (checked when LPIs were enabled); an aligned 64-bit
@@ -183,18 +191,47 @@ public sealed class GicV3Redistributor
         _gic.Bus.Write(a, 1, set ? b | bit : b & ~bit, BusAttributes.Cpu);
     }
 
+    /// <summary>
+    /// QEMU's choice, used by the qtest front end (docs/deviations.md): the pending table in RAM is authoritative
+    /// for clearing. Set-pending is written through as always; a bit software cleared in RAM makes the LPI not
+    /// pending (seen when the LPI is next set, tested or is the highest pending one). Off: pending state is
+    /// cached as hardware may (IHI 0069 §5.1.2: changing the table while EnableLPIs = 1 is UNPREDICTABLE).
+    /// </summary>
+    public bool PendingTableAuthoritative { get; set; }
+
+    bool PendingBitInRam(uint intid)
+    {
+        if (_pendInRam)
+        {
+            _memory.ReadU64(_pendBase + (intid >> 6) * 8, out var word);
+            return ((word >> (int)(intid & 63)) & 1) != 0;
+        }
+        _gic.Bus.Read(new PhysAddr(_pendBase + intid / 8), 1, out var b, BusAttributes.Cpu);
+        return ((b >> (int)(intid & 7)) & 1) != 0;
+    }
+
+    /// <summary>With <see cref="PendingTableAuthoritative"/>: true when a cached-pending LPI was cleared in RAM (and drops it).</summary>
+    bool ClearedInRam(uint intid, int index, ref LpiSlot s)
+    {
+        if (!PendingTableAuthoritative || PendingBitInRam(intid)) return false;
+        s.Flags &= unchecked((byte)~FlagPending);
+        Unlink(index, ref s);
+        return true;
+    }
+
     /// <summary>Makes LPI <paramref name="intid"/> pending here (ITS translation, INT, SETLPIR). False when dropped.</summary>
     public bool SetLpiPending(uint intid)
     {
         if (!ValidLpi(intid)) { DroppedLpis++; return false; }
         var index = (int)intid - GicV3.FirstLpi;
         ref var s = ref Slot(index);
-        if ((s.Flags & FlagPending) != 0) return true;
+        if ((s.Flags & FlagPending) != 0 && !ClearedInRam(intid, index, ref s)) return true;
         s.Flags |= FlagPending;
         if (_gic.Trace.IsOn(TraceCategory.Gicr)) _gic.Trace.Emit(TraceCategory.Gicr, TraceSources.Gicr(Cpu), $"LPI {intid} pending");
         WritePendingBit(intid, true);
         EnsureConfig(ref s, index);
         Link(index, ref s);
+        RaiseCpu();
         return true;
     }
 
@@ -218,7 +255,9 @@ public sealed class GicV3Redistributor
         if (!ValidLpi(intid)) return false;
         var index = (int)intid - GicV3.FirstLpi;
         var chunk = _chunks[index >> ChunkShift];
-        return chunk is not null && (chunk[index & (ChunkSize - 1)].Flags & FlagPending) != 0;
+        if (chunk is null) return false;
+        ref var s = ref chunk[index & (ChunkSize - 1)];
+        return (s.Flags & FlagPending) != 0 && !ClearedInRam(intid, index, ref s);
     }
 
     /// <summary>Re-reads one LPI's configuration from the property table (INV, INVLPIR). O(1).</summary>
@@ -234,6 +273,7 @@ public sealed class GicV3Redistributor
         Unlink(index, ref s);
         EnsureConfig(ref s, index);
         Link(index, ref s);
+        RaiseCpu();
     }
 
     readonly List<int> _relink = [];
@@ -255,6 +295,7 @@ public sealed class GicV3Redistributor
             EnsureConfig(ref s, i);
             Link(i, ref s);
         }
+        if (_relink.Count > 0) RaiseCpu();
     }
 
     /// <summary>Moves every pending LPI of this redistributor to <paramref name="target"/> (MOVALL).</summary>
@@ -273,12 +314,41 @@ public sealed class GicV3Redistributor
         }
     }
 
+    /// <summary>
+    /// Writes this redistributor's LPI pending state into its pending table (one bit per INTID, bytes of LPIs never
+    /// referenced left as they are): what a vGIC does on a save request (KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES) since it
+    /// does not write through. Returns the bus status of the first failing write, or Ok.
+    /// </summary>
+    public BusStatus SavePendingTable()
+    {
+        if (!_enableLpis) return BusStatus.Ok;
+        Span<byte> bytes = stackalloc byte[ChunkSize / 8];
+        for (var c = 0; c < _chunks.Length; c++)
+        {
+            var chunk = _chunks[c];
+            if (chunk is null) continue;
+            bytes.Clear();
+            for (var i = 0; i < chunk.Length; i++)
+                if ((chunk[i].Flags & FlagPending) != 0) bytes[i >> 3] |= (byte)(1 << (i & 7));
+            var firstIntid = (ulong)(c * ChunkSize + GicV3.FirstLpi); // a multiple of 8: whole bytes
+            var n = (int)Math.Min((ulong)bytes.Length, ((ulong)_lpiLimit - firstIntid) / 8);
+            var s = _gic.Bus.Write(_pendBase + firstIntid / 8, bytes[..n], BusAttributes.Cpu);
+            if (s != BusStatus.Ok) return s;
+        }
+        return BusStatus.Ok;
+    }
+
     /// <summary>Highest-priority pending enabled LPI: (INTID, priority) or INTID -1. O(1).</summary>
     internal (int Intid, int Priority) HighestLpi()
     {
-        if (_listMask == 0) return (-1, 256);
-        var p = BitOperations.TrailingZeroCount(_listMask);
-        return (_head[p] + GicV3.FirstLpi, p << 2);
+        while (_listMask != 0)
+        {
+            var p = BitOperations.TrailingZeroCount(_listMask);
+            var head = _head[p];
+            if (PendingTableAuthoritative && ClearedInRam((uint)(head + GicV3.FirstLpi), head, ref Slot(head))) continue;
+            return (head + GicV3.FirstLpi, p << 2);
+        }
+        return (-1, 256);
     }
 
     // EnableLPIs 1 -> 0 (IHI 0069 §12.11.2: IMPLEMENTATION DEFINED whether it can be cleared; Doorbell allows it).
@@ -384,7 +454,7 @@ public sealed class GicV3Redistributor
                 return;
             case GICR_PROPBASER or GICR_PENDBASER or GICR_PROPBASER + 4 or GICR_PENDBASER + 4 when _enableLpis:
                 // Writing either register while EnableLPIs = 1 is UNPREDICTABLE; Doorbell ignores it.
-                _gic.Strict.Report("gicr", "IHI 0069 §12.11.28/29 (write with EnableLPIs = 1)", $"cpu{Cpu} {GicRegister.NameOf(Registers, off & ~7UL)} written while LPIs are enabled: ignored");
+                _gic.Strict.Report("gicr", "IHI 0069 §12.11.28/29 (write with EnableLPIs = 1)", $"cpu{Cpu} {RegisterDescriptor.NameOf(Registers, off & ~7UL)} written while LPIs are enabled: ignored");
                 return;
             case GICR_PROPBASER: _propbaser = Merge(_propbaser, off, size, value) & 0x0FFF_FFFF_FFFF_FFFFUL; return;
             case GICR_PROPBASER + 4: _propbaser = Merge(_propbaser, off, size, value); return;

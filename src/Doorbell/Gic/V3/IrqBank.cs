@@ -1,3 +1,4 @@
+using Doorbell.Memory;
 namespace Doorbell.Gic.V3;
 
 /// <summary>
@@ -22,8 +23,13 @@ public sealed class IrqBank
 
     public int Count { get; }
 
-    /// <summary>Bumped on every change that can alter the highest pending interrupt.</summary>
-    public int Version { get; private set; }
+    /// <summary>
+    /// Called after a change that can make an interrupt deliverable (pending set, level raised, enabled, priority or
+    /// group changed): the owner pushes it to the CPU interfaces it routes to, which wake their PE.
+    /// </summary>
+    public Action? Raised { get; set; }
+
+    void Raise() => Raised?.Invoke();
 
     public bool Group1(int i) => _group[i];
     public bool Enabled(int i) => _enabled[i];
@@ -39,18 +45,18 @@ public sealed class IrqBank
     {
         if (_edge[i] && asserted && !_level[i]) _latch[i] = true; // rising edge latches
         _level[i] = asserted;
-        Version++;
+        if (asserted) Raise();
     }
 
-    public void SetPending(int i) { _latch[i] = true; Version++; }
-    public void ClearPending(int i) { _latch[i] = false; Version++; }
-    public void SetActive(int i, bool v) { _active[i] = v; Version++; }
-    public void SetGroup1(int i, bool v) { _group[i] = v; Version++; }
-    public void SetEnabled(int i, bool v) { _enabled[i] = v; Version++; }
-    public void SetPriority(int i, byte v) { _priority[i] = v; Version++; }
+    public void SetPending(int i) { _latch[i] = true; Raise(); }
+    public void ClearPending(int i) => _latch[i] = false;
+    public void SetActive(int i, bool v) { _active[i] = v; if (!v) Raise(); }
+    public void SetGroup1(int i, bool v) { _group[i] = v; Raise(); }
+    public void SetEnabled(int i, bool v) { _enabled[i] = v; if (v) Raise(); }
+    public void SetPriority(int i, byte v) { _priority[i] = v; Raise(); }
 
     /// <summary>Acknowledge: pending → active (the latch clears; a level input still high keeps it pending too).</summary>
-    public void Acknowledge(int i) { _latch[i] = false; _active[i] = true; Version++; }
+    public void Acknowledge(int i) { _latch[i] = false; _active[i] = true; }
 
     // --- register views ----------------------------------------------------------------------------------
 
@@ -121,7 +127,7 @@ public sealed class IrqBank
                 case BitField.Active: _active[i] = set; break;
             }
         }
-        Version++;
+        Raise();
     }
 
     public uint ReadPriorities(int first, int size)
@@ -136,7 +142,7 @@ public sealed class IrqBank
     {
         for (var k = 0; k < size; k++)
             if (first + k >= 0 && first + k < Count) _priority[first + k] = (byte)(value >> (8 * k));
-        Version++;
+        Raise();
     }
 
     /// <summary>ICFGR: two bits per interrupt, bit 1 of each field = edge-triggered.</summary>
@@ -155,6 +161,6 @@ public sealed class IrqBank
             var i = first + k;
             if (i >= firstWritable && i < Count) _edge[i] = (value >> (2 * k + 1) & 1) != 0;
         }
-        Version++;
+        Raise();
     }
 }

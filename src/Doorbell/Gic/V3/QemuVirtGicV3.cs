@@ -27,7 +27,7 @@ public static class QemuVirtGicV3
         var gic = new GicV3(bus, new GicV3Options { CpuCount = cpus, SpiCount = 224, IdBits = idBits }, trace, strict);
         gic.Map(GicdBase, GicrBase);
         var i = new GicV3Its(gic, its);
-        i.Map(ItsBase);
+        i.Map(bus, ItsBase);
         return new GicV3System(gic, i);
     }
 }

@@ -6,18 +6,19 @@ namespace Doorbell.Host.Irq;
 /// <summary>
 /// Host GICv3 driver (the role of Linux drivers/irqchip/irq-gic-v3.c plus the LPI table part of
 /// irq-gic-v3-its.c). Reaches the GIC only through its MMIO frames and memory, and through each CPU's system
-/// registers (the <see cref="GicV3CpuInterface"/> object stands for MRS/MSR on that CPU).
+/// registers (<see cref="IIccSystemRegisters"/>: MRS/MSR on that CPU — the model's CPU interface, or a vCPU's).
+/// Addresses come from the board's description, never from a particular board's constants.
 /// </summary>
 public sealed class GicV3HostDriver : ISpiHostController
 {
     readonly IMemoryView _bus;
     readonly ulong _gicd, _gicr;
-    readonly GicV3CpuInterface[] _cpuRegs;
+    readonly IIccSystemRegisters[] _cpuRegs;
     readonly List<(ulong Frame, ulong Typer)> _rds = [];
 
     public const byte DefaultPriority = 0xA0;
 
-    public GicV3HostDriver(IMemoryView bus, PhysAddr gicd, PhysAddr gicr, IReadOnlyList<GicV3CpuInterface> cpuRegisters, IPhysPageAllocator memory)
+    public GicV3HostDriver(IMemoryView bus, PhysAddr gicd, PhysAddr gicr, IReadOnlyList<IIccSystemRegisters> cpuRegisters, IPhysPageAllocator memory)
     {
         ArgumentNullException.ThrowIfNull(bus); ArgumentNullException.ThrowIfNull(cpuRegisters); ArgumentNullException.ThrowIfNull(memory);
         _bus = bus; _gicd = gicd.Value; _gicr = gicr.Value; _cpuRegs = [.. cpuRegisters];
@@ -108,7 +109,7 @@ public sealed class GicV3HostDriver : ISpiHostController
         Cpus = cpus;
     }
 
-    sealed class V3CpuInterface(GicV3CpuInterface regs) : IHostCpuInterface
+    sealed class V3CpuInterface(IIccSystemRegisters regs) : IHostCpuInterface
     {
         public int Acknowledge() => (int)regs.Iar1();
         public void EndOfInterrupt(int intid) => regs.Eoir1((ulong)intid);
@@ -125,7 +126,12 @@ public sealed class GicV3HostDriver : ISpiHostController
         W32(_gicd + GicV3.GICD_ISENABLER + (ulong)(intid / 32) * 4, 1u << (intid % 32));
     }
 
-    public void DisableSpi(int intid) => W32(_gicd + GicV3.GICD_ICENABLER + (ulong)(intid / 32) * 4, 1u << (intid % 32));
+    /// <summary>Disables SPI <paramref name="intid"/> (GICD_ICENABLER).</summary>
+    public void DisableSpi(int intid)
+    {
+        if (intid < 32 || intid >= 32 + SpiCount) throw new IrqException(Errno.EINVAL, $"INTID {intid} is not an SPI");
+        W32(_gicd + GicV3.GICD_ICENABLER + (ulong)(intid / 32) * 4, 1u << (intid % 32));
+    }
 
     /// <summary>Routes SPI <paramref name="intid"/> to CPU <paramref name="cpu"/> (GICD_IROUTER affinity).</summary>
     public void SetTarget(int intid, int cpu) => W64(_gicd + GicV3.GICD_IROUTER + (ulong)intid * 8, _rds[cpu].Typer >> 32);

@@ -26,11 +26,34 @@ public sealed class HostIrqTable
 }
 
 /// <summary>
-/// A host CPU's interrupt entry: acknowledge, dispatch to the registered handler, end of interrupt — the loop of
-/// Linux's gic_handle_irq. Unhandled INTIDs are acknowledged and ended (and counted), as Linux's spurious path.
+/// A host CPU as an execution context: its interrupt entry is acknowledge, dispatch to the registered handler, end
+/// of interrupt — the loop of Linux's gic_handle_irq. Unhandled INTIDs are acknowledged and ended (and counted), as
+/// Linux's spurious path. Attached to an <see cref="Doorbell.Runtime.EventLoop"/>, it is an
+/// <see cref="Doorbell.Memory.IInterruptTarget"/>: when its interrupt controller raises its IRQ input it takes the
+/// interrupts from the loop (after the model operation that raised them), so nobody has to poll for them.
 /// </summary>
-public sealed class HostCpu(int index, IHostCpuInterface cpuInterface, HostIrqTable table)
+public sealed class HostCpu(int index, IHostCpuInterface cpuInterface, HostIrqTable table) : Doorbell.Memory.IInterruptTarget
 {
+    Doorbell.Runtime.EventLoop? _loop;
+    Action? _entry;
+    bool _scheduled;
+
+    /// <summary>Makes interrupts pushed: from now on <see cref="Raise"/> schedules the interrupt entry on <paramref name="loop"/>.</summary>
+    public void Attach(Doorbell.Runtime.EventLoop loop)
+    {
+        ArgumentNullException.ThrowIfNull(loop);
+        _loop = loop;
+        _entry = () => { _scheduled = false; HandleInterrupts(); };
+    }
+
+    /// <summary>The IRQ input: schedules the interrupt entry once (coalesced) when attached to a loop.</summary>
+    public void Raise()
+    {
+        if (_loop is null || _scheduled) return;
+        _scheduled = true;
+        _loop.Defer(_entry!);
+    }
+
     public int Index { get; } = index;
     public long Handled { get; private set; }
     public long Unhandled { get; private set; }

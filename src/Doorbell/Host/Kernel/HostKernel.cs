@@ -13,37 +13,62 @@ using Doorbell.Platform;
 using Doorbell.Smmu.V3;
 using Doorbell.Tracing;
 
-// The host kernel that boots a qemu-virt board with the real models (SMMUv3, GICv3+ITS or GICv2+GICv2m) and the
-// real host drivers, enumerates PCI through ECAM MMIO, builds IOMMU groups from the topology, and builds the VFIO
-// backends from all of it. Known limits: one host CPU takes interrupts (CPU 0); interrupts are taken when the
-// host services them (after each host MMIO store on behalf of userspace, or when asked), since no CPU runs
-// concurrently; bus numbers and BARs are assigned once at boot (no hotplug, no resource reallocation); I/O BARs
-// are left unassigned. The IOMMU driver is chosen by the board's IOMMU model (arm-smmu-v3 or arm-smmu).
+// The host kernel that boots a board with the real models (SMMUv3, GICv3+ITS or GICv2+GICv2m) and the real host
+// drivers, enumerates PCI through ECAM MMIO, builds IOMMU groups from the topology, and builds the VFIO backends from
+// all of it. Every address comes from the board's PlatformMap and every access goes through one memory view, so the
+// same kernel boots on any board description and over any view. Interrupts are pushed: each host CPU is an execution
+// context on the machine's event loop, raised by its CPU interface and taking interrupts from the loop. The SMMU's
+// event-queue and GERROR lines are requested like any other interrupt; their handlers drain events as they arrive.
+// Known limits: bus numbers and BARs are assigned once at boot (no hotplug, no resource reallocation); I/O BARs are
+// left unassigned. The IOMMU driver is chosen by the board's IOMMU model (arm-smmu-v3 or arm-smmu).
 namespace Doorbell.Host.Kernel;
 
-/// <summary>The hardware models a board was built with (what the kernel's drivers then find by MMIO).</summary>
+/// <summary>The hardware models a board was built with (what the kernel's drivers then find by MMIO): a view of <see cref="Machine"/>.</summary>
 public sealed class BoardModels
 {
-    public Doorbell.Smmu.V3.SmmuV3? Smmu { get; internal set; }
-    public GicV3System? GicV3 { get; internal set; }
-    public GicV2System? GicV2 { get; internal set; }
+    public Doorbell.Smmu.V3.SmmuV3? Smmu { get; init; }
+    public GicV3? GicV3 { get; init; }
+    public GicV3Its? Its { get; init; }
+    public GicV2? GicV2 { get; init; }
+    public GicV2m? GicV2m { get; init; }
     /// <summary>An SMMUv2 in the SMMU's place (boards with iommu: smmuv2).</summary>
-    public Doorbell.Smmu.V2.SmmuV2? SmmuV2 { get; internal set; }
+    public Doorbell.Smmu.V2.SmmuV2? SmmuV2 { get; init; }
     /// <summary>A GICv2m frame next to a GICv3 + ITS (boards with both).</summary>
-    public GicV2m? GicV2mOnGicV3 { get; internal set; }
+    public GicV2m? GicV2mOnGicV3 => GicV3 is not null ? GicV2m : null;
     /// <summary>PCI MSIs go to the GICv2m frame rather than the ITS.</summary>
-    public bool PciMsiToGicV2m { get; internal set; }
+    public bool PciMsiToGicV2m { get; init; }
+
+    public static BoardModels Of(Machine machine)
+    {
+        ArgumentNullException.ThrowIfNull(machine);
+        return new()
+        {
+            Smmu = machine.SmmuV3, GicV3 = machine.GicV3, Its = machine.Its, GicV2 = machine.GicV2, GicV2m = machine.GicV2m,
+            SmmuV2 = machine.SmmuV2, PciMsiToGicV2m = machine.PciMsiToGicV2m,
+        };
+    }
 }
 
-/// <summary>Host RAM split (qemu-virt, 512 MiB at 0x4000_0000): driver tables, then user pages.</summary>
-public static class HostMemoryLayout
+/// <summary>How the host splits its RAM: GIC/ITS tables (1/8), SMMU tables (1/8), then the user page pool.</summary>
+public sealed record HostMemoryLayout(ulong GicTables, ulong GicTablesSize, ulong SmmuTables, ulong SmmuTablesSize, ulong UserPages, ulong UserPagesSize)
 {
-    public const ulong GicTables = 0x4000_0000, GicTablesSize = 0x0400_0000;
-    public const ulong SmmuTables = 0x4400_0000, SmmuTablesSize = 0x0400_0000;
-    public const ulong UserPages = 0x4800_0000, UserPagesSize = 0x1800_0000;
-    /// <summary>qemu-virt platform bus (VIRT_PLATFORM_BUS) and its first SPI (112).</summary>
-    public const ulong PlatformBus = 0x0C00_0000;
-    public const int PlatformFirstSpi = 112;
+    /// <summary>The split of RAM [<paramref name="ramBase"/>, +<paramref name="ramSize"/>) (512 MiB: 64 + 64 + 384 MiB).</summary>
+    public static HostMemoryLayout For(ulong ramBase, ulong ramSize)
+    {
+        var eighth = (ramSize / 8) & ~0xF_FFFFUL;
+        if (eighth < 0x10_0000) throw new ArgumentException($"host RAM of 0x{ramSize:x} bytes is too small (at least 8 MiB)", nameof(ramSize));
+        return new(ramBase, eighth, ramBase + eighth, eighth, ramBase + 2 * eighth, ramSize - 2 * eighth);
+    }
+}
+
+/// <summary>The MSI domain of a board without one (GICv3 with its=off): allocation fails as pci_alloc_irq_vectors does.</summary>
+sealed class NoMsiDomain : IMsiDomain
+{
+    public string Name => "none";
+    public bool IsolatedMsi => false;
+    public MsiAllocation AllocateMsis(uint deviceId, int count) => throw new IrqException(Errno.ENOSPC, "no MSI controller (its=off)");
+    public void FreeMsis(MsiAllocation allocation) { }
+    public void SetAffinity(MsiVector vector, int cpu) { }
 }
 
 /// <summary>
@@ -56,13 +81,16 @@ public sealed class HostKernel
     readonly List<KernelPciFunction> _functions = [];
     readonly List<KernelPlatformDevice> _platform = [];
     readonly HostCpu[] _cpus;
+    readonly List<SmmuV3Event> _unreported = [];
     bool _servicing;
 
-    HostKernel(Machine machine, BoardModels models, Doorbell.Host.Iommu.IIommuDriver smmu, HostIrqTable irqs, HostCpu[] cpus, IMsiDomain msi,
+    HostKernel(Machine machine, IMemoryView memory, HostMemoryLayout layout, Doorbell.Host.Iommu.IIommuDriver smmu, HostIrqTable irqs, HostCpu[] cpus, IMsiDomain msi,
         GicV3HostDriver? v3, GicV2HostDriver? v2, PciEnumeration pci)
     {
         Machine = machine;
-        Models = models;
+        Models = BoardModels.Of(machine);
+        Bus = memory;
+        Layout = layout;
         Smmu = smmu;
         SmmuV3Driver = smmu as SmmuV3Driver;
         SmmuV2Driver = smmu as SmmuV2Driver;
@@ -72,12 +100,14 @@ public sealed class HostKernel
         GicV3Driver = v3;
         GicV2Driver = v2;
         Pci = pci;
-        UserPages = new PhysPageAllocator(HostMemoryLayout.UserPages, HostMemoryLayout.UserPagesSize, machine.Bus);
+        UserPages = new PhysPageAllocator(layout.UserPages, layout.UserPagesSize, memory);
     }
 
     public Machine Machine { get; }
     public BoardModels Models { get; }
-    public PhysicalAddressSpace Bus => Machine.Bus;
+    /// <summary>The memory view the kernel and its drivers use (the machine's bus unless booted over another view).</summary>
+    public IMemoryView Bus { get; }
+    public HostMemoryLayout Layout { get; }
     /// <summary>The IOMMU driver the board's SMMU model selected (arm-smmu-v3 or arm-smmu).</summary>
     public Doorbell.Host.Iommu.IIommuDriver Smmu { get; }
     public SmmuV3Driver? SmmuV3Driver { get; }
@@ -95,127 +125,107 @@ public sealed class HostKernel
     public IReadOnlyList<KernelIommuGroup> Groups => _groups;
     public IReadOnlyList<KernelPciFunction> Functions => _functions;
     public IReadOnlyList<KernelPlatformDevice> PlatformDevices => _platform;
-    /// <summary>SMMU event records read so far by <see cref="DrainSmmuEvents"/>.</summary>
+    /// <summary>Every SMMU event record the event-queue handler has read, in order.</summary>
     public List<SmmuV3Event> SmmuEvents { get; } = [];
+    /// <summary>Times the SMMU event-queue interrupt was taken.</summary>
+    public long SmmuEventInterrupts { get; private set; }
+    /// <summary>Times the SMMU GERROR interrupt was taken.</summary>
+    public long SmmuGerrorInterrupts { get; private set; }
 
-    /// <summary>Builds a qemu-virt board wired to the real GIC and SMMU models. Add devices, then <see cref="Boot"/>.</summary>
+    /// <summary>Builds a qemu-virt board (or the map in <paramref name="options"/>) wired to the real GIC and SMMUv3 models. Add devices, then <see cref="Boot(Machine, IReadOnlyList{PlatformDmaInfo}?, IMemoryView?)"/>.</summary>
     public static (Machine Machine, BoardModels Models) CreateBoard(QemuVirtOptions? options = null, StrictMonitor? strict = null)
     {
-        var models = new BoardModels();
-        var machine = QemuVirtBoard.Create(options ?? new QemuVirtOptions(), KernelWiring(models, strict));
-        models.PciMsiToGicV2m = machine.PciMsiToGicV2m;
-        return (machine, models);
+        var o = options ?? new QemuVirtOptions();
+        var machine = QemuVirtBoard.Create(strict is null ? o : o with { Strict = strict }, QemuVirtWiring.Models);
+        return (machine, BoardModels.Of(machine));
     }
 
-    /// <summary>Builds a board from its description (YAML) with the real models, its PCIe devices attached. Then <see cref="Boot"/>.</summary>
+    /// <summary>Builds a board from its description (YAML) through the one wiring, its PCIe devices attached. Then boot it.</summary>
     public static (Machine Machine, BoardModels Models) CreateBoard(BoardDescription description, StrictMonitor? strict = null)
     {
         ArgumentNullException.ThrowIfNull(description);
-        var models = new BoardModels();
-        var machine = description.Build(KernelWiring(models, strict));
-        models.PciMsiToGicV2m = machine.PciMsiToGicV2m;
-        return (machine, models);
+        var machine = description.Build(QemuVirtWiring.Models, strict: strict);
+        return (machine, BoardModels.Of(machine));
     }
 
-    static BoardWiring KernelWiring(BoardModels models, StrictMonitor? strict) => new()
-    {
-        Gic = (m, req) =>
-        {
-            if (req.Version == 3)
-            {
-                var sys = QemuVirtGicV3.Create(m.Bus, req.Cpus, trace: m.Trace, strict: strict);
-                models.GicV3 = sys;
-                if (req.V2mBase != 0)
-                {
-                    // A GICv2m frame on a GICv3: its SPIs are raised on the GICv3 distributor.
-                    var frame = new GicV2m(sys.Gic, QemuVirtGicV2.V2mBaseIntid, QemuVirtGicV2.V2mSpiCount, strict);
-                    frame.Map(m.Bus, new PhysAddr(req.V2mBase));
-                    models.GicV2mOnGicV3 = frame;
-                }
-                return n => sys.Gic.SpiLine(32 + n);
-            }
-            var v2 = QemuVirtGicV2.Create(m.Bus, req.Cpus, strict);
-            v2.Gic.Trace = v2.Msi.Trace = m.Trace;
-            models.GicV2 = v2;
-            return n => v2.Gic.SpiLine(32 + n);
-        },
-        Iommu = (m, req) =>
-        {
-            if (req.Kind == IommuKind.SmmuV2)
-            {
-                var v2 = new Doorbell.Smmu.V2.SmmuV2(m.Bus, req.SmmuV2 ?? Doorbell.Smmu.V2.SmmuV2Options.Mmu500, m.Trace, strict);
-                QemuVirtWiring.WireSmmuV2(m, req, v2);
-                models.SmmuV2 = v2;
-                return v2;
-            }
-            if (req.Kind != IommuKind.SmmuV3) return null;
-            var s = new Doorbell.Smmu.V3.SmmuV3(m.Bus, SmmuV3Options.QemuVirt, m.Trace, strict);
-            s.Map(new PhysAddr(req.Base));
-            models.Smmu = s;
-            return s;
-        },
-    };
-
-    /// <summary>Adds the platform DMA engine as a device-tree device on the platform bus (its own StreamID, a wired SPI).</summary>
+    /// <summary>Adds the platform DMA engine as a device-tree device on the board's platform bus (its own StreamID, a wired SPI).</summary>
     public static PlatformDmaInfo AddPlatformDma(Machine machine, int index = 0, uint streamId = 0xFF00)
     {
         ArgumentNullException.ThrowIfNull(machine);
-        var @base = HostMemoryLayout.PlatformBus + (ulong)index * 0x1000;
-        var spi = HostMemoryLayout.PlatformFirstSpi + index;
+        var @base = machine.Map.PlatformBus + (ulong)index * 0x1000;
+        var spi = machine.Map.PlatformFirstSpi + index;
         var dev = machine.AddPlatformDma(@base, spi, streamId);
         return new PlatformDmaInfo(dev, @base, spi, streamId);
     }
 
-    /// <summary>Boots: GIC + ITS/GICv2m drivers, SMMUv3 driver, PCI enumeration over ECAM, IOMMU groups.</summary>
-    public static HostKernel Boot(Machine machine, BoardModels models, IReadOnlyList<PlatformDmaInfo>? platform = null)
+    /// <summary>Boots (the models argument is the machine's own; kept for callers that hold it).</summary>
+    public static HostKernel Boot(Machine machine, BoardModels models, IReadOnlyList<PlatformDmaInfo>? platform = null) =>
+        Boot(machine, platform, null);
+
+    /// <summary>
+    /// Boots: GIC + ITS/GICv2m drivers, SMMUv3 driver, PCI enumeration over ECAM, IOMMU groups — at the addresses of
+    /// <see cref="Machine.Map"/>, through <paramref name="memory"/> (the machine's bus when null).
+    /// </summary>
+    public static HostKernel Boot(Machine machine, IReadOnlyList<PlatformDmaInfo>? platform, IMemoryView? memory)
     {
         ArgumentNullException.ThrowIfNull(machine);
-        ArgumentNullException.ThrowIfNull(models);
-        var bus = machine.Bus;
+        var map = machine.Map;
+        var bus = memory ?? machine.Bus;
+        var layout = HostMemoryLayout.For(machine.RamBase, machine.RamSize);
         GicV3HostDriver? v3 = null;
         GicV2HostDriver? v2 = null;
         IMsiDomain msi;
         HostIrqTable irqs;
         HostCpu[] cpus;
         var domains = new List<IMsiDomain>();
-        if (models.GicV3 is { } g3)
+        if (machine.GicV3 is { } g3)
         {
-            v3 = new GicV3HostDriver(bus, QemuVirtGicV3.GicdBase, QemuVirtGicV3.GicrBase, g3.Gic.CpuInterfaces,
-                new PhysPageAllocator(HostMemoryLayout.GicTables, HostMemoryLayout.GicTablesSize, bus));
+            v3 = new GicV3HostDriver(bus, new PhysAddr(map.GicDistributor), new PhysAddr(map.GicRedistributor), g3.CpuInterfaces,
+                new PhysPageAllocator(layout.GicTables, layout.GicTablesSize, bus));
             v3.Init();
-            var its = new ItsDriver(v3, QemuVirtGicV3.ItsBase);
-            its.Init();
-            msi = its;
-            domains.Add(its);
-            if (models.GicV2mOnGicV3 is not null)
+            if (machine.HasIts)
             {
-                var frame = new Gicv2mDriver(v3, QemuVirtGicV2.V2mBase);
+                var its = new ItsDriver(v3, new PhysAddr(map.GicIts));
+                its.Init();
+                msi = its;
+                domains.Add(its);
+            }
+            else msi = new NoMsiDomain();
+            if (machine.GicV2m is not null)
+            {
+                var frame = new Gicv2mDriver(v3, new PhysAddr(map.GicV2m));
                 frame.Init();
                 domains.Add(frame);
-                if (models.PciMsiToGicV2m) msi = frame;
+                if (machine.PciMsiToGicV2m || !machine.HasIts) msi = frame;
             }
             irqs = v3.Irqs;
             cpus = [.. v3.Cpus];
+            for (var c = 0; c < cpus.Length; c++) g3.CpuInterfaces[c].Target = cpus[c];
         }
-        else if (models.GicV2 is not null)
+        else if (machine.GicV2 is { } g2)
         {
-            v2 = new GicV2HostDriver(bus, QemuVirtGicV2.GicdBase, QemuVirtGicV2.GiccBase);
+            v2 = new GicV2HostDriver(bus, new PhysAddr(map.GicDistributor), new PhysAddr(map.GicCpuInterface));
             v2.Init();
-            var m2 = new Gicv2mDriver(v2, QemuVirtGicV2.V2mBase);
-            m2.Init();
-            msi = m2;
-            domains.Add(m2);
+            if (machine.GicV2m is not null)
+            {
+                var m2 = new Gicv2mDriver(v2, new PhysAddr(map.GicV2m));
+                m2.Init();
+                msi = m2;
+                domains.Add(m2);
+            }
+            else msi = new NoMsiDomain();
             irqs = v2.Irqs;
             cpus = [v2.Cpu0];
+            g2.SetTarget(0, v2.Cpu0);
         }
         else throw new InvalidOperationException("board has no interrupt controller model");
         Doorbell.Host.Iommu.IIommuDriver smmu;
-        if (models.SmmuV2 is { } smmu2)
+        if (machine.SmmuV2 is { } smmu2)
         {
-            var drv = SmmuV2Driver.Probe(new BusSmmuHostAccess(bus, QemuVirtMap.Smmu), bus,
-                new PhysPageAllocator(HostMemoryLayout.SmmuTables, HostMemoryLayout.SmmuTablesSize));
+            var drv = SmmuV2Driver.Probe(new BusSmmuHostAccess(bus, map.Smmu), bus,
+                new PhysPageAllocator(layout.SmmuTables, layout.SmmuTablesSize, bus));
             // request_irq for the global fault line and every context interrupt (level-triggered SPIs).
-            var first = 32 + QemuVirtMap.SmmuV2FirstSpi;
+            var first = 32 + map.SmmuV2FirstSpi;
             irqs.Request(first, (_, _) => drv.HandleGlobalInterrupt());
             EnableLevelSpi(v3, v2, first);
             for (var i = 0; i < smmu2.Options.ContextInterrupts; i++)
@@ -226,13 +236,17 @@ public sealed class HostKernel
             }
             smmu = drv;
         }
-        else if (models.Smmu is not null)
-            smmu = SmmuV3Driver.Probe(new BusSmmuHostAccess(bus, QemuVirtMap.Smmu), bus,
-                new PhysPageAllocator(HostMemoryLayout.SmmuTables, HostMemoryLayout.SmmuTablesSize));
+        else if (machine.SmmuV3 is not null)
+            smmu = SmmuV3Driver.Probe(new BusSmmuHostAccess(bus, map.Smmu), bus,
+                new PhysPageAllocator(layout.SmmuTables, layout.SmmuTablesSize, bus));
         else throw new InvalidOperationException("board has no SMMU model");
-        var pci = PciEnumeration.Scan(bus, QemuVirtMap.PcieEcam, QemuVirtMap.PcieMmio, QemuVirtMap.PcieMmioSize);
-        var k = new HostKernel(machine, models, smmu, irqs, cpus, msi, v3, v2, pci) { MsiDomains = domains };
+        var pci = PciEnumeration.Scan(bus, map.PcieEcam, map.PcieMmio, map.PcieMmioSize);
+        var k = new HostKernel(machine, bus, layout, smmu, irqs, cpus, msi, v3, v2, pci) { MsiDomains = domains };
         k.FormGroups(platform ?? []);
+        k.RequestSmmuInterrupts();
+        // From here interrupts are pushed: a CPU's interface raises it and it takes them from the machine's loop.
+        foreach (var c in cpus) c.Attach(machine.Loop);
+        foreach (var c in cpus) c.Raise();
         return k;
     }
 
@@ -240,6 +254,26 @@ public sealed class HostKernel
     {
         if (v3 is not null) v3.EnableSpi(intid, 0, edge: false);
         else v2?.EnableSpi(intid, 0, edge: false);
+    }
+
+    /// <summary>arm_smmu_setup_unique_irqs: the event-queue and GERROR wired interrupts (edge) with their handlers (SMMUv3 only).</summary>
+    void RequestSmmuInterrupts()
+    {
+        if (SmmuV3Driver is not { } d) return;
+        var evtq = 32 + Machine.Map.SmmuFirstSpi;
+        var gerror = 32 + Machine.Map.SmmuFirstSpi + 3;
+        Irqs.Request(evtq, (_, _) => { SmmuEventInterrupts++; ReadSmmuEvents(); });
+        Irqs.Request(gerror, (_, _) => { SmmuGerrorInterrupts++; d.HandleGlobalErrors(); });
+        SetSpiEnabled(evtq, true, edge: true);
+        SetSpiEnabled(gerror, true, edge: true);
+    }
+
+    void ReadSmmuEvents()
+    {
+        if (SmmuV3Driver is not { } d) return;
+        var e = d.DrainEvents();
+        SmmuEvents.AddRange(e);
+        _unreported.AddRange(e);
     }
 
     void FormGroups(IReadOnlyList<PlatformDmaInfo> platform)
@@ -308,8 +342,10 @@ public sealed class HostKernel
 
     public KernelPciFunction? FindFunction(string name) => _functions.FirstOrDefault(f => f.Name == name);
 
-    /// <summary>The interrupt entry of every host CPU: acknowledge, dispatch to the handler, end (gic_handle_irq).
-    /// Re-entrant calls (a handler that touches the device) are folded into the outer loop.</summary>
+    /// <summary>
+    /// Takes whatever interrupts are pending on every host CPU now (IAR → handler → EOIR). Not needed for delivery —
+    /// interrupts are pushed through the event loop — but harmless; re-entrant calls are folded into the outer one.
+    /// </summary>
     public int ServiceInterrupts()
     {
         if (_servicing) return 0;
@@ -323,12 +359,12 @@ public sealed class HostKernel
         finally { _servicing = false; }
     }
 
-    /// <summary>Reads new SMMU event records (the driver's event-queue handler) and appends them to <see cref="SmmuEvents"/>.</summary>
+    /// <summary>SMMU event records read since the last call (by the event-queue interrupt handler, or now).</summary>
     public IReadOnlyList<SmmuV3Event> DrainSmmuEvents()
     {
-        if (SmmuV3Driver is not { } d) return [];
-        var e = d.DrainEvents();
-        SmmuEvents.AddRange(e);
+        ReadSmmuEvents();
+        var e = _unreported.ToList();
+        _unreported.Clear();
         return e;
     }
 
@@ -337,7 +373,7 @@ public sealed class HostKernel
         if (GicV3Driver is { } v3)
         {
             if (enabled) v3.EnableSpi(intid, 0, edge);
-            else Bus.Write(new PhysAddr(QemuVirtGicV3.GicdBase.Value + GicV3.GICD_ICENABLER + (ulong)(intid / 32) * 4), 4, 1UL << (intid % 32), BusAttributes.Cpu);
+            else v3.DisableSpi(intid);
         }
         else if (GicV2Driver is { } v2)
         {

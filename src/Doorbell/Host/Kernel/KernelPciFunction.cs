@@ -63,7 +63,6 @@ public sealed class KernelPciFunction : IVfioPciFunction
     public void WriteConfig(int offset, int size, uint value)
     {
         _k.Pci.Write(_f.Rid, offset, size, value);
-        _k.ServiceInterrupts(); // e.g. INTx re-asserted by clearing DisINTx
     }
 
     public PciBarInfo GetBar(int index)
@@ -71,9 +70,8 @@ public sealed class KernelPciFunction : IVfioPciFunction
         if ((uint)index > 6) return default;
         var b = _f.Bars[index];
         if (b.Size == 0) return default;
-        var kind = b.Io ? PciBarKind.Io : b.Is64 ? PciBarKind.Memory64 : PciBarKind.Memory32;
-        if (b.Prefetch) kind |= PciBarKind.Prefetchable;
-        return new PciBarInfo(b.Size, kind, b.Address);
+        var kind = b.Io ? Doorbell.Pci.PciBarKind.Io : b.Is64 ? Doorbell.Pci.PciBarKind.Mem64 : Doorbell.Pci.PciBarKind.Mem32;
+        return new PciBarInfo(b.Size, kind, b.Address, b.Prefetch);
     }
 
     public BusStatus ReadBar(int index, ulong offset, int size, out ulong value)
@@ -89,7 +87,6 @@ public sealed class KernelPciFunction : IVfioPciFunction
         var b = GetBar(index);
         if (!b.IsMemory || b.HostAddress == 0 || offset + (ulong)size > b.Size) return BusStatus.DecodeError;
         var s = _k.Bus.Write(new PhysAddr(b.HostAddress + offset), size, value, BusAttributes.Cpu);
-        _k.ServiceInterrupts(); // the CPU takes whatever the store made the device raise
         return s;
     }
 
@@ -204,7 +201,7 @@ public sealed class KernelPciFunction : IVfioPciFunction
             p = (p + f.Device) & 3;
             f = f.Parent;
         }
-        return 32 + Doorbell.Platform.QemuVirtMap.PcieIntxFirstSpi + ((p + f.Device) & 3);
+        return 32 + _k.Machine.Map.PcieIntxFirstSpi + ((p + f.Device) & 3);
     }
 
     public int ConnectIntx(IVfioIrqSink? sink)
@@ -226,7 +223,6 @@ public sealed class KernelPciFunction : IVfioPciFunction
         catch (IrqException e) { return -e.Errno; }
         _intxIntid = intid;
         _k.SetSpiEnabled(intid, true, edge: false);
-        _k.ServiceInterrupts();
         return 0;
     }
 
@@ -234,7 +230,6 @@ public sealed class KernelPciFunction : IVfioPciFunction
     {
         if (_intxIntid < 0) return;
         _k.SetSpiEnabled(_intxIntid, !masked, edge: false);
-        if (!masked) _k.ServiceInterrupts();
     }
 
     /// <summary>No AER source is modelled: the sink is kept for completeness.</summary>
@@ -278,7 +273,6 @@ public sealed class KernelPlatformDevice : IVfioPlatformDevice
     {
         if (index != 0 || offset + (ulong)size > Regions[0].Size) return BusStatus.DecodeError;
         var s = _k.Bus.Write(new PhysAddr(_p.Base + offset), size, value, BusAttributes.Cpu);
-        _k.ServiceInterrupts();
         return s;
     }
 
@@ -300,7 +294,6 @@ public sealed class KernelPlatformDevice : IVfioPlatformDevice
             _k.Irqs.Request(Intid, (_, _) => _handler?.Invoke(0));
             _requested = true;
             _k.SetSpiEnabled(Intid, true, edge: false);
-            _k.ServiceInterrupts();
         }
         else if (handler is null && _requested)
         {
@@ -314,7 +307,6 @@ public sealed class KernelPlatformDevice : IVfioPlatformDevice
     {
         if (index != 0 || !_requested) return;
         _k.SetSpiEnabled(Intid, enabled, edge: false);
-        if (enabled) _k.ServiceInterrupts();
     }
 
     public bool HasReset => true;

@@ -30,12 +30,87 @@ internal static partial class LibC
     public static readonly int EpollDataOffset = RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 4 : 8;
 }
 
+/// <summary>An in-kernel waiter on an eventfd's wait queue (Linux: KVM's irqfd_wakeup hooked with add_wait_queue).</summary>
+public interface IEventFdWaiter
+{
+    /// <summary>Called synchronously by the signaller; the waiter consumes the signal (the counter stays 0).</summary>
+    void Wake();
+}
+
+/// <summary>
+/// The kernel object behind eventfd descriptors: one per eventfd, shared by every descriptor (and dup) that refers
+/// to it, identified by the kernel's eventfd-id (/proc/self/fdinfo). It carries the in-kernel wait queue: when any
+/// waiter is registered, a signal from Doorbell's kernel side or a Doorbell-owned <see cref="EventFd"/> wakes the
+/// waiters synchronously instead of writing the counter (as eventfd_signal → wake_up → irqfd_wakeup, which reads
+/// the count back to 0). A write(2) by code outside Doorbell still lands in the counter; waiters' owners drain it
+/// from their poll step.
+/// </summary>
+public sealed class EventFdFile
+{
+    static readonly Dictionary<long, WeakReference<EventFdFile>> Registry = [];
+    IEventFdWaiter[] _waiters = [];
+
+    EventFdFile(long id) => Id = id;
+
+    /// <summary>The kernel's eventfd-id.</summary>
+    public long Id { get; }
+    public int WaiterCount => _waiters.Length;
+
+    public void AddWaiter(IEventFdWaiter waiter)
+    {
+        lock (this) _waiters = [.. _waiters, waiter];
+    }
+
+    public void RemoveWaiter(IEventFdWaiter waiter)
+    {
+        lock (this) _waiters = [.. _waiters.Where(w => !ReferenceEquals(w, waiter))];
+    }
+
+    /// <summary>Wakes every waiter; false when there is none (the caller then writes the counter).</summary>
+    internal bool WakeWaiters()
+    {
+        var w = _waiters;
+        if (w.Length == 0) return false;
+        for (var i = 0; i < w.Length; i++) w[i].Wake();
+        return true;
+    }
+
+    /// <summary>The file of eventfd descriptor <paramref name="fd"/>, or null when fdinfo names no eventfd-id.</summary>
+    internal static EventFdFile? Of(int fd)
+    {
+        long id = -1;
+        try
+        {
+            foreach (var line in System.IO.File.ReadLines($"/proc/self/fdinfo/{fd}"))
+                if (line.StartsWith("eventfd-id:", StringComparison.Ordinal) && long.TryParse(line.AsSpan(11).Trim(), out var v)) { id = v; break; }
+        }
+        catch (System.IO.IOException) { return null; }
+        catch (UnauthorizedAccessException) { return null; }
+        if (id < 0) return null;
+        lock (Registry)
+        {
+            if (Registry.TryGetValue(id, out var weak) && weak.TryGetTarget(out var f)) return f;
+            f = new EventFdFile(id);
+            Registry[id] = new WeakReference<EventFdFile>(f);
+            return f;
+        }
+    }
+}
+
 /// <summary>A Linux eventfd owned by this object (closed on Dispose).</summary>
 public sealed class EventFd : IDisposable
 {
     public int Fd { get; private set; }
+    readonly EventFdFile? _file;
 
-    EventFd(int fd) => Fd = fd;
+    EventFd(int fd)
+    {
+        Fd = fd;
+        _file = EventFdFile.Of(fd);
+    }
+
+    /// <summary>The kernel object (with its in-kernel wait queue), or null where fdinfo does not identify eventfds.</summary>
+    public EventFdFile? File => _file;
 
     /// <summary>eventfd(initval, EFD_CLOEXEC [| EFD_NONBLOCK] [| EFD_SEMAPHORE]).</summary>
     public static EventFd Create(uint initialValue = 0, bool nonBlocking = true, bool semaphore = false)
@@ -47,7 +122,11 @@ public sealed class EventFd : IDisposable
     }
 
     /// <summary>Adds <paramref name="value"/> to the counter (write(2) of 8 bytes).</summary>
-    public bool Signal(ulong value = 1) => EventFdIo.Write(Fd, value);
+    public bool Signal(ulong value = 1)
+    {
+        if (_file is not null && _file.WakeWaiters()) return true;
+        return EventFdIo.Write(Fd, value);
+    }
 
     /// <summary>Reads and resets the counter (read(2)); false when it is zero (EAGAIN on a non-blocking eventfd).</summary>
     public bool TryRead(out ulong value) => EventFdIo.TryRead(Fd, out value);
@@ -98,7 +177,14 @@ public sealed class EventFdContext : IDisposable
 {
     int _fd;
 
-    EventFdContext(int fd) => _fd = fd;
+    EventFdContext(int fd)
+    {
+        _fd = fd;
+        File = EventFdFile.Of(fd);
+    }
+
+    /// <summary>The kernel object this context refers to (shared with every other descriptor of the same eventfd).</summary>
+    public EventFdFile? File { get; }
 
     /// <summary>The eventfd_ctx_fdget of Linux: -EBADF when <paramref name="fd"/> is not an open descriptor,
     /// -EINVAL when it is not an eventfd.</summary>
@@ -126,7 +212,9 @@ public sealed class EventFdContext : IDisposable
     /// <summary>Adds 1 to the counter (eventfd_signal).</summary>
     public void Signal()
     {
-        if (_fd >= 0) EventFdIo.Write(_fd, 1);
+        if (_fd < 0) return;
+        if (File is not null && File.WakeWaiters()) return;
+        EventFdIo.Write(_fd, 1);
     }
 
     /// <summary>Consumes the counter if nonzero (used for irqfds the user signals towards the kernel).</summary>

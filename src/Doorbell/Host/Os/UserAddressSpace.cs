@@ -29,6 +29,9 @@ public sealed class UserAddressSpace
         public ulong Start, End; // [Start, End)
         public UserProt Prot;
         public bool Pfn;
+        /// <summary>Memory of a real client process, reached through a window of host physical addresses
+        /// (<see cref="MapForeign"/>): resolved like a PFN mapping, pinned and accounted like anonymous memory.</summary>
+        public bool Foreign;
         public ulong PfnBase;
         public IUserMappingGuard? Guard;
     }
@@ -64,14 +67,53 @@ public sealed class UserAddressSpace
         return va;
     }
 
-    /// <summary>Maps device memory (VM_PFNMAP) at a fresh vaddr.</summary>
-    public ulong MapPfn(ulong length, ulong hostPhys, UserProt prot, IUserMappingGuard? guard)
+    /// <summary>Maps device memory (VM_PFNMAP) at a fresh vaddr, or at <paramref name="fixedVaddr"/> (MAP_FIXED:
+    /// whatever was mapped there is unmapped first) when it is nonzero.</summary>
+    public ulong MapPfn(ulong length, ulong hostPhys, UserProt prot, IUserMappingGuard? guard, ulong fixedVaddr = 0)
     {
         var len = (length + Page - 1) & ~(Page - 1);
-        var va = _nextVa;
-        _nextVa += len + Page;
+        var va = fixedVaddr;
+        if (va != 0) Unmap(va, len);
+        else { va = _nextVa; _nextVa += len + Page; }
         Insert(new Vma { Start = va, End = va + len, Prot = prot, Pfn = true, PfnBase = hostPhys, Guard = guard });
         return va;
+    }
+
+    /// <summary>Describes memory that a real client process owns at [vaddr, vaddr+length) (page-aligned) and that the
+    /// bus reaches at host physical <paramref name="windowPhys"/> onwards. Only the gaps not already mapped are added,
+    /// each gap at the window offset matching its vaddr; returns the number of pages added.</summary>
+    public ulong MapForeign(ulong vaddr, ulong length, ulong windowPhys, UserProt prot = UserProt.Read | UserProt.Write)
+    {
+        if (vaddr % Page != 0 || length % Page != 0 || length == 0 || vaddr + length < vaddr) return 0;
+        var end = vaddr + length;
+        var at = vaddr;
+        ulong added = 0;
+        while (at < end)
+        {
+            var v = Find(at);
+            if (v is not null) { at = Math.Min(v.End, end); continue; }
+            var next = end;
+            foreach (var w in _vmas)
+                if (w.Start > at) { next = Math.Min(next, w.Start); break; }
+            Insert(new Vma { Start = at, End = next, Prot = prot, Pfn = true, Foreign = true, PfnBase = windowPhys + (at - vaddr) });
+            added += (next - at) / Page;
+            at = next;
+        }
+        return added;
+    }
+
+    /// <summary>True when every page of [vaddr, vaddr+length) is described by a foreign mapping.</summary>
+    public bool IsForeign(ulong vaddr, ulong length)
+    {
+        var end = vaddr + length;
+        var at = vaddr;
+        while (at < end)
+        {
+            var v = Find(at);
+            if (v is null || !v.Foreign) return false;
+            at = v.End;
+        }
+        return true;
     }
 
     void Insert(Vma v)
@@ -183,9 +225,14 @@ public sealed class UserAddressSpace
 
     /// <summary>True when every page of [vaddr, vaddr+length) is mapped; counts the anonymous (pinnable) pages without
     /// touching them, so a caller can refuse a huge request before allocating anything.</summary>
-    public bool RangeInfo(ulong vaddr, ulong length, out ulong anonymousPages)
+    public bool RangeInfo(ulong vaddr, ulong length, out ulong anonymousPages) => RangeInfo(vaddr, length, out anonymousPages, out _);
+
+    /// <summary><see cref="RangeInfo(ulong, ulong, out ulong)"/> that also counts the foreign (client-owned) pages,
+    /// which are accounted as pinned but need no host page.</summary>
+    public bool RangeInfo(ulong vaddr, ulong length, out ulong anonymousPages, out ulong foreignPages)
     {
         anonymousPages = 0;
+        foreignPages = 0;
         var end = vaddr + length;
         if (end < vaddr) return false;
         var at = vaddr;
@@ -195,6 +242,7 @@ public sealed class UserAddressSpace
             if (v is null) return false;
             var e = Math.Min(v.End, end);
             if (!v.Pfn) anonymousPages += (e - at + Page - 1) / Page;
+            else if (v.Foreign) foreignPages += (e - at + Page - 1) / Page;
             at = e;
         }
         return at >= end;
@@ -216,7 +264,7 @@ public sealed class UserAddressSpace
                 return -14;
             }
             physOut[i] = phys;
-            if (!v.Pfn)
+            if (!v.Pfn || v.Foreign)
             {
                 _pinned[phys] = _pinned.GetValueOrDefault(phys) + 1;
                 PinnedPages++;

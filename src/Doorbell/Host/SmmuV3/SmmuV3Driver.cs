@@ -10,7 +10,8 @@ namespace Doorbell.Host.SmmuV3;
 // A host SMMUv3 driver written the way Linux's drivers/iommu/arm/arm-smmu-v3 is: probe from the ID registers,
 // queues and stream table in RAM, GBPA abort, enable handshakes, STE/CD writes with hitless/break-before-make
 // ordering followed by CFGI + CMD_SYNC, TLBI (+range) + CMD_SYNC on unmap, event and GERROR handling.
-// It reaches the hardware only through ISmmuHostAccess (registers and shared RAM).
+// It reaches the SMMU through ISmmuHostAccess (registers, queues and stream/CD tables in shared RAM); the page tables
+// of its domains are written by IoPageTable through the memory view it is given (the same memory, seen as a CPU).
 //
 // Known limits: no PASID (SVA) attach, no ATS/PRI, no nested (iommufd) domains, no MSI-capable IRQ domain of its
 // own (the event queue / GERROR MSI doorbells are given as options).

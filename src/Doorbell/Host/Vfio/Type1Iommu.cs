@@ -178,8 +178,8 @@ public sealed class Type1Iommu
 
         // Pin (vfio_pin_pages_remote) against RLIMIT_MEMLOCK. Refuse before allocating when it cannot succeed.
         var limitPages = _process.MemlockLimitBytes / PageSize;
-        if (!_process.Memory.RangeInfo(vaddr, size, out var anon)) return -Errno.EFAULT;
-        if (!_process.CapIpcLock && _process.LockedPages + anon > limitPages) return -Errno.ENOMEM;
+        if (!_process.Memory.RangeInfo(vaddr, size, out var anon, out var foreign)) return -Errno.EFAULT;
+        if (!_process.CapIpcLock && _process.LockedPages + anon + foreign > limitPages) return -Errno.ENOMEM;
         if (anon > (ulong)_process.Memory.AvailablePages || size / PageSize > int.MaxValue / 16) return -Errno.ENOMEM;
         var npages = (int)(size / PageSize);
         var pages = new ulong[npages];

@@ -45,7 +45,7 @@ public abstract class VfioDevice
     public abstract long Rw(Span<byte> buffer, ulong offset, bool write);
 
     /// <summary>mmap of a region into <paramref name="mm"/>: the vaddr or -errno.</summary>
-    public abstract long Mmap(UserAddressSpace mm, ulong length, ulong offset, UserProt prot, bool shared);
+    public abstract long Mmap(UserAddressSpace mm, ulong length, ulong offset, UserProt prot, bool shared, ulong fixedVaddr = 0);
 
     /// <summary>Runs the action of every user irqfd whose eventfd was signalled.</summary>
     public void PollIrqfds()

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using Doorbell.Host.Vfio.Backends;
+using Doorbell.Pci;
 
 // vfio-pci config-space virtualization (rules: shared/reference/vfio-semantics.md §2, from Linux
 // drivers/vfio/pci/vfio_pci_config.c). One owner byte per config byte (0 = header, cap ID, 0xFF = gap with raw
@@ -503,14 +504,14 @@ internal sealed class VfioPciConfig
                 continue;
             }
             var mask = ~(bar.Size - 1);
-            if ((bar.Kind & PciBarKind.Io) != 0)
+            if (bar.Kind == PciBarKind.Io)
             {
                 V32(at, (V32(at) & (uint)mask & ~3u) | 1u);
                 continue;
             }
             uint flags = 0;
             if (bar.Is64) flags |= 0x4;
-            if ((bar.Kind & PciBarKind.Prefetchable) != 0) flags |= 0x8;
+            if (bar.Prefetchable) flags |= 0x8;
             V32(at, (V32(at) & (uint)mask & ~0xFu) | flags);
             if (bar.Is64 && i < 5)
             {

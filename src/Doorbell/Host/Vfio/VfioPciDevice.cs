@@ -743,7 +743,7 @@ public sealed class VfioPciDevice : VfioDevice, IVfioIrqSink, IUserMappingGuard
         return done;
     }
 
-    public override long Mmap(UserAddressSpace mm, ulong length, ulong offset, UserProt prot, bool shared)
+    public override long Mmap(UserAddressSpace mm, ulong length, ulong offset, UserProt prot, bool shared, ulong fixedVaddr = 0)
     {
         ArgumentNullException.ThrowIfNull(mm);
         var index = VfioPciIndex.OffsetToIndex(offset);
@@ -763,6 +763,6 @@ public sealed class VfioPciDevice : VfioDevice, IVfioIrqSink, IUserMappingGuard
             var te = (_msixOffset + _msixSize + 4095) & ~4095UL;
             if (pos < te && ts < pos + reqLen) return -Errno.EINVAL;
         }
-        return (long)mm.MapPfn(reqLen, bar.HostAddress + pos, prot, this);
+        return (long)mm.MapPfn(reqLen, bar.HostAddress + pos, prot, this, fixedVaddr);
     }
 }

@@ -226,7 +226,7 @@ public sealed class VfioPlatformDevice : VfioDevice
         return done;
     }
 
-    public override long Mmap(UserAddressSpace mm, ulong length, ulong offset, UserProt prot, bool shared)
+    public override long Mmap(UserAddressSpace mm, ulong length, ulong offset, UserProt prot, bool shared, ulong fixedVaddr = 0)
     {
         ArgumentNullException.ThrowIfNull(mm);
         var index = VfioPciIndex.OffsetToIndex(offset);
@@ -238,6 +238,6 @@ public sealed class VfioPlatformDevice : VfioDevice
         if ((prot & UserProt.Write) != 0 && (flags & VfioRegionFlags.Write) == 0) return -Errno.EINVAL;
         var r = _dev.Regions[(int)index];
         if (pos + length > r.Size) return -Errno.EINVAL;
-        return (long)mm.MapPfn(length, r.HostAddress + pos, prot, null);
+        return (long)mm.MapPfn(length, r.HostAddress + pos, prot, null, fixedVaddr);
     }
 }

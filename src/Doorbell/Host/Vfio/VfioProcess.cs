@@ -111,11 +111,22 @@ public sealed class VfioProcess
     }
 
     /// <summary>mmap(NULL, length, prot, MAP_SHARED, fd, offset): the user vaddr, or -errno (as a negative long).</summary>
-    public long Mmap(int fd, ulong length, ulong offset, UserProt prot = UserProt.Read | UserProt.Write, bool shared = true)
+    public long Mmap(int fd, ulong length, ulong offset, UserProt prot = UserProt.Read | UserProt.Write, bool shared = true, ulong fixedVaddr = 0)
     {
         if (File(fd) is not VfioDeviceFile d) return File(fd) is null ? -Errno.EBADF : -Errno.ENODEV;
-        return d.Device.Mmap(Memory, length, offset, prot, shared);
+        return d.Device.Mmap(Memory, length, offset, prot, shared, fixedVaddr);
     }
+
+    /// <summary>Process exit: every descriptor is closed in ascending order (exit_files), which releases devices,
+    /// groups and containers and with them every DMA mapping, pin and eventfd context.</summary>
+    public void CloseAll()
+    {
+        for (var fd = 0; fd < _fds.Count; fd++)
+            if (_fds[fd] is not null) Close(fd);
+    }
+
+    /// <summary>Open descriptors (VFIO files) in the table.</summary>
+    public int OpenFileCount => _fds.Count(f => f is not null);
 }
 
 /// <summary>The file of a group (/dev/vfio/$GROUP).</summary>

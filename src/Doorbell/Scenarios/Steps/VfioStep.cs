@@ -87,8 +87,7 @@ public sealed class VfioStep : IScenarioStep
         MemoryMarshal.Write(set, new VfioIrqSet { Argsz = 24, Flags = VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger, Index = VfioPciIndex.IrqMsix, Start = 3, Count = 1 });
         BitConverter.TryWriteBytes(set.AsSpan(20), efd.Fd);
         var sr = proc.Ioctl(dev, VfioIoctl.DeviceSetIrqs, set);
-        mq.SignalMsix(3); // the device's MSI-X write: SMMU (doorbell IOVA) -> ITS -> LPI
-        k.ServiceInterrupts(); // host CPU takes the LPI; the VFIO handler signals the eventfd
+        mq.SignalMsix(3); // the device's MSI-X write: SMMU (doorbell IOVA) -> ITS -> LPI -> host CPU raised, takes it from the loop -> eventfd
         var tokens = new ulong[1];
         var n = ep.Wait(tokens, 100);
         efd.TryRead(out var count);

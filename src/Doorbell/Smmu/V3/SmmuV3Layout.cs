@@ -1,21 +1,10 @@
+using Doorbell.Memory;
 namespace Doorbell.Smmu.V3;
 
 // SMMUv3 architectural layouts: register offsets and fields, STE, CD, commands, event records.
 // Facts: Arm IHI 0070 (SMMUv3) §6 (registers), §5.2 (STE), §5.4 (CD), §4 (commands), §7.3 (events);
 // checked against ../shared/reference/arm-layouts.md. Shared by the model (decode) and the host driver (encode),
 // as a hardware header is.
-
-/// <summary>How a register behaves for software.</summary>
-public enum RegisterAccess : byte
-{
-    ReadOnly,
-    ReadWrite,
-    /// <summary>Reserved: reads as zero, writes ignored.</summary>
-    RazWi,
-}
-
-/// <summary>One register of the block: offset from page 0, width in bytes, name, access kind.</summary>
-public readonly record struct SmmuV3Register(uint Offset, int Width, string Name, RegisterAccess Access);
 
 /// <summary>Register offsets (page 0; page 1 registers at +0x10000) and the one table that declares them (IHI 0070 §6.2).</summary>
 public static class SmmuV3Reg
@@ -42,7 +31,7 @@ public static class SmmuV3Reg
     public const uint CIDR0 = 0xFF0, CIDR1 = 0xFF4, CIDR2 = 0xFF8, CIDR3 = 0xFFC;
 
     /// <summary>Every implemented register, declared once. Offsets not listed are reserved (RAZ/WI).</summary>
-    public static readonly SmmuV3Register[] Table =
+    public static readonly RegisterDescriptor[] Table =
     [
         new(IDR0, 4, "IDR0", RegisterAccess.ReadOnly),
         new(IDR1, 4, "IDR1", RegisterAccess.ReadOnly),
@@ -88,7 +77,7 @@ public static class SmmuV3Reg
     ];
 
     /// <summary>The register declared at <paramref name="offset"/> (exact start), or null.</summary>
-    public static SmmuV3Register? Find(uint offset)
+    public static RegisterDescriptor? Find(uint offset)
     {
         foreach (var r in Table)
             if (r.Offset == offset) return r;

@@ -1,4 +1,5 @@
 using Doorbell.Memory;
+using Doorbell.Pci;
 
 // The narrow, Linux-shaped seams the VFIO layer is built against. The lead adapts them to Doorbell's IOMMU API
 // (SMMUv3/SMMUv2 drivers), PCIe functions and irq domains (ITS / GICv2m). Tests use fakes.
@@ -62,15 +63,11 @@ public interface IVfioIommuGroup
     void Detach(IVfioIommuDomain domain);
 }
 
-/// <summary>Kind bits of a PCI BAR (from its low bits in config space).</summary>
-[Flags]
-public enum PciBarKind { None = 0, Memory32 = 1, Memory64 = 2, Io = 4, Prefetchable = 8 }
-
-/// <summary>One PCI resource: size (0 when unimplemented), kind, and the host physical address it is assigned.</summary>
-public readonly record struct PciBarInfo(ulong Size, PciBarKind Kind, ulong HostAddress)
+/// <summary>One PCI resource: size (0 when unimplemented), kind (the one <see cref="PciBarKind"/> of the PCI layer), the host physical address it is assigned, prefetchable.</summary>
+public readonly record struct PciBarInfo(ulong Size, PciBarKind Kind, ulong HostAddress, bool Prefetchable = false)
 {
-    public bool IsMemory => (Kind & (PciBarKind.Memory32 | PciBarKind.Memory64)) != 0;
-    public bool Is64 => (Kind & PciBarKind.Memory64) != 0;
+    public bool IsMemory => Kind is PciBarKind.Mem32 or PciBarKind.Mem64;
+    public bool Is64 => Kind == PciBarKind.Mem64;
 }
 
 /// <summary>Where host-side interrupt handlers report to VFIO. Called by the adapter from the host IRQ handler

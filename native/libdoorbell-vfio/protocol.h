@@ -1,0 +1,32 @@
+/* Wire protocol between libdoorbell-vfio.so and `doorbell serve` (src/Doorbell/Server/Protocol.cs holds the
+ * same numbers): one SOCK_SEQPACKET packet per request and per reply, little-endian. */
+#ifndef DOORBELL_PROTOCOL_H
+#define DOORBELL_PROTOCOL_H
+#include <stdint.h>
+
+#define DB_PROTOCOL_VERSION 1
+#define DB_MAX_PAYLOAD (1u << 20)
+#define DB_MAX_FDS 253 /* SCM_MAX_FD */
+
+enum db_op {
+	DB_HELLO = 1, DB_OPEN = 2, DB_CLOSE = 3, DB_IOCTL = 4, DB_PREAD = 5, DB_PWRITE = 6,
+	DB_MMAP = 7, DB_MUNMAP = 8, DB_MMIO_READ = 9, DB_MMIO_WRITE = 10, DB_STATS = 11,
+};
+
+struct db_request {
+	uint32_t op;
+	int32_t fd;
+	uint64_t a0, a1, a2, a3;
+	uint32_t payload_len;
+	uint32_t reserved;
+};
+
+struct db_reply {
+	int64_t ret;
+	uint32_t payload_len;
+	uint32_t reserved;
+};
+
+_Static_assert(sizeof(struct db_request) == 48, "request header is 48 bytes");
+_Static_assert(sizeof(struct db_reply) == 16, "reply header is 16 bytes");
+#endif

@@ -1,0 +1,45 @@
+using System.CommandLine;
+using System.Runtime.InteropServices;
+using Doorbell.Server;
+
+namespace Doorbell.Cli;
+
+/// <summary>`doorbell serve --socket PATH [--board FILE.yaml] [--allow-unsafe-interrupts] [--strict]`.</summary>
+internal static class ServeCommand
+{
+    public static Command Create()
+    {
+        var socket = new Option<string>("--socket") { Description = "Unix socket to serve VFIO on (libdoorbell-vfio connects to it).", Required = true };
+        var board = new Option<string?>("--board") { Description = "Board description file (YAML); default: qemu-virt with mq-dma at 00:01.0, edu at 00:02.0, the platform DMA engine." };
+        var unsafeIrq = new Option<bool>("--allow-unsafe-interrupts") { Description = "vfio_iommu_type1.allow_unsafe_interrupts=1: attach groups whose MSIs are not isolated (GICv2m)." };
+        var strict = new Option<bool>("--strict") { Description = "Report what real hardware silently tolerates, each finding with its rule." };
+        var cmd = new Command("serve", "Boot the host kernel on a board and serve VFIO to real processes (see scripts/doorbell-exec).");
+        cmd.Options.Add(socket);
+        cmd.Options.Add(board);
+        cmd.Options.Add(unsafeIrq);
+        cmd.Options.Add(strict);
+        cmd.SetAction(parse => Run(parse.GetValue(socket)!, parse.GetValue(board), parse.GetValue(unsafeIrq), parse.GetValue(strict)));
+        return cmd;
+    }
+
+    static int Run(string socket, string? board, bool allowUnsafe, bool strict)
+    {
+        DoorbellServer server;
+        try
+        {
+            server = new DoorbellServer(new ServeOptions { SocketPath = socket, BoardFile = board, AllowUnsafeInterrupts = allowUnsafe, Strict = strict });
+        }
+        catch (Exception e) when (e is FormatException or IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            Console.Error.WriteLine($"doorbell serve: {e.Message}");
+            return 2;
+        }
+        using var stop = new CancellationTokenSource();
+        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
+        using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
+        Console.Error.WriteLine($"doorbell serve: listening on {socket} (sysfs at {server.SysfsRoot})");
+        server.Wait(stop.Token);
+        server.Dispose();
+        return 0;
+    }
+}

@@ -1,0 +1,69 @@
+using Doorbell.Gic.V3;
+using Doorbell.Memory;
+
+namespace Doorbell.Kvm;
+
+/// <summary>
+/// A vCPU: a software execution context of a VM. Its GICv3 CPU interface is its own state, reached as the vCPU's ICC_*
+/// system registers (<see cref="Icc"/>); guest code "running on" the vCPU loads and stores through
+/// <see cref="Read"/>/<see cref="Write"/> (memslots, then in-kernel devices, then an MMIO exit to the VMM). A model
+/// that makes an interrupt pending for this vCPU kicks it (<see cref="Kick"/>): the pending-interrupt signal the guest's
+/// IRQ entry (<see cref="TakeInterrupts"/>) answers.
+/// </summary>
+public sealed class Vcpu
+{
+    internal Vcpu(Vm vm, int id)
+    {
+        Vm = vm;
+        Id = id;
+    }
+
+    public Vm Vm { get; }
+    public int Id { get; }
+    /// <summary>The vCPU's GICv3 CPU interface (ICC_IAR1_EL1, EOIR1, PMR, IGRPEN1, …); null until the vGICv3 exists.</summary>
+    public GicV3CpuInterface? Icc => Vm.VgicV3?.CpuInterfaces[Id];
+    /// <summary>Number of kicks (a model made an interrupt pending for this vCPU).</summary>
+    public long Kicks { get; private set; }
+    /// <summary>Set by a kick, cleared when the vCPU takes its interrupts.</summary>
+    public bool KickPending { get; private set; }
+    /// <summary>Optional wake-up of whoever runs this vCPU (an event loop); called synchronously, allocates nothing.</summary>
+    public Action<Vcpu>? OnKick { get; set; }
+
+    internal void Kick()
+    {
+        Kicks++;
+        KickPending = true;
+        OnKick?.Invoke(this);
+    }
+
+    /// <summary>True when the vCPU's IRQ input is asserted (an interrupt would be acknowledged now).</summary>
+    public bool IrqPending => Icc?.IrqPending ?? false;
+
+    /// <summary>A guest load of 1, 2, 4 or 8 bytes.</summary>
+    public BusStatus Read(ulong gpa, int size, out ulong value) => Vm.GuestRead(this, gpa, size, out value);
+
+    /// <summary>A guest store of 1, 2, 4 or 8 bytes.</summary>
+    public BusStatus Write(ulong gpa, int size, ulong value) => Vm.GuestWrite(this, gpa, size, value);
+
+    /// <summary>
+    /// The guest's IRQ entry on this vCPU: while an interrupt is signalled, acknowledge it (ICC_IAR1_EL1), call
+    /// <paramref name="handler"/> with its INTID and end it (ICC_EOIR1_EL1). Returns the number handled.
+    /// </summary>
+    public int TakeInterrupts(Action<int> handler, int max = 1024)
+    {
+        ArgumentNullException.ThrowIfNull(handler);
+        KickPending = false;
+        var n = 0;
+        var icc = Icc;
+        if (icc is null) return 0;
+        while (n < max && icc.IrqPending)
+        {
+            var intid = icc.Iar1();
+            if (intid >= 1020 && intid <= 1023) break;
+            handler((int)intid);
+            icc.Eoir1(intid);
+            n++;
+        }
+        return n;
+    }
+}
