@@ -11,6 +11,8 @@ namespace Doorbell.Platform;
 /// The real models behind the board seams — the one wiring every board uses (qemu-virt, YAML boards, the host
 /// kernel's boards): GICv3 (+ITS unless its=off) or GICv2 (+GICv2m) at the bases the board asks for, and SMMUv3 with
 /// its wired interrupts eventq/priq/cmdq-sync/gerror on the board's four SPIs (QEMU 7.2 hw/arm/virt.c: 74..77).
+/// Boards may also ask for an SMMUv2 in the SMMU's place (global fault + context interrupts from the map's
+/// SmmuV2FirstSpi) and for a GICv2m frame next to the GICv3.
 /// Every model built is recorded on the <see cref="Machine"/>.
 /// </summary>
 public static class QemuVirtWiring
