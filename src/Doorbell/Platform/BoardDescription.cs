@@ -39,6 +39,10 @@ public sealed class BoardDescription
     public int Cpus { get; set; } = 1;
     public GicDescription Gic { get; set; } = new();
     public string Iommu { get; set; } = "smmuv3";
+    /// <summary>With iommu: smmuv2, the part: mmu-400, mmu-401 (Juno) or mmu-500 (the default).</summary>
+    public string? SmmuModel { get; set; }
+    /// <summary>The MSI controller of PCI devices: its or gicv2m (default: the ITS when there is one).</summary>
+    public string? MsiParent { get; set; }
     public List<IdMapDescription>? IommuMap { get; set; }
     public string? IommuMapMask { get; set; }
     public List<IdMapDescription>? MsiMap { get; set; }
@@ -107,16 +111,7 @@ public sealed class BoardDescription
 
     Machine BuildChecked(BoardWiring? wiring, Tracing.Trace? trace, Tracing.StrictMonitor? strict)
     {
-        var iommu = Iommu.ToLowerInvariant() switch
-        {
-            "smmuv3" => IommuKind.SmmuV3,
-            "none" => IommuKind.None,
-            var k => throw new FormatException($"iommu '{k}' is not supported (smmuv3, none)"),
-        };
-        var m = QemuVirtBoard.Create(new QemuVirtOptions
-        {
-            GicVersion = Gic.Version, Its = Gic.Its, Iommu = iommu, RamSize = Num(Ram), Cpus = Cpus, Trace = trace, Strict = strict,
-        }, wiring);
+        var m = QemuVirtBoard.Create(ToOptions() with { Trace = trace, Strict = strict }, wiring);
         var host = m.Pci!;
         if (IommuMap != null || IommuMapMask != null)
             host.ConnectIommu(m.Iommu, new IdMap((IommuMap ?? []).Select(e => e.ToEntry()), (uint)Num(IommuMapMask ?? "0xffff")));
@@ -129,6 +124,48 @@ public sealed class BoardDescription
             m.AddPlatformDma(Num(p.Base), p.Spi, (uint)Num(p.StreamId));
         }
         return m;
+    }
+
+    /// <summary>The board options this description selects (address map, GIC, IOMMU, MSI routing).</summary>
+    public QemuVirtOptions ToOptions()
+    {
+        var iommu = Iommu.ToLowerInvariant() switch
+        {
+            "smmuv3" => IommuKind.SmmuV3,
+            "smmuv2" => IommuKind.SmmuV2,
+            "none" => IommuKind.None,
+            var k => throw new FormatException($"iommu '{k}' is not supported (smmuv3, smmuv2, none)"),
+        };
+        var v2 = SmmuModel?.ToLowerInvariant() switch
+        {
+            null => iommu == IommuKind.SmmuV2 ? Doorbell.Smmu.V2.SmmuV2Options.Mmu500 : null,
+            "mmu-400" => Doorbell.Smmu.V2.SmmuV2Options.Mmu400,
+            "mmu-401" => Doorbell.Smmu.V2.SmmuV2Options.Mmu401,
+            "mmu-500" => Doorbell.Smmu.V2.SmmuV2Options.Mmu500,
+            var k => throw new FormatException($"smmu-model '{k}' is unknown (mmu-400, mmu-401, mmu-500)"),
+        };
+        if (v2 is not null && iommu != IommuKind.SmmuV2) throw new FormatException("smmu-model needs iommu: smmuv2");
+        var parent = MsiParent?.ToLowerInvariant() switch
+        {
+            null => Doorbell.Platform.MsiParent.Default,
+            "its" => Doorbell.Platform.MsiParent.Its,
+            "gicv2m" => Doorbell.Platform.MsiParent.GicV2m,
+            var k => throw new FormatException($"msi-parent '{k}' is unknown (its, gicv2m)"),
+        };
+        return new QemuVirtOptions
+        {
+            Name = Name, GicVersion = Gic.Version, Its = Gic.Its, Iommu = iommu, RamSize = Num(Ram), Cpus = Cpus,
+            SmmuV2 = v2, GicV2mWithGicV3 = Gic.Version == 3 && Gic.V2m, PciMsiParent = parent,
+        };
+    }
+
+    /// <summary>Loads one of the board files shipped inside the library (juno-like, thunderx-like, its-and-gicv2m).</summary>
+    public static BoardDescription LoadBuiltIn(string name)
+    {
+        using var s = typeof(BoardDescription).Assembly.GetManifestResourceStream($"Doorbell.Boards.{name}.yaml")
+            ?? throw new FormatException($"board '{name}' is not built in");
+        using var r = new StreamReader(s);
+        return Parse(r.ReadToEnd());
     }
 
     static void Attach(Machine m, PciBus bus, PcieNode n, Timing.VirtualClock clock)
@@ -192,6 +229,8 @@ public sealed class GicDescription
 {
     public int Version { get; set; } = 3;
     public bool Its { get; set; } = true;
+    /// <summary>A GICv2m frame next to a GICv3 (version 3 only; version 2 always has one).</summary>
+    public bool V2m { get; set; }
 }
 
 public sealed class IdMapDescription

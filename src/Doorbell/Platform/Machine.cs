@@ -25,7 +25,7 @@ public sealed class BoardWiring
 public enum IommuKind { None, SmmuV3, SmmuV2 }
 
 /// <summary>What a board asks its IOMMU factory for.</summary>
-public sealed record IommuRequest(IommuKind Kind, ulong Base, int FirstSpi);
+public sealed record IommuRequest(IommuKind Kind, ulong Base, int FirstSpi, Doorbell.Smmu.V2.SmmuV2Options? SmmuV2 = null);
 
 /// <summary>What a board asks its GIC factory for (bases from the board's map; 0 = absent).</summary>
 public sealed record GicRequest(int Version, bool Its, int Cpus, ulong DistributorBase, ulong RedistributorBase,
@@ -88,6 +88,9 @@ public sealed class Machine
     public ulong RamSize { get; internal set; }
     /// <summary>Where a PCI MSI doorbell is (GITS_TRANSLATER or the GICv2m SETSPI register), 0 when none.</summary>
     public ulong MsiDoorbell { get; internal set; }
+    /// <summary>PCI MSIs go to the GICv2m frame (on a board that also has an ITS, or on a GICv2 board).</summary>
+    public bool PciMsiToGicV2m { get; internal set; }
+    public Doorbell.Smmu.V2.SmmuV2? SmmuV2 { get; internal set; }
     public List<object> Devices { get; } = [];
     /// <summary>The models the wiring built (null when absent).</summary>
     public Doorbell.Gic.V3.GicV3? GicV3 { get; internal set; }

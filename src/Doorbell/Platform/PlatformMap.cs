@@ -31,6 +31,8 @@ public sealed record PlatformMap
     /// <summary>INTA..INTD are SPIs PcieIntxFirstSpi..+3; the SMMU uses eventq/priq/cmdq-sync/gerror = SmmuFirstSpi..+3.</summary>
     public int PcieIntxFirstSpi { get; init; } = QemuVirtMap.PcieIntxFirstSpi;
     public int SmmuFirstSpi { get; init; } = QemuVirtMap.SmmuFirstSpi;
+    /// <summary>An SMMUv2 in the SMMU's place: global fault on SmmuV2FirstSpi, context interrupt n on SmmuV2FirstSpi + 1 + n.</summary>
+    public int SmmuV2FirstSpi { get; init; } = QemuVirtMap.SmmuV2FirstSpi;
     public int V2mFirstSpi { get; init; } = QemuVirtMap.V2mFirstSpi;
     public int V2mSpiCount { get; init; } = QemuVirtMap.V2mSpiCount;
     /// <summary>SPIs the distributor implements (a multiple of 32).</summary>

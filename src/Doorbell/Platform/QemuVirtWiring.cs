@@ -11,6 +11,8 @@ namespace Doorbell.Platform;
 /// The real models behind the board seams — the one wiring every board uses (qemu-virt, YAML boards, the host
 /// kernel's boards): GICv3 (+ITS unless its=off) or GICv2 (+GICv2m) at the bases the board asks for, and SMMUv3 with
 /// its wired interrupts eventq/priq/cmdq-sync/gerror on the board's four SPIs (QEMU 7.2 hw/arm/virt.c: 74..77).
+/// Boards may also ask for an SMMUv2 in the SMMU's place (global fault + context interrupts from the map's
+/// SmmuV2FirstSpi) and for a GICv2m frame next to the GICv3.
 /// Every model built is recorded on the <see cref="Machine"/>.
 /// </summary>
 public static class QemuVirtWiring
@@ -40,6 +42,14 @@ public static class QemuVirtWiring
                 its.Map(m.Bus, new PhysAddr(r.ItsBase));
                 m.Its = its;
             }
+            if (r.V2mBase != 0)
+            {
+                // a GICv2m frame next to the GICv3 (SMMUv2 boards with both an ITS and a GICv2m frame)
+                var frame = new Doorbell.Gic.V2m.GicV2m(gic, r.V2mFirstSpi + GicV3.FirstSpi, r.V2mSpiCount, strict);
+                frame.Map(m.Bus, new PhysAddr(r.V2mBase));
+                frame.Trace = trace;
+                m.GicV2m = frame;
+            }
             return spi => gic.SpiLine(GicV3.FirstSpi + spi);
         }
         var v2 = new GicV2(r.Cpus, r.SpiCount, strict);
@@ -57,6 +67,12 @@ public static class QemuVirtWiring
     {
         strict ??= m.Strict;
         trace ??= m.Trace;
+        if (r.Kind == IommuKind.SmmuV2)
+        {
+            var v2 = new Doorbell.Smmu.V2.SmmuV2(m.Bus, r.SmmuV2 ?? Doorbell.Smmu.V2.SmmuV2Options.Mmu500, trace, strict);
+            WireSmmuV2(m, r, v2);
+            return v2;
+        }
         if (r.Kind != IommuKind.SmmuV3) return null;
         var smmu = new SmmuV3(m.Bus, SmmuV3Options.QemuVirt, trace, strict);
         smmu.Map(new PhysAddr(r.Base));
@@ -65,5 +81,17 @@ public static class QemuVirtWiring
         smmu.GerrorIrq = m.Spi(r.FirstSpi + 3);
         m.SmmuV3 = smmu;
         return smmu;
+    }
+
+    /// <summary>Maps an SMMUv2 at the request's base and wires its global and context interrupts to SPIs.</summary>
+    public static void WireSmmuV2(Machine m, IommuRequest r, Doorbell.Smmu.V2.SmmuV2 smmu)
+    {
+        ArgumentNullException.ThrowIfNull(m);
+        ArgumentNullException.ThrowIfNull(r);
+        ArgumentNullException.ThrowIfNull(smmu);
+        smmu.Map(new PhysAddr(r.Base));
+        smmu.GlobalFaultIrq = m.Spi(r.FirstSpi);
+        for (var i = 0; i < smmu.Options.ContextInterrupts; i++) smmu.SetContextIrq(i, m.Spi(r.FirstSpi + 1 + i));
+        m.SmmuV2 = smmu;
     }
 }

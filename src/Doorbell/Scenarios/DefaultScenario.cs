@@ -15,7 +15,8 @@ public static class DefaultScenario
         new VfioStep(),
         new UserspaceDriverStep(),
         new GuestStep(),
-    ], "every capability in order: memory, translation, SMMUv3, ITS, PCIe, VFIO, a userspace driver end to end, a guest with an assigned device");
+        new IsolationErasStep(),
+    ], "every capability in order: memory, translation, SMMUv3, ITS, PCIe, VFIO, a userspace driver end to end, a guest with an assigned device, the isolation-policy eras on SMMUv2 boards");
 }
 
 /// <summary>The scenarios built into `doorbell`: the default one, each capability alone, the isolation demonstrations and strict mode.</summary>
@@ -33,6 +34,7 @@ public static class BuiltinScenarios
         ("guest", "a VM (vGICv3 + vITS, irqfd) with an assigned device: DMA into guest RAM, MSI-X hop by hop into the guest", () => [new GuestStep()]),
         ("isolation-its", "isolation demonstration: forged MSIs on an ITS board stay in the forger's ITT", () => [new MsiIsolationStep(its: true)]),
         ("isolation-gicv2m", "isolation demonstration: forged MSIs on a GICv2m board raise the victim's vectors", () => [new MsiIsolationStep(its: false)]),
+        (IsolationErasScenario.Name, "SMMUv2 boards (Juno-like, ThunderX-like, ITS + GICv2m) through the isolation-policy eras: board x era -> accepted? forged?", () => [new IsolationErasStep()]),
         ("strict-careless", "strict mode: a careless SMMUv3 driver caught (missing CMD_SYNC, stale STE, page freed without TLBI)", () => [new CarelessDriverStep()]),
     ];
 
@@ -51,4 +53,12 @@ public static class BuiltinScenarios
             if (n == name) return new Scenario(n, steps(), d);
         return null;
     }
+}
+
+/// <summary>The interrupt-isolation policy through its eras on the SMMUv2 boards (issue 15), as a named scenario.</summary>
+public static class IsolationErasScenario
+{
+    public const string Name = "isolation-eras";
+
+    public static Scenario Create() => new(Name, [new IsolationErasStep()]);
 }

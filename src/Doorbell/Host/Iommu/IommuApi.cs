@@ -49,6 +49,9 @@ public enum IommuCapability
     NoExec,
     DeferredFlush,
     DirtyTracking,
+    /// <summary>IOMMU_CAP_INTR_REMAP (removed from Linux in 6.3): what type1 demanded before 4.11, and what arm-smmu
+    /// claimed from 2014 until 4.11 ("MSIs are just memory writes").</summary>
+    InterruptRemap,
 }
 
 /// <summary>enum iommu_resv_type.</summary>

@@ -9,7 +9,7 @@ namespace Doorbell.Host.Irq;
 /// registers (<see cref="IIccSystemRegisters"/>: MRS/MSR on that CPU — the model's CPU interface, or a vCPU's).
 /// Addresses come from the board's description, never from a particular board's constants.
 /// </summary>
-public sealed class GicV3HostDriver
+public sealed class GicV3HostDriver : ISpiHostController
 {
     readonly IMemoryView _bus;
     readonly ulong _gicd, _gicr;
@@ -132,6 +132,9 @@ public sealed class GicV3HostDriver
         if (intid < 32 || intid >= 32 + SpiCount) throw new IrqException(Errno.EINVAL, $"INTID {intid} is not an SPI");
         W32(_gicd + GicV3.GICD_ICENABLER + (ulong)(intid / 32) * 4, 1u << (intid % 32));
     }
+
+    /// <summary>Routes SPI <paramref name="intid"/> to CPU <paramref name="cpu"/> (GICD_IROUTER affinity).</summary>
+    public void SetTarget(int intid, int cpu) => W64(_gicd + GicV3.GICD_IROUTER + (ulong)intid * 8, _rds[cpu].Typer >> 32);
 
     /// <summary>Writes LPI <paramref name="intid"/>'s configuration byte (the caller then issues INV).</summary>
     public void SetLpiConfig(int intid, byte priority, bool enabled) =>

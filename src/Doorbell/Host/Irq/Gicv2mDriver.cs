@@ -4,8 +4,17 @@ using Doorbell.Memory;
 
 namespace Doorbell.Host.Irq;
 
+/// <summary>What an MSI frame driver needs of the GIC driver it sits on: SPI enable/disable/route (GICv2 or GICv3).</summary>
+public interface ISpiHostController
+{
+    IMemoryView Bus { get; }
+    void EnableSpi(int intid, int cpu, bool edge);
+    void DisableSpi(int intid);
+    void SetTarget(int intid, int cpu);
+}
+
 /// <summary>Host GICv2 driver (the role of Linux irq-gic.c): distributor and CPU 0's interface through MMIO.</summary>
-public sealed class GicV2HostDriver
+public sealed class GicV2HostDriver : ISpiHostController
 {
     readonly IMemoryView _bus;
     readonly ulong _gicd, _gicc;
@@ -76,12 +85,12 @@ public sealed class GicV2HostDriver
 /// </summary>
 public sealed class Gicv2mDriver : IMsiDomain
 {
-    readonly GicV2HostDriver _gic;
+    readonly ISpiHostController _gic;
     readonly ulong _frame;
     bool[] _used = [];
     readonly Dictionary<uint, MsiAllocation> _byDevice = [];
 
-    public Gicv2mDriver(GicV2HostDriver gic, PhysAddr frame)
+    public Gicv2mDriver(ISpiHostController gic, PhysAddr frame)
     {
         ArgumentNullException.ThrowIfNull(gic);
         _gic = gic; _frame = frame.Value;

@@ -4,6 +4,7 @@ using Doorbell.Gic.V2m;
 using Doorbell.Gic.V3;
 using Doorbell.Host.Irq;
 using Doorbell.Host.Os;
+using Doorbell.Host.SmmuV2;
 using Doorbell.Host.SmmuV3;
 using Doorbell.Host.Vfio;
 using Doorbell.Iommu;
@@ -19,7 +20,7 @@ using Doorbell.Tracing;
 // context on the machine's event loop, raised by its CPU interface and taking interrupts from the loop. The SMMU's
 // event-queue and GERROR lines are requested like any other interrupt; their handlers drain events as they arrive.
 // Known limits: bus numbers and BARs are assigned once at boot (no hotplug, no resource reallocation); I/O BARs are
-// left unassigned; no SMMUv2.
+// left unassigned. The IOMMU driver is chosen by the board's IOMMU model (arm-smmu-v3 or arm-smmu).
 namespace Doorbell.Host.Kernel;
 
 /// <summary>The hardware models a board was built with (what the kernel's drivers then find by MMIO): a view of <see cref="Machine"/>.</summary>
@@ -30,11 +31,21 @@ public sealed class BoardModels
     public GicV3Its? Its { get; init; }
     public GicV2? GicV2 { get; init; }
     public GicV2m? GicV2m { get; init; }
+    /// <summary>An SMMUv2 in the SMMU's place (boards with iommu: smmuv2).</summary>
+    public Doorbell.Smmu.V2.SmmuV2? SmmuV2 { get; init; }
+    /// <summary>A GICv2m frame next to a GICv3 + ITS (boards with both).</summary>
+    public GicV2m? GicV2mOnGicV3 => GicV3 is not null ? GicV2m : null;
+    /// <summary>PCI MSIs go to the GICv2m frame rather than the ITS.</summary>
+    public bool PciMsiToGicV2m { get; init; }
 
     public static BoardModels Of(Machine machine)
     {
         ArgumentNullException.ThrowIfNull(machine);
-        return new() { Smmu = machine.SmmuV3, GicV3 = machine.GicV3, Its = machine.Its, GicV2 = machine.GicV2, GicV2m = machine.GicV2m };
+        return new()
+        {
+            Smmu = machine.SmmuV3, GicV3 = machine.GicV3, Its = machine.Its, GicV2 = machine.GicV2, GicV2m = machine.GicV2m,
+            SmmuV2 = machine.SmmuV2, PciMsiToGicV2m = machine.PciMsiToGicV2m,
+        };
     }
 }
 
@@ -73,7 +84,7 @@ public sealed class HostKernel
     readonly List<SmmuV3Event> _unreported = [];
     bool _servicing;
 
-    HostKernel(Machine machine, IMemoryView memory, HostMemoryLayout layout, SmmuV3Driver smmu, HostIrqTable irqs, HostCpu[] cpus, IMsiDomain msi,
+    HostKernel(Machine machine, IMemoryView memory, HostMemoryLayout layout, Doorbell.Host.Iommu.IIommuDriver smmu, HostIrqTable irqs, HostCpu[] cpus, IMsiDomain msi,
         GicV3HostDriver? v3, GicV2HostDriver? v2, PciEnumeration pci)
     {
         Machine = machine;
@@ -81,6 +92,8 @@ public sealed class HostKernel
         Bus = memory;
         Layout = layout;
         Smmu = smmu;
+        SmmuV3Driver = smmu as SmmuV3Driver;
+        SmmuV2Driver = smmu as SmmuV2Driver;
         Irqs = irqs;
         _cpus = cpus;
         MsiDomain = msi;
@@ -95,7 +108,12 @@ public sealed class HostKernel
     /// <summary>The memory view the kernel and its drivers use (the machine's bus unless booted over another view).</summary>
     public IMemoryView Bus { get; }
     public HostMemoryLayout Layout { get; }
-    public SmmuV3Driver Smmu { get; }
+    /// <summary>The IOMMU driver the board's SMMU model selected (arm-smmu-v3 or arm-smmu).</summary>
+    public Doorbell.Host.Iommu.IIommuDriver Smmu { get; }
+    public SmmuV3Driver? SmmuV3Driver { get; }
+    public SmmuV2Driver? SmmuV2Driver { get; }
+    /// <summary>Every MSI irq domain the kernel registered (what irq_domain_check_msi_remap scanned).</summary>
+    public IReadOnlyList<IMsiDomain> MsiDomains { get; private set; } = [];
     public HostIrqTable Irqs { get; }
     public IReadOnlyList<HostCpu> Cpus => _cpus;
     /// <summary>The MSI irq domain of PCI devices (msi-parent): the ITS, or the GICv2m frame.</summary>
@@ -119,6 +137,14 @@ public sealed class HostKernel
     {
         var o = options ?? new QemuVirtOptions();
         var machine = QemuVirtBoard.Create(strict is null ? o : o with { Strict = strict }, QemuVirtWiring.Models);
+        return (machine, BoardModels.Of(machine));
+    }
+
+    /// <summary>Builds a board from its description (YAML) through the one wiring, its PCIe devices attached. Then boot it.</summary>
+    public static (Machine Machine, BoardModels Models) CreateBoard(BoardDescription description, StrictMonitor? strict = null)
+    {
+        ArgumentNullException.ThrowIfNull(description);
+        var machine = description.Build(QemuVirtWiring.Models, strict: strict);
         return (machine, BoardModels.Of(machine));
     }
 
@@ -151,6 +177,7 @@ public sealed class HostKernel
         IMsiDomain msi;
         HostIrqTable irqs;
         HostCpu[] cpus;
+        var domains = new List<IMsiDomain>();
         if (machine.GicV3 is { } g3)
         {
             v3 = new GicV3HostDriver(bus, new PhysAddr(map.GicDistributor), new PhysAddr(map.GicRedistributor), g3.CpuInterfaces,
@@ -161,8 +188,16 @@ public sealed class HostKernel
                 var its = new ItsDriver(v3, new PhysAddr(map.GicIts));
                 its.Init();
                 msi = its;
+                domains.Add(its);
             }
             else msi = new NoMsiDomain();
+            if (machine.GicV2m is not null)
+            {
+                var frame = new Gicv2mDriver(v3, new PhysAddr(map.GicV2m));
+                frame.Init();
+                domains.Add(frame);
+                if (machine.PciMsiToGicV2m || !machine.HasIts) msi = frame;
+            }
             irqs = v3.Irqs;
             cpus = [.. v3.Cpus];
             for (var c = 0; c < cpus.Length; c++) g3.CpuInterfaces[c].Target = cpus[c];
@@ -176,6 +211,7 @@ public sealed class HostKernel
                 var m2 = new Gicv2mDriver(v2, new PhysAddr(map.GicV2m));
                 m2.Init();
                 msi = m2;
+                domains.Add(m2);
             }
             else msi = new NoMsiDomain();
             irqs = v2.Irqs;
@@ -183,11 +219,29 @@ public sealed class HostKernel
             g2.SetTarget(0, v2.Cpu0);
         }
         else throw new InvalidOperationException("board has no interrupt controller model");
-        if (machine.SmmuV3 is null) throw new InvalidOperationException("board has no SMMUv3 model");
-        var smmu = SmmuV3Driver.Probe(new BusSmmuHostAccess(bus, map.Smmu), bus,
-            new PhysPageAllocator(layout.SmmuTables, layout.SmmuTablesSize, bus));
+        Doorbell.Host.Iommu.IIommuDriver smmu;
+        if (machine.SmmuV2 is { } smmu2)
+        {
+            var drv = SmmuV2Driver.Probe(new BusSmmuHostAccess(bus, map.Smmu), bus,
+                new PhysPageAllocator(layout.SmmuTables, layout.SmmuTablesSize, bus));
+            // request_irq for the global fault line and every context interrupt (level-triggered SPIs).
+            var first = 32 + map.SmmuV2FirstSpi;
+            irqs.Request(first, (_, _) => drv.HandleGlobalInterrupt());
+            EnableLevelSpi(v3, v2, first);
+            for (var i = 0; i < smmu2.Options.ContextInterrupts; i++)
+            {
+                var index = i;
+                irqs.Request(first + 1 + i, (_, _) => drv.HandleContextInterrupt(index));
+                EnableLevelSpi(v3, v2, first + 1 + i);
+            }
+            smmu = drv;
+        }
+        else if (machine.SmmuV3 is not null)
+            smmu = SmmuV3Driver.Probe(new BusSmmuHostAccess(bus, map.Smmu), bus,
+                new PhysPageAllocator(layout.SmmuTables, layout.SmmuTablesSize, bus));
+        else throw new InvalidOperationException("board has no SMMU model");
         var pci = PciEnumeration.Scan(bus, map.PcieEcam, map.PcieMmio, map.PcieMmioSize);
-        var k = new HostKernel(machine, bus, layout, smmu, irqs, cpus, msi, v3, v2, pci);
+        var k = new HostKernel(machine, bus, layout, smmu, irqs, cpus, msi, v3, v2, pci) { MsiDomains = domains };
         k.FormGroups(platform ?? []);
         k.RequestSmmuInterrupts();
         // From here interrupts are pushed: a CPU's interface raises it and it takes them from the machine's loop.
@@ -196,20 +250,28 @@ public sealed class HostKernel
         return k;
     }
 
-    /// <summary>arm_smmu_setup_unique_irqs: the event-queue and GERROR wired interrupts (edge) with their handlers.</summary>
+    static void EnableLevelSpi(GicV3HostDriver? v3, GicV2HostDriver? v2, int intid)
+    {
+        if (v3 is not null) v3.EnableSpi(intid, 0, edge: false);
+        else v2?.EnableSpi(intid, 0, edge: false);
+    }
+
+    /// <summary>arm_smmu_setup_unique_irqs: the event-queue and GERROR wired interrupts (edge) with their handlers (SMMUv3 only).</summary>
     void RequestSmmuInterrupts()
     {
+        if (SmmuV3Driver is not { } d) return;
         var evtq = 32 + Machine.Map.SmmuFirstSpi;
         var gerror = 32 + Machine.Map.SmmuFirstSpi + 3;
         Irqs.Request(evtq, (_, _) => { SmmuEventInterrupts++; ReadSmmuEvents(); });
-        Irqs.Request(gerror, (_, _) => { SmmuGerrorInterrupts++; Smmu.HandleGlobalErrors(); });
+        Irqs.Request(gerror, (_, _) => { SmmuGerrorInterrupts++; d.HandleGlobalErrors(); });
         SetSpiEnabled(evtq, true, edge: true);
         SetSpiEnabled(gerror, true, edge: true);
     }
 
     void ReadSmmuEvents()
     {
-        var e = Smmu.DrainEvents();
+        if (SmmuV3Driver is not { } d) return;
+        var e = d.DrainEvents();
         SmmuEvents.AddRange(e);
         _unreported.AddRange(e);
     }
@@ -252,6 +314,11 @@ public sealed class HostKernel
     public VfioHost BuildVfio(VfioOptions? options = null)
     {
         var host = new VfioHost(options);
+        // Replaying the 2013–14 policy era means running that era's IOMMU drivers: arm-smmu (and arm-smmu-v3 until
+        // 4.11) claimed IOMMU_CAP_INTR_REMAP.
+        var claim = host.Options.IsolationEra == IsolationPolicyEra.Era2013;
+        if (SmmuV2Driver is { } d2) d2.ClaimsInterruptRemap = claim;
+        if (SmmuV3Driver is { } d3) d3.ClaimsInterruptRemap = claim;
         foreach (var g in _groups)
         {
             var vg = host.AddGroup(g);

@@ -117,6 +117,12 @@ public sealed class KernelIommuGroup : IVfioIommuGroup
     /// (the ITS); a device without an MSI domain, or behind GICv2m, is not isolated (arch_is_isolated_msi is false on arm64).</summary>
     public bool HasIsolatedMsi => _members.Count > 0 && _members.All(m => m.Msi is { IsolatedMsi: true });
 
+    /// <summary>iommu_capable(IOMMU_CAP_INTR_REMAP) of the group's IOMMU driver.</summary>
+    public bool IommuClaimsInterruptRemap => _kernel.Smmu.Capable(IommuCapability.InterruptRemap);
+
+    /// <summary>irq_domain_check_msi_remap: any MSI domain the kernel registered isolates.</summary>
+    public bool SystemHasIsolatedMsiDomain => _kernel.MsiDomains.Any(d => d.IsolatedMsi);
+
     public IVfioIommuDomain? AllocateDomain()
     {
         try { return new SmmuVfioDomain(_kernel.Smmu.AllocateDomain(IommuDomainType.Unmanaged, IommuDomainStage.Stage1)); }

@@ -614,10 +614,14 @@ public sealed class SmmuV3Driver : IIommuDriver
 
     // ----- capabilities and reserved regions -----
 
+    /// <summary>IOMMU_CAP_INTR_REMAP as arm-smmu-v3 claimed it until 4.11; off by default (today's driver).</summary>
+    public bool ClaimsInterruptRemap { get; set; }
+
     public bool Capable(IommuCapability capability) => capability switch
     {
         IommuCapability.CacheCoherency => Features.Coherent,
         IommuCapability.NoExec => true,
+        IommuCapability.InterruptRemap => ClaimsInterruptRemap,
         _ => false,
     };
 

@@ -348,6 +348,15 @@ public sealed class Type1Iommu
         return 0;
     }
 
+    /// <summary>Era 1: the IOMMU claims IOMMU_CAP_INTR_REMAP. Era 2 (4.11): any isolating MSI domain in the system, or
+    /// the capability. Today: every device of the group sits under an isolating MSI domain.</summary>
+    bool IsolationCheck(IVfioIommuGroup g) => _options.IsolationEra switch
+    {
+        IsolationPolicyEra.Era2013 => g.IommuClaimsInterruptRemap,
+        IsolationPolicyEra.Era411 => g.SystemHasIsolatedMsiDomain || g.IommuClaimsInterruptRemap,
+        _ => g.HasIsolatedMsi,
+    };
+
     void RemoveDmaAt(int index)
     {
         var d = _dmas[index];
@@ -381,8 +390,8 @@ public sealed class Type1Iommu
         var newRanges = ComputeRanges(_iovaRanges.Count == 0 ? [(0UL, ulong.MaxValue)] : [.. _iovaRanges], backend, resv);
         if (newRanges.Count == 0) { group.Iommu.Detach(backend); return -Errno.EINVAL; }
 
-        // The interrupt-isolation policy (vfio_iommu_type1.c: iommu_group_has_isolated_msi).
-        if (!_options.AllowUnsafeInterrupts && !group.Iommu.HasIsolatedMsi) { group.Iommu.Detach(backend); return -Errno.EPERM; }
+        // The interrupt-isolation policy of the selected era (vfio_iommu_type1.c through its history).
+        if (!_options.AllowUnsafeInterrupts && !IsolationCheck(group.Iommu)) { group.Iommu.Detach(backend); return -Errno.EPERM; }
 
         foreach (var rr in resv)
             if (rr.Type == IommuResvType.SwMsi)

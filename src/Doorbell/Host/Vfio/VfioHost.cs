@@ -20,6 +20,19 @@ public sealed class VfioOptions
     public bool ExcludeMsixTableFromMmap { get; set; }
     /// <summary>vfio_platform.reset_required: refuse platform devices without a reset handler.</summary>
     public bool PlatformResetRequired { get; set; } = true;
+    /// <summary>Which kernel's interrupt-isolation check type1 applies at attach (the policy history replayed).</summary>
+    public IsolationPolicyEra IsolationEra { get; set; } = IsolationPolicyEra.Today;
+}
+
+/// <summary>The eras of VFIO type1's interrupt-isolation check (see docs/design.md "SMMUv2 and the policy eras").</summary>
+public enum IsolationPolicyEra
+{
+    /// <summary>2013–14: <c>iommu_domain_has_cap(IOMMU_CAP_INTR_REMAP)</c>; arm-smmu claimed it ("MSIs are just memory writes").</summary>
+    Era2013 = 1,
+    /// <summary>4.11: <c>irq_domain_check_msi_remap() || iommu_capable(INTR_REMAP)</c>: any isolating MSI domain in the system.</summary>
+    Era411 = 2,
+    /// <summary>Today (6.3+): <c>iommu_group_has_isolated_msi()</c>: every device of the group under an isolating MSI domain.</summary>
+    Today = 3,
 }
 
 public enum HostDriver { None, Vfio, PciStub, HostKernel }

@@ -51,6 +51,10 @@ public interface IVfioIommuGroup
     IReadOnlyList<IommuReservedRegion> ReservedRegions { get; }
     /// <summary>iommu_group_has_isolated_msi: every device's MSI domain (or a parent) has IRQ_DOMAIN_FLAG_ISOLATED_MSI.</summary>
     bool HasIsolatedMsi { get; }
+    /// <summary>iommu_capable(dev, IOMMU_CAP_INTR_REMAP) for the group's IOMMU (the pre-4.11 check; false today).</summary>
+    bool IommuClaimsInterruptRemap => false;
+    /// <summary>irq_domain_check_msi_remap(): some MSI irq domain anywhere in the system isolates (the 4.11 check).</summary>
+    bool SystemHasIsolatedMsiDomain => HasIsolatedMsi;
     /// <summary>iommu_paging_domain_alloc for the group's devices; null when the IOMMU cannot allocate one.</summary>
     IVfioIommuDomain? AllocateDomain();
     /// <summary>iommu_attach_group: 0, or -EINVAL/-EMEDIUMTYPE when the domain is incompatible.</summary>
