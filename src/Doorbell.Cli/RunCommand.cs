@@ -23,6 +23,8 @@ static class Usage
           scenarios                 list the built-in scenarios
           trace-categories          list the trace categories --trace patterns match
           audit PATH...             audit DMA/MSI isolation of platforms described by device trees (.dtb)
+          serve --socket PATH       serve VFIO to unmodified programs (scripts/doorbell-exec; docs/serve.md)
+              [--board FILE.yaml] [--allow-unsafe-interrupts] [--strict]
           qtest ARGS...             serve QEMU's qtest protocol (QEMU-style arguments; also accepted directly)
 
         Options:
