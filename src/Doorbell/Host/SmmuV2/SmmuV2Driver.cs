@@ -549,11 +549,10 @@ public sealed class SmmuV2Domain : IommuDomain, IIoTlbFlushOps
         _gatherGranule = _gatherGranule == 0 ? granule : Math.Min(_gatherGranule, granule);
     }
 
-    void IIoTlbFlushOps.FlushWalk(ulong iova, ulong size, ulong granule)
-    {
-        _gatherWalk = true;
-        Gather(iova, size, granule);
-    }
+    // A walk flush is issued at once, as arm_smmu_tlb_inv_walk_s1/_s2 do (TLBIVA / TLBIIPAS2 over the range, then a
+    // sync): io-pgtable calls it when a table is replaced or about to be freed, also from map, where no gather follows.
+    void IIoTlbFlushOps.FlushWalk(ulong iova, ulong size, ulong granule) =>
+        _smmu.InvalidateRange(this, iova, size, granule, leaf: false);
 
     void IIoTlbFlushOps.AddPage(ulong iova, ulong granule) => Gather(iova, granule, granule);
 }
