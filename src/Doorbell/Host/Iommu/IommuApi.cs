@@ -216,3 +216,40 @@ public static class IommuGroups
         return g;
     }
 }
+
+/// <summary>
+/// A domain whose translations live in an io-pgtable (the paging domains of arm-smmu and arm-smmu-v3): the page-size
+/// bitmap and aperture come from the table, and map checks alignment and aperture before writing it, as
+/// iommu_map does. The driver supplies unmap and its TLB maintenance.
+/// </summary>
+public abstract class IoPageTableDomain : IommuDomain
+{
+    protected IoPageTableDomain(IIommuDriver driver, IommuDomainType type, IoPageTable? table) : base(driver, type) => Table = table;
+
+    internal IoPageTable? Table { get; set; }
+    internal bool Freed { get; set; }
+
+    public override ulong PageSizeBitmap => Table?.PageSizeBitmap ?? 0;
+    public override ulong ApertureStart => 0;
+    public override ulong ApertureEnd => Table is null ? 0 : (1UL << Table.InputSize) - 1;
+
+    protected IoPageTable Paging(string op)
+    {
+        if (Freed) throw new IommuException(Errno.EINVAL, $"{op} on a freed domain");
+        return Table ?? throw new IommuException(Errno.EINVAL, $"{op} on a {Type} domain");
+    }
+
+    public override void Map(ulong iova, ulong physicalAddress, ulong size, IoProt prot)
+    {
+        var t = Paging("map");
+        var g = 1UL << System.Numerics.BitOperations.TrailingZeroCount(PageSizeBitmap);
+        if (size == 0 || ((iova | physicalAddress | size) & (g - 1)) != 0)
+            throw new IommuException(Errno.EINVAL, $"map 0x{iova:x} -> 0x{physicalAddress:x} size 0x{size:x} not aligned to 0x{g:x}");
+        if (iova + size - 1 > ApertureEnd || iova + size - 1 < iova)
+            throw new IommuException(Errno.EFAULT, $"map 0x{iova:x} size 0x{size:x} outside the aperture");
+        // New valid entries need no invalidation: an SMMU does not cache invalid translations.
+        IommuException.ThrowIfError(t.Map(iova, physicalAddress, size, prot), $"map 0x{iova:x} size 0x{size:x}");
+    }
+
+    public override ulong IovaToPhys(ulong iova) => Table is null || Freed ? 0 : Table.IovaToPhys(iova);
+}

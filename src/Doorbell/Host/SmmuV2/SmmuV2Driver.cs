@@ -484,19 +484,17 @@ public sealed class SmmuV2Driver : IIommuDriver
 }
 
 /// <summary>An SMMUv2 domain (struct arm_smmu_domain): a context bank over an io-pgtable.</summary>
-public sealed class SmmuV2Domain : IommuDomain, IIoTlbFlushOps
+public sealed class SmmuV2Domain : IoPageTableDomain, IIoTlbFlushOps
 {
     readonly SmmuV2Driver _smmu;
     ulong _gatherStart = ulong.MaxValue, _gatherEnd, _gatherGranule;
-    bool _gatherWalk;
 
     internal SmmuV2Domain(SmmuV2Driver smmu, IommuDomainType type, IommuDomainStage? stage, int contextBank, IoPageTable? table)
-        : base(smmu, type)
+        : base(smmu, type, table)
     {
         _smmu = smmu;
         Stage = stage;
         ContextBank = contextBank;
-        Table = table;
     }
 
     public IommuDomainStage? Stage { get; }
@@ -506,41 +504,15 @@ public sealed class SmmuV2Domain : IommuDomain, IIoTlbFlushOps
     public ushort Asid => (ushort)Math.Max(ContextBank, 0);
     public ushort Vmid => (ushort)(ContextBank + 1);
     public int IrqIndex => ContextBank;
-    internal IoPageTable? Table { get; set; }
-    internal bool Freed { get; set; }
-
-    public override ulong PageSizeBitmap => Table?.PageSizeBitmap ?? 0;
-    public override ulong ApertureStart => 0;
-    public override ulong ApertureEnd => Table is null ? 0 : (1UL << Table.InputSize) - 1;
-
-    IoPageTable Paging(string op)
-    {
-        if (Freed) throw new IommuException(Errno.EINVAL, $"{op} on a freed domain");
-        return Table ?? throw new IommuException(Errno.EINVAL, $"{op} on a {Type} domain");
-    }
-
-    public override void Map(ulong iova, ulong physicalAddress, ulong size, IoProt prot)
-    {
-        var t = Paging("map");
-        var g = 1UL << BitOperations.TrailingZeroCount(PageSizeBitmap);
-        if (size == 0 || ((iova | physicalAddress | size) & (g - 1)) != 0)
-            throw new IommuException(Errno.EINVAL, $"map 0x{iova:x} -> 0x{physicalAddress:x} size 0x{size:x} not aligned to 0x{g:x}");
-        if (iova + size - 1 > ApertureEnd || iova + size - 1 < iova)
-            throw new IommuException(Errno.EFAULT, $"map 0x{iova:x} size 0x{size:x} outside the aperture");
-        IommuException.ThrowIfError(t.Map(iova, physicalAddress, size, prot), $"map 0x{iova:x} size 0x{size:x}");
-    }
-
     public override ulong Unmap(ulong iova, ulong size)
     {
         var t = Paging("unmap");
-        _gatherStart = ulong.MaxValue; _gatherEnd = 0; _gatherGranule = 0; _gatherWalk = false;
+        _gatherStart = ulong.MaxValue; _gatherEnd = 0; _gatherGranule = 0;
         var n = t.Unmap(iova, size);
         if (_gatherStart != ulong.MaxValue)
-            _smmu.InvalidateRange(this, _gatherStart, _gatherEnd - _gatherStart, _gatherGranule, leaf: !_gatherWalk);
+            _smmu.InvalidateRange(this, _gatherStart, _gatherEnd - _gatherStart, _gatherGranule, leaf: true);
         return n;
     }
-
-    public override ulong IovaToPhys(ulong iova) => Table is null || Freed ? 0 : Table.IovaToPhys(iova);
 
     void Gather(ulong iova, ulong size, ulong granule)
     {

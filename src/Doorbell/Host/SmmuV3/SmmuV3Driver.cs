@@ -682,49 +682,23 @@ public sealed class SmmuV3Driver : IIommuDriver
 }
 
 /// <summary>An SMMUv3 domain (struct arm_smmu_domain) over an io-pgtable.</summary>
-public sealed class SmmuV3Domain : IommuDomain, IIoTlbFlushOps
+public sealed class SmmuV3Domain : IoPageTableDomain, IIoTlbFlushOps
 {
     readonly SmmuV3Driver _smmu;
     // The iotlb gather of one unmap (struct iommu_iotlb_gather): one leaf size, one contiguous range.
     ulong _gatherStart = ulong.MaxValue, _gatherEnd, _gatherGranule;
 
     internal SmmuV3Domain(SmmuV3Driver smmu, IommuDomainType type, IommuDomainStage? stage, ushort tag, IoPageTable? table)
-        : base(smmu, type)
+        : base(smmu, type, table)
     {
         _smmu = smmu;
         Stage = stage;
         Tag = tag;
-        Table = table;
     }
 
     public IommuDomainStage? Stage { get; }
     /// <summary>ASID (stage 1) or VMID (stage 2).</summary>
     public ushort Tag { get; }
-    internal IoPageTable? Table { get; set; }
-    internal bool Freed { get; set; }
-
-    public override ulong PageSizeBitmap => Table?.PageSizeBitmap ?? 0;
-    public override ulong ApertureStart => 0;
-    public override ulong ApertureEnd => Table is null ? 0 : (1UL << Table.InputSize) - 1;
-
-    IoPageTable Paging(string op)
-    {
-        if (Freed) throw new IommuException(Errno.EINVAL, $"{op} on a freed domain");
-        return Table ?? throw new IommuException(Errno.EINVAL, $"{op} on a {Type} domain");
-    }
-
-    public override void Map(ulong iova, ulong physicalAddress, ulong size, IoProt prot)
-    {
-        var t = Paging("map");
-        var g = 1UL << BitOperations.TrailingZeroCount(PageSizeBitmap);
-        if (size == 0 || ((iova | physicalAddress | size) & (g - 1)) != 0)
-            throw new IommuException(Errno.EINVAL, $"map 0x{iova:x} -> 0x{physicalAddress:x} size 0x{size:x} not aligned to 0x{g:x}");
-        if (iova + size - 1 > ApertureEnd || iova + size - 1 < iova)
-            throw new IommuException(Errno.EFAULT, $"map 0x{iova:x} size 0x{size:x} outside the aperture");
-        // New valid entries need no invalidation: the SMMU does not cache invalid translations.
-        IommuException.ThrowIfError(t.Map(iova, physicalAddress, size, prot), $"map 0x{iova:x} size 0x{size:x}");
-    }
-
     public override ulong Unmap(ulong iova, ulong size)
     {
         var t = Paging("unmap");
@@ -733,8 +707,6 @@ public sealed class SmmuV3Domain : IommuDomain, IIoTlbFlushOps
         FlushGather();
         return n;
     }
-
-    public override ulong IovaToPhys(ulong iova) => Table is null || Freed ? 0 : Table.IovaToPhys(iova);
 
     void ResetGather()
     {
