@@ -67,7 +67,13 @@ public class ServeTests
 
         using var probe = new RawClient(socket);
         var stats = "";
-        for (var i = 0; i < 500 && !(stats = probe.Stats()).Contains($"release pid={a.Id} ", StringComparison.Ordinal); i++) Thread.Sleep(20);
+        // Wait until the server has seen both exits (A killed, B finished): each disconnect is noticed by its own reader.
+        for (var i = 0; i < 500; i++)
+        {
+            stats = probe.Stats();
+            if (stats.Contains($"release pid={a.Id} ", StringComparison.Ordinal) && stats.Contains("clients=1\n", StringComparison.Ordinal)) break;
+            Thread.Sleep(20);
+        }
         Assert.Contains("clients=1\n", stats); // only the probe remains
         Assert.Contains("locked_pages=0\n", stats);
         Assert.Matches($"release pid={a.Id} closed_fds=3 unpinned_pages=16 fds_after=0 locked_after=0 pinned_after=0", stats);
