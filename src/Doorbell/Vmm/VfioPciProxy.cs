@@ -112,7 +112,9 @@ public sealed class VfioPciProxy : IDisposable
             if ((flags & 6) == 4) i++; // 64-bit: the next register is its upper half
         }
         if (px._barSize[0] == 0) { return -Errno.ENODEV; }
-        px._command = (ushort)Cfg(p, fd, cfgOff, 4, 2);
+        // The guest starts with I/O, memory and bus mastering off, and so does the device (QEMU's vfio_pci_pre_reset).
+        px._command = (ushort)(Cfg(p, fd, cfgOff, 4, 2) & ~0x7u);
+        px.VfioCfgWrite(4, 2, px._command);
         var pin = Cfg(p, fd, cfgOff, 0x3D, 1);
         if (pin is >= 1 and <= 4) px.IntxGuestSpi = vmm.Board.PcieIntxFirstSpi + (int)((pin - 1 + (uint)px.GuestSlot) & 3);
         proxy = px;
