@@ -198,4 +198,74 @@ public class GuestKernelTests
         a.Vmm.Dispose();
         b.Vmm.Dispose();
     }
+
+    [Fact]
+    public void Intx_through_resamplefd_with_a_vfio_device_is_level_triggered_end_to_end()
+    {
+        var (m, models) = HostKernel.CreateBoard(new QemuVirtOptions());
+        var edu = m.AddPci(new EduDevice(m.Clock));
+        var k = HostKernel.Boot(m, models);
+        var host = k.FindFunction("0000:00:01.0")!;
+        Assert.Equal(0, GuestVm.Create(k.CreateProcess(k.BuildVfio()), 1, 0x0200_0000, out var vmm));
+        Assert.Equal(0, vmm!.AddDevice(host.Group.Id, host.Name, 0x0008, out var proxy));
+        // The VMM wired INTx as QEMU does with KVM: VFIO trigger eventfd = level irqfd with a resamplefd = VFIO unmask eventfd.
+        Assert.True(proxy!.IntxConnected);
+        Assert.Equal(4, proxy.IntxGuestSpi); // slot 1, INTA: SPI 3 + (0 + 1) % 4
+        Assert.Equal(1, vmm.Vm.IrqfdCount);
+        // The guest kernel enumerates the device and requests its INTx (a level SPI of the vGIC) like any wired interrupt.
+        var gk = GuestMqDriver.BootKernel(vmm);
+        var fn = gk.FindFunction("0000:00:01.0")!;
+        Assert.Equal(0x11e8_1234u, (uint)fn.VendorId | (uint)fn.DeviceId << 16);
+        Assert.Equal(1u, gk.Pci.Read(fn.Rid, 0x3D, 1)); // INTA
+        gk.Pci.Write(fn.Rid, 0x04, 2, 0x6);
+        var bar = fn.Bars[0].Address;
+        var cpu = vmm.Vm.Vcpus[0];
+        const int guestIntid = 32 + 4;
+        var ackInHandler = false;
+        var handled = 0;
+        gk.Irqs.Request(guestIntid, (_, _) =>
+        {
+            handled++;
+            if (ackInHandler) cpu.Write(bar + EduRegs.IrqAck, 4, 0xFFFF_FFFF);
+        });
+        gk.Interrupts.SetSpiEnabled(guestIntid, true, edge: false);
+        bool HostMasked() => (host.ReadConfig(0x04, 2) & 0x400) != 0; // VFIO masks with COMMAND.INTx_Disable
+
+        // 1. The device asserts INTx: host SPI → VFIO masks and signals → irqfd raises the guest's level SPI.
+        Assert.Equal(BusStatus.Ok, cpu.Write(bar + EduRegs.IrqRaise, 4, 1));
+        k.ServiceInterrupts();
+        Assert.True(HostMasked());
+        Assert.True(cpu.IrqPending);
+        var hostTaken = k.Cpus[0].History.Count(i => i == guestIntid);
+        // 2. The guest's handler does not quiet the device; its EOI resamples: the guest line drops and the resamplefd
+        //    asks VFIO to unmask, but the device still asserts INTx, so VFIO keeps it masked and signals the trigger again
+        //    (vfio_pci_intx_unmask) — the guest's SPI is pending again: level semantics end to end.
+        var resamples = vmm.Vm.IrqfdWakes;
+        Assert.Equal(1, gk.Cpus[0].HandleInterrupts(limit: 1));
+        Assert.Equal(1, handled);
+        Assert.True(vmm.Vm.IrqfdWakes > resamples);
+        Assert.True(HostMasked());
+        Assert.True(cpu.IrqPending);
+        k.ServiceInterrupts();
+        Assert.Equal(hostTaken, k.Cpus[0].History.Count(i => i == guestIntid)); // no new host interrupt while masked
+        // 3. This time the handler acknowledges the device: after the EOI the line stays low, VFIO is unmasked, and
+        //    nothing more arrives anywhere.
+        ackInHandler = true;
+        Assert.Equal(1, gk.ServiceInterrupts());
+        Assert.Equal(2, handled);
+        Assert.False(HostMasked());
+        Assert.Equal(0u, edu.IrqStatus);
+        k.ServiceInterrupts();
+        Assert.False(cpu.IrqPending);
+        Assert.Equal(0, gk.ServiceInterrupts());
+        // 4. Once more from the start: one raise, one guest interrupt.
+        Assert.Equal(BusStatus.Ok, cpu.Write(bar + EduRegs.IrqRaise, 4, 2));
+        k.ServiceInterrupts();
+        Assert.Equal(1, gk.ServiceInterrupts());
+        Assert.Equal(3, handled);
+        Assert.False(HostMasked());
+        // Teardown removes the INTx irqfd and VFIO's trigger.
+        vmm.Dispose();
+        Assert.Equal(0, vmm.Vm.IrqfdCount);
+    }
 }
