@@ -85,7 +85,7 @@ public sealed class GuestMqDriver(GuestVm vmm, VfioPciProxy device, Func<int> ho
         res.Driver = drv;
         if (drv.Queues < Queues) throw new InvalidOperationException($"device has {drv.Queues} queues");
         res.Log.Add($"guest: mq-dma bound to {name}, BAR0 at GPA 0x{drv.Bar0:x}; MSI-X[0..{Queues - 1}] = " +
-            string.Join(", ", drv.Vectors!.Vectors.Take(Queues).Select(v => $"({v.Message.Address:x}, {v.Message.Data}) -> INTID {v.Intid}")) +
+            string.Join(", ", drv.Vectors!.Vectors.Take(Queues).Select(v => $"(0x{v.Message.Address:x}, {v.Message.Data}) -> INTID {v.Intid}")) +
             $"; VMM: {device.ActiveVectors} vectors as irqfds (GSI {device.GsiOf(0)}..), VFIO_DEVICE_SET_IRQS");
         var handled = res.Handled;
         drv.Interrupt = (q, intid) => handled.Add((q, intid));

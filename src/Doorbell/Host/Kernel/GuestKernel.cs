@@ -58,7 +58,8 @@ public sealed class GuestKernel
     public int ServiceInterrupts()
     {
         var n = 0;
-        foreach (var c in Cpus) n += c.HandleInterrupts();
+        var cpus = Interrupts.Cpus;
+        for (var i = 0; i < cpus.Length; i++) n += cpus[i].HandleInterrupts();
         return n;
     }
 
