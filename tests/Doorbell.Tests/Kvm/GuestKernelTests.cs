@@ -268,4 +268,30 @@ public class GuestKernelTests
         vmm.Dispose();
         Assert.Equal(0, vmm.Vm.IrqfdCount);
     }
+
+    [Fact]
+    public void The_guest_its_driver_moves_a_vector_to_vcpu_1_with_movi_and_the_device_interrupt_follows()
+    {
+        var (k, vmm, proxy) = Boot(vcpus: 2);
+        long HostLpis() => k.Cpus.Sum(c => (long)c.History.Count(i => i >= 8192));
+        var res = new GuestMqDriver(vmm, proxy, k.ServiceInterrupts, HostLpis).Run();
+        Assert.True(res.Ok, res.Failure);
+        var gk = (GuestKernel)vmm.GuestSoftware!;
+        var drv = res.Driver!;
+        var v1 = drv.Vectors!.Vectors[1];
+        // irq_set_affinity in the guest: the host's ITS driver issues MOVI + SYNC to the vITS through guest memory.
+        var commands = vmm.Its.Engine.CommandsProcessed;
+        gk.MsiDomain.SetAffinity(v1, 1);
+        Assert.True(vmm.Its.Engine.CommandsProcessed >= commands + 2);
+        Assert.Equal(0, vmm.Its.CommandErrorCount);
+        var kicks1 = vmm.Vm.Vcpus[1].Kicks;
+        var on1 = gk.Cpus[1].History.Count(i => i == v1.Intid);
+        Assert.Equal(0, drv.Submit(1, res.Sources[1], res.Sources[1] + 0x800, 0x100, 0xBEEF));
+        k.ServiceInterrupts();
+        Assert.False(vmm.Vm.Vcpus[0].IrqPending);
+        Assert.Equal(kicks1 + 1, vmm.Vm.Vcpus[1].Kicks);
+        Assert.Equal(1, gk.Cpus[1].HandleInterrupts());
+        Assert.Equal(on1 + 1, gk.Cpus[1].History.Count(i => i == v1.Intid));
+        vmm.Dispose();
+    }
 }
