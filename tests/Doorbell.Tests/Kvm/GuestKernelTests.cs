@@ -294,4 +294,41 @@ public class GuestKernelTests
         Assert.Equal(on1 + 1, gk.Cpus[1].History.Count(i => i == v1.Intid));
         vmm.Dispose();
     }
+
+    [Fact]
+    public void Intx_through_resamplefd_on_a_vgicv2_guest()
+    {
+        var (m, models) = HostKernel.CreateBoard(new QemuVirtOptions { GicVersion = 2 });
+        var edu = m.AddPci(new EduDevice(m.Clock));
+        var k = HostKernel.Boot(m, models);
+        var host = k.FindFunction("0000:00:01.0")!;
+        Assert.Equal(0, GuestVm.Create(k.CreateProcess(k.BuildVfio(new VfioOptions { AllowUnsafeInterrupts = true })), 1, 0x0200_0000, GuestInterruptController.GicV2m, out var vmm));
+        Assert.Equal(0, vmm!.AddDevice(host.Group.Id, host.Name, 0x0008, out var proxy));
+        Assert.True(proxy!.IntxConnected);
+        var gk = GuestMqDriver.BootKernel(vmm);
+        Assert.NotNull(gk.Interrupts.GicV2);
+        var fn = gk.FindFunction("0000:00:01.0")!;
+        gk.Pci.Write(fn.Rid, 0x04, 2, 0x6);
+        var bar = fn.Bars[0].Address;
+        var cpu = vmm.Vm.Vcpus[0];
+        var ack = false;
+        var handled = 0;
+        gk.Irqs.Request(32 + 4, (_, _) => { handled++; if (ack) cpu.Write(bar + EduRegs.IrqAck, 4, 0xFFFF_FFFF); });
+        gk.Interrupts.SetSpiEnabled(32 + 4, true, edge: false);
+        bool HostMasked() => (host.ReadConfig(0x04, 2) & 0x400) != 0;
+        Assert.Equal(BusStatus.Ok, cpu.Write(bar + EduRegs.IrqRaise, 4, 1));
+        k.ServiceInterrupts();
+        Assert.True(HostMasked());
+        Assert.True(cpu.IrqPending); // the vGICv2 signalled vCPU 0 (GICC_HPPIR names the SPI)
+        // EOI without quieting the device: GICv2 deactivation → resamplefd → VFIO re-signals → pending again.
+        Assert.Equal(1, gk.Cpus[0].HandleInterrupts(limit: 1));
+        Assert.True(cpu.IrqPending);
+        ack = true;
+        Assert.Equal(1, gk.ServiceInterrupts());
+        Assert.Equal(2, handled);
+        Assert.False(HostMasked());
+        Assert.False(cpu.IrqPending);
+        Assert.Equal(0u, edu.IrqStatus);
+        vmm.Dispose();
+    }
 }
