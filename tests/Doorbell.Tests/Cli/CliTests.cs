@@ -113,8 +113,8 @@ public class CliTests
         Assert.Equal(0, plain.ExitCode);
         var fail = CliProcess.Run(Dir, "run", "strict-careless", "--strict=fail");
         Assert.Equal(2, fail.ExitCode);
-        Assert.Contains("--strict=fail: 3 strict-mode finding(s)", fail.Stdout, StringComparison.Ordinal);
-        Assert.Equal(3, fail.Stdout.Split('\n').Count(l => l.TrimStart().StartsWith("rule: ", StringComparison.Ordinal)));
+        Assert.Contains("--strict=fail: 4 strict-mode finding(s)", fail.Stdout, StringComparison.Ordinal);   // 3 before the freed table (issue 18)
+        Assert.Equal(4, fail.Stdout.Split('\n').Count(l => l.TrimStart().StartsWith("rule: ", StringComparison.Ordinal)));
         var clean = CliProcess.Run(Dir, "run", "smmuv3", "--strict=fail");
         Assert.Equal(0, clean.ExitCode);
     }
