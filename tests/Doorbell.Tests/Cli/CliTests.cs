@@ -41,6 +41,11 @@ public class CliTests
             [new[] { "trace-categories", "x" }, "unexpected argument 'x'"],
             [new[] { "frobnicate" }, "unknown command 'frobnicate'"],
             [new[] { "--frob" }, "unknown option '--frob'"],
+            [new[] { "serve", "--socket", "/tmp/doorbell-cli-s.sock", "--board", unknownKeyBoard }, "serve: --board " + unknownKeyBoard + ": board description: line 2: unknown key 'colour' in board"],
+            [new[] { "serve", "--socket", "/tmp/doorbell-cli-s.sock", "--board", "/nonexistent-dir/b.yaml" }, "serve: --board /nonexistent-dir/b.yaml: cannot read"],
+            [new[] { "serve", "--socket", "/nonexistent-dir/s.sock" }, "serve: --socket /nonexistent-dir/s.sock: directory /nonexistent-dir does not exist"],
+            [new[] { "serve" }, "serve: Option '--socket' is required"],
+            [new[] { "-M", badBoard, "-qtest", "unix:/nonexistent-dir/q" }, "-M " + badBoard + ": board 'x': bad size 'lots'"],
         };
     }
 
