@@ -49,6 +49,32 @@ case "$cmd" in
                printf "campaign total: %d operations\n", all }' fuzz/findings/campaign-core*.log
     rm -rf "$snap"
     ! grep -q "finding(s)" fuzz/findings/campaign-core*.log ;;
+  coverage)
+    # Line/branch coverage of Doorbell.dll reached by each in-process target in SECONDS (coverlet's collector on the
+    # fuzz/Doorbell.Fuzz.Coverage run), for the whole assembly and the namespaces the target aims at.
+    seconds=${1:-60}; seed=${2:-1}
+    dotnet build -c Release fuzz/Doorbell.Fuzz.Coverage -v quiet -nologo >/dev/null || { echo "fuzz: coverage build failed" >&2; exit 2; }
+    declare -A ns=(
+      [qtest]="Doorbell.Qtest Doorbell.Smmu.V3 Doorbell.Gic Doorbell.Pci Doorbell.Devices"
+      [dtb]="Doorbell.Platform.DeviceTree"
+      [board-yaml]="Doorbell.Platform"
+      [vfio]="Doorbell.Host.Vfio Doorbell.Host.Iommu Doorbell.Host.SmmuV3"
+      [structures]="Doorbell.Smmu.V3 Doorbell.Gic.Its Doorbell.Iommu Doorbell.Vmsa"
+      [serve]="Doorbell.Server Doorbell.Host.Vfio"
+    )
+    rc=0
+    for t in ${COVERAGE_TARGETS:-qtest dtb board-yaml vfio structures serve}; do
+      out=$(mktemp -d /tmp/doorbell-fuzz-coverage.XXXXXX)
+      DOORBELL_FUZZ_COVERAGE_TARGET=$t DOORBELL_FUZZ_COVERAGE_SECONDS=$seconds DOORBELL_FUZZ_COVERAGE_SEED=$seed \
+        dotnet test fuzz/Doorbell.Fuzz.Coverage -c Release --no-build --collect "XPlat Code Coverage" --results-directory "$out" \
+        -- DataCollectionRunSettings.DataCollectors.DataCollector.Configuration.Format=cobertura \
+           'DataCollectionRunSettings.DataCollectors.DataCollector.Configuration.Include=[Doorbell]*' >"$out/test.log" 2>&1 || { echo "coverage $t: the run failed (see $out/test.log)"; rc=1; continue; }
+      xml=$(find "$out" -name coverage.cobertura.xml | head -1)
+      grep -h "operations in" "/tmp/doorbell-fuzz-coverage-$t.log" 2>/dev/null | sed "s/^ */coverage $t: /"
+      dotnet "$dll" coverage-report "$t" "$xml" ${ns[$t]} || rc=1
+      rm -rf "$out"
+    done
+    exit $rc ;;
   afl)
     target=${1:?afl needs a target}; seconds=${2:-3600}
     command -v afl-fuzz >/dev/null || { apt-get update -qq && apt-get install -y -qq afl++ >/dev/null; } || { echo "fuzz: afl++ not installable" >&2; exit 2; }

@@ -7,6 +7,7 @@ using Doorbell.Fuzz;
 //   run TARGET FILE...            replay inputs (a finding's file), exit 1 if any fails
 //   afl TARGET                    SharpFuzz entry for AFL++ (run under afl-fuzz on an instrumented Doorbell.dll)
 //   libfuzzer TARGET              SharpFuzz entry for libFuzzer (libfuzzer-dotnet)
+//   coverage-report LABEL FILE NS...  line/branch coverage of Doorbell.dll and of namespace prefixes from a Cobertura file
 return Cli.Run(args);
 
 static class Cli
@@ -26,6 +27,7 @@ static class Cli
                 "afl" => Afl(args[1..]),
                 "seed-corpus" => SeedCorpus(args[1..]),
                 "libfuzzer" => LibFuzzer(args[1..]),
+                "coverage-report" => args.Length >= 3 && File.Exists(args[2]) ? CoverageReport.Run(args[2], args[3..], args[1], Console.Out) : Fail("coverage-report needs LABEL, a Cobertura file and namespace prefixes"),
                 var c => Fail($"unknown command '{c}'"),
             };
         }
