@@ -30,7 +30,7 @@ case "$cmd" in
     # Prints the load before and after, each process's lines, and the per-target totals over both processes.
     build
     seconds=${1:?campaign needs SECONDS}
-    weights=${2:-qtest=3,structures=3,vfio=2,dtb=1,board-yaml=1,serve=1}
+    weights=${2:-qtest=3,structures=3,smmuv2=2,vfio=2,dtb=1,board-yaml=1,serve=1}
     base=${CAMPAIGN_SEED:-$RANDOM}
     snap=$(mktemp -d /tmp/doorbell-fuzz-campaign.XXXXXX)
     cp -r fuzz/Doorbell.Fuzz/bin/Release/net10.0/. "$snap/"
@@ -60,10 +60,11 @@ case "$cmd" in
       [board-yaml]="Doorbell.Platform"
       [vfio]="Doorbell.Host.Vfio Doorbell.Host.Iommu Doorbell.Host.SmmuV3"
       [structures]="Doorbell.Smmu.V3 Doorbell.Gic.Its Doorbell.Iommu Doorbell.Vmsa"
+      [smmuv2]="Doorbell.Smmu.V2 Doorbell.Iommu Doorbell.Vmsa"
       [serve]="Doorbell.Server Doorbell.Host.Vfio"
     )
     rc=0
-    for t in ${COVERAGE_TARGETS:-qtest dtb board-yaml vfio structures serve}; do
+    for t in ${COVERAGE_TARGETS:-qtest dtb board-yaml vfio structures smmuv2 serve}; do
       out=$(mktemp -d /tmp/doorbell-fuzz-coverage.XXXXXX)
       DOORBELL_FUZZ_COVERAGE_TARGET=$t DOORBELL_FUZZ_COVERAGE_SECONDS=$seconds DOORBELL_FUZZ_COVERAGE_SEED=$seed \
         dotnet test fuzz/Doorbell.Fuzz.Coverage -c Release --no-build --collect "XPlat Code Coverage" --results-directory "$out" \

@@ -64,7 +64,7 @@ public sealed class StructuresTarget : FuzzTarget
     }
 
     /// <summary>The SMMU's view of memory: the bus, watched (where device-attributed writes land).</summary>
-    sealed class Watch(PhysicalAddressSpace bus, Func<ulong, ulong>? tamper) : IMemoryView
+    internal sealed class Watch(PhysicalAddressSpace bus, Func<ulong, ulong>? tamper) : IMemoryView
     {
         public readonly List<(ulong Address, ulong Length)> DeviceWrites = [];
         public bool SentinelHit;

@@ -3,7 +3,7 @@ using Doorbell.Fuzz;
 namespace Doorbell.Tests.Robustness;
 
 /// <summary>
-/// The structure-in-memory and serve-socket fuzz targets (issue 20): their generated inputs pass every oracle, the
+/// The structure-in-memory (SMMUv3 + ITS, SMMUv2) and serve-socket fuzz targets (issue 20): their generated inputs pass every oracle, the
 /// oracles are really reached (mapped DMAs, faults with event records, MSIs translated and dropped, command batches,
 /// successful serve requests, errnos, disconnects), and the oracles fail when the SMMU misplaces a device write.
 /// </summary>
@@ -52,6 +52,23 @@ public class StructureAndServeFuzzTests
         // Every device write sent to the sentinel: even a dirty input (no lands-iff-mapped expectation) must notice.
         var astray = new StructuresTarget(_ => StructuresTarget.Sentinel + 0x100);
         var f = Assert.Throws<FuzzFinding>(() => { foreach (var input in Inputs(astray, 12, 50, mode: 1)) astray.Run(input); });
+        Assert.Contains("sentinel", f.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Smmuv2_inputs_pass_reach_the_lands_iff_mapped_oracle_and_catch_a_misplacing_smmu()
+    {
+        var t = new SmmuV2Target();
+        foreach (var input in Inputs(t, 3, 120, mode: 0)) t.Run(input);           // clean, MMU-500
+        foreach (var input in Inputs(t, 4, 60, mode: 2)) t.Run(input);            // clean, MMU-401
+        foreach (var input in Inputs(t, 5, 120, mode: 1)) t.Run(input);           // dirty
+        Assert.True(t.MappedDmas > 100, $"mapped DMAs checked: {t.MappedDmas}");
+        Assert.True(t.FaultedDmas > 100, $"faulting DMAs checked: {t.FaultedDmas}");
+        var shifted = new SmmuV2Target(a => a ^ 0x1000);
+        var e = Assert.Throws<FuzzFinding>(() => { foreach (var input in Inputs(shifted, 6, 50, mode: 0)) shifted.Run(input); });
+        Assert.Contains("do not map", e.Message, StringComparison.Ordinal);
+        var astray = new SmmuV2Target(_ => StructuresTarget.Sentinel);
+        var f = Assert.Throws<FuzzFinding>(() => { foreach (var input in Inputs(astray, 7, 50, mode: 1)) astray.Run(input); });
         Assert.Contains("sentinel", f.Message, StringComparison.Ordinal);
     }
 
