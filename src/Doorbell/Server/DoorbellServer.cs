@@ -23,6 +23,10 @@ public sealed class ServeOptions
     public bool Strict { get; init; }
     /// <summary>Where connection and fault lines go (stderr by default).</summary>
     public TextWriter Log { get; init; } = Console.Error;
+    /// <summary>Trace categories (`pci_msi,its_*`, as `doorbell trace-categories` lists) printed to the log as they
+    /// happen, each line stamped with host wall-clock time in QEMU's log-backend format (pid@seconds.micros:) so a
+    /// trace merges with QEMU's own `-trace` output into one timeline across both processes.</summary>
+    public string? Trace { get; init; }
 }
 
 public sealed class DoorbellServer : IDisposable
@@ -47,6 +51,7 @@ public sealed class DoorbellServer : IDisposable
         _strict = new StrictMonitor { Enabled = options.Strict };
         (_kernel, _aperture) = ServeBoard.Boot(options.BoardFile, _strict);
         _vfio = _kernel.BuildVfio(new VfioOptions { AllowUnsafeInterrupts = options.AllowUnsafeInterrupts });
+        if (options.Trace is { } patterns) StartTrace(patterns);
         SysfsRoot = options.SocketPath + ".sysfs";
         SysfsTree.Write(SysfsRoot, _kernel);
         if (File.Exists(options.SocketPath)) File.Delete(options.SocketPath);
@@ -55,6 +60,22 @@ public sealed class DoorbellServer : IDisposable
         _loop = new ModelLoop(AfterEach);
         _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = "doorbell-accept" };
         _acceptThread.Start();
+    }
+
+    /// <summary>Live trace to the log. Host-side timestamps (this process is not a model): the machine's own
+    /// virtual time stays in the events; the wall-clock stamp is only for lining up with another process.</summary>
+    void StartTrace(string patterns)
+    {
+        var mask = TraceCategories.ParseMask(patterns, out var error) ?? throw new FormatException($"--trace: {error}");
+        var trace = _kernel.Machine.Trace;
+        var pid = Environment.ProcessId;
+        trace.Record = false;
+        trace.Sink = e =>
+        {
+            var us = (DateTime.UtcNow - DateTime.UnixEpoch).Ticks / 10;
+            Log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{pid}@{us / 1_000_000}.{us % 1_000_000:D6}:{e.CategoryName} {e.Source}: {e.Message}"));
+        };
+        trace.Mask = mask;
     }
 
     public HostKernel Kernel => _kernel;

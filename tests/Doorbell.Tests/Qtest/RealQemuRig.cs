@@ -31,12 +31,13 @@ public sealed class RealQemuRig : IDisposable
     /// <param name="machine">QEMU's -machine (the guest's board).</param>
     /// <param name="noMmap">x-no-mmap=on: QEMU reaches BARs with pread/pwrite instead of its mmap of the region.</param>
     /// <param name="extra">more QEMU arguments (trace events, …).</param>
-    public RealQemuRig(string machine = "virt,gic-version=3", bool noMmap = false, params string[] extra)
+    /// <param name="serverTrace">`doorbell serve --trace` categories; also turns on libdoorbell-vfio's trace in QEMU.</param>
+    public RealQemuRig(string machine = "virt,gic-version=3", bool noMmap = false, string? serverTrace = null, params string[] extra)
     {
         _syncLog = TextWriter.Synchronized(_log);
         Socket = ServeRig.TempSocket();
         var sw = Stopwatch.StartNew();
-        Server = new DoorbellServer(new ServeOptions { SocketPath = Socket, Log = _syncLog });
+        Server = new DoorbellServer(new ServeOptions { SocketPath = Socket, Log = _syncLog, Trace = serverTrace });
         ServerStart = sw.Elapsed;
         var opt = noMmap ? ",x-no-mmap=on" : "";
         string[] args =
@@ -47,7 +48,9 @@ public sealed class RealQemuRig : IDisposable
         ];
         try
         {
-            Qemu = new QemuPeer(machine, args, new Dictionary<string, string> { ["DOORBELL_SOCKET"] = Socket, ["LD_PRELOAD"] = ServeRig.Library });
+            var env = new Dictionary<string, string> { ["DOORBELL_SOCKET"] = Socket, ["LD_PRELOAD"] = ServeRig.Library };
+            if (serverTrace is not null) env["DOORBELL_TRACE"] = "1";
+            Qemu = new QemuPeer(machine, args, env);
         }
         catch
         {

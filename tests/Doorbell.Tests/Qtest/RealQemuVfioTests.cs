@@ -21,7 +21,8 @@ public class RealQemuVfioTests
     const uint MqDeviceId = Mq << 3, EduDeviceId = Edu << 3;
     const ulong GitsTranslater = 0x0809_0040;
 
-    static RealQemuRig Start(string machine = "virt,gic-version=3", bool noMmap = false, params string[] extra) => new(machine, noMmap, extra);
+    static RealQemuRig Start(string machine = "virt,gic-version=3", bool noMmap = false, string? serverTrace = null, params string[] extra) =>
+        new(machine, noMmap, serverTrace, extra);
 
     /// <summary>BAR0 of both functions programmed (mq-dma's is 64-bit), memory decode and bus mastering on.</summary>
     static void BringUp(RealQemuRig q)
@@ -171,17 +172,44 @@ public class RealQemuVfioTests
         return ((q.ReadB(b) >> bit) & 1) != 0;
     }
 
+    const ulong MsixQueue1 = MqBar + MqRegs.QueueBase + MqRegs.QueueStride;
+
+    /// <summary>mq-dma's four MSI-X vectors → GITS_TRANSLATER with EventID = vector, MSI-X on, queue 1 holding one
+    /// 64-byte copy descriptor with its completion interrupt enabled (rung by writing SQ_TAIL = 1).</summary>
+    static void SetUpMsixQueue1(RealQemuRig q)
+    {
+        const ulong table = MqBar + MqRegs.MsixTableOffset;
+        for (var v = 0u; v < 4; v++)
+        {
+            q.WriteL(table + 16 * v, (uint)GitsTranslater);
+            q.WriteL(table + 16 * v + 4, 0);
+            q.WriteL(table + 16 * v + 8, v);
+            q.WriteL(table + 16 * v + 12, 0);                            // unmasked
+        }
+        q.WriteW(RealQemuRig.Cfg(Mq, 0x4A), 0x8003);                     // MSI-X enable
+        q.WriteMem(0x4170_0000, new byte[64]);
+        Span<byte> d = stackalloc byte[32];
+        Descriptor(d, 0x4170_0000, 0x4170_0100, 64, 7);
+        q.WriteMem(0x4171_0000, d);
+        q.WriteL(MqBar + MqRegs.Ctrl, MqRegs.CtrlEnable);
+        q.WriteQ(MsixQueue1 + MqRegs.SqBase, 0x4171_0000);
+        q.WriteQ(MsixQueue1 + MqRegs.CqBase, 0x4172_0000);
+        q.WriteL(MsixQueue1 + MqRegs.Size, 4);
+        q.WriteL(MsixQueue1 + MqRegs.QCtrl, MqRegs.QCtrlEnable | MqRegs.QCtrlIrq);
+    }
+
+    static void SetUpIts(RealQemuRig q) => q.Run(SmmuItsSequence.GicItsSetup(
+    [
+        (EduDeviceId, 0x4150_0000, [(0, 8192)]),
+        (MqDeviceId, 0x4151_0000, [(0, 8200), (1, 8201), (2, 8202), (3, 8203)]),
+    ]));
+
     [QemuGccFact]
     public void Msi_and_msix_reach_qemus_ITS_as_guest_LPIs_through_eventfds()
     {
         using var q = Start(extra: ["-trace", "vfio_msi_interrupt", "-trace", "vfio_msix_vector_do_use", "-trace", "vfio_msi_enable"]);
         BringUp(q);
-        const ulong eduItt = 0x4150_0000, mqItt = 0x4151_0000;
-        q.Run(SmmuItsSequence.GicItsSetup(
-        [
-            (EduDeviceId, eduItt, [(0, 8192)]),
-            (MqDeviceId, mqItt, [(0, 8200), (1, 8201), (2, 8202), (3, 8203)]),
-        ]));
+        SetUpIts(q);
 
         // edu's MSI, programmed in the guest's view of its capability (QEMU emulates it and calls SET_IRQS)
         q.WriteL(RealQemuRig.Cfg(Edu, 0x44), (uint)GitsTranslater);
@@ -195,27 +223,9 @@ public class RealQemuVfioTests
         q.WriteL(EduBar + 0x64, 1);
 
         // mq-dma's MSI-X: QEMU emulates the table in the guest's BAR; vector 1 → EventID 1
-        const ulong table = MqBar + MqRegs.MsixTableOffset;
-        for (var v = 0u; v < 4; v++)
-        {
-            q.WriteL(table + 16 * v, (uint)GitsTranslater);
-            q.WriteL(table + 16 * v + 4, 0);
-            q.WriteL(table + 16 * v + 8, v);
-            q.WriteL(table + 16 * v + 12, 0);                            // unmasked
-        }
-        q.WriteW(RealQemuRig.Cfg(Mq, 0x4A), 0x8003);                     // MSI-X enable
-        const ulong q1 = MqBar + MqRegs.QueueBase + MqRegs.QueueStride;
-        q.WriteMem(0x4170_0000, new byte[64]);
-        Span<byte> d = stackalloc byte[32];
-        Descriptor(d, 0x4170_0000, 0x4170_0100, 64, 7);
-        q.WriteMem(0x4171_0000, d);
-        q.WriteL(MqBar + MqRegs.Ctrl, MqRegs.CtrlEnable);
-        q.WriteQ(q1 + MqRegs.SqBase, 0x4171_0000);
-        q.WriteQ(q1 + MqRegs.CqBase, 0x4172_0000);
-        q.WriteL(q1 + MqRegs.Size, 4);
-        q.WriteL(q1 + MqRegs.QCtrl, MqRegs.QCtrlEnable | MqRegs.QCtrlIrq);
+        SetUpMsixQueue1(q);
         Assert.False(Pending(q, 8201));
-        q.WriteL(q1 + MqRegs.SqTail, 1);
+        q.WriteL(MsixQueue1 + MqRegs.SqTail, 1);
         Assert.Equal(1UL, q.PollUntil(() => Pending(q, 8201) ? 1UL : 0, v => v == 1));
         Assert.False(Pending(q, 8200));                                   // only queue 1's vector
         Assert.False(Pending(q, 8202));
@@ -226,6 +236,77 @@ public class RealQemuVfioTests
         Assert.True(Regex.Matches(log, "vfio_msi_interrupt").Count >= 2, log); // QEMU read the eventfds Doorbell signalled
         AssertNoUnexplainedVfioWarnings(log);
     }
+
+    /// <summary>Doorbell's side of an MSI (the server's trace categories) and QEMU's side (its trace events).</summary>
+    public const string ServerMsiTrace = "pci_msi,smmu_translate,its_translate,gicr,gic_icc,vfio_irq";
+    public static readonly string[] QemuMsiTrace = ["-trace", "vfio_msi_interrupt", "-trace", "gicv3_its_translation_write", "-trace", "gicv3_cpuif_update"];
+
+    /// <summary>One hop of a cross-process trace: host wall-clock time (µs), process, event and its text.</summary>
+    public sealed record Hop(long Micros, string Process, string Event, string Text);
+
+    /// <summary>Lines stamped `pid@seconds.micros:event …` (QEMU's log trace backend; `doorbell serve --trace` and
+    /// libdoorbell-vfio's DOORBELL_TRACE use the same stamp), from both logs, in time order.</summary>
+    public static List<Hop> MergeTraces(string serverLog, string qemuLog)
+    {
+        var hops = new List<Hop>();
+        foreach (var (log, who) in new[] { (serverLog, "doorbell"), (qemuLog, "qemu") })
+            foreach (Match m in Regex.Matches(log, @"(?m)^\d+@(\d+)\.(\d{6}):(\S+)(.*)$"))
+                hops.Add(new(long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) * 1_000_000
+                    + long.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture), who, m.Groups[3].Value, m.Groups[4].Value.Trim()));
+        return [.. hops.OrderBy(h => h.Micros)];
+    }
+
+    /// <summary>The hops of the MSI raised by the last trapped SQ_TAIL store, in order: guest store (QEMU, trapped by
+    /// libdoorbell-vfio) → device MSI write → SMMU → host ITS → host LPI pending → host handler → eventfd → QEMU reads it →
+    /// QEMU's ITS translates → the guest LPI becomes the CPU interface's highest pending interrupt.</summary>
+    public static List<Hop> MsiJourney(List<Hop> all, uint lpi)
+    {
+        var start = all.FindLastIndex(h => h.Event == "doorbell_vfio_mmio_write");
+        Assert.True(start >= 0, "no trapped store in the trace");
+        var want = new (string Event, Func<Hop, bool> Match)[]
+        {
+            ("doorbell_vfio_mmio_write", _ => true),
+            ("pci_msi", _ => true),
+            ("smmu_translate", _ => true),
+            ("its_translate", _ => true),
+            ("gicr", _ => true),
+            ("vfio_irq", _ => true),
+            ("vfio_msi_interrupt", _ => true),
+            ("gicv3_its_translation_write", _ => true),
+            ("gicv3_cpuif_update", h => h.Text.Contains($"irq {lpi} ", StringComparison.Ordinal)),
+        };
+        var journey = new List<Hop>();
+        var i = start;
+        foreach (var (ev, match) in want)
+        {
+            while (i < all.Count && !(all[i].Event == ev && match(all[i]))) i++;
+            Assert.True(i < all.Count, $"hop {ev} missing after {string.Join(" → ", journey.Select(j => j.Event))}:\n{string.Join("\n", all.Skip(start).Select(h => $"{h.Micros} {h.Process} {h.Event} {h.Text}"))}");
+            journey.Add(all[i]);
+        }
+        return journey;
+    }
+
+    [QemuGccFact]
+    public void One_msix_is_traced_hop_by_hop_across_doorbell_and_qemu()
+    {
+        using var q = Start(serverTrace: ServerMsiTrace, extra: QemuMsiTrace);
+        BringUp(q);
+        SetUpIts(q);
+        SetUpMsixQueue1(q);
+        q.WriteL(MsixQueue1 + MqRegs.SqTail, 1);
+        Assert.Equal(1UL, q.PollUntil(() => Pending(q, 8201) ? 1UL : 0, v => v == 1));
+        q.QemuLogWith("gicv3_cpuif_update.*irq 8201 ");
+        var journey = MsiJourney(MergeTraces(q.ServerLog, q.Qemu.Stderr), 8201);
+        Assert.Equal(["qemu", "doorbell", "doorbell", "doorbell", "doorbell", "doorbell", "qemu", "qemu", "qemu"], journey.Select(h => h.Process));
+        Assert.Contains("EventID 1 -> LPI", journey[3].Text);              // the host LPI Doorbell's ITS chose
+        Assert.Contains("vector 1 signalled", journey[5].Text);             // mq-dma's vector 1 eventfd
+        Assert.Matches(@"data 0x1 size 4 requester_id 0x8$", journey[7].Text);  // QEMU's ITS: EventID 1 from 00:01.0
+        foreach (var h in journey) _output.WriteLine($"{h.Micros - journey[0].Micros,8} us  {h.Process,-8} {h.Event,-28} {h.Text}");
+    }
+
+    readonly Xunit.Abstractions.ITestOutputHelper _output;
+
+    public RealQemuVfioTests(Xunit.Abstractions.ITestOutputHelper output) => _output = output;
 
     [QemuGccFact]
     public void Intx_reaches_qemus_GICv2_as_a_level_SPI_and_is_unmasked_after_the_guest_acks()
