@@ -361,11 +361,12 @@ internal sealed class ClientSession
     {
         replyLen = 0;
         if (scalar) return p.Ioctl(fd, request, value);
-        var mapStart = 0L;
+        long mapStart = 0, described = 0;
         if (request == VfioIoctl.IommuMapDma)
         {
             mapStart = System.Diagnostics.Stopwatch.GetTimestamp();
             DescribeClientMemory(p, payload);
+            described = System.Diagnostics.Stopwatch.GetTimestamp();
         }
         // Descriptors the client passed replace its own numbers in the argument (payload order); the client gets
         // its own numbers back.
@@ -382,8 +383,9 @@ internal sealed class ClientSession
         {
             // host-side measurement (not a model): how long describing, pinning and mapping the range took
             var us = System.Diagnostics.Stopwatch.GetElapsedTime(mapStart).TotalMicroseconds;
+            var describeUs = System.Diagnostics.Stopwatch.GetElapsedTime(mapStart, described).TotalMicroseconds;
             _server.Log.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"doorbell serve: client {Pid}: MAP_DMA iova 0x{BinaryPrimitives.ReadUInt64LittleEndian(payload[16..]):x} size 0x{BinaryPrimitives.ReadUInt64LittleEndian(payload[24..]):x}: {(r == 0 ? "mapped" : $"error {r}")} in {us:F0} us"));
+                $"doorbell serve: client {Pid}: MAP_DMA iova 0x{BinaryPrimitives.ReadUInt64LittleEndian(payload[16..]):x} size 0x{BinaryPrimitives.ReadUInt64LittleEndian(payload[24..]):x}: {(r == 0 ? "mapped" : $"error {r}")} in {us:F0} us (probing the client's pages {describeUs:F0} us, pin + map {us - describeUs:F0} us)"));
         }
         payload.CopyTo(reply);
         foreach (var pos in positions) BinaryPrimitives.WriteInt32LittleEndian(reply[pos..], _clientFdsByPos[pos]);
@@ -426,7 +428,7 @@ internal sealed class ClientSession
         if (size == 0 || ((vaddr | size) & 4095) != 0 || vaddr + size < vaddr || size > ClientMemoryAperture.Size / 4) return;
         if (p.Memory.RangeInfo(vaddr, size, out _)) return; // already described (or a BAR mapping)
         var overLimit = !p.CapIpcLock && p.LockedPages + size / 4096 > p.MemlockLimitBytes / 4096;
-        if (!overLimit && !ServerNative.ProbeProcess(Pid, vaddr, size)) return;
+        if (!overLimit && !(ServerNative.RangeMapped(Pid, vaddr, size, (flags & VfioDmaFlags.MapWrite) != 0) ?? ServerNative.ProbeProcess(Pid, vaddr, size))) return;
         var window = _server.Aperture.Allocate(Pid, vaddr, size, this);
         if (window != 0) p.Memory.MapForeign(vaddr, size, window);
     }

@@ -74,7 +74,8 @@ public sealed class QemuPeer : IQtestPeer
     /// <summary>QEMU's process id.</summary>
     public int Pid => _process.Id;
 
-    /// <summary>From process start until QEMU connected to the qtest socket (the machine, devices included, is realized).</summary>
+    /// <summary>From process start until QEMU connected to the qtest socket (during its accelerator set-up: it answers only
+    /// once the machine, devices included, is realized).</summary>
     public TimeSpan StartToConnected { get; }
 
     QemuPeer(string machine, string[] extra, bool launcher, IReadOnlyDictionary<string, string>? environment = null)

@@ -27,6 +27,8 @@ public sealed class RealQemuRig : IDisposable
     public QemuPeer Qemu { get; }
     public string Socket { get; }
     public TimeSpan ServerStart { get; }
+    /// <summary>From QEMU's launch to its first qtest answer (machine and devices realized).</summary>
+    public TimeSpan StartToRealized { get; }
 
     /// <param name="machine">QEMU's -machine (the guest's board).</param>
     /// <param name="noMmap">x-no-mmap=on: QEMU reaches BARs with pread/pwrite instead of its mmap of the region.</param>
@@ -50,7 +52,12 @@ public sealed class RealQemuRig : IDisposable
         {
             var env = new Dictionary<string, string> { ["DOORBELL_SOCKET"] = Socket, ["LD_PRELOAD"] = ServeRig.Library };
             if (serverTrace is not null) env["DOORBELL_TRACE"] = "1";
+            var launched = Stopwatch.StartNew();
             Qemu = new QemuPeer(machine, args, env);
+            // QEMU connects to the qtest socket during accelerator set-up and answers once its machine (the vfio-pci
+            // devices included) is realized and the main loop runs: the first answer marks "realized"
+            Qemu.Ask($"readl 0x{Ecam:x}");
+            StartToRealized = launched.Elapsed;
         }
         catch
         {
