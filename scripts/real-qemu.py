@@ -292,7 +292,8 @@ def measure(args):
     sdir = tempfile.mkdtemp(prefix="doorbell-serve.")
     sock = os.path.join(sdir, "vfio.sock")
     dll = os.path.join(ROOT, "src", "Doorbell.Cli", "bin", "Release", "net10.0", "Doorbell.Cli.dll")
-    srv = subprocess.Popen(["dotnet", dll, "serve", "--socket", sock], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    slog = open(os.path.join(sdir, "serve.log"), "w")
+    srv = subprocess.Popen(["dotnet", dll, "serve", "--socket", sock], stdout=subprocess.DEVNULL, stderr=slog)
     while not os.path.exists(sock):
         time.sleep(0.05)
     for _ in range(args.runs):
@@ -301,6 +302,9 @@ def measure(args):
         g.close()
     srv.terminate()
     srv.wait()
+    slog.close()
+    ram_maps = re.findall(r"MAP_DMA iova 0x40000000 size (0x[0-9a-f]+): mapped in (\d+) us \(probing the client's pages (\d+) us, pin \+ map (\d+) us\)",
+                          open(os.path.join(sdir, "serve.log")).read())
     for _ in range(args.runs):
         g = Guest(trace=False, mem=args.mem)
         db.append(g.start_to_realized)
@@ -315,7 +319,11 @@ def measure(args):
           f" QEMU with vfio-pci x2 against a running doorbell serve {statistics.median(warm):.2f} s;"
           f" QEMU with its own edu {statistics.median(own):.2f} s (ratio {statistics.median(warm) / statistics.median(own):.1f}x)")
     if mapt:
-        print(f"MAP_DMA of the {args.mem} guest RAM (describe + pin + map in Doorbell): median {statistics.median(mapt) / 1000:.1f} ms over {len(mapt)} run(s)")
+        print(f"MAP_DMA of the {args.mem} guest RAM, fresh doorbell serve each run (first MAP_DMA of the process: JIT included):"
+              f" median {statistics.median(mapt) / 1000:.1f} ms over {len(mapt)} run(s)")
+    for k, (size, total, probe, pin) in enumerate(ram_maps):
+        print(f"MAP_DMA of {int(size, 16) >> 20} MiB, QEMU #{k + 1} on one running doorbell serve: {int(total) / 1000:.1f} ms"
+              f" (range check {int(probe) / 1000:.1f} ms, pin + SMMU map {int(pin) / 1000:.1f} ms)")
     # BAR read cost: pipelined bursts of edu register reads vs guest RAM reads (the qtest round trip cancels out)
     for no_mmap in (False, True):
         g = Guest(no_mmap=no_mmap, trace=False)
