@@ -5,6 +5,7 @@
 #   linux-libc-dev         the C preload library, C example clients (<linux/vfio.h>)
 #   device-tree-compiler   dtc, for the hand-made device trees of the audit tests
 #   chromium               headless rendering checks of the HTML reports
+#   python3                the README's real-QEMU scenario script (scripts/real-qemu.py), run by a test
 # Idempotent and quiet: only what is missing is installed. Never fails the test run: a test whose tool is
 # missing reports itself skipped with the reason.
 set -u
@@ -14,6 +15,7 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 [ -f /usr/include/linux/vfio.h ] || need+=(linux-libc-dev)
 command -v dtc >/dev/null 2>&1 || need+=(device-tree-compiler)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "setup-test-deps: apt-get not available; tests needing ${need[*]} will be skipped" >&2

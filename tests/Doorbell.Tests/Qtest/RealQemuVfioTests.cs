@@ -358,6 +358,19 @@ public class RealQemuVfioTests
         AssertNoUnexplainedVfioWarnings(q.Qemu.Stderr);
     }
 
+    /// <summary>The README's one-line scenario: scripts/real-qemu.py runs the whole sequence under doorbell-exec
+    /// (the real `doorbell serve` process) and passes every step.</summary>
+    [QemuGccPythonFact]
+    public void The_readme_scenario_script_passes_every_step()
+    {
+        var r = ServeRig.Run(QemuGccPythonFactAttribute.Python!, [Path.Combine(ServeRig.RepoRoot, "scripts", "real-qemu.py")], null, 240_000);
+        Assert.True(r.Exit == 0, r.Stdout + r.Stderr);
+        Assert.DoesNotContain("FAIL", r.Stdout);
+        Assert.Contains("one MSI followed across both processes: 9 of 9 hops", r.Stdout);
+        Assert.Contains("Doorbell's SMMU recorded the fault: SMMU event: F_TRANSLATION", r.Stdout);
+        Assert.EndsWith("PASS\n", r.Stdout);
+    }
+
     /// <summary>VFIO warnings QEMU prints that real hardware would print too, with the reason (docs/deviations.md,
     /// "Real QEMU"). Anything else QEMU says about VFIO fails the test.</summary>
     static readonly string[] ExplainedVfioWarnings =
@@ -385,5 +398,19 @@ public sealed class QemuGccTheoryAttribute : TheoryAttribute
     {
         if (ServeRig.NativeBuildError is { } why) Skip = why;
         else if (QemuPeer.Binary == null) Skip = "qemu-system-aarch64 not found (scripts/setup-test-deps.sh installs Debian's qemu-system-arm): real-QEMU VFIO test skipped";
+    }
+}
+
+/// <summary>A [Fact] that also needs python3 (the README's scenario script); skipped visibly otherwise.</summary>
+public sealed class QemuGccPythonFactAttribute : FactAttribute
+{
+    public static string? Python { get; } =
+        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Where(d => d.Length > 0).Select(d => Path.Combine(d, "python3")).FirstOrDefault(File.Exists);
+
+    public QemuGccPythonFactAttribute()
+    {
+        if (ServeRig.NativeBuildError is { } why) Skip = why;
+        else if (QemuPeer.Binary == null) Skip = "qemu-system-aarch64 not found (scripts/setup-test-deps.sh installs Debian's qemu-system-arm): real-QEMU scenario skipped";
+        else if (Python == null) Skip = "python3 not found: the README's scripts/real-qemu.py scenario cannot run";
     }
 }
