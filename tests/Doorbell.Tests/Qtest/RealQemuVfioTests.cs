@@ -40,6 +40,13 @@ public class RealQemuVfioTests
     public void Guest_enumerates_doorbells_devices_through_qemus_ECAM_and_drives_their_registers(bool noMmap)
     {
         using var q = Start(noMmap: noMmap);
+        // realize: QEMU mapped all of its guest RAM (512 MiB at GPA 0x4000_0000 = IOVA) and pinned every page of it
+        Assert.Contains("MAP_DMA iova 0x40000000 size 0x20000000: mapped in", q.ServerLog);
+        using (var stats = new RawClient(q.Socket))
+        {
+            Assert.Equal(0, stats.Hello());
+            Assert.Matches($"client pid={q.Qemu.Pid} fds=\\d+ locked_pages=131072\n", stats.Stats());
+        }
         // bus 0 as the guest sees it: QEMU's own host bridge, then the two functions re-created from VFIO
         Assert.Equal(0x0008_1b36u, q.ReadL(RealQemuRig.Cfg(0, 0)));
         Assert.Equal(0xdb01_1234u, q.ReadL(RealQemuRig.Cfg(Mq, 0)));     // Doorbell's vendor/device IDs
