@@ -232,7 +232,8 @@ def scenario():
         g.mem(0x41600000, desc(0x41610000, 0x41620000, 4096, 1) + desc(0x41610000, 0x80000000, 256, 2))
         q0 = MQ_BAR + 0x100
         g.wr("l", MQ_BAR + 8, 1); g.wr("q", q0, 0x41600000); g.wr("q", q0 + 8, 0x41601000); g.wr("l", q0 + 0x10, 4); g.wr("l", q0 + 0x14, 1)
-        g.wr("l", q0 + 0x18, 2)
+        g.wr("l", q0 + 0x18, 2)  # the doorbell: a posted store, as on hardware; the driver polls the completion tail
+        s.check("both descriptors completed (CQ_TAIL = 2)", g.poll(lambda: g.rd("l", q0 + 0x20) == 2))
         s.check("4096 bytes copied by the device, read back from guest RAM", g.read(0x41620000, 4096) == data)
         cpl = g.read(0x41601000, 32)
         s.check("descriptor to GPA 0x80000000 (never mapped by QEMU) completes with a write fault", int.from_bytes(cpl[24:28], "little") == 2)
