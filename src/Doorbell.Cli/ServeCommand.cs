@@ -4,7 +4,7 @@ using Doorbell.Server;
 
 namespace Doorbell.Cli;
 
-/// <summary>`doorbell serve --socket PATH [--board FILE.yaml] [--allow-unsafe-interrupts] [--strict]`.</summary>
+/// <summary>`doorbell serve --socket PATH [--board FILE.yaml] [--allow-unsafe-interrupts] [--strict] [--trace PATTERNS]`.</summary>
 internal static class ServeCommand
 {
     public static Command Create()
@@ -13,16 +13,18 @@ internal static class ServeCommand
         var board = new Option<string?>("--board") { Description = "Board description file (YAML); default: qemu-virt with mq-dma at 00:01.0, edu at 00:02.0, the platform DMA engine." };
         var unsafeIrq = new Option<bool>("--allow-unsafe-interrupts") { Description = "vfio_iommu_type1.allow_unsafe_interrupts=1: attach groups whose MSIs are not isolated (GICv2m)." };
         var strict = new Option<bool>("--strict") { Description = "Report what real hardware silently tolerates, each finding with its rule." };
+        var trace = new Option<string?>("--trace") { Description = "Trace categories to print as they happen (e.g. 'pci_msi,smmu_translate,its_translate,gicr,vfio_irq'), stamped pid@seconds.micros like QEMU's -trace log lines." };
         var cmd = new Command("serve", "Boot the host kernel on a board and serve VFIO to real processes (see scripts/doorbell-exec).");
         cmd.Options.Add(socket);
         cmd.Options.Add(board);
         cmd.Options.Add(unsafeIrq);
         cmd.Options.Add(strict);
-        cmd.SetAction(parse => Run(parse.GetValue(socket)!, parse.GetValue(board), parse.GetValue(unsafeIrq), parse.GetValue(strict)));
+        cmd.Options.Add(trace);
+        cmd.SetAction(parse => Run(parse.GetValue(socket)!, parse.GetValue(board), parse.GetValue(unsafeIrq), parse.GetValue(strict), parse.GetValue(trace)));
         return cmd;
     }
 
-    static int Run(string socket, string? board, bool allowUnsafe, bool strict)
+    static int Run(string socket, string? board, bool allowUnsafe, bool strict, string? trace)
     {
         // A bad argument is one line naming the option and exit 1, as for every other command.
         if (board is not null && !BoardOption.TryLoad(board, out _, out var berr)) return CliErrors.Fail("serve: " + berr);
@@ -32,7 +34,7 @@ internal static class ServeCommand
         DoorbellServer server;
         try
         {
-            server = new DoorbellServer(new ServeOptions { SocketPath = socket, BoardFile = board, AllowUnsafeInterrupts = allowUnsafe, Strict = strict });
+            server = new DoorbellServer(new ServeOptions { SocketPath = socket, BoardFile = board, AllowUnsafeInterrupts = allowUnsafe, Strict = strict, Trace = trace });
         }
         catch (Exception e) when (e is FormatException or ArgumentException)
         {
