@@ -23,13 +23,10 @@ namespace Doorbell.Smmu.V2;
 internal enum V2Outcome : byte { Bypass, Terminate, Translate, GlobalFault }
 
 /// <summary>What one upstream port resolved to (its config, IOTLB tags and fault routing).</summary>
-internal sealed class V2StreamContext
+internal sealed class V2StreamContext : Doorbell.Iommu.TranslationContext
 {
     public V2Outcome Outcome;
     public ulong Generation = ulong.MaxValue;
-    public TranslationConfig Config = TranslationConfig.Bypass;
-    public ushort Vmid, Asid;
-    public bool TbiKey;
     /// <summary>The bank a translation belongs to (stage-1 bank for nested), and its linked stage-2 bank or −1.</summary>
     public int Bank = -1, S2Bank = -1;
     /// <summary>CBAR type 2: after stage 1 every access faults at stage 2.</summary>
