@@ -236,12 +236,38 @@ public sealed partial class SmmuV2
                 $"moved from CB{t.Bank} to CB{ctx.Bank}, both tagged VMID {t.Vmid} ASID {t.Asid}, without invalidating that tag: CB{t.Bank}'s cached translations still apply");
     }
 
+    /// <summary>A transaction of <paramref name="port"/>. The hot path (a kept plain translating context) is this
+    /// method and the shared transfer loop; everything else is <see cref="TransferResolved"/>.</summary>
     internal BusStatus Transfer(SmmuV2StreamPort port, ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes)
     {
         var length = write ? wr.Length : rd.Length;
         if (length == 0) return BusStatus.Ok;
         var ctx = port.Context;
         if (ctx.Generation != Generation || StrictEnabled) Revalidate(port, ctx);
+        if (!ctx.Fast || (write && attributes.Instruction) || address + (ulong)length - 1 < address)
+            return TransferResolved(port, ctx, address, rd, wr, write, attributes);
+        // Fast: translating, no configuration error, no stage-2 fault type, no S2CR overrides — the access is as presented.
+        var access = (write ? AccessFlags.Write : AccessFlags.Read)
+            | (attributes.Privileged ? AccessFlags.Privileged : 0)
+            | (attributes.Instruction ? AccessFlags.Execute : 0);
+        // The transfer loop shared with the SMMUv3 front end: per translation block through the Translator, to the bus.
+        if (TransferLoop.Run(_translator, ctx, _bus, address, rd, wr, write, access, attributes, null, "smmuv2", port.StreamId,
+                out var status, out var pos, out var fault))
+            return status;
+        return RecordLoopFault(ctx, fault, address, pos, access, port, rd, wr, write, attributes);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    BusStatus RecordLoopFault(V2StreamContext ctx, in TranslationFault fault, ulong address, int pos, AccessFlags access,
+        SmmuV2StreamPort port, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes) =>
+        RecordContextFault(ctx, FsrBitOf(fault.Kind), fault, address + (ulong)pos, access, port, rd[(write ? 0 : pos)..], wr[(write ? pos : 0)..], write, attributes);
+
+    /// <summary>A transaction whose resolved stream is not a plain translating context (bypass, terminate, global fault,
+    /// S2CR overrides, a configuration error, the stage-2-fault type) or that the SMMU does not support.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    BusStatus TransferResolved(SmmuV2StreamPort port, V2StreamContext ctx, ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes)
+    {
+        var length = write ? wr.Length : rd.Length;
         switch (ctx.Outcome)
         {
             case V2Outcome.Bypass:
@@ -270,32 +296,44 @@ public sealed partial class SmmuV2
             var f = new TranslationFault(FaultKind.Translation, TranslationStage.Stage2, 0, address, s1.Translate(address), false, 0, access);
             return RecordContextFault(ctx, SmmuV2Field.FsrTf, f, address, access, port, rd, wr, write, attributes);
         }
-        // The transfer loop shared with the SMMUv3 front end: per translation block through the Translator, to the bus.
         if (TransferLoop.Run(_translator, ctx, _bus, address, rd, wr, write, access, attributes, null, "smmuv2", port.StreamId,
                 out var status, out var pos, out var fault))
             return status;
-        return RecordContextFault(ctx, FsrBitOf(fault.Kind), fault, address + (ulong)pos, access, port, rd[(write ? 0 : pos)..], wr[(write ? pos : 0)..], write, attributes);
+        return RecordLoopFault(ctx, fault, address, pos, access, port, rd, wr, write, attributes);
     }
 
     internal bool TranslateOne(SmmuV2StreamPort port, ulong address, AccessFlags access, out ulong pa)
     {
         var ctx = port.Context;
-        TlbEntry entry;
-        TranslationFault fault;
         // A kept plain translating context (no overrides, no configuration error), not strict: straight to the
-        // Translator's fast path, as the SMMUv3 front end does.
+        // Translator's fast path, as the SMMUv3 front end does; the rest is out of line.
         if (ctx.Generation == Generation && ctx.Fast && !StrictEnabled)
         {
-            if (_translator.Translate(ctx, address, access, out entry, out fault))
+            if (_translator.Translate(ctx, address, access, out var hit, out var miss))
             {
-                pa = entry.Translate(address);
+                pa = hit.Translate(address);
                 return true;
             }
             pa = 0;
-            var fattrs = new BusAttributes(0, false, (access & AccessFlags.Privileged) != 0, (access & AccessFlags.Execute) != 0);
-            RecordContextFault(ctx, FsrBitOf(fault.Kind), fault, address, access, port, default, default, write: false, fattrs);
+            RecordTranslateOneFault(port, ctx, miss, address, access);
             return false;
         }
+        return TranslateOneResolved(port, address, access, out pa);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    void RecordTranslateOneFault(SmmuV2StreamPort port, V2StreamContext ctx, in TranslationFault fault, ulong address, AccessFlags access)
+    {
+        var attrs = new BusAttributes(0, false, (access & AccessFlags.Privileged) != 0, (access & AccessFlags.Execute) != 0);
+        RecordContextFault(ctx, FsrBitOf(fault.Kind), fault, address, access, port, default, default, write: false, attrs);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    bool TranslateOneResolved(SmmuV2StreamPort port, ulong address, AccessFlags access, out ulong pa)
+    {
+        var ctx = port.Context;
+        TlbEntry entry;
+        TranslationFault fault;
         pa = 0;
         if (ctx.Generation != Generation || StrictEnabled) Revalidate(port, ctx);
         var write = (access & AccessFlags.Write) != 0;
