@@ -1,34 +1,18 @@
 using System.Globalization;
-using System.Runtime.InteropServices;
 
 namespace Doorbell.Benchmarks;
 
 /// <summary>
 /// `-- side-by-side smmuv2 [ROUNDS]`: the SMMUv2 and SMMUv3 IOTLB-hit benchmark bodies (the BenchmarkDotNet cases of
 /// <see cref="SmmuV2Benchmarks"/> and <see cref="SmmuV3Benchmarks"/>) interleaved in short rounds, each round timed in
-/// the thread's own CPU time (CLOCK_THREAD_CPUTIME_ID), so time the scheduler gives other processes on a loaded
-/// machine is not counted. Prints per-side minimum and median ns per page and their ratios.
+/// the thread's own CPU time (<see cref="CpuTimeRunner"/>'s clock; interleaving is what `--cpu-time`, one method at a
+/// time, does not do), so time the scheduler gives other processes on a loaded machine is not counted. Prints per-side minimum and median ns per page and their ratios.
 /// </summary>
-internal static partial class SideBySide
+internal static class SideBySide
 {
-    [StructLayout(LayoutKind.Sequential)]
-    struct Timespec
-    {
-        public long Sec;
-        public long Nsec;
-    }
-
-    [LibraryImport("libc", EntryPoint = "clock_gettime")]
-    private static partial int ClockGettime(int clock, out Timespec ts);
-
-    const int ClockThreadCpuTime = 3;
     const int PagesPerCall = 16;
 
-    static long ThreadCpuNs()
-    {
-        _ = ClockGettime(ClockThreadCpuTime, out var t);
-        return t.Sec * 1_000_000_000 + t.Nsec;
-    }
+    static long ThreadCpuNs() => CpuTimeRunner.ThreadNs();
 
     public static int Run(string[] args)
     {

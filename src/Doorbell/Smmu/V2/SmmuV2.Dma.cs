@@ -302,34 +302,20 @@ public sealed partial class SmmuV2
         return RecordLoopFault(ctx, fault, address, pos, access, port, rd, wr, write, attributes);
     }
 
-    internal bool TranslateOne(SmmuV2StreamPort port, ulong address, AccessFlags access, out ulong pa)
-    {
-        var ctx = port.Context;
-        // A kept plain translating context (no overrides, no configuration error), not strict: straight to the
-        // Translator's fast path, as the SMMUv3 front end does; the rest is out of line.
-        if (ctx.Generation == Generation && ctx.Fast && !StrictEnabled)
-        {
-            if (_translator.Translate(ctx, address, access, out var hit, out var miss))
-            {
-                pa = hit.Translate(address);
-                return true;
-            }
-            pa = 0;
-            RecordTranslateOneFault(port, ctx, miss, address, access);
-            return false;
-        }
-        return TranslateOneResolved(port, address, access, out pa);
-    }
+    /// <summary>The stream's kept resolution still holds (no register change since), it is a plain translating context
+    /// and strict mode is off: the port may go straight to the Translator.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool FastPathValid(V2StreamContext ctx) => ctx.Generation == Generation && ctx.Fast && _strict is not { Enabled: true };
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    void RecordTranslateOneFault(SmmuV2StreamPort port, V2StreamContext ctx, in TranslationFault fault, ulong address, AccessFlags access)
+    internal void RecordTranslateOneFault(SmmuV2StreamPort port, V2StreamContext ctx, in TranslationFault fault, ulong address, AccessFlags access)
     {
         var attrs = new BusAttributes(0, false, (access & AccessFlags.Privileged) != 0, (access & AccessFlags.Execute) != 0);
         RecordContextFault(ctx, FsrBitOf(fault.Kind), fault, address, access, port, default, default, write: false, attrs);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    bool TranslateOneResolved(SmmuV2StreamPort port, ulong address, AccessFlags access, out ulong pa)
+    internal bool TranslateOneResolved(SmmuV2StreamPort port, ulong address, AccessFlags access, out ulong pa)
     {
         var ctx = port.Context;
         TlbEntry entry;
