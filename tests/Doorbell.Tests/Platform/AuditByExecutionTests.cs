@@ -195,6 +195,29 @@ public class AuditByExecutionTests
     }
 
     [DtcFact]
+    public void The_dma_probe_goes_through_vfio_and_set_iommu_is_vfios_own_decision()
+    {
+        var vfio = Doorbell.Tracing.TraceCategories.ParseMask("vfio*", out _)!.Value;
+        // ITS: type1 attaches, the user maps a page, the device's write to an unmapped IOVA faults
+        var its = IsolationProbes.Run(Dtc.Tree(HandTrees.Board(IdentityMaps)), "hand", vfio);
+        var lines = its.Board.Machine.Trace.Events.Select(e => e.Message).ToList();
+        Assert.Contains(lines, l => l.StartsWith("vfio_set_iommu VFIO_SET_IOMMU(fd 3, VFIO_TYPE1v2_IOMMU) = 0", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.StartsWith("vfio_dma_map VFIO_IOMMU_MAP_DMA(fd 3, vaddr 0x7f0000000000, iova 0x10000000, size 0x1000, READ|WRITE) = 0", StringComparison.Ordinal));
+        Assert.Equal("VFIO: attaches (MSI domain flagged isolated)", Pci(its, 0).VfioDecision);
+        // GICv2m behind an SMMUv2: type1 refuses (-EPERM), the attack proceeds with allow_unsafe_interrupts=1
+        var v2m = IsolationProbes.Run(Dtc.Tree(SmmuV2Board("\"arm,mmu-500\"", "iommu-map = <0 &smmu 0 0x8000>;", "0 0x9050000 0 0x20000")
+            .Replace(HandTrees.Its, "v2m: msi-controller@8020000 { compatible = \"arm,gic-v2m-frame\"; msi-controller; reg = <0 0x8020000 0 0x1000>; };", StringComparison.Ordinal)
+            .Replace("pcie@10000000 {", "pcie@10000000 { msi-parent = <&v2m>;", StringComparison.Ordinal)), "hand", vfio);
+        var setIommu = v2m.Board.Machine.Trace.Events.Where(e => e.Message.StartsWith("vfio_set_iommu", StringComparison.Ordinal)).Select(e => e.Message).ToList();
+        Assert.Contains(setIommu, l => l.EndsWith("= -EPERM", StringComparison.Ordinal));
+        Assert.Contains(setIommu, l => l.EndsWith("= 0", StringComparison.Ordinal));        // the allow_unsafe_interrupts=1 host
+        var r = Pci(v2m, 0);
+        Assert.Equal("VFIO: SET_IOMMU -EPERM unless allow_unsafe_interrupts=1", r.VfioDecision);
+        Assert.False(r.VfioAttaches);
+        Assert.Equal((4, 4), (r.DmaAttempts, r.DmaFaults));
+    }
+
+    [DtcFact]
     public void Mmu401_has_15_bit_stream_ids_and_its_uncovered_rids_land()
     {
         // MMU-401: 15-bit StreamIDs, 8 context banks, 16 SMRs: 4 probes per range must not exhaust them

@@ -65,6 +65,11 @@ public static class AuditReport
         "DMA: F/N faults  N writes to an IOVA the domain never mapped, F ended in an SMMU fault record (isolated)",
         "DMA: L/N landed  L of N writes reached RAM (an escape); MSI: forged V/N  V of the victim's N vectors raised",
         "VFIO: what vfio type1 decides for that group; CONTRADICTED marks a verdict or a VFIO decision the attack disproves",
+        "How: a user process opens a VFIO container and the device's group, VFIO_SET_IOMMU(TYPE1v2) (type1's own answer is",
+        "  printed; on -EPERM the attack goes on as root with allow_unsafe_interrupts=1), MAP_DMA one page, then the device",
+        "  writes elsewhere. Drivers: arm-smmu-v3 / arm-smmu, GICv3 + ITS / GICv2 + GICv2m, MSI vectors from the host's irq domain.",
+        "  The host kernel is not booted as a whole on these boards (HostKernel boots one SMMU, one ECAM and a qemu-virt-shaped",
+        "  map; a tree has several of each): its drivers and VFIO run over the tree's models directly.",
     ];
 
     public static void WriteExecuted(ExecutedAudit run, TextWriter w)

@@ -1,7 +1,12 @@
 using Doorbell.Gic.V2m;
 using Doorbell.Host.Iommu;
 using Doorbell.Host.Irq;
+using Doorbell.Host.Kernel;
+using Doorbell.Host.Os;
 using Doorbell.Host.SmmuV2;
+using Doorbell.Host.Vfio;
+using Doorbell.Host.Vfio.Abi;
+using Doorbell.Host.Vfio.Backends;
 using Doorbell.Host.SmmuV3;
 using Doorbell.Iommu;
 using Doorbell.Memory;
@@ -61,7 +66,6 @@ public sealed class IsolationProbes
     readonly DtBoard _b;
     readonly ulong _sentinel, _scratch;
     readonly Dictionary<FdtNode, IIommuDriver?> _smmuDrivers = [];
-    readonly Dictionary<(FdtNode, uint), bool> _streamFaults = [];
     readonly Dictionary<FdtNode, IMsiDomain?> _msiDrivers = [];
     readonly Dictionary<FdtNode, string> _driverErrors = [];
     GicV3HostDriver? _v3;
@@ -70,18 +74,46 @@ public sealed class IsolationProbes
     int _smmuCount;
     uint _nextVictimKey = 0x4000_0000;
 
+    /// <summary>User memory of the probing process (after the tables and the DMA scratch area).</summary>
+    const ulong UserPool = 0x10_0000;
+    readonly VfioHost _vfio, _vfioUnsafe;
+    UserAddressSpace? _user;
+    ulong _userPage;
+    VfioProcess? _process;
+    int _nextGroup = 1;
+    int? _setIommu;
+    readonly Dictionary<(FdtNode, uint, bool), (bool Fault, int SetIommu)> _streamResults = [];
+
     IsolationProbes(DtBoard board)
     {
         _b = board;
         _scratch = board.RamBase + DtBoard.TableArea;
         _sentinel = _scratch + 0x10_0000;
+        // VFIO of today's kernel, and the same with vfio_iommu_type1.allow_unsafe_interrupts=1 (what an attacker whose
+        // group VFIO refused would set to proceed)
+        _vfio = new VfioHost() { Trace = board.Machine.Trace };
+        _vfioUnsafe = new VfioHost(new VfioOptions { AllowUnsafeInterrupts = true }) { Trace = board.Machine.Trace };
+    }
+
+    /// <summary>The probing process's memory (created on first use: only a board with enough RAM gets there).</summary>
+    UserAddressSpace User()
+    {
+        if (_user is not null) return _user;
+        _user = new UserAddressSpace(_b.Bus, new PhysPageAllocator(_b.RamBase + DtBoard.TableArea + DtBoard.ScratchArea, UserPool, _b.Bus));
+        _userPage = _user.MapAnonymous(0x1000);
+        return _user;
     }
 
     /// <summary>Builds the board and runs every probe. Never throws for anything the tree says.</summary>
-    public static ExecutedAudit Run(Fdt fdt, string name)
+    public static ExecutedAudit Run(Fdt fdt, string name) => Run(fdt, name, 0);
+
+    /// <summary>As <see cref="Run(Fdt, string)"/>, with the board's trace categories in <paramref name="traceMask"/> on
+    /// (e.g. vfio* to see the probing process's VFIO calls in <c>Board.Machine.Trace</c>).</summary>
+    public static ExecutedAudit Run(Fdt fdt, string name, ulong traceMask)
     {
         var audit = IsolationAudit.Audit(fdt, name);
         var board = DtBoard.Build(fdt, audit);
+        board.Machine.Trace.Mask = traceMask;
         var p = new IsolationProbes(board);
         var results = new List<ProbeResult>();
         foreach (var m in audit.Masters)
@@ -95,17 +127,34 @@ public sealed class IsolationProbes
     ProbeResult Probe(MasterAudit m, RidRange? r)
     {
         var verdict = r?.Verdict ?? m.Verdict;
-        var (attempts, faults, landed, dmaNotRun) = BoardRamOk() ? ProbeDma(m, r) : (0, 0, 0, "no RAM on the board");
+        // MSI first: the host MSI domain the probe allocated from says whether the group's MSIs are isolated
+        // (IRQ_DOMAIN_FLAG_ISOLATED_MSI), which is what VFIO's SET_IOMMU then decides on.
         var (sprayed, forged, victims, via, msiNotRun, isolatedFlag) = BoardRamOk() ? ProbeMsi(m, r) : (0, 0, 0, null, "no RAM on the board for the interrupt tables", false);
+        _setIommu = null;
+        var (attempts, faults, landed, dmaNotRun) = BoardRamOk() ? ProbeDma(m, r, isolatedFlag) : (0, 0, 0, "no RAM on the board");
         var translated = verdict != AssignmentVerdict.NoIommu;
-        var attaches = translated && isolatedFlag;
-        var decision = !translated ? "VFIO: no IOMMU group (vfio cannot bind)"
-            : attaches ? "VFIO: attaches (MSI domain flagged isolated)"
-            : "VFIO: SET_IOMMU -EPERM unless allow_unsafe_interrupts=1";
+        bool attaches;
+        string decision;
+        if (!translated) { attaches = false; decision = "VFIO: no IOMMU group (vfio cannot bind)"; }
+        else if (_setIommu is { } rc)
+        {
+            // what type1's VFIO_SET_IOMMU returned for this group (the DMA probe ran in that container)
+            attaches = rc == 0;
+            decision = rc == 0 ? "VFIO: attaches (MSI domain flagged isolated)"
+                : rc == -Errno.EPERM ? "VFIO: SET_IOMMU -EPERM unless allow_unsafe_interrupts=1"
+                : $"VFIO: SET_IOMMU -{Errno.Name(rc)}";
+        }
+        else
+        {
+            // no IOMMU model to attach to: type1's rule applied to the MSI domain's flag, not run
+            attaches = isolatedFlag;
+            decision = attaches ? "VFIO: attaches (MSI domain flagged isolated; rule, IOMMU not modelled)"
+                : "VFIO: SET_IOMMU -EPERM unless allow_unsafe_interrupts=1 (rule, IOMMU not modelled)";
+        }
         return new ProbeResult(m, r, verdict, attempts, faults, landed, dmaNotRun, sprayed, forged, victims, via, msiNotRun, attaches, decision);
     }
 
-    bool BoardRamOk() => _b.RamSize >= DtBoard.TableArea + DtBoard.ScratchArea;
+    bool BoardRamOk() => _b.RamSize >= DtBoard.TableArea + DtBoard.ScratchArea + UserPool;
 
     static uint[] Samples(uint first, uint last)
     {
@@ -116,7 +165,7 @@ public sealed class IsolationProbes
 
     // ---------------- DMA ----------------
 
-    (int, int, int, string?) ProbeDma(MasterAudit m, RidRange? r)
+    (int, int, int, string?) ProbeDma(MasterAudit m, RidRange? r, bool isolatedMsi)
     {
         if (r is not null)
         {
@@ -125,10 +174,10 @@ public sealed class IsolationProbes
             var sids = new List<uint>();
             foreach (var rid in Samples(r.First, r.Last))
                 if (map?.Map(rid, out _, out var sid) == IdMapResult.Matched) sids.Add(sid);
-            return Translated(r.Iommu, sids);
+            return Translated(r.Iommu, sids, isolatedMsi);
         }
         if (m.Verdict == AssignmentVerdict.NoIommu || m.Iommus.Count == 0) return Untranslated(1);
-        return Translated(m.Iommus[0], m.StreamIds.Take(4).ToList());
+        return Translated(m.Iommus[0], m.StreamIds.Take(4).ToList(), isolatedMsi);
     }
 
     (int, int, int, string?) Untranslated(int count)
@@ -143,7 +192,7 @@ public sealed class IsolationProbes
         return (count, 0, landed, null);
     }
 
-    (int, int, int, string?) Translated(IommuInfo iommu, List<uint> sids)
+    (int, int, int, string?) Translated(IommuInfo iommu, List<uint> sids, bool isolatedMsi)
     {
         var v3 = _b.SmmuV3s.GetValueOrDefault(iommu.Node);
         var v2 = _b.SmmuV2s.GetValueOrDefault(iommu.Node);
@@ -160,51 +209,124 @@ public sealed class IsolationProbes
         Span<byte> v = stackalloc byte[8];
         foreach (var sid in sids)
         {
-            if (_streamFaults.TryGetValue((iommu.Node, sid), out var knownFault)) { if (knownFault) faults++; else landed++; continue; }
-            bool fault;
+            // the same StreamID with the same MSI isolation behaves the same in every range that reaches it
+            if (_streamResults.TryGetValue((iommu.Node, sid, isolatedMsi), out var known))
+            {
+                _setIommu ??= known.SetIommu;
+                if (known.Fault) faults++; else landed++;
+                continue;
+            }
             var dev = new IommuDevice($"probe-{sid:x}", [sid]);
-            IommuDomain? domain = null;
-            var probed = false;
+            try { driver.ProbeDevice(dev); }
+            catch (IommuException e)
+            {
+                // arm_smmu_probe_device refuses a StreamID wider than the SMMU implements: no group, nothing to attack
+                unprobeable++;
+                firstError ??= e.Message;
+                continue;
+            }
+            bool fault;
+            int setIommu;
             try
             {
-                try { driver.ProbeDevice(dev); }
-                catch (IommuException e)
+                // The user's side, through VFIO: a container with the device's group, VFIO_SET_IOMMU (type1 decides on the
+                // group's MSI isolation; when it refuses, the attacker is a host with allow_unsafe_interrupts=1), one
+                // page MAP_DMA'd at MappedIova; then the device writes to an IOVA the container never mapped.
+                var group = new ProbeGroup(_nextGroup++, driver, dev, isolatedMsi);
+                var rc = Attach(_vfio, group, out var container);
+                _setIommu ??= rc;
+                setIommu = rc;
+                if (rc == -Errno.EPERM)
                 {
-                    // arm_smmu_probe_device refuses a StreamID wider than the SMMU implements: no group, nothing to attack
-                    unprobeable++;
-                    firstError ??= e.Message;
-                    continue;
+                    _process!.CloseAll();
+                    rc = Attach(_vfioUnsafe, group, out container);
                 }
-                probed = true;
-                domain = driver.AllocateDomain(IommuDomainType.Unmanaged);
-                driver.AttachDevice(domain, dev);
-                domain.Map(MappedIova, _scratch, 0x1000, IoProt.Read | IoProt.Write);
+                if (rc != 0) return (0, 0, 0, $"VFIO: SET_IOMMU -{Errno.Name(rc)}");
+                var map = new byte[32];
+                System.Runtime.InteropServices.MemoryMarshal.Write(map, new VfioIommuType1DmaMap
+                { Argsz = 32, Flags = VfioDmaFlags.MapRead | VfioDmaFlags.MapWrite, Vaddr = _userPage, Iova = MappedIova, Size = 0x1000 });
+                var mr = _process!.Ioctl(container, VfioIoctl.IommuMapDma, map);
+                if (mr != 0) { _process.CloseAll(); return (0, 0, 0, $"VFIO: MAP_DMA -{Errno.Name(mr)}"); }
                 var before = Faults(driver);
                 IMemoryPort port = v3 is not null ? v3.CreateStreamPort(sid) : v2!.CreateStreamPort(sid);
                 BitConverter.TryWriteBytes(v, 0x5AFE_5AFE_5AFE_5AFEUL + sid);
                 Clear(_sentinel);
                 port.Write(_sentinel, v, BusAttributes.FromDevice(sid)); // IOVA never mapped = the sentinel's physical address
                 fault = !Landed(_sentinel, 0x5AFE_5AFE_5AFE_5AFEUL + sid) && Faults(driver) > before;
+                _process.CloseAll(); // closing the files detaches the group and unmaps, as process exit does
             }
             catch (IommuException e)
             {
                 return (0, 0, 0, $"{kind} driver: " + e.Message);
             }
+            catch (ArgumentException e)
+            {
+                return (0, 0, 0, "VFIO process memory: " + e.Message);
+            }
             finally
             {
-                // Each probe device goes away again (arm-smmu has few SMRs and context banks).
-                try
-                {
-                    if (probed) driver.ReleaseDevice(dev);
-                    if (domain is not null) driver.FreeDomain(domain);
-                }
-                catch (IommuException) { }
+                try { driver.ReleaseDevice(dev); } catch (IommuException) { }
             }
-            _streamFaults[(iommu.Node, sid)] = fault;
+            _streamResults[(iommu.Node, sid, isolatedMsi)] = (fault, setIommu);
             if (fault) faults++; else landed++;
         }
         if (unprobeable == sids.Count && sids.Count > 0) return (0, 0, 0, $"{kind} driver: {firstError}");
         return (sids.Count - unprobeable, faults, landed, null);
+    }
+
+    /// <summary>open /dev/vfio/vfio and the group, VFIO_GROUP_SET_CONTAINER, VFIO_SET_IOMMU(TYPE1v2): SET_IOMMU's result.</summary>
+    int Attach(VfioHost host, ProbeGroup group, out int container)
+    {
+        var vg = host.AddGroup(group);
+        _process = new VfioProcess(host, User());
+        container = _process.OpenContainer();
+        var g = _process.OpenGroup(vg.Id);
+        if (g < 0) return g;
+        var r = _process.Ioctl(g, VfioIoctl.GroupSetContainer, BitConverter.GetBytes(container));
+        return r != 0 ? r : _process.Ioctl(container, VfioIoctl.SetIommu, VfioExtension.Type1v2Iommu);
+    }
+
+    /// <summary>The probe device's IOMMU group as VFIO sees it: the driver's paging domains, the device's reserved regions,
+    /// and whether its MSI domain isolates (what type1's SET_IOMMU checks). Detaching frees the domain, as the last
+    /// user of an arm-smmu domain does (context banks and SMRs are few).</summary>
+    sealed class ProbeGroup(int id, IIommuDriver driver, IommuDevice device, bool isolatedMsi) : IVfioIommuGroup
+    {
+        public int Id { get; } = id;
+        public bool HasIsolatedMsi { get; } = isolatedMsi;
+        public bool SystemHasIsolatedMsiDomain => HasIsolatedMsi;
+
+        public IReadOnlyList<IommuReservedRegion> ReservedRegions =>
+            [.. driver.GetReservedRegions(device).Select(r => new IommuReservedRegion(r.Start, r.Length, r.Type switch
+            {
+                ReservedRegionType.Direct => IommuResvType.Direct,
+                ReservedRegionType.DirectRelaxable => IommuResvType.DirectRelaxable,
+                ReservedRegionType.Reserved => IommuResvType.Reserved,
+                ReservedRegionType.Msi => IommuResvType.Msi,
+                _ => IommuResvType.SwMsi,
+            }))];
+
+        public IVfioIommuDomain? AllocateDomain()
+        {
+            try { return new SmmuVfioDomain(driver.AllocateDomain(IommuDomainType.Unmanaged)); }
+            catch (IommuException) { return null; }
+        }
+
+        public int Attach(IVfioIommuDomain domain)
+        {
+            if (domain is not SmmuVfioDomain d) return -Errno.EINVAL;
+            try { driver.AttachDevice(d.Domain, device); return 0; }
+            catch (IommuException e) { return -e.Errno; }
+        }
+
+        public void Detach(IVfioIommuDomain domain)
+        {
+            try
+            {
+                driver.AttachDevice(driver.AllocateDomain(IommuDomainType.Blocked), device);
+                if (domain is SmmuVfioDomain d) driver.FreeDomain(d.Domain);
+            }
+            catch (IommuException) { }
+        }
     }
 
     /// <summary>Fault records the driver has read so far: SMMUv3 event records (event queue drained), SMMUv2 context and
