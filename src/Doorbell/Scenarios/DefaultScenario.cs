@@ -35,7 +35,7 @@ public static class BuiltinScenarios
         ("isolation-its", "isolation demonstration: forged MSIs on an ITS board stay in the forger's ITT", () => [new MsiIsolationStep(its: true)]),
         ("isolation-gicv2m", "isolation demonstration: forged MSIs on a GICv2m board raise the victim's vectors", () => [new MsiIsolationStep(its: false)]),
         (IsolationErasScenario.Name, "SMMUv2 boards (Juno-like, ThunderX-like, ITS + GICv2m) through the isolation-policy eras: board x era -> accepted? forged?", () => [new IsolationErasStep()]),
-        ("strict-careless", "strict mode: a careless SMMUv3 driver caught (missing CMD_SYNC, stale STE, page freed without TLBI)", () => [new CarelessDriverStep()]),
+        ("strict-careless", "strict mode: a careless SMMUv3 driver caught (missing CMD_SYNC, stale STE, page freed without TLBI, table freed without TLBI)", () => [new CarelessDriverStep()]),
     ];
 
     /// <summary>Names and descriptions, default first.</summary>

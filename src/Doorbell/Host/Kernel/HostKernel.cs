@@ -274,7 +274,7 @@ public sealed class HostKernel
     /// <summary>Registers every group with a new VFIO core and binds its devices (vfio-pci / vfio-platform).</summary>
     public VfioHost BuildVfio(VfioOptions? options = null)
     {
-        var host = new VfioHost(options);
+        var host = new VfioHost(options) { Trace = Machine.Trace };
         // Replaying the 2013–14 policy era means running that era's IOMMU drivers: arm-smmu (and arm-smmu-v3 until
         // 4.11) claimed IOMMU_CAP_INTR_REMAP.
         var claim = host.Options.IsolationEra == IsolationPolicyEra.Era2013;
