@@ -17,7 +17,8 @@ public interface IVmmMmioExit
 
 /// <summary>
 /// A virtual machine (KVM's role): guest physical memory as memslots over the VMM's memory, vCPUs, the in-kernel
-/// interrupt controller (vGICv3 with vITSs — the ITS engine over guest memory targeting vCPUs), GSI routing, irqfds
+/// interrupt controller (vGICv3 with vITSs — the ITS engine over guest memory targeting vCPUs — or vGICv2 with a
+/// GICv2m frame), GSI routing, irqfds
 /// with resamplefds, and KVM_SIGNAL_MSI. Guest accesses resolve memslot → in-kernel device (KVM_MMIO_BUS) → MMIO exit to
 /// the VMM. Ioctl-shaped methods return 0 / a positive count or a negative errno as KVM's uAPI does.
 /// Threading: a VM is owned by the thread of the event loop that runs the machine; an irqfd is woken on the thread

@@ -10,8 +10,8 @@ namespace Doorbell.Tests.Kvm;
 
 /// <summary>
 /// An assigned device in a guest, end to end on the real stack: the host kernel boots qemu-virt (SMMUv3, GICv3 + ITS),
-/// a VMM process creates a VM and maps guest RAM into its VFIO container at IOVA = GPA, and a guest driver on vCPU 0
-/// drives the multi-queue DMA device: DMA through the physical SMMU into guest RAM, MSI-X through SMMU → physical ITS →
+/// a VMM process creates a VM and maps guest RAM into its VFIO container at IOVA = GPA, and the guest kernel on vCPU 0
+/// (Doorbell's own GIC/ITS drivers, PCI enumeration over the VMM's ECAM, the shared mq-dma driver) drives the device: DMA through the physical SMMU into guest RAM, MSI-X through SMMU → physical ITS →
 /// host LPI → VFIO eventfd → irqfd → vITS → vCPU → guest handler.
 /// </summary>
 public class GuestDeviceTests

@@ -331,4 +331,35 @@ public class GuestKernelTests
         Assert.Equal(0u, edu.IrqStatus);
         vmm.Dispose();
     }
+
+    [Fact]
+    public void One_driver_two_machines_the_guests_mq_dma_driver_also_drives_the_device_on_the_host()
+    {
+        var (m, models) = HostKernel.CreateBoard(new QemuVirtOptions());
+        m.AddPci(new MultiQueueDmaDevice(4));
+        var k = HostKernel.Boot(m, models);
+        var f = k.FindFunction("0000:00:01.0")!;
+        // iommu.passthrough for this device: an identity domain (bypass STE), so a DMA address is a host physical address.
+        var identity = k.Smmu.AllocateDomain(Doorbell.Host.Iommu.IommuDomainType.Identity);
+        k.Smmu.AttachDevice(identity, f.IommuDevice);
+        var drv = new MqDmaDriver(k.Bus, k.Pci, k.MsiDomain, k.Irqs, k.UserPages, f.Enumerated, f.DeviceId);
+        Assert.Equal(0, drv.Probe());
+        Assert.All(drv.Vectors!.Vectors, v => Assert.Equal(k.Machine.Map.GitsTranslater, v.Message.Address)); // the host's own ITS
+        var done = new List<(int Queue, ulong Cookie, uint Status)>();
+        drv.Completed = (q, c, st, _) => done.Add((q, c, st));
+        Assert.True(k.UserPages.TryAllocate(0x1000, out var src));
+        Assert.True(k.UserPages.TryAllocate(0x1000, out var dst));
+        var data = new byte[0x400];
+        new Random(3).NextBytes(data);
+        Assert.Equal(BusStatus.Ok, k.Bus.Write(src, data, BusAttributes.Cpu));
+        for (var q = 0; q < 4; q++) Assert.Equal(0, drv.Submit(q, src + (ulong)q * 0x100, dst + (ulong)q * 0x100, 0x100, (ulong)q));
+        k.ServiceInterrupts();
+        Assert.Equal([(0, 0UL, 0u), (1, 1UL, 0u), (2, 2UL, 0u), (3, 3UL, 0u)], done.OrderBy(d => d.Queue));
+        var got = new byte[0x400];
+        Assert.Equal(BusStatus.Ok, k.Bus.Read(dst, got, BusAttributes.Cpu));
+        Assert.Equal(data, got);
+        Assert.All(Enumerable.Range(0, 4), q => Assert.Equal(1, drv.InterruptsTaken(q)));
+        drv.Remove();
+        Assert.Null(drv.Vectors);
+    }
 }
