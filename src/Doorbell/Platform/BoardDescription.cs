@@ -8,8 +8,9 @@ using YamlDotNet.Serialization.NamingConventions;
 
 namespace Doorbell.Platform;
 
-// Known limits: the address map is qemu-virt's (GIC, SMMU, ECAM and windows at their QEMU places); a description
-// chooses RAM size, GIC and IOMMU kind, CPUs, the PCIe tree, platform devices and the id maps. Bus numbers are
+// Known limits: the address map is one of the named maps (qemu-virt by default; juno-r1 and thunderx-cn88xx from the
+// real platforms' device trees, Platform/RealPlatformMaps), not described address by address; a description
+// chooses it, RAM size, GIC and IOMMU kind, CPUs, the PCIe tree, platform devices and the id maps. Bus numbers are
 // not described: software (firmware or the host driver) programs them, as on hardware.
 
 /// <summary>
@@ -35,6 +36,8 @@ namespace Doorbell.Platform;
 public sealed class BoardDescription
 {
     public string Name { get; set; } = "custom";
+    /// <summary>The address map: qemu-virt (the default), juno-r1 or thunderx-cn88xx.</summary>
+    public string? AddressMap { get; set; }
     public string Ram { get; set; } = "512M";
     public int Cpus { get; set; } = 1;
     public GicDescription Gic { get; set; } = new();
@@ -175,8 +178,11 @@ public sealed class BoardDescription
             "gicv2m" => Doorbell.Platform.MsiParent.GicV2m,
             var k => throw new FormatException($"msi-parent '{k}' is unknown (its, gicv2m)"),
         };
+        var map = AddressMap is null ? PlatformMap.QemuVirt
+            : PlatformMap.ByName(AddressMap) ?? throw new FormatException($"address-map '{AddressMap}' is unknown (qemu-virt, juno-r1, thunderx-cn88xx)");
         return new QemuVirtOptions
         {
+            Map = map,
             Name = Name, GicVersion = Gic.Version, Its = Gic.Its, Iommu = iommu, RamSize = Num(Ram), Cpus = Cpus,
             SmmuV2 = v2, GicV2mWithGicV3 = Gic.Version == 3 && Gic.V2m, PciMsiParent = parent,
         };

@@ -20,6 +20,8 @@ public sealed class ServeOptions
     public required string SocketPath { get; init; }
     public string? BoardFile { get; init; }
     public bool AllowUnsafeInterrupts { get; init; }
+    /// <summary>Which kernel's interrupt-isolation check VFIO type1 applies (`--isolation-era`; today's by default).</summary>
+    public IsolationPolicyEra IsolationEra { get; init; } = IsolationPolicyEra.Today;
     public bool Strict { get; init; }
     /// <summary>Where connection and fault lines go (stderr by default).</summary>
     public TextWriter Log { get; init; } = Console.Error;
@@ -43,6 +45,7 @@ public sealed class DoorbellServer : IDisposable
     readonly Thread _acceptThread;
     readonly int _listenFd;
     int _reportedStrict;
+    int _reportedV2Faults;
     volatile bool _stopping;
 
     public DoorbellServer(ServeOptions options)
@@ -51,7 +54,7 @@ public sealed class DoorbellServer : IDisposable
         _options = options;
         _strict = new StrictMonitor { Enabled = options.Strict };
         (_kernel, _aperture) = ServeBoard.Boot(options.BoardFile, _strict);
-        _vfio = _kernel.BuildVfio(new VfioOptions { AllowUnsafeInterrupts = options.AllowUnsafeInterrupts });
+        _vfio = _kernel.BuildVfio(new VfioOptions { AllowUnsafeInterrupts = options.AllowUnsafeInterrupts, IsolationEra = options.IsolationEra });
         if (options.Trace is { } patterns) StartTrace(patterns);
         SysfsRoot = options.SocketPath + ".sysfs";
         SysfsTree.Write(SysfsRoot, _kernel);
@@ -154,6 +157,13 @@ public sealed class DoorbellServer : IDisposable
             SmmuEventCount++;
             Log.WriteLine($"doorbell serve: SMMU event: {e}");
         }
+        // arm-smmu (SMMUv2 boards): the faults its global and context fault handlers read, as it prints them.
+        if (_kernel.SmmuV2Driver is { } v2)
+            for (; _reportedV2Faults < v2.Faults.Count; _reportedV2Faults++)
+            {
+                SmmuEventCount++;
+                Log.WriteLine($"doorbell serve: SMMU {v2.Faults[_reportedV2Faults]}");
+            }
         for (; _reportedStrict < _strict.Violations.Count; _reportedStrict++)
             Log.WriteLine($"doorbell serve: strict: {_strict.Violations[_reportedStrict]}");
     }
@@ -461,7 +471,7 @@ internal sealed class ClientSession
         var vaddr = BinaryPrimitives.ReadUInt64LittleEndian(arg[8..]);
         var size = BinaryPrimitives.ReadUInt64LittleEndian(arg[24..]);
         if ((flags & (VfioDmaFlags.MapRead | VfioDmaFlags.MapWrite)) == 0 || (flags & VfioDmaFlags.MapVaddr) != 0) return;
-        if (size == 0 || ((vaddr | size) & 4095) != 0 || vaddr + size < vaddr || size > ClientMemoryAperture.Size / 4) return;
+        if (size == 0 || ((vaddr | size) & 4095) != 0 || vaddr + size < vaddr || size > _server.Aperture.Size / 4) return;
         if (p.Memory.RangeInfo(vaddr, size, out _)) return; // already described (or a BAR mapping)
         var overLimit = !p.CapIpcLock && p.LockedPages + size / 4096 > p.MemlockLimitBytes / 4096;
         if (!overLimit && !(ServerNative.RangeMapped(Pid, vaddr, size, (flags & VfioDmaFlags.MapWrite) != 0) ?? ServerNative.ProbeProcess(Pid, vaddr, size))) return;

@@ -185,15 +185,26 @@ public sealed class HostKernel
         {
             var drv = SmmuV2Driver.Probe(new BusSmmuHostAccess(bus, map.Smmu), bus,
                 new PhysPageAllocator(layout.SmmuTables, layout.SmmuTablesSize, bus));
-            // request_irq for the global fault line and every context interrupt (level-triggered SPIs).
-            var first = 32 + map.SmmuV2FirstSpi;
-            irqs.Request(first, (_, _) => drv.HandleGlobalInterrupt());
-            EnableLevelSpi(v3, v2, first);
+            // request_irq for the global fault line and every context interrupt (level-triggered SPIs). Where the
+            // board wires several onto one SPI (Juno: all on one; ThunderX: the contexts on one) the handlers share
+            // it, as arm-smmu's IRQF_SHARED requests do: each runs when the line is taken.
+            var handlers = new SortedDictionary<int, List<Action>>();
+            void Add(int intid, Action h)
+            {
+                if (!handlers.TryGetValue(intid, out var l)) handlers[intid] = l = [];
+                l.Add(h);
+            }
+            Add(32 + map.SmmuV2FirstSpi, () => drv.HandleGlobalInterrupt());
             for (var i = 0; i < smmu2.Options.ContextInterrupts; i++)
             {
                 var index = i;
-                irqs.Request(first + 1 + i, (_, _) => drv.HandleContextInterrupt(index));
-                EnableLevelSpi(v3, v2, first + 1 + i);
+                Add(32 + map.SmmuV2ContextSpiOf(i), () => drv.HandleContextInterrupt(index));
+            }
+            foreach (var (intid, list) in handlers)
+            {
+                var shared = list.ToArray();
+                irqs.Request(intid, (_, _) => { foreach (var h in shared) h(); });
+                EnableLevelSpi(v3, v2, intid);
             }
             smmu = drv;
         }
@@ -201,7 +212,7 @@ public sealed class HostKernel
             smmu = SmmuV3Driver.Probe(new BusSmmuHostAccess(bus, map.Smmu), bus,
                 new PhysPageAllocator(layout.SmmuTables, layout.SmmuTablesSize, bus));
         else throw new InvalidOperationException("board has no SMMU model");
-        var pci = PciEnumeration.Scan(bus, map.PcieEcam, map.PcieMmio, map.PcieMmioSize);
+        var pci = PciEnumeration.Scan(bus, map.PcieEcam, map.PcieMmio, map.PcieMmioSize, map.PcieMmioHigh, map.PcieMmioHighSize);
         var k = new HostKernel(machine, bus, layout, smmu, irqs, cpus, msi, v3, v2, pci) { MsiDomains = domains };
         k.FormGroups(platform ?? []);
         k.RequestSmmuInterrupts();
