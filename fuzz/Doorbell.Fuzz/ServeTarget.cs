@@ -76,7 +76,7 @@ public sealed partial class ServeTarget : FuzzTarget
     /// <summary>What the inputs reached (so that tests can see success paths are hit, not only rejections).</summary>
     public sealed class Counters
     {
-        public long Successes, Errnos, Disconnects, MalformedDisconnects;
+        public long Successes, Errnos, Disconnects, MalformedDisconnects, DeviceFds;
     }
 
     public Counters Checks { get; } = new();
@@ -107,6 +107,13 @@ public sealed partial class ServeTarget : FuzzTarget
                 }
                 var c = clients[which];
                 packets++;
+                // Mostly, a new client first sets up validly (HELLO, container, group, type1v2, device) so that what
+                // follows reaches the VFIO success paths; each step can still be bent or skipped by the input.
+                if (!c.Hello && c.RemoteFds.Count == 0 && r.Byte() % 4 != 0)
+                {
+                    if (!Prologue(c, server, rx, ref r)) { Close(c); continue; }
+                    continue;
+                }
                 var kind = r.Byte() % 16;
                 if (kind == 0) { Close(c); continue; }     // the client vanishes (perhaps mid-conversation)
                 var (packet, malformed) = kind < 4 ? Malformed(ref r) : WellFormed(c, server, ref r);
@@ -135,6 +142,43 @@ public sealed partial class ServeTarget : FuzzTarget
         AfterAll(server);
         LastPackets = packets;
         _lastLength = input.Length;
+    }
+
+    /// <summary>HELLO, OPEN container, OPEN group, GROUP_SET_CONTAINER, SET_IOMMU(type1v2), GET_DEVICE_FD — the sequence a
+    /// VFIO program starts with (each reply checked like any other). False when the server dropped the client.</summary>
+    bool Prologue(Client c, Server server, byte[] rx, ref Reader r)
+    {
+        var group = (ulong)(server.Instance.Kernel.FindFunction(r.Bit() ? "0000:00:01.0" : "0000:00:02.0")?.Group.Id ?? 0);
+        var steps = 3 + r.Byte() % 4;
+        long container = -1, grp = -1;
+        for (var step = 0; step < steps; step++)
+        {
+            byte[] payload = [];
+            ulong a0 = 0, a1 = 0, a2 = 0;
+            var fd = -1;
+            var op = ServeOp.Ioctl;
+            switch (step)
+            {
+                case 0: op = ServeOp.Hello; a0 = r.Bit() ? ulong.MaxValue : 64UL << 12; a2 = ServeProtocol.Version; break;
+                case 1: op = ServeOp.Open; break;
+                case 2: op = ServeOp.Open; a0 = 1; a1 = group; break;
+                case 3: fd = (int)grp; a0 = VfioIoctl.GroupSetContainer; payload = BitConverter.GetBytes((int)container); break;
+                case 4: fd = (int)container; a0 = VfioIoctl.SetIommu; a1 = 1; a2 = VfioExtension.Type1v2Iommu; break;
+                default: fd = (int)grp; a0 = VfioIoctl.GroupGetDeviceFd; payload = Encoding.ASCII.GetBytes(r.Bit() ? "0000:00:01.0\0" : "0000:00:02.0\0"); break;
+            }
+            var packet = new byte[ServeProtocol.RequestHeader + payload.Length];
+            ServeProtocol.Encode(packet, op, fd, a0, a1, a2, 0, payload);
+            if (ServerNative.Send(c.Fd, packet) < 0) return false;
+            var n = Receive(c.Fd, rx, out var timedOut);
+            if (timedOut) throw new FuzzFinding($"no reply and no disconnect within {ReplyTimeoutMs / 1000} s (set-up step {step})");
+            if (n <= 0) return false;
+            var ret = CheckReply(rx.AsSpan(0, n), packet, c);
+            if (ret >= 0) Checks.Successes++; else Checks.Errnos++;
+            if (step == 1) container = ret;
+            if (step == 2) grp = ret;
+            if (step == 5 && ret >= 0) Checks.DeviceFds++;
+        }
+        return true;
     }
 
     static void Close(Client c)
@@ -167,8 +211,9 @@ public sealed partial class ServeTarget : FuzzTarget
         var op = (ServeOp)BinaryPrimitives.ReadUInt32LittleEndian(request);
         if (ret < -133) throw new FuzzFinding($"{op} returned {ret}: not a Linux errno");
         if (op == ServeOp.Hello && ret == 0) c.Hello = true;
+        if (op == ServeOp.Open && ret >= 0) c.RemoteFds.Add((int)ret);
         // Descriptors the server hands out (OPEN, GET_DEVICE_FD) are what later requests aim at.
-        if (ret is >= 0 and < 1 << 20 && (op == ServeOp.Open || (op == ServeOp.Ioctl && BinaryPrimitives.ReadUInt64LittleEndian(request.AsSpan(8)) == VfioIoctl.GroupGetDeviceFd)))
+        if (ret is >= 0 and < 1 << 20 && ((op == ServeOp.Ioctl && BinaryPrimitives.ReadUInt64LittleEndian(request.AsSpan(8)) == VfioIoctl.GroupGetDeviceFd)))
             c.RemoteFds.Add((int)ret);
         return ret;
     }
