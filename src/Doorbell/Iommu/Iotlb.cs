@@ -79,6 +79,8 @@ public sealed class Iotlb
     const int MaxScopes = 1 << 16; // beyond: everything is invalidated and the scope tables restart (over-invalidation is allowed)
 
     readonly int _ways;
+    /// <summary>Eight ways compared as two 256-bit vectors.</summary>
+    readonly bool _vector8;
     readonly int _setShift;
     readonly ulong[] _tags;      // ((InputBase >> size) << 6) | size; 0 = empty way
     readonly TlbEntry[] _entries;
@@ -134,6 +136,7 @@ public sealed class Iotlb
         if (sets < 2 || !BitOperations.IsPow2(sets)) throw new ArgumentOutOfRangeException(nameof(sets), "sets must be a power of two >= 2");
         if (ways is < 1 or > 16) throw new ArgumentOutOfRangeException(nameof(ways), "ways must be 1..16");
         _ways = ways;
+        _vector8 = ways == 8 && Vector256.IsHardwareAccelerated;
         _setShift = 64 - BitOperations.Log2((uint)sets);
         _tags = new ulong[sets * ways];
         _entries = new TlbEntry[sets * ways];
@@ -258,23 +261,105 @@ public sealed class Iotlb
     /// <summary>Finds the entry translating <paramref name="input"/> (the walker's <see cref="PageTableWalker.TlbInput"/> form) for the VMID and ASID. Allocates nothing.</summary>
     public bool TryLookup(ushort vmid, ushort asid, ulong input, out TlbEntry entry)
     {
+        ref var e = ref Find(vmid, asid, input);
+        if (Unsafe.IsNullRef(ref e))
+        {
+            entry = default;
+            return false;
+        }
+        entry = e;
+        return true;
+    }
+
+    /// <summary>
+    /// The lookup without a copy: the live entry translating <paramref name="input"/>, or a null reference on a miss
+    /// (test with <see cref="Unsafe.IsNullRef{T}(ref readonly T)"/>). Counts the hit or miss as <see cref="TryLookup"/> does.
+    /// The reference is valid until the next insert or invalidation.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref TlbEntry Find(ushort vmid, ushort asid, ulong input)
+    {
+        // Kept small so callers inline it: the MRU way, then one set when one block size is in use (the common case).
+        ref var entries = ref MemoryMarshal.GetArrayDataReference(_entries);
         var mru = _mru;
         if (mru >= 0)
         {
             // Every invalidation forgets the MRU way, so it is live whenever set.
-            ref var m = ref _entries[mru];
+            ref var m = ref Unsafe.Add(ref entries, mru);
             if (input - m.InputBase <= m.OffsetMask && m.Vmid == vmid && (m.Global || m.Asid == asid))
             {
-                _referenced[mru] = 1;
+                Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_referenced), mru) = 1;
                 Hits++;
-                entry = m;
-                return true;
+                return ref m;
             }
         }
         var sizes = _sizesInUse;
-        ref var tags = ref MemoryMarshal.GetArrayDataReference(_tags);
+        if (_vector8 && sizes != 0 && (sizes & (sizes - 1)) == 0)
+        {
+            var tag = Tag(input, BitOperations.TrailingZeroCount(sizes));
+            var b = SetBase(tag, vmid);
+            ref var tags = ref MemoryMarshal.GetArrayDataReference(_tags);
+            var t = Vector256.Create(tag);
+            var match = Vector256.Equals(Vector256.LoadUnsafe(ref tags, (nuint)b), t).ExtractMostSignificantBits()
+                        | (Vector256.Equals(Vector256.LoadUnsafe(ref tags, (nuint)(b + 4)), t).ExtractMostSignificantBits() << 4);
+            if (match != 0 && (match & (match - 1)) == 0)
+            {
+                var i = b + BitOperations.TrailingZeroCount(match);
+                ref var e = ref Unsafe.Add(ref entries, i);
+                if (e.Vmid == vmid && (e.Global || e.Asid == asid) && e.InsertTick == _tick)
+                {
+                    Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_referenced), i) = 1;
+                    _mru = i;
+                    Hits++;
+                    return ref e;
+                }
+            }
+        }
+        return ref FindInSets(vmid, asid, input);
+    }
+
+    /// <summary>
+    /// As <see cref="Find(ushort, ushort, ulong)"/>, first trying the way <paramref name="hint"/> names (a caller's
+    /// per-context lookup hint, e.g. <see cref="TranslationContext"/>'s): a hint is only an index, every hit through it
+    /// is checked as a set probe would check it (occupied, covering the input, same tags, live), so a stale hint costs
+    /// a probe and never a wrong answer. The hint is updated to the way found.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref TlbEntry Find(ref int hint, ushort vmid, ushort asid, ulong input)
+    {
+        var h = hint;
+        var entries = _entries;
+        if ((uint)h < (uint)entries.Length)
+        {
+            ref var e = ref entries[h];
+            if (input - e.InputBase <= e.OffsetMask && e.Vmid == vmid && (e.Global || e.Asid == asid)
+                && Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_tags), h) != 0 && e.InsertTick == _tick)
+            {
+                Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_referenced), h) = 1;
+                Hits++;
+                return ref e;
+            }
+        }
+        return ref FindAndHint(ref hint, vmid, asid, input);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    ref TlbEntry FindAndHint(ref int hint, ushort vmid, ushort asid, ulong input)
+    {
+        ref var e = ref Find(vmid, asid, input);
+        if (!Unsafe.IsNullRef(ref e))
+            hint = (int)(Unsafe.ByteOffset(ref MemoryMarshal.GetArrayDataReference(_entries), ref e) / Unsafe.SizeOf<TlbEntry>());
+        return ref e;
+    }
+
+    /// <summary>Every block size in use, every matching way (several sizes, tag aliases across contexts, entries older than an invalidation).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    ref TlbEntry FindInSets(ushort vmid, ushort asid, ulong input)
+    {
         ref var entries = ref MemoryMarshal.GetArrayDataReference(_entries);
-        var vector = _ways == 8 && Vector256.IsHardwareAccelerated;
+        var sizes = _sizesInUse;
+        ref var tags = ref MemoryMarshal.GetArrayDataReference(_tags);
+        var vector = _vector8;
         while (sizes != 0)
         {
             var s = BitOperations.TrailingZeroCount(sizes);
@@ -293,7 +378,7 @@ public sealed class Iotlb
                     match &= match - 1;
                     ref var e = ref Unsafe.Add(ref entries, i);
                     if (e.Vmid == vmid && (e.Global || e.Asid == asid) && Live(i, ref e))
-                        return Hit(i, ref e, out entry);
+                        return ref Hit(i, ref e);
                 }
                 continue;
             }
@@ -303,21 +388,19 @@ public sealed class Iotlb
                 if (Unsafe.Add(ref tags, i) != tag) continue;
                 ref var e = ref Unsafe.Add(ref entries, i);
                 if (e.Vmid == vmid && (e.Global || e.Asid == asid) && Live(i, ref e))
-                    return Hit(i, ref e, out entry);
+                    return ref Hit(i, ref e);
             }
         }
         Misses++;
-        entry = default;
-        return false;
+        return ref Unsafe.NullRef<TlbEntry>();
     }
 
-    bool Hit(int i, ref TlbEntry e, out TlbEntry entry)
+    ref TlbEntry Hit(int i, ref TlbEntry e)
     {
-        _referenced[i] = 1;
+        Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_referenced), i) = 1;
         _mru = i;
         Hits++;
-        entry = e;
-        return true;
+        return ref e;
     }
 
     /// <summary>Caches a translation. An entry with the same key is replaced; a full set loses its not-recently-used way.</summary>

@@ -27,6 +27,15 @@ public class TranslationContext
     /// </summary>
     public bool StrictChecks { get; set; }
 
+    /// <summary>IOTLB ways this context last hit, one per 4 KiB page index modulo 16: lookup hints only (every use is re-checked).</summary>
+    internal LookupHints Hints;
+
+    [InlineArray(16)]
+    internal struct LookupHints
+    {
+        int _way;
+    }
+
     public void SetConfig(TranslationConfig config, ushort vmid)
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -84,16 +93,51 @@ public sealed class Translator
     public bool Translate(TranslationContext context, ulong input, AccessFlags access, out TlbEntry entry, out TranslationFault fault)
     {
         var key = context.TbiKey ? PageTableWalker.TlbInput(context.Config, input) : input;
-        if (_tlb.TryLookup(context.Vmid, context.Asid, key, out entry))
+        ref var e = ref _tlb.Find(ref context.Hints[(int)(key >> 12) & 15], context.Vmid, context.Asid, key);
+        if (Unsafe.IsNullRef(ref e))
+            return OnMiss(context.Config, context.Vmid, input, access, out entry, out fault);
+        entry = e;
+        if (PageTableWalker.DeniedBy(entry, access) == TranslationStage.None && !context.StrictChecks)
         {
-            if (PageTableWalker.DeniedBy(entry, access) == TranslationStage.None && !context.StrictChecks)
-            {
-                Unsafe.SkipInit(out fault); // read only on failure: not zeroed on the hit path
-                return true;
-            }
-            return OnHit(context.Config, context.Vmid, input, key, access, ref entry, out fault);
+            Unsafe.SkipInit(out fault); // read only on failure: not zeroed on the hit path
+            return true;
         }
-        return OnMiss(context.Config, context.Vmid, input, access, out entry, out fault);
+        return OnHit(context.Config, context.Vmid, input, key, access, ref entry, out fault);
+    }
+
+    /// <summary>
+    /// The fast path for a caller that needs only the output address (a probe, a single-beat access): as
+    /// <see cref="Translate(TranslationContext, ulong, AccessFlags, out TlbEntry, out TranslationFault)"/> but a hit
+    /// copies nothing out of the IOTLB.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TranslateAddress(TranslationContext context, ulong input, AccessFlags access, out ulong output, out TranslationFault fault)
+    {
+        var key = context.TbiKey ? PageTableWalker.TlbInput(context.Config, input) : input;
+        ref var e = ref _tlb.Find(ref context.Hints[(int)(key >> 12) & 15], context.Vmid, context.Asid, key);
+        if (!Unsafe.IsNullRef(ref e) && PageTableWalker.DeniedBy(e, access) == TranslationStage.None && !context.StrictChecks)
+        {
+            output = e.OutputBase | (input & e.OffsetMask);
+            Unsafe.SkipInit(out fault); // read only on failure
+            return true;
+        }
+        return TranslateAddressSlow(context, input, key, access, ref e, out output, out fault);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    bool TranslateAddressSlow(TranslationContext context, ulong input, ulong key, AccessFlags access, ref TlbEntry found, out ulong output, out TranslationFault fault)
+    {
+        bool ok;
+        TlbEntry entry;
+        if (Unsafe.IsNullRef(ref found))
+            ok = OnMiss(context.Config, context.Vmid, input, access, out entry, out fault);
+        else
+        {
+            entry = found;
+            ok = OnHit(context.Config, context.Vmid, input, key, access, ref entry, out fault);
+        }
+        output = ok ? entry.Translate(input) : 0;
+        return ok;
     }
 
     /// <summary>

@@ -15,6 +15,15 @@ public interface IMemoryView : IMemoryPort
     /// <summary>A 64-bit CPU read (a descriptor or table entry fetch).</summary>
     BusStatus ReadU64(ulong address, out ulong value);
     BusStatus WriteU64(ulong address, ulong value);
+    /// <summary>
+    /// A 64-bit read-modify-write of CPU-side state kept in memory (e.g. a pending-table bit): clears the bits of
+    /// <paramref name="clear"/>, then sets those of <paramref name="set"/>. Same result as ReadU64 then WriteU64.
+    /// </summary>
+    BusStatus UpdateU64(ulong address, ulong clear, ulong set)
+    {
+        var s = ReadU64(address, out var v);
+        return s != BusStatus.Ok ? s : WriteU64(address, (v & ~clear) | set);
+    }
     BusStatus ReadU32(ulong address, out uint value);
     BusStatus WriteU32(ulong address, uint value);
     /// <summary>Bulk read that completes what decodes (failed accesses read as zero); returns the first failure.</summary>

@@ -280,6 +280,18 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
         return Write(new PhysAddr(address), 8, value, BusAttributes.Cpu);
     }
 
+    /// <inheritdoc/>
+    public BusStatus UpdateU64(ulong address, ulong clear, ulong set)
+    {
+        if (InFast(address, 8))
+        {
+            _fastStore.UpdateU64(unchecked(address + _fastDelta), clear, set);
+            return BusStatus.Ok;
+        }
+        var s = ReadU64(address, out var v);
+        return s != BusStatus.Ok ? s : WriteU64(address, (v & ~clear) | set);
+    }
+
     public BusStatus ReadU32(ulong address, out uint value)
     {
         var s = Read(new PhysAddr(address), 4, out var v, BusAttributes.Cpu);

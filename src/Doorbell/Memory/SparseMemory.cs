@@ -107,6 +107,13 @@ public sealed class SparseMemory : IRamBacking
             var page = FindPage(address);
             return page is null ? 0 : Unsafe.ReadUnaligned<ulong>(ref page[(int)(address & PageMask)]);
         }
+        return ReadU64Split(address);
+    }
+
+    // Out of line: a stackalloc on the hot path would give every caller a stack cookie and a zeroed frame.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    ulong ReadU64Split(ulong address)
+    {
         Span<byte> tmp = stackalloc byte[8];
         Read(address, tmp);
         return BinaryPrimitives.ReadUInt64LittleEndian(tmp);
@@ -132,9 +139,27 @@ public sealed class SparseMemory : IRamBacking
             Unsafe.WriteUnaligned(ref GetOrAllocatePage(address)[(int)(address & PageMask)], value);
             return;
         }
+        WriteU64Split(address, value);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    void WriteU64Split(ulong address, ulong value)
+    {
         Span<byte> tmp = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(tmp, value);
         Write(address, tmp);
+    }
+
+    /// <summary>64-bit read-modify-write: clears <paramref name="clear"/>, sets <paramref name="set"/>.</summary>
+    public void UpdateU64(ulong address, ulong clear, ulong set)
+    {
+        if ((address & PageMask) <= PageSize - 8)
+        {
+            ref var b = ref GetOrAllocatePage(address)[(int)(address & PageMask)];
+            Unsafe.WriteUnaligned(ref b, (Unsafe.ReadUnaligned<ulong>(ref b) & ~clear) | set);
+            return;
+        }
+        WriteU64Split(address, (ReadU64Split(address) & ~clear) | set);
     }
 
     public void WriteU32(ulong address, uint value)

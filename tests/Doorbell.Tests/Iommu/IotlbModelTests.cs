@@ -24,6 +24,8 @@ public class IotlbModelTests
         var model = new List<E>();
         int[] sizes = [12, 16, 21, 30];
         var lookups = 0;
+        var hints = new int[3 * 4 * 16]; // one lookup hint per (VMID, ASID, page index mod 16), as a TranslationContext keeps
+        var hintedHits = 0;
         for (var step = 0; step < 4000; step++)
         {
             var op = rng.Next(100);
@@ -46,7 +48,22 @@ public class IotlbModelTests
             else if (op < 85)
             {
                 lookups++;
+                if (model.Count > 0 && rng.Next(2) == 0)
+                {
+                    // Half the lookups aim inside a cached block (so hints are set, reused and made stale).
+                    var m = model[rng.Next(model.Count)];
+                    (vmid, asid) = (m.Vmid, m.Global ? asid : m.Asid);
+                    addr = m.In + ((ulong)rng.NextInt64(long.MaxValue) & ((1UL << m.Size) - 1));
+                }
                 var expected = model.FirstOrDefault(x => x.Vmid == vmid && (x.Global || x.Asid == asid) && addr >= x.In && addr - x.In < (1UL << x.Size));
+                // The hinted lookup first (a stale hint must cost a probe, never give a wrong answer), then the plain one.
+                ref var hinted = ref tlb.Find(ref hints[(vmid * 4 + asid) * 16 + (int)((addr >> 12) & 15)], vmid, asid, addr);
+                Assert.Equal(expected is not null, !System.Runtime.CompilerServices.Unsafe.IsNullRef(ref hinted));
+                if (expected is not null)
+                {
+                    Assert.Equal(expected.Out | (addr & ((1UL << expected.Size) - 1)), hinted.Translate(addr));
+                    hintedHits++;
+                }
                 var hit = tlb.TryLookup(vmid, asid, addr, out var got);
                 Assert.Equal(expected is not null, hit);
                 if (expected is not null) Assert.Equal(expected.Out | (addr & ((1UL << expected.Size) - 1)), got.Translate(addr));
@@ -91,6 +108,7 @@ public class IotlbModelTests
         }
         Assert.Equal(0, tlb.Evictions);
         Assert.True(lookups > 1000);
+        Assert.True(hintedHits > 300, $"only {hintedHits} hinted hits");
     }
 
     static Granule GranuleOf(E x) => Granule.Size4K;

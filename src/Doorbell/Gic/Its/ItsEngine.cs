@@ -191,12 +191,18 @@ public sealed class ItsEngine
         var target = icid < targets.Length ? targets[icid] : -1; // an ITE read from memory may hold any ICID
         if (target == -2) target = CollectionTarget(icid);
         if (target < 0) return Drop(ItsDropReason.UnmappedCollection, deviceId, eventId);
-        if (_trace.IsOn(TraceCategory.ItsTranslate)) _trace.Emit(TraceCategory.ItsTranslate, "its", $"DeviceID 0x{deviceId:x} EventID {eventId} -> LPI {intid} (ICID {icid}, cpu{target})");
+        if (_trace.IsOn(TraceCategory.ItsTranslate)) TraceTranslation(deviceId, eventId, intid, icid, target);
         if (!_targets.SetPending(target, intid)) return Drop(ItsDropReason.LpiRejected, deviceId, eventId);
         Translations++;
         return ItsDropReason.None;
     }
 
+    // Out of line: string formatting on the hot path would make every MSI zero its stack frame.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    void TraceTranslation(uint deviceId, uint eventId, uint intid, ushort icid, int target) =>
+        _trace.Emit(TraceCategory.ItsTranslate, "its", $"DeviceID 0x{deviceId:x} EventID {eventId} -> LPI {intid} (ICID {icid}, cpu{target})");
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
     ItsDropReason ResolveSlow(uint deviceId, uint eventId, out uint intid, out ushort icid)
     {
         intid = 0; icid = 0;
@@ -208,6 +214,7 @@ public sealed class ItsEngine
         return ItsDropReason.None;
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     ItsDropReason Drop(ItsDropReason reason, uint deviceId, uint eventId)
     {
         _drops[DropCount % _drops.Length] = new ItsDrop(reason, deviceId, eventId);

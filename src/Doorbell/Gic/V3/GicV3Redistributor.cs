@@ -105,7 +105,8 @@ public sealed class GicV3Redistributor
     public int Cpu { get; }
 
     /// <summary>Pushes a possible new interrupt to this redistributor's PE.</summary>
-    void RaiseCpu() => _gic.CpuInterfaces[Cpu].Target?.Raise();
+    GicV3CpuInterface? _cpuInterface;
+    void RaiseCpu() => (_cpuInterface ??= _gic.CpuInterfaces[Cpu]).Target?.Raise();
     internal IrqBank Private => _ppi;
     public bool LpisEnabled => _enableLpis;
     public bool Awake => !_sleep;
@@ -178,11 +179,8 @@ public sealed class GicV3Redistributor
         {
             // Fast path: the whole pending table is RAM (checked when LPIs were enabled); an aligned 64-bit
             // read-modify-write never crosses a page.
-            var memory = _memory;
-            var addr = _pendBase + (intid >> 6) * 8;
-            memory.ReadU64(addr, out var word);
             var mask = 1UL << (int)(intid & 63);
-            memory.WriteU64(addr, set ? word | mask : word & ~mask);
+            _memory.UpdateU64(_pendBase + (intid >> 6) * 8, set ? 0 : mask, set ? mask : 0);
             return;
         }
         var a = new PhysAddr(_pendBase + intid / 8);
@@ -227,13 +225,16 @@ public sealed class GicV3Redistributor
         ref var s = ref Slot(index);
         if ((s.Flags & FlagPending) != 0 && !ClearedInRam(intid, index, ref s)) return true;
         s.Flags |= FlagPending;
-        if (_gic.Trace.IsOn(TraceCategory.Gicr)) _gic.Trace.Emit(TraceCategory.Gicr, TraceSources.Gicr(Cpu), $"LPI {intid} pending");
+        if (_gic.Trace.IsOn(TraceCategory.Gicr)) TracePending(intid);
         WritePendingBit(intid, true);
         EnsureConfig(ref s, index);
         Link(index, ref s);
         RaiseCpu();
         return true;
     }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    void TracePending(uint intid) => _gic.Trace.Emit(TraceCategory.Gicr, TraceSources.Gicr(Cpu), $"LPI {intid} pending");
 
     /// <summary>Clears LPI pending state (CLEAR, DISCARD, CLRLPIR, acknowledge). True when it was pending.</summary>
     public bool ClearLpiPending(uint intid)

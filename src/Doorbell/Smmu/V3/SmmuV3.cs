@@ -29,6 +29,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
     readonly BusAttributes _ownAttributes;
     readonly Iotlb _iotlb;
     readonly Translator _translator;
+    internal Translator Translator => _translator;
 
     // Register state (IHI 0070 §6.3).
     uint _cr0, _cr1, _cr2, _gbpa = SmmuV3Field.GbpaReset, _irqCtrl, _gerror, _gerrorn;
