@@ -22,6 +22,7 @@ public sealed partial class ServeTarget : FuzzTarget
     public override string Description => "doorbell serve's socket: malformed/truncated/random packets and descriptors from several clients";
 
     const int MaxPackets = 48;
+    static readonly uint MaxOp = (uint)Enum.GetValues<ServeOp>().Max();
     const int ReplyTimeoutMs = 20_000; // wall clock: the machine is shared, and a hang is minutes, not seconds
 
     sealed class Server : IDisposable
@@ -76,7 +77,7 @@ public sealed partial class ServeTarget : FuzzTarget
     /// <summary>What the inputs reached (so that tests can see success paths are hit, not only rejections).</summary>
     public sealed class Counters
     {
-        public long Successes, Errnos, Disconnects, MalformedDisconnects, DeviceFds;
+        public long Successes, Errnos, Disconnects, MalformedDisconnects, DeviceFds, Posted;
     }
 
     public Counters Checks { get; } = new();
@@ -127,9 +128,11 @@ public sealed partial class ServeTarget : FuzzTarget
                     Close(c);
                     continue;
                 }
+                // A posted store has no reply: the next request of this client shows whether the server kept up.
+                if (!malformed && BinaryPrimitives.ReadUInt32LittleEndian(packet) == (uint)ServeOp.MmioWritePosted) { Checks.Posted++; continue; }
                 if (r.Byte() % 12 == 0) { Close(c); continue; }   // gone before the reply
                 var n = Receive(c.Fd, rx, out var timedOut);
-                if (timedOut) throw new FuzzFinding($"no reply and no disconnect within {ReplyTimeoutMs / 1000} s (op {BinaryPrimitives.ReadUInt32LittleEndian(packet.AsSpan())}, {packet.Length} bytes)");
+                if (timedOut) throw new FuzzFinding($"no reply and no disconnect within {ReplyTimeoutMs / 1000} s (op {(packet.Length >= 4 ? BinaryPrimitives.ReadUInt32LittleEndian(packet) : 0)}, {packet.Length} bytes)");
                 if (n <= 0) { Close(c); if (malformed) Checks.MalformedDisconnects++; else Checks.Disconnects++; continue; }      // a clean disconnect
                 if (malformed) throw new FuzzFinding($"a malformed packet ({packet.Length} bytes) got a reply instead of a disconnect");
                 if (CheckReply(rx.AsSpan(0, n), packet, c) >= 0) Checks.Successes++; else Checks.Errnos++;
@@ -261,11 +264,11 @@ public sealed partial class ServeTarget : FuzzTarget
     static (byte[] Packet, bool Malformed) Malformed(ref Reader r)
     {
         var header = new byte[ServeProtocol.RequestHeader + 64];
-        ServeProtocol.Encode(header, (ServeOp)(1 + r.Byte() % 11), r.Byte() % 8, r.U64(), r.U64(), r.U64(), r.U64());
+        ServeProtocol.Encode(header, (ServeOp)(1 + r.Byte() % MaxOp), r.Byte() % 8, r.U64(), r.U64(), r.U64(), r.U64());
         switch (r.Byte() % 5)
         {
             case 0: return (header[..(r.Byte() % ServeProtocol.RequestHeader)], true);                    // truncated header
-            case 1: BinaryPrimitives.WriteUInt32LittleEndian(header, r.Bit() ? 0u : 12u + r.U16()); return (header[..ServeProtocol.RequestHeader], true); // unknown op
+            case 1: BinaryPrimitives.WriteUInt32LittleEndian(header, r.Bit() ? 0u : MaxOp + 1 + r.U16()); return (header[..ServeProtocol.RequestHeader], true); // unknown op
             case 2: BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(44), 1u + r.U16()); return (header[..ServeProtocol.RequestHeader], true);  // reserved bits
             case 3:                                                                                               // length mismatch
                 var actual = r.Byte() % 64;
@@ -284,7 +287,7 @@ public sealed partial class ServeTarget : FuzzTarget
     {
         ServeOp op;
         if (!c.Hello && r.Byte() % 4 != 0) op = ServeOp.Hello;
-        else op = (ServeOp)(1 + r.Byte() % 11);
+        else op = (ServeOp)(1 + r.Byte() % MaxOp);
         var fd = c.RemoteFds.Count > 0 && r.Byte() % 5 != 0 ? c.RemoteFds[r.Byte() % c.RemoteFds.Count] : (int)(sbyte)r.Byte();
         ulong a0 = 0, a1 = 0, a2 = 0, a3 = 0;
         byte[] payload = [];
@@ -317,6 +320,7 @@ public sealed partial class ServeTarget : FuzzTarget
                 break;
             case ServeOp.MmioRead:
             case ServeOp.MmioWrite:
+            case ServeOp.MmioWritePosted:
                 a0 = r.Bit() ? 0x7f00_0000_0000UL + ((ulong)r.U16() << 4) : r.U64(); a1 = (ulong)r.Byte() % 10; a2 = r.U64();
                 break;
             default:
