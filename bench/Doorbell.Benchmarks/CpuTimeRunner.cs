@@ -23,7 +23,7 @@ static class CpuTimeRunner
 
     const int ClockThreadCputimeId = 3;
 
-    static long ThreadNs()
+    internal static long ThreadNs()
     {
         ClockGetTime(ClockThreadCputimeId, out var ts);
         return ts.Sec * 1_000_000_000L + ts.Nsec;

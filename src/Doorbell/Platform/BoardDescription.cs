@@ -8,8 +8,9 @@ using YamlDotNet.Serialization.NamingConventions;
 
 namespace Doorbell.Platform;
 
-// Known limits: the address map is qemu-virt's (GIC, SMMU, ECAM and windows at their QEMU places); a description
-// chooses RAM size, GIC and IOMMU kind, CPUs, the PCIe tree, platform devices and the id maps. Bus numbers are
+// Known limits: the address map is one of the named maps (qemu-virt by default; juno-r1 and thunderx-cn88xx from the
+// real platforms' device trees, Platform/RealPlatformMaps), not described address by address; a description
+// chooses it, RAM size, GIC and IOMMU kind, CPUs, the PCIe tree, platform devices and the id maps. Bus numbers are
 // not described: software (firmware or the host driver) programs them, as on hardware.
 
 /// <summary>
@@ -35,6 +36,8 @@ namespace Doorbell.Platform;
 public sealed class BoardDescription
 {
     public string Name { get; set; } = "custom";
+    /// <summary>The address map: qemu-virt (the default), juno-r1 or thunderx-cn88xx.</summary>
+    public string? AddressMap { get; set; }
     public string Ram { get; set; } = "512M";
     public int Cpus { get; set; } = 1;
     public GicDescription Gic { get; set; } = new();
@@ -72,8 +75,31 @@ public sealed class BoardDescription
         }
         catch (YamlDotNet.Core.YamlException e)
         {
-            throw new FormatException($"board description: {OneLine(e.Message)}", e);
+            throw new FormatException($"board description: line {e.Start.Line}: {Reason(e)}", e);
         }
+    }
+
+    /// <summary>What YamlDotNet says, in the description's own terms (keys, values), without .NET type names or its position suffix.</summary>
+    static string Reason(YamlDotNet.Core.YamlException e)
+    {
+        var m = OneLine(e.InnerException is YamlDotNet.Core.YamlException i ? i.Message : e.Message);
+        var notFound = System.Text.RegularExpressions.Regex.Match(m, "Property '([^']*)' not found on type '[^']*?([A-Za-z]+)'");
+        if (notFound.Success)
+        {
+            var where = notFound.Groups[2].Value switch
+            {
+                "BoardDescription" => "board", "GicDescription" => "gic", "IdMapDescription" => "id-map entry",
+                "PcieNode" => "pcie node", "PlatformDeviceDescription" => "platform device", var t => t,
+            };
+            return $"unknown key '{notFound.Groups[1].Value}' in {where}";
+        }
+        if (m.Contains("No node deserializer", StringComparison.Ordinal) || m.Contains("Exception during deserialization", StringComparison.Ordinal))
+        {
+            var inner = e.InnerException?.InnerException ?? e.InnerException;
+            return inner is FormatException or OverflowException ? $"a value of the wrong kind ({OneLine(inner.Message)})" : "a value of the wrong kind here (a list or mapping where a single value belongs, or the reverse)";
+        }
+        var cut = m.IndexOf("(Line:", StringComparison.Ordinal);
+        return (cut > 0 ? m[..cut] : m).Trim().TrimEnd(':', '.').Trim();
     }
 
     // A key given with no value (`platform:`) deserializes to null: it means "none" for lists and the default for the rest.
@@ -152,8 +178,11 @@ public sealed class BoardDescription
             "gicv2m" => Doorbell.Platform.MsiParent.GicV2m,
             var k => throw new FormatException($"msi-parent '{k}' is unknown (its, gicv2m)"),
         };
+        var map = AddressMap is null ? PlatformMap.QemuVirt
+            : PlatformMap.ByName(AddressMap) ?? throw new FormatException($"address-map '{AddressMap}' is unknown (qemu-virt, juno-r1, thunderx-cn88xx)");
         return new QemuVirtOptions
         {
+            Map = map,
             Name = Name, GicVersion = Gic.Version, Its = Gic.Its, Iommu = iommu, RamSize = Num(Ram), Cpus = Cpus,
             SmmuV2 = v2, GicV2mWithGicV3 = Gic.Version == 3 && Gic.V2m, PciMsiParent = parent,
         };

@@ -25,7 +25,13 @@ public sealed class BoardWiring
 public enum IommuKind { None, SmmuV3, SmmuV2 }
 
 /// <summary>What a board asks its IOMMU factory for.</summary>
-public sealed record IommuRequest(IommuKind Kind, ulong Base, int FirstSpi, Doorbell.Smmu.V2.SmmuV2Options? SmmuV2 = null);
+public sealed record IommuRequest(IommuKind Kind, ulong Base, int FirstSpi, Doorbell.Smmu.V2.SmmuV2Options? SmmuV2 = null)
+{
+    /// <summary>SMMUv2: when ≥ 0, the one SPI every context interrupt is wired to (else FirstSpi + 1 + n).</summary>
+    public int ContextSpi { get; init; } = -1;
+    /// <summary>The SPI of SMMUv2 context interrupt <paramref name="index"/>.</summary>
+    public int ContextSpiOf(int index) => ContextSpi >= 0 ? ContextSpi : FirstSpi + 1 + index;
+}
 
 /// <summary>What a board asks its GIC factory for (bases from the board's map; 0 = absent).</summary>
 public sealed record GicRequest(int Version, bool Its, int Cpus, ulong DistributorBase, ulong RedistributorBase,
@@ -33,6 +39,37 @@ public sealed record GicRequest(int Version, bool Its, int Cpus, ulong Distribut
 {
     /// <summary>SPIs the distributor implements.</summary>
     public int SpiCount { get; init; } = 224;
+}
+
+/// <summary>
+/// Several interrupt sources wired onto one level-sensitive SPI (a wired OR, as SMMUs combine their global and context
+/// interrupts onto shared lines): the SPI is asserted while any source is. Each source drives its own <see cref="Input"/>.
+/// </summary>
+public sealed class WiredOrLine(IInterruptLine output)
+{
+    int _asserted;
+
+    /// <summary>A new source input onto the shared line.</summary>
+    public IInterruptLine Input() => new Source(this);
+
+    void Change(bool asserted)
+    {
+        var before = _asserted > 0;
+        _asserted += asserted ? 1 : -1;
+        if (_asserted > 0 != before) output.SetLevel(_asserted > 0);
+    }
+
+    sealed class Source(WiredOrLine owner) : IInterruptLine
+    {
+        bool _level;
+
+        public void SetLevel(bool asserted)
+        {
+            if (asserted == _level) return;
+            _level = asserted;
+            owner.Change(asserted);
+        }
+    }
 }
 
 /// <summary>An SPI input that only records its level (what a board uses when no GIC model is wired).</summary>

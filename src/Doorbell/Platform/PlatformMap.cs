@@ -33,6 +33,10 @@ public sealed record PlatformMap
     public int SmmuFirstSpi { get; init; } = QemuVirtMap.SmmuFirstSpi;
     /// <summary>An SMMUv2 in the SMMU's place: global fault on SmmuV2FirstSpi, context interrupt n on SmmuV2FirstSpi + 1 + n.</summary>
     public int SmmuV2FirstSpi { get; init; } = QemuVirtMap.SmmuV2FirstSpi;
+    /// <summary>When ≥ 0, every SMMUv2 context interrupt is this one SPI (real SMMUs wire-OR them: Juno's MMU-401 shares
+    /// one SPI with its global fault, ThunderX's SMMU has one global and one context SPI); −1 = one SPI per context
+    /// interrupt after the global one.</summary>
+    public int SmmuV2ContextSpi { get; init; } = -1;
     public int V2mFirstSpi { get; init; } = QemuVirtMap.V2mFirstSpi;
     public int V2mSpiCount { get; init; } = QemuVirtMap.V2mSpiCount;
     /// <summary>SPIs the distributor implements (a multiple of 32).</summary>
@@ -40,6 +44,23 @@ public sealed record PlatformMap
 
     /// <summary>QEMU 7.2 virt (hw/arm/virt.c base_memmap and irqmap).</summary>
     public static PlatformMap QemuVirt { get; } = new();
+
+    /// <summary>Where `doorbell serve` places client processes' memory as physical addresses (Doorbell's own window, not
+    /// the platform's): clear of the board's map and below its SMMU's output size.</summary>
+    public ulong ClientAperture { get; init; } = 0x400_0000_0000;
+    public ulong ClientApertureSize { get; init; } = 0x400_0000_0000;
+
+    /// <summary>The SPI of SMMUv2 context interrupt <paramref name="index"/>.</summary>
+    public int SmmuV2ContextSpiOf(int index) => SmmuV2ContextSpi >= 0 ? SmmuV2ContextSpi : SmmuV2FirstSpi + 1 + index;
+
+    /// <summary>A map by name: qemu-virt, juno-r1 or thunderx-cn88xx (null when unknown).</summary>
+    public static PlatformMap? ByName(string name) => name?.ToLowerInvariant() switch
+    {
+        "qemu-virt" => QemuVirt,
+        "juno-r1" => RealPlatformMaps.JunoR1,
+        "thunderx-cn88xx" => RealPlatformMaps.ThunderXCn88xx,
+        _ => null,
+    };
 
     public ulong GitsTranslater => GicIts + 0x1_0040;
     public ulong V2mSetSpi => GicV2m + 0x40;

@@ -82,14 +82,15 @@ public static class QemuVirtBoard
         if (o.Iommu != IommuKind.None)
         {
             m.Iommu = w.Iommu?.Invoke(m, new IommuRequest(o.Iommu, map.Smmu,
-                o.Iommu == IommuKind.SmmuV2 ? map.SmmuV2FirstSpi : map.SmmuFirstSpi, o.SmmuV2));
+                o.Iommu == IommuKind.SmmuV2 ? map.SmmuV2FirstSpi : map.SmmuFirstSpi, o.SmmuV2) { ContextSpi = map.SmmuV2ContextSpi });
             m.IommuKind = m.Iommu == null ? IommuKind.None : o.Iommu;
         }
         // identity iommu-map and msi-map over all 2^16 requester IDs (hw/arm/virt.c create_pcie)
         var host = new PciHost(bus, m.Iommu, IdMap.Identity, IdMap.Identity) { Trace = m.Trace, Strict = m.Strict };
         for (var i = 0; i < 4; i++) host.IntxLines[i] = m.Spi(map.PcieIntxFirstSpi + i);
         bus.MapMmio(new PhysAddr(map.PcieEcam), map.PcieEcamSize, host.Ecam, new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "pcie-ecam");
-        bus.MapMmio(new PhysAddr(map.PcieMmio), map.PcieMmioSize, host.MemoryWindow(map.PcieMmio), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-mmio");
+        if (map.PcieMmioSize != 0)
+            bus.MapMmio(new PhysAddr(map.PcieMmio), map.PcieMmioSize, host.MemoryWindow(map.PcieMmio), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-mmio");
         if (map.PciePioSize != 0)
             bus.MapMmio(new PhysAddr(map.PciePio), map.PciePioSize, host.IoWindow(0), new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-pio");
         if (map.PcieMmioHighSize != 0)

@@ -90,8 +90,11 @@ public static class QemuVirtWiring
         ArgumentNullException.ThrowIfNull(r);
         ArgumentNullException.ThrowIfNull(smmu);
         smmu.Map(new PhysAddr(r.Base));
-        smmu.GlobalFaultIrq = m.Spi(r.FirstSpi);
-        for (var i = 0; i < smmu.Options.ContextInterrupts; i++) smmu.SetContextIrq(i, m.Spi(r.FirstSpi + 1 + i));
+        // Sources sharing an SPI (Juno: global + contexts on one; ThunderX: all contexts on one) are wire-ORed.
+        var lines = new Dictionary<int, WiredOrLine>();
+        IInterruptLine Line(int spi) => (lines.TryGetValue(spi, out var l) ? l : lines[spi] = new WiredOrLine(m.Spi(spi))).Input();
+        smmu.GlobalFaultIrq = Line(r.FirstSpi);
+        for (var i = 0; i < smmu.Options.ContextInterrupts; i++) smmu.SetContextIrq(i, Line(r.ContextSpiOf(i)));
         m.SmmuV2 = smmu;
     }
 }

@@ -1,7 +1,7 @@
 using Doorbell.Memory;
 
 // Client processes' memory on the emulated bus. Each MAP_DMA range of a client gets a window of host physical
-// addresses in one MMIO aperture placed above everything on the qemu-virt map (below the SMMU's 44-bit OAS); the
+// addresses in one MMIO aperture placed where the board's map puts it (clear of the map, below the SMMU's output size); the
 // client's VFIO mm describes the range as a foreign mapping onto the window, so pinning and the SMMU page tables
 // see ordinary physical addresses, and a device access that lands in a window is carried out on the client's own
 // memory with process_vm_readv/writev. Known limits: windows are handed out once and reclaimed only when their
@@ -10,7 +10,16 @@ namespace Doorbell.Server;
 
 public sealed class ClientMemoryAperture : IBulkMmioHandler
 {
-    public const ulong Base = 0x400_0000_0000, Size = 0x400_0000_0000;
+    /// <summary>Where the aperture is on the bus and how large (the board map's <c>ClientAperture</c>: qemu-virt and
+    /// ThunderX 4 TiB at 4 TiB, Juno 512 GiB at 512 GiB, inside the MMU-401's 40-bit output range).</summary>
+    public ulong Base { get; }
+    public ulong Size { get; }
+
+    public ClientMemoryAperture(ulong @base = 0x400_0000_0000, ulong size = 0x400_0000_0000)
+    {
+        Base = @base;
+        Size = size;
+    }
 
     sealed record Window(ulong Start, ulong Length, int Pid, ulong Vaddr, object Owner);
 

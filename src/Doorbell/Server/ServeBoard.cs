@@ -6,11 +6,15 @@ using Doorbell.Tracing;
 
 // The board `doorbell serve` boots: by default qemu-virt (GICv3 + ITS + SMMUv3) with the multi-queue DMA device at
 // 00:01.0, edu at 00:02.0 with a 64-bit DMA mask (QEMU's dma_mask property) and the platform DMA engine; or a board
-// description file (Platform/BoardDescription). The client-memory aperture is mapped on the bus before boot.
+// description file (Platform/BoardDescription) or a built-in board's name (juno-like, thunderx-like, its-and-gicv2m:
+// the SMMUv2 boards). The client-memory aperture is mapped on the bus before boot, where the board's map puts it.
 namespace Doorbell.Server;
 
 public static class ServeBoard
 {
+    /// <summary>Boards `--board` accepts by name (shipped inside the library) when no file of that name exists.</summary>
+    public static readonly string[] BuiltInBoards = ["juno-like", "thunderx-like", "its-and-gicv2m"];
+
     /// <summary>Builds and boots the board. A malformed board file throws FormatException with a one-line reason.</summary>
     public static (HostKernel Kernel, ClientMemoryAperture Aperture) Boot(string? boardFile, StrictMonitor? strict)
     {
@@ -25,10 +29,12 @@ public static class ServeBoard
         }
         else
         {
-            if (!File.Exists(boardFile)) throw new FormatException($"board file '{boardFile}' does not exist");
-            var d = BoardDescription.Load(boardFile);
-            if (!string.Equals(d.Iommu, "smmuv3", StringComparison.OrdinalIgnoreCase))
-                throw new FormatException($"board '{d.Name}': doorbell serve needs iommu: smmuv3 (VFIO type1 has no IOMMU to program otherwise)");
+            BoardDescription d;
+            if (File.Exists(boardFile)) d = BoardDescription.Load(boardFile);
+            else if (BuiltInBoards.Contains(boardFile)) d = BoardDescription.LoadBuiltIn(boardFile);
+            else throw new FormatException($"board file '{boardFile}' does not exist (built-in boards: {string.Join(", ", BuiltInBoards)})");
+            if (!(string.Equals(d.Iommu, "smmuv3", StringComparison.OrdinalIgnoreCase) || string.Equals(d.Iommu, "smmuv2", StringComparison.OrdinalIgnoreCase)))
+                throw new FormatException($"board '{d.Name}': doorbell serve needs iommu: smmuv3 or smmuv2 (VFIO type1 has no IOMMU to program otherwise)");
             var plat = d.Platform;
             d.Platform = [];
             m = d.Build(QemuVirtWiring.Models);
@@ -41,8 +47,8 @@ public static class ServeBoard
                 platform.Add(new PlatformDmaInfo(m.AddPlatformDma(@base, p.Spi, sid), @base, p.Spi, sid));
             }
         }
-        var aperture = new ClientMemoryAperture();
-        m.Bus.MapMmio(new PhysAddr(ClientMemoryAperture.Base), ClientMemoryAperture.Size, aperture,
+        var aperture = new ClientMemoryAperture(m.Map.ClientAperture, m.Map.ClientApertureSize);
+        m.Bus.MapMmio(new PhysAddr(aperture.Base), aperture.Size, aperture,
             new MmioAccessRules(AccessSizes.All, false, MmioViolation.SlaveError), "client-memory");
         return (HostKernel.Boot(m, platform, null), aperture);
     }

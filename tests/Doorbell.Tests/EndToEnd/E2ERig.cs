@@ -20,19 +20,69 @@ sealed class E2ERig : IDisposable
     public readonly List<MultiQueueDmaDevice> Mq = [];
     public readonly List<EventFd> EventFds = [];
 
+    /// <param name="board">null: qemu-virt with <paramref name="gicVersion"/>; else a built-in board (juno-like,
+    /// thunderx-like, its-and-gicv2m) with <paramref name="devices"/> mq-dma devices instead of its own PCIe tree.</param>
+    /// <param name="era">The isolation-policy era VFIO type1 applies (today's when null).</param>
     public E2ERig(int gicVersion = 3, int devices = 1, bool allowUnsafe = false, Action<Machine>? populate = null, bool platform = false,
-        PlatformMap? map = null, ulong ramSize = 512UL << 20, int cpus = 1, Func<Machine, Doorbell.Memory.IMemoryView>? memory = null)
+        PlatformMap? map = null, ulong ramSize = 512UL << 20, int cpus = 1, Func<Machine, Doorbell.Memory.IMemoryView>? memory = null,
+        string? board = null, IsolationPolicyEra? era = null)
     {
-        (Machine, Models) = HostKernel.CreateBoard(new QemuVirtOptions
+        if (board is null)
         {
-            GicVersion = gicVersion, Its = gicVersion == 3, Map = map ?? PlatformMap.QemuVirt, RamSize = ramSize, Cpus = cpus,
-        });
-        for (var i = 0; i < devices; i++) Mq.Add(Machine.AddPci(new MultiQueueDmaDevice(4)));
+            (Machine, Models) = HostKernel.CreateBoard(new QemuVirtOptions
+            {
+                GicVersion = gicVersion, Its = gicVersion == 3, Map = map ?? PlatformMap.QemuVirt, RamSize = ramSize, Cpus = cpus,
+            });
+            for (var i = 0; i < devices; i++) Mq.Add(Machine.AddPci(new MultiQueueDmaDevice(4)));
+        }
+        else
+        {
+            var d = BoardDescription.LoadBuiltIn(board);
+            d.Pcie = [.. Enumerable.Range(0, devices).Select(i => new PcieNode { Slot = i + 1, Device = "mq-dma", Queues = 4 })];
+            (Machine, Models) = HostKernel.CreateBoard(d);
+            Mq.AddRange(Machine.Devices.OfType<MultiQueueDmaDevice>());
+        }
         populate?.Invoke(Machine);
         var plat = platform ? new[] { HostKernel.AddPlatformDma(Machine) } : null;
         Kernel = HostKernel.Boot(Machine, plat, memory?.Invoke(Machine));
-        Vfio = Kernel.BuildVfio(new VfioOptions { AllowUnsafeInterrupts = allowUnsafe });
+        Vfio = Kernel.BuildVfio(new VfioOptions { AllowUnsafeInterrupts = allowUnsafe, IsolationEra = era ?? IsolationPolicyEra.Today });
         Proc = Kernel.CreateProcess(Vfio);
+    }
+
+    /// <summary>
+    /// A rig on a board named as the end-to-end theories name them: qemu-virt-gicv3 (GICv3 + ITS + SMMUv3),
+    /// qemu-virt-gicv2 (GICv2 + GICv2m + SMMUv3), or a built-in SMMUv2 board. The Juno-like board (GICv2m, no ITS)
+    /// runs VFIO in the 2014 era unless <paramref name="era"/> says otherwise: today's policy refuses it.
+    /// </summary>
+    public static E2ERig For(string board, int devices = 1, bool allowUnsafe = false, Action<Machine>? populate = null, IsolationPolicyEra? era = null) => board switch
+    {
+        "qemu-virt-gicv3" => new E2ERig(gicVersion: 3, devices: devices, allowUnsafe: allowUnsafe, populate: populate, era: era),
+        "qemu-virt-gicv2" => new E2ERig(gicVersion: 2, devices: devices, allowUnsafe: allowUnsafe, populate: populate, era: era),
+        "juno-like" => new E2ERig(devices: devices, allowUnsafe: allowUnsafe, populate: populate, board: board, era: era ?? IsolationPolicyEra.Era2013),
+        _ => new E2ERig(devices: devices, allowUnsafe: allowUnsafe, populate: populate, board: board, era: era),
+    };
+
+    /// <summary>A DMA fault as the board's IOMMU driver learned it: SMMUv3 event records, or arm-smmu's fault handlers.</summary>
+    public sealed record DmaFault(ulong Address, uint StreamId, bool Write, bool Translation);
+
+    int _v2FaultsSeen;
+
+    /// <summary>Faults reported since the last call: the SMMUv3 event queue read, or (SMMUv2) the interrupts taken and
+    /// the faults arm-smmu's handlers read from the fault registers.</summary>
+    public List<DmaFault> DrainFaults()
+    {
+        var list = Kernel.DrainSmmuEvents().Select(e => new DmaFault(e.InputAddress, e.StreamId, !e.Read, e.Id == Doorbell.Smmu.V3.Evt.F_TRANSLATION)).ToList();
+        if (Kernel.SmmuV2Driver is { } d)
+        {
+            Kernel.ServiceInterrupts();
+            for (; _v2FaultsSeen < d.Faults.Count; _v2FaultsSeen++)
+            {
+                var f = d.Faults[_v2FaultsSeen];
+                list.Add(new DmaFault(f.Address, f.StreamId, (f.Syndrome0 & Doorbell.Smmu.V2.SmmuV2Field.FsynrWnr) != 0,
+                    !f.Global && (f.Status & Doorbell.Smmu.V2.SmmuV2Field.FsrFaults) == Doorbell.Smmu.V2.SmmuV2Field.FsrTf));
+            }
+        }
+        return list;
     }
 
     public void Dispose()

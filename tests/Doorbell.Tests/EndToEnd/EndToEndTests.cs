@@ -15,17 +15,20 @@ namespace Doorbell.Tests.EndToEnd;
 /// <summary>1. The VFIO backends over the real SMMUv3 driver, PCI (ECAM/BAR MMIO), GIC/ITS and platform device.</summary>
 public class BackendAdapterTests
 {
-    [Fact]
-    public void IommuBackend_ReportsSmmuDomainFactsAndProgramsPageTables()
+    [Theory]
+    [InlineData("qemu-virt-gicv3", true, 48)]
+    [InlineData("juno-like", false, 40)]     // GICv2m: not isolated; MMU-401: 40-bit input
+    [InlineData("thunderx-like", true, 48)]
+    public void IommuBackend_ReportsSmmuDomainFactsAndProgramsPageTables(string board, bool isolated, int inputBits)
     {
-        using var rig = new E2ERig();
+        using var rig = E2ERig.For(board);
         var g = rig.Fn(0).Group;
         Assert.Contains(new IommuReservedRegion(0x800_0000, 0x10_0000, IommuResvType.SwMsi), g.ReservedRegions);
-        Assert.True(g.HasIsolatedMsi);
+        Assert.Equal(isolated, g.HasIsolatedMsi);
         var d = (SmmuVfioDomain)g.AllocateDomain()!;
         Assert.NotEqual(0UL, d.PgsizeBitmap & 0x1000);
         Assert.Equal(0UL, d.ApertureStart);
-        Assert.Equal((1UL << 48) - 1, d.ApertureEnd);
+        Assert.Equal((1UL << inputBits) - 1, d.ApertureEnd);
         Assert.Equal(0, d.Map(0x10_0000, 0x4800_0000, 0x2000, IommuProt.Read | IommuProt.Write));
         Assert.Equal(0x4800_1000UL, d.Domain.IovaToPhys(0x10_1000));
         Assert.Equal(-Errno.EINVAL, d.Map(0x10_0800, 0x4800_0000, 0x1000, IommuProt.Read));
@@ -33,10 +36,13 @@ public class BackendAdapterTests
         Assert.Equal(0UL, d.Domain.IovaToPhys(0x10_1000));
     }
 
-    [Fact]
-    public void MapDma_LandsInTheSmmuDomainAttachedToTheDevice()
+    [Theory]
+    [InlineData("qemu-virt-gicv3")]
+    [InlineData("juno-like")]
+    [InlineData("thunderx-like")]
+    public void MapDma_LandsInTheSmmuDomainAttachedToTheDevice(string board)
     {
-        using var rig = new E2ERig();
+        using var rig = E2ERig.For(board);
         var (c, _, r) = rig.OpenGroup(rig.Fn(0).Group.Id);
         Assert.Equal(0, r);
         var va = rig.Proc.Memory.MapAnonymous(0x4000);
@@ -51,15 +57,18 @@ public class BackendAdapterTests
         Assert.Equal(0UL, dom.Domain.IovaToPhys(0x20_3000));
     }
 
-    [Fact]
-    public void PciBackend_ConfigThroughEcam_BarsAssigned_ResetRestoresHeader()
+    [Theory]
+    [InlineData("qemu-virt-gicv3", QemuVirtMap.PcieMmio, QemuVirtMap.PcieMmioSize)]
+    [InlineData("juno-like", 0x5000_0000UL, 0x800_0000UL)]                // juno-r1.dtb: the 32-bit window
+    [InlineData("thunderx-like", 0x8040_0000_0000UL, 0x1_0000_0000UL)]   // ECAM0 has a 64-bit window only
+    public void PciBackend_ConfigThroughEcam_BarsAssigned_ResetRestoresHeader(string board, ulong window, ulong windowSize)
     {
-        using var rig = new E2ERig(devices: 2);
+        using var rig = E2ERig.For(board, devices: 2);
         var f = rig.Fn(1);
         Assert.Equal("0000:00:02.0", f.Name);
         Assert.Equal(0xdb01_1234u, f.ReadConfig(0, 4));
         var bar = f.GetBar(0);
-        Assert.True(bar.Is64 && bar.Size == 0x4000 && bar.HostAddress >= QemuVirtMap.PcieMmio && bar.HostAddress < QemuVirtMap.PcieMmio + QemuVirtMap.PcieMmioSize);
+        Assert.True(bar.Is64 && bar.Size == 0x4000 && bar.HostAddress >= window && bar.HostAddress < window + windowSize);
         Assert.Equal(bar.HostAddress, rig.Mq[1].BarAddress(0));
         Assert.NotEqual(rig.Fn(0).GetBar(0).HostAddress, bar.HostAddress);
         Assert.Equal(BusStatusOk, f.ReadBar(0, MqRegs.Id, 4, out var id));
@@ -78,10 +87,13 @@ public class BackendAdapterTests
         return rig.Kernel.FindFunction("0000:00:04.0")!.Reset();
     }
 
-    [Fact]
-    public void Intx_IsTheSwizzledGicSpi_AndSignalsTheEventfdAutomasked()
+    [Theory]
+    [InlineData("qemu-virt-gicv3", 36)]  // INTA..INTD = SPIs 3..6
+    [InlineData("juno-like", 169)]       // juno-r1.dtb interrupt-map: SPIs 136..139
+    [InlineData("thunderx-like", 49)]    // PEM INTx from SPI 16
+    public void Intx_IsTheSwizzledGicSpi_AndSignalsTheEventfdAutomasked(string board, int intid)
     {
-        using var rig = new E2ERig(devices: 0, populate: m =>
+        using var rig = E2ERig.For(board, devices: 0, populate: m =>
         {
             var d = new MultiQueueDmaDevice(4);
             d.SetInterruptPin(1);
@@ -91,7 +103,8 @@ public class BackendAdapterTests
         var (_, g, _) = rig.OpenGroup(rig.Fn(0).Group.Id);
         var dev = rig.Device(g, "0000:00:01.0");
         Assert.True(dev > 0);
-        Assert.Equal(32 + 3 + (0 + 1) % 4, rig.Fn(0).IntxLine()); // slot 1, INTA -> SPI 4
+        Assert.Equal(intid, rig.Fn(0).IntxLine()); // slot 1, INTA -> the board's second INTx SPI
+        Assert.Equal(32 + rig.Machine.Map.PcieIntxFirstSpi + (0 + 1) % 4, intid);
         using var efd = EventFd.Create();
         var set = new byte[24];
         BinaryPrimitives.WriteUInt32LittleEndian(set, 24);
@@ -101,9 +114,9 @@ public class BackendAdapterTests
         BinaryPrimitives.WriteInt32LittleEndian(set.AsSpan(20), efd.Fd);
         Assert.Equal(0, rig.Proc.Ioctl(dev, VfioIoctl.DeviceSetIrqs, set));
         Assert.False(efd.TryRead(out _));
-        mq.SetIntx(true);                  // the device asserts INTA: CPU 0 is raised and takes SPI 36 from its loop (nobody polls)
+        mq.SetIntx(true);                  // the device asserts INTA: CPU 0 is raised and takes the SPI from its loop (nobody polls)
         Assert.True(efd.TryRead(out var n) && n == 1);
-        Assert.Contains(36, rig.Kernel.Cpus[0].History);
+        Assert.Contains(intid, rig.Kernel.Cpus[0].History);
         Assert.NotEqual(0, mq.CommandRegister & PciCfg.CmdIntxDisable); // automasked with DisINTx
         Assert.False(mq.IntxAsserted);
     }
@@ -225,11 +238,13 @@ public class TopologyGroupTests
 public class MsiDoorbellTests
 {
     [Theory]
-    [InlineData(3, 0x0809_0000UL)]
-    [InlineData(2, 0x0802_0000UL)]
-    public void MsixAddressIsTheDoorbellIovaInTheMsiWindow(int gic, ulong doorbellPage)
+    [InlineData("qemu-virt-gicv3", 0x0809_0000UL)]
+    [InlineData("qemu-virt-gicv2", 0x0802_0000UL)]
+    [InlineData("juno-like", 0x2C1C_0000UL)]         // the GICv2m frame of juno-r1.dtb
+    [InlineData("thunderx-like", 0x8010_0003_0000UL)] // GITS_TRANSLATER's page of thunder-88xx.dtb's ITS
+    public void MsixAddressIsTheDoorbellIovaInTheMsiWindow(string board, ulong doorbellPage)
     {
-        using var rig = new E2ERig(gicVersion: gic, allowUnsafe: true);
+        using var rig = E2ERig.For(board, allowUnsafe: true);
         var (_, g, r) = rig.OpenGroup(rig.Fn(0).Group.Id);
         Assert.Equal(0, r);
         var dev = rig.Device(g, "0000:00:01.0");
@@ -243,13 +258,16 @@ public class MsiDoorbellTests
         Assert.Equal(0x800_0040UL, lo);
     }
 
-    [Fact]
-    public void MsisWorkWhileMapped_AndFaultAtTheSmmuOnceTheDoorbellIsUnmapped()
+    [Theory]
+    [InlineData("qemu-virt-gicv3")]
+    [InlineData("juno-like")]
+    [InlineData("thunderx-like")]
+    public void MsisWorkWhileMapped_AndFaultAtTheSmmuOnceTheDoorbellIsUnmapped(string board)
     {
-        using var rig = new E2ERig();
+        using var rig = E2ERig.For(board);
         var (_, dev, va, efd) = rig.CopyOnceWithMsix();
         Assert.True(efd[0].TryRead(out var n) && n == 1, "MSI-X through the mapped doorbell must signal the eventfd");
-        Assert.Empty(rig.Kernel.DrainSmmuEvents());
+        Assert.Empty(rig.DrainFaults());
 
         var dom = rig.Fn(0).Group.AttachedDomain!.Domain;
         Assert.Equal(0x1000UL, dom.Unmap(0x800_0000, 0x1000)); // the doorbell page leaves the domain
@@ -259,11 +277,11 @@ public class MsiDoorbellTests
         Assert.Equal(0u, rig.CompletionStatus(va + 0x1000, 1)); // the copy itself still works
         Assert.False(efd[0].TryRead(out _), "no interrupt may be delivered");
         Assert.Equal(before, rig.Kernel.Cpus[0].History.Count(i => i == lpi));
-        var ev = Assert.Single(rig.Kernel.DrainSmmuEvents());
-        Assert.Equal(Evt.F_TRANSLATION, ev.Id);
-        Assert.Equal(0x800_0040UL, ev.InputAddress);
+        var ev = Assert.Single(rig.DrainFaults());
+        Assert.True(ev.Translation);
+        Assert.Equal(0x800_0040UL, ev.Address);
         Assert.Equal(0x0008u, ev.StreamId);
-        Assert.False(ev.Read);
+        Assert.True(ev.Write);
     }
 }
 
@@ -309,14 +327,16 @@ public class IsolationPolicyTests
         var doorbellIova = rig.Fn(0).ProgrammedMsiAddresses[0];
         rig.Submit(da, 0, va, 0, 0x10_2000, doorbellIova, 4, 0xF0);
         Assert.Equal(0u, rig.CompletionStatus(va + 0x1000, 0)); // the write reached the doorbell
-        Assert.Empty(rig.Kernel.DrainSmmuEvents());
+        Assert.Empty(rig.DrainFaults());
         return (efdA, efdB);
     }
 
-    [Fact]
-    public void ThroughTheIts_AForgedEventIdCannotRaiseTheOtherDevicesLpi()
+    [Theory]
+    [InlineData("qemu-virt-gicv3")]
+    [InlineData("thunderx-like")]
+    public void ThroughTheIts_AForgedEventIdCannotRaiseTheOtherDevicesLpi(string board)
     {
-        using var rig = new E2ERig(gicVersion: 3, devices: 2);
+        using var rig = E2ERig.For(board, devices: 2);
         // B's vector 1 is EventID 1 of DeviceID 0x10; A writes EventID 1 — translated with A's DeviceID 0x08.
         var (a, b) = Forge(rig, r => r.Fn(1).Vectors!.Vectors[1].Message.Data);
         var lpiB1 = rig.Fn(1).Vectors!.Vectors[1].Intid;
@@ -328,10 +348,12 @@ public class IsolationPolicyTests
         Assert.Contains(lpiA1, rig.Kernel.Cpus[0].History);
     }
 
-    [Fact]
-    public void ThroughTheIts_AnEventIdOutsideTheForgersIttRaisesNothing()
+    [Theory]
+    [InlineData("qemu-virt-gicv3")]
+    [InlineData("thunderx-like")]
+    public void ThroughTheIts_AnEventIdOutsideTheForgersIttRaisesNothing(string board)
     {
-        using var rig = new E2ERig(gicVersion: 3, devices: 2);
+        using var rig = E2ERig.For(board, devices: 2);
         var (a, b) = Forge(rig, _ => 9);
         Assert.All(b, e => Assert.False(e.TryRead(out _)));
         Assert.False(a[1].TryRead(out _));
@@ -340,10 +362,12 @@ public class IsolationPolicyTests
         Assert.True(a[0].TryRead(out _)); // only A's own completion interrupt
     }
 
-    [Fact]
-    public void ThroughGicV2m_AForgedSpiNumberRaisesTheOtherDevicesInterrupt()
+    [Theory]
+    [InlineData("qemu-virt-gicv2")]
+    [InlineData("juno-like")] // accepted by the 2014-era check
+    public void ThroughGicV2m_AForgedSpiNumberRaisesTheOtherDevicesInterrupt(string board)
     {
-        using var rig = new E2ERig(gicVersion: 2, devices: 2, allowUnsafe: true);
+        using var rig = E2ERig.For(board, devices: 2, allowUnsafe: board == "qemu-virt-gicv2");
         var (a, b) = Forge(rig, r => r.Fn(1).Vectors!.Vectors[1].Message.Data);
         var spiB1 = rig.Fn(1).Vectors!.Vectors[1].Intid;
         Assert.True(b[1].TryRead(out var n) && n == 1, "GICv2m cannot tell who wrote: B's vector fires");
@@ -356,10 +380,13 @@ public class IsolationPolicyTests
 /// <summary>5. The userspace driver example end to end.</summary>
 public class UserspaceDriverTests
 {
-    [Fact]
-    public void DrivesAllQueuesWithMsixEventfdsAndEpoll_AndAnUnmappedDmaFaults()
+    [Theory]
+    [InlineData("qemu-virt-gicv3")]
+    [InlineData("juno-like")]
+    [InlineData("thunderx-like")]
+    public void DrivesAllQueuesWithMsixEventfdsAndEpoll_AndAnUnmappedDmaFaults(string board)
     {
-        using var rig = new E2ERig();
+        using var rig = E2ERig.For(board);
         var res = new UserspaceDriver(rig.Proc, rig.Fn(0).Group.Id, "0000:00:01.0").Run();
         Assert.True(res.Ok, res.Failure);
         Assert.Equal(0, res.SetIommuResult);
@@ -371,25 +398,29 @@ public class UserspaceDriverTests
         Assert.True(res.CanaryIntact);
         Assert.NotEqual(0UL, res.PageSizes & 0x1000);
         Assert.DoesNotContain(res.IovaRanges, r => r.Start <= 0x800_0000 && r.End >= 0x800_0000);
-        var faults = rig.Kernel.DrainSmmuEvents();
-        Assert.Contains(faults, e => e.Id == Evt.F_TRANSLATION && e.InputAddress == UserspaceDriver.UnmappedIova);
+        var faults = rig.DrainFaults();
+        Assert.Contains(faults, e => e.Translation && e.Address == UserspaceDriver.UnmappedIova);
         Assert.Equal(8 + 1, rig.Mq[0].DescriptorsProcessed);
     }
 
-    [Fact]
-    public void OnAGicV2mBoard_TheDriverIsRefusedAtSetIommu()
+    [Theory]
+    [InlineData("qemu-virt-gicv2")]
+    [InlineData("juno-like")]
+    public void OnAGicV2mBoard_TheDriverIsRefusedAtSetIommu(string board)
     {
-        using var rig = new E2ERig(gicVersion: 2);
+        using var rig = E2ERig.For(board, era: IsolationPolicyEra.Today);
         var res = new UserspaceDriver(rig.Proc, rig.Fn(0).Group.Id, "0000:00:01.0").Run();
         Assert.False(res.Ok);
         Assert.Equal(-Errno.EPERM, res.SetIommuResult);
         Assert.Equal(0, rig.Mq[0].DescriptorsProcessed);
     }
 
-    [Fact]
-    public void OnAGicV2mBoardWithUnsafeInterrupts_TheDriverRuns()
+    [Theory]
+    [InlineData("qemu-virt-gicv2")]
+    [InlineData("juno-like")]
+    public void OnAGicV2mBoardWithUnsafeInterrupts_TheDriverRuns(string board)
     {
-        using var rig = new E2ERig(gicVersion: 2, allowUnsafe: true);
+        using var rig = E2ERig.For(board, allowUnsafe: true, era: IsolationPolicyEra.Today);
         var res = new UserspaceDriver(rig.Proc, rig.Fn(0).Group.Id, "0000:00:01.0").Run();
         Assert.True(res.Ok, res.Failure);
         Assert.Equal(8, res.CopiesVerified);

@@ -40,15 +40,17 @@ public sealed class PciEnumeration
     readonly IMemoryView _bus;
     readonly ulong _ecam;
     readonly List<EnumeratedFunction> _fns = [];
-    ulong _mmio, _mmioEnd;
+    ulong _mmio, _mmioEnd, _high, _highEnd;
     int _lastBus;
 
-    PciEnumeration(IMemoryView bus, ulong ecam, ulong mmio, ulong mmioSize)
+    PciEnumeration(IMemoryView bus, ulong ecam, ulong mmio, ulong mmioSize, ulong high, ulong highSize)
     {
         _bus = bus;
         _ecam = ecam;
         _mmio = mmio;
         _mmioEnd = mmio + mmioSize;
+        _high = high;
+        _highEnd = high + highSize;
     }
 
     public IReadOnlyList<EnumeratedFunction> Functions => _fns;
@@ -68,9 +70,12 @@ public sealed class PciEnumeration
     public void Write(ushort rid, int offset, int size, uint value) =>
         _bus.Write(new PhysAddr(ConfigAddress(rid, offset)), size, value, BusAttributes.Cpu);
 
-    public static PciEnumeration Scan(IMemoryView bus, ulong ecam, ulong mmio, ulong mmioSize)
+    /// <summary>Scans from bus 0. BARs come from the 32-bit window [<paramref name="mmio"/>, +size); a 64-bit BAR of a
+    /// root-bus function that window cannot hold (absent, as on ThunderX's ECAM, or full) comes from the 64-bit window
+    /// [<paramref name="mmioHigh"/>, +size) (a host bridge's 64-bit range; bridges' non-prefetchable windows are 32-bit).</summary>
+    public static PciEnumeration Scan(IMemoryView bus, ulong ecam, ulong mmio, ulong mmioSize, ulong mmioHigh = 0, ulong mmioHighSize = 0)
     {
-        var e = new PciEnumeration(bus, ecam, mmio, mmioSize);
+        var e = new PciEnumeration(bus, ecam, mmio, mmioSize, mmioHigh, mmioHighSize);
         e.ScanBus(0, null);
         return e;
     }
@@ -171,8 +176,14 @@ public sealed class PciEnumeration
             var size = ~mask + 1;
             if (size == 0) continue;
             var a = (_mmio + size - 1) & ~(size - 1);
-            if (a + size > _mmioEnd) continue; // window exhausted: leave unassigned
-            _mmio = a + size;
+            if (a + size <= _mmioEnd && a + size > a) _mmio = a + size;
+            else
+            {
+                var h = (_high + size - 1) & ~(size - 1);
+                if (!is64 || f.Parent is not null || h + size > _highEnd || h + size < h) continue; // no window holds it: unassigned
+                a = h;
+                _high = h + size;
+            }
             Write(f.Rid, off, 4, (uint)a);
             if (is64) Write(f.Rid, off + 4, 4, (uint)(a >> 32));
             f.Bars[i] = (a, size, is64, pf, false);

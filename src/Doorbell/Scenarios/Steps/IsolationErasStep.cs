@@ -1,6 +1,5 @@
 using System.Globalization;
 using Doorbell.Examples;
-using Doorbell.Gic.V2m;
 using Doorbell.Host.Kernel;
 using Doorbell.Host.Vfio;
 using Doorbell.Platform;
@@ -38,7 +37,7 @@ public sealed class IsolationErasStep : IScenarioStep
         var b = k.FindFunction("0000:00:02.0")!;
         var v2m = models.PciMsiToGicV2m || models.GicV2 is not null;
         var r = new MsiForgeryProbe(k.CreateProcess(vfio), (a.Group.Id, a.Name), (b.Group.Id, b.Name))
-            .Run(v2m ? (uint)QemuVirtGicV2.V2mBaseIntid : 0, v2m ? QemuVirtGicV2.V2mSpiCount : 32);
+            .Run(v2m ? (uint)(m.Map.V2mFirstSpi + 32) : 0, v2m ? m.Map.V2mSpiCount : 32); // the frame's SPIs on this board's map
         return new IsolationEraResult(board, era, k.MsiDomain.Name, r.SetIommuA, r.VictimVectorsRaised, r.ForgerVectorsRaised);
     }
 

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Doorbell.Iommu;
 using Doorbell.Memory;
 using Doorbell.Vmsa;
 
@@ -16,7 +17,7 @@ public sealed partial class SmmuV2
     {
         ctx.Bank = -1; ctx.S2Bank = -1; ctx.Stage2Fault = false; ctx.ConfigError = null; ctx.GlobalFaultBit = 0;
         ctx.PrivCfg = 0; ctx.InstCfg = 0; ctx.Fast = false;
-        ctx.Config = TranslationConfig.Bypass; ctx.Vmid = 0; ctx.Asid = 0; ctx.TbiKey = false;
+        ctx.SetConfig(TranslationConfig.Bypass, 0);
         if ((_cr0 & SmmuV2Field.Cr0ClientPd) != 0)
         {
             ctx.Outcome = V2Outcome.Bypass;
@@ -119,10 +120,8 @@ public sealed partial class SmmuV2
             }
         }
         ctx.ConfigError = err;
-        ctx.Vmid = BankVmid(cb);
-        ctx.Config = s1 is null && s2 is null ? TranslationConfig.Bypass : new TranslationConfig(s1, s2);
-        ctx.Asid = ctx.Config.Asid;
-        ctx.TbiKey = s1 is { } x && (x.Tbi0 || x.Tbi1);
+        // The decoded bank is the context the Translator's fast path keys the IOTLB with (VMID, ASID, TBI rule).
+        ctx.SetConfig(s1 is null && s2 is null ? TranslationConfig.Bypass : new TranslationConfig(s1, s2), BankVmid(cb));
         ctx.Outcome = err is null && ctx.Config.IsBypass && !ctx.Stage2Fault ? V2Outcome.Bypass : V2Outcome.Translate;
         ctx.Fast = ctx.Outcome == V2Outcome.Translate && err is null && !ctx.Stage2Fault && ctx.PrivCfg == 0 && ctx.InstCfg == 0;
     }
@@ -227,6 +226,7 @@ public sealed partial class SmmuV2
         _observedStreams.Add(port.StreamId);
         ResolveInto(port.StreamId, ctx, record: true);
         ctx.Generation = ctx.Outcome == V2Outcome.GlobalFault ? ulong.MaxValue : Generation;
+        ctx.StrictChecks = StrictEnabled; // strict mode revalidates every transaction, so this follows the monitor
         if (!StrictEnabled || ctx.Outcome != V2Outcome.Translate) return;
         var unsynced = _globalUnsynced + _banks[ctx.Bank].Unsynced + (ctx.S2Bank >= 0 ? _banks[ctx.S2Bank].Unsynced : 0);
         if (unsynced != 0)
@@ -236,12 +236,38 @@ public sealed partial class SmmuV2
                 $"moved from CB{t.Bank} to CB{ctx.Bank}, both tagged VMID {t.Vmid} ASID {t.Asid}, without invalidating that tag: CB{t.Bank}'s cached translations still apply");
     }
 
+    /// <summary>A transaction of <paramref name="port"/>. The hot path (a kept plain translating context) is this
+    /// method and the shared transfer loop; everything else is <see cref="TransferResolved"/>.</summary>
     internal BusStatus Transfer(SmmuV2StreamPort port, ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes)
     {
         var length = write ? wr.Length : rd.Length;
         if (length == 0) return BusStatus.Ok;
         var ctx = port.Context;
         if (ctx.Generation != Generation || StrictEnabled) Revalidate(port, ctx);
+        if (!ctx.Fast || (write && attributes.Instruction) || address + (ulong)length - 1 < address)
+            return TransferResolved(port, ctx, address, rd, wr, write, attributes);
+        // Fast: translating, no configuration error, no stage-2 fault type, no S2CR overrides — the access is as presented.
+        var access = (write ? AccessFlags.Write : AccessFlags.Read)
+            | (attributes.Privileged ? AccessFlags.Privileged : 0)
+            | (attributes.Instruction ? AccessFlags.Execute : 0);
+        // The transfer loop shared with the SMMUv3 front end: per translation block through the Translator, to the bus.
+        if (TransferLoop.Run(_translator, ctx, _bus, address, rd, wr, write, access, attributes, null, "smmuv2", port.StreamId,
+                out var status, out var pos, out var fault))
+            return status;
+        return RecordLoopFault(ctx, fault, address, pos, access, port, rd, wr, write, attributes);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    BusStatus RecordLoopFault(V2StreamContext ctx, in TranslationFault fault, ulong address, int pos, AccessFlags access,
+        SmmuV2StreamPort port, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes) =>
+        RecordContextFault(ctx, FsrBitOf(fault.Kind), fault, address + (ulong)pos, access, port, rd[(write ? 0 : pos)..], wr[(write ? pos : 0)..], write, attributes);
+
+    /// <summary>A transaction whose resolved stream is not a plain translating context (bypass, terminate, global fault,
+    /// S2CR overrides, a configuration error, the stage-2-fault type) or that the SMMU does not support.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    BusStatus TransferResolved(SmmuV2StreamPort port, V2StreamContext ctx, ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes)
+    {
+        var length = write ? wr.Length : rd.Length;
         switch (ctx.Outcome)
         {
             case V2Outcome.Bypass:
@@ -261,58 +287,39 @@ public sealed partial class SmmuV2
             var f = new TranslationFault(FaultKind.Translation, TranslationStage.Stage1, 0, address, 0, false, 0, access);
             return RecordContextFault(ctx, SmmuV2Field.FsrTf, f, address, access, port, rd, wr, write, attributes);
         }
-        var pos = 0;
-        var va = address;
-        while (pos < length)
+        if (ctx.Stage2Fault)
         {
-            if (!TranslateFast(ctx, va, access, out var entry, out var fault))
-                return RecordContextFault(ctx, FsrBitOf(fault.Kind), fault, va, access, port, rd[(write ? 0 : pos)..], wr[(write ? pos : 0)..], write, attributes);
-            if (ctx.Stage2Fault)
-            {
-                // CBAR type "stage 1 followed by stage 2 fault": the stage-1 output is faulted at stage 2.
-                var ipa = entry.Translate(va);
-                var f = new TranslationFault(FaultKind.Translation, TranslationStage.Stage2, 0, va, ipa, false, 0, access);
-                return RecordContextFault(ctx, SmmuV2Field.FsrTf, f, va, access, port, rd[(write ? 0 : pos)..], wr[(write ? pos : 0)..], write, attributes);
-            }
-            var inBlock = entry.SizeLog2 >= 63 ? ulong.MaxValue : entry.SizeBytes - (va & entry.OffsetMask);
-            var chunk = (int)Math.Min((ulong)(length - pos), inBlock);
-            var pa = entry.Translate(va);
-            var s = write ? _bus.Write(pa, wr.Slice(pos, chunk), attributes) : _bus.Read(pa, rd.Slice(pos, chunk), attributes);
-            if (s != BusStatus.Ok) return s;
-            pos += chunk;
-            va += (ulong)chunk;
+            // CBAR type "stage 1 followed by stage 2 fault": the first block's stage-1 output is faulted at stage 2
+            // (or its stage-1 translation faults first); nothing is transferred either way.
+            if (!_translator.Translate(ctx, address, access, out var s1, out var s1Fault))
+                return RecordContextFault(ctx, FsrBitOf(s1Fault.Kind), s1Fault, address, access, port, rd, wr, write, attributes);
+            var f = new TranslationFault(FaultKind.Translation, TranslationStage.Stage2, 0, address, s1.Translate(address), false, 0, access);
+            return RecordContextFault(ctx, SmmuV2Field.FsrTf, f, address, access, port, rd, wr, write, attributes);
         }
-        return BusStatus.Ok;
+        if (TransferLoop.Run(_translator, ctx, _bus, address, rd, wr, write, access, attributes, null, "smmuv2", port.StreamId,
+                out var status, out var pos, out var fault))
+            return status;
+        return RecordLoopFault(ctx, fault, address, pos, access, port, rd, wr, write, attributes);
     }
 
-    /// <summary>The hit path: IOTLB lookup with the context's tags and the permission check; a miss, a denied access
-    /// or strict mode goes through the shared <see cref="Doorbell.Iommu.Translator"/>.</summary>
+    /// <summary>The stream's kept resolution still holds (no register change since), it is a plain translating context
+    /// and strict mode is off: the port may go straight to the Translator.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    bool TranslateFast(V2StreamContext ctx, ulong va, AccessFlags access, out TlbEntry entry, out TranslationFault fault)
+    internal bool FastPathValid(V2StreamContext ctx) => ctx.Generation == Generation && ctx.Fast && _strict is not { Enabled: true };
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal void RecordTranslateOneFault(SmmuV2StreamPort port, V2StreamContext ctx, in TranslationFault fault, ulong address, AccessFlags access)
     {
-        if (_strict is not { Enabled: true })
-        {
-            var key = ctx.TbiKey ? PageTableWalker.TlbInput(ctx.Config, va) : va;
-            if (_iotlb.TryLookup(ctx.Vmid, ctx.Asid, key, out entry) && PageTableWalker.DeniedBy(entry, access) == TranslationStage.None)
-            {
-                fault = default;
-                return true;
-            }
-        }
-        return _translator.Translate(ctx.Config, ctx.Vmid, va, access, out entry, out fault);
+        var attrs = new BusAttributes(0, false, (access & AccessFlags.Privileged) != 0, (access & AccessFlags.Execute) != 0);
+        RecordContextFault(ctx, FsrBitOf(fault.Kind), fault, address, access, port, default, default, write: false, attrs);
     }
 
-    internal bool TranslateOne(SmmuV2StreamPort port, ulong address, AccessFlags access, out ulong pa)
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal bool TranslateOneResolved(SmmuV2StreamPort port, ulong address, AccessFlags access, out ulong pa)
     {
         var ctx = port.Context;
-        // Hit path: a resolved plain translating context, not strict, IOTLB hit that permits the access.
-        if (ctx.Generation == Generation && ctx.Fast && _strict is not { Enabled: true }
-            && _iotlb.TryLookup(ctx.Vmid, ctx.Asid, ctx.TbiKey ? PageTableWalker.TlbInput(ctx.Config, address) : address, out var hit)
-            && PageTableWalker.DeniedBy(hit, access) == TranslationStage.None)
-        {
-            pa = hit.Translate(address);
-            return true;
-        }
+        TlbEntry entry;
+        TranslationFault fault;
         pa = 0;
         if (ctx.Generation != Generation || StrictEnabled) Revalidate(port, ctx);
         var write = (access & AccessFlags.Write) != 0;
@@ -336,7 +343,7 @@ public sealed partial class SmmuV2
             RecordContextFault(ctx, SmmuV2Field.FsrTf, cf, address, access, port, default, default, write: false, attrs);
             return false;
         }
-        if (!TranslateFast(ctx, address, access, out var entry, out var fault))
+        if (!_translator.Translate(ctx, address, access, out entry, out fault))
         {
             RecordContextFault(ctx, FsrBitOf(fault.Kind), fault, address, access, port, default, default, write: false, attrs);
             return false;
@@ -462,7 +469,7 @@ public sealed partial class SmmuV2
         };
         va &= ~0xFFFUL;
         var b = _banks[n];
-        var ctx = new V2StreamContext();
+        var ctx = new V2StreamContext { StrictChecks = StrictEnabled };
         DecodeContext(n, ctx);
         if (ctx.Outcome == V2Outcome.GlobalFault || ctx.ConfigError is not null)
         {
@@ -474,7 +481,7 @@ public sealed partial class SmmuV2
             b.Par = va & SmmuV2Field.ParPaMask;
             return;
         }
-        if (!_translator.Translate(ctx.Config, ctx.Vmid, va, access, out var e, out var f))
+        if (!_translator.Translate(ctx, va, access, out var e, out var f))
         {
             b.Par = SmmuV2Field.ParF | FsrBitOf(f.Kind) | (ulong)(Math.Max((int)f.Level, 0) & 3) << SmmuV2Field.ParPlvlShift
                 | (f.Stage == TranslationStage.Stage2 ? SmmuV2Field.ParStage2 : 0);

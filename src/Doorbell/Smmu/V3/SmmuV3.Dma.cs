@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Doorbell.Iommu;
 using Doorbell.Memory;
 using Doorbell.Vmsa;
 
@@ -110,34 +111,22 @@ public sealed partial class SmmuV3
                 _trace.Emit(TraceCategory.SmmuTranslate, TraceSource, $"SID 0x{port.StreamId:x} {(write ? "write" : "read")} 0x{address:x}: aborted by its stream configuration");
                 return BusStatus.SlaveError;
         }
-        var pos = 0;
-        var va = address;
-        while (pos < length)
+        // The transfer loop shared with the SMMUv2 front end: per translation block through the Translator, to the bus.
+        if (TransferLoop.Run(_translator, ctx, _bus, address, rd, wr, write, access, attributes, _trace, TraceSource, port.StreamId,
+                out var status, out var pos, out var fault))
+            return status;
+        var va = address + (ulong)pos;
+        var stage2 = fault.Stage == TranslationStage.Stage2;
+        var record = fault.Kind == FaultKind.WalkExternalAbort || (stage2 ? ctx.RecordStage2 : ctx.RecordStage1);
+        if (record)
+            RecordTranslationFault(fault, port.StreamId, ssv, ssid, va, access, fault.OnStage1Walk ? Evt.ClassTt : Evt.ClassIn, cdIpa: 0);
+        if (!stage2 && !ctx.AbortStage1)
         {
-            if (!_translator.Translate(ctx, va, access, out var entry, out var fault))
-            {
-                var stage2 = fault.Stage == TranslationStage.Stage2;
-                var record = fault.Kind == FaultKind.WalkExternalAbort || (stage2 ? ctx.RecordStage2 : ctx.RecordStage1);
-                if (record)
-                    RecordTranslationFault(fault, port.StreamId, ssv, ssid, va, access, fault.OnStage1Walk ? Evt.ClassTt : Evt.ClassIn, cdIpa: 0);
-                if (!stage2 && !ctx.AbortStage1)
-                {
-                    // CD.A = 0: the rest of the transaction is RAZ/WI and completes successfully.
-                    if (!write) rd[pos..].Clear();
-                    return BusStatus.Ok;
-                }
-                return BusStatus.SlaveError;
-            }
-            var inBlock = entry.SizeLog2 >= 63 ? ulong.MaxValue : entry.SizeBytes - (va & entry.OffsetMask);
-            var chunk = (int)Math.Min((ulong)(length - pos), inBlock);
-            var pa = entry.Translate(va);
-            if (_trace.IsOn(TraceCategory.SmmuTranslate)) _trace.Emit(TraceCategory.SmmuTranslate, TraceSource, $"SID 0x{port.StreamId:x} {(write ? "write" : "read")} IOVA 0x{va:x} -> PA 0x{pa:x} ({chunk} bytes)");
-            var s = write ? _bus.Write(pa, wr.Slice(pos, chunk), attributes) : _bus.Read(pa, rd.Slice(pos, chunk), attributes);
-            if (s != BusStatus.Ok) return s;
-            pos += chunk;
-            va += (ulong)chunk;
+            // CD.A = 0: the rest of the transaction is RAZ/WI and completes successfully.
+            if (!write) rd[pos..].Clear();
+            return BusStatus.Ok;
         }
-        return BusStatus.Ok;
+        return BusStatus.SlaveError;
     }
 
     /// <summary>The stream's kept resolution still holds (no CFGI, register change or failure since) and strict mode is off.</summary>
