@@ -22,6 +22,7 @@ public sealed partial class ServeTarget : FuzzTarget
     public override string Description => "doorbell serve's socket: malformed/truncated/random packets and descriptors from several clients";
 
     const int MaxPackets = 48;
+    static readonly uint MaxOp = (uint)Enum.GetValues<ServeOp>().Max();
     const int ReplyTimeoutMs = 20_000; // wall clock: the machine is shared, and a hang is minutes, not seconds
 
     sealed class Server : IDisposable
@@ -76,7 +77,7 @@ public sealed partial class ServeTarget : FuzzTarget
     /// <summary>What the inputs reached (so that tests can see success paths are hit, not only rejections).</summary>
     public sealed class Counters
     {
-        public long Successes, Errnos, Disconnects, MalformedDisconnects;
+        public long Successes, Errnos, Disconnects, MalformedDisconnects, DeviceFds, Posted;
     }
 
     public Counters Checks { get; } = new();
@@ -107,6 +108,13 @@ public sealed partial class ServeTarget : FuzzTarget
                 }
                 var c = clients[which];
                 packets++;
+                // Mostly, a new client first sets up validly (HELLO, container, group, type1v2, device) so that what
+                // follows reaches the VFIO success paths; each step can still be bent or skipped by the input.
+                if (!c.Hello && c.RemoteFds.Count == 0 && r.Byte() % 4 != 0)
+                {
+                    if (!Prologue(c, server, rx, ref r)) { Close(c); continue; }
+                    continue;
+                }
                 var kind = r.Byte() % 16;
                 if (kind == 0) { Close(c); continue; }     // the client vanishes (perhaps mid-conversation)
                 var (packet, malformed) = kind < 4 ? Malformed(ref r) : WellFormed(c, server, ref r);
@@ -120,9 +128,11 @@ public sealed partial class ServeTarget : FuzzTarget
                     Close(c);
                     continue;
                 }
+                // A posted store has no reply: the next request of this client shows whether the server kept up.
+                if (!malformed && BinaryPrimitives.ReadUInt32LittleEndian(packet) == (uint)ServeOp.MmioWritePosted) { Checks.Posted++; continue; }
                 if (r.Byte() % 12 == 0) { Close(c); continue; }   // gone before the reply
                 var n = Receive(c.Fd, rx, out var timedOut);
-                if (timedOut) throw new FuzzFinding($"no reply and no disconnect within {ReplyTimeoutMs / 1000} s (op {BinaryPrimitives.ReadUInt32LittleEndian(packet.AsSpan())}, {packet.Length} bytes)");
+                if (timedOut) throw new FuzzFinding($"no reply and no disconnect within {ReplyTimeoutMs / 1000} s (op {(packet.Length >= 4 ? BinaryPrimitives.ReadUInt32LittleEndian(packet) : 0)}, {packet.Length} bytes)");
                 if (n <= 0) { Close(c); if (malformed) Checks.MalformedDisconnects++; else Checks.Disconnects++; continue; }      // a clean disconnect
                 if (malformed) throw new FuzzFinding($"a malformed packet ({packet.Length} bytes) got a reply instead of a disconnect");
                 if (CheckReply(rx.AsSpan(0, n), packet, c) >= 0) Checks.Successes++; else Checks.Errnos++;
@@ -135,6 +145,43 @@ public sealed partial class ServeTarget : FuzzTarget
         AfterAll(server);
         LastPackets = packets;
         _lastLength = input.Length;
+    }
+
+    /// <summary>HELLO, OPEN container, OPEN group, GROUP_SET_CONTAINER, SET_IOMMU(type1v2), GET_DEVICE_FD — the sequence a
+    /// VFIO program starts with (each reply checked like any other). False when the server dropped the client.</summary>
+    bool Prologue(Client c, Server server, byte[] rx, ref Reader r)
+    {
+        var group = (ulong)(server.Instance.Kernel.FindFunction(r.Bit() ? "0000:00:01.0" : "0000:00:02.0")?.Group.Id ?? 0);
+        var steps = 3 + r.Byte() % 4;
+        long container = -1, grp = -1;
+        for (var step = 0; step < steps; step++)
+        {
+            byte[] payload = [];
+            ulong a0 = 0, a1 = 0, a2 = 0;
+            var fd = -1;
+            var op = ServeOp.Ioctl;
+            switch (step)
+            {
+                case 0: op = ServeOp.Hello; a0 = r.Bit() ? ulong.MaxValue : 64UL << 12; a2 = ServeProtocol.Version; break;
+                case 1: op = ServeOp.Open; break;
+                case 2: op = ServeOp.Open; a0 = 1; a1 = group; break;
+                case 3: fd = (int)grp; a0 = VfioIoctl.GroupSetContainer; payload = BitConverter.GetBytes((int)container); break;
+                case 4: fd = (int)container; a0 = VfioIoctl.SetIommu; a1 = 1; a2 = VfioExtension.Type1v2Iommu; break;
+                default: fd = (int)grp; a0 = VfioIoctl.GroupGetDeviceFd; payload = Encoding.ASCII.GetBytes(r.Bit() ? "0000:00:01.0\0" : "0000:00:02.0\0"); break;
+            }
+            var packet = new byte[ServeProtocol.RequestHeader + payload.Length];
+            ServeProtocol.Encode(packet, op, fd, a0, a1, a2, 0, payload);
+            if (ServerNative.Send(c.Fd, packet) < 0) return false;
+            var n = Receive(c.Fd, rx, out var timedOut);
+            if (timedOut) throw new FuzzFinding($"no reply and no disconnect within {ReplyTimeoutMs / 1000} s (set-up step {step})");
+            if (n <= 0) return false;
+            var ret = CheckReply(rx.AsSpan(0, n), packet, c);
+            if (ret >= 0) Checks.Successes++; else Checks.Errnos++;
+            if (step == 1) container = ret;
+            if (step == 2) grp = ret;
+            if (step == 5 && ret >= 0) Checks.DeviceFds++;
+        }
+        return true;
     }
 
     static void Close(Client c)
@@ -167,8 +214,9 @@ public sealed partial class ServeTarget : FuzzTarget
         var op = (ServeOp)BinaryPrimitives.ReadUInt32LittleEndian(request);
         if (ret < -133) throw new FuzzFinding($"{op} returned {ret}: not a Linux errno");
         if (op == ServeOp.Hello && ret == 0) c.Hello = true;
+        if (op == ServeOp.Open && ret >= 0) c.RemoteFds.Add((int)ret);
         // Descriptors the server hands out (OPEN, GET_DEVICE_FD) are what later requests aim at.
-        if (ret is >= 0 and < 1 << 20 && (op == ServeOp.Open || (op == ServeOp.Ioctl && BinaryPrimitives.ReadUInt64LittleEndian(request.AsSpan(8)) == VfioIoctl.GroupGetDeviceFd)))
+        if (ret is >= 0 and < 1 << 20 && ((op == ServeOp.Ioctl && BinaryPrimitives.ReadUInt64LittleEndian(request.AsSpan(8)) == VfioIoctl.GroupGetDeviceFd)))
             c.RemoteFds.Add((int)ret);
         return ret;
     }
@@ -216,11 +264,11 @@ public sealed partial class ServeTarget : FuzzTarget
     static (byte[] Packet, bool Malformed) Malformed(ref Reader r)
     {
         var header = new byte[ServeProtocol.RequestHeader + 64];
-        ServeProtocol.Encode(header, (ServeOp)(1 + r.Byte() % 11), r.Byte() % 8, r.U64(), r.U64(), r.U64(), r.U64());
+        ServeProtocol.Encode(header, (ServeOp)(1 + r.Byte() % MaxOp), r.Byte() % 8, r.U64(), r.U64(), r.U64(), r.U64());
         switch (r.Byte() % 5)
         {
             case 0: return (header[..(r.Byte() % ServeProtocol.RequestHeader)], true);                    // truncated header
-            case 1: BinaryPrimitives.WriteUInt32LittleEndian(header, r.Bit() ? 0u : 12u + r.U16()); return (header[..ServeProtocol.RequestHeader], true); // unknown op
+            case 1: BinaryPrimitives.WriteUInt32LittleEndian(header, r.Bit() ? 0u : MaxOp + 1 + r.U16()); return (header[..ServeProtocol.RequestHeader], true); // unknown op
             case 2: BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(44), 1u + r.U16()); return (header[..ServeProtocol.RequestHeader], true);  // reserved bits
             case 3:                                                                                               // length mismatch
                 var actual = r.Byte() % 64;
@@ -239,7 +287,7 @@ public sealed partial class ServeTarget : FuzzTarget
     {
         ServeOp op;
         if (!c.Hello && r.Byte() % 4 != 0) op = ServeOp.Hello;
-        else op = (ServeOp)(1 + r.Byte() % 11);
+        else op = (ServeOp)(1 + r.Byte() % MaxOp);
         var fd = c.RemoteFds.Count > 0 && r.Byte() % 5 != 0 ? c.RemoteFds[r.Byte() % c.RemoteFds.Count] : (int)(sbyte)r.Byte();
         ulong a0 = 0, a1 = 0, a2 = 0, a3 = 0;
         byte[] payload = [];
@@ -272,6 +320,7 @@ public sealed partial class ServeTarget : FuzzTarget
                 break;
             case ServeOp.MmioRead:
             case ServeOp.MmioWrite:
+            case ServeOp.MmioWritePosted:
                 a0 = r.Bit() ? 0x7f00_0000_0000UL + ((ulong)r.U16() << 4) : r.U64(); a1 = (ulong)r.Byte() % 10; a2 = r.U64();
                 break;
             default:

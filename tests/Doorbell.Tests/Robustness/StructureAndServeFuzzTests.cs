@@ -76,10 +76,11 @@ public class StructureAndServeFuzzTests
     public void Serve_socket_inputs_pass_and_reach_successes_errnos_and_disconnects()
     {
         var t = new ServeTarget();
-        foreach (var input in Inputs(t, 5, 40)) t.Run(input);
+        foreach (var input in Inputs(t, 5, 20)) t.Run(input);
         var c = t.Checks;
         Assert.True(c.Successes > 20, $"successful replies: {c.Successes}");
-        Assert.True(c.Errnos > 20, $"errno replies: {c.Errnos}");
+        Assert.True(c.DeviceFds > 0, $"device descriptors obtained through the set-up: {c.DeviceFds}");
+        Assert.True(c.Errnos > 10, $"errno replies: {c.Errnos}");
         Assert.True(c.MalformedDisconnects > 5, $"malformed packets answered by a disconnect: {c.MalformedDisconnects}");
     }
 }
