@@ -13,6 +13,8 @@
 #include <libgen.h>
 #include <limits.h>
 #include <linux/vfio.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +65,21 @@ static struct vfio_info_cap_header *find_cap(void *info, uint32_t off, uint16_t 
 		off = h->next;
 	}
 	return NULL;
+}
+
+static sigjmp_buf bus_jmp;
+static void on_sigbus(int sig) { (void)sig; siglongjmp(bus_jmp, 1); }
+
+/* 1 when a 32-bit store to p raises SIGBUS */
+static __attribute__((noinline)) int store_raises_sigbus(volatile uint32_t *p, uint32_t v)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	sigaction(SIGBUS, &sa, &old);
+	int bused = 0;
+	if (sigsetjmp(bus_jmp, 1) == 0) *p = v;
+	else bused = 1;
+	sigaction(SIGBUS, &old, NULL);
+	return bused;
 }
 
 int main(int argc, char **argv)
@@ -196,6 +213,17 @@ int main(int argc, char **argv)
 	CHECK(r9v == IOVA, "REX.WRB load into r10 0x%llx", (unsigned long long)r9v);
 	uint16_t lo16 = *(volatile uint16_t *)(bar + ID);
 	uint8_t lo8 = *(volatile uint8_t *)(bar + ID);
+	/* memory decode off: a store through the mapping gets SIGBUS, as vfio-pci's fault handler gives; decode back on */
+	{
+		uint16_t off = cmd & ~0x2;
+		CHECK(pwrite(dev, &off, 2, cr.offset + 4) == 2, "COMMAND: memory decode off");
+		CHECK(store_raises_sigbus((volatile uint32_t *)(q0 + QSIZE), 16), "a store with memory decode off did not raise SIGBUS");
+		CHECK(pwrite(dev, &cmd, 2, cr.offset + 4) == 2, "COMMAND: memory decode on");
+		*(volatile uint32_t *)(q0 + QSIZE) = 16; /* decodes again: stores are posted from here */
+		*(volatile uint32_t *)(q0 + QSIZE) = 16;
+		CHECK(*(volatile uint32_t *)(q0 + QSIZE) == 16, "store after decode on");
+		printf("memory decode off: store through the mapping -> SIGBUS; decode on: stores land again\n");
+	}
 	printf("BAR0: ID 0x%08x (mmap) = 0x%08x (pread), %u queues, 16/8-bit reads 0x%04x/0x%02x (the device answers 32/64-bit accesses only)\n", id, idp, nq, lo16, lo8);
 
 	/* MSI-X: vector 0 -> our eventfd, watched with epoll */

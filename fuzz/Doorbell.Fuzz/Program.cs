@@ -3,15 +3,16 @@ using Doorbell.Fuzz;
 
 // doorbell-fuzz: the fuzz targets of every outside surface (docs/robustness.md).
 //   list                          the targets
-//   smoke [--seconds N] [--seed S] [--target T] [--corpus DIR] [--findings DIR]
+//   smoke [--seconds N] [--seed S] [--target T] [--weights T=W,...] [--corpus DIR] [--findings DIR]
 //   run TARGET FILE...            replay inputs (a finding's file), exit 1 if any fails
 //   afl TARGET                    SharpFuzz entry for AFL++ (run under afl-fuzz on an instrumented Doorbell.dll)
 //   libfuzzer TARGET              SharpFuzz entry for libFuzzer (libfuzzer-dotnet)
+//   coverage-report LABEL FILE NS...  line/branch coverage of Doorbell.dll and of namespace prefixes from a Cobertura file
 return Cli.Run(args);
 
 static class Cli
 {
-    const string Usage = "usage: doorbell-fuzz list | smoke [--seconds N] [--seed S] [--target T] [--corpus DIR] [--findings DIR] | run TARGET FILE... | afl TARGET | libfuzzer TARGET";
+    const string Usage = "usage: doorbell-fuzz list | smoke [--seconds N] [--seed S] [--target T] [--weights T=W,...] [--corpus DIR] [--findings DIR] | run TARGET FILE... | afl TARGET | libfuzzer TARGET";
 
     public static int Run(string[] args)
     {
@@ -26,6 +27,7 @@ static class Cli
                 "afl" => Afl(args[1..]),
                 "seed-corpus" => SeedCorpus(args[1..]),
                 "libfuzzer" => LibFuzzer(args[1..]),
+                "coverage-report" => args.Length >= 3 && File.Exists(args[2]) ? CoverageReport.Run(args[2], args[3..], args[1], Console.Out) : Fail("coverage-report needs LABEL, a Cobertura file and namespace prefixes"),
                 var c => Fail($"unknown command '{c}'"),
             };
         }
@@ -58,6 +60,7 @@ static class Cli
         var root = FindRoot();
         string? corpus = Path.Combine(root, "fuzz", "corpus");
         var findings = Path.Combine(root, "fuzz", "findings");
+        Dictionary<string, double>? weights = null;
         for (var i = 0; i < a.Length; i++)
         {
             string Next() => i + 1 < a.Length ? a[++i] : throw new ArgumentException($"option '{a[i]}' needs a value");
@@ -68,10 +71,20 @@ static class Cli
                 case "--target": targets = [.. Next().Split(',').Select(Target)]; break;
                 case "--corpus": corpus = Next(); break;
                 case "--findings": findings = Next(); break;
+                case "--weights":
+                    weights = [];
+                    foreach (var kv in Next().Split(','))
+                    {
+                        var parts = kv.Split('=');
+                        if (parts.Length != 2 || Targets.Find(parts[0]) is null || !double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out var w) || w <= 0)
+                            throw new ArgumentException($"--weights: '{kv}' is not TARGET=positive weight");
+                        weights[parts[0]] = w;
+                    }
+                    break;
                 default: throw new ArgumentException($"unknown option '{a[i]}'");
             }
         }
-        return Smoke.Run(targets, TimeSpan.FromSeconds(seconds), seed, findings, corpus, Console.Out, TimeSpan.FromSeconds(20));
+        return Smoke.Run(targets, TimeSpan.FromSeconds(seconds), seed, findings, corpus, Console.Out, TimeSpan.FromSeconds(20), weights);
     }
 
     static int Replay(string[] a)

@@ -177,6 +177,7 @@ static int64_t rpc_locked(uint32_t op, int fd, uint64_t a0, uint64_t a1, uint64_
 	ssize_t n;
 	do n = sendmsg(g_sock, &m, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
 	if (n < 0) return -EIO;
+	if (op == DB_MMIO_WRITE_POSTED) return 0; /* posted: the store retires without waiting for the device */
 	struct db_reply rep;
 	struct iovec riov[2] = { { &rep, sizeof rep }, { rbuf, rcap } };
 	struct msghdr rm = { .msg_iov = riov, .msg_iovlen = rcap ? 2 : 1 };
@@ -445,14 +446,22 @@ static uint32_t argsz_min(int kind, unsigned long req)
 	return 0;
 }
 
+/* Stores through a BAR mapping are posted (the server sends no completion, as PCIe has none for posted writes) while the
+ * mapping is known to decode. After anything that may turn memory decode off or reset the device (a region write, e.g.
+ * to COMMAND; a device ioctl, e.g. RESET) the next store goes synchronously, so a disabled BAR still gives SIGBUS as
+ * vfio-pci's fault handler does; a store that succeeds makes stores posted again. */
+static volatile int g_sync_stores = 1;
+
 static int64_t scalar_ioctl(struct dbfile *f, unsigned long req, uint64_t v)
 {
+	g_sync_stores = 1;
 	return rpc(DB_IOCTL, f->sfd, req, 1, v, 0, NULL, 0, NULL, 0, NULL, 0, NULL);
 }
 
 static int64_t pointer_ioctl(struct dbfile *f, unsigned long req, void *arg, uint32_t minsz)
 {
 	static __thread uint8_t buf[MAX_ARG], rep[MAX_ARG];
+	g_sync_stores = 1;
 	uint32_t argsz = 0;
 	if (self_read(&argsz, arg, 4) != 4) return -EFAULT;
 	uint32_t want = argsz < minsz ? minsz : argsz > MAX_ARG ? MAX_ARG : argsz;
@@ -572,6 +581,7 @@ static ssize_t region_pwrite(struct dbfile *f, const void *buf, size_t count, ui
 {
 	static __thread uint8_t tmp[64 << 10];
 	size_t done = 0;
+	g_sync_stores = 1;
 	while (done < count) {
 		uint32_t chunk = count - done > sizeof tmp ? sizeof tmp : (uint32_t)(count - done);
 		if (self_read(tmp, (const uint8_t *)buf + done, chunk) != chunk) { if (done) break; errno = EFAULT; return -1; }
@@ -729,7 +739,9 @@ static void segv_handler(int sig, siginfo_t *si, void *ucv)
 	int64_t r;
 	if (in.store) {
 		uint64_t v = in.has_imm ? in.imm : get_reg(uc, in.reg, in.size, in.rex);
-		r = rpc(DB_MMIO_WRITE, -1, a, (uint64_t)in.size, v, 0, NULL, 0, NULL, 0, NULL, 0, NULL);
+		int sync = g_sync_stores;
+		r = rpc(sync ? DB_MMIO_WRITE : DB_MMIO_WRITE_POSTED, -1, a, (uint64_t)in.size, v, 0, NULL, 0, NULL, 0, NULL, 0, NULL);
+		if (sync && r == 0) g_sync_stores = 0;
 	} else {
 		uint64_t v = 0;
 		uint32_t rlen = 0;
@@ -741,10 +753,25 @@ static void segv_handler(int sig, siginfo_t *si, void *ucv)
 		}
 	}
 	if (r == -EIO) { /* memory decode off / device in D3: SIGBUS, as vfio-pci's fault handler gives */
-		die("libdoorbell-vfio: BAR access at %p: the device does not decode it (SIGBUS)\n", (void *)a);
-		signal(SIGBUS, SIG_DFL);
-		raise(SIGBUS);
-		_exit(135);
+		struct sigaction cur;
+		real_sigaction(SIGBUS, NULL, &cur);
+		int handled = (cur.sa_flags & SA_SIGINFO) ? cur.sa_sigaction != NULL
+							   : cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN;
+		if (!handled) {
+			die("libdoorbell-vfio: BAR access at %p: the device does not decode it (SIGBUS)\n", (void *)a);
+			signal(SIGBUS, SIG_DFL);
+			raise(SIGBUS);
+			_exit(135);
+		}
+		/* the program handles SIGBUS: deliver it as the kernel would (BUS_ADRERR at the access); returning retries */
+		siginfo_t bi = *si;
+		bi.si_signo = SIGBUS;
+		bi.si_code = BUS_ADRERR;
+		bi.si_addr = (void *)a;
+		errno = saved;
+		if (cur.sa_flags & SA_SIGINFO) cur.sa_sigaction(SIGBUS, &bi, ucv);
+		else cur.sa_handler(SIGBUS);
+		return;
 	}
 	if (r < 0) { chain_segv(sig, si, ucv); errno = saved; return; }
 	uc->uc_mcontext.gregs[REG_RIP] += in.len;

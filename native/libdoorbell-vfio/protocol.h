@@ -11,6 +11,8 @@
 enum db_op {
 	DB_HELLO = 1, DB_OPEN = 2, DB_CLOSE = 3, DB_IOCTL = 4, DB_PREAD = 5, DB_PWRITE = 6,
 	DB_MMAP = 7, DB_MUNMAP = 8, DB_MMIO_READ = 9, DB_MMIO_WRITE = 10, DB_STATS = 11,
+	/* a trapped store through a BAR mapping: posted, as a CPU store to MMIO is on PCIe (no reply; the server logs a failure) */
+	DB_MMIO_WRITE_POSTED = 12,
 };
 
 struct db_request {

@@ -28,7 +28,7 @@ public static class QtestCommand
 
     /// <summary>The `qtest` subcommand as the help lists it (running it goes through <see cref="RunIfQtest"/>).</summary>
     public static Command Create() =>
-        new("qtest", "Serve QEMU's qtest protocol for a qemu-virt machine (accepts QEMU's command-line subset: -machine virt[,gic-version=2|3][,iommu=smmuv3|none][,its=on|off] -m -smp -device edu[,addr=S.F][,dma_mask=N] -qtest unix:PATH -qtest-log FILE|none -d/-trace PATTERN; -machine help, -device help).");
+        new("qtest", "Serve QEMU's qtest protocol for a qemu-virt machine (accepts QEMU's command-line subset: -machine virt|board=FILE.yaml|FILE.yaml|BUILT-IN[,gic-version=2|3][,iommu=smmuv3|none][,its=on|off] -m -smp -device edu[,addr=S.F][,dma_mask=N] -qtest unix:PATH -qtest-log FILE|none -d/-trace PATTERN; -machine help, -device help).");
 
     /// <summary>Registers the `qtest` subcommand on <paramref name="root"/> and runs a qtest invocation (kept for callers of the old entry point).</summary>
     public static int? Intercept(RootCommand root, string[] args)

@@ -25,7 +25,8 @@ static class Usage
           audit PATH...             audit DMA/MSI isolation of platforms described by device trees (.dtb)
           serve --socket PATH       serve VFIO to unmodified programs (scripts/doorbell-exec; docs/serve.md)
               [--board FILE.yaml] [--allow-unsafe-interrupts] [--strict]
-          qtest ARGS...             serve QEMU's qtest protocol (QEMU-style arguments; also accepted directly)
+          qtest ARGS...             serve QEMU's qtest protocol (QEMU-style arguments; also accepted directly;
+                                    -machine virt|board=FILE.yaml|BUILT-IN, -M help lists boards)
 
         Options:
           -h, --help                this text

@@ -35,22 +35,28 @@ internal static class ServeCommand
         var era = IsolationPolicyEra.Today;
         if (eraText is not null)
         {
-            if (IsolationPolicyEras.Parse(eraText) is not { } e)
-            {
-                Console.Error.WriteLine($"doorbell serve: --isolation-era '{eraText}' is unknown ({IsolationPolicyEras.Accepted})");
-                return 2;
-            }
+            if (IsolationPolicyEras.Parse(eraText) is not { } e) return CliErrors.Fail($"serve: --isolation-era '{eraText}' is unknown ({IsolationPolicyEras.Accepted})");
             era = e;
         }
+        // A bad argument is one line naming the option and exit 1, as for every other command. A built-in board's
+        // name (juno-like, thunderx-like, its-and-gicv2m) is not a file: the server loads it.
+        var builtIn = board is not null && ServeBoard.BuiltInBoards.Contains(board) && !File.Exists(board);
+        if (board is not null && !builtIn && !BoardOption.TryLoad(board, out _, out var berr)) return CliErrors.Fail("serve: " + berr);
+        if (socket.Length == 0) return CliErrors.Fail("serve: --socket: empty path");
+        var socketDir = Path.GetDirectoryName(Path.GetFullPath(socket));
+        if (socketDir is not null && !Directory.Exists(socketDir)) return CliErrors.Fail($"serve: --socket {socket}: directory {socketDir} does not exist");
         DoorbellServer server;
         try
         {
             server = new DoorbellServer(new ServeOptions { SocketPath = socket, BoardFile = board, AllowUnsafeInterrupts = allowUnsafe, IsolationEra = era, Strict = strict });
         }
-        catch (Exception e) when (e is FormatException or IOException or UnauthorizedAccessException or ArgumentException)
+        catch (Exception e) when (e is FormatException or ArgumentException)
         {
-            Console.Error.WriteLine($"doorbell serve: {e.Message}");
-            return 2;
+            return CliErrors.Fail($"serve: {(board is null ? "" : $"--board {board}: ")}{e.Message}");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Net.Sockets.SocketException)
+        {
+            return CliErrors.Fail($"serve: --socket {socket}: {e.Message}");
         }
         using var stop = new CancellationTokenSource();
         using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });

@@ -10,7 +10,7 @@ namespace Doorbell.Kvm;
 /// that makes an interrupt pending for this vCPU kicks it (<see cref="Kick"/>): the pending-interrupt signal the guest's
 /// IRQ entry (<see cref="TakeInterrupts"/>) answers.
 /// </summary>
-public sealed class Vcpu
+public sealed class Vcpu : IInterruptTarget
 {
     internal Vcpu(Vm vm, int id)
     {
@@ -36,8 +36,20 @@ public sealed class Vcpu
         OnKick?.Invoke(this);
     }
 
-    /// <summary>True when the vCPU's IRQ input is asserted (an interrupt would be acknowledged now).</summary>
-    public bool IrqPending => Icc?.IrqPending ?? false;
+    /// <summary>The vCPU's IRQ input (a vGICv2 raises it): a kick.</summary>
+    void IInterruptTarget.Raise() => Kick();
+
+    /// <summary>True when the vCPU's IRQ input is asserted (an interrupt would be acknowledged now; GICv2: GICC_HPPIR names one).</summary>
+    public bool IrqPending
+    {
+        get
+        {
+            if (Icc is { } icc) return icc.IrqPending;
+            if (Vm.VgicV2 is not { } g2) return false;
+            g2.CpuInterface(Id).Read(Doorbell.Gic.V2.GicV2.GICC_HPPIR, 4, out var v, BusAttributes.Cpu);
+            return v < 1020;
+        }
+    }
 
     /// <summary>A guest load of 1, 2, 4 or 8 bytes.</summary>
     public BusStatus Read(ulong gpa, int size, out ulong value) => Vm.GuestRead(this, gpa, size, out value);

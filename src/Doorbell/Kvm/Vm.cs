@@ -1,4 +1,6 @@
 using Doorbell.Gic.Its;
+using Doorbell.Gic.V2;
+using Doorbell.Gic.V2m;
 using Doorbell.Gic.V3;
 using Doorbell.Host.Os;
 using Doorbell.Memory;
@@ -45,6 +47,15 @@ public sealed class Vm : IDisposable
     public StrictMonitor Strict { get; }
     public IReadOnlyList<Vcpu> Vcpus => _vcpus;
     public GicV3? VgicV3 { get; private set; }
+    /// <summary>The vGICv2 (a GICv2 guest board), null otherwise.</summary>
+    public GicV2? VgicV2 { get; private set; }
+    /// <summary>The GICv2m MSI frame of a GICv2 guest board, null otherwise.</summary>
+    public GicV2m? VgicV2m { get; private set; }
+    /// <summary>Guest physical base of <see cref="VgicV2m"/>.</summary>
+    public ulong VgicV2mBase { get; private set; }
+    /// <summary>SPIs of the VM's interrupt controller (0 before one exists).</summary>
+    public int SpiCount => VgicV3?.Options.SpiCount ?? VgicV2?.SpiCount ?? 0;
+    bool HasIrqchip => VgicV3 is not null || VgicV2 is not null;
     /// <summary>The vITSs (ITS engines over guest memory targeting this VM's vCPUs), by guest base address.</summary>
     public IReadOnlyList<(ulong Base, GicV3Its Its)> Its => _its;
     /// <summary>The VMM's handler of MMIO exits.</summary>
@@ -65,7 +76,7 @@ public sealed class Vm : IDisposable
     {
         vcpu = null;
         if (_disposed) return -Errno.EBADF;
-        if (VgicV3 is not null) return -Errno.EBUSY;
+        if (HasIrqchip) return -Errno.EBUSY;
         if (_vcpus.Count >= 512) return -Errno.EINVAL;
         vcpu = new Vcpu(this, _vcpus.Count);
         _vcpus.Add(vcpu);
@@ -116,7 +127,7 @@ public sealed class Vm : IDisposable
     public int CreateVgicV3(PhysAddr gicd, PhysAddr gicr, int spiCount = 224, int idBits = 16)
     {
         if (_disposed) return -Errno.EBADF;
-        if (VgicV3 is not null) return -Errno.EEXIST;
+        if (HasIrqchip) return -Errno.EEXIST;
         if (_vcpus.Count == 0 || spiCount % 32 != 0 || spiCount is < 32 or > 960 || idBits is < 14 or > 24) return -Errno.EINVAL;
         var gic = new GicV3(Memory, new GicV3Options { CpuCount = _vcpus.Count, SpiCount = spiCount, IdBits = idBits, PendingTableWriteThrough = false }, Trace, Strict);
         try { gic.Map(KernelMmio, gicd, gicr); }
@@ -127,6 +138,51 @@ public sealed class Vm : IDisposable
         var defaults = new KvmIrqRoutingEntry[spiCount];
         for (var i = 0; i < spiCount; i++) defaults[i] = KvmIrqRoutingEntry.Irqchip((uint)i, (uint)i);
         SetGsiRouting(defaults);
+        return 0;
+    }
+
+    /// <summary>
+    /// KVM_CREATE_DEVICE(KVM_DEV_TYPE_ARM_VGIC_V2) + KVM_DEV_ARM_VGIC_GRP_ADDR (DIST, CPU) + CTRL_INIT: the GICv2 model with
+    /// its distributor and CPU interface frames in the guest physical space, each vCPU's IRQ input kicking it; default
+    /// routing GSI n → SPI pin n. -EEXIST with an interrupt controller, -EINVAL without vCPUs, with more than 8 (GICv2's
+    /// limit, as KVM's vgic-v2) or with overlapping frames.
+    /// Known limit: the GICC frame is vCPU 0's (the model maps one CPU interface frame).
+    /// </summary>
+    public int CreateVgicV2(PhysAddr gicd, PhysAddr gicc, int spiCount = 224)
+    {
+        if (_disposed) return -Errno.EBADF;
+        if (HasIrqchip) return -Errno.EEXIST;
+        if (_vcpus.Count is 0 or > 8 || spiCount % 32 != 0 || spiCount is < 32 or > 960) return -Errno.EINVAL;
+        var gic = new GicV2(_vcpus.Count, spiCount, Strict) { Trace = Trace };
+        try { gic.Map(KernelMmio, gicd, gicc); }
+        catch (ArgumentException) { return -Errno.EINVAL; }
+        VgicV2 = gic;
+        for (var c = 0; c < _vcpus.Count; c++) gic.SetTarget(c, _vcpus[c]);
+        gic.SpiDeactivated = OnSpiDeactivated;
+        var defaults = new KvmIrqRoutingEntry[spiCount];
+        for (var i = 0; i < spiCount; i++) defaults[i] = KvmIrqRoutingEntry.Irqchip((uint)i, (uint)i);
+        SetGsiRouting(defaults);
+        return 0;
+    }
+
+    /// <summary>
+    /// A GICv2m MSI frame in the guest physical space raising the vGICv2's SPIs [<paramref name="baseIntid"/>, +count):
+    /// a guest (or an MSI route, irqfd or KVM_SIGNAL_MSI whose address is its MSI_SETSPI_NS) writing an SPI number there
+    /// makes that SPI pending — with no DeviceID, exactly as the physical frame. (KVM has no in-kernel GICv2m; QEMU emulates
+    /// it in userspace and injects with KVM_IRQ_LINE. Doorbell keeps it next to the vGIC so irqfd routes can name it:
+    /// docs/deviations.md.) -ENODEV without a vGICv2, -EEXIST for a second frame, -EINVAL for a bad range or base.
+    /// </summary>
+    public int CreateVgicV2m(PhysAddr @base, int baseIntid, int count)
+    {
+        if (_disposed) return -Errno.EBADF;
+        if (VgicV2 is not { } gic) return -Errno.ENODEV;
+        if (VgicV2m is not null) return -Errno.EEXIST;
+        if (@base.Value % 0x1000 != 0 || baseIntid < 32 || count < 1 || baseIntid + count > 32 + gic.SpiCount) return -Errno.EINVAL;
+        var frame = new GicV2m(gic, baseIntid, count, Strict);
+        try { frame.Map(KernelMmio, @base); }
+        catch (ArgumentException) { return -Errno.EINVAL; }
+        VgicV2m = frame;
+        VgicV2mBase = @base.Value;
         return 0;
     }
 
@@ -189,6 +245,13 @@ public sealed class Vm : IDisposable
 
     int InjectMsi(ulong address, uint data, uint flags, uint devId, ItsEngine? its)
     {
+        if (its is null && VgicV2m is { } v2m && address == VgicV2mBase + GicV2m.MSI_SETSPI_NS)
+        {
+            // a GICv2m frame takes no DeviceID: the data alone picks the SPI (out-of-range data is dropped by the frame)
+            var raised = v2m.Raised;
+            v2m.Write(GicV2m.MSI_SETSPI_NS, 4, data, BusAttributes.Cpu);
+            return v2m.Raised == raised ? 0 : 1; // the vGICv2 kicked the vCPUs it signals
+        }
         if (_its.Count == 0) return -Errno.ENODEV;
         if ((flags & KvmConst.KVM_MSI_VALID_DEVID) == 0) return -Errno.EINVAL;
         its ??= ItsAt(address);
@@ -199,10 +262,10 @@ public sealed class Vm : IDisposable
 
     void SetSpiLevel(uint pin, bool level)
     {
-        var gic = VgicV3;
-        if (gic is null || pin >= gic.Options.SpiCount) return;
-        gic.SpiLine(GicV3.FirstSpi + (int)pin).SetLevel(level);
-        if (level) KickSignalled();
+        if (pin >= SpiCount) return;
+        if (VgicV3 is { } g3) g3.SpiLine(GicV3.FirstSpi + (int)pin).SetLevel(level);
+        else VgicV2?.SpiLine(32 + (int)pin).SetLevel(level);
+        if (level && VgicV3 is not null) KickSignalled(); // a vGICv2 kicks its vCPUs itself (their IRQ inputs)
     }
 
     void KickSignalled()
@@ -285,7 +348,7 @@ public sealed class Vm : IDisposable
                     if (_irqfds[i].Gsi == args.Gsi && ReferenceEquals(_irqfds[i].File, probe!.File)) RemoveIrqfd(i);
             return 0;
         }
-        if (VgicV3 is null) return -11; // EAGAIN: the interrupt controller is not initialized
+        if (!HasIrqchip) return -11; // EAGAIN: the interrupt controller is not initialized
         var r = EventFdContext.TryGet(args.Fd, out var ctx);
         if (r < 0) return r;
         if (ctx!.File is null) { ctx.Dispose(); return -Errno.EINVAL; }
@@ -346,7 +409,7 @@ public sealed class Vm : IDisposable
 
     void OnSpiDeactivated(int intid)
     {
-        var pin = (uint)(intid - GicV3.FirstSpi);
+        var pin = (uint)(intid - 32);
         foreach (var f in _irqfds.ToArray())
         {
             if (f.Resample is null || !f.Asserted) continue;

@@ -75,8 +75,31 @@ public sealed class BoardDescription
         }
         catch (YamlDotNet.Core.YamlException e)
         {
-            throw new FormatException($"board description: {OneLine(e.Message)}", e);
+            throw new FormatException($"board description: line {e.Start.Line}: {Reason(e)}", e);
         }
+    }
+
+    /// <summary>What YamlDotNet says, in the description's own terms (keys, values), without .NET type names or its position suffix.</summary>
+    static string Reason(YamlDotNet.Core.YamlException e)
+    {
+        var m = OneLine(e.InnerException is YamlDotNet.Core.YamlException i ? i.Message : e.Message);
+        var notFound = System.Text.RegularExpressions.Regex.Match(m, "Property '([^']*)' not found on type '[^']*?([A-Za-z]+)'");
+        if (notFound.Success)
+        {
+            var where = notFound.Groups[2].Value switch
+            {
+                "BoardDescription" => "board", "GicDescription" => "gic", "IdMapDescription" => "id-map entry",
+                "PcieNode" => "pcie node", "PlatformDeviceDescription" => "platform device", var t => t,
+            };
+            return $"unknown key '{notFound.Groups[1].Value}' in {where}";
+        }
+        if (m.Contains("No node deserializer", StringComparison.Ordinal) || m.Contains("Exception during deserialization", StringComparison.Ordinal))
+        {
+            var inner = e.InnerException?.InnerException ?? e.InnerException;
+            return inner is FormatException or OverflowException ? $"a value of the wrong kind ({OneLine(inner.Message)})" : "a value of the wrong kind here (a list or mapping where a single value belongs, or the reverse)";
+        }
+        var cut = m.IndexOf("(Line:", StringComparison.Ordinal);
+        return (cut > 0 ? m[..cut] : m).Trim().TrimEnd(':', '.').Trim();
     }
 
     // A key given with no value (`platform:`) deserializes to null: it means "none" for lists and the default for the rest.

@@ -35,6 +35,13 @@ public sealed class QemuCommandLine
     public List<string> TracePatterns { get; } = [];
     /// <summary>Text to print instead of running (-M help, -device help, -d help); exit status 0.</summary>
     public string? Help { get; private set; }
+    /// <summary>The board description given by `-machine board=FILE.yaml`, `-M FILE.yaml` or a built-in board name
+    /// (`-M juno-like`); null for QEMU's virt. -m, -smp, gic-version, iommu and its given explicitly override its values.</summary>
+    public BoardDescription? Board { get; private set; }
+    /// <summary>Where <see cref="Board"/> came from (the file path or "built-in NAME").</summary>
+    public string? BoardSource { get; private set; }
+    string? _boardArg, _boardOption;
+    bool _ramGiven, _cpusGiven, _gicGiven, _iommuGiven, _itsGiven;
 
     static readonly HashSet<string> IgnoredWithArg = ["-cpu", "-accel", "-icount", "-display", "-monitor", "-serial", "-name", "-vga", "-boot", "-rtc", "-global", "-L", "-bios", "-kernel", "-append", "-initrd", "-drive", "-netdev", "-object", "-parallel", "-audiodev", "-D", "-pidfile", "-uuid"];
     static readonly HashSet<string> IgnoredFlags = ["-nodefaults", "-nographic", "-S", "-no-shutdown", "-no-reboot", "-enable-kvm", "-daemonize"];
@@ -65,8 +72,8 @@ public sealed class QemuCommandLine
             switch (a)
             {
                 case "-machine": case "-M": c.ParseMachine(a, Next()); break;
-                case "-m": { var v = Next(); c.Machine = c.Machine with { RamSize = ParseRam(v) }; break; }
-                case "-smp": { var v = Next(); c.Machine = c.Machine with { Cpus = ParseSmp(v) }; smp = v; break; }
+                case "-m": { var v = Next(); c.Machine = c.Machine with { RamSize = ParseRam(v) }; c._ramGiven = true; break; }
+                case "-smp": { var v = Next(); c.Machine = c.Machine with { Cpus = ParseSmp(v) }; smp = v; c._cpusGiven = true; break; }
                 case "-device": c.ParseDevice(Next()); break;
                 case "-qtest":
                 {
@@ -136,12 +143,104 @@ public sealed class QemuCommandLine
             }
         }
         if (monChardev != null && chardevs.TryGetValue(monChardev, out var qmp)) c.QmpSocket = qmp;
+        Machine? boardMachine = c.Help is null ? c.ApplyBoard() : null;
         var max = c.Machine.GicVersion == 2 ? MaxCpusGicV2 : MaxCpusGicV3;
         if (c.Machine.Cpus > max)
             throw Bad("-smp", smp ?? c.Machine.Cpus.ToString(CultureInfo.InvariantCulture),
                 $"Invalid SMP CPUs {c.Machine.Cpus}. The max CPUs supported by machine 'virt' with gic-version={c.Machine.GicVersion} is {max}");
-        c.AssignSlots();
+        if (c.Help is null) c.AssignSlots(boardMachine);
         return c;
+    }
+
+    /// <summary>With a board description: the explicit -m/-smp/-machine properties override its values, it is built
+    /// once (every value checked now, with the option named) and <see cref="Machine"/> becomes what it selects.</summary>
+    Machine? ApplyBoard()
+    {
+        if (Board is not { } b) return null;
+        if (_ramGiven) b.Ram = Machine.RamSize.ToString(CultureInfo.InvariantCulture);
+        if (_cpusGiven) b.Cpus = Machine.Cpus;
+        if (_gicGiven) b.Gic = new GicDescription { Version = Machine.GicVersion, Its = _itsGiven ? Machine.Its : b.Gic.Its && Machine.GicVersion == 3, V2m = b.Gic.V2m };
+        else if (_itsGiven) b.Gic.Its = Machine.Its;
+        if (_iommuGiven)
+        {
+            b.Iommu = Machine.Iommu == IommuKind.SmmuV3 ? "smmuv3" : "none";
+            b.SmmuModel = null;
+        }
+        try
+        {
+            var options = b.ToOptions();
+            var machine = b.Build(BoardWiring.None);
+            Machine = options;
+            return machine;
+        }
+        catch (FormatException e)
+        {
+            throw Bad(_boardOption!, _boardArg!, BoardError(b, e));
+        }
+    }
+
+    static string BoardError(BoardDescription b, FormatException e)
+    {
+        var m = e.Message.ReplaceLineEndings(" ");
+        return m.StartsWith("board ", StringComparison.Ordinal) ? m : $"board '{b.Name}': {m}";
+    }
+
+    /// <summary>Loads the board description named by <paramref name="source"/> (a file, or a board built into the library).</summary>
+    void LoadBoard(string option, string v, string source)
+    {
+        if (Board is not null) throw Bad(option, v, $"a board is already given ({BoardSource})");
+        _boardOption = option;
+        _boardArg = v;
+        if (source.Length == 0) throw Bad(option, v, "board= needs a board description file (FILE.yaml)");
+        if (BuiltInBoards().Any(n => n.Name == source) && !File.Exists(source))
+        {
+            Board = BoardDescription.LoadBuiltIn(source);
+            BoardSource = "built-in " + source;
+            return;
+        }
+        string text;
+        try { text = File.ReadAllText(source); }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        { throw Bad(option, v, $"Could not open board file '{source}': No such file or directory"); }
+        catch (Exception e) when (e is UnauthorizedAccessException)
+        { throw Bad(option, v, $"Could not open board file '{source}': Permission denied"); }
+        catch (Exception e) when (e is IOException or ArgumentException or NotSupportedException)
+        { throw Bad(option, v, $"Could not read board file '{source}': {e.Message.ReplaceLineEndings(" ")}"); }
+        try { Board = BoardDescription.Parse(text); }
+        catch (FormatException e) { throw Bad(option, v, $"{source}: {e.Message.ReplaceLineEndings(" ")}"); }
+        BoardSource = source;
+    }
+
+    static bool LooksLikeBoardFile(string s) =>
+        s.EndsWith(".yaml", StringComparison.OrdinalIgnoreCase) || s.EndsWith(".yml", StringComparison.OrdinalIgnoreCase) || s.Contains('/', StringComparison.Ordinal);
+
+    /// <summary>The board descriptions built into the library (name, first line of their leading comment).</summary>
+    public static IReadOnlyList<(string Name, string Description)> BuiltInBoards()
+    {
+        const string prefix = "Doorbell.Boards.", suffix = ".yaml";
+        var asm = typeof(BoardDescription).Assembly;
+        var list = new List<(string, string)>();
+        foreach (var r in asm.GetManifestResourceNames().Where(r => r.StartsWith(prefix, StringComparison.Ordinal) && r.EndsWith(suffix, StringComparison.Ordinal)).Order(StringComparer.Ordinal))
+        {
+            using var s = asm.GetManifestResourceStream(r)!;
+            using var reader = new StreamReader(s);
+            var first = reader.ReadLine() ?? "";
+            var text = first.StartsWith('#') ? first.TrimStart('#', ' ') : "board description";
+            var cut = text.IndexOfAny(['(', ':', '.']);
+            if (cut > 0) text = text[..cut].TrimEnd();
+            list.Add((r[prefix.Length..^suffix.Length], text));
+        }
+        return list;
+    }
+
+    static string MachineHelpText()
+    {
+        var sb = new System.Text.StringBuilder(MachineHelp);
+        foreach (var (name, description) in BuiltInBoards())
+            sb.Append(CultureInfo.InvariantCulture, $"{name,-20} Doorbell board description (built in): {description}\n");
+        sb.Append("board=FILE.yaml      a Doorbell board description file (docs/scenarios.md); also -M FILE.yaml.\n");
+        sb.Append("                     -m, -smp, gic-version, iommu and its given on the command line override the file.\n");
+        return sb.ToString();
     }
 
     const string MachineHelp = "Supported machines are:\nvirt                 QEMU 7.2 ARM Virtual Machine (alias of virt-7.2)\nvirt-7.2             QEMU 7.2 ARM Virtual Machine\n";
@@ -150,7 +249,7 @@ public sealed class QemuCommandLine
 
     void ParseMachine(string option, string v)
     {
-        if (v == "help" || v == "?") { Help = MachineHelp; return; }
+        if (v == "help" || v == "?") { Help = MachineHelpText(); return; }
         var parts = v.Split(',');
         for (var i = 0; i < parts.Length; i++)
         {
@@ -158,18 +257,24 @@ public sealed class QemuCommandLine
             var kv = p.Split('=', 2);
             if (kv.Length == 1 && i == 0)
             {
-                if (kv[0] is not ("virt" or "virt-7.2" or "qemu-virt")) throw Bad(option, v, $"unsupported machine type '{kv[0]}' (only virt; use -machine help to list)");
-                continue;
+                if (kv[0] is "virt" or "virt-7.2" or "qemu-virt") continue;
+                if (LooksLikeBoardFile(kv[0]) || BuiltInBoards().Any(b => b.Name == kv[0])) { LoadBoard(option, v, kv[0]); continue; }
+                throw Bad(option, v, $"unsupported machine type '{kv[0]}' (virt, a built-in board or a board description FILE.yaml; use -machine help to list)");
             }
             if (kv.Length == 1)
             {
-                if (kv[0] == "help") { Help = MachineHelp; continue; }
+                if (kv[0] == "help") { Help = MachineHelpText(); continue; }
                 kv = [kv[0], "on"]; // QEMU: a bare property is a boolean set to on
             }
             switch (kv[0])
             {
-                case "type": if (kv[1] is not ("virt" or "virt-7.2")) throw Bad(option, v, $"unsupported machine type '{kv[1]}' (only virt)"); break;
+                case "type":
+                    if (kv[1] is "virt" or "virt-7.2") break;
+                    if (LooksLikeBoardFile(kv[1]) || BuiltInBoards().Any(b => b.Name == kv[1])) { LoadBoard(option, v, kv[1]); break; }
+                    throw Bad(option, v, $"unsupported machine type '{kv[1]}' (virt, a built-in board or a board description FILE.yaml)");
+                case "board": LoadBoard(option, v, kv[1]); break;
                 case "gic-version":
+                    _gicGiven = true;
                     Machine = Machine with
                     {
                         GicVersion = kv[1] switch
@@ -182,9 +287,10 @@ public sealed class QemuCommandLine
                     };
                     break;
                 case "iommu":
+                    _iommuGiven = true;
                     Machine = Machine with { Iommu = kv[1] switch { "smmuv3" => IommuKind.SmmuV3, "none" => IommuKind.None, _ => throw Bad(option, v, $"Invalid iommu value '{kv[1]}' (valid values are none, smmuv3)") } };
                     break;
-                case "its": Machine = Machine with { Its = Bool(option, v, kv) }; break;
+                case "its": Machine = Machine with { Its = Bool(option, v, kv) }; _itsGiven = true; break;
                 default:
                     if (MachineBoolProps.Contains(kv[0])) Bool(option, v, kv);
                     else if (!MachineValueProps.Contains(kv[0])) throw Bad(option, v, $"Property 'virt-7.2-machine.{kv[0]}' not found");
@@ -261,9 +367,12 @@ public sealed class QemuCommandLine
 
     /// <summary>Places devices as QEMU does, in command-line order: an explicit address must be free, an implicit one
     /// takes the first free slot; slot 0 is the gpex host bridge.</summary>
-    void AssignSlots()
+    void AssignSlots(Machine? board)
     {
         var used = new Dictionary<(int, int), string> { [(0, 0)] = "gpex-root" };
+        if (board?.Pci?.RootBus is { } root)
+            for (var devfn = 0; devfn < 256; devfn++)
+                if (root[devfn] is { } f) used[(devfn >> 3, devfn & 7)] = f.Name;
         for (var i = 0; i < Devices.Count; i++)
         {
             var d = Devices[i];
@@ -352,7 +461,13 @@ public sealed class QemuCommandLine
     /// <summary>Builds the machine this command line describes.</summary>
     public Machine Build(BoardWiring? wiring = null)
     {
-        var m = QemuVirtBoard.Create(Machine, wiring);
+        Machine m;
+        if (Board is { } b)
+        {
+            try { m = b.Build(wiring); }
+            catch (FormatException e) { throw Bad(_boardOption!, _boardArg!, BoardError(b, e)); }
+        }
+        else m = QemuVirtBoard.Create(Machine, wiring);
         foreach (var d in Devices)
         {
             if (d.Driver == "doorbell-mq-dma") m.AddPci(new MultiQueueDmaDevice(d.Queues), d.Slot, d.Function);

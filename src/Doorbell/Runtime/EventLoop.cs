@@ -149,6 +149,24 @@ public sealed class EventLoop
 
     // --- any thread -------------------------------------------------------------------------------------------
 
+    readonly object _turn = new();
+
+    /// <summary>
+    /// Runs <paramref name="work"/> on the calling thread as the loop's owner, then everything it posted or deferred
+    /// until idle. Threads take turns (one owner at a time, so models still see one thread and need no locks); this is
+    /// how a system call runs in Linux: in the caller's context, with the machine held, rather than handed to another
+    /// thread and waited for. An exception from <paramref name="work"/> propagates after the loop is idle again.
+    /// </summary>
+    public void RunAsOwner(Action work)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        lock (_turn)
+        {
+            try { work(); }
+            finally { RunUntilIdle(); }
+        }
+    }
+
     /// <summary>Queues work from any thread; the owner runs it in arrival order from <see cref="RunUntilIdle"/>.</summary>
     public void Post(Action work)
     {

@@ -31,11 +31,11 @@ public static class BuiltinScenarios
         ("pci-edu", "ECAM enumeration of qemu-virt, QEMU's edu device: DMA and MSI", () => [new PciEduStep()]),
         ("vfio", "VFIO ABI on the real stack: container, group, DMA map, config virtualization, MSI-X to an eventfd", () => [new VfioStep()]),
         ("userspace-driver", "a userspace driver over VFIO end to end, and the isolation verdict", () => [new UserspaceDriverStep()]),
-        ("guest", "a VM (vGICv3 + vITS, irqfd) with an assigned device: DMA into guest RAM, MSI-X hop by hop into the guest", () => [new GuestStep()]),
+        ("guest", "a VM (vGICv3 + vITS, irqfd) whose kernel is Doorbell's drivers, an assigned device: DMA into guest RAM, MSI-X hop by hop; GICv2m two-VM forgery", () => [new GuestStep()]),
         ("isolation-its", "isolation demonstration: forged MSIs on an ITS board stay in the forger's ITT", () => [new MsiIsolationStep(its: true)]),
         ("isolation-gicv2m", "isolation demonstration: forged MSIs on a GICv2m board raise the victim's vectors", () => [new MsiIsolationStep(its: false)]),
         (IsolationErasScenario.Name, "SMMUv2 boards (Juno-like, ThunderX-like, ITS + GICv2m) through the isolation-policy eras: board x era -> accepted? forged?", () => [new IsolationErasStep()]),
-        ("strict-careless", "strict mode: a careless SMMUv3 driver caught (missing CMD_SYNC, stale STE, page freed without TLBI)", () => [new CarelessDriverStep()]),
+        ("strict-careless", "strict mode: a careless SMMUv3 driver caught (missing CMD_SYNC, stale STE, page freed without TLBI, table freed without TLBI)", () => [new CarelessDriverStep()]),
     ];
 
     /// <summary>Names and descriptions, default first.</summary>

@@ -34,7 +34,8 @@ public sealed class DoorbellServer : IDisposable
     readonly VfioHost _vfio;
     readonly ClientMemoryAperture _aperture;
     readonly StrictMonitor _strict;
-    readonly ModelLoop _loop;
+    readonly Doorbell.Runtime.EventLoop _loop;
+    readonly Thread _postedThread;
     readonly List<ClientSession> _sessions = [];
     readonly object _sessionsLock = new();
     readonly Thread _acceptThread;
@@ -55,7 +56,11 @@ public sealed class DoorbellServer : IDisposable
         if (File.Exists(options.SocketPath)) File.Delete(options.SocketPath);
         _listenFd = ServerNative.Listen(options.SocketPath);
         if (_listenFd < 0) throw new IOException($"cannot listen on '{options.SocketPath}': errno {-_listenFd}");
-        _loop = new ModelLoop(AfterEach);
+        _loop = _kernel.Machine.Loop;
+        // Client threads run their requests as the loop's owner (RunAsOwner); this thread serves work other threads
+        // post (none of the server's own paths posts today; eventfd waiters and timers will).
+        _postedThread = new Thread(ServePosted) { IsBackground = true, Name = "doorbell-posted" };
+        _postedThread.Start();
         _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = "doorbell-accept" };
         _acceptThread.Start();
     }
@@ -65,7 +70,33 @@ public sealed class DoorbellServer : IDisposable
     internal ClientMemoryAperture Aperture => _aperture;
     internal VfioHost Vfio => _vfio;
     internal TextWriter Log => _options.Log;
-    internal ModelLoop Loop => _loop;
+    internal Doorbell.Runtime.EventLoop Loop => _loop;
+
+    void ServePosted()
+    {
+        while (!_stopping)
+            if (_loop.WaitForWork(TimeSpan.FromMilliseconds(250)))
+                _ = Invoke(static () => { });
+    }
+
+    /// <summary>Runs one request (or a release) as the machine's owner, then the epilogue. An exception in it is returned
+    /// to the caller (the server turns it into an error reply and a log line; the machine keeps running).</summary>
+    internal Exception? Invoke(Action action)
+    {
+        Exception? failure = null;
+        try
+        {
+            _loop.RunAsOwner(() =>
+            {
+                try { action(); }
+                finally { AfterEach(); }
+            });
+        }
+#pragma warning disable CA1031 // the server must survive anything a client provokes
+        catch (Exception e) { failure = e; }
+#pragma warning restore CA1031
+        return failure;
+    }
 
     /// <summary>SMMU event records seen since start (device faults, e.g. DMA to an unmapped IOVA).</summary>
     public int SmmuEventCount { get; private set; }
@@ -161,7 +192,7 @@ public sealed class DoorbellServer : IDisposable
         lock (_sessionsLock) live = [.. _sessions];
         foreach (var s in live) s.Shutdown();
         foreach (var s in live) s.Join();
-        _loop.Dispose();
+        _postedThread.Join(1000);
         try
         {
             if (File.Exists(_options.SocketPath)) File.Delete(_options.SocketPath);
@@ -178,7 +209,6 @@ internal sealed class ClientSession
     readonly DoorbellServer _server;
     readonly int _sock;
     readonly Thread _thread;
-    readonly ModelLoop.Work _work = new();
     readonly byte[] _rx = new byte[ServeProtocol.MaxPacket];
     readonly byte[] _tx = new byte[ServeProtocol.ReplyHeader + ServeProtocol.MaxPacket];
     readonly int[] _fds = new int[16];
@@ -219,7 +249,7 @@ internal sealed class ClientSession
                 ulong a0 = req.A0, a1 = req.A1, a2 = req.A2, a3 = req.A3;
                 var payloadOffset = ServeProtocol.RequestHeader;
                 var payloadLength = req.Payload.Length;
-                var failure = _server.Loop.Invoke(_work, () =>
+                var failure = _server.Invoke(() =>
                     ret = Handle(op, fd, a0, a1, a2, a3, _rx.AsSpan(payloadOffset, payloadLength), _tx.AsSpan(ServeProtocol.ReplyHeader), out payloadLen));
                 CloseReceivedFds();
                 if (failure is not null)
@@ -227,6 +257,12 @@ internal sealed class ClientSession
                     _server.Log.WriteLine($"doorbell serve: client {Pid}: internal error on {op}: {failure.GetType().Name}: {failure.Message}");
                     ret = -Errno.EIO;
                     payloadLen = 0;
+                }
+                if (op == ServeOp.MmioWritePosted)
+                {
+                    // Posted: no completion goes back (PCIe posted writes have none); a failure is the server's to log.
+                    if (ret != 0) _server.Log.WriteLine($"doorbell serve: client {Pid}: posted store to 0x{a0:x} ({a1} bytes) failed: errno {-ret}");
+                    continue;
                 }
                 var len = ServeProtocol.EncodeReply(_tx, ret, payloadLen);
                 if (ServerNative.Send(_sock, _tx.AsSpan(0, len)) < 0) { reason = "send failed"; break; }
@@ -236,10 +272,9 @@ internal sealed class ClientSession
         {
             CloseReceivedFds();
             var why = reason;
-            _server.Loop.Invoke(_work, () => Release(why));
+            _ = _server.Invoke(() => Release(why));
             _ = ServerNative.close(_sock);
             _server.Remove(this);
-            _work.Dispose();
         }
     }
 
@@ -322,6 +357,7 @@ internal sealed class ClientSession
                     return r switch { UserAccess.Ok => 0, UserAccess.Segv => -Errno.EFAULT, _ => -Errno.EIO };
                 }
             case ServeOp.MmioWrite:
+            case ServeOp.MmioWritePosted:
                 {
                     if (a1 is not (1 or 2 or 4 or 8)) return -Errno.EINVAL;
                     Span<byte> b = stackalloc byte[8];

@@ -30,6 +30,11 @@ public enum ServeOp : uint
     MmioWrite = 10,
     /// <summary>Reply payload: server statistics as "key=value" lines.</summary>
     Stats = 11,
+    /// <summary>
+    /// A trapped store sent posted, as a CPU store to MMIO is on PCIe: same arguments as <see cref="MmioWrite"/>, no
+    /// reply (a failure is logged by the server). Requests of one client still run in order, so a later load sees it.
+    /// </summary>
+    MmioWritePosted = 12,
 }
 
 /// <summary>A decoded request (payload as a slice of the receive buffer).</summary>
@@ -63,7 +68,7 @@ public static class ServeProtocol
         request = default;
         if (packet.Length < RequestHeader) { error = $"truncated request ({packet.Length} bytes, header is {RequestHeader})"; return false; }
         var op = BinaryPrimitives.ReadUInt32LittleEndian(packet);
-        if (op is < (uint)ServeOp.Hello or > (uint)ServeOp.Stats) { error = $"unknown operation {op}"; return false; }
+        if (op is < (uint)ServeOp.Hello or > (uint)ServeOp.MmioWritePosted) { error = $"unknown operation {op}"; return false; }
         var len = BinaryPrimitives.ReadUInt32LittleEndian(packet[40..]);
         var reserved = BinaryPrimitives.ReadUInt32LittleEndian(packet[44..]);
         if (reserved != 0) { error = "reserved header word is not zero"; return false; }

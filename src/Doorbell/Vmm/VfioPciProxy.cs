@@ -9,75 +9,116 @@ using Doorbell.Memory;
 namespace Doorbell.Vmm;
 
 /// <summary>
-/// An assigned PCI device as the guest sees it (QEMU's vfio-pci role): BAR0 relocated to a guest physical address,
-/// accesses forwarded to the VFIO BAR0 region (pread/pwrite on the device fd), except the MSI-X table and PBA, which the
-/// VMM emulates (their location comes from the MSI-X capability read through the VFIO config region). When the guest
-/// unmasks a table entry with an address, the VMM gives the vector an eventfd that is an irqfd of the VM on a GSI
-/// routed as MSI {guest address, guest data, guest DeviceID}, and hands the same eventfd to VFIO_DEVICE_SET_IRQS — so
-/// the physical interrupt ends in the guest without passing through the VMM. Masking an entry takes the irqfd away.
-/// Known limits: BAR0 only (64-bit BAR0/1 of the devices here); guest config space is not composed yet (no guest ECAM);
-/// MSI-X table in BAR0; PBA reads as zero (no pending bits kept while masked).
+/// An assigned PCI device as the guest sees it (QEMU's vfio-pci role). Its guest config space, reached through the
+/// VMM's guest ECAM, is composed from the VFIO config region: the BARs are virtual (the guest sizes and places them in
+/// guest physical space; types and sizes come from VFIO's BAR registers and region info), the expansion ROM is hidden,
+/// the MSI-X capability's Message Control enable and function-mask bits are emulated (table size and table/PBA location
+/// come from VFIO), everything else is read and written through the VFIO config region (which virtualizes it further,
+/// as vfio_pci_config.c does). BAR accesses are forwarded to the VFIO BAR regions, except the MSI-X table and PBA, which
+/// the VMM emulates. A vector that is live (MSI-X enabled, function and entry unmasked, an address) gets an eventfd that
+/// is an irqfd of the VM on a GSI routed as MSI {guest address, guest data, guest DeviceID} and the same eventfd through
+/// VFIO_DEVICE_SET_IRQS — the physical interrupt then ends in the guest without passing through the VMM. While MSI-X is
+/// off, INTx is connected as QEMU does with KVM: VFIO's INTx trigger eventfd is a level irqfd on the guest's swizzled
+/// INTx SPI with a resamplefd that is VFIO's INTx unmask eventfd (VFIO masks on fire; guest EOI → resample → unmask).
+/// Known limits: no MSI (non-X) emulation (the capability is passed through as VFIO virtualizes it, and the guest
+/// drivers here use MSI-X or INTx); PBA reads as zero; BARs only in the 32/64-bit memory space (I/O BARs are hidden);
+/// function 0 on the guest root bus.
 /// </summary>
 public sealed class VfioPciProxy : IDisposable
 {
     readonly GuestVm _vmm;
     readonly int _fd;
-    readonly ulong _bar0Off, _cfgOff;
+    readonly ulong _cfgOff;
+    readonly ulong[] _regionOff = new ulong[6], _barSize = new ulong[6];
+    readonly uint[] _barFlags = new uint[6]; // low bits of VFIO's BAR register (type, prefetch)
+    readonly uint[] _bar = new uint[6];      // the guest's BAR registers (virtual)
+    readonly int _msixCap;
+    readonly int _msixBar;
     readonly uint[] _table; // 4 dwords per entry: addr lo, addr hi, data, vector control
     readonly EventFd?[] _vectorFd;
     readonly uint _gsiBase;
+    bool _msixEnable, _msixFunctionMask;
+    ushort _command;
+    EventFd? _intxTrigger, _intxResample;
+    uint _intxGsi;
     bool _disposed;
 
-    VfioPciProxy(GuestVm vmm, int fd, uint devId, ulong guestBar0, ulong bar0Off, ulong bar0Size, ulong cfgOff, int vectors, ulong tableOff, ulong pbaOff)
+    VfioPciProxy(GuestVm vmm, int fd, uint devId, ulong cfgOff, int msixCap, int msixBar, int vectors, ulong tableOff, ulong pbaOff)
     {
-        _vmm = vmm; _fd = fd; GuestDeviceId = devId; GuestBar0 = guestBar0; _bar0Off = bar0Off; Bar0Size = bar0Size; _cfgOff = cfgOff;
+        _vmm = vmm; _fd = fd; GuestDeviceId = devId; _cfgOff = cfgOff;
+        _msixCap = msixCap; _msixBar = msixBar;
         Vectors = vectors; MsixTableOffset = tableOff; MsixPbaOffset = pbaOff;
         _table = new uint[vectors * 4];
         for (var i = 0; i < vectors; i++) _table[i * 4 + 3] = 1; // masked at reset
         _vectorFd = new EventFd?[vectors];
-        _gsiBase = vmm.AllocateGsis(vectors);
+        _gsiBase = vmm.AllocateGsis(Math.Max(vectors, 1));
     }
 
     public uint GuestDeviceId { get; }
-    public ulong GuestBar0 { get; }
-    public ulong Bar0Size { get; }
+    /// <summary>The device's slot on the guest root bus (guest requester ID = slot &lt;&lt; 3 = DeviceID, identity msi-map).</summary>
+    public int GuestSlot => (int)(GuestDeviceId >> 3) & 0x1F;
+    /// <summary>Where the guest placed BAR 0 (0 until it has; the BAR decodes when the guest also enabled memory space).</summary>
+    public ulong GuestBar0 => BarAddress(0);
+    public ulong Bar0Size => _barSize[0];
     public int Vectors { get; }
     public ulong MsixTableOffset { get; }
     public ulong MsixPbaOffset { get; }
+    /// <summary>The guest's MSI-X Enable and Function Mask bits (emulated).</summary>
+    public bool MsixEnabled => _msixEnable;
+    public bool MsixFunctionMasked => _msixFunctionMask;
     /// <summary>GSI of MSI-X vector <paramref name="n"/>.</summary>
     public uint GsiOf(int n) => _gsiBase + (uint)n;
     public int ActiveVectors => _vectorFd.Count(f => f is not null);
+    /// <summary>True while INTx is connected to the guest (trigger irqfd with resamplefd, VFIO INTx unmask on that eventfd).</summary>
+    public bool IntxConnected => _intxTrigger is not null;
+    /// <summary>The guest SPI index (kvm irqchip pin) of the device's INTx, -1 without a pin.</summary>
+    public int IntxGuestSpi { get; private set; } = -1;
+    /// <summary>Config accesses the guest made through ECAM (reads, writes).</summary>
+    public long ConfigReads { get; private set; }
+    public long ConfigWrites { get; private set; }
 
-    internal static int Create(GuestVm vmm, int fd, uint devId, ulong guestBar0, out VfioPciProxy? proxy)
+    internal static int Create(GuestVm vmm, int fd, uint devId, out VfioPciProxy? proxy)
     {
         proxy = null;
         var p = vmm.Process;
-        var bar0Off = RegionOffset(p, fd, VfioPciIndex.Bar0, out var bar0Size);
-        var cfgOff = RegionOffset(p, fd, VfioPciIndex.Config, out _);
-        if (bar0Size == 0) return -Errno.ENODEV;
-        // Find the MSI-X capability in the VFIO-virtualized config space.
-        int vectors = 0; ulong table = 0, pba = 0;
+        var cfgOff = RegionOffset(p, fd, VfioPciIndex.Config, out var cfgSize);
+        if (cfgSize < 256) return -Errno.ENODEV;
+        // MSI-X capability (offset, vectors, table/PBA BIR and offsets) as VFIO presents it.
+        int msixCap = 0, msixBar = -1, vectors = 0; ulong table = 0, pba = 0;
         var pos = Cfg(p, fd, cfgOff, 0x34, 1) & 0xFC;
-        for (var guard = 0; pos != 0 && guard < 48; guard++)
+        for (var guard = 0; pos >= 0x40 && guard < 48; guard++)
         {
             var hdr = Cfg(p, fd, cfgOff, (int)pos, 4);
             if ((hdr & 0xFF) == 0x11)
             {
-                vectors = (int)((hdr >> 16) & 0x7FF) + 1;
                 var t = Cfg(p, fd, cfgOff, (int)pos + 4, 4);
                 var b = Cfg(p, fd, cfgOff, (int)pos + 8, 4);
-                if ((t & 7) != 0 || (b & 7) != 0) return -Errno.ENOTTY; // table or PBA outside BAR0: not handled here
+                if ((t & 7) != (b & 7)) return -Errno.ENOTTY; // table and PBA in different BARs: not handled here
+                msixCap = (int)pos; msixBar = (int)(t & 7);
+                vectors = (int)((hdr >> 16) & 0x7FF) + 1;
                 table = t & ~7u; pba = b & ~7u;
                 break;
             }
             pos = (hdr >> 8) & 0xFC;
         }
-        // Memory decode and bus mastering, as the guest's COMMAND write would be forwarded.
-        var cmd = (ushort)Cfg(p, fd, cfgOff, 4, 2);
-        Span<byte> c = stackalloc byte[2];
-        BinaryPrimitives.WriteUInt16LittleEndian(c, (ushort)(cmd | 0x6));
-        p.Pwrite(fd, c, cfgOff + 4);
-        proxy = new VfioPciProxy(vmm, fd, devId, guestBar0, bar0Off, bar0Size, cfgOff, vectors, table, pba);
+        var px = new VfioPciProxy(vmm, fd, devId, cfgOff, msixCap, msixBar, vectors, table, pba);
+        for (var i = 0; i < 6; i++)
+        {
+            px._regionOff[i] = RegionOffset(p, fd, VfioPciIndex.Bar0 + (uint)i, out var size);
+            var flags = Cfg(p, fd, cfgOff, 0x10 + i * 4, 4);
+            if (size == 0 || (flags & 1) != 0) continue; // absent or I/O: hidden from the guest
+            px._barSize[i] = size;
+            px._barFlags[i] = flags & 0xF;
+            if ((flags & 6) == 4) i++; // 64-bit: the next register is its upper half
+        }
+        if (px._barSize[0] == 0) { return -Errno.ENODEV; }
+        // The guest starts with I/O, memory and bus mastering off, and so does the device (QEMU's vfio_pci_pre_reset).
+        px._command = (ushort)(Cfg(p, fd, cfgOff, 4, 2) & ~0x7u);
+        px.VfioCfgWrite(4, 2, px._command);
+        var pin = Cfg(p, fd, cfgOff, 0x3D, 1);
+        if (pin is >= 1 and <= 4) px.IntxGuestSpi = vmm.Board.PcieIntxFirstSpi + (int)((pin - 1 + (uint)px.GuestSlot) & 3);
+        proxy = px;
+        px.ConnectIntx();
         return 0;
     }
 
@@ -85,9 +126,9 @@ public sealed class VfioPciProxy : IDisposable
     {
         var ri = new byte[32];
         MemoryMarshal.Write(ri, new VfioRegionInfo { Argsz = 32, Index = index });
-        p.Ioctl(fd, VfioIoctl.DeviceGetRegionInfo, ri);
+        var r = p.Ioctl(fd, VfioIoctl.DeviceGetRegionInfo, ri);
         var v = MemoryMarshal.Read<VfioRegionInfo>(ri);
-        size = v.Size;
+        size = r < 0 ? 0 : v.Size;
         return v.Offset;
     }
 
@@ -99,34 +140,139 @@ public sealed class VfioPciProxy : IDisposable
         return BinaryPrimitives.ReadUInt32LittleEndian(b);
     }
 
-    internal bool Decodes(ulong gpa, int size) => !_disposed && gpa >= GuestBar0 && gpa + (ulong)size <= GuestBar0 + Bar0Size;
+    uint VfioCfg(int off, int size) => Cfg(_vmm.Process, _fd, _cfgOff, off, size);
 
-    bool InTable(ulong off) => Vectors > 0 && off >= MsixTableOffset && off < MsixTableOffset + (ulong)Vectors * 16;
-    bool InPba(ulong off) => Vectors > 0 && off >= MsixPbaOffset && off < MsixPbaOffset + (ulong)((Vectors + 63) / 64 * 8);
+    void VfioCfgWrite(int off, int size, uint value)
+    {
+        Span<byte> b = stackalloc byte[4];
+        BinaryPrimitives.WriteUInt32LittleEndian(b, value);
+        _vmm.Process.Pwrite(_fd, b[..size], _cfgOff + (ulong)off);
+    }
+
+    // --- guest config space (composed) --------------------------------------------------------------------
+
+    bool IsUpperHalf(int i) => i > 0 && _barSize[i] == 0 && _barSize[i - 1] != 0 && (_barFlags[i - 1] & 6) == 4;
+
+    /// <summary>The guest's BAR <paramref name="i"/> address (a 64-bit BAR spans two registers).</summary>
+    public ulong BarAddress(int i)
+    {
+        if ((uint)i >= 6 || _barSize[i] == 0) return 0;
+        var a = (ulong)(_bar[i] & ~0xFu);
+        if ((_barFlags[i] & 6) == 4 && i < 5) a |= (ulong)_bar[i + 1] << 32;
+        return a;
+    }
+
+    uint ComposeDword(int d)
+    {
+        if (d is >= 0x10 and <= 0x24)
+        {
+            var i = (d - 0x10) / 4;
+            if (_barSize[i] != 0) return (uint)((_bar[i] & ~0xFu & ~(_barSize[i] - 1)) | _barFlags[i]);
+            if (IsUpperHalf(i)) return (uint)(_bar[i] & (uint)(~(_barSize[i - 1] - 1) >> 32));
+            return 0;
+        }
+        if (d == 0x30) return 0; // no expansion ROM for the guest
+        if (d == 0x04) return (VfioCfg(4, 4) & 0xFFFF_0000) | _command;
+        var v = VfioCfg(d, 4);
+        if (_msixCap != 0 && d == _msixCap)
+            v = (v & 0x3FFF_FFFF) | (_msixEnable ? 1u << 31 : 0) | (_msixFunctionMask ? 1u << 30 : 0);
+        return v;
+    }
+
+    /// <summary>A guest config read through ECAM (1, 2 or 4 bytes at <paramref name="offset"/>).</summary>
+    public uint ReadConfig(int offset, int size)
+    {
+        ConfigReads++;
+        if (offset >= 0x100) return VfioCfg(offset, size);
+        var v = ComposeDword(offset & ~3) >> (8 * (offset & 3));
+        return size == 4 ? v : v & ((1u << (8 * size)) - 1);
+    }
+
+    /// <summary>A guest config write through ECAM.</summary>
+    public void WriteConfig(int offset, int size, uint value)
+    {
+        ConfigWrites++;
+        if (offset >= 0x100) { VfioCfgWrite(offset, size, value); return; }
+        var d = offset & ~3;
+        var shift = 8 * (offset & 3);
+        var mask = (size == 4 ? 0xFFFF_FFFFu : (1u << (8 * size)) - 1) << shift;
+        uint Merge(uint old) => (old & ~mask) | ((value << shift) & mask);
+        if (d is >= 0x10 and <= 0x24)
+        {
+            var i = (d - 0x10) / 4;
+            if (_barSize[i] != 0 || IsUpperHalf(i)) _bar[i] = Merge(_bar[i]);
+            return;
+        }
+        if (d == 0x30) return;
+        if (d == 0x04)
+        {
+            if ((mask & 0xFFFF) != 0)
+            {
+                _command = (ushort)Merge(_command);
+                VfioCfgWrite(4, 2, _command); // VFIO virtualizes what it must (INTx disable, memory/bus master to the device)
+            }
+            if ((mask & 0xFFFF_0000) != 0) VfioCfgWrite(6, 2, (value << shift) >> 16); // status: W1C bits
+            return;
+        }
+        if (_msixCap != 0 && d == _msixCap)
+        {
+            if ((mask & 0xFFFF_0000) != 0)
+            {
+                var ctl = Merge(ComposeDword(d)) >> 16;
+                SetMsixControl((ctl & 0x8000) != 0, (ctl & 0x4000) != 0);
+            }
+            return;
+        }
+        VfioCfgWrite(offset, size, value);
+    }
+
+    // --- BARs -----------------------------------------------------------------------------------------------
+
+    /// <summary>The BAR that decodes [gpa, gpa+size) (memory space enabled, BAR placed), or -1.</summary>
+    internal int BarAt(ulong gpa, int size)
+    {
+        if (_disposed || (_command & 2) == 0) return -1;
+        for (var i = 0; i < 6; i++)
+        {
+            if (_barSize[i] == 0) continue;
+            var a = BarAddress(i);
+            if (a != 0 && gpa >= a && gpa + (ulong)size <= a + _barSize[i]) return i;
+        }
+        return -1;
+    }
+
+    internal bool Decodes(ulong gpa, int size) => BarAt(gpa, size) >= 0;
+
+    bool InTable(int bar, ulong off) => bar == _msixBar && Vectors > 0 && off >= MsixTableOffset && off < MsixTableOffset + (ulong)Vectors * 16;
+    bool InPba(int bar, ulong off) => bar == _msixBar && Vectors > 0 && off >= MsixPbaOffset && off < MsixPbaOffset + (ulong)((Vectors + 63) / 64 * 8);
 
     internal BusStatus Read(ulong gpa, int size, out ulong value)
     {
-        var off = gpa - GuestBar0;
         value = 0;
-        if (InTable(off))
+        var bar = BarAt(gpa, size);
+        if (bar < 0) return BusStatus.DecodeError;
+        var off = gpa - BarAddress(bar);
+        if (InTable(bar, off))
         {
             var i = (int)((off - MsixTableOffset) / 4);
             value = size == 8 && i + 1 < _table.Length ? _table[i] | ((ulong)_table[i + 1] << 32) : _table[i] >> (int)((off & 3) * 8);
             if (size < 8) value &= (1UL << (8 * size)) - 1;
             return BusStatus.Ok;
         }
-        if (InPba(off)) return BusStatus.Ok;
+        if (InPba(bar, off)) return BusStatus.Ok;
         Span<byte> b = stackalloc byte[8];
         b.Clear();
-        if (_vmm.Process.Pread(_fd, b[..size], _bar0Off + off) != size) return BusStatus.SlaveError;
+        if (_vmm.Process.Pread(_fd, b[..size], _regionOff[bar] + off) != size) return BusStatus.SlaveError;
         value = BinaryPrimitives.ReadUInt64LittleEndian(b);
         return BusStatus.Ok;
     }
 
     internal BusStatus Write(ulong gpa, int size, ulong value)
     {
-        var off = gpa - GuestBar0;
-        if (InTable(off))
+        var bar = BarAt(gpa, size);
+        if (bar < 0) return BusStatus.DecodeError;
+        var off = gpa - BarAddress(bar);
+        if (InTable(bar, off))
         {
             if (size is not (4 or 8) || (off & 3) != 0) return BusStatus.Ok; // the table takes dword/qword accesses
             var i = (int)((off - MsixTableOffset) / 4);
@@ -135,20 +281,36 @@ public sealed class VfioPciProxy : IDisposable
             UpdateVector(i / 4);
             return BusStatus.Ok;
         }
-        if (InPba(off)) return BusStatus.Ok;
+        if (InPba(bar, off)) return BusStatus.Ok;
         Span<byte> b = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(b, value);
-        return _vmm.Process.Pwrite(_fd, b[..size], _bar0Off + off) == size ? BusStatus.Ok : BusStatus.SlaveError;
+        return _vmm.Process.Pwrite(_fd, b[..size], _regionOff[bar] + off) == size ? BusStatus.Ok : BusStatus.SlaveError;
     }
 
-    /// <summary>Applies a table entry: unmasked with an address → route + irqfd + VFIO trigger; masked → irqfd removed.</summary>
+    // --- MSI-X --------------------------------------------------------------------------------------------
+
+    void SetMsixControl(bool enable, bool functionMask)
+    {
+        var wasEnabled = _msixEnable;
+        _msixEnable = enable;
+        _msixFunctionMask = functionMask;
+        if (enable && !wasEnabled) DisconnectIntx(); // MSI-X replaces INTx (PCI LB 3.0 §6.8.2.3)
+        if (!enable && wasEnabled)
+        {
+            ReleaseVectors();
+            ConnectIntx();
+            return;
+        }
+        for (var n = 0; n < Vectors; n++) UpdateVector(n);
+    }
+
+    bool Live(int n) => _msixEnable && !_msixFunctionMask && (_table[n * 4 + 3] & 1) == 0 && (_table[n * 4] | _table[n * 4 + 1]) != 0;
+
+    /// <summary>Applies a table entry: live → route + irqfd + VFIO trigger; not live → irqfd removed (the eventfd stays with VFIO).</summary>
     void UpdateVector(int n)
     {
-        var addr = _table[n * 4] | ((ulong)_table[n * 4 + 1] << 32);
-        var data = _table[n * 4 + 2];
-        var masked = (_table[n * 4 + 3] & 1) != 0;
         var gsi = GsiOf(n);
-        if (masked || addr == 0)
+        if (!Live(n))
         {
             if (_vectorFd[n] is { } old)
             {
@@ -157,7 +319,8 @@ public sealed class VfioPciProxy : IDisposable
             }
             return;
         }
-        _vmm.SetMsiRoute(gsi, KvmIrqRoutingEntry.Msi(gsi, addr, data, GuestDeviceId));
+        var addr = _table[n * 4] | ((ulong)_table[n * 4 + 1] << 32);
+        _vmm.SetMsiRoute(gsi, KvmIrqRoutingEntry.Msi(gsi, addr, _table[n * 4 + 2], GuestDeviceId));
         if (_vectorFd[n] is null)
         {
             _vectorFd[n] = EventFd.Create();
@@ -174,9 +337,7 @@ public sealed class VfioPciProxy : IDisposable
     int EnableVectors()
     {
         var count = Array.FindLastIndex(_vectorFd, f => f is not null) + 1;
-        var off = new byte[20];
-        MemoryMarshal.Write(off, new VfioIrqSet { Argsz = 20, Flags = VfioIrqSetFlags.DataNone | VfioIrqSetFlags.ActionTrigger, Index = VfioPciIndex.IrqMsix });
-        _vmm.Process.Ioctl(_fd, VfioIoctl.DeviceSetIrqs, off);
+        SetIrqsNone(VfioPciIndex.IrqMsix);
         if (count == 0) return 0;
         var set = new byte[20 + 4 * count];
         MemoryMarshal.Write(set, new VfioIrqSet { Argsz = (uint)set.Length, Flags = VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger, Index = VfioPciIndex.IrqMsix, Start = 0, Count = (uint)count });
@@ -184,35 +345,100 @@ public sealed class VfioPciProxy : IDisposable
         return _vmm.Process.Ioctl(_fd, VfioIoctl.DeviceSetIrqs, set);
     }
 
+    int SetIrqsNone(uint index)
+    {
+        var off = new byte[20];
+        MemoryMarshal.Write(off, new VfioIrqSet { Argsz = 20, Flags = VfioIrqSetFlags.DataNone | VfioIrqSetFlags.ActionTrigger, Index = index });
+        return _vmm.Process.Ioctl(_fd, VfioIoctl.DeviceSetIrqs, off);
+    }
+
+    int SetIrqsEventFd(uint index, uint action, int fd)
+    {
+        var set = new byte[24];
+        MemoryMarshal.Write(set, new VfioIrqSet { Argsz = 24, Flags = VfioIrqSetFlags.DataEventFd | action, Index = index, Start = 0, Count = 1 });
+        BinaryPrimitives.WriteInt32LittleEndian(set.AsSpan(20), fd);
+        return _vmm.Process.Ioctl(_fd, VfioIoctl.DeviceSetIrqs, set);
+    }
+
+    /// <summary>MSI-X off in VFIO, every vector's irqfd and route removed, its eventfd closed.</summary>
+    void ReleaseVectors()
+    {
+        SetIrqsNone(VfioPciIndex.IrqMsix);
+        for (var n = 0; n < Vectors; n++)
+        {
+            if (_vectorFd[n] is not { } e) continue;
+            _vmm.Vm.Irqfd(new KvmIrqfd(e.Fd, GsiOf(n), KvmConst.KVM_IRQFD_FLAG_DEASSIGN));
+            _vmm.SetMsiRoute(GsiOf(n), null);
+            e.Dispose();
+            _vectorFd[n] = null;
+        }
+    }
+
+    // --- INTx ---------------------------------------------------------------------------------------------
+
     /// <summary>
-    /// Device release (VM teardown or guest-initiated reset): MSI-X disabled in VFIO, every irqfd and route of the device
-    /// removed, its eventfds closed, VFIO_DEVICE_RESET, the table back to reset state (all masked).
+    /// vfio_intx_enable with KVM acceleration: VFIO_IRQ_SET_ACTION_TRIGGER on a new eventfd, which is a KVM irqfd with
+    /// KVM_IRQFD_FLAG_RESAMPLE on the guest INTx SPI; the resamplefd is VFIO's INTx ACTION_UNMASK eventfd. Returns 0 or
+    /// -errno (0 and nothing done for a device without a pin or while MSI-X is on).
+    /// </summary>
+    int ConnectIntx()
+    {
+        if (IntxGuestSpi < 0 || _intxTrigger is not null || _msixEnable || _disposed) return 0;
+        var trigger = EventFd.Create();
+        var resample = EventFd.Create();
+        var r = SetIrqsEventFd(VfioPciIndex.IrqIntx, VfioIrqSetFlags.ActionTrigger, trigger.Fd);
+        if (r >= 0) r = SetIrqsEventFd(VfioPciIndex.IrqIntx, VfioIrqSetFlags.ActionUnmask, resample.Fd);
+        _intxGsi = (uint)IntxGuestSpi; // default routing: GSI n -> irqchip pin n (SPI n)
+        if (r >= 0) r = _vmm.Vm.Irqfd(new KvmIrqfd(trigger.Fd, _intxGsi, KvmConst.KVM_IRQFD_FLAG_RESAMPLE, resample.Fd));
+        if (r < 0)
+        {
+            SetIrqsNone(VfioPciIndex.IrqIntx);
+            trigger.Dispose(); resample.Dispose();
+            return r;
+        }
+        _intxTrigger = trigger;
+        _intxResample = resample;
+        return 0;
+    }
+
+    void DisconnectIntx()
+    {
+        if (_intxTrigger is null) return;
+        _vmm.Vm.Irqfd(new KvmIrqfd(_intxTrigger.Fd, _intxGsi, KvmConst.KVM_IRQFD_FLAG_DEASSIGN));
+        SetIrqsNone(VfioPciIndex.IrqIntx);
+        _intxTrigger.Dispose();
+        _intxResample?.Dispose();
+        _intxTrigger = _intxResample = null;
+    }
+
+    /// <summary>
+    /// Device release (VM teardown or guest-initiated reset): MSI-X and INTx disabled in VFIO, every irqfd and route of
+    /// the device removed, its eventfds closed, VFIO_DEVICE_RESET, the table back to reset state (all masked) and MSI-X
+    /// control cleared; INTx is reconnected after a reset (the device is back in its INTx state).
     /// </summary>
     public int Reset()
     {
-        var off = new byte[20];
-        MemoryMarshal.Write(off, new VfioIrqSet { Argsz = 20, Flags = VfioIrqSetFlags.DataNone | VfioIrqSetFlags.ActionTrigger, Index = VfioPciIndex.IrqMsix });
-        _vmm.Process.Ioctl(_fd, VfioIoctl.DeviceSetIrqs, off);
+        ReleaseVectors();
+        DisconnectIntx();
         for (var n = 0; n < Vectors; n++)
         {
-            if (_vectorFd[n] is { } e)
-            {
-                _vmm.Vm.Irqfd(new KvmIrqfd(e.Fd, GsiOf(n), KvmConst.KVM_IRQFD_FLAG_DEASSIGN));
-                _vmm.SetMsiRoute(GsiOf(n), null);
-                e.Dispose();
-                _vectorFd[n] = null;
-            }
             _table[n * 4] = _table[n * 4 + 1] = _table[n * 4 + 2] = 0;
             _table[n * 4 + 3] = 1;
         }
-        return _vmm.Process.Ioctl(_fd, VfioIoctl.DeviceReset, Span<byte>.Empty);
+        _msixEnable = _msixFunctionMask = false;
+        var r = _vmm.Process.Ioctl(_fd, VfioIoctl.DeviceReset, Span<byte>.Empty);
+        VfioCfgWrite(4, 2, _command); // the guest's command register survives a VMM reset (QEMU restores config after it)
+        ConnectIntx();
+        return r;
     }
 
     public void Dispose()
     {
         if (_disposed) return;
-        Reset();
-        _vmm.Process.Close(_fd);
+        ReleaseVectors();
+        DisconnectIntx();
         _disposed = true;
+        _vmm.Process.Ioctl(_fd, VfioIoctl.DeviceReset, Span<byte>.Empty);
+        _vmm.Process.Close(_fd);
     }
 }

@@ -93,6 +93,7 @@ public class GuestDeviceTests
         var vfio = k.BuildVfio();
         long HostLpis() => k.Cpus.Sum(c => (long)c.History.Count(i => i >= 8192));
         var vms = new List<(GuestVm Vmm, VfioPciProxy Proxy)>();
+        GuestMqDriverResult? resA = null;
         foreach (var name in new[] { "0000:00:01.0", "0000:00:02.0" })
         {
             var fn = k.FindFunction(name)!;
@@ -100,6 +101,7 @@ public class GuestDeviceTests
             Assert.Equal(0, vmm!.AddDevice(fn.Group.Id, name, 0x0008, out var proxy)); // both guests use DeviceID 8
             var res = new GuestMqDriver(vmm, proxy!, k.ServiceInterrupts, HostLpis).Run();
             Assert.True(res.Ok, res.Failure);
+            resA ??= res;
             vms.Add((vmm, proxy!));
         }
         var (a, b) = (vms[0], vms[1]);
@@ -109,7 +111,8 @@ public class GuestDeviceTests
         // EventID to the doorbell IOVA (GITS_TRANSLATER in the host's SW_MSI window).
         var mem = a.Vmm.Vm.Memory;
         uint[] events = [0, 1, 2, 3, 16, 31];
-        const ulong sq = GuestMqDriver.DmaBase + 0 * 0x4000 + 0x1000, src = GuestMqDriver.DmaBase + 2 * 0x4000 + 0x1000 + 0x800;
+        // queue 1's submission ring and the second half of its source buffer, as the guest kernel's driver allocated them
+        ulong sq = resA!.Driver!.SubmissionRing(1), src = resA.Sources[1] + 0x800;
         for (var i = 0; i < events.Length; i++)
         {
             mem.Write(src + (ulong)i * 4, BitConverter.GetBytes(events[i]));

@@ -169,6 +169,69 @@ public class AuditByExecutionTests
         Consistent(run);
     }
 
+    // --- SMMUv2-class IOMMUs: the SMMUv2 model of their part, the probes through the arm-smmu driver ---------------
+
+    static string SmmuV2Board(string compatible, string maps, string reg = "0 0x9050000 0 0x20000") =>
+        HandTrees.Board(maps).Replace("compatible = \"arm,smmu-v3\"; reg = <0 0x9050000 0 0x20000>;",
+            $"compatible = {compatible}; reg = <{reg}>;", StringComparison.Ordinal);
+
+    [DtcTheory]
+    [InlineData("\"arm,mmu-500\"", "MMU-500")]
+    [InlineData("\"qcom,sdm845-smmu-500\", \"arm,mmu-500\"", "MMU-500")]
+    [InlineData("\"arm,smmu-v2\"", "arm,smmu-v2: MMU-500 ID registers")]
+    [InlineData("\"marvell,ap806-smmu-500\"", "marvell,ap806-smmu-500: MMU-500 ID registers")]
+    public void Smmuv2_class_iommus_are_the_smmuv2_model_and_dma_to_an_unmapped_iova_faults(string compatible, string part)
+    {
+        // 15-bit StreamIDs (the model's NUMSIDB): the map covers what the SMMU can match
+        var run = Exec(SmmuV2Board(compatible, "iommu-map = <0 &smmu 0 0x8000>; msi-map = <0 &its 0 0x10000>;"));
+        Assert.Contains(run.Board.Blocks, b => b.Kind == "SMMUv2" && b.Modelled && b.Base == 0x9050000 && b.Status == $"SMMUv2 model ({part})");
+        Assert.Single(run.Board.SmmuV2s);
+        var r = Pci(run, 0);
+        Assert.Equal(AssignmentVerdict.Isolated, r.Verdict);
+        Assert.Null(r.DmaNotRun);
+        Assert.Equal((4, 4, 0), (r.DmaAttempts, r.DmaFaults, r.DmaLanded));   // context faults read by the arm-smmu handlers
+        Assert.Equal((0, 32), (r.MsiForged, r.MsiVictimVectors));
+        Consistent(run);
+    }
+
+    [DtcFact]
+    public void Mmu401_has_15_bit_stream_ids_and_its_uncovered_rids_land()
+    {
+        // MMU-401: 15-bit StreamIDs, 8 context banks, 16 SMRs: 4 probes per range must not exhaust them
+        var run = Exec(SmmuV2Board("\"arm,mmu-401\"", "iommu-map = <0 &smmu 0 0x8000>; msi-map = <0 &its 0 0x10000>;", "0 0x9050000 0 0x10000"));
+        Assert.Contains(run.Board.Blocks, b => b.Kind == "SMMUv2" && b.Modelled && b.Status == "SMMUv2 model (MMU-401)");
+        var covered = Pci(run, 0x1234);
+        Assert.Equal((AssignmentVerdict.Isolated, 4, 4), (covered.Verdict, covered.DmaAttempts, covered.DmaFaults));
+        var uncovered = Pci(run, 0x9000);
+        Assert.Equal((AssignmentVerdict.NoIommu, 4), (uncovered.Verdict, uncovered.DmaLanded));
+        Consistent(run);
+    }
+
+    [DtcFact]
+    public void Stream_ids_wider_than_the_smmuv2_implements_are_not_probed_and_say_why()
+    {
+        // identity over 16-bit RIDs: arm-smmu refuses StreamIDs above 0x7fff (probe_device), the rest are attacked
+        var run = Exec(SmmuV2Board("\"arm,mmu-500\"", IdentityMaps));
+        var r = Pci(run, 0);
+        Assert.Null(r.DmaNotRun);
+        Assert.Equal((2, 2, 0), (r.DmaAttempts, r.DmaFaults, r.DmaLanded));   // samples 0x0000 and 0x5555 of 0x0000, 0x5555, 0xaaaa, 0xffff
+        var high = IsolationProbes.Run(Dtc.Tree(SmmuV2Board("\"arm,mmu-500\"", "iommu-map = <0 &smmu 0x8000 0x8000>; msi-map = <0 &its 0 0x10000>;")), "hand");
+        Assert.Contains("StreamID 0x8000", Pci(high, 0).DmaNotRun, StringComparison.Ordinal);
+    }
+
+    [DtcFact]
+    public void An_iommu_kind_doorbell_does_not_model_stays_reported_as_such()
+    {
+        var run = Exec(SmmuV2Board("\"acme,frobnicator-iommu\"", IdentityMaps));
+        var block = Assert.Single(run.Board.Blocks, b => b.Base == 0x9050000);
+        Assert.False(block.Modelled);
+        Assert.Contains("IOMMU kind Doorbell does not model (acme,frobnicator-iommu)", block.Status, StringComparison.Ordinal);
+        Assert.Empty(run.Board.SmmuV2s);
+        Assert.Empty(run.Board.SmmuV3s);
+        Assert.All(run.Results.Where(r => r.Master.IsPciHost && r.Verdict != AssignmentVerdict.NoIommu),
+            r => Assert.Contains("does not model", r.DmaNotRun ?? "(ran)", StringComparison.Ordinal));
+    }
+
     [Fact]
     public void Every_shared_dtb_audits_with_execution_and_no_verdict_is_contradicted()
     {
@@ -187,10 +250,15 @@ public class AuditByExecutionTests
         var fvp = IsolationProbes.Run(Fdt.Parse(File.ReadAllBytes(SharedData.File("data/dtb/boards/fvp-base-revc.dtb"))), "fvp");
         var host = fvp.Results.Single(r => r.Master.IsPciHost);
         Assert.Equal((AssignmentVerdict.Isolated, 4, 4, 0), (host.Verdict, host.DmaAttempts, host.DmaFaults, host.MsiForged));
-        // SMMUv2-class IOMMUs are reported honestly until their model lands
+        // SMMUv2-class IOMMUs were reported "model pending" until the SMMUv2 model landed; now Juno's MMU-401 is that
+        // model and the PCIe host's DMA probes run through it (and fault), while GICv2m still lets MSIs be forged
         var juno = IsolationProbes.Run(Fdt.Parse(File.ReadAllBytes(SharedData.File("data/dtb/boards/juno-r1.dtb"))), "juno");
-        Assert.Contains(juno.Board.Blocks, b => b.Kind == "SMMUv2" && b.Status == "SMMUv2 — model pending");
-        Assert.Equal(32, juno.Results.Single(r => r.Master.IsPciHost).MsiForged);
+        Assert.DoesNotContain(juno.Board.Blocks, b => b.Status.Contains("model pending", StringComparison.Ordinal));
+        Assert.Contains(juno.Board.Blocks, b => b.Kind == "SMMUv2" && b.Modelled && b.Status == "SMMUv2 model (MMU-401)");
+        var junoHost = juno.Results.Single(r => r.Master.IsPciHost);
+        Assert.Equal(32, junoHost.MsiForged);
+        Assert.Null(junoHost.DmaNotRun);
+        Assert.True(junoHost.DmaAttempts > 0 && junoHost.DmaFaults == junoHost.DmaAttempts, junoHost.DmaText);
     }
 
     [Fact]

@@ -209,11 +209,12 @@ public class NegativeCellsTests
     public void The_issue_example_tree_audits_within_bounds()
     {
         // / { ctl { phandle = <1>; #iommu-cells = <0xffffffff>; }; dev { iommus = <1>; }; };  built by hand (no dtc needed)
-        var fdt = FdtBuilder.Build(root =>
-        {
-            root.Node("ctl", n => { n.Cells("phandle", 1); n.Cells("#iommu-cells", 0xffffffff); });
-            root.Node("dev", n => n.Cells("iommus", 1));
-        });
+        var w = new FdtWriter();
+        w.Begin("");
+        w.Begin("ctl"); w.Prop("phandle", 1u); w.Prop("#iommu-cells", 0xffffffffu); w.End();
+        w.Begin("dev"); w.Prop("iommus", 1u); w.End();
+        w.End();
+        var fdt = Fdt.Parse(w.Finish());
         PlatformAudit? audit = null;
         Bounded(() => audit = IsolationAudit.Audit(fdt, "issue"));
         Assert.Equal(AssignmentVerdict.NoIommu, audit!.Masters.Single().Verdict);

@@ -322,6 +322,98 @@ public class QtestFrontEndTests
         Assert.Equal("", herr);
     }
 
+    // --- issue 18: --board FILE.yaml through -machine ------------------------------------------------------------
+
+    const string BoardYaml = """
+        name: qtest-board
+        ram: 256M
+        gic: { version: 3, its: true }
+        iommu: smmuv3
+        pcie:
+          - { slot: 1, device: edu }
+          - { slot: 3, device: mq-dma, queues: 2 }
+        """;
+
+    static string WriteTemp(string name, string text)
+    {
+        var dir = Directory.CreateTempSubdirectory("doorbell-qtest-board");
+        var path = Path.Combine(dir.FullName, name);
+        File.WriteAllText(path, text);
+        return path;
+    }
+
+    [Fact]
+    public void A_board_file_given_to_machine_builds_that_board_and_devices_take_the_free_slots()
+    {
+        var file = WriteTemp("b.yaml", BoardYaml);
+        foreach (var machineArgs in new[] { new[] { "-machine", "board=" + file }, ["-M", file], ["-machine", "virt,board=" + file] })
+        {
+            var c = QemuCommandLine.Parse([.. machineArgs, "-device", "edu", "-qtest", "unix:/unused"]);
+            Assert.Equal(file, c.BoardSource);
+            Assert.Equal(3, c.Machine.GicVersion);                                // the board's, not QEMU virt's default 2
+            Assert.Equal(IommuKind.SmmuV3, c.Machine.Iommu);
+            Assert.Equal(256UL << 20, c.Machine.RamSize);
+            Assert.Equal(2, c.Devices[0].Slot);                                   // slot 1 and 3 are the board's
+            var s = new QtestServer(c.Build());
+            Assert.Equal("OK 0x0000000011e81234\n", s.Handle("readl 0x4010008000"));  // 00:01.0 edu (board)
+            Assert.Equal("OK 0x0000000011e81234\n", s.Handle("readl 0x4010010000"));  // 00:02.0 edu (-device)
+            Assert.NotEqual("OK 0x00000000ffffffff\n", s.Handle("readl 0x4010018000")); // 00:03.0 mq-dma (board)
+            Assert.Equal("OK 0x00000000ffffffff\n", s.Handle("readl 0x4010020000"));  // 00:04.0 empty
+        }
+        // -m, -smp and -machine properties on the command line override the file
+        var o = QemuCommandLine.Parse(["-M", file + ",gic-version=2", "-m", "1G", "-smp", "2", "-qtest", "unix:/unused"]);
+        Assert.Equal((2, 1UL << 30, 2), (o.Machine.GicVersion, o.Machine.RamSize, o.Machine.Cpus));
+        Assert.Equal(2, o.Build().GicVersion);
+        // a taken slot is refused as QEMU refuses it, naming the board's device
+        var e = Assert.Throws<ArgumentException>(() => QemuCommandLine.Parse(["-M", file, "-device", "edu,addr=3"]));
+        Assert.StartsWith("-device edu,addr=3: PCI: slot 3 function 0 not available for edu, in use by ", e.Message, StringComparison.Ordinal);
+        // a built-in board by name
+        var juno = QemuCommandLine.Parse(["-M", "juno-like", "-qtest", "unix:/unused"]);
+        Assert.Equal(IommuKind.SmmuV2, juno.Machine.Iommu);
+        Assert.Equal(2, juno.Machine.GicVersion);
+    }
+
+    public static TheoryData<string, string, string> BadBoards => new()
+    {
+        { "missing.yaml", null!, "Could not open board file '{0}': No such file or directory" },
+        { "syntax.yaml", "name: x\nram: [1\n", "{0}: board description: line 2: " },
+        { "key.yaml", "name: x\nrum: 1G\n", "{0}: board description: line 2: unknown key 'rum' in board" },
+        { "gic.yaml", "name: x\ngic: { version: 7 }\n", "board 'x': gic-version must be 2 or 3" },
+        { "device.yaml", "name: x\npcie: [{ slot: 1, device: e1000 }]\n", "board 'x': PCI device 'e1000' is unknown (edu, mq-dma)" },
+        { "scalar.yaml", "just text\n", "{0}: board description: line 1: expected a mapping of board properties" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadBoards))]
+    public void A_bad_board_file_is_one_qemu_style_line_naming_the_file_and_the_problem(string name, string? text, string expected)
+    {
+        var path = text is null ? Path.Combine(Path.GetTempPath(), "doorbell-no-such-dir", name) : WriteTemp(name, text);
+        var e = Assert.Throws<ArgumentException>(() => QemuCommandLine.Parse(["-machine", "board=" + path, "-qtest", "unix:/unused"]));
+        Assert.StartsWith($"-machine board={path}: " + string.Format(System.Globalization.CultureInfo.InvariantCulture, expected, path), e.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain('\n', e.Message);
+        Assert.DoesNotContain("System.", e.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("Doorbell.", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Launcher_takes_a_board_file_and_lists_boards_in_machine_help()
+    {
+        var bad = WriteTemp("bad.yaml", "name: x\nrum: 1G\n");
+        var (rc, stdout, stderr) = RunCli(["-M", bad, "-qtest", "unix:/nonexistent/q.sock"]);
+        Assert.Equal(1, rc);
+        Assert.Equal("", stdout);
+        Assert.Equal($"doorbell: -M {bad}: {bad}: board description: line 2: unknown key 'rum' in board\n", stderr);
+        var (hrc, hout, _) = RunCli(["-M", "help"]);
+        Assert.Equal(0, hrc);
+        Assert.Contains("board=FILE.yaml", hout, StringComparison.Ordinal);
+        Assert.Contains("juno-like", hout, StringComparison.Ordinal);
+        // a good board file gets as far as connecting to the harness's socket
+        var good = WriteTemp("good.yaml", BoardYaml);
+        var (grc, _, gerr) = RunCli(["-machine", "board=" + good, "-device", "edu", "-qtest", "unix:/nonexistent/q.sock"]);
+        Assert.Equal(1, grc);
+        Assert.StartsWith("doorbell: -qtest unix:/nonexistent/q.sock: Failed to connect", gerr, StringComparison.Ordinal);
+    }
+
     internal static (int Rc, string Stdout, string Stderr) RunCli(string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };

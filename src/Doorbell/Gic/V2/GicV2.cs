@@ -83,6 +83,9 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
 
     public int CpuCount { get; }
 
+    /// <summary>Called when an SPI is deactivated (EOI, or DIR with EOImode 1): a vGIC's ack notifier (KVM resamplefd).</summary>
+    public Action<int>? SpiDeactivated { get; set; }
+
     /// <summary>The machine's trace (category gicv2), when the board gave one.</summary>
     public Trace? Trace { get; set; }
     public int SpiCount { get; }
@@ -253,7 +256,11 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
         void Deactivate(int id)
         {
             if (id < 32) gic._private[index].SetActive(id, false);
-            else if (id - 32 < gic.SpiCount) gic._spis.SetActive(id - 32, false);
+            else if (id - 32 < gic.SpiCount)
+            {
+                gic._spis.SetActive(id - 32, false);
+                gic.SpiDeactivated?.Invoke(id);
+            }
         }
 
         public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)

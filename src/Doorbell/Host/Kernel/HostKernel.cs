@@ -172,53 +172,14 @@ public sealed class HostKernel
         var map = machine.Map;
         var bus = memory ?? machine.Bus;
         var layout = HostMemoryLayout.For(machine.RamBase, machine.RamSize);
-        GicV3HostDriver? v3 = null;
-        GicV2HostDriver? v2 = null;
-        IMsiDomain msi;
-        HostIrqTable irqs;
-        HostCpu[] cpus;
-        var domains = new List<IMsiDomain>();
+        if (machine.GicV3 is null && machine.GicV2 is null) throw new InvalidOperationException("board has no interrupt controller model");
+        var irqBoard = new IrqBoard(machine.GicV3?.CpuInterfaces, machine.GicV3 is not null && machine.HasIts, machine.GicV2m is not null, machine.PciMsiToGicV2m);
+        var ki = KernelInterrupts.Probe(bus, map, irqBoard, new PhysPageAllocator(layout.GicTables, layout.GicTablesSize, bus));
+        var (v3, v2, msi, irqs, cpus) = (ki.GicV3, ki.GicV2, ki.MsiDomain, ki.Irqs, ki.Cpus);
+        var domains = ki.MsiDomains;
         if (machine.GicV3 is { } g3)
-        {
-            v3 = new GicV3HostDriver(bus, new PhysAddr(map.GicDistributor), new PhysAddr(map.GicRedistributor), g3.CpuInterfaces,
-                new PhysPageAllocator(layout.GicTables, layout.GicTablesSize, bus));
-            v3.Init();
-            if (machine.HasIts)
-            {
-                var its = new ItsDriver(v3, new PhysAddr(map.GicIts));
-                its.Init();
-                msi = its;
-                domains.Add(its);
-            }
-            else msi = new NoMsiDomain();
-            if (machine.GicV2m is not null)
-            {
-                var frame = new Gicv2mDriver(v3, new PhysAddr(map.GicV2m));
-                frame.Init();
-                domains.Add(frame);
-                if (machine.PciMsiToGicV2m || !machine.HasIts) msi = frame;
-            }
-            irqs = v3.Irqs;
-            cpus = [.. v3.Cpus];
             for (var c = 0; c < cpus.Length; c++) g3.CpuInterfaces[c].Target = cpus[c];
-        }
-        else if (machine.GicV2 is { } g2)
-        {
-            v2 = new GicV2HostDriver(bus, new PhysAddr(map.GicDistributor), new PhysAddr(map.GicCpuInterface));
-            v2.Init();
-            if (machine.GicV2m is not null)
-            {
-                var m2 = new Gicv2mDriver(v2, new PhysAddr(map.GicV2m));
-                m2.Init();
-                msi = m2;
-                domains.Add(m2);
-            }
-            else msi = new NoMsiDomain();
-            irqs = v2.Irqs;
-            cpus = [v2.Cpu0];
-            g2.SetTarget(0, v2.Cpu0);
-        }
-        else throw new InvalidOperationException("board has no interrupt controller model");
+        else machine.GicV2!.SetTarget(0, v2!.Cpu0);
         Doorbell.Host.Iommu.IIommuDriver smmu;
         if (machine.SmmuV2 is { } smmu2)
         {
@@ -324,7 +285,7 @@ public sealed class HostKernel
     /// <summary>Registers every group with a new VFIO core and binds its devices (vfio-pci / vfio-platform).</summary>
     public VfioHost BuildVfio(VfioOptions? options = null)
     {
-        var host = new VfioHost(options);
+        var host = new VfioHost(options) { Trace = Machine.Trace };
         // Replaying the 2013–14 policy era means running that era's IOMMU drivers: arm-smmu (and arm-smmu-v3 until
         // 4.11) claimed IOMMU_CAP_INTR_REMAP.
         var claim = host.Options.IsolationEra == IsolationPolicyEra.Era2013;

@@ -151,20 +151,8 @@ public sealed class KernelPciFunction : IVfioPciFunction
         }
         if (kind == PciIrqKind.Msix)
         {
-            var tbl = Cfg(_msixCap + 4, 4);
-            var bar = GetBar((int)(tbl & 7));
-            var table = bar.HostAddress + (tbl & ~7u);
-            var ctl = Cfg(_msixCap + 2, 2);
-            _k.Pci.Write(_f.Rid, _msixCap + 2, 2, ctl | 0xC000); // enable with the function masked while the table is written
-            for (var i = 0; i < got; i++)
-            {
-                var e = table + (ulong)i * 16; // MSI-X table entry, PCI LB 3.0 §6.8.2.6-9
-                _k.Bus.Write(new PhysAddr(e), 4, (uint)_programmed[i], BusAttributes.Cpu);
-                _k.Bus.Write(new PhysAddr(e + 4), 4, _programmed[i] >> 32, BusAttributes.Cpu);
-                _k.Bus.Write(new PhysAddr(e + 8), 4, a.Vectors[i].Message.Data, BusAttributes.Cpu);
-                _k.Bus.Write(new PhysAddr(e + 12), 4, 0, BusAttributes.Cpu);
-            }
-            _k.Pci.Write(_f.Rid, _msixCap + 2, 2, (ctl | 0x8000) & ~0x4000u);
+            var (tb, toff) = PciMsix.TableLocation(_k.Pci, _f.Rid, _msixCap);
+            PciMsix.Enable(_k.Bus, _k.Pci, _f.Rid, _msixCap, GetBar(tb).HostAddress + toff, _programmed, [.. a.Vectors.Take(got).Select(v => v.Message.Data)]);
         }
         else
         {
@@ -181,7 +169,7 @@ public sealed class KernelPciFunction : IVfioPciFunction
 
     public void DisableVectors()
     {
-        if (_msixCap != 0) _k.Pci.Write(_f.Rid, _msixCap + 2, 2, Cfg(_msixCap + 2, 2) & ~0x8000u);
+        if (_msixCap != 0) PciMsix.Disable(_k.Pci, _f.Rid, _msixCap);
         if (_msiCap != 0) _k.Pci.Write(_f.Rid, _msiCap + 2, 2, Cfg(_msiCap + 2, 2) & ~1u);
         foreach (var i in _handlers) _k.Irqs.Free(i);
         _handlers.Clear();

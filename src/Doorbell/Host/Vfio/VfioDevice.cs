@@ -3,14 +3,22 @@ using Doorbell.Host.Vfio.Abi;
 
 // Common part of VFIO bus drivers (vfio-pci, vfio-platform): open counting, the SET_IRQS header validation of
 // vfio_main.c (vfio_set_irqs_validate_and_prepare), and user irqfds (virqfd).
-// Known limits: irqfds (ACTION_UNMASK/MASK with DATA_EVENTFD) are serviced when VFIO runs — at every device file
-// operation, at interrupt delivery and on PollIrqfds — instead of by a kernel wait-queue callback.
+// User irqfds (ACTION_UNMASK with DATA_EVENTFD, ioeventfds) wait on their eventfd's in-kernel wait queue, so a signal
+// from Doorbell's kernel side (a KVM resamplefd, an EventFd Doorbell owns) runs the action synchronously, as virqfd's
+// wakeup does (Linux defers it to a workqueue; the result is the same). A write(2) by code outside Doorbell lands in the
+// counter and is serviced when VFIO runs — at every device file operation, at interrupt delivery and on PollIrqfds.
 namespace Doorbell.Host.Vfio;
 
 public abstract class VfioDevice
 {
     int _openCount;
-    readonly List<(EventFdContext Fd, Action Action, object Owner)> _irqfds = [];
+    readonly List<(EventFdContext Fd, Action Action, object Owner, Virqfd Waiter)> _irqfds = [];
+
+    /// <summary>virqfd_wakeup: the action of a user irqfd, run by its eventfd's signaller.</summary>
+    sealed class Virqfd(Action action) : IEventFdWaiter
+    {
+        public void Wake() => action();
+    }
 
     protected VfioDevice(VfioGroup group) => Group = group;
 
@@ -57,13 +65,25 @@ public abstract class VfioDevice
     protected void SetIrqfd(object owner, EventFdContext? fd, Action action)
     {
         for (var i = _irqfds.Count - 1; i >= 0; i--)
-            if (ReferenceEquals(_irqfds[i].Owner, owner)) { _irqfds[i].Fd.Dispose(); _irqfds.RemoveAt(i); }
-        if (fd is not null) _irqfds.Add((fd, action, owner));
+            if (ReferenceEquals(_irqfds[i].Owner, owner))
+            {
+                _irqfds[i].Fd.File?.RemoveWaiter(_irqfds[i].Waiter);
+                _irqfds[i].Fd.Dispose();
+                _irqfds.RemoveAt(i);
+            }
+        if (fd is null) return;
+        var w = new Virqfd(action);
+        _irqfds.Add((fd, action, owner, w));
+        fd.File?.AddWaiter(w);
     }
 
     protected void ClearIrqfds()
     {
-        foreach (var f in _irqfds) f.Fd.Dispose();
+        foreach (var f in _irqfds)
+        {
+            f.Fd.File?.RemoveWaiter(f.Waiter);
+            f.Fd.Dispose();
+        }
         _irqfds.Clear();
     }
 

@@ -77,6 +77,9 @@ public sealed class VfioHost
 
     public VfioOptions Options { get; }
 
+    /// <summary>The machine trace the vfio_* events go to (the host kernel's machine; null = untraced).</summary>
+    public Doorbell.Tracing.Trace? Trace { get; set; }
+
     /// <summary>Registers an IOMMU group (iommu_group_add_device for its members happens in the backend).</summary>
     public VfioGroup AddGroup(IVfioIommuGroup iommu)
     {

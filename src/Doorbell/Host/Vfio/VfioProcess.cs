@@ -67,10 +67,22 @@ public sealed class VfioProcess
     public VfioFile? File(int fd) => fd >= 0 && fd < _fds.Count ? _fds[fd] : null;
 
     /// <summary>open("/dev/vfio/vfio").</summary>
-    public int OpenContainer() => Install(new VfioContainer(this));
+    public int OpenContainer()
+    {
+        var fd = Install(new VfioContainer(this));
+        if (VfioTrace.AnyOn(Host.Trace)) VfioTrace.OpenContainer(Host.Trace!, fd);
+        return fd;
+    }
 
     /// <summary>open("/dev/vfio/$id"): -ENOENT for an unknown group, -EBUSY while another open file exists.</summary>
     public int OpenGroup(int id)
+    {
+        var r = OpenGroupCore(id);
+        if (VfioTrace.AnyOn(Host.Trace)) VfioTrace.Open(Host.Trace!, id, r);
+        return r;
+    }
+
+    int OpenGroupCore(int id)
     {
         var g = Host.FindGroup(id);
         if (g is null) return -Errno.ENOENT;
@@ -84,37 +96,74 @@ public sealed class VfioProcess
     public int Close(int fd)
     {
         var f = File(fd);
-        if (f is null) return -Errno.EBADF;
+        var traced = VfioTrace.AnyOn(Host.Trace);
+        if (f is null)
+        {
+            if (traced) VfioTrace.Close(Host.Trace!, fd, null, -Errno.EBADF);
+            return -Errno.EBADF;
+        }
         _fds[fd] = null;
         f.Release();
+        if (traced) VfioTrace.Close(Host.Trace!, fd, f, 0);
         return 0;
     }
 
-    public int Ioctl(int fd, uint request, Span<byte> arg) => File(fd) is { } f ? f.Ioctl(request, arg) : -Errno.EBADF;
+    public int Ioctl(int fd, uint request, Span<byte> arg)
+    {
+        var f = File(fd);
+        if (!VfioTrace.AnyOn(Host.Trace)) return f is not null ? f.Ioctl(request, arg) : -Errno.EBADF;
+        var before = VfioTrace.Capture(f, request, arg);
+        var r = f is not null ? f.Ioctl(request, arg) : -Errno.EBADF;
+        VfioTrace.Ioctl(Host.Trace!, this, fd, f, request, false, 0, arg, before, r);
+        return r;
+    }
 
-    public int Ioctl(int fd, uint request, ulong arg) => File(fd) is { } f ? f.Ioctl(request, arg) : -Errno.EBADF;
+    public int Ioctl(int fd, uint request, ulong arg)
+    {
+        var f = File(fd);
+        var r = f is not null ? f.Ioctl(request, arg) : -Errno.EBADF;
+        if (VfioTrace.AnyOn(Host.Trace)) VfioTrace.Ioctl(Host.Trace!, this, fd, f, request, true, arg, default, default, r);
+        return r;
+    }
 
     /// <summary>pread(fd, buf, offset): bytes read or -errno.</summary>
-    public long Pread(int fd, Span<byte> buffer, ulong offset) => File(fd) switch
+    public long Pread(int fd, Span<byte> buffer, ulong offset)
     {
-        VfioDeviceFile d => d.Device.Rw(buffer, offset, false),
-        null => -Errno.EBADF,
-        _ => -Errno.EINVAL,
-    };
+        var f = File(fd);
+        var r = f switch
+        {
+            VfioDeviceFile d => d.Device.Rw(buffer, offset, false),
+            null => -Errno.EBADF,
+            _ => -Errno.EINVAL,
+        };
+        if (VfioTrace.AnyOn(Host.Trace)) VfioTrace.Region(Host.Trace!, f, offset, r > 0 ? buffer[..(int)Math.Min(r, buffer.Length)] : buffer, r, write: false);
+        return r;
+    }
 
     /// <summary>pwrite(fd, buf, offset): bytes written or -errno.</summary>
     public long Pwrite(int fd, ReadOnlySpan<byte> buffer, ulong offset)
     {
-        if (File(fd) is not VfioDeviceFile d) return File(fd) is null ? -Errno.EBADF : -Errno.EINVAL;
-        var copy = buffer.ToArray();
-        return d.Device.Rw(copy, offset, true);
+        var f = File(fd);
+        long r;
+        if (f is not VfioDeviceFile d) r = f is null ? -Errno.EBADF : -Errno.EINVAL;
+        else
+        {
+            var copy = buffer.ToArray();
+            r = d.Device.Rw(copy, offset, true);
+        }
+        if (VfioTrace.AnyOn(Host.Trace)) VfioTrace.Region(Host.Trace!, f, offset, buffer, r, write: true);
+        return r;
     }
 
     /// <summary>mmap(NULL, length, prot, MAP_SHARED, fd, offset): the user vaddr, or -errno (as a negative long).</summary>
     public long Mmap(int fd, ulong length, ulong offset, UserProt prot = UserProt.Read | UserProt.Write, bool shared = true, ulong fixedVaddr = 0)
     {
-        if (File(fd) is not VfioDeviceFile d) return File(fd) is null ? -Errno.EBADF : -Errno.ENODEV;
-        return d.Device.Mmap(Memory, length, offset, prot, shared, fixedVaddr);
+        var f = File(fd);
+        long r;
+        if (f is not VfioDeviceFile d) r = f is null ? -Errno.EBADF : -Errno.ENODEV;
+        else r = d.Device.Mmap(Memory, length, offset, prot, shared, fixedVaddr);
+        if (VfioTrace.AnyOn(Host.Trace)) VfioTrace.Mmap(Host.Trace!, f, length, offset, r);
+        return r;
     }
 
     /// <summary>Process exit: every descriptor is closed in ascending order (exit_files), which releases devices,

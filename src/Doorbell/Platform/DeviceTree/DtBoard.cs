@@ -14,8 +14,10 @@ namespace Doorbell.Platform.DeviceTree;
 // bridge as a generic ECAM root complex. It goes through the existing Machine / PhysicalAddressSpace seam only, so
 // a new board wiring can replace DtBoard.Build without touching the probes (they use DtBoard's fields).
 // Known limits: one CPU; addresses are translated through `ranges` of simple-bus parents only (no PCI or dma-ranges);
-// a block whose reg overlaps an already placed one is reported and left out; SMMUv2-class IOMMUs are reported as
-// "model pending" (no SMMUv2 model on this branch); GICv3 MBI and vendor MSI controllers are reported unmodelled;
+// a block whose reg overlaps an already placed one is reported and left out; SMMUv2-class IOMMUs are the SMMUv2 model
+// with the ID registers of their part (MMU-400, MMU-401, else MMU-500: `arm,smmu-v2`, `arm,smmu-v1` and vendor
+// MMU-500 variants); GICv3 MBI and vendor MSI controllers are reported unmodelled; no IOMMU interrupt is wired (the
+// probes run the fault handlers themselves after each transaction);
 // PCIe config space is a bare ECAM window (probes originate requests by requester ID, see RequesterPort).
 
 /// <summary>A block of the tree that became (or could not become) a model on the board.</summary>
@@ -78,6 +80,7 @@ public sealed class DtBoard
     public required PlatformAudit Audit { get; init; }
     public List<DtBlock> Blocks { get; } = [];
     public Dictionary<FdtNode, SmmuV3> SmmuV3s { get; } = [];
+    public Dictionary<FdtNode, Doorbell.Smmu.V2.SmmuV2> SmmuV2s { get; } = [];
     public Dictionary<FdtNode, DtMsiTarget> MsiTargets { get; } = [];
     public Dictionary<FdtNode, PciHost> HostBridges { get; } = [];
     public GicV3? GicV3 { get; set; }
@@ -189,13 +192,34 @@ public sealed class DtBoard
             case IommuKind.SmmuV3:
                 Blocks.Add(new DtBlock(info.Node, "SMMUv3", 0, false, "no reg"));
                 break;
+            case IommuKind.SmmuV2 when regs.Count > 0:
+            {
+                var (options, part) = SmmuV2Part(info.Node);
+                var v2 = new Doorbell.Smmu.V2.SmmuV2(Bus, options);
+                var ok2 = TryPlace("smmuv2", () => v2.Map(new PhysAddr(@base)), out var st2);
+                if (ok2) SmmuV2s[info.Node] = v2;
+                Blocks.Add(new DtBlock(info.Node, "SMMUv2", @base, ok2, ok2 ? $"SMMUv2 model ({part})" : st2));
+                break;
+            }
             case IommuKind.SmmuV2:
-                Blocks.Add(new DtBlock(info.Node, "SMMUv2", @base, false, "SMMUv2 — model pending"));
+                Blocks.Add(new DtBlock(info.Node, "SMMUv2", 0, false, "no reg"));
                 break;
             default:
                 Blocks.Add(new DtBlock(info.Node, info.KindName, @base, false, "IOMMU kind Doorbell does not model (" + string.Join(",", info.Node.Compatible.Take(1)) + ")"));
                 break;
         }
+    }
+
+    /// <summary>The SMMUv2 part a node's compatible names (Linux's arm-smmu match table: MMU-400 and MMU-401 are their own
+    /// parts; `arm,mmu-500`, vendor MMU-500 variants and the generic `arm,smmu-v1`/`arm,smmu-v2` get MMU-500's ID registers).</summary>
+    public static (Doorbell.Smmu.V2.SmmuV2Options Options, string Part) SmmuV2Part(FdtNode node)
+    {
+        ArgumentNullException.ThrowIfNull(node);
+        if (node.IsCompatible("arm,mmu-400")) return (Doorbell.Smmu.V2.SmmuV2Options.Mmu400, "MMU-400");
+        if (node.IsCompatible("arm,mmu-401")) return (Doorbell.Smmu.V2.SmmuV2Options.Mmu401, "MMU-401");
+        if (node.IsCompatible("arm,mmu-500")) return (Doorbell.Smmu.V2.SmmuV2Options.Mmu500, "MMU-500");
+        var c = node.Compatible.FirstOrDefault() ?? "?";
+        return (Doorbell.Smmu.V2.SmmuV2Options.Mmu500, $"{c}: MMU-500 ID registers");
     }
 
     void PlaceMsi(MsiControllerInfo info)

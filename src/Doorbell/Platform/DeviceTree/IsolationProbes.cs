@@ -1,6 +1,7 @@
 using Doorbell.Gic.V2m;
 using Doorbell.Host.Iommu;
 using Doorbell.Host.Irq;
+using Doorbell.Host.SmmuV2;
 using Doorbell.Host.SmmuV3;
 using Doorbell.Iommu;
 using Doorbell.Memory;
@@ -21,7 +22,7 @@ namespace Doorbell.Platform.DeviceTree;
 //   isolated — the host driver's IsolatedMsi) is printed beside the attack, so a policy that accepts an unsafe
 //   group shows as a contradiction.
 // Known limits: a device's MSI write reaches the doorbell untranslated (Linux maps the doorbell into every DMA
-// domain, so translation would not change the result); one CPU; the SMMUv2 model is not on this branch.
+// domain, so translation would not change the result); one CPU.
 
 /// <summary>What the probes showed for one range of requester IDs (or one platform device).</summary>
 public sealed record ProbeResult(MasterAudit Master, RidRange? Range, AssignmentVerdict Verdict,
@@ -59,7 +60,7 @@ public sealed class IsolationProbes
     const ulong MappedIova = 0x1000_0000;
     readonly DtBoard _b;
     readonly ulong _sentinel, _scratch;
-    readonly Dictionary<FdtNode, SmmuV3Driver?> _smmuDrivers = [];
+    readonly Dictionary<FdtNode, IIommuDriver?> _smmuDrivers = [];
     readonly Dictionary<(FdtNode, uint), bool> _streamFaults = [];
     readonly Dictionary<FdtNode, IMsiDomain?> _msiDrivers = [];
     readonly Dictionary<FdtNode, string> _driverErrors = [];
@@ -144,58 +145,103 @@ public sealed class IsolationProbes
 
     (int, int, int, string?) Translated(IommuInfo iommu, List<uint> sids)
     {
-        if (!_b.SmmuV3s.TryGetValue(iommu.Node, out var smmu))
+        var v3 = _b.SmmuV3s.GetValueOrDefault(iommu.Node);
+        var v2 = _b.SmmuV2s.GetValueOrDefault(iommu.Node);
+        if (v3 is null && v2 is null)
         {
             var block = _b.Blocks.FirstOrDefault(x => x.Node == iommu.Node);
             return (0, 0, 0, block?.Status ?? "IOMMU not on the board");
         }
-        var driver = SmmuDriver(iommu.Node, smmu);
-        if (driver is null) return (0, 0, 0, "SMMUv3 driver probe failed: " + _driverErrors.GetValueOrDefault(iommu.Node, "?"));
-        int faults = 0, landed = 0;
+        var kind = v3 is not null ? "SMMUv3" : "SMMUv2";
+        var driver = SmmuDriver(iommu.Node, v3, v2);
+        if (driver is null) return (0, 0, 0, $"{kind} driver probe failed: " + _driverErrors.GetValueOrDefault(iommu.Node, "?"));
+        int faults = 0, landed = 0, unprobeable = 0;
+        string? firstError = null;
         Span<byte> v = stackalloc byte[8];
         foreach (var sid in sids)
         {
             if (_streamFaults.TryGetValue((iommu.Node, sid), out var knownFault)) { if (knownFault) faults++; else landed++; continue; }
             bool fault;
+            var dev = new IommuDevice($"probe-{sid:x}", [sid]);
+            IommuDomain? domain = null;
+            var probed = false;
             try
             {
-                var dev = new IommuDevice($"probe-{sid:x}", [sid]);
-                driver.ProbeDevice(dev);
-                var domain = driver.AllocateDomain(IommuDomainType.Unmanaged);
+                try { driver.ProbeDevice(dev); }
+                catch (IommuException e)
+                {
+                    // arm_smmu_probe_device refuses a StreamID wider than the SMMU implements: no group, nothing to attack
+                    unprobeable++;
+                    firstError ??= e.Message;
+                    continue;
+                }
+                probed = true;
+                domain = driver.AllocateDomain(IommuDomainType.Unmanaged);
                 driver.AttachDevice(domain, dev);
                 domain.Map(MappedIova, _scratch, 0x1000, IoProt.Read | IoProt.Write);
-                driver.DrainEvents();
-                var port = smmu.CreateStreamPort(sid);
+                var before = Faults(driver);
+                IMemoryPort port = v3 is not null ? v3.CreateStreamPort(sid) : v2!.CreateStreamPort(sid);
                 BitConverter.TryWriteBytes(v, 0x5AFE_5AFE_5AFE_5AFEUL + sid);
                 Clear(_sentinel);
                 port.Write(_sentinel, v, BusAttributes.FromDevice(sid)); // IOVA never mapped = the sentinel's physical address
-                var events = driver.DrainEvents();
-                fault = !Landed(_sentinel, 0x5AFE_5AFE_5AFE_5AFEUL + sid) && events.Count > 0;
+                fault = !Landed(_sentinel, 0x5AFE_5AFE_5AFE_5AFEUL + sid) && Faults(driver) > before;
             }
             catch (IommuException e)
             {
-                return (0, 0, 0, "SMMUv3 driver: " + e.Message);
+                return (0, 0, 0, $"{kind} driver: " + e.Message);
+            }
+            finally
+            {
+                // Each probe device goes away again (arm-smmu has few SMRs and context banks).
+                try
+                {
+                    if (probed) driver.ReleaseDevice(dev);
+                    if (domain is not null) driver.FreeDomain(domain);
+                }
+                catch (IommuException) { }
             }
             _streamFaults[(iommu.Node, sid)] = fault;
             if (fault) faults++; else landed++;
         }
-        return (sids.Count, faults, landed, null);
+        if (unprobeable == sids.Count && sids.Count > 0) return (0, 0, 0, $"{kind} driver: {firstError}");
+        return (sids.Count - unprobeable, faults, landed, null);
     }
 
-    SmmuV3Driver? SmmuDriver(FdtNode node, Doorbell.Smmu.V3.SmmuV3 smmu)
+    /// <summary>Fault records the driver has read so far: SMMUv3 event records (event queue drained), SMMUv2 context and
+    /// global faults (the handlers run, as the fault interrupts would — the board wires no IOMMU interrupt).</summary>
+    int Faults(IIommuDriver driver)
+    {
+        switch (driver)
+        {
+            case SmmuV3Driver d3:
+                _v3Events.TryGetValue(d3, out var n);
+                n += d3.DrainEvents().Count;
+                _v3Events[d3] = n;
+                return n;
+            case SmmuV2Driver d2:
+                d2.HandleGlobalInterrupt();
+                for (var i = 0; i < d2.Features.ContextIrqs; i++) d2.HandleContextInterrupt(i);
+                return d2.Faults.Count;
+            default:
+                return 0;
+        }
+    }
+
+    readonly Dictionary<SmmuV3Driver, int> _v3Events = [];
+
+    IIommuDriver? SmmuDriver(FdtNode node, Doorbell.Smmu.V3.SmmuV3? v3, Doorbell.Smmu.V2.SmmuV2? v2)
     {
         if (_smmuDrivers.TryGetValue(node, out var d)) return d;
         var @base = _b.Blocks.First(x => x.Node == node).Base;
         var tables = _b.RamBase + 0x0200_0000 + (ulong)_smmuCount++ * 0x0040_0000;
         try
         {
-            d = tables + 0x0040_0000 <= _b.RamBase + DtBoard.TableArea
-                ? SmmuV3Driver.Probe(new BusSmmuHostAccess(_b.Bus, @base), _b.Bus, new PhysPageAllocator(tables, 0x0040_0000))
-                : null;
-            if (d is null) _driverErrors[node] = "no table memory left";
+            if (tables + 0x0040_0000 > _b.RamBase + DtBoard.TableArea) { d = null; _driverErrors[node] = "no table memory left"; }
+            else if (v3 is not null) d = SmmuV3Driver.Probe(new BusSmmuHostAccess(_b.Bus, @base), _b.Bus, new PhysPageAllocator(tables, 0x0040_0000));
+            else d = SmmuV2Driver.Probe(new BusSmmuHostAccess(_b.Bus, @base), _b.Bus, new PhysPageAllocator(tables, 0x0040_0000));
         }
         catch (Exception e) when (e is IommuException or ArgumentException) { d = null; _driverErrors[node] = e.Message; }
-        _ = smmu;
+        _ = v2;
         _smmuDrivers[node] = d;
         return d;
     }

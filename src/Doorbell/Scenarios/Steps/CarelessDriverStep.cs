@@ -8,18 +8,20 @@ namespace Doorbell.Scenarios.Steps;
 
 /// <summary>
 /// Strict mode at work: a deliberately careless SMMUv3 driver (registers and queues written by hand, tables in RAM)
-/// that forgets a CMD_SYNC, edits a live STE without CFGI_STE, and unmaps and frees a page without a TLBI. The
+/// that forgets a CMD_SYNC, edits a live STE without CFGI_STE, unmaps and frees a page without a TLBI, and unmaps a
+/// whole 2 MiB range — freeing its level-3 page *table* — without the non-leaf TLBI the walk cache needs. The
 /// hardware (and permissive mode) tolerates each one silently and keeps using what it cached; strict mode reports
 /// each with the rule broken. This step turns strict mode on for its own machine whatever the run's mode.
 /// </summary>
 public sealed class CarelessDriverStep : IScenarioStep
 {
     const ulong SmmuBase = 0x0905_0000, Strtab = 0x4010_0000, Cmdq = 0x4020_0000, Eventq = 0x4030_0000, CdBase = 0x4040_0000;
-    const ulong Buffer = 0x4800_0000, Iova = 0x1_0000_0000;
+    const ulong Buffer = 0x4800_0000, Iova = 0x1_0000_0000, Other = 0x4900_0000;
+    const ulong OtherMarker = 0x0DD0_0DD0;
     const int CmdqLog2 = 8;
     const uint Sid = 8;
 
-    public string Title => "Strict mode: a careless SMMUv3 driver (missing CMD_SYNC, stale STE, page freed without TLBI)";
+    public string Title => "Strict mode: a careless SMMUv3 driver (missing CMD_SYNC, stale STE, page freed without TLBI, table freed without TLBI)";
 
     public bool Run(ScenarioContext context)
     {
@@ -42,10 +44,11 @@ public sealed class CarelessDriverStep : IScenarioStep
         drv.Submit(SmmuV3Encode.CfgiSte(Sid), SmmuV3Encode.Sync());
         var port = smmu.CreateStreamPort(Sid);
         var attrs = BusAttributes.FromDevice(Sid);
+        var data = new byte[4];
         BusStatus Dma(ulong iova)
         {
             var f = trace.BeginFlow(TraceCategory.PciDma, FlowKind.Dma, "device 0x8", $"StreamID 0x8 DMA read 0x{iova:x} (4 bytes)");
-            var s = port.Read(iova, new byte[4], attrs);
+            var s = port.Read(iova, data, attrs);
             trace.EndFlow(f);
             return s;
         }
@@ -80,11 +83,50 @@ public sealed class CarelessDriverStep : IScenarioStep
         drv.Submit(SmmuV3Encode.TlbiNhVa(0, 1, Iova + 0x1000), SmmuV3Encode.Sync());
         var s4 = Dma(Iova + 0x1000);
         context.Item($"after TLBI_NH_VA + CMD_SYNC the DMA is {s4}, as it should have been");
+
+        // 4. The whole 2 MiB range at IOVA 0x1_0000_0000 is unmapped in one piece: its level-2 descriptor is cleared and
+        //    the level-3 table it pointed to is freed with no TLBI at all (a TLBI with Leaf = 0 + CMD_SYNC was needed:
+        //    the walk cache still holds the level-2 table descriptor). The allocator hands the freed table page to the
+        //    next mapping — another buffer in the next 2 MiB — and a DMA to an IOVA the IOTLB never held walks through
+        //    the stale descriptor into the reused page, reaching the other buffer.
+        before = strict.Violations.Count;
+        var table = pt.IovaToPhys(Iova) != 0 ? TablePa(bus, pt, Iova) : 0;
+        var unmapped = pt.Unmap(Iova, 0x20_0000);
+        bus.Store.WriteU64(Other + 0x3000, OtherMarker);
+        pt.Map(Iova + 0x20_0000, Other, 0x4000, IoProt.ReadWrite);
+        var reused = TablePa(bus, pt, Iova + 0x20_0000);
+        data.AsSpan().Clear();
+        var s5 = Dma(Iova + 0x3000);
+        var got5 = BitConverter.ToUInt32(data);
+        var c5 = strict.Violations.Count - before;
+        context.Item($"4. IOVA 0x{Iova:x}+2 MiB unmapped (0x{unmapped:x} bytes): level-3 table at PA 0x{table:x} freed without TLBI and reused " +
+                     $"at PA 0x{reused:x} for IOVA 0x{Iova + 0x20_0000:x}; DMA read of 0x{Iova + 0x3000:x} (never in the IOTLB): {s5}, " +
+                     $"read 0x{got5:x} from the other buffer (the walk went through the stale table); strict findings +{c5}");
+        // What was owed: invalidate the walk over the whole range (Linux's tlb_flush_walk, a non-leaf range TLBI); for
+        // the one ASID of this driver TLBI_NH_ASID covers it, and the translation the stale walk cached with it.
+        drv.Submit(SmmuV3Encode.TlbiNhAsid(0, 1), SmmuV3Encode.Sync());
+        var s6 = Dma(Iova + 0x3000);
+        context.Item($"after TLBI_NH_ASID + CMD_SYNC the DMA is {s6}, as it should have been");
         context.Item($"strict mode caught {strict.Violations.Count} finding(s); hardware would have reported none");
         return s1 == BusStatus.Ok && c1 >= 1 && s2 == BusStatus.Ok && c2 >= 1 && s3 == BusStatus.Ok && c3 >= 1 && s4 == BusStatus.SlaveError
+               && unmapped == 0x20_0000 && table != 0 && reused == table && s5 == BusStatus.Ok && got5 == OtherMarker && c5 >= 1 && s6 == BusStatus.SlaveError
                && strict.Violations.Any(v => v.Rule.Contains("CMD_SYNC", StringComparison.Ordinal))
                && strict.Violations.Any(v => v.Message.Contains("stale STE", StringComparison.Ordinal))
-               && strict.Violations.Any(v => v.Rule == Translator.StaleEntryRule);
+               && strict.Violations.Any(v => v.Rule == Translator.StaleEntryRule)
+               && strict.Violations.Any(v => v.Rule == Translator.StaleWalkRule);
+    }
+
+    /// <summary>The level-3 table of <paramref name="iova"/> (what its level-2 descriptor points to), by a software walk of 4 KiB, 48-bit tables.</summary>
+    static ulong TablePa(PhysicalAddressSpace bus, IoPageTable pt, ulong iova)
+    {
+        var table = pt.TableBase;
+        for (var level = 0; level < 3; level++)
+        {
+            var pte = bus.Store.ReadU64(table + ((iova >> (39 - 9 * level)) & 0x1FF) * 8);
+            if ((pte & 3) != 3) return 0;
+            table = pte & 0x0000_FFFF_FFFF_F000;
+        }
+        return table;
     }
 
     /// <summary>The careless driver: programs the SMMU by hand (linear stream table, command and event queues).</summary>
