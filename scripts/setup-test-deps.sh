@@ -5,6 +5,7 @@
 #   linux-libc-dev         the C preload library, C example clients (<linux/vfio.h>)
 #   device-tree-compiler   dtc, for the hand-made device trees of the audit tests
 #   chromium               headless rendering checks of the HTML reports
+#   python3                the README's real-QEMU scenario script (scripts/real-qemu.py), run by a test
 #   clang, zlib1g-dev      Native AOT's linker prerequisites: the precompiled qtest launcher
 #                          (scripts/qemu-system-aarch64-doorbell) starts in ~0.1 s instead of ~0.9 s (ReadyToRun)
 # Idempotent and quiet: only what is missing is installed. Never fails the test run: a test whose tool is
@@ -16,6 +17,7 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 [ -f /usr/include/linux/vfio.h ] || need+=(linux-libc-dev)
 command -v dtc >/dev/null 2>&1 || need+=(device-tree-compiler)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v clang >/dev/null 2>&1 || need+=(clang)
 [ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -4,7 +4,9 @@
  * server's byte-exact VFIO ABI answers them. Request numbers come from the system's <linux/vfio.h>. The sysfs a VFIO
  * program reads is redirected to the tree the server writes (<socket>.sysfs). BAR mmaps are PROT_NONE reservations
  * whose faults are decoded (x86_decode.c) and performed on the server. Every other path and descriptor passes
- * through untouched. Environment: DOORBELL_SOCKET (required to do anything), DOORBELL_SYSFS (optional root). */
+ * through untouched. Environment: DOORBELL_SOCKET (required to do anything), DOORBELL_SYSFS (optional root),
+ * DOORBELL_TRACE (set: each trapped BAR access is printed to stderr as `pid@seconds.micros:doorbell_vfio_mmio_*`, the
+ * format of QEMU's log trace backend, so it lines up with QEMU's -trace output and `doorbell serve --trace`). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <dlfcn.h>
@@ -25,6 +27,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <sys/un.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -718,6 +721,21 @@ static void chain_segv(int sig, siginfo_t *si, void *uc)
 	real_sigaction(SIGSEGV, &d, NULL);
 }
 
+static int trace_on(void)
+{
+	static int state; /* 0 unknown, 1 on, -1 off */
+	if (!state) state = getenv("DOORBELL_TRACE") ? 1 : -1;
+	return state == 1;
+}
+
+static void trace_mmio(const char *what, uintptr_t a, int size, uint64_t v)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	die("%d@%lld.%06ld:doorbell_vfio_mmio_%s addr %p size %d value 0x%llx\n", (int)getpid(), (long long)ts.tv_sec,
+	    ts.tv_nsec / 1000, what, (void *)a, size, (unsigned long long)v);
+}
+
 static void segv_handler(int sig, siginfo_t *si, void *ucv)
 {
 	ucontext_t *uc = ucv;
@@ -739,6 +757,7 @@ static void segv_handler(int sig, siginfo_t *si, void *ucv)
 	int64_t r;
 	if (in.store) {
 		uint64_t v = in.has_imm ? in.imm : get_reg(uc, in.reg, in.size, in.rex);
+		if (trace_on()) trace_mmio("write", a, in.size, v);
 		int sync = g_sync_stores;
 		r = rpc(sync ? DB_MMIO_WRITE : DB_MMIO_WRITE_POSTED, -1, a, (uint64_t)in.size, v, 0, NULL, 0, NULL, 0, NULL, 0, NULL);
 		if (sync && r == 0) g_sync_stores = 0;
@@ -746,6 +765,7 @@ static void segv_handler(int sig, siginfo_t *si, void *ucv)
 		uint64_t v = 0;
 		uint32_t rlen = 0;
 		r = rpc(DB_MMIO_READ, -1, a, (uint64_t)in.size, 0, 0, NULL, 0, NULL, 0, &v, 8, &rlen);
+		if (r == 0 && trace_on()) trace_mmio("read", a, in.size, v);
 		if (r == 0) {
 			int bits = 8 * in.size;
 			if (in.ext == DB_EXT_SIGN && bits < 64) v = (uint64_t)(((int64_t)(v << (64 - bits))) >> (64 - bits));

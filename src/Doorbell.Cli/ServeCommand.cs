@@ -5,7 +5,7 @@ using Doorbell.Server;
 
 namespace Doorbell.Cli;
 
-/// <summary>`doorbell serve --socket PATH [--board FILE.yaml|NAME] [--allow-unsafe-interrupts] [--isolation-era 1|2|3] [--strict]`.</summary>
+/// <summary>`doorbell serve --socket PATH [--board FILE.yaml|NAME] [--allow-unsafe-interrupts] [--isolation-era 1|2|3] [--strict] [--trace PATTERNS]`.</summary>
 internal static class ServeCommand
 {
     public static Command Create()
@@ -20,35 +20,37 @@ internal static class ServeCommand
                 "(every device of the group under an isolating MSI domain; the default).",
         };
         var strict = new Option<bool>("--strict") { Description = "Report what real hardware silently tolerates, each finding with its rule." };
+        var trace = new Option<string?>("--trace") { Description = "Trace categories to print as they happen (e.g. 'pci_msi,smmu_translate,its_translate,gicr,vfio_irq'), stamped pid@seconds.micros like QEMU's -trace log lines." };
         var cmd = new Command("serve", "Boot the host kernel on a board and serve VFIO to real processes (see scripts/doorbell-exec).");
         cmd.Options.Add(socket);
         cmd.Options.Add(board);
         cmd.Options.Add(unsafeIrq);
         cmd.Options.Add(era);
         cmd.Options.Add(strict);
-        cmd.SetAction(parse => Run(parse.GetValue(socket)!, parse.GetValue(board), parse.GetValue(unsafeIrq), parse.GetValue(era), parse.GetValue(strict)));
+        cmd.Options.Add(trace);
+        cmd.SetAction(parse => Run(parse.GetValue(socket)!, parse.GetValue(board), parse.GetValue(unsafeIrq), parse.GetValue(era), parse.GetValue(strict), parse.GetValue(trace)));
         return cmd;
     }
 
-    static int Run(string socket, string? board, bool allowUnsafe, string? eraText, bool strict)
+    static int Run(string socket, string? board, bool allowUnsafe, string? eraText, bool strict, string? trace)
     {
+        // A bad argument is one line naming the option and exit 1, as for every other command.
         var era = IsolationPolicyEra.Today;
         if (eraText is not null)
         {
-            if (IsolationPolicyEras.Parse(eraText) is not { } e) return CliErrors.Fail($"serve: --isolation-era '{eraText}' is unknown ({IsolationPolicyEras.Accepted})");
+            if (IsolationPolicyEras.Parse(eraText) is not { } e)
+                return CliErrors.Fail($"serve: --isolation-era '{eraText}' is unknown ({IsolationPolicyEras.Accepted})");
             era = e;
         }
-        // A bad argument is one line naming the option and exit 1, as for every other command. A built-in board's
-        // name (juno-like, thunderx-like, its-and-gicv2m) is not a file: the server loads it.
-        var builtIn = board is not null && ServeBoard.BuiltInBoards.Contains(board) && !File.Exists(board);
-        if (board is not null && !builtIn && !BoardOption.TryLoad(board, out _, out var berr)) return CliErrors.Fail("serve: " + berr);
+        // A built-in board's name is resolved by the server; a file is checked here, so a mistake is one line.
+        if (board is not null && !ServeBoard.BuiltInBoards.Contains(board) && !BoardOption.TryLoad(board, out _, out var berr)) return CliErrors.Fail("serve: " + berr);
         if (socket.Length == 0) return CliErrors.Fail("serve: --socket: empty path");
         var socketDir = Path.GetDirectoryName(Path.GetFullPath(socket));
         if (socketDir is not null && !Directory.Exists(socketDir)) return CliErrors.Fail($"serve: --socket {socket}: directory {socketDir} does not exist");
         DoorbellServer server;
         try
         {
-            server = new DoorbellServer(new ServeOptions { SocketPath = socket, BoardFile = board, AllowUnsafeInterrupts = allowUnsafe, IsolationEra = era, Strict = strict });
+            server = new DoorbellServer(new ServeOptions { SocketPath = socket, BoardFile = board, AllowUnsafeInterrupts = allowUnsafe, IsolationEra = era, Strict = strict, Trace = trace });
         }
         catch (Exception e) when (e is FormatException or ArgumentException)
         {

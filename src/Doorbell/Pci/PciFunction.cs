@@ -358,9 +358,13 @@ public class PciFunction
         OnConfigWritten(offset, size);
     }
 
+    /// <summary>Function-level resets since power-on (what a reset observer, e.g. a test, checks).</summary>
+    public int ResetCount { get; private set; }
+
     /// <summary>Resets config space to its power-on image and the device to its reset state (FLR, PCIe 4.0 §6.6.2).</summary>
     public void FunctionLevelReset()
     {
+        ResetCount++;
         if (_resetImage != null) _resetImage.CopyTo(_cfg, 0);
         Msix?.Reset();
         _intxLevel = false;

@@ -25,6 +25,10 @@ public sealed class ServeOptions
     public bool Strict { get; init; }
     /// <summary>Where connection and fault lines go (stderr by default).</summary>
     public TextWriter Log { get; init; } = Console.Error;
+    /// <summary>Trace categories (`pci_msi,its_*`, as `doorbell trace-categories` lists) printed to the log as they
+    /// happen, each line stamped with host wall-clock time in QEMU's log-backend format (pid@seconds.micros:) so a
+    /// trace merges with QEMU's own `-trace` output into one timeline across both processes.</summary>
+    public string? Trace { get; init; }
 }
 
 public sealed class DoorbellServer : IDisposable
@@ -51,6 +55,7 @@ public sealed class DoorbellServer : IDisposable
         _strict = new StrictMonitor { Enabled = options.Strict };
         (_kernel, _aperture) = ServeBoard.Boot(options.BoardFile, _strict);
         _vfio = _kernel.BuildVfio(new VfioOptions { AllowUnsafeInterrupts = options.AllowUnsafeInterrupts, IsolationEra = options.IsolationEra });
+        if (options.Trace is { } patterns) StartTrace(patterns);
         SysfsRoot = options.SocketPath + ".sysfs";
         SysfsTree.Write(SysfsRoot, _kernel);
         if (File.Exists(options.SocketPath)) File.Delete(options.SocketPath);
@@ -63,6 +68,22 @@ public sealed class DoorbellServer : IDisposable
         _postedThread.Start();
         _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = "doorbell-accept" };
         _acceptThread.Start();
+    }
+
+    /// <summary>Live trace to the log. Host-side timestamps (this process is not a model): the machine's own
+    /// virtual time stays in the events; the wall-clock stamp is only for lining up with another process.</summary>
+    void StartTrace(string patterns)
+    {
+        var mask = TraceCategories.ParseMask(patterns, out var error) ?? throw new FormatException($"--trace: {error}");
+        var trace = _kernel.Machine.Trace;
+        var pid = Environment.ProcessId;
+        trace.Record = false;
+        trace.Sink = e =>
+        {
+            var us = (DateTime.UtcNow - DateTime.UnixEpoch).Ticks / 10;
+            Log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{pid}@{us / 1_000_000}.{us % 1_000_000:D6}:{e.CategoryName} {e.Source}: {e.Message}"));
+        };
+        trace.Mask = mask;
     }
 
     public HostKernel Kernel => _kernel;
@@ -100,6 +121,17 @@ public sealed class DoorbellServer : IDisposable
 
     /// <summary>SMMU event records seen since start (device faults, e.g. DMA to an unmapped IOVA).</summary>
     public int SmmuEventCount { get; private set; }
+
+    readonly long[] _requests = new long[16];
+
+    /// <summary>How many requests of kind <paramref name="op"/> clients sent since start (which path a client's
+    /// BAR accesses take: MmioRead/MmioWrite through a trapped mapping, Pread/Pwrite on the region).</summary>
+    public long RequestCount(ServeOp op) => (uint)op < _requests.Length ? Interlocked.Read(ref _requests[(int)op]) : 0;
+
+    internal void CountRequest(ServeOp op)
+    {
+        if ((uint)op < _requests.Length) Interlocked.Increment(ref _requests[(int)op]);
+    }
     readonly Queue<string> _releases = new();
 
     /// <summary>The last clients that went away (up to 16): pid and what each still held after release (all zero when clean).</summary>
@@ -242,6 +274,7 @@ internal sealed class ClientSession
                 if (truncated) { reason = "packet or descriptors truncated"; break; }
                 if (!ServeProtocol.TryDecode(_rx.AsSpan(0, n), out var req, out var error)) { reason = "protocol error: " + error; break; }
                 if (!_hello && req.Op != ServeOp.Hello && req.Op != ServeOp.Stats) { reason = "protocol error: first request is not HELLO"; break; }
+                _server.CountRequest(req.Op);
                 long ret = 0;
                 var payloadLen = 0;
                 var op = req.Op;
@@ -374,7 +407,13 @@ internal sealed class ClientSession
     {
         replyLen = 0;
         if (scalar) return p.Ioctl(fd, request, value);
-        if (request == VfioIoctl.IommuMapDma) DescribeClientMemory(p, payload);
+        long mapStart = 0, described = 0;
+        if (request == VfioIoctl.IommuMapDma)
+        {
+            mapStart = System.Diagnostics.Stopwatch.GetTimestamp();
+            DescribeClientMemory(p, payload);
+            described = System.Diagnostics.Stopwatch.GetTimestamp();
+        }
         // Descriptors the client passed replace its own numbers in the argument (payload order); the client gets
         // its own numbers back.
         var positions = FdPositions(request, payload);
@@ -386,6 +425,14 @@ internal sealed class ClientSession
             BinaryPrimitives.WriteInt32LittleEndian(payload[pos..], k < _fdCount ? _fds[k++] : int.MaxValue);
         }
         var r = p.Ioctl(fd, request, payload);
+        if (request == VfioIoctl.IommuMapDma && payload.Length >= 32)
+        {
+            // host-side measurement (not a model): how long describing, pinning and mapping the range took
+            var us = System.Diagnostics.Stopwatch.GetElapsedTime(mapStart).TotalMicroseconds;
+            var describeUs = System.Diagnostics.Stopwatch.GetElapsedTime(mapStart, described).TotalMicroseconds;
+            _server.Log.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"doorbell serve: client {Pid}: MAP_DMA iova 0x{BinaryPrimitives.ReadUInt64LittleEndian(payload[16..]):x} size 0x{BinaryPrimitives.ReadUInt64LittleEndian(payload[24..]):x}: {(r == 0 ? "mapped" : $"error {r}")} in {us:F0} us (probing the client's pages {describeUs:F0} us, pin + map {us - describeUs:F0} us)"));
+        }
         payload.CopyTo(reply);
         foreach (var pos in positions) BinaryPrimitives.WriteInt32LittleEndian(reply[pos..], _clientFdsByPos[pos]);
         replyLen = payload.Length;
@@ -427,7 +474,7 @@ internal sealed class ClientSession
         if (size == 0 || ((vaddr | size) & 4095) != 0 || vaddr + size < vaddr || size > _server.Aperture.Size / 4) return;
         if (p.Memory.RangeInfo(vaddr, size, out _)) return; // already described (or a BAR mapping)
         var overLimit = !p.CapIpcLock && p.LockedPages + size / 4096 > p.MemlockLimitBytes / 4096;
-        if (!overLimit && !ServerNative.ProbeProcess(Pid, vaddr, size)) return;
+        if (!overLimit && !(ServerNative.RangeMapped(Pid, vaddr, size, (flags & VfioDmaFlags.MapWrite) != 0) ?? ServerNative.ProbeProcess(Pid, vaddr, size))) return;
         var window = _server.Aperture.Allocate(Pid, vaddr, size, this);
         if (window != 0) p.Memory.MapForeign(vaddr, size, window);
     }

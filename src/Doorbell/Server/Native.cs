@@ -184,6 +184,38 @@ internal static unsafe partial class ServerNative
         }
     }
 
+    /// <summary>
+    /// True when [address, address+length) of the process is wholly covered by its memory mappings with the
+    /// permissions asked for — the VMA-level check pinning makes (get_user_pages fails with EFAULT on a hole or on a
+    /// mapping without the access). Read from /proc/PID/maps: one file read however large the range, instead of
+    /// touching every page (which faulted in hundreds of MiB of a VMM's guest RAM). Null when the maps file cannot
+    /// be read (then <see cref="ProbeProcess"/> decides).
+    /// </summary>
+    public static bool? RangeMapped(int pid, ulong address, ulong length, bool write)
+    {
+        string text;
+        try { text = File.ReadAllText($"/proc/{pid}/maps"); }
+        catch (IOException) { return null; }
+        catch (UnauthorizedAccessException) { return null; }
+        var at = address;
+        var end = address + length;
+        // lines are "start-end perms offset dev inode path", sorted by start
+        foreach (var line in text.AsSpan().EnumerateLines())
+        {
+            var dash = line.IndexOf('-');
+            var sp = line.IndexOf(' ');
+            if (dash <= 0 || sp <= dash + 1 || line.Length < sp + 3) continue;
+            if (!ulong.TryParse(line[..dash], System.Globalization.NumberStyles.HexNumber, null, out var s)
+                || !ulong.TryParse(line[(dash + 1)..sp], System.Globalization.NumberStyles.HexNumber, null, out var e)) continue;
+            if (e <= at) continue;
+            if (s > at) return false; // a hole
+            if (line[sp + 1] != 'r' || (write && line[sp + 2] != 'w')) return false;
+            at = e;
+            if (at >= end) return true;
+        }
+        return false;
+    }
+
     /// <summary>True when every page of [address, address+length) of the process is readable (one byte per page,
     /// up to 512 pages per system call).</summary>
     public static bool ProbeProcess(int pid, ulong address, ulong length)

@@ -36,7 +36,7 @@ public class QemuDifferentialTests
         Assert.True(errors.Length == 0, $"unexpected answers:\n{errors}");
     }
 
-    static string Ask(IQtestPeer peer, string c)
+    internal static string Ask(IQtestPeer peer, string c)
     {
         if (!c.StartsWith("poll ", StringComparison.Ordinal)) return peer.Ask(c);
         var parts = c.Split(' ', 3);

@@ -63,7 +63,22 @@ public sealed class QemuPeer : IQtestPeer
 
     public QemuPeer(string machine, params string[] extra) : this(machine, extra, launcher: false) { }
 
-    QemuPeer(string machine, string[] extra, bool launcher)
+    /// <summary>QEMU with extra environment (e.g. LD_PRELOAD of libdoorbell-vfio): its stderr is kept in <see cref="Stderr"/>.</summary>
+    public QemuPeer(string machine, string[] extra, IReadOnlyDictionary<string, string> environment) : this(machine, extra, launcher: false, environment) { }
+
+    readonly StringBuilder _stderr = new();
+
+    /// <summary>What QEMU wrote to stderr so far (its -d log, trace lines and warnings).</summary>
+    public string Stderr { get { lock (_stderr) return _stderr.ToString(); } }
+
+    /// <summary>QEMU's process id.</summary>
+    public int Pid => _process.Id;
+
+    /// <summary>From process start until QEMU connected to the qtest socket (during its accelerator set-up: it answers only
+    /// once the machine, devices included, is realized).</summary>
+    public TimeSpan StartToConnected { get; }
+
+    QemuPeer(string machine, string[] extra, bool launcher, IReadOnlyDictionary<string, string>? environment = null)
     {
         Name = launcher ? "doorbell-launcher" : "qemu";
         _dir = Directory.CreateTempSubdirectory("db-qemu");
@@ -76,17 +91,24 @@ public sealed class QemuPeer : IQtestPeer
         _listener.Listen(1);
         var psi = new ProcessStartInfo(launcher ? LauncherPath : Binary!) { RedirectStandardError = true, RedirectStandardOutput = true };
         if (launcher) psi.Environment["DOORBELL_CLI"] = Path.Combine(AppContext.BaseDirectory, "Doorbell.Cli.dll");
+        if (environment is not null) foreach (var (k, v) in environment) psi.Environment[k] = v;
         foreach (var a in new[] { "-machine", machine, "-accel", "tcg", "-icount", "shift=0,sleep=off", "-cpu", "cortex-a57",
                      "-m", "512M", "-display", "none", "-nodefaults", "-serial", "none", "-monitor", "none",
                      "-device", $"loader,file={blob},addr=0x{ParkAddress:x},cpu-num=0" }.Concat(extra).Concat(["-qtest", "unix:" + sock, "-qtest-log", "none"]))
             psi.ArgumentList.Add(a);
+        var started = Stopwatch.StartNew();
         _process = Process.Start(psi)!;
-        _process.ErrorDataReceived += (_, _) => { };
+        _process.ErrorDataReceived += (_, e) => { if (e.Data is { } line) lock (_stderr) _stderr.AppendLine(line); };
         _process.OutputDataReceived += (_, _) => { };
         _process.BeginErrorReadLine();
         _process.BeginOutputReadLine();
         var accept = _listener.AcceptAsync();
-        if (!accept.Wait(TimeSpan.FromSeconds(30))) { Dispose(); throw new TimeoutException($"{Name} did not connect"); }
+        while (!accept.Wait(TimeSpan.FromMilliseconds(50)))
+        {
+            if (_process.HasExited) { _process.WaitForExit(); Dispose(); throw new InvalidOperationException($"{Name} exited before connecting: {Stderr}"); }
+            if (started.Elapsed > TimeSpan.FromSeconds(90)) { Dispose(); throw new TimeoutException($"{Name} did not connect: {Stderr}"); }
+        }
+        StartToConnected = started.Elapsed;
         _conn = accept.Result;
         _conn.ReceiveTimeout = 20_000;
     }

@@ -106,33 +106,7 @@ public static class SmmuItsSequence
         yield return new($"readq 0x{Evtq + 16:x}", $"OK 0x{IovaUnmapped + 0x40:x16}"); // InputAddr
         yield return L(Smmu + 0x100AC, 1);
 
-        // --- GICv3: distributor, redistributor LPIs
-        yield return L(Gicd, 0x12);                                   // ARE | EnableGrp1 (DS=1)
-        yield return L(Gicr + 0x14, 0);                               // GICR_WAKER
-        yield return Q(Gicr + 0x70, PropBase | 15);                   // PROPBASER: 16 ID bits
-        yield return Q(Gicr + 0x78, PendBase);                        // PENDBASER
-        yield return "memset 0x41100000 2 0xa1";                     // LPI 8192, 8193: priority 0xA0, enabled
-        yield return L(Gicr, 1);                                      // EnableLPIs
-        // --- ITS: device and collection tables, command queue
-        yield return Q(Its + 0x100, (1UL << 63) | DevTable);
-        yield return Q(Its + 0x108, (1UL << 63) | CollTable);
-        yield return Q(Its + 0x80, (1UL << 63) | ItsCmdq);
-        yield return Q(Its + 0x88, 0);
-        yield return L(Its, 1);
-        // MAPD(dev 8, 5 bits, ITT) ; MAPC(icid 0 → PE 0) ; MAPTI(8, ev 0 → 8192) ; MAPTI(8, ev 1 → 8193) ; SYNC
-        ulong[][] cmds =
-        [
-            [0x08UL | ((ulong)Sid << 32), 4, (1UL << 63) | Itt, 0],
-            [0x09, 0, 1UL << 63, 0],
-            [0x0AUL | ((ulong)Sid << 32), 0UL | (8192UL << 32), 0, 0],
-            [0x0AUL | ((ulong)Sid << 32), 1UL | (8193UL << 32), 0, 0],
-            [0x05, 0, 0, 0],
-        ];
-        for (var i = 0; i < cmds.Length; i++)
-            for (var j = 0; j < 4; j++)
-                yield return Q(ItsCmdq + (ulong)(i * 32 + j * 8), cmds[i][j]);
-        yield return Q(Its + 0x88, (ulong)cmds.Length * 32);
-        yield return new("poll 0xfffe0 readq 0x8080090", null);       // GITS_CREADR … until it reaches CWRITER
+        foreach (var step in GicItsSetup([(Sid, Itt, [(0, 8192), (1, 8193)])])) yield return step;
         yield return new("readq 0x8080090", "OK 0x00000000000000a0");
 
         // --- MSI through the SMMU-mapped doorbell: IOVA 0x0800_0040 = GITS_TRANSLATER, EventID 0
@@ -164,5 +138,41 @@ public static class SmmuItsSequence
         yield return $"readl 0x{Evtq + 44:x}";
         yield return new($"readq 0x{Evtq + 48:x}", $"OK 0x{IovaMsi + 0x40:x16}");
         yield return new("readl 0x10000024", "OK 0x0000000000000002");
+    }
+
+    /// <summary>Pending-table byte and bit of an LPI (IHI 0069 §5.1.2: one bit per INTID from PENDBASER).</summary>
+    public static (ulong Byte, int Bit) PendingBit(uint lpi) => (PendBase + lpi / 8, (int)(lpi % 8));
+
+    /// <summary>
+    /// GICv3 on qemu-virt as a harness sets it up for LPIs: distributor (ARE, Group 1), redistributor 0
+    /// (awake, PROPBASER with 16 ID bits, PENDBASER, LPIs 8192.. enabled at priority 0xA0), the ITS device and
+    /// collection tables and command queue, then MAPD per device (5 event bits, its ITT), MAPC(0 → PE 0), MAPTI
+    /// per (event, LPI) and SYNC, polling GITS_CREADR until it reaches GITS_CWRITER.
+    /// </summary>
+    public static IEnumerable<QStep> GicItsSetup(IReadOnlyList<(uint DeviceId, ulong Itt, (uint Event, uint Lpi)[] Maps)> devices)
+    {
+        yield return L(Gicd, 0x12);                                   // ARE | EnableGrp1 (DS=1)
+        yield return L(Gicr + 0x14, 0);                               // GICR_WAKER
+        yield return Q(Gicr + 0x70, PropBase | 15);                   // PROPBASER: 16 ID bits
+        yield return Q(Gicr + 0x78, PendBase);                        // PENDBASER
+        var maxLpi = devices.SelectMany(d => d.Maps).Max(m => m.Lpi);
+        yield return $"memset 0x{PropBase:x} {maxLpi - 8192 + 1} 0xa1";   // LPIs 8192..: priority 0xA0, enabled
+        yield return L(Gicr, 1);                                      // EnableLPIs
+        yield return Q(Its + 0x100, (1UL << 63) | DevTable);
+        yield return Q(Its + 0x108, (1UL << 63) | CollTable);
+        yield return Q(Its + 0x80, (1UL << 63) | ItsCmdq);
+        yield return Q(Its + 0x88, 0);
+        yield return L(Its, 1);
+        var cmds = new List<ulong[]>();
+        foreach (var d in devices) cmds.Add([0x08UL | ((ulong)d.DeviceId << 32), 4, (1UL << 63) | d.Itt, 0]); // MAPD
+        cmds.Add([0x09, 0, 1UL << 63, 0]);                                                                  // MAPC
+        foreach (var d in devices)
+            foreach (var (ev, lpi) in d.Maps) cmds.Add([0x0AUL | ((ulong)d.DeviceId << 32), ev | ((ulong)lpi << 32), 0, 0]); // MAPTI
+        cmds.Add([0x05, 0, 0, 0]);                                                                          // SYNC
+        for (var i = 0; i < cmds.Count; i++)
+            for (var j = 0; j < 4; j++)
+                yield return Q(ItsCmdq + (ulong)(i * 32 + j * 8), cmds[i][j]);
+        yield return Q(Its + 0x88, (ulong)cmds.Count * 32);
+        yield return new("poll 0xfffe0 readq 0x8080090", null);       // GITS_CREADR … until it reaches CWRITER
     }
 }

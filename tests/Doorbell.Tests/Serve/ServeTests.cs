@@ -101,6 +101,25 @@ public class ServeTests
     }
 
     [Fact]
+    public void Map_dma_checks_the_clients_range_like_pinning_does_without_touching_its_pages()
+    {
+        // this process's own mappings: a read-only one, a writable one, and a hole below the lowest mapping
+        var maps = File.ReadAllLines("/proc/self/maps").Select(l => l.Split(' ', 3)).Select(p =>
+        {
+            var r = p[0].Split('-');
+            return (Start: Convert.ToUInt64(r[0], 16), End: Convert.ToUInt64(r[1], 16), Perms: p[1]);
+        }).ToList();
+        var ro = maps.First(m => m.Perms.StartsWith("r-", StringComparison.Ordinal));
+        var rw = maps.First(m => m.Perms.StartsWith("rw", StringComparison.Ordinal));
+        var pid = Environment.ProcessId;
+        Assert.True(ServerNative.RangeMapped(pid, ro.Start, 4096, write: false));
+        Assert.False(ServerNative.RangeMapped(pid, ro.Start, 4096, write: true));   // FOLL_WRITE on a read-only VMA
+        Assert.True(ServerNative.RangeMapped(pid, rw.Start, rw.End - rw.Start, write: true));
+        Assert.False(ServerNative.RangeMapped(pid, maps[0].Start - 0x1000, 0x2000, write: false)); // starts in a hole
+        Assert.False(ServerNative.RangeMapped(pid, 0x1000, 0x1000, write: false));
+    }
+
+    [Fact]
     public void Malformed_packets_disconnect_only_that_client()
     {
         var socket = ServeRig.TempSocket();

@@ -92,7 +92,7 @@ public class SmmuV2ServeTests
         var dll = Path.Combine(ServeRig.RepoRoot, "src", "Doorbell.Cli", "bin", "Release", "net10.0", "Doorbell.Cli.dll");
         var socket = ServeRig.TempSocket();
         var bad = ServeRig.Run("dotnet", ["exec", dll, "serve", "--socket", socket, "--isolation-era", "2020"], null, 120_000);
-        Assert.Equal(1, bad.Exit); // the CLI's one-line error convention
+        Assert.Equal(1, bad.Exit); // every bad argument of every command: one line naming the option, exit 1 (issue 18)
         Assert.Equal("doorbell: serve: --isolation-era '2020' is unknown (1|2014, 2|4.11, 3|today)\n", bad.Stderr);
         Assert.False(File.Exists(socket));
         var help = ServeRig.Run("dotnet", ["exec", dll, "serve", "--help"], null, 120_000);
