@@ -24,6 +24,16 @@ public interface IMemoryView : IMemoryPort
         var s = ReadU64(address, out var v);
         return s != BusStatus.Ok ? s : WriteU64(address, (v & ~clear) | set);
     }
+    /// <summary>
+    /// The 4 KiB RAM page holding <paramref name="address"/>, as the very bytes the bus reads and writes, for a model that
+    /// keeps state in a table it found to be RAM (a redistributor's pending table). The page stays valid while the RAM
+    /// region stays mapped. False when the RAM's backing cannot give one (another process's memory) or it is not RAM.
+    /// </summary>
+    bool TryGetRamPage(ulong address, out byte[]? page)
+    {
+        page = null;
+        return false;
+    }
     BusStatus ReadU32(ulong address, out uint value);
     BusStatus WriteU32(ulong address, uint value);
     /// <summary>Bulk read that completes what decodes (failed accesses read as zero); returns the first failure.</summary>

@@ -281,6 +281,26 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     }
 
     /// <inheritdoc/>
+    public bool TryGetRamPage(ulong address, out byte[]? page)
+    {
+        page = null;
+        var pageBase = address & ~(ulong)(SparseMemory.PageSize - 1);
+        SparseMemory? store;
+        ulong at;
+        if (InFast(pageBase, SparseMemory.PageSize)) { store = _fastStore; at = unchecked(pageBase + _fastDelta); }
+        else
+        {
+            var r = FindRam(pageBase, SparseMemory.PageSize);
+            if (r < 0) return false;
+            store = _ramSparse[r];
+            at = unchecked(pageBase + _ramDelta[r]);
+        }
+        if (store is null || (at & (ulong)(SparseMemory.PageSize - 1)) != 0) return false; // not a sparse store, or not page-aligned in it
+        page = store.GetOrAllocatePage(at);
+        return true;
+    }
+
+    /// <inheritdoc/>
     public BusStatus UpdateU64(ulong address, ulong clear, ulong set)
     {
         if (InFast(address, 8))

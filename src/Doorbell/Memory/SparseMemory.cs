@@ -80,7 +80,8 @@ public sealed class SparseMemory : IRamBacking
         _cachePage[slot] = page;
     }
 
-    byte[] GetOrAllocatePage(ulong address)
+    /// <summary>The page holding <paramref name="address"/>, allocated (zeroed) if it was never written. Pages are never freed.</summary>
+    internal byte[] GetOrAllocatePage(ulong address)
     {
         var page = FindPage(address);
         if (page is not null)

@@ -63,6 +63,7 @@ public sealed class ItsEngine
         Options = options ?? new ItsOptions();
         if (Options.DeviceIdBits is < 1 or > 32 || Options.EventIdBits is < 1 or > 32 || Options.CollectionIdBits is < 1 or > 16)
             throw new ArgumentOutOfRangeException(nameof(options));
+        _deviceIdLimit = 1UL << Options.DeviceIdBits;
         if (Options.TranslationCacheEntries < 2 || (Options.TranslationCacheEntries & (Options.TranslationCacheEntries - 1)) != 0)
             throw new ArgumentOutOfRangeException(nameof(options), "TranslationCacheEntries must be a power of two");
         _tcache = new TranslationEntry[Options.TranslationCacheEntries];
@@ -76,6 +77,8 @@ public sealed class ItsEngine
     }
 
     public ItsOptions Options { get; }
+    /// <summary>2^DeviceIdBits: the first DeviceID out of range (the MSI hot path compares with it).</summary>
+    readonly ulong _deviceIdLimit;
     public ILpiTargets Targets => _targets;
     public IMemoryView Memory => _memory;
     public bool Enabled => _enabled;
@@ -176,7 +179,7 @@ public sealed class ItsEngine
     public ItsDropReason Translate(uint deviceId, uint eventId)
     {
         if (!_enabled) return Drop(ItsDropReason.ItsDisabled, deviceId, eventId);
-        if (Options.DeviceIdBits < 32 && deviceId >> Options.DeviceIdBits != 0) return Drop(ItsDropReason.DeviceIdOutOfRange, deviceId, eventId);
+        if (deviceId >= _deviceIdLimit) return Drop(ItsDropReason.DeviceIdOutOfRange, deviceId, eventId);
         var key = ((ulong)deviceId << 32) | eventId;
         ref var e = ref _tcache[CacheIndex(key)];
         uint intid; ushort icid;

@@ -85,6 +85,9 @@ public sealed class GicV3Redistributor
     int _lpiLimit; // INTIDs below this are valid LPIs on this redistributor
     int _gen = 1;
     bool _propInRam, _pendInRam;
+    /// <summary>The pending table's RAM pages (a table of at most 2 MiB found to be RAM), filled on first use; an empty array marks a page the memory view cannot give.</summary>
+    byte[]?[]? _pendPages;
+    const int MaxCachedPendingBytes = 2 << 20;
     readonly bool _writeThrough;
     LpiSlot[]?[] _chunks = [];
     readonly int[] _head = new int[65], _tail = new int[65];
@@ -180,6 +183,14 @@ public sealed class GicV3Redistributor
             // Fast path: the whole pending table is RAM (checked when LPIs were enabled); an aligned 64-bit
             // read-modify-write never crosses a page.
             var mask = 1UL << (int)(intid & 63);
+            // The table base is 64 KiB aligned (GICR_PENDBASER[51:16]), so page k of the table holds INTIDs k·2^15 ….
+            if (_pendPages is { } pages && (intid >> 15) < (uint)pages.Length
+                && (pages[intid >> 15] ?? PendingPage((int)(intid >> 15))) is { Length: > 0 } page)
+            {
+                ref var word = ref Unsafe.As<byte, ulong>(ref page[(int)((intid >> 3) & 0xFF8)]);
+                word = set ? word | mask : word & ~mask;
+                return;
+            }
             _memory.UpdateU64(_pendBase + (intid >> 6) * 8, set ? 0 : mask, set ? mask : 0);
             return;
         }
@@ -188,6 +199,10 @@ public sealed class GicV3Redistributor
         _gic.Bus.Read(a, 1, out var b, BusAttributes.Cpu);
         _gic.Bus.Write(a, 1, set ? b | bit : b & ~bit, BusAttributes.Cpu);
     }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    byte[] PendingPage(int k) =>
+        _pendPages![k] = _memory.TryGetRamPage(_pendBase + (ulong)k * 4096, out var page) && page is not null ? page : [];
 
     /// <summary>
     /// QEMU's choice, used by the qtest front end (docs/deviations.md): the pending table in RAM is authoritative
@@ -361,6 +376,7 @@ public sealed class GicV3Redistributor
         Array.Fill(_head, None); Array.Fill(_tail, None);
         _listMask = 0;
         _lpiLimit = 0;
+        _pendPages = null;
         _gen++;
     }
 
@@ -379,6 +395,7 @@ public sealed class GicV3Redistributor
         var count = Math.Max(0, _lpiLimit - GicV3.FirstLpi);
         _propInRam = count > 0 && _gic.Bus.IsRam(_propBase, (ulong)count);
         _pendInRam = count > 0 && _gic.Bus.IsRam(_pendBase, (ulong)_lpiLimit / 8);
+        _pendPages = _pendInRam && _lpiLimit / 8 <= MaxCachedPendingBytes ? new byte[]?[(_lpiLimit / 8 + 4095) / 4096] : null;
         _chunks = new LpiSlot[]?[(count + ChunkSize - 1) >> ChunkShift];
         Array.Fill(_head, None); Array.Fill(_tail, None); _listMask = 0;
         _gen++;
