@@ -61,7 +61,7 @@ public static class Targets
 {
     public static IReadOnlyList<FuzzTarget> All { get; } =
     [
-        new QtestTarget(), new DtbTarget(), new BoardYamlTarget(), new VfioTarget(), new StructuresTarget(), new SmmuV2Target(), new ServeTarget(),
+        new QtestTarget(), new DtbTarget(), new BoardYamlTarget(), new VfioTarget(), new StructuresTarget(), new SmmuV2Target(), new ServeTarget(), new ScenarioYamlTarget(),
     ];
 
     public static FuzzTarget? Find(string name) => All.FirstOrDefault(t => t.Name == name);

@@ -44,6 +44,11 @@ public sealed class ScenarioFile
         var stream = new YamlStream();
         try { stream.Load(new StringReader(yaml)); }
         catch (YamlException e) { throw new ScenarioFormatException($"{file}:{e.Start.Line}:{e.Start.Column}: not valid YAML: {Inner(e)}"); }
+        // YamlDotNet reports some malformed streams (a stray key indicator, a broken flow mapping) with these instead.
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException)
+        {
+            throw new ScenarioFormatException($"{file}: not valid YAML: {e.Message.Replace(" (Parameter 'parser')", "", StringComparison.Ordinal)}");
+        }
         if (stream.Documents.Count == 0) throw new ScenarioFormatException($"{file}: empty scenario file");
         var p = new Reader(file);
         var root = p.Map(stream.Documents[0].RootNode, "scenario");
@@ -149,6 +154,15 @@ public sealed class ScenarioFile
             catch (OverflowException) { throw new ScenarioFormatException($"{At(Get(m, key)!)}: '{key}' is too large: '{v}'"); }
         }
 
+        /// <summary>An optional count or index in [<paramref name="min"/>, <paramref name="max"/>].</summary>
+        public ulong? OptCount(YamlMappingNode m, string key, ulong min, ulong max)
+        {
+            var v = OptNum(m, key);
+            if (v is { } n && (n < min || n > max))
+                throw new ScenarioFormatException($"{At(Get(m, key)!)}: '{key}' must be {min}..{max}, not {n}");
+            return v;
+        }
+
         public ulong Num(YamlMappingNode m, string key, string what) =>
             OptNum(m, key) ?? throw new ScenarioFormatException($"{At(m)}: {what} needs '{key}'");
 
@@ -225,18 +239,19 @@ public sealed record ScenarioAction(string Kind, string Where, IReadOnlyDictiona
                 break;
             case "msi":
                 d["device"] = p.Device(args, "device", what);
-                d["vectors"] = (p.OptNum(args, "vectors") ?? 1).ToString(CultureInfo.InvariantCulture);
-                d["vector"] = (p.OptNum(args, "vector") ?? 0).ToString(CultureInfo.InvariantCulture);
+                // MSI-X tables hold at most 2048 vectors (PCI Local Bus 3.0 §6.8.2.3).
+                d["vectors"] = (p.OptCount(args, "vectors", 1, 2048) ?? 1).ToString(CultureInfo.InvariantCulture);
+                d["vector"] = (p.OptCount(args, "vector", 0, 2047) ?? 0).ToString(CultureInfo.InvariantCulture);
                 break;
             case "forge":
                 d["device"] = p.Device(args, "device", what);
                 d["victim"] = p.Device(args, "victim", what);
-                d["vector"] = (p.OptNum(args, "vector") ?? 0).ToString(CultureInfo.InvariantCulture);
+                d["vector"] = (p.OptCount(args, "vector", 0, 2047) ?? 0).ToString(CultureInfo.InvariantCulture);
                 break;
             case "assert":
                 if (args.Children.Count == 0) throw new ScenarioFormatException($"{p.At(args)}: 'assert' needs smmu-events, isolated-msi or strict-findings");
-                if (p.OptNum(args, "smmu-events") is { } ev) d["smmu-events"] = ev.ToString(CultureInfo.InvariantCulture);
-                if (p.OptNum(args, "strict-findings") is { } sf) d["strict-findings"] = sf.ToString(CultureInfo.InvariantCulture);
+                if (p.OptCount(args, "smmu-events", 0, int.MaxValue) is { } ev) d["smmu-events"] = ev.ToString(CultureInfo.InvariantCulture);
+                if (p.OptCount(args, "strict-findings", 0, int.MaxValue) is { } sf) d["strict-findings"] = sf.ToString(CultureInfo.InvariantCulture);
                 if (p.OptBool(args, "isolated-msi") is { } iso)
                 {
                     d["isolated-msi"] = iso ? "true" : "false";

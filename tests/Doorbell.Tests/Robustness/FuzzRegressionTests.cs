@@ -70,7 +70,7 @@ public class FuzzRegressionTests
         var list = p.StandardOutput.ReadToEnd();
         p.WaitForExit();
         Assert.Equal(0, p.ExitCode);
-        foreach (var t in new[] { "qtest", "dtb", "board-yaml", "vfio", "structures", "smmuv2", "serve" })
+        foreach (var t in new[] { "qtest", "dtb", "board-yaml", "vfio", "structures", "smmuv2", "serve", "scenario-yaml" })
         {
             Assert.Contains(t, list, StringComparison.Ordinal);
             Assert.NotEmpty(Directory.EnumerateFiles(Path.Combine(Root, "fuzz", "corpus", t)));
