@@ -353,7 +353,7 @@ public sealed class Iotlb
     }
 
     /// <summary>Every block size in use, every matching way (several sizes, tag aliases across contexts, entries older than an invalidation).</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // the callers (TryLookup, a hint miss) are not the hinted hot path
     ref TlbEntry FindInSets(ushort vmid, ushort asid, ulong input)
     {
         ref var entries = ref MemoryMarshal.GetArrayDataReference(_entries);
