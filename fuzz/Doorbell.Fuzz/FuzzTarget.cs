@@ -66,3 +66,18 @@ public static class Targets
 
     public static FuzzTarget? Find(string name) => All.FirstOrDefault(t => t.Name == name);
 }
+
+/// <summary>Reads an input as a stream of choices (the structure-aware targets); past its end every choice is zero.</summary>
+public ref struct ChoiceReader(ReadOnlySpan<byte> data)
+{
+    readonly ReadOnlySpan<byte> _d = data;
+    int _i;
+    public readonly bool Done => _i >= _d.Length;
+    public byte Byte() => _i < _d.Length ? _d[_i++] : (byte)0;
+    public bool Bit() => (Byte() & 1) != 0;
+    public ushort U16() => (ushort)(Byte() | (Byte() << 8));
+    public uint U32() => U16() | ((uint)U16() << 16);
+    public ulong U64() => U32() | ((ulong)U32() << 32);
+    /// <summary>A page-aligned offset within <paramref name="pages"/> 4 KiB pages.</summary>
+    public ulong Page(int pages) => (ulong)(Byte() % pages) << 12;
+}

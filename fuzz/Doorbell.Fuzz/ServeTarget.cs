@@ -90,7 +90,7 @@ public sealed partial class ServeTarget : FuzzTarget
     public override void Run(ReadOnlySpan<byte> input)
     {
         var server = Shared.Value;
-        var r = new Reader(input);
+        var r = new ChoiceReader(input);
         var clients = new List<Client>();
         var rx = new byte[ServeProtocol.ReplyHeader + ServeProtocol.MaxPacket];
         var packets = 0;
@@ -149,7 +149,7 @@ public sealed partial class ServeTarget : FuzzTarget
 
     /// <summary>HELLO, OPEN container, OPEN group, GROUP_SET_CONTAINER, SET_IOMMU(type1v2), GET_DEVICE_FD — the sequence a
     /// VFIO program starts with (each reply checked like any other). False when the server dropped the client.</summary>
-    bool Prologue(Client c, Server server, byte[] rx, ref Reader r)
+    bool Prologue(Client c, Server server, byte[] rx, ref ChoiceReader r)
     {
         var group = (ulong)(server.Instance.Kernel.FindFunction(r.Bit() ? "0000:00:01.0" : "0000:00:02.0")?.Group.Id ?? 0);
         var steps = 3 + r.Byte() % 4;
@@ -261,7 +261,7 @@ public sealed partial class ServeTarget : FuzzTarget
 
     // ----- packets -----------------------------------------------------------------------------------------------
 
-    static (byte[] Packet, bool Malformed) Malformed(ref Reader r)
+    static (byte[] Packet, bool Malformed) Malformed(ref ChoiceReader r)
     {
         var header = new byte[ServeProtocol.RequestHeader + 64];
         ServeProtocol.Encode(header, (ServeOp)(1 + r.Byte() % MaxOp), r.Byte() % 8, r.U64(), r.U64(), r.U64(), r.U64());
@@ -283,7 +283,7 @@ public sealed partial class ServeTarget : FuzzTarget
         }
     }
 
-    static (byte[] Packet, bool Malformed) WellFormed(Client c, Server server, ref Reader r)
+    static (byte[] Packet, bool Malformed) WellFormed(Client c, Server server, ref ChoiceReader r)
     {
         ServeOp op;
         if (!c.Hello && r.Byte() % 4 != 0) op = ServeOp.Hello;
@@ -333,7 +333,7 @@ public sealed partial class ServeTarget : FuzzTarget
         return (packet, false);
     }
 
-    static byte[] IoctlArgument(uint request, ulong buffer, ref Reader r)
+    static byte[] IoctlArgument(uint request, ulong buffer, ref ChoiceReader r)
     {
         if (request == VfioIoctl.IommuMapDma || request == VfioIoctl.IommuUnmapDma)
         {
@@ -373,7 +373,7 @@ public sealed partial class ServeTarget : FuzzTarget
         return arg;
     }
 
-    static byte[] Bytes(ref Reader r, int n)
+    static byte[] Bytes(ref ChoiceReader r, int n)
     {
         var b = new byte[n];
         for (var i = 0; i < n; i++) b[i] = r.Byte();
@@ -381,7 +381,7 @@ public sealed partial class ServeTarget : FuzzTarget
     }
 
     /// <summary>0–4 descriptors of several kinds for any packet (SCM_RIGHTS), in the input's order.</summary>
-    static int[] Descriptors(ref Reader r)
+    static int[] Descriptors(ref ChoiceReader r)
     {
         var n = r.Byte() % 8;
         if (n > 4) return [];
@@ -413,17 +413,6 @@ public sealed partial class ServeTarget : FuzzTarget
         return b;
     }
 
-    ref struct Reader(ReadOnlySpan<byte> data)
-    {
-        readonly ReadOnlySpan<byte> _d = data;
-        int _i;
-        public readonly bool Done => _i >= _d.Length;
-        public byte Byte() => _i < _d.Length ? _d[_i++] : (byte)0;
-        public bool Bit() => (Byte() & 1) != 0;
-        public ushort U16() => (ushort)(Byte() | (Byte() << 8));
-        public uint U32() => U16() | ((uint)U16() << 16);
-        public ulong U64() => U32() | ((ulong)U32() << 32);
-    }
 
     static partial class Native
     {

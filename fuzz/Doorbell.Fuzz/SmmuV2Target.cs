@@ -87,7 +87,7 @@ public sealed class SmmuV2Target : FuzzTarget
 
     public override void Run(ReadOnlySpan<byte> input)
     {
-        var r = new Reader(input);
+        var r = new ChoiceReader(input);
         var mode = r.Byte();
         var rig = new Rig((mode & 2) != 0, _tamper) { Dirty = (mode & 1) != 0 };
         SetUp(rig, ref r);
@@ -105,7 +105,7 @@ public sealed class SmmuV2Target : FuzzTarget
         FaultedDmas += rig.Faulted;
     }
 
-    static void SetUp(Rig rig, ref Reader r)
+    static void SetUp(Rig rig, ref ChoiceReader r)
     {
         var n = 2 + r.Byte() % Math.Min(6, rig.O.ContextBanks - 1);
         for (var i = 0; i < n; i++)
@@ -161,7 +161,7 @@ public sealed class SmmuV2Target : FuzzTarget
         rig.W32(cb + SmmuV2Cb.SCTLR, SmmuV2Field.SctlrM | SmmuV2Field.SctlrCfre | SmmuV2Field.SctlrCfie);
     }
 
-    static void MapOne(Rig rig, Stream s, ref Reader r)
+    static void MapOne(Rig rig, Stream s, ref ChoiceReader r)
     {
         const ulong page = 0x1000;
         var iova = (r.Byte() % 3) switch
@@ -189,7 +189,7 @@ public sealed class SmmuV2Target : FuzzTarget
         rig.W32(SmmuBase + SmmuV2Gr0.sTLBGSYNC, 0);
     }
 
-    static void Step(Rig rig, ref Reader r)
+    static void Step(Rig rig, ref ChoiceReader r)
     {
         var s = rig.Streams[r.Byte() % rig.Streams.Count];
         switch (r.Byte() % (rig.Dirty ? 7 : 4))
@@ -254,7 +254,7 @@ public sealed class SmmuV2Target : FuzzTarget
         }
     }
 
-    static void Dma(Rig rig, Stream s, ref Reader r)
+    static void Dma(Rig rig, Stream s, ref ChoiceReader r)
     {
         const ulong page = 0x1000;
         var write = r.Bit();
@@ -335,15 +335,4 @@ public sealed class SmmuV2Target : FuzzTarget
         return b;
     }
 
-    ref struct Reader(ReadOnlySpan<byte> data)
-    {
-        readonly ReadOnlySpan<byte> _d = data;
-        int _i;
-        public readonly bool Done => _i >= _d.Length;
-        public byte Byte() => _i < _d.Length ? _d[_i++] : (byte)0;
-        public bool Bit() => (Byte() & 1) != 0;
-        public ushort U16() => (ushort)(Byte() | (Byte() << 8));
-        public uint U32() => U16() | ((uint)U16() << 16);
-        public ulong U64() => U32() | ((ulong)U32() << 32);
-    }
 }

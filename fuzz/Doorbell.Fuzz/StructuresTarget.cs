@@ -151,7 +151,7 @@ public sealed class StructuresTarget : FuzzTarget
 
     public override void Run(ReadOnlySpan<byte> input)
     {
-        var r = new Reader(input);
+        var r = new ChoiceReader(input);
         var rig = new Rig(_tamper) { Dirty = (r.Byte() & 1) != 0, Checks = Checks };
         SetUp(rig, ref r);
         while (!r.Done && rig.Ops < MaxOps)
@@ -176,7 +176,7 @@ public sealed class StructuresTarget : FuzzTarget
 
     // ----- valid set-up ------------------------------------------------------------------------------------------
 
-    static void SetUp(Rig rig, ref Reader r)
+    static void SetUp(Rig rig, ref ChoiceReader r)
     {
         var n = 2 + r.Byte() % 7;
         rig.TwoLevel = r.Byte() % 4 == 0;
@@ -270,7 +270,7 @@ public sealed class StructuresTarget : FuzzTarget
 
     static ulong PageSize(Stream s) => s.Table!.Granule switch { Granule.Size64K => 0x1_0000UL, Granule.Size16K => 0x4000UL, _ => 0x1000UL };
 
-    static ulong IovaChoice(Stream s, ref Reader r, ulong page) => (r.Byte() % 4) switch
+    static ulong IovaChoice(Stream s, ref ChoiceReader r, ulong page) => (r.Byte() % 4) switch
     {
         0 => Sentinel + ((ulong)r.Byte() % 16) * page % SentinelSize,               // IOVAs that alias the sentinel's PAs
         1 => (ulong)(1 + r.Byte() % 64) * page,
@@ -278,7 +278,7 @@ public sealed class StructuresTarget : FuzzTarget
         _ => 0x1_0000_0000UL + (ulong)r.U16() * page,
     };
 
-    static void MapOne(Rig rig, Stream s, ref Reader r)
+    static void MapOne(Rig rig, Stream s, ref ChoiceReader r)
     {
         var page = PageSize(s);
         var iova = IovaChoice(s, ref r, page);
@@ -304,7 +304,7 @@ public sealed class StructuresTarget : FuzzTarget
     /// <summary>Set DOORBELL_FUZZ_TRACE=1 to see each operation of a replayed input on stderr.</summary>
     static readonly bool Verbose = Environment.GetEnvironmentVariable("DOORBELL_FUZZ_TRACE") == "1";
 
-    static void Step(Rig rig, ref Reader r)
+    static void Step(Rig rig, ref ChoiceReader r)
     {
         var op = r.Byte() % (rig.Dirty ? 12 : 7);
         var s = rig.Streams[r.Byte() % rig.Streams.Count];
@@ -361,7 +361,7 @@ public sealed class StructuresTarget : FuzzTarget
         return config == Ste.ConfigBypass || ((config & 0b101) == 0b101 && (q1 & 3) == Ste.S1DssBypass);
     }
 
-    static void Dma(Rig rig, Stream s, ref Reader r, bool write)
+    static void Dma(Rig rig, Stream s, ref ChoiceReader r, bool write)
     {
         var page = s.Table is null ? 0x1000UL : PageSize(s);
         ulong iova;
@@ -441,7 +441,7 @@ public sealed class StructuresTarget : FuzzTarget
         }
     }
 
-    static void Msi(Rig rig, Stream s, ref Reader r)
+    static void Msi(Rig rig, Stream s, ref ChoiceReader r)
     {
         var e = (uint)(r.Byte() % 10);
         var target = s.Kind == Kind.Bypass ? QemuVirtGicV3.TranslaterAddress.Value : MsiIova + 0x40;
@@ -495,7 +495,7 @@ public sealed class StructuresTarget : FuzzTarget
             throw new FuzzFinding($"valid commands were not all consumed (CONS 0x{cons:x}, PROD 0x{rig.CmdProd:x}, CMDQ_ERR {cerror})");
     }
 
-    static void ValidSmmuCommands(Rig rig, Stream s, ref Reader r)
+    static void ValidSmmuCommands(Rig rig, Stream s, ref ChoiceReader r)
     {
         var cmds = new List<(ulong, ulong)>();
         for (var k = 1 + r.Byte() % 4; k > 0; k--)
@@ -515,7 +515,7 @@ public sealed class StructuresTarget : FuzzTarget
         SmmuSubmit(rig, [.. cmds], expectClean: !rig.Dirty);
     }
 
-    static void RandomSmmuCommand(Rig rig, ref Reader r)
+    static void RandomSmmuCommand(Rig rig, ref ChoiceReader r)
     {
         byte[] ops = [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0C, 0x10, 0x11, 0x12, 0x13, 0x18, 0x1A, 0x20, 0x28, 0x2A, 0x30, 0x40, 0x41, 0x44, 0x45, 0x46, 0x7F, 0x00, 0xFF];
         var q0 = ops[r.Byte() % ops.Length] | (r.Bit() ? Value(ref r) & ~0xFFUL : (ulong)r.U32() << 32 | (ulong)r.Byte() << 8);
@@ -523,7 +523,7 @@ public sealed class StructuresTarget : FuzzTarget
         SmmuSubmit(rig, [(q0, q1), SmmuV3Encode.Sync()], expectClean: false);
     }
 
-    static void Remap(Rig rig, Stream s, ref Reader r)
+    static void Remap(Rig rig, Stream s, ref ChoiceReader r)
     {
         if (s.Table is null) return;
         var page = PageSize(s);
@@ -591,7 +591,7 @@ public sealed class StructuresTarget : FuzzTarget
             throw new FuzzFinding($"valid ITS commands failed: CREADR 0x{creadr:x}, CWRITER 0x{rig.ItsWriter:x}, last error {rig.Gic.Its.CommandErrors.LastOrDefault()}");
     }
 
-    static void ValidItsCommand(Rig rig, Stream s, ref Reader r)
+    static void ValidItsCommand(Rig rig, Stream s, ref ChoiceReader r)
     {
         Span<ulong> c = stackalloc ulong[4];
         var e = (uint)(r.Byte() % 8);
@@ -617,7 +617,7 @@ public sealed class StructuresTarget : FuzzTarget
         ItsKick(rig, !rig.Dirty);
     }
 
-    static void RandomItsCommand(Rig rig, ref Reader r)
+    static void RandomItsCommand(Rig rig, ref ChoiceReader r)
     {
         byte[] ops = [ItsOpcode.Movi, ItsOpcode.Int, ItsOpcode.Clear, ItsOpcode.Sync, ItsOpcode.Mapd, ItsOpcode.Mapc, ItsOpcode.Mapti,
                       ItsOpcode.Mapi, ItsOpcode.Inv, ItsOpcode.Invall, ItsOpcode.Movall, ItsOpcode.Discard, 0x22, 0x00, 0xFF];
@@ -634,7 +634,7 @@ public sealed class StructuresTarget : FuzzTarget
 
     /// <summary>A value for a structure word: edges, addresses of the structure/data RAM, random — never one that points
     /// into the sentinel.</summary>
-    static ulong Value(ref Reader r)
+    static ulong Value(ref ChoiceReader r)
     {
         ulong v = (r.Byte() % 8) switch
         {
@@ -651,14 +651,14 @@ public sealed class StructuresTarget : FuzzTarget
         return page >= Sentinel && page < Sentinel + SentinelSize ? v ^ 1UL << 33 : v;
     }
 
-    static ulong Flip(ulong old, ref Reader r) => (r.Byte() % 3) switch
+    static ulong Flip(ulong old, ref ChoiceReader r) => (r.Byte() % 3) switch
     {
         0 => old ^ 1UL << (r.Byte() % 64),
         1 => old ^ (ulong)r.Byte() << (r.Byte() % 57),
         _ => Value(ref r),
     };
 
-    static void Corrupt(Rig rig, ulong address, ref Reader r)
+    static void Corrupt(Rig rig, ulong address, ref ChoiceReader r)
     {
         rig.Bus.ReadU64(address, out var old);
         var v = Flip(old, ref r);
@@ -667,7 +667,7 @@ public sealed class StructuresTarget : FuzzTarget
         rig.Bus.WriteU64(address, v);
     }
 
-    static void CorruptSmmu(Rig rig, Stream s, ref Reader r)
+    static void CorruptSmmu(Rig rig, Stream s, ref ChoiceReader r)
     {
         var pool = rig.Tables.BytesInUse == 0 ? 0x1000UL : rig.Tables.BytesInUse;
         var where = (r.Byte() % 6) switch
@@ -682,7 +682,7 @@ public sealed class StructuresTarget : FuzzTarget
         if (r.Bit()) SmmuSubmit(rig, [SmmuV3Encode.CfgiSte(s.Sid), SmmuV3Encode.TlbiNsnhAll(), SmmuV3Encode.Sync()], expectClean: false);
     }
 
-    static void CorruptIts(Rig rig, Stream s, ref Reader r)
+    static void CorruptIts(Rig rig, Stream s, ref ChoiceReader r)
     {
         var where = (r.Byte() % 5) switch
         {
@@ -702,7 +702,7 @@ public sealed class StructuresTarget : FuzzTarget
         }
     }
 
-    static void PokeRegister(Rig rig, ref Reader r)
+    static void PokeRegister(Rig rig, ref ChoiceReader r)
     {
         var its = QemuVirtGicV3.ItsBase.Value;
         switch (r.Byte() % 10)
@@ -731,16 +731,4 @@ public sealed class StructuresTarget : FuzzTarget
         return b;
     }
 
-    /// <summary>Reads an input as a stream of choices; past its end every choice is zero.</summary>
-    ref struct Reader(ReadOnlySpan<byte> data)
-    {
-        readonly ReadOnlySpan<byte> _d = data;
-        int _i;
-        public readonly bool Done => _i >= _d.Length;
-        public byte Byte() => _i < _d.Length ? _d[_i++] : (byte)0;
-        public bool Bit() => (Byte() & 1) != 0;
-        public ushort U16() => (ushort)(Byte() | (Byte() << 8));
-        public uint U32() => U16() | ((uint)U16() << 16);
-        public ulong U64() => U32() | ((ulong)U32() << 32);
-    }
 }

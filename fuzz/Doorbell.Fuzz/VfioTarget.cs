@@ -53,7 +53,7 @@ public sealed class VfioTarget : FuzzTarget
     public override void Run(ReadOnlySpan<byte> input)
     {
         using var s = new Session();
-        var r = new Reader(input);
+        var r = new ChoiceReader(input);
         // A valid set-up first (each step may be skipped by the input so that its failure paths are reached too).
         if (!r.Bit())
         {
@@ -93,7 +93,7 @@ public sealed class VfioTarget : FuzzTarget
         if (rc < -133) throw new FuzzFinding($"{what} returned {rc}: not a Linux errno");
     }
 
-    static int AnyFd(Session s, ref Reader r) => r.Byte() switch
+    static int AnyFd(Session s, ref ChoiceReader r) => r.Byte() switch
     {
         < 64 => s.Container,
         < 128 => s.Group,
@@ -101,7 +101,7 @@ public sealed class VfioTarget : FuzzTarget
         var b => b - 230,
     };
 
-    static void Step(Session s, ref Reader r)
+    static void Step(Session s, ref ChoiceReader r)
     {
         var p = s.Proc;
         switch (r.Byte() % 12)
@@ -205,7 +205,7 @@ public sealed class VfioTarget : FuzzTarget
         s.Proc.Pwrite(s.Device, b, ((ulong)VfioPciIndex.Bar0 << VfioPciIndex.OffsetShift) + reg);
     }
 
-    static void DeviceDma(Session s, ref Reader r)
+    static void DeviceDma(Session s, ref ChoiceReader r)
     {
         if (s.Device < 0) return;
         var cfg = (ulong)VfioPciIndex.Config << VfioPciIndex.OffsetShift;
@@ -279,17 +279,4 @@ public sealed class VfioTarget : FuzzTarget
         return b;
     }
 
-    /// <summary>Reads an input as a stream of choices; past its end every choice is zero.</summary>
-    ref struct Reader(ReadOnlySpan<byte> data)
-    {
-        readonly ReadOnlySpan<byte> _d = data;
-        int _i;
-        public readonly bool Done => _i >= _d.Length;
-        public byte Byte() => _i < _d.Length ? _d[_i++] : (byte)0;
-        public bool Bit() => (Byte() & 1) != 0;
-        public ushort U16() => (ushort)(Byte() | (Byte() << 8));
-        public uint U32() => U16() | ((uint)U16() << 16);
-        public ulong U64() => U32() | ((ulong)U32() << 32);
-        public ulong Page(int pages) => (ulong)(Byte() % pages) << 12;
-    }
 }
