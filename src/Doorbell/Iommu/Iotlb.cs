@@ -279,7 +279,7 @@ public sealed class Iotlb
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ref TlbEntry Find(ushort vmid, ushort asid, ulong input)
     {
-        // Kept small so callers inline it: the MRU way, then one set when one block size is in use (the common case).
+        // The MRU way, then the set of each block size in use.
         ref var entries = ref MemoryMarshal.GetArrayDataReference(_entries);
         var mru = _mru;
         if (mru >= 0)
@@ -291,28 +291,6 @@ public sealed class Iotlb
                 Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_referenced), mru) = 1;
                 Hits++;
                 return ref m;
-            }
-        }
-        var sizes = _sizesInUse;
-        if (_vector8 && sizes != 0 && (sizes & (sizes - 1)) == 0)
-        {
-            var tag = Tag(input, BitOperations.TrailingZeroCount(sizes));
-            var b = SetBase(tag, vmid);
-            ref var tags = ref MemoryMarshal.GetArrayDataReference(_tags);
-            var t = Vector256.Create(tag);
-            var match = Vector256.Equals(Vector256.LoadUnsafe(ref tags, (nuint)b), t).ExtractMostSignificantBits()
-                        | (Vector256.Equals(Vector256.LoadUnsafe(ref tags, (nuint)(b + 4)), t).ExtractMostSignificantBits() << 4);
-            if (match != 0 && (match & (match - 1)) == 0)
-            {
-                var i = b + BitOperations.TrailingZeroCount(match);
-                ref var e = ref Unsafe.Add(ref entries, i);
-                if (e.Vmid == vmid && (e.Global || e.Asid == asid) && e.InsertTick == _tick)
-                {
-                    Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_referenced), i) = 1;
-                    _mru = i;
-                    Hits++;
-                    return ref e;
-                }
             }
         }
         return ref FindInSets(vmid, asid, input);
