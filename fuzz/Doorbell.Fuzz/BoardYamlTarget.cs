@@ -52,32 +52,18 @@ public sealed class BoardYamlTarget : FuzzTarget
         "0xffffffffffffffff", "32", "256", "&a", "*a", "!!binary AAAA", "\"\\x00\"",
     ];
 
-    public override byte[] Generate(Random rng)
-    {
-        ArgumentNullException.ThrowIfNull(rng);
-        var lines = Example.Split('\n').ToList();
-        var edits = 1 + rng.Next(6);
-        for (var e = 0; e < edits; e++)
+    public override byte[] Generate(Random rng) => EditYamlLines(Example, rng, 5,
+        (lines, i, r) =>
         {
-            var i = rng.Next(lines.Count);
+            // replace a scalar value after a colon
             var l = lines[i];
-            switch (rng.Next(6))
-            {
-                case 0: // replace a scalar value after a colon
-                    var c = l.IndexOf(':', StringComparison.Ordinal);
-                    if (c >= 0) lines[i] = l[..(c + 1)] + " " + Values[rng.Next(Values.Length)] + (l.EndsWith('}') ? " }" : "");
-                    break;
-                case 1: lines.RemoveAt(i); break;
-                case 2: lines.Insert(i, l); break;                                           // duplicate key / entry
-                case 3: lines[i] = new string(' ', rng.Next(0, 6)) + l.TrimStart(); break;  // indentation
-                case 4: lines[i] = l.Replace("{", "", StringComparison.Ordinal); break;
-                default:
-                    var nums = new[] { "slot: 1", "slot: 2", "queues: 4", "cpus: 2", "spi: 40", "version: 3" };
-                    var n = nums[rng.Next(nums.Length)];
-                    lines[i] = l.Replace(n, n.Split(':')[0] + ": " + Values[rng.Next(Values.Length)], StringComparison.Ordinal);
-                    break;
-            }
-        }
-        return Encoding.UTF8.GetBytes(string.Join('\n', lines));
-    }
+            var c = l.IndexOf(':', StringComparison.Ordinal);
+            if (c >= 0) lines[i] = l[..(c + 1)] + " " + Values[r.Next(Values.Length)] + (l.EndsWith('}') ? " }" : "");
+        },
+        (lines, i, r) =>
+        {
+            var nums = new[] { "slot: 1", "slot: 2", "queues: 4", "cpus: 2", "spi: 40", "version: 3" };
+            var n = nums[r.Next(nums.Length)];
+            lines[i] = lines[i].Replace(n, n.Split(':')[0] + ": " + Values[r.Next(Values.Length)], StringComparison.Ordinal);
+        });
 }

@@ -55,6 +55,34 @@ public abstract class FuzzTarget
     static readonly byte[] Interesting = [0x00, 0x01, 0x7F, 0x80, 0xFF, 0xFE, 0xFD, (byte)'\n', (byte)' ', (byte)'0', (byte)'x'];
 
     protected static string Text(ReadOnlySpan<byte> input) => Encoding.UTF8.GetString(input);
+
+    /// <summary>
+    /// Line edits of a YAML example (the board and scenario targets): 1..6 times a line is removed, repeated, re-indented
+    /// (0..<paramref name="maxIndent"/> spaces), has its flow mapping opened, or gets one of the target's own edits.
+    /// </summary>
+    protected static byte[] EditYamlLines(string example, Random rng, int maxIndent, params Action<List<string>, int, Random>[] own)
+    {
+        ArgumentNullException.ThrowIfNull(example);
+        ArgumentNullException.ThrowIfNull(rng);
+        ArgumentNullException.ThrowIfNull(own);
+        var lines = example.Split('\n').ToList();
+        var edits = 1 + rng.Next(6);
+        for (var e = 0; e < edits; e++)
+        {
+            var i = rng.Next(lines.Count);
+            var l = lines[i];
+            var k = rng.Next(4 + own.Length);
+            switch (k)
+            {
+                case 0: lines.RemoveAt(i); break;
+                case 1: lines.Insert(i, l); break;                                                  // duplicate key / entry
+                case 2: lines[i] = new string(' ', rng.Next(0, maxIndent + 1)) + l.TrimStart(); break; // indentation
+                case 3: lines[i] = l.Replace("{", "", StringComparison.Ordinal); break;
+                default: own[k - 4](lines, i, rng); break;
+            }
+        }
+        return Encoding.UTF8.GetBytes(string.Join('\n', lines));
+    }
 }
 
 public static class Targets

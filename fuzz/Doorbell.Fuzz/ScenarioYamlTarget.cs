@@ -66,34 +66,17 @@ public sealed class ScenarioYamlTarget : FuzzTarget
 
     static readonly string[] Keys = ["domain", "map", "dma", "msi", "forge", "assert", "unmap", "name", "device", "iova", "size", "prot", "op", "data", "expect", "vectors", "vector", "victim"];
 
-    public override byte[] Generate(Random rng)
-    {
-        ArgumentNullException.ThrowIfNull(rng);
-        var lines = Example.Split('\n').ToList();
-        var edits = 1 + rng.Next(6);
-        for (var e = 0; e < edits; e++)
+    public override byte[] Generate(Random rng) => EditYamlLines(Example, rng, 7,
+        (lines, i, r) =>
         {
-            var i = rng.Next(lines.Count);
+            // a value inside a flow mapping
             var l = lines[i];
-            switch (rng.Next(7))
-            {
-                case 0: // a value inside a flow mapping
-                    var k = Keys[rng.Next(Keys.Length)] + ": ";
-                    var at = l.IndexOf(k, StringComparison.Ordinal);
-                    if (at >= 0)
-                    {
-                        var end = l.IndexOfAny([',', '}'], at);
-                        lines[i] = l[..(at + k.Length)] + Values[rng.Next(Values.Length)] + (end >= 0 ? l[end..] : "");
-                    }
-                    break;
-                case 1: lines.RemoveAt(i); break;
-                case 2: lines.Insert(i, l); break;                                                       // repeated step / key
-                case 3: lines[i] = new string(' ', rng.Next(0, 8)) + l.TrimStart(); break;              // indentation
-                case 4: lines[i] = l.Replace("{", "", StringComparison.Ordinal); break;
-                case 5: lines[i] = l.Replace(Keys[rng.Next(Keys.Length)], Keys[rng.Next(Keys.Length)], StringComparison.Ordinal); break;
-                default: lines.Insert(i, lines[rng.Next(lines.Count)]); break;                             // a step moved
-            }
-        }
-        return Encoding.UTF8.GetBytes(string.Join('\n', lines));
-    }
+            var k = Keys[r.Next(Keys.Length)] + ": ";
+            var at = l.IndexOf(k, StringComparison.Ordinal);
+            if (at < 0) return;
+            var end = l.IndexOfAny([',', '}'], at);
+            lines[i] = l[..(at + k.Length)] + Values[r.Next(Values.Length)] + (end >= 0 ? l[end..] : "");
+        },
+        (lines, i, r) => lines[i] = lines[i].Replace(Keys[r.Next(Keys.Length)], Keys[r.Next(Keys.Length)], StringComparison.Ordinal),
+        (lines, i, r) => lines.Insert(i, lines[r.Next(lines.Count)]));                                // a step moved
 }
