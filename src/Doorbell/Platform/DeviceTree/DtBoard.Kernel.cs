@@ -14,9 +14,10 @@ namespace Doorbell.Platform.DeviceTree;
 //   the audit gave: on the root bus directly, on another bus behind an ACS-capable root port whose bus numbers firmware
 //   programmed (the kernel keeps them, as Linux does without PCI_REASSIGN_ALL_BUS);
 // - KernelPlatform() describes the board as lists for HostKernel.Boot.
-// Known limits: a probe RID off the root bus must be device 0 function 0 of its bus (a root port's link has only
-// device 0), so samples snap to those; a bridge's memory window is a free 64 MiB hole below 4 GiB (identity PCI =
-// CPU addresses), not the `ranges` address; an iommu-map entry naming an IOMMU without a model forwards untranslated.
+// Known limits: a probe RID off the root bus must be device 0 function 0 of its bus (a PCIe link has only device 0),
+// so samples snap to those; a bus firmware cannot reach (root-bus slots and switch buses used up) gets no function
+// (its range is probed by raw requesters); a bridge's memory window is a free hole below 4 GiB (identity PCI = CPU
+// addresses), not the `ranges` address; an iommu-map entry naming an IOMMU without a model forwards untranslated.
 public sealed partial class DtBoard
 {
     /// <summary>MSI-X vectors of every probe function (what VFIO_DEVICE_SET_IRQS enables for a victim).</summary>
@@ -92,16 +93,6 @@ public sealed partial class DtBoard
         };
         Bridges[node] = br;
         host.ConnectIommu(new RequesterRouter(this, br));
-        // the bridge's memory window: a free 64 MiB below 4 GiB
-        for (ulong a = 0x1000_0000; a < 0xFC00_0000; a += 0x400_0000)
-        {
-            if (Overlaps(a, 0x400_0000) || (a < RamBase + RamSize && RamBase < a + 0x400_0000)) continue;
-            if (!TryPlace("pcie-mmio", () => Bus.MapMmio(new PhysAddr(a), 0x400_0000, host.MemoryWindow(a),
-                    new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-mmio"), out _)) continue;
-            br.Mmio = a;
-            br.MmioSize = 0x400_0000;
-            break;
-        }
     }
 
     static FdtNode? Nearest(FdtNode n, string property)
@@ -113,7 +104,8 @@ public sealed partial class DtBoard
     static int Depth(FdtNode n) { var d = 0; for (var p = n.Parent; p is not null; p = p.Parent) d++; return d; }
 
     /// <summary>The requester IDs of a range that get a probe function: first, last and two between, each snapped to an
-    /// enumerable place (function 0 on the root bus; device 0 function 0 on another bus), kept if still in the range.</summary>
+    /// enumerable place (function 0 of its device on the root bus; device 0 function 0 on another bus, where a PCIe link
+    /// has only device 0), or, when that falls before the range, the range's first function of the same device.</summary>
     public static IReadOnlyList<uint> ProbeRids(uint first, uint last, int busFirst)
     {
         var n = (ulong)last - first;
@@ -123,10 +115,18 @@ public sealed partial class DtBoard
             var root = (int)(c >> 8) == busFirst;
             var step = root ? 8u : 0x100u;
             var s = c & ~(step - 1);
-            if (s < first) s += step;
+            if (s < first) s = (first & ~(step - 1)) == s ? first : s + step;
             if (s >= first && s <= last && ((int)(s >> 8) == busFirst) == root) set.Add(s);
         }
         return [.. set];
+    }
+
+    /// <summary>Attaches a probe at device <paramref name="dev"/> function <paramref name="fn"/> of <paramref name="bus"/>;
+    /// a function other than 0 needs function 0 of its device (a multi-function device), so a filler function goes there.</summary>
+    static MultiQueueDmaDevice AttachProbe(Doorbell.Pci.PciBus bus, int dev, int fn)
+    {
+        if (fn != 0 && bus[dev << 3] is null) bus.Attach(new MultiQueueDmaDevice(ProbeVectors), dev, 0);
+        return bus[dev << 3 | fn] as MultiQueueDmaDevice ?? bus.Attach(new MultiQueueDmaDevice(ProbeVectors), dev, fn);
     }
 
     void PlaceProbeFunctions()
@@ -134,38 +134,107 @@ public sealed partial class DtBoard
         foreach (var m in Audit.Masters)
         {
             if (!m.IsPciHost || !Bridges.TryGetValue(m.Node, out var br)) continue;
-            // one requester ID per range first (each range gets a function while root-bus slots last), then the others
             var perRange = m.Ranges.Select(r => ProbeRids(r.First, r.Last, br.BusFirst)).ToList();
-            var wanted = perRange.Where(l => l.Count > 0).Select(l => l[0]).Concat(perRange.SelectMany(l => l.Skip(1))).Distinct().ToList();
-            var ports = new Dictionary<int, Doorbell.Pci.PciBridge>();
-            var free = Enumerable.Range(0, 32).ToHashSet();
-            // root-bus requester IDs keep their slots; root ports take the slots left, in bus order (firmware numbers
-            // buses upward with the slot, so the kernel's depth-first scan keeps them)
-            foreach (var rid in wanted.Where(r => (int)(r >> 8) == br.BusFirst)) free.Remove((int)(rid >> 3) & 31);
-            var portBuses = wanted.Select(r => (int)(r >> 8) - br.BusFirst).Where(b => b > 0 && b <= br.BusLast - br.BusFirst).Distinct().Take(free.Count).Order().ToList();
-            var portSlot = new Dictionary<int, int>();
-            foreach (var (bus, slot) in portBuses.Zip(free.Order())) portSlot[bus] = slot;
-            foreach (var rid in wanted)
+            var wanted = perRange.SelectMany(l => l).Distinct().ToList();
+            var span = br.BusLast - br.BusFirst;
+            var rootSlots = new SortedSet<int>(Enumerable.Range(0, 32));
+            foreach (var rid in wanted.Where(r => (int)(r >> 8) == br.BusFirst))
+            {
+                br.Probes[rid] = AttachProbe(br.Host.RootBus, (int)(rid >> 3) & 31, (int)rid & 7);
+                rootSlots.Remove((int)(rid >> 3) & 31);
+            }
+            var first = perRange.Where(l => l.Count > 0).Select(l => (int)(l[0] >> 8) - br.BusFirst).Where(b => b > 0).ToHashSet();
+            var targets = wanted.Select(r => (int)(r >> 8) - br.BusFirst).Where(b => b > 0 && b <= span).ToHashSet();
+            var placed = PlanTopology(br, targets, first, rootSlots, span);
+            foreach (var rid in wanted.Where(r => (int)(r >> 8) != br.BusFirst))
             {
                 var rel = (int)(rid >> 8) - br.BusFirst;
-                if (rel < 0 || rel > br.BusLast - br.BusFirst) { br.NotPlaced[rid] = "outside the ECAM window"; continue; }
-                var dev = (int)(rid >> 3) & 31;
-                var fn = (int)rid & 7;
-                var probe = new MultiQueueDmaDevice(ProbeVectors);
-                if (rel == 0) { br.Host.RootBus.Attach(probe, dev, fn); br.Probes[rid] = probe; continue; }
-                if (!ports.TryGetValue(rel, out var port))
-                {
-                    if (!portSlot.TryGetValue(rel, out var slot)) { br.NotPlaced[rid] = "no free root-bus slot for a root port"; continue; }
-                    port = new Doorbell.Pci.PciBridge(0x1b36, 0x000c, PciePortType.RootPort, $"root-port-{rel:x2}", acs: true);
-                    br.Host.RootBus.Attach(port, slot);
-                    // firmware's bus numbers: primary 0, secondary = subordinate = the probe's bus (ECAM-relative)
-                    br.Host.ConfigWrite(0, slot, 0, 0x18, 4, (uint)(rel << 16 | rel << 8));
-                    ports[rel] = port;
-                }
-                port.Secondary.Attach(probe, dev, fn);
-                br.Probes[rid] = probe;
+                if (rel < 0 || rel > span) { br.NotPlaced[rid] = "outside the ECAM window"; continue; }
+                if (!placed.TryGetValue(rel, out var port)) { br.NotPlaced[rid] = "no place left in the PCIe topology for its bus"; continue; }
+                br.Probes[rid] = AttachProbe(port.Secondary, 0, (int)rid & 7);
             }
+            PlaceWindow(br, br.Probes.Count);
         }
+    }
+
+    /// <summary>
+    /// Firmware's PCIe topology for the probe buses (ECAM-relative), as bus numbers a depth-first scan keeps: a root port
+    /// per bus while root-bus slots last; with more buses than slots, switches (root port → upstream port on bus u →
+    /// up to 32 downstream ports on bus v, one per bus), u and v taken from buses no range's first probe needs. Every
+    /// port is ACS-capable, so each probe function is its own IOMMU group. Returns the downstream/root port of each bus.
+    /// </summary>
+    static Dictionary<int, Doorbell.Pci.PciBridge> PlanTopology(DtBridge br, HashSet<int> targets, HashSet<int> first, SortedSet<int> slots, int span)
+    {
+        var ports = new Dictionary<int, Doorbell.Pci.PciBridge>();
+        var sorted = targets.Order().ToList();
+        var slotQueue = new Queue<int>(slots);
+        void Write(int bus, int dev, int primary, int secondary, int subordinate) =>
+            br.Host.ConfigWrite(bus, dev, 0, 0x18, 4, (uint)(subordinate << 16 | secondary << 8 | primary));
+        if (sorted.Count <= slotQueue.Count)
+        {
+            foreach (var t in sorted)
+            {
+                var slot = slotQueue.Dequeue();
+                var rp = br.Host.RootBus.Attach(new Doorbell.Pci.PciBridge(0x1b36, 0x000c, PciePortType.RootPort, $"root-port-{t:x2}", acs: true), slot);
+                Write(0, slot, 0, t, t);
+                ports[t] = rp;
+            }
+            return ports;
+        }
+        var c = 1;
+        while (slotQueue.Count > 0)
+        {
+            // u, v: the lowest buses from c that no range's first probe needs (an extra sample there is given up)
+            var u = c;
+            while (u <= span && first.Contains(u)) u++;
+            var v = u + 1;
+            while (v <= span && first.Contains(v)) v++;
+            if (v > span) break;
+            // targets below u (all first probes) get root ports of their own while slots last
+            foreach (var t in sorted.Where(t => t >= c && t < u))
+            {
+                if (slotQueue.Count <= 1) break;
+                var slot = slotQueue.Dequeue();
+                ports[t] = br.Host.RootBus.Attach(new Doorbell.Pci.PciBridge(0x1b36, 0x000c, PciePortType.RootPort, $"root-port-{t:x2}", acs: true), slot);
+                Write(0, slot, 0, t, t);
+            }
+            var chunk = sorted.Where(t => t > v).Take(32).ToList();
+            if (chunk.Count == 0 || slotQueue.Count == 0) break;
+            var end = chunk[^1];
+            var s = slotQueue.Dequeue();
+            var root = br.Host.RootBus.Attach(new Doorbell.Pci.PciBridge(0x1b36, 0x000c, PciePortType.RootPort, $"root-port-{u:x2}", acs: true), s);
+            Write(0, s, 0, u, end);
+            var up = root.Secondary.Attach(new Doorbell.Pci.PciBridge(0x1b36, 0x000d, PciePortType.SwitchUpstream, $"switch-up-{u:x2}", acs: false), 0);
+            Write(u, 0, u, v, end);
+            for (var i = 0; i < chunk.Count; i++)
+            {
+                var down = up.Secondary.Attach(new Doorbell.Pci.PciBridge(0x1b36, 0x000e, PciePortType.SwitchDownstream, $"switch-down-{chunk[i]:x2}", acs: true), i);
+                Write(v, i, v, chunk[i], chunk[i]);
+                ports[chunk[i]] = down;
+            }
+            c = end + 1;
+        }
+        return ports;
+    }
+
+    /// <summary>The bridge's memory window: a free hole below 4 GiB (PCI = CPU addresses), 1 MiB per probe function and
+    /// port (bridge windows are 1 MiB grained) with room to spare, at least 64 MiB.</summary>
+    void PlaceWindow(DtBridge br, int functions)
+    {
+        var want = 0x400_0000UL;
+        while (want < (ulong)(2 * functions + 16) << 20 && want < 0x4000_0000UL) want <<= 1;
+        for (var size = want; size >= 0x400_0000UL; size >>= 1)
+            for (var a = Math.Max(0x1000_0000UL, size); a + size <= 0x1_0000_0000UL; a += size)
+            {
+                if (Overlaps(a, size) || (a < RamBase + RamSize && RamBase < a + size)) continue;
+                var at = a;
+                var sz = size;
+                if (!TryPlace("pcie-mmio", () => Bus.MapMmio(new PhysAddr(at), sz, br.Host.MemoryWindow(at),
+                        new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "pcie-mmio"), out _)) continue;
+                br.Mmio = a;
+                br.MmioSize = size;
+                return;
+            }
     }
 
     /// <summary>The board as lists for <see cref="HostKernel.Boot(Machine, KernelPlatform, IMemoryView?)"/>; null without a GIC model.</summary>

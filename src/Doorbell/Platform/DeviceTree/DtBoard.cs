@@ -164,14 +164,13 @@ public sealed partial class DtBoard
         }
     }
 
+    List<(FdtNode Node, ulong Address, ulong Size)>? _regs;
+
     bool Overlaps(ulong a, ulong size, FdtNode? except = null)
     {
-        foreach (var n in Fdt.AllNodes)
-        {
-            if (n == except) continue;
-            foreach (var (ra, rs) in DtAddress.Reg(n))
-                if (a < ra + rs && ra < a + size) return true;
-        }
+        _regs ??= [.. Fdt.AllNodes.SelectMany(n => DtAddress.Reg(n).Select(r => (n, r.Address, r.Size)))];
+        foreach (var (n, ra, rs) in _regs)
+            if (n != except && a < ra + rs && ra < a + size) return true;
         return false;
     }
 
