@@ -13,8 +13,11 @@ using Doorbell.Memory;
 
 namespace Doorbell.Platform.DeviceTree;
 
-// Audit by execution (issue 19): every verdict of IsolationAudit is tried on the board DtBoard built from the tree,
-// by Doorbell's own host drivers (SmmuV3Driver, GicV3HostDriver + ItsDriver, GicV2HostDriver + Gicv2mDriver):
+// Audit by execution (issue 19): every verdict of IsolationAudit is tried on the board DtBoard built from the tree, on
+// Doorbell's host kernel booted there (DtBoard.Boot). PCI ranges run through vfio-pci functions of the kernel's groups
+// (IsolationProbes.Kernel.cs). What follows is the direct path, over the same kernel's drivers, for what has no such
+// function (platform masters use the kernel's groups for them; a range without a function, or a board without a GIC
+// model, uses groups the probe forms):
 // - DMA: a requester at up to four requester IDs of each range (first, last, two between) gets a domain with one
 //   page mapped, then writes to an IOVA its domain never mapped — which is also the physical address of a sentinel
 //   page in RAM. A fault record (SMMU event queue) means isolated; bytes in the sentinel page mean an escape.
