@@ -143,28 +143,9 @@ public sealed partial class HostKernel
         }
     }
 
-    /// <summary>Fault records every IOMMU driver has read so far (SMMUv3 event records drained; SMMUv2 fault handlers run, as
-    /// their interrupts would): the total per instance name.</summary>
-    public int DrainFaults(string iommu)
-    {
-        if (IommuNamed(iommu) is not { } i) return 0;
-        switch (i.Driver)
-        {
-            case SmmuV3Driver d3:
-                var e = d3.DrainEvents();
-                SmmuEvents.AddRange(e);
-                _faultCount[iommu] = _faultCount.GetValueOrDefault(iommu) + e.Count;
-                return _faultCount[iommu];
-            case SmmuV2Driver d2:
-                d2.HandleGlobalInterrupt();
-                for (var c = 0; c < d2.Features.ContextIrqs; c++) d2.HandleContextInterrupt(c);
-                return d2.Faults.Count;
-            default:
-                return 0;
-        }
-    }
-
-    readonly Dictionary<string, int> _faultCount = [];
+    /// <summary>Fault records the driver of IOMMU <paramref name="iommu"/> has read so far (SMMUv3 event records drained;
+    /// SMMUv2 fault handlers run, as their interrupts would — the board wires no IOMMU interrupt).</summary>
+    public int DrainFaults(string iommu) => IommuNamed(iommu) is { } i ? FaultRecords.Read(i.Driver, SmmuEvents) : 0;
 
     /// <summary>
     /// The MSI domain of an ITS behind the Socionext pre-ITS window: the ITS driver's vectors, each message's address the
@@ -197,5 +178,34 @@ public sealed partial class HostKernel
         }
 
         public void SetAffinity(MsiVector vector, int cpu) => its.SetAffinity(vector, cpu);
+    }
+}
+
+/// <summary>How many fault records an IOMMU driver has read, for code that runs the fault handlers itself (no IOMMU
+/// interrupt wired): SMMUv3 event-queue records drained so far, arm-smmu context and global faults handled so far.</summary>
+public static class FaultRecords
+{
+    static readonly System.Runtime.CompilerServices.ConditionalWeakTable<SmmuV3Driver, StrongBox> Drained = [];
+
+    sealed class StrongBox { public int Count; }
+
+    /// <summary>Runs the driver's fault handling now and returns its running total; SMMUv3 records go to <paramref name="events"/> too.</summary>
+    public static int Read(Doorbell.Host.Iommu.IIommuDriver driver, List<Doorbell.Smmu.V3.SmmuV3Event>? events = null)
+    {
+        switch (driver)
+        {
+            case SmmuV3Driver d3:
+                var e = d3.DrainEvents();
+                events?.AddRange(e);
+                var box = Drained.GetOrCreateValue(d3);
+                box.Count += e.Count;
+                return box.Count;
+            case SmmuV2Driver d2:
+                d2.HandleGlobalInterrupt();
+                for (var c = 0; c < d2.Features.ContextIrqs; c++) d2.HandleContextInterrupt(c);
+                return d2.Faults.Count;
+            default:
+                return 0;
+        }
     }
 }

@@ -198,23 +198,6 @@ public sealed partial class IsolationProbes
         return device < 0 ? device : 0;
     }
 
-    /// <summary>VFIO_DEVICE_SET_IRQS(MSI-X, trigger, eventfds) for <paramref name="count"/> vectors: the eventfds, or null with the errno.</summary>
-    static EventFd[]? SetMsix(VfioProcess p, int device, int count, out int rc)
-    {
-        var set = new byte[20 + 4 * count];
-        MemoryMarshal.Write(set, new VfioIrqSet { Argsz = (uint)set.Length, Flags = VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger, Index = VfioPciIndex.IrqMsix, Count = (uint)count });
-        var efds = new EventFd[count];
-        for (var i = 0; i < count; i++)
-        {
-            efds[i] = EventFd.Create();
-            BinaryPrimitives.WriteInt32LittleEndian(set.AsSpan(20 + 4 * i), efds[i].Fd);
-        }
-        rc = p.Ioctl(device, VfioIoctl.DeviceSetIrqs, set);
-        if (rc == 0) return efds;
-        foreach (var e in efds) e.Dispose();
-        return null;
-    }
-
     (int, int, int, string?, string?) ForgeThroughVfio(VfioProcess p, int device, KernelPciFunction victim, DtBoard.DtBridge br, RidRange r)
     {
         if (victim.MsiDomain is not { } domain || domain.Name == "none") return (0, 0, 0, null, "no MSI domain");
@@ -225,7 +208,7 @@ public sealed partial class IsolationProbes
         EventFd[]? efds = null;
         var n = DtBoard.ProbeVectors;
         var rc = 0;
-        for (; n >= 1 && efds is null; n /= 2) efds = SetMsix(p, device, n, out rc);
+        for (; n >= 1 && efds is null; n /= 2) efds = VfioUserIrqs.Trigger(p, device, VfioPciIndex.IrqMsix, n, out rc);
         if (efds is null) return (0, 0, 0, null, $"VFIO_DEVICE_SET_IRQS -{Errno.Name(rc)}");
         try
         {

@@ -362,25 +362,7 @@ public sealed partial class IsolationProbes
 
     /// <summary>Fault records the driver has read so far: SMMUv3 event records (event queue drained), SMMUv2 context and
     /// global faults (the handlers run, as the fault interrupts would — the board wires no IOMMU interrupt).</summary>
-    int Faults(IIommuDriver driver)
-    {
-        switch (driver)
-        {
-            case SmmuV3Driver d3:
-                _v3Events.TryGetValue(d3, out var n);
-                n += d3.DrainEvents().Count;
-                _v3Events[d3] = n;
-                return n;
-            case SmmuV2Driver d2:
-                d2.HandleGlobalInterrupt();
-                for (var i = 0; i < d2.Features.ContextIrqs; i++) d2.HandleContextInterrupt(i);
-                return d2.Faults.Count;
-            default:
-                return 0;
-        }
-    }
-
-    readonly Dictionary<SmmuV3Driver, int> _v3Events = [];
+    static int Faults(IIommuDriver driver) => FaultRecords.Read(driver);
 
     IIommuDriver? SmmuDriver(FdtNode node, Doorbell.Smmu.V3.SmmuV3? v3, Doorbell.Smmu.V2.SmmuV2? v2)
     {
