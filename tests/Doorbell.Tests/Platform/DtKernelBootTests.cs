@@ -134,4 +134,32 @@ public class DtKernelBootTests
         Assert.Contains(k.UntranslatedFunctions, u => u.Iommu == "/iommu@9100000");
         Assert.Equal(0, run.Contradictions);
     }
+
+    [DtcFact]
+    public void More_buses_than_root_ports_are_reached_through_switches_and_every_range_runs_through_vfio_pci()
+    {
+        // 48 one-bus ranges: the even buses covered by iommu-map (StreamIDs far apart), the odd ones not, so verdicts
+        // alternate. More buses than root-bus slots: firmware puts switches below root ports, the kernel keeps the bus
+        // numbers, and every range gets its function
+        var entries = string.Join(", ", Enumerable.Range(0, 24).Select(i => $"<0x{i << 9:x} &smmu 0x{i << 10:x} 0x100>"));
+        var run = IsolationProbes.Run(Dtc.Tree(HandTrees.Board($"iommu-map = {entries}; msi-map = <0 &its 0 0x10000>; bus-range = <0 0x2f>;")), "hand");
+        var pci = run.Results.Where(r => r.Master.IsPciHost).ToList();
+        Assert.Equal(48, pci.Count);
+        Assert.All(pci, r => Assert.True(r.DmaAttempts > 0, $"{r.Range}: {r.DmaText}"));
+        // every bus is some range's first probe, so the switch's two internal buses cost two ranges their function
+        // (those run as raw requesters); the other 46 run through vfio-pci
+        Assert.Equal(46, pci.Count(r => r.ThroughKernel));
+        var covered = pci.Where(r => (r.Range!.First >> 8) % 2 == 0).ToList();
+        Assert.All(covered, r => Assert.Equal((AssignmentVerdict.Isolated, r.DmaAttempts, 0, 32), (r.Verdict, r.DmaFaults, r.MsiForged, r.MsiVictimVectors)));
+        Assert.All(pci.Except(covered), r => Assert.Equal((AssignmentVerdict.NoIommu, r.DmaAttempts), (r.Verdict, r.DmaLanded)));
+        var k = run.Kernel!;
+        Assert.Contains(k.HostBridges[0].Pci.Functions, f => f.PortType == 5);   // a switch upstream port
+        Assert.Contains(k.HostBridges[0].Pci.Functions, f => f.PortType == 6);   // its downstream ports
+        // every translated probe function is its own IOMMU group (ACS on every port), StreamID = (bus / 2) << 10
+        Assert.NotEmpty(k.Functions);
+        foreach (var f in k.Functions)
+            Assert.Equal([(uint)(f.Bus / 2) << 10 | f.Devfn], f.IommuDevice.StreamIds);
+        Assert.Equal(k.Functions.Count, k.Groups.Count);
+        Assert.Equal(0, run.Contradictions);
+    }
 }

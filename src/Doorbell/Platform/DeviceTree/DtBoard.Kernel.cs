@@ -170,36 +170,33 @@ public sealed partial class DtBoard
         var slotQueue = new Queue<int>(slots);
         void Write(int bus, int dev, int primary, int secondary, int subordinate) =>
             br.Host.ConfigWrite(bus, dev, 0, 0x18, 4, (uint)(subordinate << 16 | secondary << 8 | primary));
-        if (sorted.Count <= slotQueue.Count)
+        void Direct(int t)
         {
-            foreach (var t in sorted)
-            {
-                var slot = slotQueue.Dequeue();
-                var rp = br.Host.RootBus.Attach(new Doorbell.Pci.PciBridge(0x1b36, 0x000c, PciePortType.RootPort, $"root-port-{t:x2}", acs: true), slot);
-                Write(0, slot, 0, t, t);
-                ports[t] = rp;
-            }
-            return ports;
+            var slot = slotQueue.Dequeue();
+            ports[t] = br.Host.RootBus.Attach(new Doorbell.Pci.PciBridge(0x1b36, 0x000c, PciePortType.RootPort, $"root-port-{t:x2}", acs: true), slot);
+            Write(0, slot, 0, t, t);
+        }
+        int NextFree(int b)
+        {
+            while (b <= span && first.Contains(b)) b++;
+            return b;
         }
         var c = 1;
         while (slotQueue.Count > 0)
         {
-            // u, v: the lowest buses from c that no range's first probe needs (an extra sample there is given up)
-            var u = c;
-            while (u <= span && first.Contains(u)) u++;
-            var v = u + 1;
-            while (v <= span && first.Contains(v)) v++;
+            var rest = sorted.Where(t => t >= c).ToList();
+            if (rest.Count == 0) break;
+            if (rest.Count <= slotQueue.Count) { foreach (var t in rest) Direct(t); break; }
+            // a switch's two internal buses: buses no range's first probe needs, near c; where the probe buses are dense,
+            // c and c+1 (their probes are given up)
+            var u = NextFree(c);
+            var v = NextFree(u + 1);
+            if (v > span || v - c > 3) { u = c; v = c + 1; }
             if (v > span) break;
-            // targets below u (all first probes) get root ports of their own while slots last
-            foreach (var t in sorted.Where(t => t >= c && t < u))
-            {
-                if (slotQueue.Count <= 1) break;
-                var slot = slotQueue.Dequeue();
-                ports[t] = br.Host.RootBus.Attach(new Doorbell.Pci.PciBridge(0x1b36, 0x000c, PciePortType.RootPort, $"root-port-{t:x2}", acs: true), slot);
-                Write(0, slot, 0, t, t);
-            }
+            foreach (var t in rest.Where(t => t < u))
+                if (slotQueue.Count > 1) Direct(t);
             var chunk = sorted.Where(t => t > v).Take(32).ToList();
-            if (chunk.Count == 0 || slotQueue.Count == 0) break;
+            if (chunk.Count == 0) break;
             var end = chunk[^1];
             var s = slotQueue.Dequeue();
             var root = br.Host.RootBus.Attach(new Doorbell.Pci.PciBridge(0x1b36, 0x000c, PciePortType.RootPort, $"root-port-{u:x2}", acs: true), s);
