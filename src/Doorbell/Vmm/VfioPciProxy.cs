@@ -20,9 +20,14 @@ namespace Doorbell.Vmm;
 /// VFIO_DEVICE_SET_IRQS — the physical interrupt then ends in the guest without passing through the VMM. While MSI-X is
 /// off, INTx is connected as QEMU does with KVM: VFIO's INTx trigger eventfd is a level irqfd on the guest's swizzled
 /// INTx SPI with a resamplefd that is VFIO's INTx unmask eventfd (VFIO masks on fire; guest EOI → resample → unmask).
+/// The PBA is emulated: a vector that is masked (entry or function mask) loses its irqfd but keeps its eventfd with
+/// VFIO; a signal on it becomes the vector's PBA bit, and unmasking sends the message (KVM_SIGNAL_MSI) and clears the
+/// bit (PCI LB 3.0 §6.8.2.9/10; QEMU msix.c's pending handling). The VMM reads masked vectors' eventfds when the guest
+/// reads the PBA or unmasks, and in <see cref="PollMasked"/> (its poll step).
 /// Known limits: no MSI (non-X) emulation (the capability is passed through as VFIO virtualizes it, and the guest
-/// drivers here use MSI-X or INTx); PBA reads as zero; BARs only in the 32/64-bit memory space (I/O BARs are hidden);
-/// function 0 on the guest root bus.
+/// drivers here use MSI-X or INTx); a vector that never had an eventfd (never live) has no VFIO trigger, so its
+/// messages are not seen (as QEMU without dynamic MSI-X allocation); BARs only in the 32/64-bit memory space (I/O
+/// BARs are hidden); function 0 on the guest root bus.
 /// </summary>
 public sealed class VfioPciProxy : IDisposable
 {
@@ -36,6 +41,7 @@ public sealed class VfioPciProxy : IDisposable
     readonly int _msixBar;
     readonly uint[] _table; // 4 dwords per entry: addr lo, addr hi, data, vector control
     readonly EventFd?[] _vectorFd;
+    readonly ulong[] _pba;  // the emulated Pending Bit Array (bit n = vector n)
     readonly uint _gsiBase;
     bool _msixEnable, _msixFunctionMask;
     ushort _command;
@@ -51,6 +57,7 @@ public sealed class VfioPciProxy : IDisposable
         _table = new uint[vectors * 4];
         for (var i = 0; i < vectors; i++) _table[i * 4 + 3] = 1; // masked at reset
         _vectorFd = new EventFd?[vectors];
+        _pba = new ulong[(vectors + 63) / 64];
         _gsiBase = vmm.AllocateGsis(Math.Max(vectors, 1));
     }
 
@@ -69,6 +76,14 @@ public sealed class VfioPciProxy : IDisposable
     /// <summary>GSI of MSI-X vector <paramref name="n"/>.</summary>
     public uint GsiOf(int n) => _gsiBase + (uint)n;
     public int ActiveVectors => _vectorFd.Count(f => f is not null);
+    /// <summary>True when vector <paramref name="n"/>'s bit is set in the emulated PBA (as the guest would read it, after a poll).</summary>
+    public bool IsPending(int n)
+    {
+        PollMasked();
+        return (uint)n < (uint)Vectors && (_pba[n >> 6] >> (n & 63) & 1) != 0;
+    }
+    /// <summary>Messages the VMM held pending for a masked vector and sent on unmask (KVM_SIGNAL_MSI).</summary>
+    public long PendingDelivered { get; private set; }
     /// <summary>True while INTx is connected to the guest (trigger irqfd with resamplefd, VFIO INTx unmask on that eventfd).</summary>
     public bool IntxConnected => _intxTrigger is not null;
     /// <summary>The guest SPI index (kvm irqchip pin) of the device's INTx, -1 without a pin.</summary>
@@ -259,7 +274,15 @@ public sealed class VfioPciProxy : IDisposable
             if (size < 8) value &= (1UL << (8 * size)) - 1;
             return BusStatus.Ok;
         }
-        if (InPba(bar, off)) return BusStatus.Ok;
+        if (InPba(bar, off))
+        {
+            // PCI LB 3.0 §6.8.2.10: the PBA is read-only; qword or dword reads (smaller ones are answered the same way).
+            PollMasked();
+            var q = (int)((off - MsixPbaOffset) / 8);
+            value = _pba[q] >> (int)((off & 7) * 8);
+            if (size < 8) value &= (1UL << (8 * size)) - 1;
+            return BusStatus.Ok;
+        }
         Span<byte> b = stackalloc byte[8];
         b.Clear();
         if (_vmm.Process.Pread(_fd, b[..size], _regionOff[bar] + off) != size) return BusStatus.SlaveError;
@@ -281,7 +304,7 @@ public sealed class VfioPciProxy : IDisposable
             UpdateVector(i / 4);
             return BusStatus.Ok;
         }
-        if (InPba(bar, off)) return BusStatus.Ok;
+        if (InPba(bar, off)) return BusStatus.Ok; // read-only: writes are ignored
         Span<byte> b = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(b, value);
         return _vmm.Process.Pwrite(_fd, b[..size], _regionOff[bar] + off) == size ? BusStatus.Ok : BusStatus.SlaveError;
@@ -314,11 +337,14 @@ public sealed class VfioPciProxy : IDisposable
         {
             if (_vectorFd[n] is { } old)
             {
+                // The irqfd goes; VFIO keeps signalling the same eventfd, which the VMM now reads itself: a signal
+                // while masked becomes the vector's PBA bit (QEMU: the userspace handler → msix_notify → pending).
                 _vmm.Vm.Irqfd(new KvmIrqfd(old.Fd, gsi, KvmConst.KVM_IRQFD_FLAG_DEASSIGN));
                 _vmm.SetMsiRoute(gsi, null);
             }
             return;
         }
+        PollVector(n); // a signal that arrived while the vector was masked is pending, not lost
         var addr = _table[n * 4] | ((ulong)_table[n * 4 + 1] << 32);
         _vmm.SetMsiRoute(gsi, KvmIrqRoutingEntry.Msi(gsi, addr, _table[n * 4 + 2], GuestDeviceId));
         if (_vectorFd[n] is null)
@@ -327,6 +353,35 @@ public sealed class VfioPciProxy : IDisposable
             EnableVectors();
         }
         _vmm.Vm.Irqfd(new KvmIrqfd(_vectorFd[n]!.Fd, gsi, 0)); // -EBUSY when already assigned: the new route is picked up
+        if ((_pba[n >> 6] >> (n & 63) & 1) != 0)
+        {
+            // Unmasked with its bit pending: the message is sent now and the bit cleared (PCI LB 3.0 §6.8.2.9).
+            _pba[n >> 6] &= ~(1UL << (n & 63));
+            PendingDelivered++;
+            _vmm.Vm.SignalMsi(new KvmMsi(addr, _table[n * 4 + 2], KvmConst.KVM_MSI_VALID_DEVID, GuestDeviceId));
+        }
+    }
+
+    /// <summary>Reads vector <paramref name="n"/>'s eventfd while the vector is masked: a signal sets its PBA bit.</summary>
+    void PollVector(int n)
+    {
+        if (_vectorFd[n] is { } e && e.TryRead(out _)) _pba[n >> 6] |= 1UL << (n & 63);
+    }
+
+    /// <summary>
+    /// The VMM's poll step for masked vectors (QEMU's fd handler on a masked vector's eventfd): every masked vector whose
+    /// eventfd was signalled gets its PBA bit. The guest's PBA reads and unmasks run it first, so what the guest sees
+    /// does not depend on when the VMM's loop last ran. Returns the number of vectors pending.
+    /// </summary>
+    public int PollMasked()
+    {
+        var pending = 0;
+        for (var n = 0; n < Vectors; n++)
+        {
+            if (!Live(n)) PollVector(n);
+            if ((_pba[n >> 6] >> (n & 63) & 1) != 0) pending++;
+        }
+        return pending;
     }
 
     /// <summary>
@@ -364,6 +419,7 @@ public sealed class VfioPciProxy : IDisposable
     void ReleaseVectors()
     {
         SetIrqsNone(VfioPciIndex.IrqMsix);
+        Array.Clear(_pba); // MSI-X off: nothing stays pending for the guest
         for (var n = 0; n < Vectors; n++)
         {
             if (_vectorFd[n] is not { } e) continue;
