@@ -24,8 +24,11 @@ namespace Doorbell.Vmm;
 /// VFIO; a signal on it becomes the vector's PBA bit, and unmasking sends the message (KVM_SIGNAL_MSI) and clears the
 /// bit (PCI LB 3.0 §6.8.2.9/10; QEMU msix.c's pending handling). The VMM reads masked vectors' eventfds when the guest
 /// reads the PBA or unmasks, and in <see cref="PollMasked"/> (its poll step).
-/// Known limits: no MSI (non-X) emulation (the capability is passed through as VFIO virtualizes it, and the guest
-/// drivers here use MSI-X or INTx); a vector that never had an eventfd (never live) has no VFIO trigger, so its
+/// Plain MSI is emulated the same way: the capability's layout flags come from VFIO (the message count from
+/// VFIO_DEVICE_GET_IRQ_INFO), Enable, Multiple Message Enable, address, data and mask bits are the VMM's, and an enable
+/// becomes VFIO_DEVICE_SET_IRQS on the MSI index with one eventfd per granted message, each an irqfd routed as MSI
+/// {address, data with the vector in its low bits, guest DeviceID}; a masked message sets its Pending Bit.
+/// Known limits: a vector that never had an eventfd (never live) has no VFIO trigger, so its
 /// messages are not seen (as QEMU without dynamic MSI-X allocation); BARs only in the 32/64-bit memory space (I/O
 /// BARs are hidden); function 0 on the guest root bus.
 /// </summary>
@@ -43,22 +46,40 @@ public sealed class VfioPciProxy : IDisposable
     readonly EventFd?[] _vectorFd;
     readonly ulong[] _pba;  // the emulated Pending Bit Array (bit n = vector n)
     readonly uint _gsiBase;
+    readonly int _slots;    // vector slots: the larger of the MSI-X table size and MSI's Multiple Message Capable
     bool _msixEnable, _msixFunctionMask;
+    // Plain MSI (PCI LB 3.0 §6.8.1), emulated: layout flags from VFIO, the registers the guest writes are the VMM's.
+    int _msiCap, _msiMax;
+    bool _msi64, _msiPvm, _msiEnable;
+    int _msiMme;          // Multiple Message Enable (log2 of the vectors granted)
+    ulong _msiAddr;
+    ushort _msiData;
+    uint _msiMask;
+    int _msiLive;         // vectors set up in VFIO's MSI index (1 << MME while MSI is on)
+    uint _vfioIndex = uint.MaxValue; // the VFIO IRQ index the vectors' eventfds are set on (MSI-X or MSI)
     ushort _command;
     EventFd? _intxTrigger, _intxResample;
     uint _intxGsi;
     bool _disposed;
 
-    VfioPciProxy(GuestVm vmm, int fd, uint devId, ulong cfgOff, int msixCap, int msixBar, int vectors, ulong tableOff, ulong pbaOff)
+    VfioPciProxy(GuestVm vmm, int fd, uint devId, ulong cfgOff, int msixCap, int msixBar, int vectors, ulong tableOff, ulong pbaOff, int msiCap, uint msiCtl)
     {
         _vmm = vmm; _fd = fd; GuestDeviceId = devId; _cfgOff = cfgOff;
         _msixCap = msixCap; _msixBar = msixBar;
         Vectors = vectors; MsixTableOffset = tableOff; MsixPbaOffset = pbaOff;
         _table = new uint[vectors * 4];
         for (var i = 0; i < vectors; i++) _table[i * 4 + 3] = 1; // masked at reset
-        _vectorFd = new EventFd?[vectors];
-        _pba = new ulong[(vectors + 63) / 64];
-        _gsiBase = vmm.AllocateGsis(Math.Max(vectors, 1));
+        _msiCap = msiCap;
+        if (msiCap != 0)
+        {
+            _msiMax = 1 << (int)Math.Min(5, msiCtl >> 1 & 7); // Multiple Message Capable (values above 32 are reserved)
+            _msi64 = (msiCtl & 0x80) != 0;
+            _msiPvm = (msiCtl & 0x100) != 0;
+        }
+        _slots = Math.Max(vectors, _msiMax);
+        _vectorFd = new EventFd?[_slots];
+        _pba = new ulong[(_slots + 63) / 64];
+        _gsiBase = vmm.AllocateGsis(Math.Max(_slots, 1));
     }
 
     public uint GuestDeviceId { get; }
@@ -73,14 +94,19 @@ public sealed class VfioPciProxy : IDisposable
     /// <summary>The guest's MSI-X Enable and Function Mask bits (emulated).</summary>
     public bool MsixEnabled => _msixEnable;
     public bool MsixFunctionMasked => _msixFunctionMask;
-    /// <summary>GSI of MSI-X vector <paramref name="n"/>.</summary>
+    /// <summary>Offset of the MSI capability in guest config space (0: the device has none).</summary>
+    public int MsiCapability => _msiCap;
+    /// <summary>The guest's MSI Enable (emulated) and the messages it granted (1 &lt;&lt; Multiple Message Enable).</summary>
+    public bool MsiEnabled => _msiEnable;
+    public int MsiVectors => _msiEnable ? 1 << _msiMme : 0;
+    /// <summary>GSI of MSI-X (or MSI) vector <paramref name="n"/>.</summary>
     public uint GsiOf(int n) => _gsiBase + (uint)n;
     public int ActiveVectors => _vectorFd.Count(f => f is not null);
     /// <summary>True when vector <paramref name="n"/>'s bit is set in the emulated PBA (as the guest would read it, after a poll).</summary>
     public bool IsPending(int n)
     {
         PollMasked();
-        return (uint)n < (uint)Vectors && (_pba[n >> 6] >> (n & 63) & 1) != 0;
+        return (uint)n < (uint)_slots && (_pba[n >> 6] >> (n & 63) & 1) != 0;
     }
     /// <summary>Messages the VMM held pending for a masked vector and sent on unmask (KVM_SIGNAL_MSI).</summary>
     public long PendingDelivered { get; private set; }
@@ -99,11 +125,13 @@ public sealed class VfioPciProxy : IDisposable
         var cfgOff = RegionOffset(p, fd, VfioPciIndex.Config, out var cfgSize);
         if (cfgSize < 256) return -Errno.ENODEV;
         // MSI-X capability (offset, vectors, table/PBA BIR and offsets) as VFIO presents it.
-        int msixCap = 0, msixBar = -1, vectors = 0; ulong table = 0, pba = 0;
+        int msixCap = 0, msixBar = -1, vectors = 0, msiCap = 0; ulong table = 0, pba = 0;
+        uint msiCtl = 0;
         var pos = Cfg(p, fd, cfgOff, 0x34, 1) & 0xFC;
         for (var guard = 0; pos >= 0x40 && guard < 48; guard++)
         {
             var hdr = Cfg(p, fd, cfgOff, (int)pos, 4);
+            if ((hdr & 0xFF) == 0x05 && msiCap == 0) { msiCap = (int)pos; msiCtl = hdr >> 16; }
             if ((hdr & 0xFF) == 0x11)
             {
                 var t = Cfg(p, fd, cfgOff, (int)pos + 4, 4);
@@ -112,11 +140,20 @@ public sealed class VfioPciProxy : IDisposable
                 msixCap = (int)pos; msixBar = (int)(t & 7);
                 vectors = (int)((hdr >> 16) & 0x7FF) + 1;
                 table = t & ~7u; pba = b & ~7u;
-                break;
             }
             pos = (hdr >> 8) & 0xFC;
         }
-        var px = new VfioPciProxy(vmm, fd, devId, cfgOff, msixCap, msixBar, vectors, table, pba);
+        if (msiCap != 0)
+        {
+            // VFIO virtualizes the MSI flags (Multiple Message Capable reads as what it has enabled so far); the message
+            // count of the device is VFIO_DEVICE_GET_IRQ_INFO's for the MSI index.
+            var ii = new byte[16];
+            MemoryMarshal.Write(ii, new VfioIrqInfo { Argsz = 16, Index = VfioPciIndex.IrqMsi });
+            var count = p.Ioctl(fd, VfioIoctl.DeviceGetIrqInfo, ii) < 0 ? 1u : MemoryMarshal.Read<VfioIrqInfo>(ii).Count;
+            if (count == 0) msiCap = 0;
+            else msiCtl = (msiCtl & ~0x0Eu) | (uint)Math.Min(5, System.Numerics.BitOperations.Log2(count)) << 1;
+        }
+        var px = new VfioPciProxy(vmm, fd, devId, cfgOff, msixCap, msixBar, vectors, table, pba, msiCap, msiCtl);
         for (var i = 0; i < 6; i++)
         {
             px._regionOff[i] = RegionOffset(p, fd, VfioPciIndex.Bar0 + (uint)i, out var size);
@@ -188,6 +225,7 @@ public sealed class VfioPciProxy : IDisposable
         }
         if (d == 0x30) return 0; // no expansion ROM for the guest
         if (d == 0x04) return (VfioCfg(4, 4) & 0xFFFF_0000) | _command;
+        if (InMsiCap(d)) return MsiDword(d - _msiCap);
         var v = VfioCfg(d, 4);
         if (_msixCap != 0 && d == _msixCap)
             v = (v & 0x3FFF_FFFF) | (_msixEnable ? 1u << 31 : 0) | (_msixFunctionMask ? 1u << 30 : 0);
@@ -227,6 +265,11 @@ public sealed class VfioPciProxy : IDisposable
                 VfioCfgWrite(4, 2, _command); // VFIO virtualizes what it must (INTx disable, memory/bus master to the device)
             }
             if ((mask & 0xFFFF_0000) != 0) VfioCfgWrite(6, 2, (value << shift) >> 16); // status: W1C bits
+            return;
+        }
+        if (InMsiCap(d))
+        {
+            WriteMsiDword(d - _msiCap, Merge(ComposeDword(d)), mask);
             return;
         }
         if (_msixCap != 0 && d == _msixCap)
@@ -327,7 +370,17 @@ public sealed class VfioPciProxy : IDisposable
         for (var n = 0; n < Vectors; n++) UpdateVector(n);
     }
 
-    bool Live(int n) => _msixEnable && !_msixFunctionMask && (_table[n * 4 + 3] & 1) == 0 && (_table[n * 4] | _table[n * 4 + 1]) != 0;
+    /// <summary>A vector delivers directly (irqfd) when enabled, unmasked and addressed: MSI-X entry n, or MSI message n.</summary>
+    bool Live(int n)
+    {
+        if (_msixEnable) return n < Vectors && !_msixFunctionMask && (_table[n * 4 + 3] & 1) == 0 && (_table[n * 4] | _table[n * 4 + 1]) != 0;
+        return _msiEnable && n < _msiLive && (!_msiPvm || (_msiMask >> n & 1) == 0) && _msiAddr != 0;
+    }
+
+    /// <summary>The message of vector <paramref name="n"/>: its MSI-X entry, or MSI's address with n in the data's low bits.</summary>
+    (ulong Address, uint Data) Message(int n) => _msixEnable
+        ? (_table[n * 4] | ((ulong)_table[n * 4 + 1] << 32), _table[n * 4 + 2])
+        : (_msiAddr, (uint)(_msiData & ~(_msiLive - 1)) | (uint)n);
 
     /// <summary>Applies a table entry: live → route + irqfd + VFIO trigger; not live → irqfd removed (the eventfd stays with VFIO).</summary>
     void UpdateVector(int n)
@@ -345,8 +398,8 @@ public sealed class VfioPciProxy : IDisposable
             return;
         }
         PollVector(n); // a signal that arrived while the vector was masked is pending, not lost
-        var addr = _table[n * 4] | ((ulong)_table[n * 4 + 1] << 32);
-        _vmm.SetMsiRoute(gsi, KvmIrqRoutingEntry.Msi(gsi, addr, _table[n * 4 + 2], GuestDeviceId));
+        var (addr, data) = Message(n);
+        _vmm.SetMsiRoute(gsi, KvmIrqRoutingEntry.Msi(gsi, addr, data, GuestDeviceId));
         if (_vectorFd[n] is null)
         {
             _vectorFd[n] = EventFd.Create();
@@ -358,7 +411,7 @@ public sealed class VfioPciProxy : IDisposable
             // Unmasked with its bit pending: the message is sent now and the bit cleared (PCI LB 3.0 §6.8.2.9).
             _pba[n >> 6] &= ~(1UL << (n & 63));
             PendingDelivered++;
-            _vmm.Vm.SignalMsi(new KvmMsi(addr, _table[n * 4 + 2], KvmConst.KVM_MSI_VALID_DEVID, GuestDeviceId));
+            _vmm.Vm.SignalMsi(new KvmMsi(addr, data, KvmConst.KVM_MSI_VALID_DEVID, GuestDeviceId));
         }
     }
 
@@ -376,7 +429,7 @@ public sealed class VfioPciProxy : IDisposable
     public int PollMasked()
     {
         var pending = 0;
-        for (var n = 0; n < Vectors; n++)
+        for (var n = 0; n < _slots; n++)
         {
             if (!Live(n)) PollVector(n);
             if ((_pba[n >> 6] >> (n & 63) & 1) != 0) pending++;
@@ -391,11 +444,14 @@ public sealed class VfioPciProxy : IDisposable
     /// </summary>
     int EnableVectors()
     {
+        var index = _msixEnable ? VfioPciIndex.IrqMsix : VfioPciIndex.IrqMsi;
         var count = Array.FindLastIndex(_vectorFd, f => f is not null) + 1;
-        SetIrqsNone(VfioPciIndex.IrqMsix);
+        SetIrqsNone(index);
+        _vfioIndex = uint.MaxValue;
         if (count == 0) return 0;
         var set = new byte[20 + 4 * count];
-        MemoryMarshal.Write(set, new VfioIrqSet { Argsz = (uint)set.Length, Flags = VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger, Index = VfioPciIndex.IrqMsix, Start = 0, Count = (uint)count });
+        MemoryMarshal.Write(set, new VfioIrqSet { Argsz = (uint)set.Length, Flags = VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger, Index = index, Start = 0, Count = (uint)count });
+        _vfioIndex = index;
         for (var i = 0; i < count; i++) BinaryPrimitives.WriteInt32LittleEndian(set.AsSpan(20 + 4 * i), _vectorFd[i]?.Fd ?? -1);
         return _vmm.Process.Ioctl(_fd, VfioIoctl.DeviceSetIrqs, set);
     }
@@ -415,12 +471,14 @@ public sealed class VfioPciProxy : IDisposable
         return _vmm.Process.Ioctl(_fd, VfioIoctl.DeviceSetIrqs, set);
     }
 
-    /// <summary>MSI-X off in VFIO, every vector's irqfd and route removed, its eventfd closed.</summary>
+    /// <summary>MSI-X or MSI off in VFIO, every vector's irqfd and route removed, its eventfd closed.</summary>
     void ReleaseVectors()
     {
-        SetIrqsNone(VfioPciIndex.IrqMsix);
-        Array.Clear(_pba); // MSI-X off: nothing stays pending for the guest
-        for (var n = 0; n < Vectors; n++)
+        if (_vfioIndex != uint.MaxValue) SetIrqsNone(_vfioIndex);
+        _vfioIndex = uint.MaxValue;
+        _msiLive = 0;
+        Array.Clear(_pba); // MSI-X / MSI off: nothing stays pending for the guest
+        for (var n = 0; n < _slots; n++)
         {
             if (_vectorFd[n] is not { } e) continue;
             _vmm.Vm.Irqfd(new KvmIrqfd(e.Fd, GsiOf(n), KvmConst.KVM_IRQFD_FLAG_DEASSIGN));
@@ -428,6 +486,63 @@ public sealed class VfioPciProxy : IDisposable
             e.Dispose();
             _vectorFd[n] = null;
         }
+    }
+
+    // --- MSI (PCI LB 3.0 §6.8.1; QEMU keeps the capability in its emulated config, hw/pci/msi.c, and vfio-pci turns
+    //     an enable into VFIO_DEVICE_SET_IRQS on the MSI index) ---------------------------------------------------
+
+    int MsiDataRel => _msi64 ? 0x0C : 0x08;
+    int MsiSize => MsiDataRel + (_msiPvm ? 12 : 4);
+
+    bool InMsiCap(int d) => _msiCap != 0 && d >= _msiCap && d < _msiCap + MsiSize;
+
+    uint MsiControl => (VfioCfg(_msiCap + 2, 2) & ~0x7Fu) | (uint)System.Numerics.BitOperations.Log2((uint)_msiMax) << 1 | (uint)_msiMme << 4 | (_msiEnable ? 1u : 0);
+
+    /// <summary>Dword <paramref name="rel"/> of the emulated MSI capability.</summary>
+    uint MsiDword(int rel)
+    {
+        if (rel == 0) return (VfioCfg(_msiCap, 2) & 0xFFFF) | MsiControl << 16;
+        if (rel == 4) return (uint)_msiAddr;
+        if (rel == 8 && _msi64) return (uint)(_msiAddr >> 32);
+        if (rel == MsiDataRel) return _msiData;
+        if (rel == MsiDataRel + 4) return _msiMask;
+        PollMasked(); // Pending Bits (read-only): a masked message that fired
+        return (uint)_pba[0] & (_msiMax == 32 ? uint.MaxValue : (1u << _msiMax) - 1);
+    }
+
+    void WriteMsiDword(int rel, uint v, uint mask)
+    {
+        var wasEnabled = _msiEnable;
+        var oldCount = _msiLive;
+        if (rel == 0)
+        {
+            if ((mask & 0xFFFF_0000) == 0) return;
+            var ctl = v >> 16;
+            _msiEnable = (ctl & 1) != 0;
+            // Multiple Message Enable above Multiple Message Capable is clamped to it (as QEMU's msi_write_config).
+            _msiMme = Math.Min((int)(ctl >> 4 & 7), System.Numerics.BitOperations.Log2((uint)_msiMax));
+        }
+        else if (rel == 4) _msiAddr = (_msiAddr & 0xFFFF_FFFF_0000_0000) | (v & ~3u);
+        else if (rel == 8 && _msi64) _msiAddr = (_msiAddr & 0xFFFF_FFFF) | (ulong)v << 32;
+        else if (rel == MsiDataRel) _msiData = (ushort)v;
+        else if (rel == MsiDataRel + 4) _msiMask = v & (_msiMax == 32 ? uint.MaxValue : (1u << _msiMax) - 1);
+        else return; // Pending Bits are read-only
+        if (!_msiEnable)
+        {
+            if (wasEnabled) { ReleaseVectors(); ConnectIntx(); }
+            return;
+        }
+        if (!wasEnabled) DisconnectIntx(); // MSI replaces INTx (PCI LB 3.0 §6.8.1.3)
+        var count = 1 << _msiMme;
+        if (count != oldCount)
+        {
+            // VFIO fixes the vector count at enable: (re-)enable its MSI index with one eventfd per granted message.
+            if (oldCount != 0) ReleaseVectors();
+            _msiLive = count;
+            for (var n = 0; n < count; n++) _vectorFd[n] = EventFd.Create();
+            EnableVectors();
+        }
+        for (var n = 0; n < _msiLive; n++) UpdateVector(n);
     }
 
     // --- INTx ---------------------------------------------------------------------------------------------
@@ -439,7 +554,7 @@ public sealed class VfioPciProxy : IDisposable
     /// </summary>
     int ConnectIntx()
     {
-        if (IntxGuestSpi < 0 || _intxTrigger is not null || _msixEnable || _disposed) return 0;
+        if (IntxGuestSpi < 0 || _intxTrigger is not null || _msixEnable || _msiEnable || _disposed) return 0;
         var trigger = EventFd.Create();
         var resample = EventFd.Create();
         var r = SetIrqsEventFd(VfioPciIndex.IrqIntx, VfioIrqSetFlags.ActionTrigger, trigger.Fd);
@@ -482,6 +597,7 @@ public sealed class VfioPciProxy : IDisposable
             _table[n * 4 + 3] = 1;
         }
         _msixEnable = _msixFunctionMask = false;
+        _msiEnable = false; _msiMme = 0; _msiAddr = 0; _msiData = 0; _msiMask = 0;
         var r = _vmm.Process.Ioctl(_fd, VfioIoctl.DeviceReset, Span<byte>.Empty);
         VfioCfgWrite(4, 2, _command); // the guest's command register survives a VMM reset (QEMU restores config after it)
         ConnectIntx();

@@ -10,16 +10,17 @@ namespace Doorbell.Tests.Kvm;
 
 /// <summary>
 /// What the VMM emulates of an assigned device's interrupt capabilities beyond the MSI-X table: the MSI-X Pending Bit
-/// Array (a masked vector's message is held pending and sent on unmask).
+/// Array (a masked vector's message is held pending and sent on unmask) and plain MSI (capability emulated in the
+/// composed config space, turned into VFIO_DEVICE_SET_IRQS on the MSI index with irqfds).
 /// </summary>
 public class GuestMsiEmulationTests
 {
     const ulong Ecam = 0x40_1000_0000;
 
-    static (HostKernel K, GuestVm Vmm, VfioPciProxy Proxy) Boot(int vcpus = 1)
+    static (HostKernel K, GuestVm Vmm, VfioPciProxy Proxy) Boot(int vcpus = 1, bool msi = false)
     {
         var (m, models) = HostKernel.CreateBoard(new QemuVirtOptions());
-        m.AddPci(new MultiQueueDmaDevice(4));
+        m.AddPci(new MultiQueueDmaDevice(4, msi));
         var k = HostKernel.Boot(m, models);
         var fn = k.FindFunction("0000:00:01.0")!;
         Assert.Equal(0, GuestVm.Create(k.CreateProcess(k.BuildVfio()), vcpus, 0x0200_0000, out var vmm));
@@ -118,6 +119,105 @@ public class GuestMsiEmulationTests
         CfgW(cpu, 1, cap + 2, 0, 2);
         Assert.False(proxy.MsixEnabled);
         Assert.False(proxy.IsPending(1));
+        vmm.Dispose();
+    }
+
+    [Fact]
+    public void Guest_multiple_message_msi_is_emulated_by_the_vmm_and_runs_the_shared_driver_end_to_end()
+    {
+        var (k, vmm, proxy) = Boot(msi: true);
+        var host = k.FindFunction("0000:00:01.0")!;
+        var cpu = vmm.Vm.Vcpus[0];
+        // The device has MSI (4 messages, 64-bit, per-vector masking) and no MSI-X; the guest sees the capability
+        // where VFIO shows it, with the layout flags of the device and Enable/MME/address/data as the VMM's.
+        Assert.Equal(0, FindCap(cpu, 1, 0x11));
+        var cap = FindCap(cpu, 1, 0x05);
+        Assert.Equal(cap, proxy.MsiCapability);
+        Assert.NotEqual(0, cap);
+        Assert.Equal(0x0184u, Cfg(cpu, 1, cap + 2, 2)); // PVM, 64-bit, MMC = 4 messages, MME 0, disabled
+        long HostLpis() => k.Cpus.Sum(c => (long)c.History.Count(i => i >= 8192));
+        var res = new GuestMqDriver(vmm, proxy, k.ServiceInterrupts, HostLpis).Run();
+        Assert.True(res.Ok, res.Failure + "\n" + string.Join("\n", res.Log));
+        Assert.Equal(8, res.CopiesVerified);
+        Assert.Equal(MqRegs.StatusWriteFault, res.FaultStatus);
+        Assert.All(res.Hops, h => Assert.Equal(1, h.Count));
+        // The guest driver enabled 4 messages at the vITS doorbell with data 0..3 (the vector in the low bits).
+        Assert.True(proxy.MsiEnabled);
+        Assert.Equal(4, proxy.MsiVectors);
+        Assert.Equal(0x01A5u, Cfg(cpu, 1, cap + 2, 2));   // MME = 4 messages (2), enabled
+        Assert.Equal(0x0809_0040u, Cfg(cpu, 1, cap + 4));
+        Assert.Equal(0u, Cfg(cpu, 1, cap + 8));
+        Assert.Equal(0u, Cfg(cpu, 1, cap + 0x0C, 2));
+        Assert.Equal(4, proxy.ActiveVectors);              // one eventfd (irqfd) per message
+        Assert.Equal(4, vmm.Vm.IrqfdCount);
+        Assert.Equal([0, 1, 2, 3], res.Handled.Select(h => h.Queue).Distinct().Order());
+        Assert.All(res.Handled, h => Assert.Equal(res.Driver!.Vectors!.Vectors[h.Queue].Intid, h.Intid));
+        // The physical function runs MSI as VFIO set it up (host vectors, host doorbell), not the guest's values.
+        var hostCap = (int)host.ReadConfig(0x34, 1);
+        while (hostCap != 0 && host.ReadConfig(hostCap, 1) != 0x05) hostCap = (int)host.ReadConfig(hostCap + 1, 1);
+        Assert.NotEqual(0, hostCap);
+        Assert.Equal(0x21u, host.ReadConfig(hostCap + 2, 2) & 0x71); // host: 4 messages enabled
+        Assert.NotEqual(0x0809_0040u, host.ReadConfig(hostCap + 4, 4));
+
+        // Per-vector masking: message 3 masked in the guest's Mask Bits is held in its Pending Bits and sent on unmask.
+        var gk = (GuestKernel)vmm.GuestSoftware!;
+        var drv = res.Driver!;
+        var maskOff = cap + 0x10;
+        CfgW(cpu, 1, maskOff, 1u << 3);
+        var taken = drv.InterruptsTaken(3);
+        Assert.Equal(0, drv.Submit(3, res.Sources[3], res.Sources[3] + 0x800, 0x100, 0xAB));
+        k.ServiceInterrupts();
+        Assert.False(cpu.IrqPending);
+        Assert.Equal(1u << 3, Cfg(cpu, 1, cap + 0x14));
+        CfgW(cpu, 1, maskOff, 0);
+        Assert.Equal(0u, Cfg(cpu, 1, cap + 0x14));
+        Assert.Equal(1, gk.ServiceInterrupts());
+        Assert.Equal(taken + 1, drv.InterruptsTaken(3));
+
+        // Remove: MSI disabled in the guest, the VMM releases the vectors and VFIO's MSI index.
+        gk.Unbind(gk.FindFunction("0000:00:01.0")!);
+        Assert.False(proxy.MsiEnabled);
+        Assert.Equal(0, proxy.ActiveVectors);
+        Assert.Equal(0, vmm.Vm.IrqfdCount);
+        Assert.Equal(0u, host.ReadConfig(hostCap + 2, 2) & 1);
+        vmm.Dispose();
+    }
+
+    [Fact]
+    public void Guest_msi_of_an_edu_device_reaches_the_guest_handler_through_the_vits()
+    {
+        var (m, models) = HostKernel.CreateBoard(new QemuVirtOptions());
+        m.AddPci(new EduDevice(m.Clock));
+        var k = HostKernel.Boot(m, models);
+        var host = k.FindFunction("0000:00:01.0")!;
+        Assert.Equal(0, GuestVm.Create(k.CreateProcess(k.BuildVfio()), 1, 0x0200_0000, out var vmm));
+        Assert.Equal(0, vmm!.AddDevice(host.Group.Id, host.Name, 0x0008, out var proxy));
+        var gk = GuestMqDriver.BootKernel(vmm);
+        var fn = gk.FindFunction("0000:00:01.0")!;
+        var cpu = vmm.Vm.Vcpus[0];
+        gk.Pci.Write(fn.Rid, 0x04, 2, 0x6);
+        var cap = Doorbell.Host.Kernel.PciMsix.FindCapability(gk.Pci, fn.Rid, Doorbell.Host.Kernel.PciMsi.CapId);
+        Assert.Equal(proxy!.MsiCapability, cap);
+        Assert.Equal(1, Doorbell.Host.Kernel.PciMsi.MaxVectors(gk.Pci, fn.Rid, cap)); // edu: one 64-bit message, no masking
+        var v = gk.MsiDomain.AllocateMsis(fn.Rid, 1).Vectors[0];
+        var handled = 0;
+        gk.Irqs.Request(v.Intid, (_, _) => { handled++; cpu.Write(fn.Bars[0].Address + EduRegs.IrqAck, 4, 0xFFFF_FFFF); });
+        Assert.True(proxy.IntxConnected);
+        Doorbell.Host.Kernel.PciMsi.Enable(gk.Pci, fn.Rid, cap, v.Message.Address, v.Message.Data, 1);
+        Assert.True(proxy.MsiEnabled);
+        Assert.False(proxy.IntxConnected);                 // MSI replaces INTx
+        Assert.Equal(1, vmm.Vm.IrqfdCount);
+        // edu raises its interrupt: MSI → SMMU → host ITS → VFIO's MSI eventfd → irqfd → vITS → the guest handler.
+        Assert.Equal(BusStatus.Ok, cpu.Write(fn.Bars[0].Address + EduRegs.IrqRaise, 4, 1));
+        k.ServiceInterrupts();
+        Assert.True(cpu.IrqPending);
+        Assert.Equal(1, gk.ServiceInterrupts());
+        Assert.Equal(1, handled);
+        // Disable: the VMM gives VFIO's MSI back and INTx is connected again.
+        Doorbell.Host.Kernel.PciMsi.Disable(gk.Pci, fn.Rid, cap);
+        Assert.False(proxy.MsiEnabled);
+        Assert.True(proxy.IntxConnected);
+        Assert.Equal(1, vmm.Vm.IrqfdCount);                // the INTx irqfd
         vmm.Dispose();
     }
 }
