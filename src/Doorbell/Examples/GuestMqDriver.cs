@@ -50,7 +50,8 @@ public sealed class GuestMqDriver(GuestVm vmm, VfioPciProxy device, Func<int> ho
         ArgumentNullException.ThrowIfNull(vm);
         var v3 = vm.InterruptController == GuestInterruptController.GicV3Its;
         var icc = v3 ? vm.Vm.Vcpus.Select(c => (Doorbell.Gic.V3.IIccSystemRegisters)c.Icc!).ToArray() : null;
-        var k = GuestKernel.Boot(new VcpuMemoryView(vm.Vm.Vcpus[0]), vm.Board, vm.RamSize, icc, its: v3, gicV2m: !v3);
+        var views = vm.Vm.Vcpus.Select(c => (IMemoryView)new VcpuMemoryView(c)).ToArray();
+        var k = GuestKernel.Boot(views[0], vm.Board, vm.RamSize, icc, its: v3, gicV2m: !v3, gicV2CpuViews: v3 ? null : views);
         vm.GuestSoftware = k;
         return k;
     }
