@@ -29,8 +29,9 @@ namespace Doorbell.Vmm;
 /// becomes VFIO_DEVICE_SET_IRQS on the MSI index with one eventfd per granted message, each an irqfd routed as MSI
 /// {address, data with the vector in its low bits, guest DeviceID}; a masked message sets its Pending Bit.
 /// Known limits: a vector that never had an eventfd (never live) has no VFIO trigger, so its
-/// messages are not seen (as QEMU without dynamic MSI-X allocation); BARs only in the 32/64-bit memory space (I/O
-/// BARs are hidden); function 0 on the guest root bus.
+/// messages are not seen (as QEMU without dynamic MSI-X allocation); function 0 on the guest root bus.
+/// I/O BARs are shown as VFIO reports them (QEMU's vfio-pci does the same): the guest places them in PCI I/O space, reaches
+/// them through its host bridge's I/O window, and the VMM forwards each access to the VFIO BAR region (pread/pwrite).
 /// </summary>
 public sealed class VfioPciProxy : IDisposable
 {
@@ -158,10 +159,10 @@ public sealed class VfioPciProxy : IDisposable
         {
             px._regionOff[i] = RegionOffset(p, fd, VfioPciIndex.Bar0 + (uint)i, out var size);
             var flags = Cfg(p, fd, cfgOff, 0x10 + i * 4, 4);
-            if (size == 0 || (flags & 1) != 0) continue; // absent or I/O: hidden from the guest
+            if (size == 0) continue;
             px._barSize[i] = size;
-            px._barFlags[i] = flags & 0xF;
-            if ((flags & 6) == 4) i++; // 64-bit: the next register is its upper half
+            px._barFlags[i] = (flags & 1) != 0 ? 1u : flags & 0xF; // I/O BARs too: placed in the guest's I/O window
+            if ((flags & 7) == 4) i++; // 64-bit memory: the next register is its upper half
         }
         if (px._barSize[0] == 0) { return -Errno.ENODEV; }
         // The guest starts with I/O, memory and bus mastering off, and so does the device (QEMU's vfio_pci_pre_reset).
@@ -203,12 +204,18 @@ public sealed class VfioPciProxy : IDisposable
 
     // --- guest config space (composed) --------------------------------------------------------------------
 
-    bool IsUpperHalf(int i) => i > 0 && _barSize[i] == 0 && _barSize[i - 1] != 0 && (_barFlags[i - 1] & 6) == 4;
+    bool IsUpperHalf(int i) => i > 0 && _barSize[i] == 0 && _barSize[i - 1] != 0 && (_barFlags[i - 1] & 7) == 4;
+    bool IsIo(int i) => (_barFlags[i] & 1) != 0;
 
-    /// <summary>The guest's BAR <paramref name="i"/> address (a 64-bit BAR spans two registers).</summary>
+    /// <summary>True when BAR <paramref name="i"/> is an I/O BAR (its address is a PCI I/O address in the guest's I/O window).</summary>
+    public bool IsIoBar(int i) => (uint)i < 6 && _barSize[i] != 0 && IsIo(i);
+    public ulong BarSize(int i) => (uint)i < 6 ? _barSize[i] : 0;
+
+    /// <summary>The guest's BAR <paramref name="i"/> address (a 64-bit BAR spans two registers; an I/O BAR holds a PCI I/O address).</summary>
     public ulong BarAddress(int i)
     {
         if ((uint)i >= 6 || _barSize[i] == 0) return 0;
+        if (IsIo(i)) return _bar[i] & ~3u & ~(uint)(_barSize[i] - 1);
         var a = (ulong)(_bar[i] & ~0xFu);
         if ((_barFlags[i] & 6) == 4 && i < 5) a |= (ulong)_bar[i + 1] << 32;
         return a;
@@ -219,6 +226,7 @@ public sealed class VfioPciProxy : IDisposable
         if (d is >= 0x10 and <= 0x24)
         {
             var i = (d - 0x10) / 4;
+            if (_barSize[i] != 0 && IsIo(i)) return (uint)((_bar[i] & ~3u & ~(_barSize[i] - 1)) | 1u); // PCI LB 3.0 §6.2.5.1: bit 0 = I/O
             if (_barSize[i] != 0) return (uint)((_bar[i] & ~0xFu & ~(_barSize[i] - 1)) | _barFlags[i]);
             if (IsUpperHalf(i)) return (uint)(_bar[i] & (uint)(~(_barSize[i - 1] - 1) >> 32));
             return 0;
@@ -286,18 +294,27 @@ public sealed class VfioPciProxy : IDisposable
 
     // --- BARs -----------------------------------------------------------------------------------------------
 
-    /// <summary>The BAR that decodes [gpa, gpa+size) (memory space enabled, BAR placed), or -1.</summary>
+    /// <summary>
+    /// The BAR that decodes [gpa, gpa+size), or -1: a memory BAR placed in guest physical space with memory space
+    /// enabled, or an I/O BAR whose I/O addresses the guest reaches through its host bridge's I/O window
+    /// (<see cref="Doorbell.Platform.PlatformMap.PciePio"/> + address) with I/O space enabled.
+    /// </summary>
     internal int BarAt(ulong gpa, int size)
     {
-        if (_disposed || (_command & 2) == 0) return -1;
+        if (_disposed || (_command & 3) == 0) return -1;
         for (var i = 0; i < 6; i++)
         {
-            if (_barSize[i] == 0) continue;
+            if (_barSize[i] == 0 || (_command & (IsIo(i) ? 1 : 2)) == 0) continue;
             var a = BarAddress(i);
-            if (a != 0 && gpa >= a && gpa + (ulong)size <= a + _barSize[i]) return i;
+            if (a == 0) continue;
+            var b = BarBase(i);
+            if (gpa >= b && gpa + (ulong)size <= b + _barSize[i]) return i;
         }
         return -1;
     }
+
+    /// <summary>Where BAR <paramref name="i"/> starts in guest physical space.</summary>
+    ulong BarBase(int i) => IsIo(i) ? _vmm.Board.PciePio + BarAddress(i) : BarAddress(i);
 
     internal bool Decodes(ulong gpa, int size) => BarAt(gpa, size) >= 0;
 
@@ -309,7 +326,7 @@ public sealed class VfioPciProxy : IDisposable
         value = 0;
         var bar = BarAt(gpa, size);
         if (bar < 0) return BusStatus.DecodeError;
-        var off = gpa - BarAddress(bar);
+        var off = gpa - BarBase(bar);
         if (InTable(bar, off))
         {
             var i = (int)((off - MsixTableOffset) / 4);
@@ -337,7 +354,7 @@ public sealed class VfioPciProxy : IDisposable
     {
         var bar = BarAt(gpa, size);
         if (bar < 0) return BusStatus.DecodeError;
-        var off = gpa - BarAddress(bar);
+        var off = gpa - BarBase(bar);
         if (InTable(bar, off))
         {
             if (size is not (4 or 8) || (off & 3) != 0) return BusStatus.Ok; // the table takes dword/qword accesses

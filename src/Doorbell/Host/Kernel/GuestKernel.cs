@@ -48,7 +48,7 @@ public sealed class GuestKernel
         ArgumentNullException.ThrowIfNull(bus); ArgumentNullException.ThrowIfNull(map);
         var layout = HostMemoryLayout.For(map.Ram, ramSize);
         var irq = KernelInterrupts.Probe(bus, map, new IrqBoard(gicV3Cpus, its, gicV2m, GicV2CpuViews: gicV2CpuViews), new PhysPageAllocator(layout.GicTables, layout.GicTablesSize, bus));
-        var pci = PciEnumeration.Scan(bus, map.PcieEcam, map.PcieMmio, map.PcieMmioSize);
+        var pci = PciEnumeration.Scan(bus, map.PcieEcam, map.PcieMmio, map.PcieMmioSize, ioCpuBase: map.PciePio, ioSize: map.PciePioSize);
         var dma = new PhysPageAllocator(layout.SmmuTables, map.Ram + ramSize - layout.SmmuTables, bus);
         return new GuestKernel(bus, map, irq, pci, dma);
     }
