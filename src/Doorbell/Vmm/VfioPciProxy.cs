@@ -58,6 +58,8 @@ public sealed class VfioPciProxy : IDisposable
     uint _msiMask;
     int _msiLive;         // vectors set up in VFIO's MSI index (1 << MME while MSI is on)
     uint _vfioIndex = uint.MaxValue; // the VFIO IRQ index the vectors' eventfds are set on (MSI-X or MSI)
+    enum IrqMode { None, Msi, Msix }
+    IrqMode _mode;        // which of MSI-X / MSI owns the vectors (the first the guest enabled); None: INTx
     ushort _command;
     EventFd? _intxTrigger, _intxResample;
     uint _intxGsi;
@@ -374,28 +376,36 @@ public sealed class VfioPciProxy : IDisposable
 
     void SetMsixControl(bool enable, bool functionMask)
     {
-        var wasEnabled = _msixEnable;
         _msixEnable = enable;
         _msixFunctionMask = functionMask;
-        if (enable && !wasEnabled) DisconnectIntx(); // MSI-X replaces INTx (PCI LB 3.0 §6.8.2.3)
-        if (!enable && wasEnabled)
+        if (_mode == IrqMode.Msi) return; // MSI was enabled first and owns the vectors (enabling both is not allowed)
+        if (!enable)
         {
-            ReleaseVectors();
-            ConnectIntx();
+            if (_mode == IrqMode.Msix) { ReleaseVectors(); Reconnect(); }
             return;
         }
+        if (_mode == IrqMode.None) { DisconnectIntx(); _mode = IrqMode.Msix; } // MSI-X replaces INTx (PCI LB 3.0 §6.8.2.3)
         for (var n = 0; n < Vectors; n++) UpdateVector(n);
+    }
+
+    /// <summary>After MSI-X or MSI let go of the vectors: the other one if the guest enabled it meanwhile, else INTx.</summary>
+    void Reconnect()
+    {
+        _mode = IrqMode.None;
+        if (_msixEnable) SetMsixControl(true, _msixFunctionMask);
+        else if (_msiEnable) ApplyMsi();
+        else ConnectIntx();
     }
 
     /// <summary>A vector delivers directly (irqfd) when enabled, unmasked and addressed: MSI-X entry n, or MSI message n.</summary>
     bool Live(int n)
     {
-        if (_msixEnable) return n < Vectors && !_msixFunctionMask && (_table[n * 4 + 3] & 1) == 0 && (_table[n * 4] | _table[n * 4 + 1]) != 0;
-        return _msiEnable && n < _msiLive && (!_msiPvm || (_msiMask >> n & 1) == 0) && _msiAddr != 0;
+        if (_mode == IrqMode.Msix) return n < Vectors && !_msixFunctionMask && (_table[n * 4 + 3] & 1) == 0 && (_table[n * 4] | _table[n * 4 + 1]) != 0;
+        return _mode == IrqMode.Msi && _msiEnable && n < _msiLive && (!_msiPvm || (_msiMask >> n & 1) == 0) && _msiAddr != 0;
     }
 
     /// <summary>The message of vector <paramref name="n"/>: its MSI-X entry, or MSI's address with n in the data's low bits.</summary>
-    (ulong Address, uint Data) Message(int n) => _msixEnable
+    (ulong Address, uint Data) Message(int n) => _mode == IrqMode.Msix
         ? (_table[n * 4] | ((ulong)_table[n * 4 + 1] << 32), _table[n * 4 + 2])
         : (_msiAddr, (uint)(_msiData & ~(_msiLive - 1)) | (uint)n);
 
@@ -461,7 +471,7 @@ public sealed class VfioPciProxy : IDisposable
     /// </summary>
     int EnableVectors()
     {
-        var index = _msixEnable ? VfioPciIndex.IrqMsix : VfioPciIndex.IrqMsi;
+        var index = _mode == IrqMode.Msix ? VfioPciIndex.IrqMsix : VfioPciIndex.IrqMsi;
         var count = Array.FindLastIndex(_vectorFd, f => f is not null) + 1;
         SetIrqsNone(index);
         _vfioIndex = uint.MaxValue;
@@ -529,8 +539,6 @@ public sealed class VfioPciProxy : IDisposable
 
     void WriteMsiDword(int rel, uint v, uint mask)
     {
-        var wasEnabled = _msiEnable;
-        var oldCount = _msiLive;
         if (rel == 0)
         {
             if ((mask & 0xFFFF_0000) == 0) return;
@@ -544,17 +552,24 @@ public sealed class VfioPciProxy : IDisposable
         else if (rel == MsiDataRel) _msiData = (ushort)v;
         else if (rel == MsiDataRel + 4) _msiMask = v & (_msiMax == 32 ? uint.MaxValue : (1u << _msiMax) - 1);
         else return; // Pending Bits are read-only
+        ApplyMsi();
+    }
+
+    /// <summary>Brings the vectors in line with the emulated MSI registers (QEMU: vfio_msi_enable / vfio_update_msi).</summary>
+    void ApplyMsi()
+    {
+        if (_mode == IrqMode.Msix) return; // MSI-X was enabled first and owns the vectors
         if (!_msiEnable)
         {
-            if (wasEnabled) { ReleaseVectors(); ConnectIntx(); }
+            if (_mode == IrqMode.Msi) { ReleaseVectors(); Reconnect(); }
             return;
         }
-        if (!wasEnabled) DisconnectIntx(); // MSI replaces INTx (PCI LB 3.0 §6.8.1.3)
+        if (_mode == IrqMode.None) { DisconnectIntx(); _mode = IrqMode.Msi; } // MSI replaces INTx (PCI LB 3.0 §6.8.1.3)
         var count = 1 << _msiMme;
-        if (count != oldCount)
+        if (count != _msiLive)
         {
             // VFIO fixes the vector count at enable: (re-)enable its MSI index with one eventfd per granted message.
-            if (oldCount != 0) ReleaseVectors();
+            if (_msiLive != 0) ReleaseVectors();
             _msiLive = count;
             for (var n = 0; n < count; n++) _vectorFd[n] = EventFd.Create();
             EnableVectors();
@@ -571,7 +586,7 @@ public sealed class VfioPciProxy : IDisposable
     /// </summary>
     int ConnectIntx()
     {
-        if (IntxGuestSpi < 0 || _intxTrigger is not null || _msixEnable || _msiEnable || _disposed) return 0;
+        if (IntxGuestSpi < 0 || _intxTrigger is not null || _mode != IrqMode.None || _disposed) return 0;
         var trigger = EventFd.Create();
         var resample = EventFd.Create();
         var r = SetIrqsEventFd(VfioPciIndex.IrqIntx, VfioIrqSetFlags.ActionTrigger, trigger.Fd);
@@ -615,6 +630,7 @@ public sealed class VfioPciProxy : IDisposable
         }
         _msixEnable = _msixFunctionMask = false;
         _msiEnable = false; _msiMme = 0; _msiAddr = 0; _msiData = 0; _msiMask = 0;
+        _mode = IrqMode.None;
         var r = _vmm.Process.Ioctl(_fd, VfioIoctl.DeviceReset, Span<byte>.Empty);
         VfioCfgWrite(4, 2, _command); // the guest's command register survives a VMM reset (QEMU restores config after it)
         ConnectIntx();
