@@ -15,34 +15,10 @@ namespace Doorbell.Tests.Kvm;
 /// </summary>
 public class GuestMsiEmulationTests
 {
-    const ulong Ecam = 0x40_1000_0000;
-
-    static (HostKernel K, GuestVm Vmm, VfioPciProxy Proxy) Boot(int vcpus = 1, bool msi = false)
-    {
-        var (m, models) = HostKernel.CreateBoard(new QemuVirtOptions());
-        m.AddPci(new MultiQueueDmaDevice(4, msi));
-        var k = HostKernel.Boot(m, models);
-        var fn = k.FindFunction("0000:00:01.0")!;
-        Assert.Equal(0, GuestVm.Create(k.CreateProcess(k.BuildVfio()), vcpus, 0x0200_0000, out var vmm));
-        Assert.Equal(0, vmm!.AddDevice(fn.Group.Id, fn.Name, 0x0008, out var proxy));
-        return (k, vmm, proxy!);
-    }
-
-    static uint Cfg(Vcpu cpu, int slot, int off, int size = 4)
-    {
-        Assert.Equal(BusStatus.Ok, cpu.Read(Ecam + ((ulong)slot << 15) + (ulong)off, size, out var v));
-        return (uint)v;
-    }
-
-    static void CfgW(Vcpu cpu, int slot, int off, uint v, int size = 4) =>
-        Assert.Equal(BusStatus.Ok, cpu.Write(Ecam + ((ulong)slot << 15) + (ulong)off, size, v));
-
-    static int FindCap(Vcpu cpu, int slot, uint id)
-    {
-        for (var p = (int)Cfg(cpu, slot, 0x34, 1); p != 0; p = (int)Cfg(cpu, slot, p + 1, 1))
-            if (Cfg(cpu, slot, p, 1) == id) return p;
-        return 0;
-    }
+    static (HostKernel K, GuestVm Vmm, VfioPciProxy Proxy) Boot(int vcpus = 1, bool msi = false) => GuestTestBoard.Boot(vcpus, msi);
+    static uint Cfg(Vcpu cpu, int slot, int off, int size = 4) => GuestTestBoard.Cfg(cpu, slot, off, size);
+    static void CfgW(Vcpu cpu, int slot, int off, uint v, int size = 4) => GuestTestBoard.CfgW(cpu, slot, off, v, size);
+    static int FindCap(Vcpu cpu, int slot, uint id) => GuestTestBoard.FindCap(cpu, slot, id);
 
     [Fact]
     public void A_masked_vector_sets_its_pba_bit_instead_of_interrupting_and_unmasking_delivers_it_and_clears_the_bit()
@@ -218,6 +194,16 @@ public class GuestMsiEmulationTests
         Assert.False(proxy.MsiEnabled);
         Assert.True(proxy.IntxConnected);
         Assert.Equal(1, vmm.Vm.IrqfdCount);                // the INTx irqfd
+        // A guest-initiated device reset with MSI on gives everything back: MSI state, VFIO's MSI index, irqfds.
+        Doorbell.Host.Kernel.PciMsi.Enable(gk.Pci, fn.Rid, cap, v.Message.Address, v.Message.Data, 1);
+        Assert.True(proxy.MsiEnabled && !proxy.IntxConnected);
+        Assert.Equal(-Errno.EINVAL, proxy.Reset());          // edu has no reset method VFIO could use (as Linux: -EINVAL); the VMM releases all anyway
+        Assert.False(proxy.MsiEnabled);
+        Assert.Equal(0, proxy.ActiveVectors);
+        Assert.Equal(0u, Cfg(cpu, 1, cap + 2, 2) & 0x71);  // Enable and MME read back as reset
+        Assert.True(proxy.IntxConnected);
+        Assert.Equal(1, vmm.Vm.IrqfdCount);
         vmm.Dispose();
+        Assert.Equal(0, vmm.Vm.IrqfdCount);
     }
 }
