@@ -63,7 +63,8 @@ public readonly record struct BusAttributes(uint DeviceId, bool HasDeviceId, boo
     /// banks its CPU interface frame and its per-CPU distributor registers by it (IHI 0048B §3.1: "banked" by the ID of
     /// the accessing processor).
     /// </summary>
-    public int CpuIndex { get; init; }
+    public int CpuIndex { get => _cpu; init => _cpu = (byte)Math.Clamp(value, 0, 255); } // a byte: the struct stays 8 bytes on hot paths
+    readonly byte _cpu;
 
     /// <summary>An access by CPU <paramref name="cpu"/>.</summary>
     public static BusAttributes OfCpu(int cpu) => Cpu with { CpuIndex = cpu };

@@ -120,5 +120,11 @@ public class VgicV2SmpTests
         Assert.Equal(0UL, pmr0);
         Assert.Equal(BusStatus.Ok, bus.Read(new PhysAddr(Gicd + GicV2.GICD_ITARGETSR), 4, out var t5, BusAttributes.OfCpu(5)));
         Assert.Equal(0UL, t5);
+        Assert.Equal(BusStatus.Ok, bus.Read(new PhysAddr(Gicd + GicV2.GICD_ITARGETSR), 4, out var t1, BusAttributes.OfCpu(1)));
+        Assert.Equal(0x0202_0202UL, t1);
+        // The CPU index rides in the attributes' spare byte: hot paths still pass 8 bytes; large indexes saturate.
+        Assert.Equal(8, System.Runtime.CompilerServices.Unsafe.SizeOf<BusAttributes>());
+        Assert.Equal(255, BusAttributes.OfCpu(600).CpuIndex);
+        Assert.Equal(0, BusAttributes.Cpu.CpuIndex);
     }
 }
