@@ -366,7 +366,11 @@ public sealed class VfioPciProxy : IDisposable
             UpdateVector(i / 4);
             return BusStatus.Ok;
         }
-        if (InPba(bar, off)) return BusStatus.Ok; // read-only: writes are ignored
+        if (InPba(bar, off))
+        {
+            _vmm.Vm.Strict.Report("vmm", "PCI LB 3.0 §6.8.2.10 (the Pending Bit Array is read-only)", $"guest write to the PBA at +0x{off - MsixPbaOffset:x}: ignored");
+            return BusStatus.Ok;
+        }
         Span<byte> b = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(b, value);
         return _vmm.Process.Pwrite(_fd, b[..size], _regionOff[bar] + off) == size ? BusStatus.Ok : BusStatus.SlaveError;
@@ -376,6 +380,7 @@ public sealed class VfioPciProxy : IDisposable
 
     void SetMsixControl(bool enable, bool functionMask)
     {
+        if (enable && !_msixEnable && _msiEnable) ReportBoth();
         _msixEnable = enable;
         _msixFunctionMask = functionMask;
         if (_mode == IrqMode.Msi) return; // MSI was enabled first and owns the vectors (enabling both is not allowed)
@@ -543,9 +548,13 @@ public sealed class VfioPciProxy : IDisposable
         {
             if ((mask & 0xFFFF_0000) == 0) return;
             var ctl = v >> 16;
+            if ((ctl & 1) != 0 && !_msiEnable && _msixEnable) ReportBoth();
             _msiEnable = (ctl & 1) != 0;
             // Multiple Message Enable above Multiple Message Capable is clamped to it (as QEMU's msi_write_config).
-            _msiMme = Math.Min((int)(ctl >> 4 & 7), System.Numerics.BitOperations.Log2((uint)_msiMax));
+            var mmc = System.Numerics.BitOperations.Log2((uint)_msiMax);
+            if ((int)(ctl >> 4 & 7) > mmc)
+                _vmm.Vm.Strict.Report("vmm", "PCI LB 3.0 §6.8.1.3 (Multiple Message Enable must not exceed Multiple Message Capable)", $"MME {ctl >> 4 & 7} with MMC {mmc}: {1 << mmc} message(s) granted");
+            _msiMme = Math.Min((int)(ctl >> 4 & 7), mmc);
         }
         else if (rel == 4) _msiAddr = (_msiAddr & 0xFFFF_FFFF_0000_0000) | (v & ~3u);
         else if (rel == 8 && _msi64) _msiAddr = (_msiAddr & 0xFFFF_FFFF) | (ulong)v << 32;
@@ -554,6 +563,9 @@ public sealed class VfioPciProxy : IDisposable
         else return; // Pending Bits are read-only
         ApplyMsi();
     }
+
+    void ReportBoth() => _vmm.Vm.Strict.Report("vmm", "PCI LB 3.0 §6.8.1.3 / §6.8.2.3 (MSI and MSI-X must not both be enabled)",
+        "guest enabled MSI and MSI-X together: the one enabled first keeps the vectors");
 
     /// <summary>Brings the vectors in line with the emulated MSI registers (QEMU: vfio_msi_enable / vfio_update_msi).</summary>
     void ApplyMsi()

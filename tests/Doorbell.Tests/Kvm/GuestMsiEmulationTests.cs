@@ -54,8 +54,10 @@ public class GuestMsiEmulationTests
         Assert.Equal(2UL, Pba());                        // PBA bit 1
         Assert.Equal(BusStatus.Ok, cpu.Read(pba, 4, out var lo));
         Assert.Equal(2UL, lo);
-        Assert.Equal(BusStatus.Ok, cpu.Write(pba, 8, 0));  // read-only: a write changes nothing
+        vmm.Vm.Strict.Enabled = true;
+        Assert.Equal(BusStatus.Ok, cpu.Write(pba, 8, 0));  // read-only: a write changes nothing (strict mode says so)
         Assert.Equal(2UL, Pba());
+        Assert.Contains(vmm.Vm.Strict.Violations, x => x.Rule.Contains("§6.8.2.10", StringComparison.Ordinal));
         Assert.True(proxy.IsPending(1) && !proxy.IsPending(0));
         // Unmask: the pending message is sent now, the bit clears, the guest's handler runs.
         Assert.Equal(BusStatus.Ok, cpu.Write(ctl1, 4, 0));
@@ -194,6 +196,14 @@ public class GuestMsiEmulationTests
         Assert.False(proxy.MsiEnabled);
         Assert.True(proxy.IntxConnected);
         Assert.Equal(1, vmm.Vm.IrqfdCount);                // the INTx irqfd
+        // Multiple Message Enable above what the device can: clamped to its one message; strict mode names the rule.
+        vmm.Vm.Strict.Enabled = true;
+        CfgW(cpu, 1, cap + 2, 0x71, 2);
+        Assert.True(proxy.MsiEnabled);
+        Assert.Equal(1, proxy.MsiVectors);
+        Assert.Equal(0x01u, Cfg(cpu, 1, cap + 2, 2) & 0x71);
+        Assert.Contains(vmm.Vm.Strict.Violations, x => x.Rule.Contains("§6.8.1.3", StringComparison.Ordinal));
+        Doorbell.Host.Kernel.PciMsi.Disable(gk.Pci, fn.Rid, cap);
         // A guest-initiated device reset with MSI on gives everything back: MSI state, VFIO's MSI index, irqfds.
         Doorbell.Host.Kernel.PciMsi.Enable(gk.Pci, fn.Rid, cap, v.Message.Address, v.Message.Data, 1);
         Assert.True(proxy.MsiEnabled && !proxy.IntxConnected);
