@@ -1,7 +1,10 @@
+using System.Runtime.InteropServices;
 using System.Text;
 using Doorbell.Devices;
 using Doorbell.Examples;
 using Doorbell.Host.Kernel;
+using Doorbell.Host.Vfio;
+using Doorbell.Host.Vfio.Abi;
 using Doorbell.Kvm;
 using Doorbell.Memory;
 using Doorbell.Pci;
@@ -35,7 +38,27 @@ public class GuestIoBarTests
         Assert.Equal(BusStatus.Ok, host.ReadBar(0, Uart16550Regs.Scr, 1, out var scr));
         Assert.Equal(0x33UL, scr);
 
-        Assert.Equal(0, GuestVm.Create(k.CreateProcess(k.BuildVfio()), 1, 0x0200_0000, out var vmm));
+        // VFIO: BAR0 is a read/write region of 8 bytes without mmap (I/O space cannot be mapped), reached by pread/pwrite.
+        var vfio = k.BuildVfio();
+        var proc = k.CreateProcess(vfio);
+        var container = proc.OpenContainer();
+        var group = proc.OpenGroup(host.Group.Id);
+        Assert.Equal(0, proc.Ioctl(group, VfioIoctl.GroupSetContainer, BitConverter.GetBytes(container)));
+        Assert.Equal(0, proc.Ioctl(container, VfioIoctl.SetIommu, VfioExtension.Type1v2Iommu));
+        var dev = proc.Ioctl(group, VfioIoctl.GroupGetDeviceFd, Encoding.ASCII.GetBytes(host.Name + "\0"));
+        Assert.True(dev >= 0);
+        var ri = new byte[32];
+        MemoryMarshal.Write(ri, new VfioRegionInfo { Argsz = 32, Index = VfioPciIndex.Bar0 });
+        Assert.Equal(0, proc.Ioctl(dev, VfioIoctl.DeviceGetRegionInfo, ri));
+        var info = MemoryMarshal.Read<VfioRegionInfo>(ri);
+        Assert.Equal(8UL, info.Size);
+        Assert.Equal(VfioRegionFlags.Read | VfioRegionFlags.Write, info.Flags);
+        var b = new byte[1];
+        Assert.Equal(1, proc.Pread(dev, b, info.Offset + Uart16550Regs.Scr));
+        Assert.Equal(0x33, b[0]);
+        proc.Close(dev); proc.Close(group); proc.Close(container);
+
+        Assert.Equal(0, GuestVm.Create(k.CreateProcess(vfio), 1, 0x0200_0000, out var vmm));
         Assert.Equal(0, vmm!.AddDevice(host.Group.Id, host.Name, 0x0008, out var proxy));
         var cpu = vmm.Vm.Vcpus[0];
         // Composed config space: BAR0 is an I/O BAR of 8 bytes (sizing reads back 0xFFFFFFF9), placed by the guest.
