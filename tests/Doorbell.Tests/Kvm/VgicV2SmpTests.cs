@@ -80,6 +80,23 @@ public class VgicV2SmpTests
         gk.Interrupts.GicV2.SendSgi(0, 5, 1);
         Assert.False(v1.IrqPending);
 
+        // A wired SPI (INTID 42, GSI 10 through the default irqchip route) that the guest targets at vCPU 1 in
+        // ITARGETSR, raised through an edge irqfd: only vCPU 1 has it pending and takes it.
+        var spiOn = new List<int>();
+        gk.Irqs.Request(42, (_, cpu) => spiOn.Add(cpu));
+        gk.Interrupts.GicV2.EnableSpi(42, 1, edge: true);
+        using (var efd = Doorbell.Host.Os.EventFd.Create())
+        {
+            Assert.Equal(0, vmm.Vm.Irqfd(new KvmIrqfd(efd.Fd, 10, 0)));
+            Assert.True(efd.Signal());
+            Assert.True(v1.IrqPending);
+            Assert.False(v0.IrqPending);
+            Assert.Equal(0, gk.Cpus[0].HandleInterrupts());
+            Assert.Equal(1, gk.Cpus[1].HandleInterrupts());
+            Assert.Equal([1], spiOn);
+            Assert.Equal(0, vmm.Vm.Irqfd(new KvmIrqfd(efd.Fd, 10, KvmConst.KVM_IRQFD_FLAG_DEASSIGN)));
+        }
+
         // The device's queue-1 vector (a GICv2m SPI) routed to vCPU 1 by the guest (ITARGETSR): device MSI → SMMU →
         // host GICv2m SPI → VFIO eventfd → irqfd → guest GICv2m frame → vGICv2 SPI → vCPU 1 only.
         var drv = res.Driver!;
