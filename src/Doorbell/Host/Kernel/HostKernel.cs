@@ -223,7 +223,7 @@ public sealed partial class HostKernel
             smmu = SmmuV3Driver.Probe(new BusSmmuHostAccess(bus, map.Smmu), bus,
                 new PhysPageAllocator(layout.SmmuTables, layout.SmmuTablesSize, bus));
         else throw new InvalidOperationException("board has no SMMU model");
-        var pci = PciEnumeration.Scan(bus, map.PcieEcam, map.PcieMmio, map.PcieMmioSize, map.PcieMmioHigh, map.PcieMmioHighSize);
+        var pci = PciEnumeration.Scan(bus, map.PcieEcam, map.PcieMmio, map.PcieMmioSize, map.PcieMmioHigh, map.PcieMmioHighSize, map.PciePio, map.PciePioSize);
         var bridge = new KernelHostBridge("pcie", map.PcieEcam, 0, 255, map.PcieMmio, map.PcieMmioSize,
             rid => new KernelIdTarget("smmu", rid), rid => new KernelIdTarget("msi", rid), KeepFirmwareBuses: false);
         var k = new HostKernel(machine, bus, layout, [new KernelIommu(new KernelIommuInstance("smmu",

@@ -92,17 +92,23 @@ public sealed class KernelPciFunction : IVfioPciFunction
     public BusStatus ReadBar(int index, ulong offset, int size, out ulong value)
     {
         value = 0;
-        var b = GetBar(index);
-        if (!b.IsMemory || b.HostAddress == 0 || offset + (ulong)size > b.Size) return BusStatus.DecodeError;
-        return _k.Bus.Read(new PhysAddr(b.HostAddress + offset), size, out value, BusAttributes.Cpu);
+        var a = BarCpuAddress(index, offset, size);
+        return a == 0 ? BusStatus.DecodeError : _k.Bus.Read(new PhysAddr(a), size, out value, BusAttributes.Cpu);
     }
 
     public BusStatus WriteBar(int index, ulong offset, int size, ulong value)
     {
+        var a = BarCpuAddress(index, offset, size);
+        return a == 0 ? BusStatus.DecodeError : _k.Bus.Write(new PhysAddr(a), size, value, BusAttributes.Cpu);
+    }
+
+    /// <summary>The CPU address of BAR bytes: memory BARs as assigned, I/O BARs through the host bridge's I/O window (ioread/iowrite); 0 when unreachable.</summary>
+    ulong BarCpuAddress(int index, ulong offset, int size)
+    {
         var b = GetBar(index);
-        if (!b.IsMemory || b.HostAddress == 0 || offset + (ulong)size > b.Size) return BusStatus.DecodeError;
-        var s = _k.Bus.Write(new PhysAddr(b.HostAddress + offset), size, value, BusAttributes.Cpu);
-        return s;
+        if (b.HostAddress == 0 || offset + (ulong)size > b.Size) return 0;
+        if (b.IsMemory) return b.HostAddress + offset;
+        return b.Kind == Doorbell.Pci.PciBarKind.Io && _k.Pci.IoCpuBase != 0 ? _k.Pci.IoCpuBase + b.HostAddress + offset : 0;
     }
 
     /// <summary>pci_try_reset_function: FLR when DEVCAP says so, with the header saved and restored around it.</summary>
