@@ -108,7 +108,7 @@ public sealed class KernelPciFunction : IVfioPciFunction
         var b = GetBar(index);
         if (b.HostAddress == 0 || offset + (ulong)size > b.Size) return 0;
         if (b.IsMemory) return b.HostAddress + offset;
-        return b.Kind == Doorbell.Pci.PciBarKind.Io && _k.Pci.IoCpuBase != 0 ? _k.Pci.IoCpuBase + b.HostAddress + offset : 0;
+        return b.Kind == Doorbell.Pci.PciBarKind.Io && _pci.IoCpuBase != 0 ? _pci.IoCpuBase + b.HostAddress + offset : 0;
     }
 
     /// <summary>pci_try_reset_function: FLR when DEVCAP says so, with the header saved and restored around it.</summary>
