@@ -275,15 +275,14 @@ public class AuditByExecutionTests
         {
             var run = IsolationProbes.Run(Fdt.Parse(File.ReadAllBytes(f)), Path.GetFileName(f));
             Assert.NotEmpty(run.Board.Blocks);
-            // the host kernel boots on every board with an interrupt controller model (hikey960's GICv2 frames overlap)
-            if (run.Board.GicV3 is not null || run.Board.GicV2 is not null) Assert.True(run.Kernel is not null, $"{f}: {run.BootError}");
-            else Assert.Contains("hikey960", f, StringComparison.Ordinal);
+            // the host kernel boots on every board (hikey960's packed GICv2 frames at the sizes its tree gives)
+            Assert.True(run.Kernel is not null, $"{f}: {run.BootError}");
             throughKernel += run.ThroughKernel;
             Assert.All(run.Results, r => Assert.False(r.VerdictContradicted, $"{f} {r.Master.Node.Path} {r.Range}: {r.DmaText}; {r.MsiText}"));
             probes += run.Results.Count(r => r.DmaNotRun is null || r.MsiNotRun is null);
         }
         Assert.True(probes > 100, $"only {probes} probes ran");
-        Assert.True(throughKernel >= 100, $"only {throughKernel} PCI ranges ran through vfio-pci on the booted kernel");
+        Assert.True(throughKernel >= 220, $"only {throughKernel} PCI ranges ran through vfio-pci on the booted kernel");
         // the SMMUv3 + ITS boards are proven, not only judged
         var fvp = IsolationProbes.Run(Fdt.Parse(File.ReadAllBytes(SharedData.File("data/dtb/boards/fvp-base-revc.dtb"))), "fvp");
         var host = fvp.Results.Single(r => r.Master.IsPciHost);

@@ -196,7 +196,16 @@ public sealed partial class DtBoard
         var r2 = DtAddress.Reg(v2);
         if (r2.Count < 2) { Blocks.Add(new DtBlock(v2, "GICv2", 0, false, "reg lacks distributor and CPU interface")); return; }
         var g2 = new GicV2(1, 480);
-        var ok2 = TryPlace("gicv2", () => g2.Map(Bus, new PhysAddr(r2[0].Address), new PhysAddr(r2[1].Address)), out var st2);
+        // The frames at the sizes the tree gives (GIC-400: a 4 KiB distributor, an 8 KiB CPU interface), so that packed
+        // frames (hikey960: CPU interface 4 KiB after the distributor) fit; GicV2.Map's 64 KiB frames otherwise.
+        var rules = new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi);
+        var dSize = Math.Clamp(r2[0].Size, 0x1000UL, 0x1_0000UL);
+        var cSize = Math.Clamp(r2[1].Size, 0x2000UL, 0x1_0000UL);
+        var ok2 = TryPlace("gicv2", () =>
+        {
+            Bus.MapMmio(new PhysAddr(r2[0].Address), dSize, g2, rules, "gicv2-gicd");
+            Bus.MapMmio(new PhysAddr(r2[1].Address), cSize, g2.CpuInterface(0), rules, "gicv2-gicc");
+        }, out var st2);
         if (ok2) { GicV2 = g2; GicdBase = r2[0].Address; GiccBase = r2[1].Address; Machine.SetSpiProvider(n => g2.SpiLine(32 + n)); }
         Blocks.Add(new DtBlock(v2, "GICv2", r2[0].Address, ok2, ok2 ? "distributor + CPU interface (1 CPU)" : st2));
     }
