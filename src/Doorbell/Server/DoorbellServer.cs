@@ -62,6 +62,7 @@ public sealed class DoorbellServer : IDisposable
         _listenFd = ServerNative.Listen(options.SocketPath);
         if (_listenFd < 0) throw new IOException($"cannot listen on '{options.SocketPath}': errno {-_listenFd}");
         _loop = _kernel.Machine.Loop;
+        Stamps = new LatencyStamps(_kernel.Machine.Trace);
         // Client threads run their requests as the loop's owner (RunAsOwner); this thread serves work other threads
         // post (none of the server's own paths posts today; eventfd waiters and timers will).
         _postedThread = new Thread(ServePosted) { IsBackground = true, Name = "doorbell-posted" };
@@ -92,6 +93,7 @@ public sealed class DoorbellServer : IDisposable
     internal VfioHost Vfio => _vfio;
     internal TextWriter Log => _options.Log;
     internal Doorbell.Runtime.EventLoop Loop => _loop;
+    internal LatencyStamps Stamps { get; }
 
     void ServePosted()
     {
@@ -246,6 +248,7 @@ internal sealed class ClientSession
     readonly int[] _fds = new int[16];
     int _fdCount;
     bool _hello;
+    long _received; // LatencyStamps: when the posted store being handled came off the socket (0 = not stamping)
 
     public ClientSession(DoorbellServer server, int sock, int pid)
     {
@@ -270,6 +273,8 @@ internal sealed class ClientSession
             while (true)
             {
                 var n = ServerNative.Receive(_sock, _rx, _fds, out _fdCount, out var truncated);
+                var stamping = _server.Stamps.IsOwner(this);
+                var received = stamping ? LatencyStamps.Now() : 0;
                 if (n <= 0) { reason = n == 0 ? "disconnected" : $"receive failed (errno {-n})"; break; }
                 if (truncated) { reason = "packet or descriptors truncated"; break; }
                 if (!ServeProtocol.TryDecode(_rx.AsSpan(0, n), out var req, out var error)) { reason = "protocol error: " + error; break; }
@@ -282,8 +287,10 @@ internal sealed class ClientSession
                 ulong a0 = req.A0, a1 = req.A1, a2 = req.A2, a3 = req.A3;
                 var payloadOffset = ServeProtocol.RequestHeader;
                 var payloadLength = req.Payload.Length;
+                if (stamping && op == ServeOp.MmioWritePosted) _received = received;
                 var failure = _server.Invoke(() =>
                     ret = Handle(op, fd, a0, a1, a2, a3, _rx.AsSpan(payloadOffset, payloadLength), _tx.AsSpan(ServeProtocol.ReplyHeader), out payloadLen));
+                if (stamping && op == ServeOp.MmioWritePosted) _server.Stamps.Add(StampKind.RequestDone, LatencyStamps.Now());
                 CloseReceivedFds();
                 if (failure is not null)
                 {
@@ -320,6 +327,7 @@ internal sealed class ClientSession
     /// <summary>Process exit (model thread): every descriptor closed, windows onto the client's memory dropped.</summary>
     void Release(string reason)
     {
+        _server.Stamps.Release(this);
         var p = Process;
         if (p is not null)
         {
@@ -389,9 +397,19 @@ internal sealed class ClientSession
                     replyLen = 8;
                     return r switch { UserAccess.Ok => 0, UserAccess.Segv => -Errno.EFAULT, _ => -Errno.EIO };
                 }
+            case ServeOp.Stamps:
+                {
+                    if (a0 == 1) return _server.Stamps.Start(this) ? 0 : -Errno.EBUSY;
+                    if (a0 != 0) return -Errno.EINVAL;
+                    var n = _server.Stamps.Stop(this, reply);
+                    if (n < 0) return -Errno.EINVAL;
+                    replyLen = 16 * n;
+                    return n;
+                }
             case ServeOp.MmioWrite:
             case ServeOp.MmioWritePosted:
                 {
+                    if (op == ServeOp.MmioWritePosted && _received != 0) { _server.Stamps.Add(StampKind.StoreReceived, _received); _received = 0; }
                     if (a1 is not (1 or 2 or 4 or 8)) return -Errno.EINVAL;
                     Span<byte> b = stackalloc byte[8];
                     BinaryPrimitives.WriteUInt64LittleEndian(b, a2);
