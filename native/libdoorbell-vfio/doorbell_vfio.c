@@ -26,6 +26,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <sys/un.h>
@@ -449,6 +450,128 @@ static uint32_t argsz_min(int kind, unsigned long req)
 	return 0;
 }
 
+/* ---------------------------------------------------------------- DMA memory shared with the server
+ * A device DMA into the program's memory is a process_vm_readv/writev on the server, one system call per access
+ * (about 2 us each on a paravirtualized host: four per descriptor of the multi-queue device). When the program maps
+ * for DMA a range that is one private anonymous mapping of at most DB_SHARE_MAX bytes, the library moves it onto a
+ * sealed memfd at the same address with the same contents and protection, and passes the memfd with MAP_DMA; the
+ * server maps it and the device's accesses become memory copies. The program sees the same bytes at the same address.
+ * What differs, and how it is kept: a fork would share the range with the child, so the child gets a private copy
+ * (after_fork_child), as a fork copies pinned anonymous pages; a munmap of the range tells the server (DB_MUNMAP), so
+ * a later MAP_DMA at that address describes the new memory. Writes another thread makes to the range while MAP_DMA
+ * moves it can be lost (as can be the range's madvise state): programs map DMA buffers before using them. Larger or
+ * other ranges (file or shared mappings, the heap, the stack), or DOORBELL_DMA_SHARE=0, keep process_vm_readv/writev. */
+#define DB_SHARE_MAX (64ull << 20)
+#define MAX_SHARED 64
+struct shared_range { uintptr_t start, end; int prot; };
+static struct shared_range g_shared[MAX_SHARED];
+static int g_nshared;
+
+/* the whole of [s, e) is one private anonymous VMA with read (and maybe write) access: its protection, or -1 */
+static int private_anon_prot(uintptr_t s, uintptr_t e)
+{
+	int fd = real_open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	if (fd < 0) return -1;
+	static __thread char buf[1 << 16];
+	char line[512];
+	size_t ll = 0;
+	int prot = -1, done = 0;
+	ssize_t n;
+	while (!done && (n = real_read(fd, buf, sizeof buf)) > 0)
+		for (ssize_t i = 0; i < n && !done; i++) {
+			if (buf[i] != '\n') { if (ll < sizeof line - 1) line[ll++] = buf[i]; continue; }
+			line[ll] = 0;
+			ll = 0;
+			unsigned long vs, ve, off, inode;
+			char perms[8], dev[16];
+			int name = 0;
+			if (sscanf(line, "%lx-%lx %7s %lx %15s %lu %n", &vs, &ve, perms, &off, dev, &inode, &name) < 6) continue;
+			if (vs > s || ve <= s) continue;
+			done = 1;
+			/* one VMA covers the range; anonymous (no inode, no name: not [heap], [stack], a file or shmem), private */
+			if (ve < e || inode != 0 || (name > 0 && line[name] != 0) || perms[3] != 'p' || perms[0] != 'r') break;
+			prot = PROT_READ | (perms[1] == 'w' ? PROT_WRITE : 0);
+		}
+	real_close(fd);
+	return prot;
+}
+
+static int page_is_zero(const uint8_t *p)
+{
+	const uint64_t *q = (const uint64_t *)p;
+	for (int i = 0; i < 512; i++) if (q[i]) return 0;
+	return 1;
+}
+
+/* moves [vaddr, vaddr+size) onto a sealed memfd (see above): the memfd, or -1 to leave the range as it is */
+static int share_dma_range(uint64_t vaddr, uint64_t size)
+{
+	static int enabled = -1;
+	if (enabled < 0) { const char *e = getenv("DOORBELL_DMA_SHARE"); enabled = !(e && e[0] == '0'); }
+	uintptr_t s = (uintptr_t)vaddr, e = s + size;
+	if (!enabled || size == 0 || size > DB_SHARE_MAX || ((s | size) & 4095) || e < s) return -1;
+	pthread_mutex_lock(&g_tlock);
+	int known = 0;
+	for (int i = 0; i < g_nshared; i++) if (g_shared[i].start < e && s < g_shared[i].end) known = 1;
+	pthread_mutex_unlock(&g_tlock);
+	if (known || g_nshared == MAX_SHARED) return -1; /* already moved (the server has it), or overlapping one */
+	int prot = private_anon_prot(s, e);
+	if (prot < 0) return -1;
+	int fd = (int)syscall(SYS_memfd_create, "doorbell-dma", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0) return -1;
+	uint8_t *tmp = MAP_FAILED;
+	if (ftruncate(fd, (off_t)size) != 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) != 0 ||
+	    (tmp = real_mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+		real_close(fd);
+		return -1;
+	}
+	for (uintptr_t o = 0; o < size; o += 4096) /* untouched pages stay holes in the memfd (no memory for zeros) */
+		if (!page_is_zero((const uint8_t *)s + o)) memcpy(tmp + o, (const uint8_t *)s + o, 4096);
+	real_munmap(tmp, size);
+	if (real_mmap((void *)s, size, prot, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) {
+		real_close(fd); /* the range is untouched: MAP_FIXED failed before replacing it */
+		return -1;
+	}
+	pthread_mutex_lock(&g_tlock);
+	g_shared[g_nshared++] = (struct shared_range){ s, e, prot };
+	pthread_mutex_unlock(&g_tlock);
+	return fd;
+}
+
+/* munmap of (part of) a moved range: drop it here and from the client's memory the server describes */
+static void unshare_range(uintptr_t s, uintptr_t e)
+{
+	pthread_mutex_lock(&g_tlock);
+	for (int i = 0; i < g_nshared; i++) {
+		struct shared_range *m = &g_shared[i];
+		if (m->end <= s || m->start >= e) continue;
+		uintptr_t is = s > m->start ? s : m->start, ie = e < m->end ? e : m->end;
+		rpc(DB_MUNMAP, -1, is, ie - is, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL);
+		if (is == m->start && ie == m->end) { g_shared[i--] = g_shared[--g_nshared]; continue; }
+		if (is == m->start) m->start = ie;
+		else if (ie == m->end) m->end = is;
+		else if (g_nshared < MAX_SHARED) { g_shared[g_nshared++] = (struct shared_range){ ie, m->end, m->prot }; m->end = is; }
+	}
+	pthread_mutex_unlock(&g_tlock);
+}
+
+/* a forked child: each moved range becomes a private copy again (the child must not share the parent's DMA memory) */
+static void privatize_shared(void)
+{
+	for (int i = 0; i < g_nshared; i++) {
+		size_t len = g_shared[i].end - g_shared[i].start;
+		void *tmp = real_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (tmp == MAP_FAILED) die("libdoorbell-vfio: fork: no memory for a private copy of DMA memory\n");
+		else {
+			memcpy(tmp, (void *)g_shared[i].start, len);
+			mprotect(tmp, len, g_shared[i].prot);
+			if (mremap(tmp, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)g_shared[i].start) == MAP_FAILED)
+				die("libdoorbell-vfio: fork: cannot make DMA memory private in the child: %s\n", strerror(errno));
+		}
+	}
+	g_nshared = 0;
+}
+
 /* Stores through a BAR mapping are posted (the server sends no completion, as PCIe has none for posted writes) while the
  * mapping is known to decode. After anything that may turn memory decode off or reset the device (a region write, e.g.
  * to COMMAND; a device ioctl, e.g. RESET) the next store goes synchronously, so a disabled BAR still gives SIGBUS as
@@ -493,6 +616,17 @@ static int64_t pointer_ioctl(struct dbfile *f, unsigned long req, void *arg, uin
 		int32_t v;
 		memcpy(&v, buf + 24, 4);
 		if (v >= 0) fds[nfds++] = v;
+	} else if (f->kind == K_CONTAINER && req == VFIO_IOMMU_MAP_DMA) {
+		struct vfio_iommu_type1_dma_map *m = (struct vfio_iommu_type1_dma_map *)buf;
+		int mfd = (m->flags & VFIO_DMA_MAP_FLAG_VADDR) || !(m->flags & (VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE))
+				  ? -1 : share_dma_range(m->vaddr, m->size);
+		if (mfd >= 0) {
+			fds[nfds++] = mfd;
+			uint32_t rl = 0;
+			int64_t r = rpc(DB_IOCTL, f->sfd, req, 0, 0, 0, buf, (uint32_t)n, fds, nfds, rep, (uint32_t)n, &rl);
+			real_close(mfd); /* the mapping here and the server's keep the memory */
+			return r;
+		}
 	} else if (f->kind == K_DEVICE && req == VFIO_DEVICE_PCI_HOT_RESET) {
 		struct vfio_pci_hot_reset *h = (struct vfio_pci_hot_reset *)buf;
 		for (uint32_t i = 0; i < h->count && 12 + 4 * (uint64_t)i + 4 <= (uint64_t)n; i++) {
@@ -856,6 +990,7 @@ EXPORT int munmap(void *addr, size_t len)
 {
 	resolve();
 	int r = real_munmap(addr, len);
+	if (r == 0 && g_nshared) unshare_range((uintptr_t)addr, (uintptr_t)addr + ((len + 4095) & ~(size_t)4095));
 	if (r != 0 || g_nmaps == 0) return r;
 	uintptr_t s = (uintptr_t)addr, e = s + ((len + 4095) & ~(size_t)4095);
 	pthread_mutex_lock(&g_tlock);
@@ -879,6 +1014,7 @@ static void after_fork_child(void)
 	/* The child shares no connection with the server: its copies of VFIO descriptors refer to nothing. */
 	if (g_sock >= 0) { real_close(g_sock); g_sock = -1; }
 	g_pid = getpid();
+	privatize_shared();
 	for (int i = 0; i < MAX_FD; i++) g_files[i] = NULL;
 	g_nmaps = 0;
 	pthread_mutex_init(&g_lock, NULL);

@@ -209,6 +209,7 @@ public sealed class DoorbellServer : IDisposable
         sb.Append(CultureInfo.InvariantCulture, $"windows={_aperture.WindowCount}\n");
         sb.Append(CultureInfo.InvariantCulture, $"smmu_events={SmmuEventCount}\n");
         sb.Append(CultureInfo.InvariantCulture, $"dma_bytes_read={_aperture.BytesRead}\ndma_bytes_written={_aperture.BytesWritten}\n");
+        sb.Append(CultureInfo.InvariantCulture, $"dma_bytes_shared={_aperture.BytesShared}\nshared_windows={_aperture.SharedWindowCount}\n");
         foreach (var r in Releases) sb.Append(CultureInfo.InvariantCulture, $"release {r}\n");
         return sb.ToString();
     }
@@ -429,7 +430,8 @@ internal sealed class ClientSession
         if (request == VfioIoctl.IommuMapDma)
         {
             mapStart = System.Diagnostics.Stopwatch.GetTimestamp();
-            DescribeClientMemory(p, payload);
+            // a memfd with MAP_DMA is the range itself, moved there by the library (nothing else rides on MAP_DMA)
+            DescribeClientMemory(p, payload, _fdCount == 1 ? _fds[0] : -1);
             described = System.Diagnostics.Stopwatch.GetTimestamp();
         }
         // Descriptors the client passed replace its own numbers in the argument (payload order); the client gets
@@ -482,7 +484,7 @@ internal sealed class ClientSession
     /// <summary>Before MAP_DMA: describes the client's [vaddr, vaddr+size) as foreign memory reached through a new
     /// aperture window, when the client really has readable memory there (so the type1 code pins and maps it like any
     /// user memory, and a bad vaddr still gets EFAULT from it).</summary>
-    void DescribeClientMemory(VfioProcess p, ReadOnlySpan<byte> arg)
+    void DescribeClientMemory(VfioProcess p, ReadOnlySpan<byte> arg, int memfd)
     {
         if (arg.Length < 32) return;
         var flags = BinaryPrimitives.ReadUInt32LittleEndian(arg[4..]);
@@ -493,7 +495,7 @@ internal sealed class ClientSession
         if (p.Memory.RangeInfo(vaddr, size, out _)) return; // already described (or a BAR mapping)
         var overLimit = !p.CapIpcLock && p.LockedPages + size / 4096 > p.MemlockLimitBytes / 4096;
         if (!overLimit && !(ServerNative.RangeMapped(Pid, vaddr, size, (flags & VfioDmaFlags.MapWrite) != 0) ?? ServerNative.ProbeProcess(Pid, vaddr, size))) return;
-        var window = _server.Aperture.Allocate(Pid, vaddr, size, this);
+        var window = _server.Aperture.Allocate(Pid, vaddr, size, this, memfd);
         if (window != 0) p.Memory.MapForeign(vaddr, size, window);
     }
 }

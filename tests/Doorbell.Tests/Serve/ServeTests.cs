@@ -125,6 +125,32 @@ public class ServeTests
         Assert.EndsWith("PASS\n", r.Stdout);
     }
 
+    [GccFact]
+    public void Small_DMA_buffers_are_shared_with_the_server_and_DOORBELL_DMA_SHARE_0_keeps_process_vm()
+    {
+        // The driver's 64 KiB buffer is moved onto a sealed memfd at MAP_DMA: the device's DMA is then a copy through
+        // the server's mapping (dma_bytes_shared), the bytes still land in the driver's memory (it checks them, also
+        // after a fork and after a munmap + new buffer at the same address), and the mapping goes with the client.
+        foreach (var share in new[] { true, false })
+        {
+            var socket = ServeRig.TempSocket();
+            using var server = StartServer(socket);
+            var env = ServeRig.Env(socket);
+            if (!share) env["DOORBELL_DMA_SHARE"] = "0";
+            var r = ServeRig.Run(ServeRig.Driver, [], env, 120_000);
+            Assert.True(r.Exit == 0, r.Stdout + r.Stderr);
+            Assert.Contains("fork: the child's writes stay in the child; a new buffer at the same address gets the device's DMA", r.Stdout);
+            using var probe = new RawClient(socket);
+            var stats = probe.Stats();
+            for (var i = 0; i < 200 && !stats.Contains("clients=1\n", StringComparison.Ordinal); i++) { Thread.Sleep(10); stats = probe.Stats(); } // the driver's release
+            long Stat(string key) => long.Parse(stats.Split('\n').First(l => l.StartsWith(key + "=", StringComparison.Ordinal))[(key.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+            Assert.True(Stat("dma_bytes_written") > 0, stats);
+            if (share) Assert.True(Stat("dma_bytes_shared") == Stat("dma_bytes_read") + Stat("dma_bytes_written"), stats);
+            else Assert.Equal(0, Stat("dma_bytes_shared"));
+            Assert.Equal(0, Stat("shared_windows")); // the client is gone: its windows and mappings with it
+        }
+    }
+
     [Fact]
     public void Latency_stamps_belong_to_one_client_at_a_time_and_end_with_it()
     {
