@@ -45,6 +45,7 @@ public sealed class DoorbellServer : IDisposable
     readonly Thread _acceptThread;
     readonly int _listenFd;
     int _reportedStrict;
+    long _smmuEventInterruptsSeen;
     int _reportedV2Faults;
     volatile bool _stopping;
 
@@ -149,15 +150,22 @@ public sealed class DoorbellServer : IDisposable
     }
 
     /// <summary>Model-thread epilogue of every request: virtual time runs until idle (a device's delayed work
-    /// completes as soon as the host waits), host CPUs take pending interrupts, SMMU events are read and logged.</summary>
+    /// completes as soon as the host waits) and the SMMU events the kernel read are logged.
+    /// Interrupts are pushed, not polled: a CPU whose GIC raised its IRQ input takes the interrupt from the event loop
+    /// (HostCpu), and SMMUv3 event records are read by the event-queue interrupt's handler, so the epilogue looks at the
+    /// queue only when that interrupt has fired. Polling every CPU's IAR and EVENTQ_PROD/CONS after every request cost
+    /// 0.6 + 0.5 us, and it ran after the eventfd write of an MSI, where it delays the woken client on a shared core.</summary>
     void AfterEach()
     {
         _kernel.Machine.Clock.RunUntilIdle();
-        _kernel.ServiceInterrupts();
-        foreach (var e in _kernel.DrainSmmuEvents())
+        if (_kernel.SmmuEventInterrupts != _smmuEventInterruptsSeen)
         {
-            SmmuEventCount++;
-            Log.WriteLine($"doorbell serve: SMMU event: {e}");
+            _smmuEventInterruptsSeen = _kernel.SmmuEventInterrupts;
+            foreach (var e in _kernel.DrainSmmuEvents())
+            {
+                SmmuEventCount++;
+                Log.WriteLine($"doorbell serve: SMMU event: {e}");
+            }
         }
         // arm-smmu (SMMUv2 boards): the faults its global and context fault handlers read, as it prints them.
         if (_kernel.SmmuV2Driver is { } v2)
