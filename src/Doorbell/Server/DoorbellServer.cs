@@ -409,8 +409,9 @@ internal sealed class ClientSession
             case ServeOp.Stamps:
                 {
                     if (a0 == 1) return _server.Stamps.Start(this) ? 0 : -Errno.EBUSY;
-                    if (a0 != 0) return -Errno.EINVAL;
-                    var n = _server.Stamps.Stop(this, reply);
+                    if (a0 == 0) return _server.Stamps.Stop(this) is var count and >= 0 ? count : -Errno.EINVAL;
+                    if (a0 != 2) return -Errno.EINVAL;
+                    var n = _server.Stamps.Read(this, a1, reply);
                     if (n < 0) return -Errno.EINVAL;
                     replyLen = 16 * n;
                     return n;

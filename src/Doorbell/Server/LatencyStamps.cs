@@ -34,6 +34,7 @@ internal sealed class LatencyStamps
     readonly long[] _times = new long[Capacity];
     int _count;
     object? _owner;
+    object? _reader;
     ulong _savedMask;
     bool _savedRecord;
     Action<TraceEvent>? _savedSink;
@@ -76,36 +77,52 @@ internal sealed class LatencyStamps
             };
         }
         _owner = owner;
+        _reader = null;
         _count = 0;
         Dropped = 0;
         Active = true;
         return true;
     }
 
-    /// <summary>Owner thread: stops stamping if <paramref name="owner"/> has it and writes the stamps (u64 kind, u64
-    /// nanoseconds of CLOCK_MONOTONIC, in order) into <paramref name="reply"/>; returns how many, or -1.</summary>
-    public int Stop(object owner, Span<byte> reply)
+    /// <summary>At most this many stamps go in one reply (a SOCK_SEQPACKET reply must fit the socket's send buffer).</summary>
+    public const int PerReply = 4096;
+
+    /// <summary>Owner thread: stops stamping if <paramref name="owner"/> has it; returns how many stamps it can now read
+    /// with <see cref="Read"/>, or -1.</summary>
+    public int Stop(object owner)
     {
         if (!ReferenceEquals(_owner, owner)) return -1;
         Active = false;
         _owner = null;
+        _reader = owner;
         _trace.Mask = _savedMask;
         _trace.Record = _savedRecord;
         _trace.Sink = _savedSink;
-        var n = Math.Min(_count, reply.Length / 16);
+        _count = Math.Min(_count, Capacity);
+        return _count;
+    }
+
+    /// <summary>Owner thread: writes stamps from <paramref name="index"/> on (u64 kind, u64 nanoseconds of CLOCK_MONOTONIC,
+    /// in order; at most <see cref="PerReply"/>) into <paramref name="reply"/> for the client that stopped them; returns
+    /// how many, or -1.</summary>
+    public int Read(object owner, ulong index, Span<byte> reply)
+    {
+        if (!ReferenceEquals(_reader, owner) || Active) return -1;
+        if (index >= (ulong)_count) return 0;
+        var n = (int)Math.Min(Math.Min((ulong)_count - index, PerReply), (ulong)(reply.Length / 16));
         for (var i = 0; i < n; i++)
         {
-            BinaryPrimitives.WriteUInt64LittleEndian(reply[(16 * i)..], (ulong)_kinds[i]);
-            BinaryPrimitives.WriteUInt64LittleEndian(reply[(16 * i + 8)..], Nanoseconds(_times[i]));
+            BinaryPrimitives.WriteUInt64LittleEndian(reply[(16 * i)..], (ulong)_kinds[(int)index + i]);
+            BinaryPrimitives.WriteUInt64LittleEndian(reply[(16 * i + 8)..], Nanoseconds(_times[(int)index + i]));
         }
-        _count = 0;
         return n;
     }
 
     /// <summary>Owner thread: the session went away; stamping ends with it.</summary>
     public void Release(object owner)
     {
-        if (ReferenceEquals(_owner, owner)) _ = Stop(owner, default);
+        if (ReferenceEquals(_owner, owner)) _ = Stop(owner);
+        if (ReferenceEquals(_reader, owner)) _reader = null;
     }
 
     /// <summary>Notes one stamp (the owner thread, or the stamping session's own thread after its request).</summary>

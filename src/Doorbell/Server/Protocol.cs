@@ -37,8 +37,8 @@ public enum ServeOp : uint
     MmioWritePosted = 12,
     /// <summary>
     /// Latency stamps for benchmarks (host CLOCK_MONOTONIC, see LatencyStamps): a0 = 1 starts stamping for this client
-    /// (-EBUSY while another client has it), a0 = 0 stops and returns how many stamps the reply payload holds (each
-    /// u64 kind, u64 nanoseconds).
+    /// (-EBUSY while another client has it), a0 = 0 stops and returns how many stamps there are, a0 = 2 returns up to
+    /// 4096 of them from index a1 in the reply payload (each u64 kind, u64 nanoseconds) and their number.
     /// </summary>
     Stamps = 13,
 }

@@ -103,13 +103,13 @@ public class ServeTests
     [GccFact]
     public void The_C_bench_splits_one_MSI_into_hops_with_the_servers_stamps()
     {
-        // --bench 40: every case runs (after its warm-up), and the loop with the server's stamps pairs each store with
+        // --bench 1100: every case runs (after its warm-up), and the loop with the server's stamps pairs each store with
         // its MSI-X and eventfd signal, so the hops and the MSI-X -> eventfd readable figure are printed.
         var socket = ServeRig.TempSocket();
         using var server = StartServer(socket);
-        var r = ServeRig.Run(ServeRig.Driver, ["--bench", "40"], ServeRig.Env(socket), 120_000);
+        var r = ServeRig.Run(ServeRig.Driver, ["--bench", "1100"], ServeRig.Env(socket), 120_000); // 4400 stamps: two replies
         Assert.True(r.Exit == 0, r.Stdout + r.Stderr);
-        Assert.Contains("BENCH 40 iterations per case", r.Stdout);
+        Assert.Contains("BENCH 1100 iterations per case", r.Stdout);
         Assert.DoesNotContain("do not pair up", r.Stdout);
         foreach (var row in new[] { "doorbell store -> device DMA -> MSI-X -> eventfd readable", "bare eventfd round trip", "bare eventfd one way",
             "hop: store (trap, send) -> server has it off the socket", "hop: -> device DMA done, MSI-X issued",
@@ -163,12 +163,15 @@ public class ServeTests
         Assert.Equal(0, a.Call(ServeOp.Stamps, a0: 1)!.Value.Ret);
         Assert.Equal(-Doorbell.Errno.EBUSY, b.Call(ServeOp.Stamps, a0: 1)!.Value.Ret);
         Assert.Equal(-Doorbell.Errno.EINVAL, b.Call(ServeOp.Stamps, a0: 0)!.Value.Ret); // not b's to stop
-        Assert.Equal(-Doorbell.Errno.EINVAL, a.Call(ServeOp.Stamps, a0: 2)!.Value.Ret);
+        Assert.Equal(-Doorbell.Errno.EINVAL, a.Call(ServeOp.Stamps, a0: 3)!.Value.Ret);
         var trace = server.Kernel.Machine.Trace;
         Assert.True(trace.IsOn(Doorbell.Tracing.TraceCategory.PciMsi));
-        var stopped = a.Call(ServeOp.Stamps, a0: 0)!.Value;
-        Assert.Equal(0, stopped.Ret); // nothing happened in between
-        Assert.Empty(stopped.Payload);
+        Assert.Equal(-Doorbell.Errno.EINVAL, a.Call(ServeOp.Stamps, a0: 2)!.Value.Ret); // still stamping: nothing to read yet
+        Assert.Equal(0, a.Call(ServeOp.Stamps, a0: 0)!.Value.Ret); // nothing happened in between
+        var read = a.Call(ServeOp.Stamps, a0: 2, a1: 0)!.Value;
+        Assert.Equal(0, read.Ret);
+        Assert.Empty(read.Payload);
+        Assert.Equal(-Doorbell.Errno.EINVAL, b.Call(ServeOp.Stamps, a0: 2)!.Value.Ret); // a's stamps are not b's to read
         Assert.False(trace.IsOn(Doorbell.Tracing.TraceCategory.PciMsi)); // the trace is as it was
         Assert.Equal(0, b.Call(ServeOp.Stamps, a0: 1)!.Value.Ret);
         b.Dispose(); // a client that goes away while stamping ends it
