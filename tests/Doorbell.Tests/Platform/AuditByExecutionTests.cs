@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Doorbell.Host.Vfio;
 using Doorbell.Platform.DeviceTree;
 
 namespace Doorbell.Tests.Platform;
@@ -31,6 +32,10 @@ public class AuditByExecutionTests
         Assert.True(r.VfioAttaches);
         Assert.False(r.VfioContradicted);
         Assert.True(r.ThroughKernel);   // vfio-pci functions of the host kernel booted on the board
+        // every policy era attaches an ITS-isolated group, and none is contradicted: the attack failed
+        Assert.Equal([(IsolationPolicyEra.Era2013, 0), (IsolationPolicyEra.Era411, 0), (IsolationPolicyEra.Today, 0)], r.Eras!);
+        Assert.Empty(r.ErasContradicted);
+        Assert.Equal("eras: 2014 attaches, 4.11 attaches, today attaches", r.ErasText);
         Consistent(run);
     }
 
@@ -74,6 +79,8 @@ public class AuditByExecutionTests
         Assert.Equal(AssignmentVerdict.UnsafeInterruptsOnly, r.Verdict);
         Assert.Equal(32, r.MsiForged);
         Assert.Contains("aliased DeviceID", r.MsiVia);
+        // … under every era: no policy in VFIO's history catches an msi-map that collapses requesters
+        Assert.Equal([IsolationPolicyEra.Era2013, IsolationPolicyEra.Era411, IsolationPolicyEra.Today], r.ErasContradicted);
         Assert.True(r.VfioAttaches);       // the ITS domain is flagged isolated, so type1 attaches …
         Assert.True(r.VfioContradicted);   // … and the attack shows that wrong
         Consistent(run);
@@ -157,6 +164,13 @@ public class AuditByExecutionTests
         Assert.Equal(32, r.MsiForged);
         Assert.True(r.ThroughKernel);
         Assert.Equal("VFIO: SET_IOMMU -EPERM unless allow_unsafe_interrupts=1", r.VfioDecision);
+        // the policy history replayed on the same board: 2014's arm-smmu claimed IOMMU_CAP_INTR_REMAP, so type1 attached
+        // the group the attack just forged 32/32 MSIs from; 4.11 (no isolating MSI domain anywhere) and today refuse
+        Assert.Equal([(IsolationPolicyEra.Era2013, 0), (IsolationPolicyEra.Era411, -Errno.EPERM), (IsolationPolicyEra.Today, -Errno.EPERM)], r.Eras!);
+        Assert.Equal([IsolationPolicyEra.Era2013], r.ErasContradicted);
+        var text = new StringWriter();
+        AuditReport.WriteExecuted(run, text);
+        Assert.Contains("[eras: 2014 attaches, 4.11 -EPERM, today -EPERM]  CONTRADICTED VFIO 2014", text.ToString(), StringComparison.Ordinal);
         Consistent(run);
     }
 

@@ -341,15 +341,28 @@ public sealed partial class HostKernel
         return $"{domain:x4}:{hb.Description.BusFirst + f.Bus:x2}:{f.Device:x2}.{f.Function}";
     }
 
+    /// <summary>
+    /// Whether every SMMU driver of the kernel claims IOMMU_CAP_INTR_REMAP, as arm-smmu (and arm-smmu-v3 until 4.11) did
+    /// in the 2013–14 era. Type1 reads it at attach time.
+    /// </summary>
+    public void ClaimInterruptRemap(bool claim)
+    {
+        foreach (var i in Iommus)
+        {
+            if (i.Driver is SmmuV2Driver d2) d2.ClaimsInterruptRemap = claim;
+            else if (i.Driver is SmmuV3Driver d3) d3.ClaimsInterruptRemap = claim;
+        }
+        if (SmmuV2Driver is { } s2) s2.ClaimsInterruptRemap = claim;
+        if (SmmuV3Driver is { } s3) s3.ClaimsInterruptRemap = claim;
+    }
+
     /// <summary>Registers every group with a new VFIO core and binds its devices (vfio-pci / vfio-platform).</summary>
     public VfioHost BuildVfio(VfioOptions? options = null)
     {
         var host = new VfioHost(options) { Trace = Machine.Trace };
         // Replaying the 2013–14 policy era means running that era's IOMMU drivers: arm-smmu (and arm-smmu-v3 until
         // 4.11) claimed IOMMU_CAP_INTR_REMAP.
-        var claim = host.Options.IsolationEra == IsolationPolicyEra.Era2013;
-        if (SmmuV2Driver is { } d2) d2.ClaimsInterruptRemap = claim;
-        if (SmmuV3Driver is { } d3) d3.ClaimsInterruptRemap = claim;
+        ClaimInterruptRemap(host.Options.IsolationEra == IsolationPolicyEra.Era2013);
         foreach (var g in _groups)
         {
             var vg = host.AddGroup(g);

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Doorbell.Host.Vfio;
 
 namespace Doorbell.Platform.DeviceTree;
 
@@ -185,6 +186,16 @@ public static class AuditJson
             j.WriteString("vfio", r.VfioDecision);
             j.WriteBoolean("verdictContradicted", r.VerdictContradicted);
             j.WriteBoolean("vfioContradicted", r.VfioContradicted);
+            if (r.Eras is null) j.WriteNull("vfioEras");
+            else
+            {
+                j.WriteStartObject("vfioEras");
+                foreach (var (era, rc) in r.Eras) j.WriteNumber(IsolationPolicyEras.Name(era), rc);
+                j.WriteEndObject();
+            }
+            j.WriteStartArray("vfioErasContradicted");
+            foreach (var era in r.ErasContradicted) j.WriteStringValue(IsolationPolicyEras.Name(era));
+            j.WriteEndArray();
             j.WriteEndObject();
         }
         j.WriteEndArray();

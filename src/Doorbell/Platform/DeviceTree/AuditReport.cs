@@ -1,3 +1,4 @@
+using Doorbell.Host.Vfio;
 namespace Doorbell.Platform.DeviceTree;
 
 /// <summary>Text rendering of an audit, for the CLI and reports.</summary>
@@ -65,6 +66,9 @@ public static class AuditReport
         "DMA: F/N faults  N writes to an IOVA the domain never mapped, F ended in an SMMU fault record (isolated)",
         "DMA: L/N landed  L of N writes reached RAM (an escape); MSI: forged V/N  V of the victim's N vectors raised",
         "VFIO: what vfio type1 decides for that group; CONTRADICTED marks a verdict or a VFIO decision the attack disproves",
+        "[eras: …] type1's SET_IOMMU for the group under each policy era (2014: arm-smmu claims IOMMU_CAP_INTR_REMAP; 4.11:",
+        "  any isolating MSI domain in the system; today: every device under one); CONTRADICTED VFIO 2014 names an earlier",
+        "  era whose policy attaches a group the attack escaped from",
         "How: Doorbell's host kernel boots on the board (every SMMU, ITS, GICv2m frame and in-controller MSI block by its",
         "  driver; every ECAM host bridge enumerated, fwspecs and DeviceIDs from its iommu-map/msi-map; IOMMU groups). Per",
         "  range, probe functions at its requester IDs are vfio-pci devices: a user process opens the container and the",
@@ -91,9 +95,12 @@ public static class AuditReport
             var m = r.Master;
             var kind = m.IsPciHost ? "pci" : m.IsIdMappedBus ? "bus" : "dev";
             var ids = r.Range is { } rr ? $"  {(m.IsPciHost ? "RID" : "ID")} {RangeText(rr.First, rr.Last)}" : "";
-            var flag = (r.VerdictContradicted ? "  CONTRADICTED verdict" : "") + (r.VfioContradicted ? "  CONTRADICTED VFIO" : "");
+            var earlier = r.ErasContradicted.Where(e => e != IsolationPolicyEra.Today).Select(IsolationPolicyEras.Name).ToList();
+            var flag = (r.VerdictContradicted ? "  CONTRADICTED verdict" : "") + (r.VfioContradicted ? "  CONTRADICTED VFIO" : "")
+                + (earlier.Count > 0 ? $"  CONTRADICTED VFIO {string.Join("+", earlier)}" : "");
+            var eras = r.ErasText is { } et ? $" [{et}]" : "";
             var raw = m.IsPciHost && !r.ThroughKernel ? " [raw]" : "";
-            w.WriteLine($"  {IsolationAudit.Label(r.Verdict),-10}  {kind} {m.Node.Path}{ids}  {r.DmaText}; {r.MsiText}; {r.VfioDecision}{flag}{raw}");
+            w.WriteLine($"  {IsolationAudit.Label(r.Verdict),-10}  {kind} {m.Node.Path}{ids}  {r.DmaText}; {r.MsiText}; {r.VfioDecision}{eras}{flag}{raw}");
             w.WriteLine($"      why: {r.Range?.Reason ?? m.Reason}");
         }
     }

@@ -28,6 +28,7 @@ public sealed partial class IsolationProbes
         int attempts = 0, faults = 0, landed = 0;
         string? dmaNotRun = null;
         int? setIommu = null;
+        int? firstGroup = null;
         (int Sprayed, int Forged, int Victims, string? Via, string? NotRun) msi = (0, 0, 0, null, "no probe function with an IOMMU group");
         var msiDone = false;
         var unprobeable = 0;
@@ -69,6 +70,7 @@ public sealed partial class IsolationProbes
             var process = _k.CreateProcess(_vfio);
             var rc = OpenDevice(process, fn, out var container, out var device);
             setIommu ??= rc;
+            firstGroup ??= fn.Group.Id;
             if (rc == -Errno.EPERM)
             {
                 process.CloseAll();
@@ -121,7 +123,25 @@ public sealed partial class IsolationProbes
             msi = (sp, fo, vi, via, nr);
         }
         return new ProbeResult(m, r, verdict, attempts, faults, landed, dmaNotRun, msi.Sprayed, msi.Forged, msi.Victims, msi.Via, msi.NotRun,
-            attaches, decision) { ThroughKernel = true };
+            attaches, decision) { ThroughKernel = true, Eras = firstGroup is { } g && setIommu is { } today ? [.. EarlierEraDecisions(g), (IsolationPolicyEra.Today, today)] : null };
+    }
+
+    /// <summary>
+    /// The policy history replayed on this board: type1's SET_IOMMU for <paramref name="group"/> under each earlier era
+    /// (that era's VFIO and, for 2014, SMMU drivers that claim IOMMU_CAP_INTR_REMAP), each in a process of its own
+    /// that closes before the next opens the group. Today's answer is the probe's own.
+    /// </summary>
+    List<(IsolationPolicyEra, int)> EarlierEraDecisions(int group)
+    {
+        var list = new List<(IsolationPolicyEra, int)>();
+        foreach (var era in EarlierEras)
+        {
+            _k!.ClaimInterruptRemap(era == IsolationPolicyEra.Era2013);
+            var p = _k.CreateProcess(_eraHosts[era]);
+            try { list.Add((era, OpenGroup(p, group, out _))); }
+            finally { p.CloseAll(); _k.ClaimInterruptRemap(false); }
+        }
+        return list;
     }
 
     /// <summary>
@@ -139,11 +159,13 @@ public sealed partial class IsolationProbes
         if (v3 is null && v2 is null) return (0, 0, 0, _b.Blocks.FirstOrDefault(x => x.Node == iommuNode)?.Status ?? "IOMMU not on the board");
         var kind = v3 is not null ? "SMMUv3" : "SMMUv2";
         if (entry.Group is null) return (0, 0, 0, $"{kind} driver: " + (entry.Error ?? "master not probed"));
+        var earlier = EarlierEraDecisions(entry.Group.Id);
         var process = _k.CreateProcess(_vfio);
         try
         {
             var rc = OpenGroup(process, entry.Group.Id, out var container);
             _setIommu ??= rc;
+            _platformEras ??= [.. earlier, (IsolationPolicyEra.Today, rc)];
             if (rc == -Errno.EPERM)
             {
                 process.CloseAll();

@@ -53,6 +53,20 @@ public sealed record ProbeResult(MasterAudit Master, RidRange? Range, Assignment
     /// <summary>True when VFIO would attach the group although the attack escaped.</summary>
     public bool VfioContradicted => VfioAttaches && (DmaLanded > 0 || MsiForged > 0);
 
+    /// <summary>
+    /// Type1's VFIO_SET_IOMMU result for the range's group under each isolation-policy era (2014, 4.11, today), run on
+    /// the booted kernel with that era's drivers (0 = attaches); null when the range had no group to open.
+    /// </summary>
+    public IReadOnlyList<(IsolationPolicyEra Era, int SetIommu)>? Eras { get; init; }
+
+    /// <summary>The eras whose policy attaches the group although the attack escaped.</summary>
+    public IReadOnlyList<IsolationPolicyEra> ErasContradicted => Eras is null || (DmaLanded == 0 && MsiForged == 0) ? []
+        : [.. Eras.Where(e => e.SetIommu == 0).Select(e => e.Era)];
+
+    /// <summary>"eras: 2014 attaches, 4.11 -EPERM, today -EPERM", or null.</summary>
+    public string? ErasText => Eras is null ? null
+        : "eras: " + string.Join(", ", Eras.Select(e => $"{IsolationPolicyEras.Name(e.Era)} {(e.SetIommu == 0 ? "attaches" : "-" + Errno.Name(e.SetIommu))}"));
+
     public string DmaText => DmaNotRun is not null ? $"DMA: not run ({DmaNotRun})"
         : DmaLanded > 0 ? $"DMA: {DmaLanded}/{DmaAttempts} landed" : $"DMA: {DmaFaults}/{DmaAttempts} faults";
 
@@ -90,11 +104,16 @@ public sealed partial class IsolationProbes
     /// <summary>User memory of the probing process (after the tables and the DMA scratch area).</summary>
     const ulong UserPool = 0x10_0000;
     readonly VfioHost _vfio, _vfioUnsafe;
+    /// <summary>The kernel's VFIO under the earlier isolation-policy eras (today's is <see cref="_vfio"/>).</summary>
+    readonly Dictionary<IsolationPolicyEra, VfioHost> _eraHosts = [];
+    static readonly IsolationPolicyEra[] EarlierEras = [IsolationPolicyEra.Era2013, IsolationPolicyEra.Era411];
     UserAddressSpace? _user;
     ulong _userPage;
     VfioProcess? _process;
     int _nextGroup = 100_000; // above the kernel's group numbers
     int? _setIommu;
+    /// <summary>The platform master's SET_IOMMU under each era (booted kernel), for the result being built.</summary>
+    List<(IsolationPolicyEra, int)>? _platformEras;
     readonly Dictionary<(FdtNode, uint, bool), (bool Fault, int SetIommu)> _streamResults = [];
 
     readonly HostKernel? _k;
@@ -112,7 +131,8 @@ public sealed partial class IsolationProbes
             // the kernel's own VFIO (every function bound to vfio-pci) and the same with allow_unsafe_interrupts=1; the
             // sentinel is the user pool's last page (never handed out: a probe maps one page)
             _sentinel = _k.Layout.UserPages + _k.Layout.UserPagesSize - 0x1000;
-            _vfio = _k.BuildVfio();
+            foreach (var era in EarlierEras) _eraHosts[era] = _k.BuildVfio(new VfioOptions { IsolationEra = era });
+            _vfio = _k.BuildVfio(); // today's era: the drivers no longer claim interrupt remapping
             _vfioUnsafe = _k.BuildVfio(new VfioOptions { AllowUnsafeInterrupts = true });
             return;
         }
@@ -162,6 +182,7 @@ public sealed partial class IsolationProbes
         // (IRQ_DOMAIN_FLAG_ISOLATED_MSI), which is what VFIO's SET_IOMMU then decides on.
         var (sprayed, forged, victims, via, msiNotRun, isolatedFlag) = BoardRamOk() ? ProbeMsi(m, r) : (0, 0, 0, null, "no RAM on the board for the interrupt tables", false);
         _setIommu = null;
+        _platformEras = null;
         var (attempts, faults, landed, dmaNotRun) = BoardRamOk() ? ProbeDma(m, r, isolatedFlag) : (0, 0, 0, "no RAM on the board");
         var translated = verdict != AssignmentVerdict.NoIommu;
         bool attaches;
@@ -182,7 +203,7 @@ public sealed partial class IsolationProbes
             decision = attaches ? "VFIO: attaches (MSI domain flagged isolated; rule, IOMMU not modelled)"
                 : "VFIO: SET_IOMMU -EPERM unless allow_unsafe_interrupts=1 (rule, IOMMU not modelled)";
         }
-        return new ProbeResult(m, r, verdict, attempts, faults, landed, dmaNotRun, sprayed, forged, victims, via, msiNotRun, attaches, decision);
+        return new ProbeResult(m, r, verdict, attempts, faults, landed, dmaNotRun, sprayed, forged, victims, via, msiNotRun, attaches, decision) { Eras = _platformEras };
     }
 
     bool BoardRamOk() => _b.RamSize >= DtBoard.TableArea + DtBoard.ScratchArea + UserPool;
