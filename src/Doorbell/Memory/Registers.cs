@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Doorbell.Tracing;
 
 namespace Doorbell.Memory;
@@ -33,6 +34,20 @@ public readonly record struct RegisterDescriptor(uint Offset, int Width, string 
     /// <summary>The narrowest access the register takes.</summary>
     public int NarrowestAccess => MinSize != 0 ? MinSize : Math.Min(Width, 4);
 
+    // Derived once, for dispatch without divisions: log2 of the width, the access sizes taken (bit n = n bytes), and
+    // the sizes a read is answered for (none for write-only and RAZ/WI registers, which read as zero).
+    internal int WidthShift { get; } = System.Numerics.BitOperations.Log2((uint)Math.Max(Width, 1));
+    internal uint Sizes { get; } = SizesOf(Width, MinSize != 0 ? MinSize : Math.Min(Width, 4));
+    internal uint ReadSizes { get; } = Access is RegisterAccess.WriteOnly or RegisterAccess.RazWi ? 0 : SizesOf(Width, MinSize != 0 ? MinSize : Math.Min(Width, 4));
+
+    static uint SizesOf(int width, int narrowest)
+    {
+        uint m = 0;
+        for (var s = 1; s <= 8; s <<= 1)
+            if (s >= narrowest && s <= width) m |= (uint)s;
+        return m;
+    }
+
     /// <summary>The name of instance <paramref name="index"/> (NAME, or NAME&lt;n&gt; for a register array).</summary>
     public string InstanceName(uint index) => Count == 1 ? Name : $"{Name}{index}";
 
@@ -53,6 +68,9 @@ public readonly record struct RegisterDescriptor(uint Offset, int Width, string 
 /// </summary>
 public interface IRegisterFile
 {
+    /// <summary>The block (table) this register file is dispatched through.</summary>
+    static abstract RegisterBlock Block { get; }
+
     /// <summary>The value of instance <paramref name="index"/> of <paramref name="r"/> (all its bytes; side-effect free).</summary>
     ulong Read(in RegisterDescriptor r, uint index);
 
@@ -62,7 +80,7 @@ public interface IRegisterFile
     /// W1S/W1C ones the non-zero mask of bits written as 1 (the handler sets or clears by <see cref="RegisterDescriptor.Access"/>).
     /// Never called for read-only or RAZ/WI registers.
     /// </summary>
-    void Write(in RegisterDescriptor r, uint index, ulong value);
+    void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes);
 }
 
 /// <summary>
@@ -120,7 +138,10 @@ public sealed class RegisterBlock
     public ref readonly RegisterDescriptor Find(ulong offset)
     {
         var w = offset >> 2;
-        return ref _all[w < (ulong)_index.Length ? _index[w] : 0];
+        var index = _index;
+        // Every index byte is below _all.Length by construction, so neither load needs a bounds check.
+        var i = w < (ulong)index.Length ? Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(index), (nint)w) : 0;
+        return ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_all), i);
     }
 
     /// <summary>The access kind of the register holding <paramref name="offset"/> (RAZ/WI outside the block or undeclared).</summary>
@@ -135,71 +156,118 @@ public sealed class RegisterBlock
             : r.InstanceName((uint)((offset - r.Offset) / (uint)r.Width));
     }
 
+    internal byte[] IndexArray => _index;
+    internal RegisterDescriptor[] Descriptors => _all;
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal void ReportReadOnly(StrictMonitor strict, in RegisterDescriptor r, uint index) =>
+        strict.Report(Source, ReadOnlyRule, $"write to read-only {r.InstanceName(index)}");
+}
+
+/// <summary>
+/// MMIO dispatch through a block's compiled table, specialised per register file: the file's block, index and
+/// descriptors are static readonly here, so optimised code holds them as constants and a register is found with one
+/// index load and one descriptor load.
+/// </summary>
+public static class RegisterDispatch<TFile> where TFile : struct, IRegisterFile
+{
+    static readonly RegisterBlock Block = TFile.Block;
+    static readonly byte[] Index = TFile.Block.IndexArray;
+    static readonly RegisterDescriptor[] All = TFile.Block.Descriptors;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static ref readonly RegisterDescriptor Find(ulong offset)
+    {
+        var w = offset >> 2;
+        // Every index byte is below All.Length by construction, so neither load needs a bounds check.
+        var i = w < (ulong)Index.Length ? Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(Index), (nint)w) : 0;
+        return ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(All), i);
+    }
+
     /// <summary>An MMIO read of <paramref name="size"/> bytes at <paramref name="offset"/> through <paramref name="file"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ulong Read<TFile>(TFile file, ulong offset, int size) where TFile : struct, IRegisterFile
+    public static ulong Read(TFile file, ulong offset, int size)
     {
         ref readonly var r = ref Find(offset);
-        var rel = (uint)(offset - r.Offset);
+        var rel = (uint)offset - r.Offset;
+        // The common access: a whole readable register.
+        if (size == r.Width && (rel & (uint)(size - 1)) == 0 && r.ReadSizes != 0) return file.Read(in r, rel >> r.WidthShift);
+        return ReadOther(file, in r, rel, offset, size);
+    }
+
+    /// <summary>Sub-register reads, sizes the register does not take (RAZ), write-only and RAZ/WI registers, pairs.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static ulong ReadOther(TFile file, in RegisterDescriptor r, uint rel, ulong offset, int size)
+    {
         var within = rel & (uint)(r.Width - 1);
-        if (size > r.Width || size < r.NarrowestAccess || (within & (uint)(size - 1)) != 0)
-            return size == 8 && PairedWords && (offset & 7) == 0 ? ReadPair(file, offset) : 0;
-        if (r.Access is RegisterAccess.WriteOnly or RegisterAccess.RazWi) return 0;
-        var v = file.Read(in r, rel / (uint)r.Width);
-        if (size == r.Width) return v;
+        if ((r.ReadSizes & (uint)size) == 0 || (within & (uint)(size - 1)) != 0)
+            return size == 8 && Block.PairedWords && (offset & 7) == 0 && r.Width == 4 ? ReadPair(file, offset) : 0;
+        var v = file.Read(in r, rel >> r.WidthShift);
         return (v >> (int)(within * 8)) & ((1UL << (8 * size)) - 1);
     }
 
     /// <summary>An MMIO write through <paramref name="file"/>, with the access rules of the register's descriptor applied.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Write<TFile>(TFile file, ulong offset, int size, ulong value, StrictMonitor? strict) where TFile : struct, IRegisterFile
+    public static void Write(TFile file, ulong offset, int size, ulong value, in BusAttributes attributes, StrictMonitor? strict)
     {
         ref readonly var r = ref Find(offset);
-        var rel = (uint)(offset - r.Offset);
-        var within = rel & (uint)(r.Width - 1);
-        if (size > r.Width || size < r.NarrowestAccess || (within & (uint)(size - 1)) != 0)
+        var rel = (uint)offset - r.Offset;
+        // The common access: a whole read-write, write-only, W1S or W1C register.
+        if (size == r.Width && (rel & (uint)(size - 1)) == 0)
         {
-            if (size == 8 && PairedWords && (offset & 7) == 0) WritePair(file, offset, value, strict);
+            var access = r.Access;
+            if (access is RegisterAccess.ReadWrite or RegisterAccess.WriteOnly)
+            {
+                file.Write(in r, rel >> r.WidthShift, value, in attributes);
+                return;
+            }
+            if (access is RegisterAccess.WriteOneToSet or RegisterAccess.WriteOneToClear)
+            {
+                if (value != 0) file.Write(in r, rel >> r.WidthShift, value, in attributes);
+                return;
+            }
+        }
+        WriteOther(file, in r, rel, offset, size, value, in attributes, strict);
+    }
+
+    /// <summary>Sub-register writes (merged, or placed), read-only and RAZ/WI registers.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void WriteOther(TFile file, in RegisterDescriptor r, uint rel, ulong offset, int size, ulong value, in BusAttributes attributes, StrictMonitor? strict)
+    {
+        var within = rel & (uint)(r.Width - 1);
+        if ((r.Sizes & (uint)size) == 0 || (within & (uint)(size - 1)) != 0)
+        {
+            if (size == 8 && Block.PairedWords && (offset & 7) == 0 && r.Width == 4) WritePair(file, offset, value, in attributes, strict);
             return;
         }
-        var index = rel / (uint)r.Width;
+        var index = rel >> r.WidthShift;
+        var shift = (int)(within * 8);
+        var bytes = size == 8 ? value : (value & ((1UL << (8 * size)) - 1)) << shift;
         switch (r.Access)
         {
             case RegisterAccess.ReadWrite:
-                if (size != r.Width)
-                {
-                    var shift = (int)(within * 8);
-                    var mask = ((1UL << (8 * size)) - 1) << shift;
-                    value = (file.Read(in r, index) & ~mask) | ((value << shift) & mask);
-                }
-                file.Write(in r, index, value);
+                var mask = size == 8 ? ulong.MaxValue : ((1UL << (8 * size)) - 1) << shift;
+                file.Write(in r, index, (file.Read(in r, index) & ~mask) | bytes, in attributes);
                 return;
             case RegisterAccess.WriteOnly:
-                file.Write(in r, index, size == r.Width ? value : (value & ((1UL << (8 * size)) - 1)) << (int)(within * 8));
+                file.Write(in r, index, bytes, in attributes);
                 return;
             case RegisterAccess.WriteOneToSet or RegisterAccess.WriteOneToClear:
-                if (size != r.Width) value = (value & ((1UL << (8 * size)) - 1)) << (int)(within * 8);
-                if (value != 0) file.Write(in r, index, value);
+                if (bytes != 0) file.Write(in r, index, bytes, in attributes);
                 return;
             case RegisterAccess.ReadOnly:
-                if (strict is { Enabled: true }) ReportReadOnly(strict, in r, index);
+                if (strict is { Enabled: true }) Block.ReportReadOnly(strict, in r, index);
                 return;
         }
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    ulong ReadPair<TFile>(TFile file, ulong offset) where TFile : struct, IRegisterFile =>
-        Read(file, offset, 4) | Read(file, offset + 4, 4) << 32;
+    static ulong ReadPair(TFile file, ulong offset) => Read(file, offset, 4) | Read(file, offset + 4, 4) << 32;
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    void WritePair<TFile>(TFile file, ulong offset, ulong value, StrictMonitor? strict) where TFile : struct, IRegisterFile
+    static void WritePair(TFile file, ulong offset, ulong value, in BusAttributes attributes, StrictMonitor? strict)
     {
-        if (Find(offset).Width != 4) return; // not a pair of 32-bit registers
-        Write(file, offset, 4, value & 0xFFFF_FFFF, strict);
-        if (Find(offset + 4).Width == 4) Write(file, offset + 4, 4, value >> 32, strict);
+        Write(file, offset, 4, value & 0xFFFF_FFFF, in attributes, strict);
+        if (Find(offset + 4).Width == 4) Write(file, offset + 4, 4, value >> 32, in attributes, strict);
     }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    void ReportReadOnly(StrictMonitor strict, in RegisterDescriptor r, uint index) =>
-        strict.Report(Source, ReadOnlyRule, $"write to read-only {r.InstanceName(index)}");
 }

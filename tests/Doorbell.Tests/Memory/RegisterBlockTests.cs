@@ -22,8 +22,9 @@ public class RegisterBlockTests
 
     readonly struct File(Recorder rec) : IRegisterFile
     {
+        public static RegisterBlock Block => Plain;
         public ulong Read(in RegisterDescriptor r, uint index) { rec.Reads++; return rec.Values.GetValueOrDefault((r.Id, index)); }
-        public void Write(in RegisterDescriptor r, uint index, ulong value) { rec.Writes.Add((r.Id, index, value)); rec.Values[(r.Id, index)] = value; }
+        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes) { rec.Writes.Add((r.Id, index, value)); rec.Values[(r.Id, index)] = value; }
     }
 
     static readonly RegisterDescriptor[] Table =
@@ -38,8 +39,21 @@ public class RegisterBlockTests
         new(0x40, 4, "PRIO", RegisterAccess.ReadWrite, 4, 7, MinSize: 1),
     ];
 
+    readonly struct PairedFile(Recorder rec) : IRegisterFile
+    {
+        public static RegisterBlock Block => Paired;
+        public ulong Read(in RegisterDescriptor r, uint index) => new File(rec).Read(in r, index);
+        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes) => new File(rec).Write(in r, index, value, in attributes);
+    }
+
+    static readonly RegisterBlock Plain = new("blk", Table, 0x100, "TEST §1 (read-only)");
+    static readonly RegisterBlock Paired = new("blk", Table, 0x100, "TEST §1 (read-only)", pairedWords: true);
+
     static (RegisterBlock Block, Recorder Rec, StrictMonitor Strict) Make(bool paired = false) =>
-        (new RegisterBlock("blk", Table, 0x100, "TEST §1 (read-only)", paired), new Recorder(), new StrictMonitor { Enabled = true });
+        (paired ? Paired : Plain, new Recorder(), new StrictMonitor { Enabled = true });
+
+    static ulong Rd(Recorder rec, ulong offset, int size) => RegisterDispatch<File>.Read(new File(rec), offset, size);
+    static void Wr(Recorder rec, ulong offset, int size, ulong value, StrictMonitor strict) => RegisterDispatch<File>.Write(new File(rec), offset, size, value, BusAttributes.Cpu, strict);
 
     [Fact]
     public void Offsets_find_their_descriptor_in_constant_time_and_undeclared_words_are_reserved()
@@ -62,14 +76,14 @@ public class RegisterBlockTests
     {
         var (b, rec, strict) = Make();
         rec.Values[(2, 0)] = 0x1234;
-        b.Write(new File(rec), 0x04, 4, 0xFFFF_FFFF, strict);
+        Wr(rec, 0x04, 4, 0xFFFF_FFFF, strict);
         Assert.Empty(rec.Writes);
-        Assert.Equal(0x1234UL, b.Read(new File(rec), 0x04, 4));
+        Assert.Equal(0x1234UL, Rd(rec, 0x04, 4));
         var v = Assert.Single(strict.Violations);
         Assert.Equal("blk", v.Source);
         Assert.Equal("TEST §1 (read-only)", v.Rule);
         Assert.Equal("write to read-only ID", v.Message);
-        b.Write(new File(rec), 0x04, 4, 1, new StrictMonitor()); // permissive: silently dropped
+        Wr(rec, 0x04, 4, 1, new StrictMonitor()); // permissive: silently dropped
         Assert.Empty(rec.Writes);
     }
 
@@ -78,16 +92,16 @@ public class RegisterBlockTests
     {
         var (b, rec, strict) = Make();
         rec.Values[(4, 0)] = 77; rec.Values[(5, 0)] = 77;
-        Assert.Equal(0UL, b.Read(new File(rec), 0x10, 4));
-        Assert.Equal(0UL, b.Read(new File(rec), 0x14, 4));
-        Assert.Equal(0UL, b.Read(new File(rec), 0x18, 4));
+        Assert.Equal(0UL, Rd(rec, 0x10, 4));
+        Assert.Equal(0UL, Rd(rec, 0x14, 4));
+        Assert.Equal(0UL, Rd(rec, 0x18, 4));
         Assert.Equal(0, rec.Reads);
-        b.Write(new File(rec), 0x14, 4, 0xFFFF_FFFF, strict);
-        b.Write(new File(rec), 0x18, 4, 0xFFFF_FFFF, strict);
+        Wr(rec, 0x14, 4, 0xFFFF_FFFF, strict);
+        Wr(rec, 0x18, 4, 0xFFFF_FFFF, strict);
         Assert.Empty(rec.Writes);
         Assert.Empty(strict.Violations);
         // A 16-bit write to the write-only doorbell reaches the handler as the bytes written, in place.
-        b.Write(new File(rec), 0x12, 2, 0xABCD, strict);
+        Wr(rec, 0x12, 2, 0xABCD, strict);
         Assert.Equal((4, 0u, 0xABCD_0000UL), Assert.Single(rec.Writes));
         Assert.Equal(0, rec.Reads);
     }
@@ -96,11 +110,11 @@ public class RegisterBlockTests
     public void W1s_and_w1c_registers_pass_the_mask_of_ones_and_ignore_a_write_of_zero()
     {
         var (b, rec, strict) = Make();
-        b.Write(new File(rec), 0x24, 4, 0, strict);
-        b.Write(new File(rec), 0x34, 4, 0, strict);
+        Wr(rec, 0x24, 4, 0, strict);
+        Wr(rec, 0x34, 4, 0, strict);
         Assert.Empty(rec.Writes);
-        b.Write(new File(rec), 0x24, 4, 0x8000_0001, strict);
-        b.Write(new File(rec), 0x38, 4, 2, strict);
+        Wr(rec, 0x24, 4, 0x8000_0001, strict);
+        Wr(rec, 0x38, 4, 2, strict);
         Assert.Equal([(6, 1u, 0x8000_0001UL), (6, 2u, 2UL)], rec.Writes);
         Assert.Equal(0, rec.Reads); // no read-modify-write for W1S/W1C
     }
@@ -110,21 +124,21 @@ public class RegisterBlockTests
     {
         var (b, rec, strict) = Make();
         rec.Values[(3, 0)] = 0x1111_2222_3333_4444;
-        b.Write(new File(rec), 0x0C, 4, 0xAAAA_BBBB, strict); // high half of a 64-bit register
+        Wr(rec, 0x0C, 4, 0xAAAA_BBBB, strict); // high half of a 64-bit register
         Assert.Equal((3, 0u, 0xAAAA_BBBB_3333_4444UL), Assert.Single(rec.Writes));
-        Assert.Equal(0xAAAA_BBBBUL, b.Read(new File(rec), 0x0C, 4));
-        Assert.Equal(0x3333_4444UL, b.Read(new File(rec), 0x08, 4));
+        Assert.Equal(0xAAAA_BBBBUL, Rd(rec, 0x0C, 4));
+        Assert.Equal(0x3333_4444UL, Rd(rec, 0x08, 4));
         rec.Writes.Clear();
-        b.Write(new File(rec), 0x00, 2, 0xFFFF, strict);  // narrower than CTRL takes
-        b.Write(new File(rec), 0x00, 8, 0xFFFF, strict);  // wider than CTRL (no paired words)
-        b.Write(new File(rec), 0x08, 2, 0xFFFF, strict);  // 16-bit access to a 64-bit register
+        Wr(rec, 0x00, 2, 0xFFFF, strict);  // narrower than CTRL takes
+        Wr(rec, 0x00, 8, 0xFFFF, strict);  // wider than CTRL (no paired words)
+        Wr(rec, 0x08, 2, 0xFFFF, strict);  // 16-bit access to a 64-bit register
         Assert.Empty(rec.Writes);
-        Assert.Equal(0UL, b.Read(new File(rec), 0x00, 8));
+        Assert.Equal(0UL, Rd(rec, 0x00, 8));
         rec.Values[(7, 1)] = 0x4433_2211;
-        b.Write(new File(rec), 0x46, 1, 0xEE, strict);     // byte-accessible PRIO1, byte 2
+        Wr(rec, 0x46, 1, 0xEE, strict);     // byte-accessible PRIO1, byte 2
         Assert.Equal((7, 1u, 0x44EE_2211UL), Assert.Single(rec.Writes));
-        Assert.Equal(0x44UL, b.Read(new File(rec), 0x47, 1));
-        Assert.Equal(0UL, b.Read(new File(rec), 0x45, 2)); // misaligned within the register
+        Assert.Equal(0x44UL, Rd(rec, 0x47, 1));
+        Assert.Equal(0UL, Rd(rec, 0x45, 2)); // misaligned within the register
     }
 
     [Fact]
@@ -132,8 +146,9 @@ public class RegisterBlockTests
     {
         var (b, rec, strict) = Make(paired: true);
         rec.Values[(1, 0)] = 0x5; rec.Values[(2, 0)] = 0x1234;
-        Assert.Equal(0x0000_1234_0000_0005UL, b.Read(new File(rec), 0x00, 8));
-        b.Write(new File(rec), 0x00, 8, 0x0000_0009_0000_0007, strict);
+        Assert.True(b.PairedWords);
+        Assert.Equal(0x0000_1234_0000_0005UL, RegisterDispatch<PairedFile>.Read(new PairedFile(rec), 0x00, 8));
+        RegisterDispatch<PairedFile>.Write(new PairedFile(rec), 0x00, 8, 0x0000_0009_0000_0007, BusAttributes.Cpu, strict);
         Assert.Equal((1, 0u, 7UL), Assert.Single(rec.Writes));
         Assert.Equal("write to read-only ID", Assert.Single(strict.Violations).Message);
     }

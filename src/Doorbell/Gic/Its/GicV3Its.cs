@@ -105,19 +105,22 @@ public sealed class GicV3Its : IMmioHandler
 
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
-        value = Block.Read(new RegisterFile(_engine, default), offset, size);
+        value = RegisterDispatch<RegisterFile>.Read(new RegisterFile(_engine), offset, size);
         return BusStatus.Ok;
     }
 
     public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
     {
-        Block.Write(new RegisterFile(_engine, attributes), offset, size, value, _engine.Strict);
+        RegisterDispatch<RegisterFile>.Write(new RegisterFile(_engine), offset, size, value, attributes, _engine.Strict);
         return BusStatus.Ok;
     }
 
     /// <summary>The control and translation frames as a register file over the engine (the writer's attributes for TRANSLATER).</summary>
-    readonly struct RegisterFile(ItsEngine engine, BusAttributes attributes) : IRegisterFile
+    readonly struct RegisterFile(ItsEngine engine) : IRegisterFile
     {
+        public static RegisterBlock Block => GicV3Its.Block;
+
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
         public ulong Read(in RegisterDescriptor r, uint index) => (Gits)r.Id switch
         {
             Gits.Ctlr => engine.Enabled ? CtlrEnabled : CtlrQuiescent,
@@ -131,7 +134,7 @@ public sealed class GicV3Its : IMmioHandler
             _ => 0,
         };
 
-        public void Write(in RegisterDescriptor r, uint index, ulong value)
+        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes)
         {
             switch ((Gits)r.Id)
             {

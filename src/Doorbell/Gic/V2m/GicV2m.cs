@@ -63,25 +63,27 @@ public sealed class GicV2m : IMmioHandler
 
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
-        value = Block.Read(new RegisterFile(this, default), offset, size);
+        value = RegisterDispatch<RegisterFile>.Read(new RegisterFile(this), offset, size);
         return BusStatus.Ok;
     }
 
     public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
     {
-        Block.Write(new RegisterFile(this, attributes), offset, size, value, _strict);
+        RegisterDispatch<RegisterFile>.Write(new RegisterFile(this), offset, size, value, attributes, _strict);
         return BusStatus.Ok;
     }
 
-    readonly struct RegisterFile(GicV2m frame, BusAttributes attributes) : IRegisterFile
+    readonly struct RegisterFile(GicV2m frame) : IRegisterFile
     {
+        public static RegisterBlock Block => GicV2m.Block;
+
         public ulong Read(in RegisterDescriptor r, uint index) => (V2m)r.Id switch
         {
             V2m.Typer => ((ulong)(uint)frame.BaseIntid << 16) | (uint)frame.Count,
             _ => 0, // MSI_IIDR: 0
         };
 
-        public void Write(in RegisterDescriptor r, uint index, ulong value)
+        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes)
         {
             if ((V2m)r.Id == V2m.SetSpi) frame.SetSpi(in attributes, value, r.Name);
         }

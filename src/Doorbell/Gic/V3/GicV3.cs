@@ -185,19 +185,21 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
 
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
-        value = Distributor.Read(new DistributorFile(this), offset, size);
+        value = RegisterDispatch<DistributorFile>.Read(new DistributorFile(this), offset, size);
         return BusStatus.Ok;
     }
 
     public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
     {
-        Distributor.Write(new DistributorFile(this), offset, size, value, Strict);
+        RegisterDispatch<DistributorFile>.Write(new DistributorFile(this), offset, size, value, attributes, Strict);
         return BusStatus.Ok;
     }
 
     /// <summary>GICD as a register file: whole registers by id and instance (SGIs/PPIs live in the redistributors: RAZ/WI here).</summary>
     readonly struct DistributorFile(GicV3 gic) : IRegisterFile
     {
+        public static RegisterBlock Block => Distributor;
+
         public ulong Read(in RegisterDescriptor r, uint index)
         {
             var spis = gic._spis;
@@ -220,7 +222,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
             }
         }
 
-        public void Write(in RegisterDescriptor r, uint index, ulong value)
+        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes)
         {
             var spis = gic._spis;
             var first = (int)index * 32 - FirstSpi;

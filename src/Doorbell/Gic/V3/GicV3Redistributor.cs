@@ -431,7 +431,7 @@ public sealed class GicV3Redistributor
 
     // --- MMIO ---------------------------------------------------------------------------------------------------
 
-    internal ulong Read(ulong off, int size) => Block.Read(new RegisterFile(this), off, size);
+    internal ulong Read(ulong off, int size) => RegisterDispatch<RegisterFile>.Read(new RegisterFile(this), off, size);
 
     ulong Typer()
     {
@@ -440,11 +440,13 @@ public sealed class GicV3Redistributor
         return 1UL | (1UL << 3) | last | ((ulong)Cpu << 8) | (GicV3.AffinityOf(Cpu) << 32);
     }
 
-    internal void Write(ulong off, int size, ulong value) => Block.Write(new RegisterFile(this), off, size, value, _gic.Strict);
+    internal void Write(ulong off, int size, ulong value) => RegisterDispatch<RegisterFile>.Write(new RegisterFile(this), off, size, value, BusAttributes.Cpu, _gic.Strict);
 
     /// <summary>RD_base and SGI_base as a register file: whole registers by id.</summary>
     readonly struct RegisterFile(GicV3Redistributor rd) : IRegisterFile
     {
+        public static RegisterBlock Block => GicV3Redistributor.Block;
+
         public ulong Read(in RegisterDescriptor r, uint index) => (Gicr)r.Id switch
         {
             Gicr.Ctlr => rd._enableLpis ? 1UL : 0,
@@ -465,7 +467,7 @@ public sealed class GicV3Redistributor
             _ => 0,
         };
 
-        public void Write(in RegisterDescriptor r, uint index, ulong value)
+        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes)
         {
             switch ((Gicr)r.Id)
             {

@@ -91,23 +91,27 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
 
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
-        value = SmmuV3Reg.Block.Read(new RegisterFile(this), offset, size);
+        value = RegisterDispatch<RegisterFile>.Read(new RegisterFile(this), offset, size);
         return BusStatus.Ok;
     }
 
     public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
     {
-        SmmuV3Reg.Block.Write(new RegisterFile(this), offset, size, value, _strict);
+        RegisterDispatch<RegisterFile>.Write(new RegisterFile(this), offset, size, value, attributes, _strict);
         return BusStatus.Ok;
     }
 
     /// <summary>The register pages as a register file: whole registers by id (the table in <see cref="SmmuV3Reg"/>).</summary>
     readonly struct RegisterFile(SmmuV3 smmu) : IRegisterFile
     {
+        public static RegisterBlock Block => SmmuV3Reg.Block;
+
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
         public ulong Read(in RegisterDescriptor r, uint index) => smmu.ReadRegister((SmmuV3Reg.RegId)r.Id);
-        public void Write(in RegisterDescriptor r, uint index, ulong value) => smmu.WriteRegister(in r, value);
+        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes) => smmu.WriteRegister(in r, value);
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     ulong ReadRegister(SmmuV3Reg.RegId id) => id switch
     {
         SmmuV3Reg.RegId.GerrorIrqCfg0 => _gerrorIrqCfg0,
