@@ -184,6 +184,8 @@ public sealed class FakePciFunction : IVfioPciFunction
     {
         _bars[index] = new PciBarInfo(size, kind, hostAddress, prefetchable);
         BarMemory[index] = new byte[size];
+        var bar = index;
+        BarBus.MapMmio(new PhysAddr(hostAddress), size, new RecordingMmio(BarMemory[index], (o, n, w) => BarAccesses.Add((bar, o, n, w))), MmioAccessRules.AnySizeAligned, $"bar{index}");
         if (index == 6) { W32(0x30, (uint)hostAddress); Writable(0x30, 4, (uint)~(size - 1) | 1); return; }
         var at = 0x10 + 4 * index;
         uint low = kind == PciBarKind.Io ? 1u : (kind == PciBarKind.Mem64 ? 4u : 0u) | (prefetchable ? 8u : 0u);
@@ -216,21 +218,23 @@ public sealed class FakePciFunction : IVfioPciFunction
 
     public PciBarInfo GetBar(int index) => _bars[index];
 
-    public BusStatus ReadBar(int index, ulong offset, int size, out ulong value)
+    /// <summary>The host bus the BARs decode on (each BAR an MMIO region over <see cref="BarMemory"/>), as a kernel's function reaches its BARs.</summary>
+    public readonly PhysicalAddressSpace BarBus = new();
+    /// <summary>Every access that reached a BAR: (BAR, offset, size, write).</summary>
+    public readonly List<(int Bar, ulong Offset, int Size, bool Write)> BarAccesses = [];
+
+    public BusStatus ReadBar(int index, ulong offset, Span<byte> destination)
     {
-        value = 0;
-        var m = BarMemory[index];
-        if (offset + (ulong)size > (ulong)m.Length) return BusStatus.DecodeError;
-        for (var i = 0; i < size; i++) value |= (ulong)m[(int)offset + i] << (8 * i);
-        return BusStatus.Ok;
+        var b = _bars[index];
+        if (offset > (ulong)BarMemory[index].Length || (ulong)destination.Length > (ulong)BarMemory[index].Length - offset) return BusStatus.DecodeError;
+        return BarBus.ReadAccesses(b.HostAddress + offset, destination, 8, BusAttributes.Cpu);
     }
 
-    public BusStatus WriteBar(int index, ulong offset, int size, ulong value)
+    public BusStatus WriteBar(int index, ulong offset, ReadOnlySpan<byte> source)
     {
-        var m = BarMemory[index];
-        if (offset + (ulong)size > (ulong)m.Length) return BusStatus.DecodeError;
-        for (var i = 0; i < size; i++) m[(int)offset + i] = (byte)(value >> (8 * i));
-        return BusStatus.Ok;
+        var b = _bars[index];
+        if (offset > (ulong)BarMemory[index].Length || (ulong)source.Length > (ulong)BarMemory[index].Length - offset) return BusStatus.DecodeError;
+        return BarBus.WriteAccesses(b.HostAddress + offset, source, 8, BusAttributes.Cpu);
     }
 
     public int Reset() { Resets++; return ResetResult; }
@@ -266,13 +270,65 @@ public sealed class FakePciFunction : IVfioPciFunction
     public void FireMsi(int vector) => MsiSink?.OnMsi(vector);
 }
 
+/// <summary>An MMIO region over a byte array that reports each access (offset, size, write).</summary>
+public sealed class RecordingMmio(byte[] memory, Action<ulong, int, bool>? onAccess = null) : IMmioHandler
+{
+    public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
+    {
+        onAccess?.Invoke(offset, size, false);
+        value = 0;
+        for (var i = 0; i < size; i++) value |= (ulong)memory[(int)offset + i] << (8 * i);
+        return BusStatus.Ok;
+    }
+
+    public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
+    {
+        onAccess?.Invoke(offset, size, true);
+        for (var i = 0; i < size; i++) memory[(int)offset + i] = (byte)(value >> (8 * i));
+        return BusStatus.Ok;
+    }
+}
+
 public sealed class FakePlatformDevice : IVfioPlatformDevice
 {
     public string Name { get; init; } = "9000000.ethernet";
     public bool IsAmba { get; init; }
     public List<PlatformRegionInfo> RegionList { get; } = [new(0x0900_0000, 0x1000, false), new(0x0900_1000, 0x100, true)];
     public IReadOnlyList<PlatformRegionInfo> Regions => RegionList;
+    /// <summary>The value of every register access that reached a region, by (region, offset).</summary>
     public readonly Dictionary<(int, ulong), ulong> Regs = [];
+    /// <summary>Every access that reached a region: (region, offset, size, write).</summary>
+    public readonly List<(int Region, ulong Offset, int Size, bool Write)> Accesses = [];
+    readonly PhysicalAddressSpace _bus = new();
+    bool _mapped;
+
+    void MapRegions()
+    {
+        if (_mapped) return;
+        _mapped = true;
+        for (var i = 0; i < RegionList.Count; i++)
+        {
+            var region = i;
+            _bus.MapMmio(new PhysAddr(RegionList[i].HostAddress), RegionList[i].Size, new RegisterMmio(this, region), MmioAccessRules.AnySizeAligned, $"region{i}");
+        }
+    }
+
+    sealed class RegisterMmio(FakePlatformDevice dev, int region) : IMmioHandler
+    {
+        public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
+        {
+            dev.Accesses.Add((region, offset, size, false));
+            value = dev.Regs.GetValueOrDefault((region, offset));
+            return BusStatus.Ok;
+        }
+
+        public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
+        {
+            dev.Accesses.Add((region, offset, size, true));
+            dev.Regs[(region, offset)] = value;
+            return BusStatus.Ok;
+        }
+    }
     public List<bool> Levels { get; } = [true, false];
     public IReadOnlyList<bool> IrqIsLevel => Levels;
     public readonly bool[] Asserted = new bool[2];
@@ -281,13 +337,18 @@ public sealed class FakePlatformDevice : IVfioPlatformDevice
     public bool HasReset { get; init; } = true;
     public int Resets;
 
-    public BusStatus ReadRegion(int index, ulong offset, int size, out ulong value)
+    // Linux's vfio-platform issues naturally aligned accesses of up to 4 bytes; the host's memory view splits them.
+    public BusStatus ReadRegion(int index, ulong offset, Span<byte> destination)
     {
-        value = Regs.GetValueOrDefault((index, offset));
-        return BusStatus.Ok;
+        MapRegions();
+        return _bus.ReadAccesses(RegionList[index].HostAddress + offset, destination, 4, BusAttributes.Cpu);
     }
 
-    public BusStatus WriteRegion(int index, ulong offset, int size, ulong value) { Regs[(index, offset)] = value; return BusStatus.Ok; }
+    public BusStatus WriteRegion(int index, ulong offset, ReadOnlySpan<byte> source)
+    {
+        MapRegions();
+        return _bus.WriteAccesses(RegionList[index].HostAddress + offset, source, 4, BusAttributes.Cpu);
+    }
     public bool IrqLineAsserted(int index) => Asserted[index];
     public void ConnectIrq(int index, Action<int>? handler) => Handlers[index] = handler;
     public void SetIrqEnabled(int index, bool enabled) => Enabled[index] = enabled;
