@@ -41,11 +41,14 @@ public sealed class PageTableWalker
     const ulong TopByteMask = 0xFF00_0000_0000_0000UL;
 
     readonly IMemoryView _bus;
+    // The host bus when that is the view: descriptor fetches call it directly (a sealed class, so they inline).
+    readonly PhysicalAddressSpace? _pas;
 
     public PageTableWalker(IMemoryView bus)
     {
         ArgumentNullException.ThrowIfNull(bus);
         _bus = bus;
+        _pas = bus as PhysicalAddressSpace;
     }
 
     /// <summary>One stage's leaf: the block (or contiguous run) that maps the input address.</summary>
@@ -108,7 +111,7 @@ public sealed class PageTableWalker
     readonly record struct CacheTags(IWalkCache? Cache, ushort Vmid, ushort Asid);
 
     // One result struct filled in place: a single construction of WalkResult keeps the caller's frame small.
-    void WalkCore(TranslationConfig config, ulong inputAddress, AccessFlags access, bool updateDescriptors, CacheTags tags, ref TlbEntry e, ref TranslationFault fault)
+    void WalkCore(TranslationConfig config, ulong inputAddress, AccessFlags access, bool updateDescriptors, in CacheTags tags, ref TlbEntry e, ref TranslationFault fault)
     {
         var s1 = config.Stage1;
         var s2 = config.Stage2;
@@ -333,7 +336,7 @@ public sealed class PageTableWalker
         _ => 4 - (inputSize - 16 + 12) / 13,
     };
 
-    bool WalkStage1(Stage1Config s1, Stage2Config? s2, ulong input, AccessFlags access, bool update, CacheTags tags,
+    bool WalkStage1(Stage1Config s1, Stage2Config? s2, ulong input, AccessFlags access, bool update, in CacheTags tags,
         ref StageLeaf leaf, ref TranslationFault fault, out Granule granule, out ulong va)
     {
         // TTB0/TTB1 selection by VA[55]; TBI ignores the top byte for the range check (Arm ARM D8.1.8, D8.2).
@@ -369,7 +372,7 @@ public sealed class PageTableWalker
             TranslationStage.Stage1, s1.HardwareAccessFlag, s1.AccessFlagFaultsDisabled, s2, update, tags, ref leaf, ref fault);
     }
 
-    bool WalkStage2(Stage2Config s2, ulong ipa, ulong input, AccessFlags access, bool onStage1Walk, bool update, CacheTags tags,
+    bool WalkStage2(Stage2Config s2, ulong ipa, ulong input, AccessFlags access, bool onStage1Walk, bool update, in CacheTags tags,
         ref StageLeaf leaf, ref TranslationFault fault)
     {
         var n = s2.InputSize;
@@ -403,7 +406,7 @@ public sealed class PageTableWalker
     /// </summary>
     bool WalkTables(Granule g, int inputSize, int startLevel, ulong tableBase, int outputSize, ulong address, ulong input,
         AccessFlags access, TranslationStage stage, bool hardwareAf, bool afFaultsDisabled, Stage2Config? walkStage2,
-        bool update, CacheTags tags, ref StageLeaf leaf, ref TranslationFault fault)
+        bool update, in CacheTags tags, ref StageLeaf leaf, ref TranslationFault fault)
     {
         var gShift = (int)g;
         var stride = gShift - 3;
@@ -467,7 +470,8 @@ public sealed class PageTableWalker
                 if (update && (tl.Descriptor & Descriptors.Af) == 0) ApplyUpdates(tl, false, true, walkStage2.HardwareAccessFlag);
                 descPa = tl.OutputBase | (descAddr & ((1UL << tl.SizeLog2) - 1));
             }
-            if (_bus.ReadU64(descPa, out var d) != BusStatus.Ok)
+            ulong d;
+            if ((_pas is { } pas ? pas.ReadU64(descPa, out d) : _bus.ReadU64(descPa, out d)) != BusStatus.Ok)
             {
                 return Fail(ref fault, FaultKind.WalkExternalAbort, stage, level, input, access, descPa);
             }

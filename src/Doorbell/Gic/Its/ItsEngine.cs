@@ -338,12 +338,28 @@ public sealed class ItsEngine
         var qbytes = QueueBytes;
         var qbase = _cbaser & AddrMask52 & 0x000F_FFFF_FFFF_F000UL;
         var budget = qbytes / 32; // bounded: at most one pass over the queue per kick
+        // The queue's current RAM page, looked up once per page.
+        byte[]? page = null;
+        var pageBase = ulong.MaxValue;
+        var tracing = _trace.IsOn(TraceCategory.ItsCmd);
+        var cmd = System.Runtime.InteropServices.MemoryMarshal.AsBytes(_cmd.AsSpan());
         while (_creadr != _cwriter && budget-- > 0)
         {
             uint err;
             var a = qbase + _creadr;
             // A 32-byte command at a 32-byte aligned offset of a 4K-aligned queue never crosses a page.
-            if (_memory.Read(a, System.Runtime.InteropServices.MemoryMarshal.AsBytes(_cmd.AsSpan()), BusAttributes.Cpu) != BusStatus.Ok)
+            var pb = a & ~(ulong)(SparseMemory.PageSize - 1);
+            if (pb != pageBase)
+            {
+                pageBase = pb;
+                if (!_memory.TryGetRamPage(pb, out page)) page = null;
+            }
+            if (page is not null)
+            {
+                page.AsSpan((int)(a - pb), 32).CopyTo(cmd);
+                err = Execute(_cmd);
+            }
+            else if (_memory.Read(a, cmd, BusAttributes.Cpu) != BusStatus.Ok)
                 err = ItsError.CommandFetchAbort;
             else
                 err = Execute(_cmd);
@@ -356,12 +372,14 @@ public sealed class ItsEngine
                 _strict.Report("its", "IHI 0069 §6.3 (command error)", e.ToString());
                 if (Options.StallOnCommandError) { _stalled = true; return; }
             }
-            else _trace.Emit(TraceCategory.ItsCmd, "its", $"{ItsOpcode.Name((byte)_cmd[0])} consumed at CREADR 0x{_creadr:x}");
+            else if (tracing) TraceConsumed();
             CommandsProcessed++;
             _creadr += 32;
             if (_creadr >= qbytes) _creadr = 0;
         }
     }
+
+    void TraceConsumed() => _trace.Emit(TraceCategory.ItsCmd, "its", $"{ItsOpcode.Name((byte)_cmd[0])} consumed at CREADR 0x{_creadr:x}");
 
     /// <summary>Executes one command; returns 0 or its error code. Never throws on guest data.</summary>
     uint Execute(ulong[] c)

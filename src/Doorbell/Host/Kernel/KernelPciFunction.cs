@@ -154,9 +154,7 @@ public sealed class KernelPciFunction : IVfioPciFunction
             catch (IommuException e) { DisableVectors(); return -e.Errno; }
             _programmed.Add(addr);
             _k.Machine.Trace.Emit(TraceCategory.MsiAlloc, "host", $"{Name}: vector {v.Index} from {_k.MsiDomain.Name}: INTID {v.Intid}, {v.Message}{(addr != v.Message.Address ? $" written as IOVA 0x{addr:x}" : "")}");
-            var idx = v.Index;
-            var trace = _k.Machine.Trace;
-            try { _k.Irqs.Request(v.Intid, (intid, cpu) => { trace.Emit(TraceCategory.VfioIrq, TraceSources.Cpu(cpu), $"{Name}: INTID {intid} handled, vector {idx} signalled to VFIO (its eventfd)"); sink.OnMsi(idx); }); }
+            try { _k.Irqs.Request(v.Intid, sink.MsiHandler(v.Index)); }
             catch (IrqException e) { DisableVectors(); return -e.Errno; }
             _handlers.Add(v.Intid);
         }

@@ -469,6 +469,17 @@ public sealed class VfioPciDevice : VfioDevice, IVfioIrqSink, IUserMappingGuard
         SendIntx();
     }
 
+    Action<int, int> IVfioIrqSink.MsiHandler(int vector)
+    {
+        var trace = Group.Host.Trace;
+        var sink = (IVfioIrqSink)this;
+        return (intid, cpu) =>
+        {
+            trace?.Emit(Doorbell.Tracing.TraceCategory.VfioIrq, Doorbell.Tracing.TraceSources.Cpu(cpu), $"{Name}: INTID {intid} handled, vector {vector} signalled to VFIO (its eventfd)");
+            sink.OnMsi(vector);
+        };
+    }
+
     void IVfioIrqSink.OnMsi(int vector)
     {
         if (_irqType is not (IrqType.Msi or IrqType.Msix)) return;

@@ -23,12 +23,29 @@ public sealed partial class SmmuV3
         var cons = _cmdqCons & ptrMask;
         var prod = _cmdqProd & ptrMask;
         var budget = 1u << log2; // at most one pass over the queue per trigger
+        // The queue's current RAM page, looked up once per page (commands are 16-byte aligned: never cross one).
+        byte[]? page = null;
+        var pageBase = ulong.MaxValue;
+        var tracing = _trace.IsOn(TraceCategory.SmmuCmd);
         while (cons != prod && budget-- > 0)
         {
             var addr = baseAddr + (ulong)(cons & idxMask) * Cmd.Size;
             uint err;
             ulong q0, q1;
-            if (_bus.ReadU64(addr, out q0) != BusStatus.Ok || _bus.ReadU64(addr + 8, out q1) != BusStatus.Ok)
+            var pb = addr & ~(ulong)(SparseMemory.PageSize - 1);
+            if (pb != pageBase)
+            {
+                pageBase = pb;
+                if (!_bus.TryGetRamPage(pb, out page)) page = null;
+            }
+            if (page is not null)
+            {
+                var o = (int)(addr - pb);
+                q0 = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(page.AsSpan(o, 8));
+                q1 = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(page.AsSpan(o + 8, 8));
+                err = Execute(q0, q1);
+            }
+            else if (_bus.ReadU64(addr, out q0) != BusStatus.Ok || _bus.ReadU64(addr + 8, out q1) != BusStatus.Ok)
                 err = SmmuV3Field.CerrorAbt;
             else
                 err = Execute(q0, q1);
@@ -40,12 +57,15 @@ public sealed partial class SmmuV3
                 RaiseGlobalError(SmmuV3Field.GerrorCmdq);
                 return;
             }
-            _trace.Emit(TraceCategory.SmmuCmd, TraceSource, $"{Cmd.Name((byte)q0)} consumed (SID 0x{(uint)(q0 >> Cmd.SidShift):x})");
+            if (tracing) TraceConsumed(q0);
             CommandsProcessed++;
             cons = (cons + 1) & ptrMask;
         }
         _cmdqCons = cons | (_cmdqCons & SmmuV3Field.CmdqConsErrMask);
     }
+
+    void TraceConsumed(ulong q0) =>
+        _trace.Emit(TraceCategory.SmmuCmd, TraceSource, $"{Cmd.Name((byte)q0)} consumed (SID 0x{(uint)(q0 >> Cmd.SidShift):x})");
 
     /// <summary>Executes one command; returns a CERROR code (0 = done).</summary>
     uint Execute(ulong q0, ulong q1)

@@ -267,6 +267,14 @@ public sealed partial class SmmuV3
     bool FetchQwords(ulong address, Span<ulong> q)
     {
         ConfigFetches++;
+        // An STE or CD is 64-byte aligned, so it lies in one RAM page: copied straight from it when the view has one.
+        if ((address & 63) == 0 && _bus.TryGetRamPage(address, out var page) && page is not null)
+        {
+            System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(page.AsSpan((int)(address & SparseMemory.PageMask), 64)).CopyTo(q);
+            if (!BitConverter.IsLittleEndian)
+                for (var i = 0; i < 8; i++) q[i] = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(q[i]);
+            return true;
+        }
         if (_bus.IsRam(address, 64))
         {
             _bus.Read(address, System.Runtime.InteropServices.MemoryMarshal.AsBytes(q), BusAttributes.Cpu);

@@ -76,6 +76,11 @@ public interface IVfioIrqSink
 {
     /// <summary>A message-signalled vector fired (MSI vector or MSI-X entry index).</summary>
     void OnMsi(int vector);
+    /// <summary>
+    /// The handler the host registers for <paramref name="vector"/>'s interrupt, called with (INTID, CPU): Linux's
+    /// vfio-pci passes its own handler to request_irq, so the interrupt goes from the CPU's entry straight to VFIO.
+    /// </summary>
+    Action<int, int> MsiHandler(int vector) => (_, _) => OnMsi(vector);
     /// <summary>The INTx line was asserted (level); VFIO's handler masks it and signals.</summary>
     void OnIntx();
     /// <summary>An AER error was reported for the function (ERR index).</summary>
