@@ -39,6 +39,10 @@ public readonly record struct RegisterDescriptor(uint Offset, int Width, string 
     internal int WidthShift { get; } = System.Numerics.BitOperations.Log2((uint)Math.Max(Width, 1));
     internal uint Sizes { get; } = SizesOf(Width, MinSize != 0 ? MinSize : Math.Min(Width, 4));
     internal uint ReadSizes { get; } = Access is RegisterAccess.WriteOnly or RegisterAccess.RazWi ? 0 : SizesOf(Width, MinSize != 0 ? MinSize : Math.Min(Width, 4));
+    // The access size of the common, whole-register case (0: none): a read of a readable register, a write of a
+    // read-write or write-only one.
+    internal int WholeReadSize { get; } = Access is RegisterAccess.WriteOnly or RegisterAccess.RazWi ? 0 : Width;
+    internal int WholeWriteSize { get; } = Access is RegisterAccess.ReadWrite or RegisterAccess.WriteOnly ? Width : 0;
 
     static uint SizesOf(int width, int narrowest)
     {
@@ -191,7 +195,7 @@ public static class RegisterDispatch<TFile> where TFile : struct, IRegisterFile
         ref readonly var r = ref Find(offset);
         var rel = (uint)offset - r.Offset;
         // The common access: a whole readable register.
-        if (size == r.Width && (rel & (uint)(size - 1)) == 0 && r.ReadSizes != 0) return file.Read(in r, rel >> r.WidthShift);
+        if (size == r.WholeReadSize && (rel & (uint)(size - 1)) == 0) return file.Read(in r, rel >> r.WidthShift);
         return ReadOther(file, in r, rel, offset, size);
     }
 
@@ -213,19 +217,15 @@ public static class RegisterDispatch<TFile> where TFile : struct, IRegisterFile
         ref readonly var r = ref Find(offset);
         var rel = (uint)offset - r.Offset;
         // The common access: a whole read-write, write-only, W1S or W1C register.
-        if (size == r.Width && (rel & (uint)(size - 1)) == 0)
+        if (size == r.WholeWriteSize && (rel & (uint)(size - 1)) == 0)
         {
-            var access = r.Access;
-            if (access is RegisterAccess.ReadWrite or RegisterAccess.WriteOnly)
-            {
-                file.Write(in r, rel >> r.WidthShift, value, in attributes);
-                return;
-            }
-            if (access is RegisterAccess.WriteOneToSet or RegisterAccess.WriteOneToClear)
-            {
-                if (value != 0) file.Write(in r, rel >> r.WidthShift, value, in attributes);
-                return;
-            }
+            file.Write(in r, rel >> r.WidthShift, value, in attributes);
+            return;
+        }
+        if (size == r.Width && r.Access is RegisterAccess.WriteOneToSet or RegisterAccess.WriteOneToClear && (rel & (uint)(size - 1)) == 0)
+        {
+            if (value != 0) file.Write(in r, rel >> r.WidthShift, value, in attributes);
+            return;
         }
         WriteOther(file, in r, rel, offset, size, value, in attributes, strict);
     }

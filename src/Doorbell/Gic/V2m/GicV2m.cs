@@ -77,6 +77,7 @@ public sealed class GicV2m : IMmioHandler
     {
         public static RegisterBlock Block => GicV2m.Block;
 
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
         public ulong Read(in RegisterDescriptor r, uint index) => (V2m)r.Id switch
         {
             V2m.Typer => ((ulong)(uint)frame.BaseIntid << 16) | (uint)frame.Count,

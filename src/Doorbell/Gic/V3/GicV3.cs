@@ -200,6 +200,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
     {
         public static RegisterBlock Block => Distributor;
 
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
         public ulong Read(in RegisterDescriptor r, uint index)
         {
             var spis = gic._spis;

@@ -447,6 +447,7 @@ public sealed class GicV3Redistributor
     {
         public static RegisterBlock Block => GicV3Redistributor.Block;
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public ulong Read(in RegisterDescriptor r, uint index) => (Gicr)r.Id switch
         {
             Gicr.Ctlr => rd._enableLpis ? 1UL : 0,
