@@ -194,8 +194,13 @@ public static class RegisterDispatch<TFile> where TFile : struct, IRegisterFile
     {
         ref readonly var r = ref Find(offset);
         var rel = (uint)offset - r.Offset;
-        // The common access: a whole readable register.
-        if (size == r.WholeReadSize && (rel & (uint)(size - 1)) == 0) return file.Read(in r, rel >> r.WidthShift);
+        var whole = r.WholeReadSize;
+        // The common accesses: a whole readable register, or a 32-bit half of a 64-bit one.
+        if ((rel & (uint)(size - 1)) == 0 && (size == whole || (size == 4 && whole == 8 && (r.ReadSizes & 4) != 0)))
+        {
+            var v = file.Read(in r, rel >> r.WidthShift);
+            return size == whole ? v : (uint)(v >> (int)((rel & 4) * 8));
+        }
         return ReadOther(file, in r, rel, offset, size);
     }
 

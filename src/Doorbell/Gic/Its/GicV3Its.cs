@@ -109,8 +109,18 @@ public sealed class GicV3Its : IMmioHandler
         return BusStatus.Ok;
     }
 
+    /// <summary>GITS_TRANSLATER's descriptor: the MSI doorbell, tested before the table lookup (the MSI hot path).</summary>
+    static readonly RegisterDescriptor Doorbell = Array.Find(Registers, r => r.Id == (int)Gits.Translater);
+
     public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
     {
+        // A whole-register write of the doorbell is what the generic path would do for it (write-only: the handler
+        // translates); taking it first keeps an MSI one compare away.
+        if (offset == Doorbell.Offset && size == Doorbell.Width)
+        {
+            _engine.Translate(attributes, (uint)value);
+            return BusStatus.Ok;
+        }
         RegisterDispatch<RegisterFile>.Write(new RegisterFile(_engine), offset, size, value, attributes, _engine.Strict);
         return BusStatus.Ok;
     }
