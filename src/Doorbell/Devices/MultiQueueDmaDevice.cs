@@ -49,7 +49,10 @@ public sealed class MultiQueueDmaDevice : PciFunction
     readonly byte[] _copy = new byte[MqRegs.MaxLength];
     uint _ctrl;
 
-    public MultiQueueDmaDevice(int queues = 4) : base(0x1234, 0xdb01, 0x088000, 1, name: "mq-dma")
+    /// <param name="msi">Give the function a plain MSI capability (64-bit, per-vector masking, one message per queue
+    /// rounded up to a power of two) instead of MSI-X: queue q signals MSI vector q modulo the vectors software
+    /// enabled (a variant for the MSI paths; the default device has MSI-X only).</param>
+    public MultiQueueDmaDevice(int queues = 4, bool msi = false) : base(0x1234, 0xdb01, 0x088000, 1, name: "mq-dma")
     {
         if (queues is < 1 or > 32) throw new ArgumentOutOfRangeException(nameof(queues));
         _queues = new Queue[queues];
@@ -57,7 +60,8 @@ public sealed class MultiQueueDmaDevice : PciFunction
         SetSubsystem(0x1234, 0x0001);
         DefineBar(0, PciBarKind.Mem64, 0x4000);
         AddPowerManagement();
-        AddMsix(queues, 0, MqRegs.MsixTableOffset, 0, MqRegs.MsixPbaOffset);
+        if (msi) AddMsi((int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)queues), is64Bit: true, perVectorMask: true);
+        else AddMsix(queues, 0, MqRegs.MsixTableOffset, 0, MqRegs.MsixPbaOffset);
         AddPcie(PciePortType.Endpoint, flr: true);
         AddAer();
     }
@@ -188,7 +192,11 @@ public sealed class MultiQueueDmaDevice : PciFunction
             done++;
             DescriptorsProcessed++;
         }
-        if (done > 0 && (q.Ctrl & MqRegs.QCtrlIrq) != 0) SignalMsix(index);
+        if (done > 0 && (q.Ctrl & MqRegs.QCtrlIrq) != 0)
+        {
+            if (Msix is not null) SignalMsix(index);
+            else SignalMsi(index & (MsiAllocatedVectors - 1)); // multiple-message MSI: fewer messages than queues fold
+        }
     }
 
     protected override void OnReset()

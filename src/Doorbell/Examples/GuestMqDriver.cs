@@ -50,7 +50,8 @@ public sealed class GuestMqDriver(GuestVm vmm, VfioPciProxy device, Func<int> ho
         ArgumentNullException.ThrowIfNull(vm);
         var v3 = vm.InterruptController == GuestInterruptController.GicV3Its;
         var icc = v3 ? vm.Vm.Vcpus.Select(c => (Doorbell.Gic.V3.IIccSystemRegisters)c.Icc!).ToArray() : null;
-        var k = GuestKernel.Boot(new VcpuMemoryView(vm.Vm.Vcpus[0]), vm.Board, vm.RamSize, icc, its: v3, gicV2m: !v3);
+        var views = vm.Vm.Vcpus.Select(c => (IMemoryView)new VcpuMemoryView(c)).ToArray();
+        var k = GuestKernel.Boot(views[0], vm.Board, vm.RamSize, icc, its: v3, gicV2m: !v3, gicV2CpuViews: v3 ? null : views);
         vm.GuestSoftware = k;
         return k;
     }
@@ -84,7 +85,7 @@ public sealed class GuestMqDriver(GuestVm vmm, VfioPciProxy device, Func<int> ho
         if (r < 0) throw new InvalidOperationException($"mq-dma probe: {Errno.Name(r)}");
         res.Driver = drv;
         if (drv.Queues < Queues) throw new InvalidOperationException($"device has {drv.Queues} queues");
-        res.Log.Add($"guest: mq-dma bound to {name}, BAR0 at GPA 0x{drv.Bar0:x}; MSI-X[0..{Queues - 1}] = " +
+        res.Log.Add($"guest: mq-dma bound to {name}, BAR0 at GPA 0x{drv.Bar0:x}; {(device.MsiEnabled ? "MSI" : "MSI-X")}[0..{Queues - 1}] = " +
             string.Join(", ", drv.Vectors!.Vectors.Take(Queues).Select(v => $"(0x{v.Message.Address:x}, {v.Message.Data}) -> INTID {v.Intid}")) +
             $"; VMM: {device.ActiveVectors} vectors as irqfds (GSI {device.GsiOf(0)}..), VFIO_DEVICE_SET_IRQS");
         var handled = res.Handled;
@@ -120,7 +121,7 @@ public sealed class GuestMqDriver(GuestVm vmm, VfioPciProxy device, Func<int> ho
             Check(drv.Submit(0, src[0] + (ulong)(d * CopyLength), dst[0] + (ulong)(d * CopyLength), (uint)CopyLength, (ulong)(0 << 8 | d), ring: false));
         drv.Ring(0);
         hostInterrupts();
-        res.Hops.Add(("device MSI-X write through the SMMU to the host's MSI controller; host CPU took it, VFIO's handler signalled the vector's eventfd", hostLpisTaken() - hostBefore));
+        res.Hops.Add(($"device {(device.MsiEnabled ? "MSI" : "MSI-X")} write through the SMMU to the host's MSI controller; host CPU took it, VFIO's handler signalled the vector's eventfd", hostLpisTaken() - hostBefore));
         res.Hops.Add(("irqfd woke on that eventfd (GSI route: MSI with the guest DeviceID)", vm.IrqfdWakes - irqfdWakesBefore));
         res.Hops.Add((vmm.InterruptController == GuestInterruptController.GicV3Its ? "vITS translated (DeviceID, EventID) to a vLPI" : "vGICv2m frame raised the SPI the data names",
             VirtualTranslations() - translationsBefore));

@@ -16,7 +16,11 @@ public sealed class Vcpu : IInterruptTarget
     {
         Vm = vm;
         Id = id;
+        Attributes = BusAttributes.OfCpu(id);
     }
+
+    /// <summary>What this vCPU's accesses carry to in-kernel devices: its CPU index (a vGICv2 banks GICC and GICD by it).</summary>
+    internal BusAttributes Attributes { get; }
 
     public Vm Vm { get; }
     public int Id { get; }
@@ -46,7 +50,7 @@ public sealed class Vcpu : IInterruptTarget
         {
             if (Icc is { } icc) return icc.IrqPending;
             if (Vm.VgicV2 is not { } g2) return false;
-            g2.CpuInterface(Id).Read(Doorbell.Gic.V2.GicV2.GICC_HPPIR, 4, out var v, BusAttributes.Cpu);
+            g2.CpuInterface(Id).Read(Doorbell.Gic.V2.GicV2.GICC_HPPIR, 4, out var v, Attributes);
             return v < 1020;
         }
     }

@@ -94,7 +94,7 @@ public sealed class Vm : IDisposable
             value = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(b);
             return s;
         }
-        var k = KernelMmio.Read(new PhysAddr(gpa), size, out value, BusAttributes.Cpu);
+        var k = KernelMmio.Read(new PhysAddr(gpa), size, out value, vcpu.Attributes);
         if (k != BusStatus.DecodeError) return k;
         MmioExits++;
         if (MmioExit is null) { value = 0; return BusStatus.DecodeError; }
@@ -110,7 +110,7 @@ public sealed class Vm : IDisposable
             var s = Memory.Write(gpa, b[..size]);
             if (s != BusStatus.SlaveError) return s; // a read-only slot's write exits to the VMM, as KVM does
         }
-        var k = KernelMmio.Write(new PhysAddr(gpa), size, value, BusAttributes.Cpu);
+        var k = KernelMmio.Write(new PhysAddr(gpa), size, value, vcpu.Attributes);
         if (k != BusStatus.DecodeError) return k;
         MmioExits++;
         if (MmioExit is null) return BusStatus.DecodeError;
@@ -147,7 +147,8 @@ public sealed class Vm : IDisposable
     /// its distributor and CPU interface frames in the guest physical space, each vCPU's IRQ input kicking it; default
     /// routing GSI n → SPI pin n. -EEXIST with an interrupt controller, -EINVAL without vCPUs, with more than 8 (GICv2's
     /// limit, as KVM's vgic-v2) or with overlapping frames.
-    /// Known limit: the GICC frame is vCPU 0's (the model maps one CPU interface frame).
+    /// Each vCPU's accesses carry its CPU index, so the GICC frame and the banked GICD registers are its own (as KVM's
+    /// vgic-v2 MMIO handlers take the accessing vcpu).
     /// </summary>
     public int CreateVgicV2(PhysAddr gicd, PhysAddr gicc, int spiCount = 224)
     {

@@ -57,6 +57,17 @@ public readonly record struct BusAttributes(uint DeviceId, bool HasDeviceId, boo
     public static readonly BusAttributes Cpu = new(0, false, true, false);
 
     public static BusAttributes FromDevice(uint deviceId) => new(deviceId, true, false, false);
+
+    /// <summary>
+    /// The CPU that issued a CPU access (the interconnect's master ID for a core; 0 for host software and devices). A GICv2
+    /// banks its CPU interface frame and its per-CPU distributor registers by it (IHI 0048B §3.1: "banked" by the ID of
+    /// the accessing processor).
+    /// </summary>
+    public int CpuIndex { get => _cpu; init => _cpu = (byte)Math.Clamp(value, 0, 255); } // a byte: the struct stays 8 bytes on hot paths
+    readonly byte _cpu;
+
+    /// <summary>An access by CPU <paramref name="cpu"/>.</summary>
+    public static BusAttributes OfCpu(int cpu) => Cpu with { CpuIndex = cpu };
 }
 
 /// <summary>A memory-mapped device. Offsets are relative to the region base; size is 1, 2, 4 or 8 and already checked against the region's rules.</summary>

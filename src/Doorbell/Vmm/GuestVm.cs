@@ -19,7 +19,8 @@ public enum GuestInterruptController { GicV3Its, GicV2m }
 /// ECAM at 0x40_1000_0000 emulated by the VMM (00:00.0 is the host bridge, assigned devices sit on the root bus at the
 /// slot their guest requester ID names) — opens a VFIO container and maps the whole guest RAM into it with IOVA =
 /// guest physical address, so an assigned device's DMA goes through the physical SMMU to the host pages behind the
-/// guest. Devices are attached as <see cref="VfioPciProxy"/>s; ECAM and their BARs are MMIO exits of the VM.
+/// guest. Devices are attached as <see cref="VfioPciProxy"/>s; ECAM and their BARs are MMIO exits of the VM (memory BARs
+/// in the PCIe MMIO window, I/O BARs through the host bridge's I/O window at <see cref="PlatformMap.PciePio"/>).
 /// The guest board's addresses are a <see cref="PlatformMap"/> (<see cref="Board"/>), which the guest kernel reads.
 /// Known limits: one PCI root bus (no guest bridges); one assigned device per group.
 /// </summary>

@@ -20,9 +20,18 @@ namespace Doorbell.Vmm;
 /// VFIO_DEVICE_SET_IRQS — the physical interrupt then ends in the guest without passing through the VMM. While MSI-X is
 /// off, INTx is connected as QEMU does with KVM: VFIO's INTx trigger eventfd is a level irqfd on the guest's swizzled
 /// INTx SPI with a resamplefd that is VFIO's INTx unmask eventfd (VFIO masks on fire; guest EOI → resample → unmask).
-/// Known limits: no MSI (non-X) emulation (the capability is passed through as VFIO virtualizes it, and the guest
-/// drivers here use MSI-X or INTx); PBA reads as zero; BARs only in the 32/64-bit memory space (I/O BARs are hidden);
-/// function 0 on the guest root bus.
+/// The PBA is emulated: a vector that is masked (entry or function mask) loses its irqfd but keeps its eventfd with
+/// VFIO; a signal on it becomes the vector's PBA bit, and unmasking sends the message (KVM_SIGNAL_MSI) and clears the
+/// bit (PCI LB 3.0 §6.8.2.9/10; QEMU msix.c's pending handling). The VMM reads masked vectors' eventfds when the guest
+/// reads the PBA or unmasks, and in <see cref="PollMasked"/> (its poll step).
+/// Plain MSI is emulated the same way: the capability's layout flags come from VFIO (the message count from
+/// VFIO_DEVICE_GET_IRQ_INFO), Enable, Multiple Message Enable, address, data and mask bits are the VMM's, and an enable
+/// becomes VFIO_DEVICE_SET_IRQS on the MSI index with one eventfd per granted message, each an irqfd routed as MSI
+/// {address, data with the vector in its low bits, guest DeviceID}; a masked message sets its Pending Bit.
+/// Known limits: a vector that never had an eventfd (never live) has no VFIO trigger, so its
+/// messages are not seen (as QEMU without dynamic MSI-X allocation); function 0 on the guest root bus.
+/// I/O BARs are shown as VFIO reports them (QEMU's vfio-pci does the same): the guest places them in PCI I/O space, reaches
+/// them through its host bridge's I/O window, and the VMM forwards each access to the VFIO BAR region (pread/pwrite).
 /// </summary>
 public sealed class VfioPciProxy : IDisposable
 {
@@ -36,22 +45,44 @@ public sealed class VfioPciProxy : IDisposable
     readonly int _msixBar;
     readonly uint[] _table; // 4 dwords per entry: addr lo, addr hi, data, vector control
     readonly EventFd?[] _vectorFd;
+    readonly ulong[] _pba;  // the emulated Pending Bit Array (bit n = vector n)
     readonly uint _gsiBase;
+    readonly int _slots;    // vector slots: the larger of the MSI-X table size and MSI's Multiple Message Capable
     bool _msixEnable, _msixFunctionMask;
+    // Plain MSI (PCI LB 3.0 §6.8.1), emulated: layout flags from VFIO, the registers the guest writes are the VMM's.
+    int _msiCap, _msiMax;
+    bool _msi64, _msiPvm, _msiEnable;
+    int _msiMme;          // Multiple Message Enable (log2 of the vectors granted)
+    ulong _msiAddr;
+    ushort _msiData;
+    uint _msiMask;
+    int _msiLive;         // vectors set up in VFIO's MSI index (1 << MME while MSI is on)
+    uint _vfioIndex = uint.MaxValue; // the VFIO IRQ index the vectors' eventfds are set on (MSI-X or MSI)
+    enum IrqMode { None, Msi, Msix }
+    IrqMode _mode;        // which of MSI-X / MSI owns the vectors (the first the guest enabled); None: INTx
     ushort _command;
     EventFd? _intxTrigger, _intxResample;
     uint _intxGsi;
     bool _disposed;
 
-    VfioPciProxy(GuestVm vmm, int fd, uint devId, ulong cfgOff, int msixCap, int msixBar, int vectors, ulong tableOff, ulong pbaOff)
+    VfioPciProxy(GuestVm vmm, int fd, uint devId, ulong cfgOff, int msixCap, int msixBar, int vectors, ulong tableOff, ulong pbaOff, int msiCap, uint msiCtl)
     {
         _vmm = vmm; _fd = fd; GuestDeviceId = devId; _cfgOff = cfgOff;
         _msixCap = msixCap; _msixBar = msixBar;
         Vectors = vectors; MsixTableOffset = tableOff; MsixPbaOffset = pbaOff;
         _table = new uint[vectors * 4];
         for (var i = 0; i < vectors; i++) _table[i * 4 + 3] = 1; // masked at reset
-        _vectorFd = new EventFd?[vectors];
-        _gsiBase = vmm.AllocateGsis(Math.Max(vectors, 1));
+        _msiCap = msiCap;
+        if (msiCap != 0)
+        {
+            _msiMax = 1 << (int)Math.Min(5, msiCtl >> 1 & 7); // Multiple Message Capable (values above 32 are reserved)
+            _msi64 = (msiCtl & 0x80) != 0;
+            _msiPvm = (msiCtl & 0x100) != 0;
+        }
+        _slots = Math.Max(vectors, _msiMax);
+        _vectorFd = new EventFd?[_slots];
+        _pba = new ulong[(_slots + 63) / 64];
+        _gsiBase = vmm.AllocateGsis(Math.Max(_slots, 1));
     }
 
     public uint GuestDeviceId { get; }
@@ -66,9 +97,22 @@ public sealed class VfioPciProxy : IDisposable
     /// <summary>The guest's MSI-X Enable and Function Mask bits (emulated).</summary>
     public bool MsixEnabled => _msixEnable;
     public bool MsixFunctionMasked => _msixFunctionMask;
-    /// <summary>GSI of MSI-X vector <paramref name="n"/>.</summary>
+    /// <summary>Offset of the MSI capability in guest config space (0: the device has none).</summary>
+    public int MsiCapability => _msiCap;
+    /// <summary>The guest's MSI Enable (emulated) and the messages it granted (1 &lt;&lt; Multiple Message Enable).</summary>
+    public bool MsiEnabled => _msiEnable;
+    public int MsiVectors => _msiEnable ? 1 << _msiMme : 0;
+    /// <summary>GSI of MSI-X (or MSI) vector <paramref name="n"/>.</summary>
     public uint GsiOf(int n) => _gsiBase + (uint)n;
     public int ActiveVectors => _vectorFd.Count(f => f is not null);
+    /// <summary>True when vector <paramref name="n"/>'s bit is set in the emulated PBA (as the guest would read it, after a poll).</summary>
+    public bool IsPending(int n)
+    {
+        PollMasked();
+        return (uint)n < (uint)_slots && (_pba[n >> 6] >> (n & 63) & 1) != 0;
+    }
+    /// <summary>Messages the VMM held pending for a masked vector and sent on unmask (KVM_SIGNAL_MSI).</summary>
+    public long PendingDelivered { get; private set; }
     /// <summary>True while INTx is connected to the guest (trigger irqfd with resamplefd, VFIO INTx unmask on that eventfd).</summary>
     public bool IntxConnected => _intxTrigger is not null;
     /// <summary>The guest SPI index (kvm irqchip pin) of the device's INTx, -1 without a pin.</summary>
@@ -84,11 +128,13 @@ public sealed class VfioPciProxy : IDisposable
         var cfgOff = RegionOffset(p, fd, VfioPciIndex.Config, out var cfgSize);
         if (cfgSize < 256) return -Errno.ENODEV;
         // MSI-X capability (offset, vectors, table/PBA BIR and offsets) as VFIO presents it.
-        int msixCap = 0, msixBar = -1, vectors = 0; ulong table = 0, pba = 0;
+        int msixCap = 0, msixBar = -1, vectors = 0, msiCap = 0; ulong table = 0, pba = 0;
+        uint msiCtl = 0;
         var pos = Cfg(p, fd, cfgOff, 0x34, 1) & 0xFC;
         for (var guard = 0; pos >= 0x40 && guard < 48; guard++)
         {
             var hdr = Cfg(p, fd, cfgOff, (int)pos, 4);
+            if ((hdr & 0xFF) == 0x05 && msiCap == 0) { msiCap = (int)pos; msiCtl = hdr >> 16; }
             if ((hdr & 0xFF) == 0x11)
             {
                 var t = Cfg(p, fd, cfgOff, (int)pos + 4, 4);
@@ -97,19 +143,28 @@ public sealed class VfioPciProxy : IDisposable
                 msixCap = (int)pos; msixBar = (int)(t & 7);
                 vectors = (int)((hdr >> 16) & 0x7FF) + 1;
                 table = t & ~7u; pba = b & ~7u;
-                break;
             }
             pos = (hdr >> 8) & 0xFC;
         }
-        var px = new VfioPciProxy(vmm, fd, devId, cfgOff, msixCap, msixBar, vectors, table, pba);
+        if (msiCap != 0)
+        {
+            // VFIO virtualizes the MSI flags (Multiple Message Capable reads as what it has enabled so far); the message
+            // count of the device is VFIO_DEVICE_GET_IRQ_INFO's for the MSI index.
+            var ii = new byte[16];
+            MemoryMarshal.Write(ii, new VfioIrqInfo { Argsz = 16, Index = VfioPciIndex.IrqMsi });
+            var count = p.Ioctl(fd, VfioIoctl.DeviceGetIrqInfo, ii) < 0 ? 1u : MemoryMarshal.Read<VfioIrqInfo>(ii).Count;
+            if (count == 0) msiCap = 0;
+            else msiCtl = (msiCtl & ~0x0Eu) | (uint)Math.Min(5, System.Numerics.BitOperations.Log2(count)) << 1;
+        }
+        var px = new VfioPciProxy(vmm, fd, devId, cfgOff, msixCap, msixBar, vectors, table, pba, msiCap, msiCtl);
         for (var i = 0; i < 6; i++)
         {
             px._regionOff[i] = RegionOffset(p, fd, VfioPciIndex.Bar0 + (uint)i, out var size);
             var flags = Cfg(p, fd, cfgOff, 0x10 + i * 4, 4);
-            if (size == 0 || (flags & 1) != 0) continue; // absent or I/O: hidden from the guest
+            if (size == 0) continue;
             px._barSize[i] = size;
-            px._barFlags[i] = flags & 0xF;
-            if ((flags & 6) == 4) i++; // 64-bit: the next register is its upper half
+            px._barFlags[i] = (flags & 1) != 0 ? 1u : flags & 0xF; // I/O BARs too: placed in the guest's I/O window
+            if ((flags & 7) == 4) i++; // 64-bit memory: the next register is its upper half
         }
         if (px._barSize[0] == 0) { return -Errno.ENODEV; }
         // The guest starts with I/O, memory and bus mastering off, and so does the device (QEMU's vfio_pci_pre_reset).
@@ -151,12 +206,18 @@ public sealed class VfioPciProxy : IDisposable
 
     // --- guest config space (composed) --------------------------------------------------------------------
 
-    bool IsUpperHalf(int i) => i > 0 && _barSize[i] == 0 && _barSize[i - 1] != 0 && (_barFlags[i - 1] & 6) == 4;
+    bool IsUpperHalf(int i) => i > 0 && _barSize[i] == 0 && _barSize[i - 1] != 0 && (_barFlags[i - 1] & 7) == 4;
+    bool IsIo(int i) => (_barFlags[i] & 1) != 0;
 
-    /// <summary>The guest's BAR <paramref name="i"/> address (a 64-bit BAR spans two registers).</summary>
+    /// <summary>True when BAR <paramref name="i"/> is an I/O BAR (its address is a PCI I/O address in the guest's I/O window).</summary>
+    public bool IsIoBar(int i) => (uint)i < 6 && _barSize[i] != 0 && IsIo(i);
+    public ulong BarSize(int i) => (uint)i < 6 ? _barSize[i] : 0;
+
+    /// <summary>The guest's BAR <paramref name="i"/> address (a 64-bit BAR spans two registers; an I/O BAR holds a PCI I/O address).</summary>
     public ulong BarAddress(int i)
     {
         if ((uint)i >= 6 || _barSize[i] == 0) return 0;
+        if (IsIo(i)) return _bar[i] & ~3u & ~(uint)(_barSize[i] - 1);
         var a = (ulong)(_bar[i] & ~0xFu);
         if ((_barFlags[i] & 6) == 4 && i < 5) a |= (ulong)_bar[i + 1] << 32;
         return a;
@@ -167,12 +228,14 @@ public sealed class VfioPciProxy : IDisposable
         if (d is >= 0x10 and <= 0x24)
         {
             var i = (d - 0x10) / 4;
+            if (_barSize[i] != 0 && IsIo(i)) return (uint)((_bar[i] & ~3u & ~(_barSize[i] - 1)) | 1u); // PCI LB 3.0 §6.2.5.1: bit 0 = I/O
             if (_barSize[i] != 0) return (uint)((_bar[i] & ~0xFu & ~(_barSize[i] - 1)) | _barFlags[i]);
             if (IsUpperHalf(i)) return (uint)(_bar[i] & (uint)(~(_barSize[i - 1] - 1) >> 32));
             return 0;
         }
         if (d == 0x30) return 0; // no expansion ROM for the guest
         if (d == 0x04) return (VfioCfg(4, 4) & 0xFFFF_0000) | _command;
+        if (InMsiCap(d)) return MsiDword(d - _msiCap);
         var v = VfioCfg(d, 4);
         if (_msixCap != 0 && d == _msixCap)
             v = (v & 0x3FFF_FFFF) | (_msixEnable ? 1u << 31 : 0) | (_msixFunctionMask ? 1u << 30 : 0);
@@ -214,6 +277,11 @@ public sealed class VfioPciProxy : IDisposable
             if ((mask & 0xFFFF_0000) != 0) VfioCfgWrite(6, 2, (value << shift) >> 16); // status: W1C bits
             return;
         }
+        if (InMsiCap(d))
+        {
+            WriteMsiDword(d - _msiCap, Merge(ComposeDword(d)), mask);
+            return;
+        }
         if (_msixCap != 0 && d == _msixCap)
         {
             if ((mask & 0xFFFF_0000) != 0)
@@ -228,18 +296,27 @@ public sealed class VfioPciProxy : IDisposable
 
     // --- BARs -----------------------------------------------------------------------------------------------
 
-    /// <summary>The BAR that decodes [gpa, gpa+size) (memory space enabled, BAR placed), or -1.</summary>
+    /// <summary>
+    /// The BAR that decodes [gpa, gpa+size), or -1: a memory BAR placed in guest physical space with memory space
+    /// enabled, or an I/O BAR whose I/O addresses the guest reaches through its host bridge's I/O window
+    /// (<see cref="Doorbell.Platform.PlatformMap.PciePio"/> + address) with I/O space enabled.
+    /// </summary>
     internal int BarAt(ulong gpa, int size)
     {
-        if (_disposed || (_command & 2) == 0) return -1;
+        if (_disposed || (_command & 3) == 0) return -1;
         for (var i = 0; i < 6; i++)
         {
-            if (_barSize[i] == 0) continue;
+            if (_barSize[i] == 0 || (_command & (IsIo(i) ? 1 : 2)) == 0) continue;
             var a = BarAddress(i);
-            if (a != 0 && gpa >= a && gpa + (ulong)size <= a + _barSize[i]) return i;
+            if (a == 0) continue;
+            var b = BarBase(i);
+            if (gpa >= b && gpa + (ulong)size <= b + _barSize[i]) return i;
         }
         return -1;
     }
+
+    /// <summary>Where BAR <paramref name="i"/> starts in guest physical space.</summary>
+    ulong BarBase(int i) => IsIo(i) ? _vmm.Board.PciePio + BarAddress(i) : BarAddress(i);
 
     internal bool Decodes(ulong gpa, int size) => BarAt(gpa, size) >= 0;
 
@@ -251,7 +328,7 @@ public sealed class VfioPciProxy : IDisposable
         value = 0;
         var bar = BarAt(gpa, size);
         if (bar < 0) return BusStatus.DecodeError;
-        var off = gpa - BarAddress(bar);
+        var off = gpa - BarBase(bar);
         if (InTable(bar, off))
         {
             var i = (int)((off - MsixTableOffset) / 4);
@@ -259,7 +336,15 @@ public sealed class VfioPciProxy : IDisposable
             if (size < 8) value &= (1UL << (8 * size)) - 1;
             return BusStatus.Ok;
         }
-        if (InPba(bar, off)) return BusStatus.Ok;
+        if (InPba(bar, off))
+        {
+            // PCI LB 3.0 §6.8.2.10: the PBA is read-only; qword or dword reads (smaller ones are answered the same way).
+            PollMasked();
+            var q = (int)((off - MsixPbaOffset) / 8);
+            value = _pba[q] >> (int)((off & 7) * 8);
+            if (size < 8) value &= (1UL << (8 * size)) - 1;
+            return BusStatus.Ok;
+        }
         Span<byte> b = stackalloc byte[8];
         b.Clear();
         if (_vmm.Process.Pread(_fd, b[..size], _regionOff[bar] + off) != size) return BusStatus.SlaveError;
@@ -271,7 +356,7 @@ public sealed class VfioPciProxy : IDisposable
     {
         var bar = BarAt(gpa, size);
         if (bar < 0) return BusStatus.DecodeError;
-        var off = gpa - BarAddress(bar);
+        var off = gpa - BarBase(bar);
         if (InTable(bar, off))
         {
             if (size is not (4 or 8) || (off & 3) != 0) return BusStatus.Ok; // the table takes dword/qword accesses
@@ -281,7 +366,11 @@ public sealed class VfioPciProxy : IDisposable
             UpdateVector(i / 4);
             return BusStatus.Ok;
         }
-        if (InPba(bar, off)) return BusStatus.Ok;
+        if (InPba(bar, off))
+        {
+            _vmm.Vm.Strict.Report("vmm", "PCI LB 3.0 §6.8.2.10 (the Pending Bit Array is read-only)", $"guest write to the PBA at +0x{off - MsixPbaOffset:x}: ignored");
+            return BusStatus.Ok;
+        }
         Span<byte> b = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(b, value);
         return _vmm.Process.Pwrite(_fd, b[..size], _regionOff[bar] + off) == size ? BusStatus.Ok : BusStatus.SlaveError;
@@ -291,20 +380,39 @@ public sealed class VfioPciProxy : IDisposable
 
     void SetMsixControl(bool enable, bool functionMask)
     {
-        var wasEnabled = _msixEnable;
+        if (enable && !_msixEnable && _msiEnable) ReportBoth();
         _msixEnable = enable;
         _msixFunctionMask = functionMask;
-        if (enable && !wasEnabled) DisconnectIntx(); // MSI-X replaces INTx (PCI LB 3.0 §6.8.2.3)
-        if (!enable && wasEnabled)
+        if (_mode == IrqMode.Msi) return; // MSI was enabled first and owns the vectors (enabling both is not allowed)
+        if (!enable)
         {
-            ReleaseVectors();
-            ConnectIntx();
+            if (_mode == IrqMode.Msix) { ReleaseVectors(); Reconnect(); }
             return;
         }
+        if (_mode == IrqMode.None) { DisconnectIntx(); _mode = IrqMode.Msix; } // MSI-X replaces INTx (PCI LB 3.0 §6.8.2.3)
         for (var n = 0; n < Vectors; n++) UpdateVector(n);
     }
 
-    bool Live(int n) => _msixEnable && !_msixFunctionMask && (_table[n * 4 + 3] & 1) == 0 && (_table[n * 4] | _table[n * 4 + 1]) != 0;
+    /// <summary>After MSI-X or MSI let go of the vectors: the other one if the guest enabled it meanwhile, else INTx.</summary>
+    void Reconnect()
+    {
+        _mode = IrqMode.None;
+        if (_msixEnable) SetMsixControl(true, _msixFunctionMask);
+        else if (_msiEnable) ApplyMsi();
+        else ConnectIntx();
+    }
+
+    /// <summary>A vector delivers directly (irqfd) when enabled, unmasked and addressed: MSI-X entry n, or MSI message n.</summary>
+    bool Live(int n)
+    {
+        if (_mode == IrqMode.Msix) return n < Vectors && !_msixFunctionMask && (_table[n * 4 + 3] & 1) == 0 && (_table[n * 4] | _table[n * 4 + 1]) != 0;
+        return _mode == IrqMode.Msi && _msiEnable && n < _msiLive && (!_msiPvm || (_msiMask >> n & 1) == 0) && _msiAddr != 0;
+    }
+
+    /// <summary>The message of vector <paramref name="n"/>: its MSI-X entry, or MSI's address with n in the data's low bits.</summary>
+    (ulong Address, uint Data) Message(int n) => _mode == IrqMode.Msix
+        ? (_table[n * 4] | ((ulong)_table[n * 4 + 1] << 32), _table[n * 4 + 2])
+        : (_msiAddr, (uint)(_msiData & ~(_msiLive - 1)) | (uint)n);
 
     /// <summary>Applies a table entry: live → route + irqfd + VFIO trigger; not live → irqfd removed (the eventfd stays with VFIO).</summary>
     void UpdateVector(int n)
@@ -314,19 +422,51 @@ public sealed class VfioPciProxy : IDisposable
         {
             if (_vectorFd[n] is { } old)
             {
+                // The irqfd goes; VFIO keeps signalling the same eventfd, which the VMM now reads itself: a signal
+                // while masked becomes the vector's PBA bit (QEMU: the userspace handler → msix_notify → pending).
                 _vmm.Vm.Irqfd(new KvmIrqfd(old.Fd, gsi, KvmConst.KVM_IRQFD_FLAG_DEASSIGN));
                 _vmm.SetMsiRoute(gsi, null);
             }
             return;
         }
-        var addr = _table[n * 4] | ((ulong)_table[n * 4 + 1] << 32);
-        _vmm.SetMsiRoute(gsi, KvmIrqRoutingEntry.Msi(gsi, addr, _table[n * 4 + 2], GuestDeviceId));
+        PollVector(n); // a signal that arrived while the vector was masked is pending, not lost
+        var (addr, data) = Message(n);
+        _vmm.SetMsiRoute(gsi, KvmIrqRoutingEntry.Msi(gsi, addr, data, GuestDeviceId));
         if (_vectorFd[n] is null)
         {
             _vectorFd[n] = EventFd.Create();
             EnableVectors();
         }
         _vmm.Vm.Irqfd(new KvmIrqfd(_vectorFd[n]!.Fd, gsi, 0)); // -EBUSY when already assigned: the new route is picked up
+        if ((_pba[n >> 6] >> (n & 63) & 1) != 0)
+        {
+            // Unmasked with its bit pending: the message is sent now and the bit cleared (PCI LB 3.0 §6.8.2.9).
+            _pba[n >> 6] &= ~(1UL << (n & 63));
+            PendingDelivered++;
+            _vmm.Vm.SignalMsi(new KvmMsi(addr, data, KvmConst.KVM_MSI_VALID_DEVID, GuestDeviceId));
+        }
+    }
+
+    /// <summary>Reads vector <paramref name="n"/>'s eventfd while the vector is masked: a signal sets its PBA bit.</summary>
+    void PollVector(int n)
+    {
+        if (_vectorFd[n] is { } e && e.TryRead(out _)) _pba[n >> 6] |= 1UL << (n & 63);
+    }
+
+    /// <summary>
+    /// The VMM's poll step for masked vectors (QEMU's fd handler on a masked vector's eventfd): every masked vector whose
+    /// eventfd was signalled gets its PBA bit. The guest's PBA reads and unmasks run it first, so what the guest sees
+    /// does not depend on when the VMM's loop last ran. Returns the number of vectors pending.
+    /// </summary>
+    public int PollMasked()
+    {
+        var pending = 0;
+        for (var n = 0; n < _slots; n++)
+        {
+            if (!Live(n)) PollVector(n);
+            if ((_pba[n >> 6] >> (n & 63) & 1) != 0) pending++;
+        }
+        return pending;
     }
 
     /// <summary>
@@ -336,11 +476,14 @@ public sealed class VfioPciProxy : IDisposable
     /// </summary>
     int EnableVectors()
     {
+        var index = _mode == IrqMode.Msix ? VfioPciIndex.IrqMsix : VfioPciIndex.IrqMsi;
         var count = Array.FindLastIndex(_vectorFd, f => f is not null) + 1;
-        SetIrqsNone(VfioPciIndex.IrqMsix);
+        SetIrqsNone(index);
+        _vfioIndex = uint.MaxValue;
         if (count == 0) return 0;
         var set = new byte[20 + 4 * count];
-        MemoryMarshal.Write(set, new VfioIrqSet { Argsz = (uint)set.Length, Flags = VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger, Index = VfioPciIndex.IrqMsix, Start = 0, Count = (uint)count });
+        MemoryMarshal.Write(set, new VfioIrqSet { Argsz = (uint)set.Length, Flags = VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger, Index = index, Start = 0, Count = (uint)count });
+        _vfioIndex = index;
         for (var i = 0; i < count; i++) BinaryPrimitives.WriteInt32LittleEndian(set.AsSpan(20 + 4 * i), _vectorFd[i]?.Fd ?? -1);
         return _vmm.Process.Ioctl(_fd, VfioIoctl.DeviceSetIrqs, set);
     }
@@ -360,11 +503,14 @@ public sealed class VfioPciProxy : IDisposable
         return _vmm.Process.Ioctl(_fd, VfioIoctl.DeviceSetIrqs, set);
     }
 
-    /// <summary>MSI-X off in VFIO, every vector's irqfd and route removed, its eventfd closed.</summary>
+    /// <summary>MSI-X or MSI off in VFIO, every vector's irqfd and route removed, its eventfd closed.</summary>
     void ReleaseVectors()
     {
-        SetIrqsNone(VfioPciIndex.IrqMsix);
-        for (var n = 0; n < Vectors; n++)
+        if (_vfioIndex != uint.MaxValue) SetIrqsNone(_vfioIndex);
+        _vfioIndex = uint.MaxValue;
+        _msiLive = 0;
+        Array.Clear(_pba); // MSI-X / MSI off: nothing stays pending for the guest
+        for (var n = 0; n < _slots; n++)
         {
             if (_vectorFd[n] is not { } e) continue;
             _vmm.Vm.Irqfd(new KvmIrqfd(e.Fd, GsiOf(n), KvmConst.KVM_IRQFD_FLAG_DEASSIGN));
@@ -372,6 +518,75 @@ public sealed class VfioPciProxy : IDisposable
             e.Dispose();
             _vectorFd[n] = null;
         }
+    }
+
+    // --- MSI (PCI LB 3.0 §6.8.1; QEMU keeps the capability in its emulated config, hw/pci/msi.c, and vfio-pci turns
+    //     an enable into VFIO_DEVICE_SET_IRQS on the MSI index) ---------------------------------------------------
+
+    int MsiDataRel => _msi64 ? 0x0C : 0x08;
+    int MsiSize => MsiDataRel + (_msiPvm ? 12 : 4);
+
+    bool InMsiCap(int d) => _msiCap != 0 && d >= _msiCap && d < _msiCap + MsiSize;
+
+    uint MsiControl => (VfioCfg(_msiCap + 2, 2) & ~0x7Fu) | (uint)System.Numerics.BitOperations.Log2((uint)_msiMax) << 1 | (uint)_msiMme << 4 | (_msiEnable ? 1u : 0);
+
+    /// <summary>Dword <paramref name="rel"/> of the emulated MSI capability.</summary>
+    uint MsiDword(int rel)
+    {
+        if (rel == 0) return (VfioCfg(_msiCap, 2) & 0xFFFF) | MsiControl << 16;
+        if (rel == 4) return (uint)_msiAddr;
+        if (rel == 8 && _msi64) return (uint)(_msiAddr >> 32);
+        if (rel == MsiDataRel) return _msiData;
+        if (rel == MsiDataRel + 4) return _msiMask;
+        PollMasked(); // Pending Bits (read-only): a masked message that fired
+        return (uint)_pba[0] & (_msiMax == 32 ? uint.MaxValue : (1u << _msiMax) - 1);
+    }
+
+    void WriteMsiDword(int rel, uint v, uint mask)
+    {
+        if (rel == 0)
+        {
+            if ((mask & 0xFFFF_0000) == 0) return;
+            var ctl = v >> 16;
+            if ((ctl & 1) != 0 && !_msiEnable && _msixEnable) ReportBoth();
+            _msiEnable = (ctl & 1) != 0;
+            // Multiple Message Enable above Multiple Message Capable is clamped to it (as QEMU's msi_write_config).
+            var mmc = System.Numerics.BitOperations.Log2((uint)_msiMax);
+            if ((int)(ctl >> 4 & 7) > mmc)
+                _vmm.Vm.Strict.Report("vmm", "PCI LB 3.0 §6.8.1.3 (Multiple Message Enable must not exceed Multiple Message Capable)", $"MME {ctl >> 4 & 7} with MMC {mmc}: {1 << mmc} message(s) granted");
+            _msiMme = Math.Min((int)(ctl >> 4 & 7), mmc);
+        }
+        else if (rel == 4) _msiAddr = (_msiAddr & 0xFFFF_FFFF_0000_0000) | (v & ~3u);
+        else if (rel == 8 && _msi64) _msiAddr = (_msiAddr & 0xFFFF_FFFF) | (ulong)v << 32;
+        else if (rel == MsiDataRel) _msiData = (ushort)v;
+        else if (rel == MsiDataRel + 4) _msiMask = v & (_msiMax == 32 ? uint.MaxValue : (1u << _msiMax) - 1);
+        else return; // Pending Bits are read-only
+        ApplyMsi();
+    }
+
+    void ReportBoth() => _vmm.Vm.Strict.Report("vmm", "PCI LB 3.0 §6.8.1.3 / §6.8.2.3 (MSI and MSI-X must not both be enabled)",
+        "guest enabled MSI and MSI-X together: the one enabled first keeps the vectors");
+
+    /// <summary>Brings the vectors in line with the emulated MSI registers (QEMU: vfio_msi_enable / vfio_update_msi).</summary>
+    void ApplyMsi()
+    {
+        if (_mode == IrqMode.Msix) return; // MSI-X was enabled first and owns the vectors
+        if (!_msiEnable)
+        {
+            if (_mode == IrqMode.Msi) { ReleaseVectors(); Reconnect(); }
+            return;
+        }
+        if (_mode == IrqMode.None) { DisconnectIntx(); _mode = IrqMode.Msi; } // MSI replaces INTx (PCI LB 3.0 §6.8.1.3)
+        var count = 1 << _msiMme;
+        if (count != _msiLive)
+        {
+            // VFIO fixes the vector count at enable: (re-)enable its MSI index with one eventfd per granted message.
+            if (_msiLive != 0) ReleaseVectors();
+            _msiLive = count;
+            for (var n = 0; n < count; n++) _vectorFd[n] = EventFd.Create();
+            EnableVectors();
+        }
+        for (var n = 0; n < _msiLive; n++) UpdateVector(n);
     }
 
     // --- INTx ---------------------------------------------------------------------------------------------
@@ -383,7 +598,7 @@ public sealed class VfioPciProxy : IDisposable
     /// </summary>
     int ConnectIntx()
     {
-        if (IntxGuestSpi < 0 || _intxTrigger is not null || _msixEnable || _disposed) return 0;
+        if (IntxGuestSpi < 0 || _intxTrigger is not null || _mode != IrqMode.None || _disposed) return 0;
         var trigger = EventFd.Create();
         var resample = EventFd.Create();
         var r = SetIrqsEventFd(VfioPciIndex.IrqIntx, VfioIrqSetFlags.ActionTrigger, trigger.Fd);
@@ -426,6 +641,8 @@ public sealed class VfioPciProxy : IDisposable
             _table[n * 4 + 3] = 1;
         }
         _msixEnable = _msixFunctionMask = false;
+        _msiEnable = false; _msiMme = 0; _msiAddr = 0; _msiData = 0; _msiMask = 0;
+        _mode = IrqMode.None;
         var r = _vmm.Process.Ioctl(_fd, VfioIoctl.DeviceReset, Span<byte>.Empty);
         VfioCfgWrite(4, 2, _command); // the guest's command register survives a VMM reset (QEMU restores config after it)
         ConnectIntx();

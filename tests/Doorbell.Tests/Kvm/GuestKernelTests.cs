@@ -16,27 +16,9 @@ namespace Doorbell.Tests.Kvm;
 /// </summary>
 public class GuestKernelTests
 {
-    const ulong Ecam = 0x40_1000_0000;
-
-    static (HostKernel K, GuestVm Vmm, VfioPciProxy Proxy) Boot(int vcpus = 2)
-    {
-        var (m, models) = HostKernel.CreateBoard(new QemuVirtOptions());
-        m.AddPci(new MultiQueueDmaDevice(4));
-        var k = HostKernel.Boot(m, models);
-        var fn = k.FindFunction("0000:00:01.0")!;
-        Assert.Equal(0, GuestVm.Create(k.CreateProcess(k.BuildVfio()), vcpus, 0x0200_0000, out var vmm));
-        Assert.Equal(0, vmm!.AddDevice(fn.Group.Id, fn.Name, 0x0008, out var proxy));
-        return (k, vmm, proxy!);
-    }
-
-    static uint Cfg(Vcpu cpu, int slot, int off, int size = 4)
-    {
-        Assert.Equal(BusStatus.Ok, cpu.Read(Ecam + ((ulong)slot << 15) + (ulong)off, size, out var v));
-        return (uint)v;
-    }
-
-    static void CfgW(Vcpu cpu, int slot, int off, uint v, int size = 4) =>
-        Assert.Equal(BusStatus.Ok, cpu.Write(Ecam + ((ulong)slot << 15) + (ulong)off, size, v));
+    static (HostKernel K, GuestVm Vmm, VfioPciProxy Proxy) Boot(int vcpus = 2) => GuestTestBoard.Boot(vcpus);
+    static uint Cfg(Vcpu cpu, int slot, int off, int size = 4) => GuestTestBoard.Cfg(cpu, slot, off, size);
+    static void CfgW(Vcpu cpu, int slot, int off, uint v, int size = 4) => GuestTestBoard.CfgW(cpu, slot, off, v, size);
 
     [Fact]
     public void Guest_ecam_presents_a_host_bridge_and_the_device_with_config_composed_from_vfio()

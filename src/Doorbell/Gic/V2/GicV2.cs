@@ -8,11 +8,12 @@ namespace Doorbell.Gic.V2;
 /// <summary>
 /// GICv2 distributor and CPU interfaces (Arm IHI 0048B), no Security Extensions. GICD (4 KiB of registers)
 /// and GICC (GICC_CTLR, PMR, BPR, IAR, EOIR, RPR, HPPIR, DIR at 0x1000). An interrupt is delivered to the
-/// CPUs named in its ITARGETSR byte; the first to acknowledge takes it.
-/// Known limits: the bus carries no CPU number, so the GICC frame and the banked GICD registers (SGIs/PPIs,
-/// ITARGETSR0-7) mapped on the bus are CPU 0's; other CPUs' interfaces are separate handlers
-/// (<see cref="CpuInterface(int)"/>) a board may map at aliases. Groups 0 and 1 are both acknowledged through
-/// GICC_IAR (no FIQ, no aliased AIAR/AEOIR); 8 priority bits; no virtualization extensions (GICH/GICV).
+/// CPUs named in its ITARGETSR byte; the first to acknowledge takes it. The GICC frame and the banked GICD registers
+/// (SGI/PPI enables, pending, active, priorities, ICFGR0-1, ITARGETSR0-7, GICD_SGIR's source) are those of the CPU
+/// that makes the access (<see cref="BusAttributes.CpuIndex"/>; an index the GIC has no interface for is RAZ/WI).
+/// Known limits: an SGI pending from several source CPUs at once is one pending SGI (GICC_IAR's CPUID names the latest
+/// source; the architecture keeps one per source); groups 0 and 1 are both acknowledged through GICC_IAR (no FIQ, no
+/// aliased AIAR/AEOIR); 8 priority bits; no virtualization extensions (GICH/GICV).
 /// </summary>
 public sealed class GicV2 : IMmioHandler, ISpiSink
 {
@@ -48,6 +49,8 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
     readonly IrqBank _spis;
     readonly byte[] _targets;
     readonly Cpu[] _cpus;
+    readonly byte[] _sgiSource; // [target * 16 + SGI]: the CPU that last sent it (GICC_IAR.CPUID)
+    readonly BankedCpuInterface _gicc;
     uint _ctlr;
 
     public GicV2(int cpuCount = 1, int spiCount = 224, StrictMonitor? strict = null)
@@ -69,6 +72,8 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
         }
         _spis = new IrqBank(spiCount) { Raised = Kick };
         _targets = new byte[spiCount];
+        _sgiSource = new byte[cpuCount * 16];
+        _gicc = new BankedCpuInterface(this);
     }
 
     readonly IInterruptTarget?[] _irqTargets;
@@ -99,7 +104,7 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
         ArgumentNullException.ThrowIfNull(bus);
         var rules = new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi);
         bus.MapMmio(gicd, 0x1_0000, this, rules, "gicv2-gicd");
-        bus.MapMmio(gicc, 0x1_0000, _cpus[0], rules, "gicv2-gicc");
+        bus.MapMmio(gicc, 0x1_0000, _gicc, rules, "gicv2-gicc");
     }
 
     public IInterruptLine SpiLine(int intid)
@@ -120,10 +125,33 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
 
     bool GroupEnabled(bool group1) => (_ctlr & (group1 ? 2u : 1u)) != 0;
 
-    // --- distributor MMIO (banked registers are CPU 0's) -----------------------------------------------------
+    // --- distributor MMIO (banked registers are the accessing CPU's) -------------------------------------------
 
-    public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes) { value = ReadD(0, offset, size); return BusStatus.Ok; }
-    public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes) { WriteD(0, offset, size, (uint)value); return BusStatus.Ok; }
+    public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
+    {
+        value = (uint)attributes.CpuIndex < (uint)CpuCount ? ReadD(attributes.CpuIndex, offset, size) : 0;
+        return BusStatus.Ok;
+    }
+
+    public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
+    {
+        if ((uint)attributes.CpuIndex < (uint)CpuCount) WriteD(attributes.CpuIndex, offset, size, (uint)value);
+        return BusStatus.Ok;
+    }
+
+    /// <summary>The GICC frame on the bus: each CPU reaches its own interface through it.</summary>
+    sealed class BankedCpuInterface(GicV2 gic) : IMmioHandler
+    {
+        public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
+        {
+            if ((uint)attributes.CpuIndex < (uint)gic.CpuCount) return gic._cpus[attributes.CpuIndex].Read(offset, size, out value, attributes);
+            value = 0;
+            return BusStatus.Ok;
+        }
+
+        public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes) =>
+            (uint)attributes.CpuIndex < (uint)gic.CpuCount ? gic._cpus[attributes.CpuIndex].Write(offset, size, value, attributes) : BusStatus.Ok;
+    }
 
     (IrqBank Bank, int First) Bank(int cpu, int intid) => intid < 32 ? (_private[cpu], intid) : (_spis, intid - 32);
 
@@ -185,7 +213,12 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
             // TargetListFilter[25:24], CPUTargetList[23:16], SGIINTID[3:0] (IHI 0048B §4.3.15)
             var sgi = (int)(v & 0xF);
             var mask = (v >> 24 & 3) switch { 0 => v >> 16 & 0xFF, 1 => 0xFFu & ~(1u << cpu), 2 => 1u << cpu, _ => 0u };
-            for (var c = 0; c < CpuCount; c++) if ((mask >> c & 1) != 0) _private[c].SetPending(sgi);
+            for (var c = 0; c < CpuCount; c++)
+                if ((mask >> c & 1) != 0)
+                {
+                    _sgiSource[c * 16 + sgi] = (byte)cpu;
+                    _private[c].SetPending(sgi);
+                }
             return;
         }
         if (off >= GICD_ICFGR && off < GICD_ICFGR + 0x100)
@@ -240,7 +273,7 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
             if (id < 32) gic._private[index].Acknowledge(id); else gic._spis.Acknowledge(id - 32);
             _stackId[_depth] = id; _stackPrio[_depth] = GroupPriority(p); _depth++;
             if (gic.Trace is { } t && t.IsOn(TraceCategory.Gicv2)) t.Emit(TraceCategory.Gicv2, TraceSources.Cpu(index), $"GICC_IAR -> {id}");
-            return (uint)id; // CPUID[12:10] = 0: SGIs are reported as from CPU 0's view of the source (known limit)
+            return id < 16 ? (uint)id | (uint)gic._sgiSource[index * 16 + id] << 10 : (uint)id; // CPUID[12:10]: an SGI's source
         }
 
         void Eoi(uint v)

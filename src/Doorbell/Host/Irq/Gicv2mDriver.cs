@@ -13,7 +13,11 @@ public interface ISpiHostController
     void SetTarget(int intid, int cpu);
 }
 
-/// <summary>Host GICv2 driver (the role of Linux irq-gic.c): distributor and CPU 0's interface through MMIO.</summary>
+/// <summary>
+/// Host GICv2 driver (the role of Linux irq-gic.c): distributor and CPU interfaces through MMIO. The boot CPU's accesses
+/// go through the driver's view; a secondary CPU brought up with <see cref="InitSecondary"/> reaches its own (banked)
+/// GICC frame and SGI/PPI registers through its own view, as each core does at the same addresses.
+/// </summary>
 public sealed class GicV2HostDriver : ISpiHostController
 {
     readonly IMemoryView _bus;
@@ -28,6 +32,9 @@ public sealed class GicV2HostDriver : ISpiHostController
 
     public HostIrqTable Irqs { get; }
     public HostCpu Cpu0 { get; private set; } = null!;
+    readonly List<(IMemoryView View, HostCpu Cpu)> _cpus = [];
+    /// <summary>The CPUs brought up so far (boot CPU first).</summary>
+    public IReadOnlyList<HostCpu> Cpus => [.. _cpus.Select(c => c.Cpu)];
     public int SpiCount { get; private set; }
     public IMemoryView Bus => _bus;
 
@@ -45,18 +52,60 @@ public sealed class GicV2HostDriver : ISpiHostController
             W32(_gicd + GicV2.GICD_IPRIORITYR + (ulong)i, 0xA0A0_A0A0);
             W32(_gicd + GicV2.GICD_ITARGETSR + (ulong)i, 0x0101_0101);
         }
-        for (var i = 0; i < 32; i += 4) W32(_gicd + GicV2.GICD_IPRIORITYR + (ulong)i, 0xA0A0_A0A0);
-        W32(_gicd + GicV2.GICD_ISENABLER, 0xFFFF);
         W32(_gicd + GicV2.GICD_CTLR, 1);
-        W32(_gicc + GicV2.GICC_PMR, 0xF0);
-        W32(_gicc + GicV2.GICC_CTLR, 1);
-        Cpu0 = new HostCpu(0, new V2CpuInterface(this), Irqs);
+        Cpu0 = CpuInit(_bus, 0);
     }
 
-    sealed class V2CpuInterface(GicV2HostDriver d) : IHostCpuInterface
+    /// <summary>gic_cpu_init on a CPU: its banked SGI/PPI priorities and SGI enables, then its CPU interface (PMR, enable).</summary>
+    HostCpu CpuInit(IMemoryView view, int cpu)
     {
-        public int Acknowledge() => (int)(d.R32(d._gicc + GicV2.GICC_IAR) & 0x3FF);
-        public void EndOfInterrupt(int intid) => d.W32(d._gicc + GicV2.GICC_EOIR, (uint)intid);
+        void W(ulong a, uint v) => view.Write(new PhysAddr(a), 4, v, BusAttributes.Cpu);
+        for (var i = 0; i < 32; i += 4) W(_gicd + GicV2.GICD_IPRIORITYR + (ulong)i, 0xA0A0_A0A0);
+        W(_gicd + GicV2.GICD_ISENABLER, 0xFFFF);
+        W(_gicc + GicV2.GICC_PMR, 0xF0);
+        W(_gicc + GicV2.GICC_CTLR, 1);
+        var c = new HostCpu(cpu, new V2CpuInterface(this, view), Irqs);
+        _cpus.Add((view, c));
+        return c;
+    }
+
+    /// <summary>
+    /// Brings up secondary CPU <paramref name="cpu"/> (after <see cref="Init"/>): <paramref name="view"/> is what that CPU
+    /// sees of the same physical space.
+    /// </summary>
+    public HostCpu InitSecondary(IMemoryView view, int cpu)
+    {
+        ArgumentNullException.ThrowIfNull(view);
+        if (cpu is < 1 or > 7 || _cpus.Any(c => c.Cpu.Index == cpu)) throw new IrqException(Errno.EINVAL, $"bad secondary CPU {cpu}");
+        return CpuInit(view, cpu);
+    }
+
+    /// <summary>
+    /// Sends SGI <paramref name="sgi"/> from CPU <paramref name="fromCpu"/> to <paramref name="toCpu"/> (gic_ipi_send_mask:
+    /// GICD_SGIR with the target list, written by the sending CPU — the GIC records it as the source).
+    /// </summary>
+    public void SendSgi(int fromCpu, int sgi, int toCpu)
+    {
+        if (sgi is < 0 or > 15 || toCpu is < 0 or > 7) throw new IrqException(Errno.EINVAL, $"bad SGI {sgi} to CPU {toCpu}");
+        var view = _cpus.Find(c => c.Cpu.Index == fromCpu).View ?? throw new IrqException(Errno.EINVAL, $"CPU {fromCpu} is not up");
+        // GICD_SGIR: TargetListFilter 0 (the list), CPUTargetList[23:16], SGIINTID[3:0] (IHI 0048B §4.3.15)
+        view.Write(new PhysAddr(_gicd + GicV2.GICD_SGIR), 4, (1u << (16 + toCpu)) | (uint)sgi, BusAttributes.Cpu);
+    }
+
+    sealed class V2CpuInterface(GicV2HostDriver d, IMemoryView view) : IHostCpuInterface
+    {
+        uint _iar;
+
+        public int Acknowledge()
+        {
+            view.Read(new PhysAddr(d._gicc + GicV2.GICC_IAR), 4, out var v, BusAttributes.Cpu);
+            _iar = (uint)v;
+            return (int)(_iar & 0x3FF);
+        }
+
+        // GICC_EOIR takes the value GICC_IAR returned (for an SGI, with its source CPUID[12:10]).
+        public void EndOfInterrupt(int intid) =>
+            view.Write(new PhysAddr(d._gicc + GicV2.GICC_EOIR), 4, (_iar & 0x3FF) == (uint)intid ? _iar : (uint)intid, BusAttributes.Cpu);
     }
 
     public void EnableSpi(int intid, int cpu, bool edge)

@@ -39,14 +39,16 @@ public sealed class GuestKernel
     /// <summary>
     /// Boots on a board: <paramref name="bus"/> is what the boot CPU sees, <paramref name="gicV3Cpus"/> the CPUs' ICC
     /// registers on a GICv3 board (null on a GICv2 board), RAM = [<see cref="PlatformMap.Ram"/>, +<paramref name="ramSize"/>).
+    /// On a GICv2 board <paramref name="gicV2CpuViews"/> (each vCPU's view, index = CPU) brings up the secondary CPUs.
     /// </summary>
     /// <exception cref="IrqException">An interrupt driver failed to probe (errno as Linux's).</exception>
-    public static GuestKernel Boot(IMemoryView bus, PlatformMap map, ulong ramSize, IReadOnlyList<IIccSystemRegisters>? gicV3Cpus, bool its, bool gicV2m)
+    public static GuestKernel Boot(IMemoryView bus, PlatformMap map, ulong ramSize, IReadOnlyList<IIccSystemRegisters>? gicV3Cpus, bool its, bool gicV2m,
+        IReadOnlyList<IMemoryView>? gicV2CpuViews = null)
     {
         ArgumentNullException.ThrowIfNull(bus); ArgumentNullException.ThrowIfNull(map);
         var layout = HostMemoryLayout.For(map.Ram, ramSize);
-        var irq = KernelInterrupts.Probe(bus, map, new IrqBoard(gicV3Cpus, its, gicV2m), new PhysPageAllocator(layout.GicTables, layout.GicTablesSize, bus));
-        var pci = PciEnumeration.Scan(bus, map.PcieEcam, map.PcieMmio, map.PcieMmioSize);
+        var irq = KernelInterrupts.Probe(bus, map, new IrqBoard(gicV3Cpus, its, gicV2m, GicV2CpuViews: gicV2CpuViews), new PhysPageAllocator(layout.GicTables, layout.GicTablesSize, bus));
+        var pci = PciEnumeration.Scan(bus, map.PcieEcam, map.PcieMmio, map.PcieMmioSize, ioCpuBase: map.PciePio, ioSize: map.PciePioSize);
         var dma = new PhysPageAllocator(layout.SmmuTables, map.Ram + ramSize - layout.SmmuTables, bus);
         return new GuestKernel(bus, map, irq, pci, dma);
     }

@@ -212,7 +212,7 @@ public sealed class HostKernel
             smmu = SmmuV3Driver.Probe(new BusSmmuHostAccess(bus, map.Smmu), bus,
                 new PhysPageAllocator(layout.SmmuTables, layout.SmmuTablesSize, bus));
         else throw new InvalidOperationException("board has no SMMU model");
-        var pci = PciEnumeration.Scan(bus, map.PcieEcam, map.PcieMmio, map.PcieMmioSize, map.PcieMmioHigh, map.PcieMmioHighSize);
+        var pci = PciEnumeration.Scan(bus, map.PcieEcam, map.PcieMmio, map.PcieMmioSize, map.PcieMmioHigh, map.PcieMmioHighSize, map.PciePio, map.PciePioSize);
         var k = new HostKernel(machine, bus, layout, smmu, irqs, cpus, msi, v3, v2, pci) { MsiDomains = domains };
         k.FormGroups(platform ?? []);
         k.RequestSmmuInterrupts();

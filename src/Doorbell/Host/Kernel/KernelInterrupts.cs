@@ -10,7 +10,10 @@ namespace Doorbell.Host.Kernel;
 /// <param name="Its">An ITS at <see cref="PlatformMap.GicIts"/>.</param>
 /// <param name="GicV2m">A GICv2m frame at <see cref="PlatformMap.GicV2m"/>.</param>
 /// <param name="PciMsiToGicV2m">PCI MSIs go to the GICv2m frame even with an ITS present.</param>
-public sealed record IrqBoard(IReadOnlyList<IIccSystemRegisters>? GicV3Cpus, bool Its, bool GicV2m, bool PciMsiToGicV2m = false);
+/// <param name="GicV2CpuViews">On a GICv2 board, what each CPU sees of physical space (index = CPU; entry 0 may be the
+/// probe's own view): CPUs beyond the boot CPU are brought up through their own views (banked GICC). Null: CPU 0 only.</param>
+public sealed record IrqBoard(IReadOnlyList<IIccSystemRegisters>? GicV3Cpus, bool Its, bool GicV2m, bool PciMsiToGicV2m = false,
+    IReadOnlyList<IMemoryView>? GicV2CpuViews = null);
 
 /// <summary>
 /// The interrupt part of a kernel, probed in Linux's order from a board's map through one memory view: the GICv3
@@ -70,7 +73,8 @@ public sealed class KernelInterrupts
             msi = m2;
             domains.Add(m2);
         }
-        return new KernelInterrupts(null, v2, msi, domains, v2.Irqs, [v2.Cpu0]);
+        for (var c = 1; board.GicV2CpuViews is { } views && c < views.Count; c++) v2.InitSecondary(views[c], c);
+        return new KernelInterrupts(null, v2, msi, domains, v2.Irqs, [.. v2.Cpus]);
     }
 
     /// <summary>Configures and enables (or disables) SPI <paramref name="intid"/> on CPU 0.</summary>

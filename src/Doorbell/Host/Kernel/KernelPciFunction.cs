@@ -79,16 +79,14 @@ public sealed class KernelPciFunction : IVfioPciFunction
 
     public BusStatus ReadBar(int index, ulong offset, Span<byte> destination)
     {
-        var b = GetBar(index);
-        if (!b.IsMemory || b.HostAddress == 0 || offset > b.Size || (ulong)destination.Length > b.Size - offset) return BusStatus.DecodeError;
-        return _k.Bus.ReadAccesses(b.HostAddress + offset, destination, BarMaxAccess, BusAttributes.Cpu);
+        var a = BarCpuAddress(index, offset, destination.Length);
+        return a == 0 ? BusStatus.DecodeError : _k.Bus.ReadAccesses(a, destination, BarMaxAccess, BusAttributes.Cpu);
     }
 
     public BusStatus WriteBar(int index, ulong offset, ReadOnlySpan<byte> source)
     {
-        var b = GetBar(index);
-        if (!b.IsMemory || b.HostAddress == 0 || offset > b.Size || (ulong)source.Length > b.Size - offset) return BusStatus.DecodeError;
-        return _k.Bus.WriteAccesses(b.HostAddress + offset, source, BarMaxAccess, BusAttributes.Cpu);
+        var a = BarCpuAddress(index, offset, source.Length);
+        return a == 0 ? BusStatus.DecodeError : _k.Bus.WriteAccesses(a, source, BarMaxAccess, BusAttributes.Cpu);
     }
 
     /// <summary>One naturally aligned access of <paramref name="size"/> bytes (little-endian value).</summary>
@@ -99,6 +97,23 @@ public sealed class KernelPciFunction : IVfioPciFunction
         var s = ReadBar(index, offset, b[..size]);
         value = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(b);
         return s;
+    }
+
+    /// <summary>One naturally aligned write of <paramref name="size"/> bytes.</summary>
+    public BusStatus WriteBar(int index, ulong offset, int size, ulong value)
+    {
+        Span<byte> b = stackalloc byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(b, value);
+        return WriteBar(index, offset, b[..size]);
+    }
+
+    /// <summary>The CPU address of BAR bytes: memory BARs as assigned, I/O BARs through the host bridge's I/O window (ioread/iowrite); 0 when unreachable.</summary>
+    ulong BarCpuAddress(int index, ulong offset, int size)
+    {
+        var b = GetBar(index);
+        if (b.HostAddress == 0 || offset > b.Size || (ulong)size > b.Size - offset) return 0;
+        if (b.IsMemory) return b.HostAddress + offset;
+        return b.Kind == Doorbell.Pci.PciBarKind.Io && _k.Pci.IoCpuBase != 0 ? _k.Pci.IoCpuBase + b.HostAddress + offset : 0;
     }
 
     /// <summary>pci_try_reset_function: FLR when DEVCAP says so, with the header saved and restored around it.</summary>

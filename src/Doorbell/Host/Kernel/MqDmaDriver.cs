@@ -9,7 +9,8 @@ namespace Doorbell.Host.Kernel;
 /// The kernel driver of the multi-queue DMA device (PCI 1234:db01), written the way a Linux PCI driver is: probe enables
 /// memory space and bus mastering, maps BAR0 (as enumeration assigned it), checks the ID register, allocates one MSI-X
 /// vector per queue from the function's MSI irq domain (ITS LPIs or GICv2m SPIs), requests each interrupt, programs and
-/// enables MSI-X through the PCI core (<see cref="PciMsix"/>), allocates each queue's submission and completion rings
+/// enables MSI-X through the PCI core (<see cref="PciMsix"/>) — or, for a function with only an MSI capability,
+/// multiple-message MSI (<see cref="PciMsi"/>; queue q on vector q) — allocates each queue's submission and completion rings
 /// (dma_alloc_coherent: a DMA address equal to the physical address — no IOMMU in front of this kernel's devices) and
 /// enables the queues. <see cref="Submit"/> writes a descriptor and rings the queue's doorbell; the interrupt handler
 /// reads the completion tail and hands each completion record to <see cref="Completed"/>. Remove undoes it all in
@@ -26,7 +27,7 @@ public sealed class MqDmaDriver : IKernelPciDriver
     readonly IPhysPageAllocator _dma;
     readonly uint _deviceId;
     ulong _bar;
-    int _msixCap;
+    int _msixCap, _msiCap;
     MsiAllocation? _vectors;
     ulong[] _sq = [], _cq = [];
     uint[] _sqTail = [], _cqHead = [];
@@ -72,20 +73,30 @@ public sealed class MqDmaDriver : IKernelPciDriver
         _bar = b.Address;
         if (R32(MqRegs.Id) != MqRegs.IdValue) return -Errno.ENODEV;
         var queues = (int)R32(MqRegs.NumQueues);
+        // pci_alloc_irq_vectors(PCI_IRQ_MSIX | PCI_IRQ_MSI): MSI-X when the function has it, else multiple-message MSI.
         _msixCap = PciMsix.FindCapability(_pci, rid, PciMsix.CapId);
-        if (_msixCap == 0 || queues < 1) return -Errno.ENODEV;
-        queues = Math.Min(queues, PciMsix.TableSize(_pci, rid, _msixCap));
-        try { _vectors = _msi.AllocateMsis(_deviceId, queues); }
+        _msiCap = _msixCap == 0 ? PciMsix.FindCapability(_pci, rid, PciMsi.CapId) : 0;
+        if ((_msixCap == 0 && _msiCap == 0) || queues < 1) return -Errno.ENODEV;
+        if (_msixCap != 0) queues = Math.Min(queues, PciMsix.TableSize(_pci, rid, _msixCap));
+        var nvec = _msixCap != 0 ? queues : Math.Min((int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)queues), PciMsi.MaxVectors(_pci, rid, _msiCap));
+        try { _vectors = _msi.AllocateMsis(_deviceId, nvec); }
         catch (IrqException e) { return -e.Errno; }
+        if (_msiCap != 0 && (_vectors.Vectors[0].Message.Data & (uint)(nvec - 1)) != 0)
+        {
+            _msi.FreeMsis(_vectors); // the domain's block is not aligned for multi-MSI's low data bits
+            _vectors = null;
+            return -Errno.ENOSPC;
+        }
+        queues = Math.Min(queues, nvec);
         Queues = queues;
         _irqCount = new long[queues];
         var requested = 0;
         try
         {
-            for (; requested < queues; requested++)
+            for (; requested < _vectors.Vectors.Count; requested++)
             {
-                var q = requested;
-                _irqs.Request(_vectors.Vectors[q].Intid, (intid, _) => OnInterrupt(q, intid));
+                var q = requested % queues;
+                _irqs.Request(_vectors.Vectors[requested].Intid, (intid, _) => OnInterrupt(q, intid));
             }
         }
         catch (IrqException e)
@@ -95,9 +106,13 @@ public sealed class MqDmaDriver : IKernelPciDriver
             _vectors = null;
             return -e.Errno;
         }
-        var (tbar, toff) = PciMsix.TableLocation(_pci, rid, _msixCap);
-        PciMsix.Enable(_bus, _pci, rid, _msixCap, Function.Bars[tbar].Address + toff,
-            [.. _vectors.Vectors.Select(v => v.Message.Address)], [.. _vectors.Vectors.Select(v => v.Message.Data)]);
+        if (_msixCap != 0)
+        {
+            var (tbar, toff) = PciMsix.TableLocation(_pci, rid, _msixCap);
+            PciMsix.Enable(_bus, _pci, rid, _msixCap, Function.Bars[tbar].Address + toff,
+                [.. _vectors.Vectors.Select(v => v.Message.Address)], [.. _vectors.Vectors.Select(v => v.Message.Data)]);
+        }
+        else PciMsi.Enable(_pci, rid, _msiCap, _vectors.Vectors[0].Message.Address, _vectors.Vectors[0].Message.Data, nvec);
         // Rings: every submission ring, then every completion ring (one page each).
         _sq = new ulong[queues]; _cq = new ulong[queues]; _sqTail = new uint[queues]; _cqHead = new uint[queues];
         for (var q = 0; q < queues; q++) if (!_dma.TryAllocate(0x1000, out _sq[q])) return FailRings();
@@ -165,6 +180,7 @@ public sealed class MqDmaDriver : IKernelPciDriver
             W32(MqRegs.Ctrl, 0);
         }
         if (_msixCap != 0) PciMsix.Disable(_pci, Function.Rid, _msixCap);
+        if (_msiCap != 0) PciMsi.Disable(_pci, Function.Rid, _msiCap);
         if (_vectors is not null)
         {
             foreach (var v in _vectors.Vectors) _irqs.Free(v.Intid);

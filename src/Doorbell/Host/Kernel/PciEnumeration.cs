@@ -1,9 +1,11 @@
 using Doorbell.Memory;
 
 // PCI enumeration as a host kernel does it, through ECAM MMIO only (PCIe 4.0 §7.2.2): depth-first scan, bus numbers
-// for bridges, BAR sizing and assignment from the 32-bit MMIO window, bridge memory windows, memory decode on, and
-// ACS enabled on functions that have it (Linux pci_std_enable_acs: SV, RR, CR, UF). Known limits: I/O BARs and
-// expansion ROMs are not assigned; prefetchable BARs go in the non-prefetchable window (legal, PCI-PCI Bridge 1.2
+// for bridges, BAR sizing and assignment from the 32-bit MMIO window, I/O BARs of root-bus functions from the host
+// bridge's I/O window (PCI I/O addresses from 0x1000 up, as arm64 Linux's PCIBIOS_MIN_IO), bridge memory windows,
+// memory (and, with an I/O BAR assigned, I/O) decode on, and ACS enabled on functions that have it (Linux
+// pci_std_enable_acs: SV, RR, CR, UF). Known limits: I/O BARs behind bridges and expansion ROMs are not assigned
+// (bridge I/O windows stay closed); prefetchable BARs go in the non-prefetchable window (legal, PCI-PCI Bridge 1.2
 // §3.2.5.8); no resource reallocation.
 namespace Doorbell.Host.Kernel;
 
@@ -40,11 +42,13 @@ public sealed class PciEnumeration
     readonly IMemoryView _bus;
     readonly ulong _ecam;
     readonly List<EnumeratedFunction> _fns = [];
-    ulong _mmio, _mmioEnd, _high, _highEnd;
+    ulong _mmio, _mmioEnd, _high, _highEnd, _io = 0x1000, _ioEnd;
     int _lastBus;
 
-    PciEnumeration(IMemoryView bus, ulong ecam, ulong mmio, ulong mmioSize, ulong high, ulong highSize)
+    PciEnumeration(IMemoryView bus, ulong ecam, ulong mmio, ulong mmioSize, ulong high, ulong highSize, ulong ioCpuBase, ulong ioSize)
     {
+        IoCpuBase = ioCpuBase;
+        _ioEnd = ioCpuBase == 0 ? 0 : ioSize;
         _bus = bus;
         _ecam = ecam;
         _mmio = mmio;
@@ -54,6 +58,8 @@ public sealed class PciEnumeration
     }
 
     public IReadOnlyList<EnumeratedFunction> Functions => _fns;
+    /// <summary>Where PCI I/O address 0 appears in the CPU's physical space (the host bridge's I/O window; 0: none).</summary>
+    public ulong IoCpuBase { get; }
     public ulong EcamBase => _ecam;
 
     public EnumeratedFunction? Find(string name) => _fns.FirstOrDefault(f => f.Name == name);
@@ -72,10 +78,13 @@ public sealed class PciEnumeration
 
     /// <summary>Scans from bus 0. BARs come from the 32-bit window [<paramref name="mmio"/>, +size); a 64-bit BAR of a
     /// root-bus function that window cannot hold (absent, as on ThunderX's ECAM, or full) comes from the 64-bit window
-    /// [<paramref name="mmioHigh"/>, +size) (a host bridge's 64-bit range; bridges' non-prefetchable windows are 32-bit).</summary>
-    public static PciEnumeration Scan(IMemoryView bus, ulong ecam, ulong mmio, ulong mmioSize, ulong mmioHigh = 0, ulong mmioHighSize = 0)
+    /// [<paramref name="mmioHigh"/>, +size) (a host bridge's 64-bit range; bridges' non-prefetchable windows are 32-bit).
+    /// I/O BARs come from PCI I/O space [0x1000, <paramref name="ioSize"/>), which the CPU reaches at
+    /// <paramref name="ioCpuBase"/> + address (no window: I/O BARs stay unassigned).</summary>
+    public static PciEnumeration Scan(IMemoryView bus, ulong ecam, ulong mmio, ulong mmioSize, ulong mmioHigh = 0, ulong mmioHighSize = 0,
+        ulong ioCpuBase = 0, ulong ioSize = 0)
     {
-        var e = new PciEnumeration(bus, ecam, mmio, mmioSize, mmioHigh, mmioHighSize);
+        var e = new PciEnumeration(bus, ecam, mmio, mmioSize, mmioHigh, mmioHighSize, ioCpuBase, ioSize);
         e.ScanBus(0, null);
         return e;
     }
@@ -112,6 +121,7 @@ public sealed class PciEnumeration
                 SizeBars(f, f.IsBridge ? 2 : 6);
                 if (f.IsBridge) ScanBridge(f);
                 var cmd = Read(rid, 0x04, 2) | 0x2; // memory space on (bus master stays for the driver to set)
+                if (f.Bars.Any(b => b.Io && b.Address != 0)) cmd |= 0x1; // I/O space on when an I/O BAR was assigned
                 if (f.IsBridge) cmd |= 0x4;        // bridges forward upstream DMA
                 Write(rid, 0x04, 2, cmd);
             }
@@ -160,7 +170,19 @@ public sealed class PciEnumeration
             var lo = Read(f.Rid, off, 4);
             Write(f.Rid, off, 4, orig);
             if (lo == 0) continue;
-            if ((lo & 1) != 0) { f.Bars[i] = (0, (ulong)(~(lo & ~3u) + 1) & 0xFFFF, false, false, true); continue; } // I/O: not assigned
+            if ((lo & 1) != 0)
+            {
+                // I/O BAR (PCI LB 3.0 §6.2.5.1): root-bus functions get space from the host bridge's I/O window.
+                var ioSize = (ulong)(~(lo & ~3u) + 1) & 0xFFFF;
+                ulong io = 0;
+                if (ioSize != 0 && f.Parent is null && _ioEnd != 0)
+                {
+                    var a0 = (_io + ioSize - 1) & ~(ioSize - 1);
+                    if (a0 + ioSize <= _ioEnd) { io = a0; _io = a0 + ioSize; Write(f.Rid, off, 4, (uint)io); }
+                }
+                f.Bars[i] = (io, ioSize, false, false, true);
+                continue;
+            }
             var is64 = (lo >> 1 & 3) == 2;
             var pf = (lo & 8) != 0;
             ulong mask = lo & ~0xFu;
