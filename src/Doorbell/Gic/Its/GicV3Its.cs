@@ -131,18 +131,19 @@ public sealed class GicV3Its : IMmioHandler
         public static RegisterBlock Block => GicV3Its.Block;
 
         [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-        public ulong Read(in RegisterDescriptor r, uint index) => (Gits)r.Id switch
+        public ulong Read(in RegisterDescriptor r, uint index)
         {
-            Gits.Ctlr => engine.Enabled ? CtlrEnabled : CtlrQuiescent,
-            Gits.Iidr => 0x0100_143B,
-            Gits.Typer => engine.Typer,
-            Gits.Cbaser => engine.Cbaser,
-            Gits.Cwriter => engine.Cwriter,
-            Gits.Creadr => engine.Creadr,
-            Gits.Baser => engine.Baser((int)index),
-            Gits.Pidr2 => 0x3B,
-            _ => 0,
-        };
+            var id = (Gits)r.Id;
+            if (id == Gits.Cwriter) return engine.Cwriter;
+            if (id == Gits.Creadr) return engine.Creadr;
+            if (id == Gits.Typer) return engine.Typer;
+            if (id == Gits.Ctlr) return engine.Enabled ? CtlrEnabled : CtlrQuiescent;
+            if (id == Gits.Cbaser) return engine.Cbaser;
+            if (id == Gits.Baser) return engine.Baser((int)index);
+            if (id == Gits.Iidr) return 0x0100_143B;
+            if (id == Gits.Pidr2) return 0x3B;
+            return 0;
+        }
 
         public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes)
         {

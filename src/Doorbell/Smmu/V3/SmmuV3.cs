@@ -112,7 +112,17 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-    ulong ReadRegister(SmmuV3Reg.RegId id) => id switch
+    ulong ReadRegister(SmmuV3Reg.RegId id)
+    {
+        // What a driver polls and reads at run time first (conditional branches), the rest by the switch.
+        if (id == SmmuV3Reg.RegId.CmdqCons) return _cmdqCons;
+        if (id == SmmuV3Reg.RegId.EventqProd) return _eventqProd;
+        if (id == SmmuV3Reg.RegId.Gerror) return _gerror;
+        if (id == SmmuV3Reg.RegId.CmdqProd) return _cmdqProd;
+        return ReadOtherRegister(id);
+    }
+
+    ulong ReadOtherRegister(SmmuV3Reg.RegId id) => id switch
     {
         SmmuV3Reg.RegId.GerrorIrqCfg0 => _gerrorIrqCfg0,
         SmmuV3Reg.RegId.StrtabBase => _strtabBase,
@@ -132,14 +142,10 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
         SmmuV3Reg.RegId.Gbpa => _gbpa,
         SmmuV3Reg.RegId.IrqCtrl => _irqCtrl,
         SmmuV3Reg.RegId.IrqCtrlack => _irqCtrl,
-        SmmuV3Reg.RegId.Gerror => _gerror,
         SmmuV3Reg.RegId.Gerrorn => _gerrorn,
         SmmuV3Reg.RegId.GerrorIrqCfg1 => _gerrorIrqCfg1,
         SmmuV3Reg.RegId.GerrorIrqCfg2 => _gerrorIrqCfg2,
         SmmuV3Reg.RegId.StrtabBaseCfg => _strtabBaseCfg,
-        SmmuV3Reg.RegId.CmdqProd => _cmdqProd,
-        SmmuV3Reg.RegId.CmdqCons => _cmdqCons,
-        SmmuV3Reg.RegId.EventqProd => _eventqProd,
         SmmuV3Reg.RegId.EventqCons => _eventqCons,
         SmmuV3Reg.RegId.EventqIrqCfg1 => _eventqIrqCfg1,
         SmmuV3Reg.RegId.EventqIrqCfg2 => _eventqIrqCfg2,
@@ -159,7 +165,20 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
     void WriteRegister(in RegisterDescriptor r, ulong value)
     {
         var v = (uint)value;
-        switch ((SmmuV3Reg.RegId)r.Id)
+        var id = (SmmuV3Reg.RegId)r.Id;
+        // The run-time writes first (conditional branches): the command queue doorbell and the event queue consumer.
+        if (id == SmmuV3Reg.RegId.CmdqProd)
+        {
+            _cmdqProd = v & QueueIndexMask(CmdqLog2Size);
+            ProcessCommands();
+            return;
+        }
+        if (id == SmmuV3Reg.RegId.EventqCons)
+        {
+            _eventqCons = v & (QueueIndexMask(EventqLog2Size) | SmmuV3Field.QOvflg);
+            return;
+        }
+        switch (id)
         {
             case SmmuV3Reg.RegId.GerrorIrqCfg0:
                 _gerrorIrqCfg0 = value & SmmuV3Field.MsiAddrMask;
@@ -231,10 +250,6 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
                 _strtabBaseCfg = v & SmmuV3Field.StrtabCfgMask;
                 Generation++;
                 break;
-            case SmmuV3Reg.RegId.CmdqProd:
-                _cmdqProd = v & QueueIndexMask(CmdqLog2Size);
-                ProcessCommands();
-                break;
             case SmmuV3Reg.RegId.CmdqCons:
                 if (CmdqEnabled)
                 {
@@ -251,9 +266,6 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
                     return;
                 }
                 _eventqProd = v & (QueueIndexMask(EventqLog2Size) | SmmuV3Field.QOvflg);
-                break;
-            case SmmuV3Reg.RegId.EventqCons:
-                _eventqCons = v & (QueueIndexMask(EventqLog2Size) | SmmuV3Field.QOvflg);
                 break;
             case SmmuV3Reg.RegId.EventqIrqCfg1:
                 _eventqIrqCfg1 = v;
