@@ -318,6 +318,9 @@ public sealed partial class ServeTarget : FuzzTarget
             case ServeOp.Munmap:
                 a0 = r.Bit() ? 0x7f00_0000_0000UL + ((ulong)r.U16() << 12) : r.U64(); a1 = r.Bit() ? 0x1000 : r.U64();
                 break;
+            case ServeOp.Stamps:
+                a0 = r.Byte() % 4 == 0 ? r.U64() : (ulong)r.Byte() % 3; a1 = r.Bit() ? 0 : r.U64(); // start / stop / read, sometimes nonsense
+                break;
             case ServeOp.MmioRead:
             case ServeOp.MmioWrite:
             case ServeOp.MmioWritePosted:

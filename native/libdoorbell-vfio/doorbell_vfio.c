@@ -26,6 +26,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <sys/un.h>
@@ -67,7 +68,7 @@ static struct dbfile *g_files[MAX_FD];
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;   /* socket */
 static pthread_mutex_t g_tlock = PTHREAD_MUTEX_INITIALIZER;  /* tables */
 static int g_sock = -1;
-static pid_t g_pid;
+static pid_t g_pid; /* this process (set at load and in a forked child): no getpid(2) per request */
 
 struct barmap { uintptr_t start, end; int prot; };
 #define MAX_MAPS 256
@@ -96,13 +97,13 @@ static struct dbfile *lookup(int fd)
 static ssize_t self_read(void *dst, const void *src, size_t n)
 {
 	struct iovec l = { dst, n }, r = { (void *)src, n };
-	return process_vm_readv(getpid(), &l, 1, &r, 1, 0);
+	return process_vm_readv(g_pid, &l, 1, &r, 1, 0);
 }
 
 static ssize_t self_write(void *dst, const void *src, size_t n)
 {
 	struct iovec l = { (void *)src, n }, r = { dst, n };
-	return process_vm_writev(getpid(), &l, 1, &r, 1, 0);
+	return process_vm_writev(g_pid, &l, 1, &r, 1, 0);
 }
 
 /* ---------------------------------------------------------------- connection */
@@ -129,8 +130,9 @@ static int64_t rpc_locked(uint32_t op, int fd, uint64_t a0, uint64_t a1, uint64_
 
 static int connect_locked(void)
 {
-	if (g_sock >= 0 && g_pid == getpid()) return 0;
-	if (g_sock >= 0) { real_close(g_sock); g_sock = -1; } /* a forked child: the parent's connection is not ours */
+	/* a forked child never sees the parent's connection: after_fork_child drops it (a system call per request to
+	   compare pids cost about 1 us of the trapped store's path on a paravirtualized machine) */
+	if (g_sock >= 0) return 0;
 	const char *path = socket_path();
 	if (!path) return -ENOENT;
 	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
@@ -147,7 +149,6 @@ static int connect_locked(void)
 	int hi = real_fcntl(s, F_DUPFD_CLOEXEC, 900); /* out of the way of programs that dup2 onto low numbers */
 	if (hi >= 0) { real_close(s); s = hi; }
 	g_sock = s;
-	g_pid = getpid();
 	struct rlimit rl;
 	uint64_t memlock = ~0ull;
 	if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) memlock = rl.rlim_cur;
@@ -449,6 +450,128 @@ static uint32_t argsz_min(int kind, unsigned long req)
 	return 0;
 }
 
+/* ---------------------------------------------------------------- DMA memory shared with the server
+ * A device DMA into the program's memory is a process_vm_readv/writev on the server, one system call per access
+ * (about 2 us each on a paravirtualized host: four per descriptor of the multi-queue device). When the program maps
+ * for DMA a range that is one private anonymous mapping of at most DB_SHARE_MAX bytes, the library moves it onto a
+ * sealed memfd at the same address with the same contents and protection, and passes the memfd with MAP_DMA; the
+ * server maps it and the device's accesses become memory copies. The program sees the same bytes at the same address.
+ * What differs, and how it is kept: a fork would share the range with the child, so the child gets a private copy
+ * (after_fork_child), as a fork copies pinned anonymous pages; a munmap of the range tells the server (DB_MUNMAP), so
+ * a later MAP_DMA at that address describes the new memory. Writes another thread makes to the range while MAP_DMA
+ * moves it can be lost (as can be the range's madvise state): programs map DMA buffers before using them. Larger or
+ * other ranges (file or shared mappings, the heap, the stack), or DOORBELL_DMA_SHARE=0, keep process_vm_readv/writev. */
+#define DB_SHARE_MAX (64ull << 20)
+#define MAX_SHARED 64
+struct shared_range { uintptr_t start, end; int prot; };
+static struct shared_range g_shared[MAX_SHARED];
+static int g_nshared;
+
+/* the whole of [s, e) is one private anonymous VMA with read (and maybe write) access: its protection, or -1 */
+static int private_anon_prot(uintptr_t s, uintptr_t e)
+{
+	int fd = real_open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	if (fd < 0) return -1;
+	static __thread char buf[1 << 16];
+	char line[512];
+	size_t ll = 0;
+	int prot = -1, done = 0;
+	ssize_t n;
+	while (!done && (n = real_read(fd, buf, sizeof buf)) > 0)
+		for (ssize_t i = 0; i < n && !done; i++) {
+			if (buf[i] != '\n') { if (ll < sizeof line - 1) line[ll++] = buf[i]; continue; }
+			line[ll] = 0;
+			ll = 0;
+			unsigned long vs, ve, off, inode;
+			char perms[8], dev[16];
+			int name = 0;
+			if (sscanf(line, "%lx-%lx %7s %lx %15s %lu %n", &vs, &ve, perms, &off, dev, &inode, &name) < 6) continue;
+			if (vs > s || ve <= s) continue;
+			done = 1;
+			/* one VMA covers the range; anonymous (no inode, no name: not [heap], [stack], a file or shmem), private */
+			if (ve < e || inode != 0 || (name > 0 && line[name] != 0) || perms[3] != 'p' || perms[0] != 'r') break;
+			prot = PROT_READ | (perms[1] == 'w' ? PROT_WRITE : 0);
+		}
+	real_close(fd);
+	return prot;
+}
+
+static int page_is_zero(const uint8_t *p)
+{
+	const uint64_t *q = (const uint64_t *)p;
+	for (int i = 0; i < 512; i++) if (q[i]) return 0;
+	return 1;
+}
+
+/* moves [vaddr, vaddr+size) onto a sealed memfd (see above): the memfd, or -1 to leave the range as it is */
+static int share_dma_range(uint64_t vaddr, uint64_t size)
+{
+	static int enabled = -1;
+	if (enabled < 0) { const char *e = getenv("DOORBELL_DMA_SHARE"); enabled = !(e && e[0] == '0'); }
+	uintptr_t s = (uintptr_t)vaddr, e = s + size;
+	if (!enabled || size == 0 || size > DB_SHARE_MAX || ((s | size) & 4095) || e < s) return -1;
+	pthread_mutex_lock(&g_tlock);
+	int known = 0;
+	for (int i = 0; i < g_nshared; i++) if (g_shared[i].start < e && s < g_shared[i].end) known = 1;
+	pthread_mutex_unlock(&g_tlock);
+	if (known || g_nshared == MAX_SHARED) return -1; /* already moved (the server has it), or overlapping one */
+	int prot = private_anon_prot(s, e);
+	if (prot < 0) return -1;
+	int fd = (int)syscall(SYS_memfd_create, "doorbell-dma", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0) return -1;
+	uint8_t *tmp = MAP_FAILED;
+	if (ftruncate(fd, (off_t)size) != 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) != 0 ||
+	    (tmp = real_mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+		real_close(fd);
+		return -1;
+	}
+	for (uintptr_t o = 0; o < size; o += 4096) /* untouched pages stay holes in the memfd (no memory for zeros) */
+		if (!page_is_zero((const uint8_t *)s + o)) memcpy(tmp + o, (const uint8_t *)s + o, 4096);
+	real_munmap(tmp, size);
+	if (real_mmap((void *)s, size, prot, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) {
+		real_close(fd); /* the range is untouched: MAP_FIXED failed before replacing it */
+		return -1;
+	}
+	pthread_mutex_lock(&g_tlock);
+	g_shared[g_nshared++] = (struct shared_range){ s, e, prot };
+	pthread_mutex_unlock(&g_tlock);
+	return fd;
+}
+
+/* munmap of (part of) a moved range: drop it here and from the client's memory the server describes */
+static void unshare_range(uintptr_t s, uintptr_t e)
+{
+	pthread_mutex_lock(&g_tlock);
+	for (int i = 0; i < g_nshared; i++) {
+		struct shared_range *m = &g_shared[i];
+		if (m->end <= s || m->start >= e) continue;
+		uintptr_t is = s > m->start ? s : m->start, ie = e < m->end ? e : m->end;
+		rpc(DB_MUNMAP, -1, is, ie - is, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL);
+		if (is == m->start && ie == m->end) { g_shared[i--] = g_shared[--g_nshared]; continue; }
+		if (is == m->start) m->start = ie;
+		else if (ie == m->end) m->end = is;
+		else if (g_nshared < MAX_SHARED) { g_shared[g_nshared++] = (struct shared_range){ ie, m->end, m->prot }; m->end = is; }
+	}
+	pthread_mutex_unlock(&g_tlock);
+}
+
+/* a forked child: each moved range becomes a private copy again (the child must not share the parent's DMA memory) */
+static void privatize_shared(void)
+{
+	for (int i = 0; i < g_nshared; i++) {
+		size_t len = g_shared[i].end - g_shared[i].start;
+		void *tmp = real_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (tmp == MAP_FAILED) die("libdoorbell-vfio: fork: no memory for a private copy of DMA memory\n");
+		else {
+			memcpy(tmp, (void *)g_shared[i].start, len);
+			mprotect(tmp, len, g_shared[i].prot);
+			if (mremap(tmp, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)g_shared[i].start) == MAP_FAILED)
+				die("libdoorbell-vfio: fork: cannot make DMA memory private in the child: %s\n", strerror(errno));
+		}
+	}
+	g_nshared = 0;
+}
+
 /* Stores through a BAR mapping are posted (the server sends no completion, as PCIe has none for posted writes) while the
  * mapping is known to decode. After anything that may turn memory decode off or reset the device (a region write, e.g.
  * to COMMAND; a device ioctl, e.g. RESET) the next store goes synchronously, so a disabled BAR still gives SIGBUS as
@@ -493,6 +616,17 @@ static int64_t pointer_ioctl(struct dbfile *f, unsigned long req, void *arg, uin
 		int32_t v;
 		memcpy(&v, buf + 24, 4);
 		if (v >= 0) fds[nfds++] = v;
+	} else if (f->kind == K_CONTAINER && req == VFIO_IOMMU_MAP_DMA) {
+		struct vfio_iommu_type1_dma_map *m = (struct vfio_iommu_type1_dma_map *)buf;
+		int mfd = (m->flags & VFIO_DMA_MAP_FLAG_VADDR) || !(m->flags & (VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE))
+				  ? -1 : share_dma_range(m->vaddr, m->size);
+		if (mfd >= 0) {
+			fds[nfds++] = mfd;
+			uint32_t rl = 0;
+			int64_t r = rpc(DB_IOCTL, f->sfd, req, 0, 0, 0, buf, (uint32_t)n, fds, nfds, rep, (uint32_t)n, &rl);
+			real_close(mfd); /* the mapping here and the server's keep the memory */
+			return r;
+		}
 	} else if (f->kind == K_DEVICE && req == VFIO_DEVICE_PCI_HOT_RESET) {
 		struct vfio_pci_hot_reset *h = (struct vfio_pci_hot_reset *)buf;
 		for (uint32_t i = 0; i < h->count && 12 + 4 * (uint64_t)i + 4 <= (uint64_t)n; i++) {
@@ -856,6 +990,7 @@ EXPORT int munmap(void *addr, size_t len)
 {
 	resolve();
 	int r = real_munmap(addr, len);
+	if (r == 0 && g_nshared) unshare_range((uintptr_t)addr, (uintptr_t)addr + ((len + 4095) & ~(size_t)4095));
 	if (r != 0 || g_nmaps == 0) return r;
 	uintptr_t s = (uintptr_t)addr, e = s + ((len + 4095) & ~(size_t)4095);
 	pthread_mutex_lock(&g_tlock);
@@ -878,6 +1013,8 @@ static void after_fork_child(void)
 {
 	/* The child shares no connection with the server: its copies of VFIO descriptors refer to nothing. */
 	if (g_sock >= 0) { real_close(g_sock); g_sock = -1; }
+	g_pid = getpid();
+	privatize_shared();
 	for (int i = 0; i < MAX_FD; i++) g_files[i] = NULL;
 	g_nmaps = 0;
 	pthread_mutex_init(&g_lock, NULL);
@@ -887,5 +1024,27 @@ static void after_fork_child(void)
 __attribute__((constructor)) static void init(void)
 {
 	resolve();
+	g_pid = getpid();
 	pthread_atfork(NULL, NULL, after_fork_child);
+}
+
+/* Benchmarks only (examples/c/vfio-driver.c --bench finds it with dlsym): start = 1 asks the server to stamp one MSI's
+   hops with CLOCK_MONOTONIC (ServeOp.Stamps); start = 0 stops and copies up to max (kind, nanoseconds) pairs into out,
+   4096 per reply. Returns 0 / the number of pairs, or -errno. */
+EXPORT long doorbell_vfio_stamps(int start, uint64_t *out, long max)
+{
+	if (start) return (long)rpc(DB_STAMPS, -1, 1, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL);
+	if (max < 0) return -EINVAL;
+	int64_t total = rpc(DB_STAMPS, -1, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL);
+	if (total < 0) return (long)total;
+	long got = 0;
+	while (got < total && got < max) {
+		long want = max - got < 4096 ? max - got : 4096;
+		uint32_t rlen = 0;
+		int64_t r = rpc(DB_STAMPS, -1, 2, (uint64_t)got, 0, 0, NULL, 0, NULL, 0, out + 2 * got, (uint32_t)(want * 16), &rlen);
+		if (r < 0) return (long)r;
+		if (r == 0 || rlen < 16) break;
+		got += rlen / 16 < (uint32_t)want ? rlen / 16 : want;
+	}
+	return got;
 }

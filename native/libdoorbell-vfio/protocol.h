@@ -13,6 +13,9 @@ enum db_op {
 	DB_MMAP = 7, DB_MUNMAP = 8, DB_MMIO_READ = 9, DB_MMIO_WRITE = 10, DB_STATS = 11,
 	/* a trapped store through a BAR mapping: posted, as a CPU store to MMIO is on PCIe (no reply; the server logs a failure) */
 	DB_MMIO_WRITE_POSTED = 12,
+	/* benchmarks: a0 = 1 starts latency stamps, a0 = 0 stops (returns their number), a0 = 2 reads up to 4096 from
+	   index a1 (reply = u64 kind, u64 CLOCK_MONOTONIC ns pairs) */
+	DB_STAMPS = 13,
 };
 
 struct db_request {

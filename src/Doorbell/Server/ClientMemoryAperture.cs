@@ -4,7 +4,8 @@ using Doorbell.Memory;
 // addresses in one MMIO aperture placed where the board's map puts it (clear of the map, below the SMMU's output size); the
 // client's VFIO mm describes the range as a foreign mapping onto the window, so pinning and the SMMU page tables
 // see ordinary physical addresses, and a device access that lands in a window is carried out on the client's own
-// memory with process_vm_readv/writev. Known limits: windows are handed out once and reclaimed only when their
+// memory with process_vm_readv/writev, or, when the client handed the range over as a sealed memfd (the library does
+// for small private anonymous buffers), with a plain copy through this process's mapping of it. Known limits: windows are handed out once and reclaimed only when their
 // client disconnects; a client that dies turns its windows into aborts (BusStatus.DecodeError) until they go.
 namespace Doorbell.Server;
 
@@ -21,7 +22,8 @@ public sealed class ClientMemoryAperture : IBulkMmioHandler
         Size = size;
     }
 
-    sealed record Window(ulong Start, ulong Length, int Pid, ulong Vaddr, object Owner);
+    /// <summary>A window; <paramref name="Memory"/> is this process's mapping of the client's memfd, or 0.</summary>
+    sealed record Window(ulong Start, ulong Length, int Pid, ulong Vaddr, object Owner, nint Memory);
 
     readonly List<Window> _windows = []; // sorted by Start
     ulong _next;
@@ -32,20 +34,32 @@ public sealed class ClientMemoryAperture : IBulkMmioHandler
     /// <summary>Bytes moved to and from client memory (device DMA) since start.</summary>
     public long BytesRead { get; private set; }
     public long BytesWritten { get; private set; }
+    /// <summary>Of those, bytes copied through a shared mapping (no system call).</summary>
+    public long BytesShared { get; private set; }
+    /// <summary>Windows currently reached through a shared mapping.</summary>
+    public int SharedWindowCount => _windows.Count(w => w.Memory != 0);
 
     /// <summary>A new window onto [vaddr, vaddr+length) of process <paramref name="pid"/>; returns its host physical
     /// base, or 0 when the aperture is exhausted.</summary>
-    public ulong Allocate(int pid, ulong vaddr, ulong length, object owner)
+    public ulong Allocate(int pid, ulong vaddr, ulong length, object owner, int memfd = -1)
     {
         if (length == 0 || length > Size - _next) return 0;
-        var w = new Window(_next, length, pid, vaddr, owner);
+        nint memory;
+        unsafe { memory = memfd >= 0 ? (nint)ServerNative.MapClientMemory(memfd, length) : 0; }
+        var w = new Window(_next, length, pid, vaddr, owner, memory);
         _next += (length + 0xFFFF) & ~0xFFFFUL; // keep windows 64 KiB apart
         _windows.Add(w);
         return Base + w.Start;
     }
 
     /// <summary>Drops every window of <paramref name="owner"/> (its client disconnected).</summary>
-    public void Release(object owner) => _windows.RemoveAll(w => ReferenceEquals(w.Owner, owner));
+    public void Release(object owner)
+    {
+        foreach (var w in _windows)
+            if (ReferenceEquals(w.Owner, owner) && w.Memory != 0)
+                unsafe { _ = ServerNative.munmap((void*)w.Memory, (nuint)w.Length); }
+        _windows.RemoveAll(w => ReferenceEquals(w.Owner, owner));
+    }
 
     Window? Find(ulong offset)
     {
@@ -62,6 +76,13 @@ public sealed class ClientMemoryAperture : IBulkMmioHandler
     {
         var w = Find(offset);
         if (w is null || offset + (ulong)destination.Length > w.Start + w.Length) return BusStatus.DecodeError;
+        if (w.Memory != 0)
+        {
+            unsafe { new ReadOnlySpan<byte>((byte*)w.Memory + (offset - w.Start), destination.Length).CopyTo(destination); }
+            BytesRead += destination.Length;
+            BytesShared += destination.Length;
+            return BusStatus.Ok;
+        }
         if (!ServerNative.ReadProcess(w.Pid, w.Vaddr + (offset - w.Start), destination)) return BusStatus.DecodeError;
         BytesRead += destination.Length;
         return BusStatus.Ok;
@@ -71,6 +92,13 @@ public sealed class ClientMemoryAperture : IBulkMmioHandler
     {
         var w = Find(offset);
         if (w is null || offset + (ulong)source.Length > w.Start + w.Length) return BusStatus.DecodeError;
+        if (w.Memory != 0)
+        {
+            unsafe { source.CopyTo(new Span<byte>((byte*)w.Memory + (offset - w.Start), source.Length)); }
+            BytesWritten += source.Length;
+            BytesShared += source.Length;
+            return BusStatus.Ok;
+        }
         if (!ServerNative.WriteProcess(w.Pid, w.Vaddr + (offset - w.Start), source)) return BusStatus.DecodeError;
         BytesWritten += source.Length;
         return BusStatus.Ok;

@@ -35,6 +35,33 @@ internal static unsafe partial class ServerNative
     [LibraryImport("libc", SetLastError = true)] public static partial int close(int fd);
     [LibraryImport("libc", SetLastError = true)] public static partial nint process_vm_readv(int pid, IoVec* local, nuint liovcnt, IoVec* remote, nuint riovcnt, nuint flags);
     [LibraryImport("libc", SetLastError = true)] public static partial nint process_vm_writev(int pid, IoVec* local, nuint liovcnt, IoVec* remote, nuint riovcnt, nuint flags);
+    [LibraryImport("libc", SetLastError = true)] public static partial void* mmap(void* addr, nuint length, int prot, int flags, int fd, long offset);
+    [LibraryImport("libc", SetLastError = true)] public static partial int munmap(void* addr, nuint length);
+    [LibraryImport("libc", SetLastError = true)] public static partial int fcntl(int fd, int cmd, int arg);
+    [LibraryImport("libc", SetLastError = true)] public static partial long lseek(int fd, long offset, int whence);
+    [LibraryImport("libc", SetLastError = true)] public static partial int fstatfs(int fd, void* buf);
+
+    /// <summary>
+    /// Maps a client's DMA memory into this process when the client passed it as a memfd with MAP_DMA (the library
+    /// moves small private anonymous buffers onto one). Only a tmpfs file sealed against shrinking, writable, and at
+    /// least <paramref name="size"/> bytes long is taken, so the client cannot make an access here fault (SIGBUS past
+    /// the end of a shrunk file, a hugetlbfs pool running dry). Returns the mapping or null (DMA then goes through
+    /// process_vm_readv/writev as for any other memory).
+    /// </summary>
+    public static void* MapClientMemory(int fd, ulong size)
+    {
+        const int F_GET_SEALS = 1034, F_SEAL_SHRINK = 2, F_SEAL_WRITE = 8, F_SEAL_FUTURE_WRITE = 16;
+        const long TMPFS_MAGIC = 0x01021994;
+        if (fd < 0 || size == 0 || size > long.MaxValue) return null;
+        var seals = fcntl(fd, F_GET_SEALS, 0);
+        if (seals < 0 || (seals & F_SEAL_SHRINK) == 0 || (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0) return null;
+        var statfs = stackalloc long[16]; // struct statfs (120 bytes on LP64); f_type first
+        if (fstatfs(fd, statfs) != 0 || statfs[0] != TMPFS_MAGIC) return null;
+        var length = lseek(fd, 0, 2); // SEEK_END
+        if (length < 0 || (ulong)length < size) return null;
+        var p = mmap(null, (nuint)size, 3, 1, fd, 0); // PROT_READ|PROT_WRITE, MAP_SHARED
+        return p == (void*)-1 ? null : p;
+    }
 
     /// <summary>struct sockaddr_un for a path (sun_path is 108 bytes); false when the path does not fit.</summary>
     public static bool SockAddr(string path, Span<byte> addr, out uint len)

@@ -35,6 +35,12 @@ public enum ServeOp : uint
     /// reply (a failure is logged by the server). Requests of one client still run in order, so a later load sees it.
     /// </summary>
     MmioWritePosted = 12,
+    /// <summary>
+    /// Latency stamps for benchmarks (host CLOCK_MONOTONIC, see LatencyStamps): a0 = 1 starts stamping for this client
+    /// (-EBUSY while another client has it), a0 = 0 stops and returns how many stamps there are, a0 = 2 returns up to
+    /// 4096 of them from index a1 in the reply payload (each u64 kind, u64 nanoseconds) and their number.
+    /// </summary>
+    Stamps = 13,
 }
 
 /// <summary>A decoded request (payload as a slice of the receive buffer).</summary>
@@ -68,7 +74,7 @@ public static class ServeProtocol
         request = default;
         if (packet.Length < RequestHeader) { error = $"truncated request ({packet.Length} bytes, header is {RequestHeader})"; return false; }
         var op = BinaryPrimitives.ReadUInt32LittleEndian(packet);
-        if (op is < (uint)ServeOp.Hello or > (uint)ServeOp.MmioWritePosted) { error = $"unknown operation {op}"; return false; }
+        if (op is < (uint)ServeOp.Hello or > (uint)ServeOp.Stamps) { error = $"unknown operation {op}"; return false; }
         var len = BinaryPrimitives.ReadUInt32LittleEndian(packet[40..]);
         var reserved = BinaryPrimitives.ReadUInt32LittleEndian(packet[44..]);
         if (reserved != 0) { error = "reserved header word is not zero"; return false; }

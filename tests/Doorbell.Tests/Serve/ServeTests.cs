@@ -100,6 +100,86 @@ public class ServeTests
         Assert.DoesNotContain("failed", r.Stderr);
     }
 
+    [GccFact]
+    public void The_C_bench_splits_one_MSI_into_hops_with_the_servers_stamps()
+    {
+        // --bench 1100: every case runs (after its warm-up), and the loop with the server's stamps pairs each store with
+        // its MSI-X and eventfd signal, so the hops and the MSI-X -> eventfd readable figure are printed.
+        var socket = ServeRig.TempSocket();
+        using var server = StartServer(socket);
+        var r = ServeRig.Run(ServeRig.Driver, ["--bench", "1100"], ServeRig.Env(socket), 120_000); // 4400 stamps: two replies
+        Assert.True(r.Exit == 0, r.Stdout + r.Stderr);
+        Assert.Contains("BENCH 1100 iterations per case", r.Stdout);
+        Assert.DoesNotContain("do not pair up", r.Stdout);
+        foreach (var row in new[] { "doorbell store -> device DMA -> MSI-X -> eventfd readable", "bare eventfd round trip", "bare eventfd one way",
+            "hop: store (trap, send) -> server has it off the socket", "hop: -> device DMA done, MSI-X issued",
+            "hop: MSI-X -> SMMU -> ITS -> LPI -> handler signals eventfd", "hop: eventfd write(2) -> readable in this process",
+            "MSI-X -> eventfd readable in this process" })
+        {
+            var line = r.Stdout.Split('\n').SingleOrDefault(l => l.Contains(row, StringComparison.Ordinal));
+            Assert.True(line is not null, $"no row '{row}' in:\n{r.Stdout}");
+            var min = double.Parse(line!.Split(" min ")[1].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+            Assert.True(min >= 0, line); // stamps of one clock, in order: no hop is negative
+        }
+        Assert.Contains("BENCH ratio MSI-X -> eventfd readable / bare one way (median)", r.Stdout);
+        Assert.EndsWith("PASS\n", r.Stdout);
+    }
+
+    [GccFact]
+    public void Small_DMA_buffers_are_shared_with_the_server_and_DOORBELL_DMA_SHARE_0_keeps_process_vm()
+    {
+        // The driver's 64 KiB buffer is moved onto a sealed memfd at MAP_DMA: the device's DMA is then a copy through
+        // the server's mapping (dma_bytes_shared), the bytes still land in the driver's memory (it checks them, also
+        // after a fork and after a munmap + new buffer at the same address), and the mapping goes with the client.
+        foreach (var share in new[] { true, false })
+        {
+            var socket = ServeRig.TempSocket();
+            using var server = StartServer(socket);
+            var env = ServeRig.Env(socket);
+            if (!share) env["DOORBELL_DMA_SHARE"] = "0";
+            var r = ServeRig.Run(ServeRig.Driver, [], env, 120_000);
+            Assert.True(r.Exit == 0, r.Stdout + r.Stderr);
+            Assert.Contains("fork: the child's writes stay in the child; a new buffer at the same address gets the device's DMA", r.Stdout);
+            using var probe = new RawClient(socket);
+            var stats = probe.Stats();
+            for (var i = 0; i < 200 && !stats.Contains("clients=1\n", StringComparison.Ordinal); i++) { Thread.Sleep(10); stats = probe.Stats(); } // the driver's release
+            long Stat(string key) => long.Parse(stats.Split('\n').First(l => l.StartsWith(key + "=", StringComparison.Ordinal))[(key.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+            Assert.True(Stat("dma_bytes_written") > 0, stats);
+            if (share) Assert.True(Stat("dma_bytes_shared") == Stat("dma_bytes_read") + Stat("dma_bytes_written"), stats);
+            else Assert.Equal(0, Stat("dma_bytes_shared"));
+            Assert.Equal(0, Stat("shared_windows")); // the client is gone: its windows and mappings with it
+        }
+    }
+
+    [Fact]
+    public void Latency_stamps_belong_to_one_client_at_a_time_and_end_with_it()
+    {
+        var socket = ServeRig.TempSocket();
+        using var server = StartServer(socket);
+        using var a = new RawClient(socket);
+        var b = new RawClient(socket);
+        Assert.Equal(0, a.Hello());
+        Assert.Equal(0, b.Hello());
+        Assert.Equal(0, a.Call(ServeOp.Stamps, a0: 1)!.Value.Ret);
+        Assert.Equal(-Doorbell.Errno.EBUSY, b.Call(ServeOp.Stamps, a0: 1)!.Value.Ret);
+        Assert.Equal(-Doorbell.Errno.EINVAL, b.Call(ServeOp.Stamps, a0: 0)!.Value.Ret); // not b's to stop
+        Assert.Equal(-Doorbell.Errno.EINVAL, a.Call(ServeOp.Stamps, a0: 3)!.Value.Ret);
+        var trace = server.Kernel.Machine.Trace;
+        Assert.True(trace.IsOn(Doorbell.Tracing.TraceCategory.PciMsi));
+        Assert.Equal(-Doorbell.Errno.EINVAL, a.Call(ServeOp.Stamps, a0: 2)!.Value.Ret); // still stamping: nothing to read yet
+        Assert.Equal(0, a.Call(ServeOp.Stamps, a0: 0)!.Value.Ret); // nothing happened in between
+        var read = a.Call(ServeOp.Stamps, a0: 2, a1: 0)!.Value;
+        Assert.Equal(0, read.Ret);
+        Assert.Empty(read.Payload);
+        Assert.Equal(-Doorbell.Errno.EINVAL, b.Call(ServeOp.Stamps, a0: 2)!.Value.Ret); // a's stamps are not b's to read
+        Assert.False(trace.IsOn(Doorbell.Tracing.TraceCategory.PciMsi)); // the trace is as it was
+        Assert.Equal(0, b.Call(ServeOp.Stamps, a0: 1)!.Value.Ret);
+        b.Dispose(); // a client that goes away while stamping ends it
+        for (var i = 0; i < 200 && trace.IsOn(Doorbell.Tracing.TraceCategory.PciMsi); i++) Thread.Sleep(10);
+        Assert.False(trace.IsOn(Doorbell.Tracing.TraceCategory.PciMsi));
+        Assert.Equal(0, a.Call(ServeOp.Stamps, a0: 1)!.Value.Ret);
+    }
+
     [Fact]
     public void Map_dma_checks_the_clients_range_like_pinning_does_without_touching_its_pages()
     {
