@@ -38,6 +38,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         GICD_IPRIORITYR = 0x0400, GICD_ICFGR = 0x0C00, GICD_IGRPMODR = 0x0D00, GICD_IROUTER = 0x6000,
         GICD_PIDR2 = 0xFFE8;
 
+    // Group..Active follow IrqBank.BitField's order (the handlers map one onto the other).
     enum Gicd { None, Ctlr, Typer, Iidr, Typer2, Group, Enable, Pending, Active, Priority, Config, Router, Pidr2 }
 
     public static readonly RegisterDescriptor[] DistributorRegisters =
@@ -205,20 +206,20 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         {
             var spis = gic._spis;
             var first = (int)index * 32 - FirstSpi; // first SPI of a one-bit-per-interrupt register
-            switch ((Gicd)r.Id)
+            var id = (Gicd)r.Id;
+            // The registers Linux touches at run time first, with conditional branches: the one-bit-per-interrupt
+            // arrays (ids Group..Active in IrqBank.BitField order) and IROUTER.
+            if ((uint)(id - Gicd.Group) <= Gicd.Active - Gicd.Group) return first < 0 ? 0 : spis.ReadBits((IrqBank.BitField)(id - Gicd.Group), first);
+            if (id == Gicd.Router) return index < FirstSpi || index - FirstSpi >= gic._router.Length ? 0 : gic._router[index - FirstSpi];
+            switch (id)
             {
                 case Gicd.Ctlr: return gic._ctlr;
                 // ITLinesNumber[4:0], CPUNumber ignored with ARE, LPIS 17, IDbits[23:19]  (IHI 0069 §12.9.38)
                 case Gicd.Typer: return (uint)((gic.Options.SpiCount + 32) / 32 - 1) | (1u << 17) | ((uint)(gic.Options.IdBits - 1) << 19);
                 case Gicd.Iidr: return 0x0100_143B; // implementer Arm (0x43B), an arbitrary product revision
                 case Gicd.Pidr2: return 0x3B; // ArchRev 3 in [7:4]
-                case Gicd.Group: return first < 0 ? 0 : spis.ReadBits(IrqBank.BitField.Group, first);
-                case Gicd.Enable: return first < 0 ? 0 : spis.ReadBits(IrqBank.BitField.Enable, first);
-                case Gicd.Pending: return first < 0 ? 0 : spis.ReadBits(IrqBank.BitField.Pending, first);
-                case Gicd.Active: return first < 0 ? 0 : spis.ReadBits(IrqBank.BitField.Active, first);
                 case Gicd.Priority: return index < FirstSpi / 4 ? 0 : spis.ReadPriorities((int)index * 4 - FirstSpi, 4);
                 case Gicd.Config: return index < FirstSpi / 16 ? 0 : spis.ReadConfig((int)index * 16 - FirstSpi);
-                case Gicd.Router: return index < FirstSpi || index - FirstSpi >= gic._router.Length ? 0 : gic._router[index - FirstSpi];
                 default: return 0;
             }
         }
@@ -228,17 +229,19 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
             var spis = gic._spis;
             var first = (int)index * 32 - FirstSpi;
             var v = (uint)value;
-            switch ((Gicd)r.Id)
+            var id = (Gicd)r.Id;
+            if ((uint)(id - Gicd.Group) <= Gicd.Active - Gicd.Group)
+            {
+                if (first >= 0) spis.WriteBits((IrqBank.BitField)(id - Gicd.Group), first, v, r.Access);
+                return;
+            }
+            switch (id)
             {
                 case Gicd.Ctlr:
                     gic._ctlr = (v & (CtlrEnableGrp0 | CtlrEnableGrp1)) | CtlrAre | CtlrDs;
                     gic.Kick();
                     gic.Trace.Emit(TraceCategory.Gicd, "gicd", $"{r.Name} <- 0x{v:x}");
                     return;
-                case Gicd.Group: if (first >= 0) spis.WriteBits(IrqBank.BitField.Group, first, v, r.Access); return;
-                case Gicd.Enable: if (first >= 0) spis.WriteBits(IrqBank.BitField.Enable, first, v, r.Access); return;
-                case Gicd.Pending: if (first >= 0) spis.WriteBits(IrqBank.BitField.Pending, first, v, r.Access); return;
-                case Gicd.Active: if (first >= 0) spis.WriteBits(IrqBank.BitField.Active, first, v, r.Access); return;
                 case Gicd.Priority: if (index >= FirstSpi / 4) spis.WritePriorities((int)index * 4 - FirstSpi, 4, v); return;
                 case Gicd.Config: if (index >= FirstSpi / 16) spis.WriteConfig((int)index * 16 - FirstSpi, v, 0); return;
                 case Gicd.Router:
