@@ -7,7 +7,8 @@ namespace Doorbell.Fuzz;
 /// <summary>
 /// Device-tree blobs, generated structure-aware (cells, phandles, iommus/iommu-map/msi-map/msi-parent, nesting,
 /// hostile #iommu-cells/#msi-cells) and then byte-mutated. Oracles: the parser returns a tree or an error value, the
-/// isolation audit never throws and finishes within a bound.
+/// isolation audit never throws and finishes within a bound; so does the audit by execution (board builder, the host
+/// kernel booted on the board, every probe through VFIO), and the kernel boots wherever the board has a GIC and RAM.
 /// </summary>
 public sealed class DtbTarget : FuzzTarget
 {
@@ -27,6 +28,15 @@ public sealed class DtbTarget : FuzzTarget
         AuditReport.Write(audit, TextWriter.Null);
         var spent = CpuTime.Thread - start;
         if (spent > TimeSpan.FromSeconds(2)) throw new FuzzFinding($"audit took {spent.TotalMilliseconds:F0} ms of CPU");
+        // audit by execution: the board builder, the host kernel booted on it (drivers, enumeration, groups) and every
+        // probe through VFIO never throw and finish within a bound
+        start = CpuTime.Thread;
+        var run = IsolationProbes.Run(fdt, "fuzz");
+        AuditReport.WriteExecuted(run, TextWriter.Null);
+        spent = CpuTime.Thread - start;
+        if (spent > TimeSpan.FromSeconds(10)) throw new FuzzFinding($"audit by execution took {spent.TotalMilliseconds:F0} ms of CPU");
+        if (run.Kernel is null && (run.Board.GicV3 is not null || run.Board.GicV2 is not null) && run.Board.RamSize >= 1UL << 28)
+            throw new FuzzFinding("the host kernel did not boot on a board with a GIC and RAM: " + run.BootError);
     }
 
     public override byte[] Generate(Random rng)

@@ -44,19 +44,8 @@ public sealed class MsiForgeryProbe(VfioProcess process, (int Group, string Name
         return (c, g, d, r);
     }
 
-    EventFd[] Msix(int device, int count)
-    {
-        var set = new byte[20 + 4 * count];
-        MemoryMarshal.Write(set, new VfioIrqSet { Argsz = (uint)set.Length, Flags = VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger, Index = VfioPciIndex.IrqMsix, Count = (uint)count });
-        var efds = new EventFd[count];
-        for (var i = 0; i < count; i++)
-        {
-            efds[i] = EventFd.Create();
-            BinaryPrimitives.WriteInt32LittleEndian(set.AsSpan(20 + 4 * i), efds[i].Fd);
-        }
-        _p.Ioctl(device, VfioIoctl.DeviceSetIrqs, set);
-        return efds;
-    }
+    EventFd[] Msix(int device, int count) =>
+        VfioUserIrqs.Trigger(_p, device, VfioPciIndex.IrqMsix, count, out _) ?? [];
 
     void Bar(int device, ulong reg, uint v)
     {

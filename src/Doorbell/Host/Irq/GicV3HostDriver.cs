@@ -33,6 +33,9 @@ public sealed class GicV3HostDriver : ISpiHostController
     public int SpiCount { get; private set; }
     public int LpiIdBits { get; private set; }
     public ulong PropTable { get; private set; }
+    bool[]? _lpiSpace;
+    /// <summary>Which LPIs (INTID − 8192) are allocated: one map for every ITS of this GIC, as Linux's its_lpi_alloc is global.</summary>
+    internal bool[] LpiSpace() => _lpiSpace ??= new bool[(1 << LpiIdBits) - 8192];
     public IMemoryView Bus => _bus;
 
     /// <summary>Physical address of CPU <paramref name="cpu"/>'s redistributor frame.</summary>

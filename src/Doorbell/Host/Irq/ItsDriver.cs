@@ -31,7 +31,7 @@ public sealed class ItsDriver : IMsiDomain
     int _iteSize, _devBits, _eventBits, _cidBits;
     bool _pta;
     ulong _devTable, _devPageSize; bool _devIndirect; ulong _devTableBytes; int _devEsz;
-    bool[] _lpiUsed = [];
+    bool[] _lpiUsed = [];  // the GIC's one LPI space, shared by every ITS (Linux's global its_lpi_alloc)
     readonly Dictionary<uint, Device> _devices = [];
     readonly Dictionary<int, (uint Dev, uint Event)> _eventOfLpi = [];
     readonly ulong[] _cmd = new ulong[4];
@@ -92,7 +92,7 @@ public sealed class ItsDriver : IMsiDomain
             SetupBaser(baserAddr, type, esz, ids);
         }
 
-        _lpiUsed = new bool[(1 << _gic.LpiIdBits) - 8192];
+        _lpiUsed = _gic.LpiSpace();
         W32(_its + GicV3Its.GITS_CTLR, 1);
         for (var c = 0; c < _gic.Cpus.Count; c++)
         {

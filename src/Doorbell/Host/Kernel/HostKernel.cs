@@ -75,7 +75,7 @@ sealed class NoMsiDomain : IMsiDomain
 /// A booted host kernel: drivers probed over MMIO, PCI enumerated, IOMMU groups formed. <see cref="BuildVfio"/>
 /// binds every endpoint (and the platform devices) to VFIO through the adapters in this folder.
 /// </summary>
-public sealed class HostKernel
+public sealed partial class HostKernel
 {
     readonly List<KernelIommuGroup> _groups = [];
     readonly List<KernelPciFunction> _functions = [];
@@ -84,32 +84,42 @@ public sealed class HostKernel
     readonly List<SmmuV3Event> _unreported = [];
     bool _servicing;
 
-    HostKernel(Machine machine, IMemoryView memory, HostMemoryLayout layout, Doorbell.Host.Iommu.IIommuDriver smmu, HostIrqTable irqs, HostCpu[] cpus, IMsiDomain msi,
-        GicV3HostDriver? v3, GicV2HostDriver? v2, PciEnumeration pci)
+    readonly Doorbell.Host.Iommu.IIommuDriver? _smmu;
+    readonly PciEnumeration? _pci;
+
+    HostKernel(Machine machine, IMemoryView memory, HostMemoryLayout layout, IReadOnlyList<KernelIommu> iommus, HostIrqTable irqs, HostCpu[] cpus, IMsiDomain msi,
+        GicV3HostDriver? v3, GicV2HostDriver? v2, IReadOnlyList<KernelPciHostBridge> bridges)
     {
         Machine = machine;
         Models = BoardModels.Of(machine);
         Bus = memory;
         Layout = layout;
-        Smmu = smmu;
-        SmmuV3Driver = smmu as SmmuV3Driver;
-        SmmuV2Driver = smmu as SmmuV2Driver;
+        Iommus = iommus;
+        _smmu = iommus.Count > 0 ? iommus[0].Driver : null;
+        SmmuV3Driver = _smmu as SmmuV3Driver;
+        SmmuV2Driver = _smmu as SmmuV2Driver;
         Irqs = irqs;
         _cpus = cpus;
         MsiDomain = msi;
         GicV3Driver = v3;
         GicV2Driver = v2;
-        Pci = pci;
+        HostBridges = bridges;
+        _pci = bridges.Count > 0 ? bridges[0].Pci : null;
         UserPages = new PhysPageAllocator(layout.UserPages, layout.UserPagesSize, memory);
     }
+
+    /// <summary>Every IOMMU instance the kernel probed (qemu-virt: its one SMMU).</summary>
+    public IReadOnlyList<KernelIommu> Iommus { get; }
+    /// <summary>Every host bridge the kernel enumerated (qemu-virt: its one ECAM).</summary>
+    public IReadOnlyList<KernelPciHostBridge> HostBridges { get; }
 
     public Machine Machine { get; }
     public BoardModels Models { get; }
     /// <summary>The memory view the kernel and its drivers use (the machine's bus unless booted over another view).</summary>
     public IMemoryView Bus { get; }
     public HostMemoryLayout Layout { get; }
-    /// <summary>The IOMMU driver the board's SMMU model selected (arm-smmu-v3 or arm-smmu).</summary>
-    public Doorbell.Host.Iommu.IIommuDriver Smmu { get; }
+    /// <summary>The IOMMU driver of the board's (first) SMMU (arm-smmu-v3 or arm-smmu); a board without an IOMMU has none.</summary>
+    public Doorbell.Host.Iommu.IIommuDriver Smmu => _smmu ?? throw new InvalidOperationException("the board has no IOMMU");
     public SmmuV3Driver? SmmuV3Driver { get; }
     public SmmuV2Driver? SmmuV2Driver { get; }
     /// <summary>Every MSI irq domain the kernel registered (what irq_domain_check_msi_remap scanned).</summary>
@@ -120,7 +130,8 @@ public sealed class HostKernel
     public IMsiDomain MsiDomain { get; }
     public GicV3HostDriver? GicV3Driver { get; }
     public GicV2HostDriver? GicV2Driver { get; }
-    public PciEnumeration Pci { get; }
+    /// <summary>The (first) host bridge's enumeration; a board without PCIe has none.</summary>
+    public PciEnumeration Pci => _pci ?? throw new InvalidOperationException("the board has no PCIe host bridge");
     public PhysPageAllocator UserPages { get; }
     public IReadOnlyList<KernelIommuGroup> Groups => _groups;
     public IReadOnlyList<KernelPciFunction> Functions => _functions;
@@ -213,7 +224,12 @@ public sealed class HostKernel
                 new PhysPageAllocator(layout.SmmuTables, layout.SmmuTablesSize, bus));
         else throw new InvalidOperationException("board has no SMMU model");
         var pci = PciEnumeration.Scan(bus, map.PcieEcam, map.PcieMmio, map.PcieMmioSize, map.PcieMmioHigh, map.PcieMmioHighSize, map.PciePio, map.PciePioSize);
-        var k = new HostKernel(machine, bus, layout, smmu, irqs, cpus, msi, v3, v2, pci) { MsiDomains = domains };
+        var bridge = new KernelHostBridge("pcie", map.PcieEcam, 0, 255, map.PcieMmio, map.PcieMmioSize,
+            rid => new KernelIdTarget("smmu", rid), rid => new KernelIdTarget("msi", rid), KeepFirmwareBuses: false);
+        var k = new HostKernel(machine, bus, layout, [new KernelIommu(new KernelIommuInstance("smmu",
+            smmu is SmmuV2Driver ? KernelIommuKind.SmmuV2 : KernelIommuKind.SmmuV3, map.Smmu), smmu)], irqs, cpus, msi, v3, v2,
+            [new KernelPciHostBridge(bridge, pci)]) { MsiDomains = domains };
+        k._msiByName["msi"] = msi;
         k.FormGroups(platform ?? []);
         k.RequestSmmuInterrupts();
         // From here interrupts are pushed: a CPU's interface raises it and it takes them from the machine's loop.
@@ -248,30 +264,65 @@ public sealed class HostKernel
         _unreported.AddRange(e);
     }
 
+    readonly Dictionary<string, IMsiDomain> _msiByName = [];
+    readonly List<UntranslatedFunction> _untranslated = [];
+
+    /// <summary>MSI irq domains by controller name (what a function's msi-map / msi-parent names).</summary>
+    public IReadOnlyDictionary<string, IMsiDomain> MsiControllers => _msiByName;
+
+    /// <summary>PCI functions without an IOMMU group (so no VFIO): iommu-map gives no IOMMU (Linux: of_map_id found no
+    /// entry; DMA is untranslated), or names one without a driver (the probe defers), or the driver refused the fwspec.</summary>
+    public IReadOnlyList<UntranslatedFunction> UntranslatedFunctions => _untranslated;
+
+    KernelIommu? IommuNamed(string name) => Iommus.FirstOrDefault(i => i.Instance.Name == name);
+
     void FormGroups(IReadOnlyList<PlatformDmaInfo> platform)
     {
-        // iommu_probe_device for every endpoint, in enumeration order; pci_device_group decides the group.
+        // iommu_probe_device for every endpoint, in enumeration order: the fwspec from the bridge's iommu-map (of_map_id),
+        // then pci_device_group decides the group (per IOMMU instance: a group never spans two IOMMUs).
         var byKey = new Dictionary<string, KernelIommuGroup>();
-        foreach (var f in Pci.Functions)
-        {
-            if (f.IsBridge) continue;
-            var key = IommuGrouping.GroupKey(Pci, f);
-            if (!byKey.TryGetValue(key, out var g))
+        foreach (var hb in HostBridges)
+            foreach (var f in hb.Pci.Functions)
             {
-                g = new KernelIommuGroup(this, _groups.Count, key);
-                byKey[key] = g;
-                _groups.Add(g);
+                if (f.IsBridge) continue;
+                var rid = hb.Description.Rid(f.Bus, f.Device, f.Function);
+                if (hb.Description.IommuOf(rid) is not { } it)
+                {
+                    _untranslated.Add(new(hb, f, rid, null, "no iommu-map entry: DMA untranslated"));
+                    continue;
+                }
+                if (IommuNamed(it.Controller) is not { } iommu)
+                {
+                    _untranslated.Add(new(hb, f, rid, it.Controller, "no driver for " + it.Controller + ": " + _probeErrors.GetValueOrDefault(it.Controller, "not probed")));
+                    continue;
+                }
+                var key = $"{iommu.Instance.Name}/{hb.Description.Name}/" + IommuGrouping.GroupKey(hb.Pci, f);
+                if (!byKey.TryGetValue(key, out var g))
+                {
+                    g = new KernelIommuGroup(this, _groups.Count, key, iommu.Driver);
+                    byKey[key] = g;
+                    _groups.Add(g);
+                }
+                var dev = new Doorbell.Host.Iommu.IommuDevice(FunctionName(hb, f), [it.Id]);
+                try { iommu.Driver.ProbeDevice(dev); }
+                catch (Doorbell.Host.Iommu.IommuException e)
+                {
+                    // arm_smmu_probe_device refuses a StreamID the SMMU cannot hold: the device has no IOMMU group
+                    if (g.Devices.Count == 0) { _groups.Remove(g); byKey.Remove(key); }
+                    _untranslated.Add(new(hb, f, rid, it.Controller, e.Message));
+                    continue;
+                }
+                IMsiDomain msi = new NoMsiDomain();
+                var deviceId = rid;
+                if (hb.Description.MsiOf(rid) is { } mt && _msiByName.TryGetValue(mt.Controller, out var d)) { msi = d; deviceId = mt.Id; }
+                var fn = new KernelPciFunction(this, f, g, dev, hb, msi, deviceId);
+                g.AddMember(dev, msi is NoMsiDomain ? null : msi);
+                g.PciFunctions.Add(fn);
+                _functions.Add(fn);
             }
-            var dev = new Doorbell.Host.Iommu.IommuDevice(f.Name, [f.Rid]);
-            Smmu.ProbeDevice(dev);
-            var fn = new KernelPciFunction(this, f, g, dev);
-            g.AddMember(dev, MsiDomain);
-            g.PciFunctions.Add(fn);
-            _functions.Add(fn);
-        }
         foreach (var p in platform)
         {
-            var g = new KernelIommuGroup(this, _groups.Count, "platform:" + p.Name);
+            var g = new KernelIommuGroup(this, _groups.Count, "platform:" + p.Name, Smmu);
             _groups.Add(g);
             var dev = new Doorbell.Host.Iommu.IommuDevice(p.Name, [p.StreamId]);
             Smmu.ProbeDevice(dev);
@@ -280,6 +331,14 @@ public sealed class HostKernel
             g.PlatformDevices.Add(pd);
             _platform.Add(pd);
         }
+    }
+
+    /// <summary>A function's name as Linux prints it: the bridge's PCI domain (its index), the bus-range start added to the ECAM-relative bus.</summary>
+    internal string FunctionName(KernelPciHostBridge hb, EnumeratedFunction f)
+    {
+        var domain = 0;
+        for (var i = 0; i < HostBridges.Count; i++) if (ReferenceEquals(HostBridges[i], hb)) domain = i;
+        return $"{domain:x4}:{hb.Description.BusFirst + f.Bus:x2}:{f.Device:x2}.{f.Function}";
     }
 
     /// <summary>Registers every group with a new VFIO core and binds its devices (vfio-pci / vfio-platform).</summary>
@@ -354,6 +413,9 @@ public sealed class HostKernel
         }
     }
 }
+
+/// <summary>A PCI function without an IOMMU group: its requester ID, the IOMMU its iommu-map names (null: none), and why.</summary>
+public sealed record UntranslatedFunction(KernelPciHostBridge Bridge, EnumeratedFunction Function, uint Rid, string? Iommu, string Reason);
 
 /// <summary>A platform DMA engine placed on the board: device, register base, SPI index, StreamID.</summary>
 public sealed record PlatformDmaInfo(Doorbell.Devices.PlatformDmaDevice Device, ulong Base, int Spi, uint StreamId)

@@ -5,7 +5,7 @@ using Doorbell.Iommu;
 
 // VFIO's IOMMU backend over the SMMUv3 driver's IOMMU API: a group of one or more IOMMU devices (the topology
 // decides, see IommuGrouping), paging domains from the driver, and Linux's iommu_dma MSI cookie (the doorbell
-// page mapped into the SW_MSI window on vector allocation). Known limits: one IOMMU (the SMMUv3) per board.
+// page mapped into the SW_MSI window on vector allocation). Each group belongs to one IOMMU instance (a board may have several).
 namespace Doorbell.Host.Kernel;
 
 /// <summary>An unmanaged SMMUv3 paging domain as type1 uses it.</summary>
@@ -49,6 +49,13 @@ public sealed class SmmuVfioDomain(IommuDomain domain) : IVfioIommuDomain
         return 0;
     }
 
+    /// <summary>iommu_domain_free (type1 no longer uses it): returns the driver's context (an arm-smmu context bank is scarce).</summary>
+    public void Free()
+    {
+        try { Domain.Driver.FreeDomain(Domain); }
+        catch (IommuException) { }
+    }
+
     /// <summary>iommu_dma_prepare_msi + compose: the address the device must write for doorbell <paramref name="doorbell"/>.</summary>
     public ulong MsiAddress(ulong doorbell) => HasMsiCookie ? Domain.MapMsiDoorbell(doorbell) : doorbell;
 
@@ -72,14 +79,17 @@ public sealed class KernelIommuGroup : IVfioIommuGroup
     readonly HostKernel _kernel;
     readonly List<(IommuDevice Device, IMsiDomain? Msi)> _members = [];
 
-    internal KernelIommuGroup(HostKernel kernel, int id, string key)
+    internal KernelIommuGroup(HostKernel kernel, int id, string key, IIommuDriver driver)
     {
         _kernel = kernel;
+        Driver = driver;
         Id = id;
         Key = key;
     }
 
     public int Id { get; }
+    /// <summary>The driver of the IOMMU instance the group's devices sit behind.</summary>
+    public IIommuDriver Driver { get; }
     /// <summary>Why these devices are together (the alias point of pci_device_group).</summary>
     public string Key { get; }
     public IReadOnlyList<IommuDevice> Devices => _members.ConvertAll(m => m.Device);
@@ -97,7 +107,7 @@ public sealed class KernelIommuGroup : IVfioIommuGroup
         {
             var list = new List<IommuReservedRegion>();
             foreach (var (d, _) in _members)
-                foreach (var r in _kernel.Smmu.GetReservedRegions(d))
+                foreach (var r in Driver.GetReservedRegions(d))
                 {
                     var rr = new IommuReservedRegion(r.Start, r.Length, r.Type switch
                     {
@@ -118,14 +128,14 @@ public sealed class KernelIommuGroup : IVfioIommuGroup
     public bool HasIsolatedMsi => _members.Count > 0 && _members.All(m => m.Msi is { IsolatedMsi: true });
 
     /// <summary>iommu_capable(IOMMU_CAP_INTR_REMAP) of the group's IOMMU driver.</summary>
-    public bool IommuClaimsInterruptRemap => _kernel.Smmu.Capable(IommuCapability.InterruptRemap);
+    public bool IommuClaimsInterruptRemap => Driver.Capable(IommuCapability.InterruptRemap);
 
     /// <summary>irq_domain_check_msi_remap: any MSI domain the kernel registered isolates.</summary>
     public bool SystemHasIsolatedMsiDomain => _kernel.MsiDomains.Any(d => d.IsolatedMsi);
 
     public IVfioIommuDomain? AllocateDomain()
     {
-        try { return new SmmuVfioDomain(_kernel.Smmu.AllocateDomain(IommuDomainType.Unmanaged, IommuDomainStage.Stage1)); }
+        try { return new SmmuVfioDomain(Driver.AllocateDomain(IommuDomainType.Unmanaged, IommuDomainStage.Stage1)); }
         catch (IommuException) { return null; }
     }
 
@@ -134,7 +144,7 @@ public sealed class KernelIommuGroup : IVfioIommuGroup
         if (domain is not SmmuVfioDomain d) return -Errno.EINVAL;
         try
         {
-            foreach (var (dev, _) in _members) _kernel.Smmu.AttachDevice(d.Domain, dev);
+            foreach (var (dev, _) in _members) Driver.AttachDevice(d.Domain, dev);
             AttachedDomain = d;
             return 0;
         }
@@ -143,8 +153,8 @@ public sealed class KernelIommuGroup : IVfioIommuGroup
 
     public void Detach(IVfioIommuDomain domain)
     {
-        var blocked = _kernel.Smmu.AllocateDomain(IommuDomainType.Blocked);
-        foreach (var (dev, _) in _members) _kernel.Smmu.AttachDevice(blocked, dev);
+        var blocked = Driver.AllocateDomain(IommuDomainType.Blocked);
+        foreach (var (dev, _) in _members) Driver.AttachDevice(blocked, dev);
         if (ReferenceEquals(domain, AttachedDomain)) AttachedDomain = null;
     }
 

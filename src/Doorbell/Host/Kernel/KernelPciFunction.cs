@@ -20,10 +20,20 @@ public sealed class KernelPciFunction : IVfioPciFunction
     readonly List<int> _handlers = [];
     int _intxIntid = -1;
 
-    internal KernelPciFunction(HostKernel kernel, EnumeratedFunction f, KernelIommuGroup group, IommuDevice device)
+    readonly PciEnumeration _pci;
+    readonly IMsiDomain _msi;
+    readonly uint _deviceId;
+    readonly KernelPciHostBridge _bridge;
+
+    internal KernelPciFunction(HostKernel kernel, EnumeratedFunction f, KernelIommuGroup group, IommuDevice device, KernelPciHostBridge bridge, IMsiDomain msi, uint deviceId)
     {
         _k = kernel;
         _f = f;
+        _bridge = bridge;
+        _pci = bridge.Pci;
+        _msi = msi;
+        _deviceId = deviceId;
+        Name = kernel.FunctionName(bridge, f);
         Group = group;
         IommuDevice = device;
         if ((Cfg(0x06, 2) & 0x10) != 0)
@@ -42,13 +52,18 @@ public sealed class KernelPciFunction : IVfioPciFunction
     public EnumeratedFunction Enumerated => _f;
     public KernelIommuGroup Group { get; }
     public IommuDevice IommuDevice { get; }
-    public string Name => _f.Name;
-    public ushort Segment => 0;
-    public byte Bus => (byte)_f.Bus;
+    public string Name { get; }
+    public ushort Segment => ushort.Parse(Name.AsSpan(0, 4), System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture);
+    public byte Bus => (byte)(_bridge.Description.BusFirst + _f.Bus);
+    /// <summary>The host bridge the function sits below.</summary>
+    public KernelPciHostBridge HostBridge => _bridge;
     public byte Devfn => (byte)(_f.Device << 3 | _f.Function);
     public int ConfigSize => _f.PcieCap != 0 ? 4096 : 256;
-    /// <summary>The bus DeviceID of this function's MSI writes (identity msi-map on qemu-virt).</summary>
-    public uint DeviceId => _f.Rid;
+    /// <summary>The bus DeviceID of this function's MSI writes: its host bridge's msi-map (of_map_id) of its requester ID
+    /// (identity on qemu-virt).</summary>
+    public uint DeviceId => _deviceId;
+    /// <summary>The MSI irq domain of this function (its host bridge's msi-map / msi-parent).</summary>
+    public IMsiDomain MsiDomain => _msi;
     /// <summary>The vectors allocated from the MSI domain (null when none).</summary>
     public MsiAllocation? Vectors => _alloc;
     /// <summary>The MSI addresses programmed into the device, per vector (IOVA in the SW_MSI window when a cookie is set).</summary>
@@ -56,13 +71,13 @@ public sealed class KernelPciFunction : IVfioPciFunction
     readonly List<ulong> _programmed = [];
     public int IntxIntid => _intxIntid;
 
-    uint Cfg(int off, int size) => _k.Pci.Read(_f.Rid, off, size);
+    uint Cfg(int off, int size) => _pci.Read(_f.Rid, off, size);
 
     public uint ReadConfig(int offset, int size) => Cfg(offset, size);
 
     public void WriteConfig(int offset, int size, uint value)
     {
-        _k.Pci.Write(_f.Rid, offset, size, value);
+        _pci.Write(_f.Rid, offset, size, value);
     }
 
     public PciBarInfo GetBar(int index)
@@ -113,7 +128,7 @@ public sealed class KernelPciFunction : IVfioPciFunction
         var b = GetBar(index);
         if (b.HostAddress == 0 || offset > b.Size || (ulong)size > b.Size - offset) return 0;
         if (b.IsMemory) return b.HostAddress + offset;
-        return b.Kind == Doorbell.Pci.PciBarKind.Io && _k.Pci.IoCpuBase != 0 ? _k.Pci.IoCpuBase + b.HostAddress + offset : 0;
+        return b.Kind == Doorbell.Pci.PciBarKind.Io && _pci.IoCpuBase != 0 ? _pci.IoCpuBase + b.HostAddress + offset : 0;
     }
 
     /// <summary>pci_try_reset_function: FLR when DEVCAP says so, with the header saved and restored around it.</summary>
@@ -123,10 +138,10 @@ public sealed class KernelPciFunction : IVfioPciFunction
         var saved = new uint[16];
         for (var i = 1; i < 16; i++) saved[i] = Cfg(i * 4, 4);
         var devctl = Cfg(_f.PcieCap + 8, 2);
-        _k.Pci.Write(_f.Rid, _f.PcieCap + 8, 2, devctl | 0x8000); // BCR/FLR, PCIe 4.0 §7.5.3.4
-        for (var i = 4; i < 16; i++) _k.Pci.Write(_f.Rid, i * 4, 4, saved[i]);
-        _k.Pci.Write(_f.Rid, 0x04, 2, saved[1] & 0xFFFF);
-        _k.Pci.Write(_f.Rid, _f.PcieCap + 8, 2, devctl & 0x7FFF);
+        _pci.Write(_f.Rid, _f.PcieCap + 8, 2, devctl | 0x8000); // BCR/FLR, PCIe 4.0 §7.5.3.4
+        for (var i = 4; i < 16; i++) _pci.Write(_f.Rid, i * 4, 4, saved[i]);
+        _pci.Write(_f.Rid, 0x04, 2, saved[1] & 0xFFFF);
+        _pci.Write(_f.Rid, _f.PcieCap + 8, 2, devctl & 0x7FFF);
         return 0;
     }
 
@@ -149,14 +164,14 @@ public sealed class KernelPciFunction : IVfioPciFunction
         var got = Math.Min(nvec, max);
         if (kind == PciIrqKind.Msi) got = 1 << System.Numerics.BitOperations.Log2((uint)got); // multi-MSI needs a power of two
         MsiAllocation a;
-        try { a = _k.MsiDomain.AllocateMsis(DeviceId, got); }
+        try { a = _msi.AllocateMsis(DeviceId, got); }
         catch (IrqException e) { return -e.Errno; }
         if (kind == PciIrqKind.Msi && got > 1 && (a.Vectors[0].Message.Data & (uint)(got - 1)) != 0)
         {
             // the block is not aligned for multi-MSI's low data bits: fall back to one vector
-            _k.MsiDomain.FreeMsis(a);
+            _msi.FreeMsis(a);
             got = 1;
-            try { a = _k.MsiDomain.AllocateMsis(DeviceId, 1); }
+            try { a = _msi.AllocateMsis(DeviceId, 1); }
             catch (IrqException e) { return -e.Errno; }
         }
         _alloc = a;
@@ -168,36 +183,36 @@ public sealed class KernelPciFunction : IVfioPciFunction
             try { addr = domain?.MsiAddress(v.Message.Address) ?? v.Message.Address; }
             catch (IommuException e) { DisableVectors(); return -e.Errno; }
             _programmed.Add(addr);
-            _k.Machine.Trace.Emit(TraceCategory.MsiAlloc, "host", $"{Name}: vector {v.Index} from {_k.MsiDomain.Name}: INTID {v.Intid}, {v.Message}{(addr != v.Message.Address ? $" written as IOVA 0x{addr:x}" : "")}");
+            _k.Machine.Trace.Emit(TraceCategory.MsiAlloc, "host", $"{Name}: vector {v.Index} from {_msi.Name}: INTID {v.Intid}, {v.Message}{(addr != v.Message.Address ? $" written as IOVA 0x{addr:x}" : "")}");
             try { _k.Irqs.Request(v.Intid, sink.MsiHandler(v.Index)); }
             catch (IrqException e) { DisableVectors(); return -e.Errno; }
             _handlers.Add(v.Intid);
         }
         if (kind == PciIrqKind.Msix)
         {
-            var (tb, toff) = PciMsix.TableLocation(_k.Pci, _f.Rid, _msixCap);
-            PciMsix.Enable(_k.Bus, _k.Pci, _f.Rid, _msixCap, GetBar(tb).HostAddress + toff, _programmed, [.. a.Vectors.Take(got).Select(v => v.Message.Data)]);
+            var (tb, toff) = PciMsix.TableLocation(_pci, _f.Rid, _msixCap);
+            PciMsix.Enable(_k.Bus, _pci, _f.Rid, _msixCap, GetBar(tb).HostAddress + toff, _programmed, [.. a.Vectors.Take(got).Select(v => v.Message.Data)]);
         }
         else
         {
             var flags = Cfg(_msiCap + 2, 2);
             var is64 = (flags & 0x80) != 0;
-            _k.Pci.Write(_f.Rid, _msiCap + 4, 4, (uint)_programmed[0]);
-            if (is64) _k.Pci.Write(_f.Rid, _msiCap + 8, 4, (uint)(_programmed[0] >> 32));
-            _k.Pci.Write(_f.Rid, _msiCap + (is64 ? 0xC : 0x8), 2, a.Vectors[0].Message.Data);
+            _pci.Write(_f.Rid, _msiCap + 4, 4, (uint)_programmed[0]);
+            if (is64) _pci.Write(_f.Rid, _msiCap + 8, 4, (uint)(_programmed[0] >> 32));
+            _pci.Write(_f.Rid, _msiCap + (is64 ? 0xC : 0x8), 2, a.Vectors[0].Message.Data);
             var mme = (uint)System.Numerics.BitOperations.Log2((uint)got) << 4;
-            _k.Pci.Write(_f.Rid, _msiCap + 2, 2, (flags & ~0x70u) | mme | 1);
+            _pci.Write(_f.Rid, _msiCap + 2, 2, (flags & ~0x70u) | mme | 1);
         }
         return got;
     }
 
     public void DisableVectors()
     {
-        if (_msixCap != 0) PciMsix.Disable(_k.Pci, _f.Rid, _msixCap);
-        if (_msiCap != 0) _k.Pci.Write(_f.Rid, _msiCap + 2, 2, Cfg(_msiCap + 2, 2) & ~1u);
+        if (_msixCap != 0) PciMsix.Disable(_pci, _f.Rid, _msixCap);
+        if (_msiCap != 0) _pci.Write(_f.Rid, _msiCap + 2, 2, Cfg(_msiCap + 2, 2) & ~1u);
         foreach (var i in _handlers) _k.Irqs.Free(i);
         _handlers.Clear();
-        if (_alloc is not null) _k.MsiDomain.FreeMsis(_alloc);
+        if (_alloc is not null) _msi.FreeMsis(_alloc);
         _alloc = null;
     }
 

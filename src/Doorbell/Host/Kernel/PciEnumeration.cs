@@ -44,6 +44,7 @@ public sealed class PciEnumeration
     readonly List<EnumeratedFunction> _fns = [];
     ulong _mmio, _mmioEnd, _high, _highEnd, _io = 0x1000, _ioEnd;
     int _lastBus;
+    bool _keepBuses;
 
     PciEnumeration(IMemoryView bus, ulong ecam, ulong mmio, ulong mmioSize, ulong high, ulong highSize, ulong ioCpuBase, ulong ioSize)
     {
@@ -81,10 +82,12 @@ public sealed class PciEnumeration
     /// [<paramref name="mmioHigh"/>, +size) (a host bridge's 64-bit range; bridges' non-prefetchable windows are 32-bit).
     /// I/O BARs come from PCI I/O space [0x1000, <paramref name="ioSize"/>), which the CPU reaches at
     /// <paramref name="ioCpuBase"/> + address (no window: I/O BARs stay unassigned).</summary>
+    /// <param name="keepFirmwareBuses">Keep the bus numbers firmware left in bridges (Linux without
+    /// PCI_REASSIGN_ALL_BUS, pci_scan_bridge_extend's first pass); otherwise number buses depth-first.</param>
     public static PciEnumeration Scan(IMemoryView bus, ulong ecam, ulong mmio, ulong mmioSize, ulong mmioHigh = 0, ulong mmioHighSize = 0,
-        ulong ioCpuBase = 0, ulong ioSize = 0)
+        ulong ioCpuBase = 0, ulong ioSize = 0, bool keepFirmwareBuses = false)
     {
-        var e = new PciEnumeration(bus, ecam, mmio, mmioSize, mmioHigh, mmioHighSize, ioCpuBase, ioSize);
+        var e = new PciEnumeration(bus, ecam, mmio, mmioSize, mmioHigh, mmioHighSize, ioCpuBase, ioSize) { _keepBuses = keepFirmwareBuses };
         e.ScanBus(0, null);
         return e;
     }
@@ -215,14 +218,20 @@ public sealed class PciEnumeration
 
     void ScanBridge(EnumeratedFunction b)
     {
-        var secondary = ++_lastBus;
+        var buses = Read(b.Rid, 0x18, 4);
+        var fwSecondary = (int)(buses >> 8 & 0xFF);
+        var fwSubordinate = (int)(buses >> 16 & 0xFF);
+        var keep = _keepBuses && (buses & 0xFF) == b.Bus && fwSecondary > b.Bus && fwSubordinate >= fwSecondary && fwSecondary > _lastBus;
+        var secondary = keep ? fwSecondary : ++_lastBus;
         b.SecondaryBus = secondary;
         // PRIMARY, SECONDARY, SUBORDINATE (0xFF while scanning below), PCI-PCI Bridge 1.2 §3.2.5.3-5
-        Write(b.Rid, 0x18, 4, (Read(b.Rid, 0x18, 4) & 0xFF00_0000) | 0xFF_0000u | (uint)secondary << 8 | (uint)b.Bus);
+        if (!keep) Write(b.Rid, 0x18, 4, (Read(b.Rid, 0x18, 4) & 0xFF00_0000) | 0xFF_0000u | (uint)secondary << 8 | (uint)b.Bus);
+        else _lastBus = secondary;
         _mmio = (_mmio + 0xF_FFFF) & ~0xF_FFFFUL;
         var start = _mmio;
         ScanBus(secondary, b);
-        Write(b.Rid, 0x1A, 1, (uint)_lastBus);
+        if (keep) _lastBus = Math.Max(_lastBus, fwSubordinate);
+        else Write(b.Rid, 0x1A, 1, (uint)_lastBus);
         _mmio = (_mmio + 0xF_FFFF) & ~0xF_FFFFUL;
         if (_mmio > start)
         {

@@ -376,28 +376,28 @@ public sealed class Type1Iommu
         var backend = group.Iommu.AllocateDomain();
         if (backend is null) return -Errno.ENOMEM;
         var r = group.Iommu.Attach(backend);
-        if (r != 0) return r;
+        if (r != 0) { backend.Free(); return r; }
 
         var resv = group.Iommu.ReservedRegions;
         // Aperture conflict: existing mappings outside the new domain's aperture.
-        if (_dmas.Any(d => d.Iova < backend.ApertureStart || d.End > backend.ApertureEnd)) { group.Iommu.Detach(backend); return -Errno.EINVAL; }
+        if (_dmas.Any(d => d.Iova < backend.ApertureStart || d.End > backend.ApertureEnd)) { group.Iommu.Detach(backend); backend.Free(); return -Errno.EINVAL; }
         // Reserved-region conflict with existing mappings.
         foreach (var rr in resv)
         {
             if (rr.Type == IommuResvType.DirectRelaxable || rr.Length == 0) continue;
-            if (FindDma(rr.Start, rr.Length) >= 0) { group.Iommu.Detach(backend); return -Errno.EINVAL; }
+            if (FindDma(rr.Start, rr.Length) >= 0) { group.Iommu.Detach(backend); backend.Free(); return -Errno.EINVAL; }
         }
         var newRanges = ComputeRanges(_iovaRanges.Count == 0 ? [(0UL, ulong.MaxValue)] : [.. _iovaRanges], backend, resv);
-        if (newRanges.Count == 0) { group.Iommu.Detach(backend); return -Errno.EINVAL; }
+        if (newRanges.Count == 0) { group.Iommu.Detach(backend); backend.Free(); return -Errno.EINVAL; }
 
         // The interrupt-isolation policy of the selected era (vfio_iommu_type1.c through its history).
-        if (!_options.AllowUnsafeInterrupts && !IsolationCheck(group.Iommu)) { group.Iommu.Detach(backend); return -Errno.EPERM; }
+        if (!_options.AllowUnsafeInterrupts && !IsolationCheck(group.Iommu)) { group.Iommu.Detach(backend); backend.Free(); return -Errno.EPERM; }
 
         foreach (var rr in resv)
             if (rr.Type == IommuResvType.SwMsi)
             {
                 var c = backend.EnableMsiCookie(rr.Start);
-                if (c != 0 && c != -Errno.ENODEV) { group.Iommu.Detach(backend); return c; }
+                if (c != 0 && c != -Errno.ENODEV) { group.Iommu.Detach(backend); backend.Free(); return c; }
                 break;
             }
 
@@ -408,11 +408,12 @@ public sealed class Type1Iommu
             group.Iommu.Detach(backend);
             if (group.Iommu.Attach(d.Backend) == 0)
             {
+                backend.Free(); // joined an existing domain: the new one goes (iommu_domain_free)
                 d.Groups.Add(group);
                 _iovaRanges = newRanges;
                 return 0;
             }
-            if (group.Iommu.Attach(backend) != 0) return -Errno.EINVAL;
+            if (group.Iommu.Attach(backend) != 0) { backend.Free(); return -Errno.EINVAL; }
         }
 
         // Replay existing mappings into the new domain (vfio_iommu_replay).
@@ -423,6 +424,7 @@ public sealed class Type1Iommu
             {
                 for (var j = 0; j < i; j++) backend.Unmap(_dmas[j].Iova, _dmas[j].Size);
                 group.Iommu.Detach(backend);
+                backend.Free();
                 return m;
             }
         }
@@ -486,6 +488,7 @@ public sealed class Type1Iommu
                 if (_domains.Count == 1) UnmapAll();
                 else foreach (var m in _dmas) d.Backend.Unmap(m.Iova, m.Size);
                 _domains.RemoveAt(i);
+                d.Backend.Free();
             }
             break;
         }

@@ -76,12 +76,13 @@ public static class AuditHtml
         page.Heading("Board built from the tree");
         page.Table(["block", "node", "base", "status"], run.Board.Blocks.Select(b => (IReadOnlyList<string>)
             [b.Kind, b.Node.Path, "0x" + b.Base.ToString("x", CultureInfo.InvariantCulture), b.Status]), (r, c) => c == 3 && !run.Board.Blocks[r].Modelled ? "warn" : null);
+        page.Raw("<p id=\"kernel\">Host kernel: " + HtmlPage.E(AuditReport.KernelText(run)) + "</p>");
         page.Heading("Verdicts and probes");
         page.Table(["verdict", "master", "IDs", "DMA", "MSI", "VFIO", "why"], run.Results.Select(r => (IReadOnlyList<string>)
             [
                 IsolationAudit.Label(r.Verdict) + (r.VerdictContradicted ? " (CONTRADICTED)" : ""),
                 r.Master.Node.Path,
-                r.Range is { } rr ? AuditReport.RangeText(rr.First, rr.Last) : "",
+                (r.Range is { } rr ? AuditReport.RangeText(rr.First, rr.Last) : "") + (r.Master.IsPciHost && !r.ThroughKernel ? " [raw]" : ""),
                 r.DmaText, r.MsiText, r.VfioDecision + (r.VfioContradicted ? " (CONTRADICTED)" : ""),
                 r.Range?.Reason ?? r.Master.Reason,
             ]),

@@ -150,6 +150,15 @@ public static class AuditJson
             j.WriteEndObject();
         }
         j.WriteEndArray();
+        j.WriteStartObject("kernel");
+        j.WriteBoolean("booted", run.Kernel is not null);
+        if (run.BootError is null) j.WriteNull("error"); else j.WriteString("error", run.BootError);
+        j.WriteNumber("iommuDrivers", run.Kernel?.Iommus.Count ?? 0);
+        j.WriteNumber("msiDomains", run.Kernel?.MsiDomains.Count ?? 0);
+        j.WriteNumber("hostBridges", run.Kernel?.HostBridges.Count ?? 0);
+        j.WriteNumber("functions", (run.Kernel?.Functions.Count ?? 0) + (run.Kernel?.UntranslatedFunctions.Count ?? 0));
+        j.WriteNumber("iommuGroups", run.Kernel?.Groups.Count ?? 0);
+        j.WriteEndObject();
         j.WriteStartArray("probes");
         foreach (var r in run.Results)
         {
@@ -171,6 +180,7 @@ public static class AuditJson
             if (r.MsiVia is null) j.WriteNull("via"); else j.WriteString("via", r.MsiVia);
             if (r.MsiNotRun is null) j.WriteNull("notRun"); else j.WriteString("notRun", r.MsiNotRun);
             j.WriteEndObject();
+            j.WriteBoolean("throughKernel", r.ThroughKernel);
             j.WriteBoolean("vfioAttaches", r.VfioAttaches);
             j.WriteString("vfio", r.VfioDecision);
             j.WriteBoolean("verdictContradicted", r.VerdictContradicted);

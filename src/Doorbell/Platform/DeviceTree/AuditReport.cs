@@ -65,11 +65,15 @@ public static class AuditReport
         "DMA: F/N faults  N writes to an IOVA the domain never mapped, F ended in an SMMU fault record (isolated)",
         "DMA: L/N landed  L of N writes reached RAM (an escape); MSI: forged V/N  V of the victim's N vectors raised",
         "VFIO: what vfio type1 decides for that group; CONTRADICTED marks a verdict or a VFIO decision the attack disproves",
-        "How: a user process opens a VFIO container and the device's group, VFIO_SET_IOMMU(TYPE1v2) (type1's own answer is",
-        "  printed; on -EPERM the attack goes on as root with allow_unsafe_interrupts=1), MAP_DMA one page, then the device",
-        "  writes elsewhere. Drivers: arm-smmu-v3 / arm-smmu, GICv3 + ITS / GICv2 + GICv2m, MSI vectors from the host's irq domain.",
-        "  The host kernel is not booted as a whole on these boards (HostKernel boots one SMMU, one ECAM and a qemu-virt-shaped",
-        "  map; a tree has several of each): its drivers and VFIO run over the tree's models directly.",
+        "How: Doorbell's host kernel boots on the board (every SMMU, ITS, GICv2m frame and in-controller MSI block by its",
+        "  driver; every ECAM host bridge enumerated, fwspecs and DeviceIDs from its iommu-map/msi-map; IOMMU groups). Per",
+        "  range, probe functions at its requester IDs are vfio-pci devices: a user process opens the container and the",
+        "  kernel's group, VFIO_SET_IOMMU(TYPE1v2) (type1's own answer is printed; on -EPERM the attack goes on as root with",
+        "  allow_unsafe_interrupts=1), MAP_DMA one page, then the device writes elsewhere. The first is the MSI victim: its",
+        "  MSI-X vectors get eventfds by VFIO_DEVICE_SET_IRQS, another requester forges, and V counts its eventfds that fired.",
+        "  [raw] marks a range with no function the topology can hold (or a bus without ECAM): a raw requester at its IDs, a",
+        "  group the probe forms on the kernel's IOMMU driver, vectors counted at the host's handlers. Platform devices are",
+        "  raw requesters at their StreamIDs in the kernel's group for them (vfio-platform has no MSI: host handlers count).",
     ];
 
     public static void WriteExecuted(ExecutedAudit run, TextWriter w)
@@ -80,6 +84,7 @@ public static class AuditReport
         w.WriteLine($"{audit.Name}{(audit.Model is null ? "" : $" ({audit.Model})")}");
         foreach (var b in run.Board.Blocks)
             w.WriteLine($"  board: {b.Kind,-22} {b.Node.Path} @0x{b.Base:x}: {b.Status}");
+        w.WriteLine("  kernel: " + KernelText(run));
         if (run.Results.Count == 0) w.WriteLine("  no DMA masters with IOMMU or MSI bindings");
         foreach (var r in run.Results)
         {
@@ -87,8 +92,22 @@ public static class AuditReport
             var kind = m.IsPciHost ? "pci" : m.IsIdMappedBus ? "bus" : "dev";
             var ids = r.Range is { } rr ? $"  {(m.IsPciHost ? "RID" : "ID")} {RangeText(rr.First, rr.Last)}" : "";
             var flag = (r.VerdictContradicted ? "  CONTRADICTED verdict" : "") + (r.VfioContradicted ? "  CONTRADICTED VFIO" : "");
-            w.WriteLine($"  {IsolationAudit.Label(r.Verdict),-10}  {kind} {m.Node.Path}{ids}  {r.DmaText}; {r.MsiText}; {r.VfioDecision}{flag}");
+            var raw = m.IsPciHost && !r.ThroughKernel ? " [raw]" : "";
+            w.WriteLine($"  {IsolationAudit.Label(r.Verdict),-10}  {kind} {m.Node.Path}{ids}  {r.DmaText}; {r.MsiText}; {r.VfioDecision}{flag}{raw}");
             w.WriteLine($"      why: {r.Range?.Reason ?? m.Reason}");
         }
+    }
+
+    /// <summary>What the booted host kernel found: drivers bound, host bridges enumerated, IOMMU groups, and how many
+    /// PCI ranges ran through vfio-pci devices.</summary>
+    public static string KernelText(ExecutedAudit run)
+    {
+        ArgumentNullException.ThrowIfNull(run);
+        if (run.Kernel is not { } k) return "not booted (" + (run.BootError ?? "?") + ")";
+        var pci = run.Results.Count(r => r.Master.IsPciHost);
+        var fns = k.Functions.Count + k.UntranslatedFunctions.Count;
+        var failed = k.ProbeErrors.Count == 0 ? "" : "; probe failed: " + string.Join(", ", k.ProbeErrors.Select(e => $"{e.Key} ({e.Value})"));
+        return $"booted: {k.Iommus.Count} IOMMU driver(s), {k.MsiDomains.Count} MSI domain(s), {k.HostBridges.Count} host bridge(s) with " +
+            $"{fns} function(s), {k.Groups.Count} IOMMU group(s); {run.ThroughKernel}/{pci} PCI range(s) probed through vfio-pci{failed}";
     }
 }

@@ -33,6 +33,8 @@ public sealed class DtMsiTarget(MsiControllerInfo info, ulong doorbell, string s
     public GicV3Its? Its { get; init; }
     public GicV2m? V2m { get; init; }
     public InControllerMsi? DataTarget { get; init; }
+    /// <summary>The SPI an in-controller MSI block raises (-1: none).</summary>
+    public int Spi { get; init; } = -1;
     public bool Modelled => Its is not null || V2m is not null || DataTarget is not null;
 }
 
@@ -40,18 +42,35 @@ public sealed class DtMsiTarget(MsiControllerInfo info, ulong doorbell, string s
 /// An MSI block inside a PCIe controller (e.g. a DesignWare-style MSI controller): a write of data D to its
 /// register raises vector D of the controller, whoever wrote it — the requester ID is not looked at.
 /// </summary>
-public sealed class InControllerMsi : IMmioHandler
+/// Registers (the shape of a DesignWare MSI block): +0 the doorbell, +0x10 + 4·n status word n (vector 32·n + bit, write 1
+/// to clear). The block's line is high while any status bit is set.
+public sealed class InControllerMsi(IInterruptLine? line = null) : IMmioHandler
 {
     public const int Vectors = 256;
     readonly int[] _raised = new int[Vectors];
+    readonly uint[] _status = new uint[Vectors / 32];
 
     public int Raised(int vector) => (uint)vector < Vectors ? _raised[vector] : 0;
 
-    public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes) { value = 0; return BusStatus.Ok; }
+    public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
+    {
+        value = offset >= 0x10 && offset < 0x10 + Vectors / 8 && size == 4 ? _status[(offset - 0x10) / 4] : 0;
+        return BusStatus.Ok;
+    }
 
     public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
     {
-        if (offset == 0 && value < Vectors) _raised[(int)value]++;
+        if (offset == 0 && value < Vectors)
+        {
+            _raised[(int)value]++;
+            _status[(int)value / 32] |= 1u << (int)(value % 32);
+            line?.SetLevel(true);
+        }
+        else if (offset >= 0x10 && offset < 0x10 + Vectors / 8 && size == 4)
+        {
+            _status[(offset - 0x10) / 4] &= ~(uint)value;
+            if (_status.All(w => w == 0)) line?.SetLevel(false);
+        }
         return BusStatus.Ok;
     }
 }
@@ -70,7 +89,7 @@ public sealed class PreItsWindow(PhysicalAddressSpace bus, ulong translater) : I
 }
 
 /// <summary>The board: machine, models by node, and what could not be modelled.</summary>
-public sealed class DtBoard
+public sealed partial class DtBoard
 {
     public const ulong TableArea = 0x0400_0000;   // GIC + SMMU tables at the start of RAM (64 MiB)
     public const ulong ScratchArea = 0x0100_0000; // DMA probe targets after the tables (16 MiB)
@@ -105,6 +124,9 @@ public sealed class DtBoard
         foreach (var m in audit.MsiControllers) b.PlaceMsi(m);
         foreach (var m in audit.Masters)
             if (m.IsPciHost) b.PlaceHostBridge(m.Node);
+        b.Machine.RamBase = b.RamBase;
+        b.Machine.RamSize = b.RamSize;
+        b.PlaceProbeFunctions();
         return b;
     }
 
@@ -142,11 +164,13 @@ public sealed class DtBoard
         }
     }
 
-    bool Overlaps(ulong a, ulong size)
+    List<(FdtNode Node, ulong Address, ulong Size)>? _regs;
+
+    bool Overlaps(ulong a, ulong size, FdtNode? except = null)
     {
-        foreach (var n in Fdt.AllNodes)
-            foreach (var (ra, rs) in DtAddress.Reg(n))
-                if (a < ra + rs && ra < a + size) return true;
+        _regs ??= [.. Fdt.AllNodes.SelectMany(n => DtAddress.Reg(n).Select(r => (n, r.Address, r.Size)))];
+        foreach (var (n, ra, rs) in _regs)
+            if (n != except && a < ra + rs && ra < a + size) return true;
         return false;
     }
 
@@ -172,7 +196,16 @@ public sealed class DtBoard
         var r2 = DtAddress.Reg(v2);
         if (r2.Count < 2) { Blocks.Add(new DtBlock(v2, "GICv2", 0, false, "reg lacks distributor and CPU interface")); return; }
         var g2 = new GicV2(1, 480);
-        var ok2 = TryPlace("gicv2", () => g2.Map(Bus, new PhysAddr(r2[0].Address), new PhysAddr(r2[1].Address)), out var st2);
+        // The frames at the sizes the tree gives (GIC-400: a 4 KiB distributor, an 8 KiB CPU interface), so that packed
+        // frames (hikey960: CPU interface 4 KiB after the distributor) fit; GicV2.Map's 64 KiB frames otherwise.
+        var rules = new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi);
+        var dSize = Math.Clamp(r2[0].Size, 0x1000UL, 0x1_0000UL);
+        var cSize = Math.Clamp(r2[1].Size, 0x2000UL, 0x1_0000UL);
+        var ok2 = TryPlace("gicv2", () =>
+        {
+            Bus.MapMmio(new PhysAddr(r2[0].Address), dSize, g2, rules, "gicv2-gicd");
+            Bus.MapMmio(new PhysAddr(r2[1].Address), cSize, g2.CpuInterface(0), rules, "gicv2-gicc");
+        }, out var st2);
         if (ok2) { GicV2 = g2; GicdBase = r2[0].Address; GiccBase = r2[1].Address; Machine.SetSpiProvider(n => g2.SpiLine(32 + n)); }
         Blocks.Add(new DtBlock(v2, "GICv2", r2[0].Address, ok2, ok2 ? "distributor + CPU interface (1 CPU)" : st2));
     }
@@ -211,15 +244,18 @@ public sealed class DtBoard
     }
 
     /// <summary>The SMMUv2 part a node's compatible names (Linux's arm-smmu match table: MMU-400 and MMU-401 are their own
-    /// parts; `arm,mmu-500`, vendor MMU-500 variants and the generic `arm,smmu-v1`/`arm,smmu-v2` get MMU-500's ID registers).</summary>
+    /// parts; `arm,mmu-500`, vendor MMU-500 variants and the generic `arm,smmu-v1`/`arm,smmu-v2` get MMU-500's ID registers with 127 SMRs).</summary>
     public static (Doorbell.Smmu.V2.SmmuV2Options Options, string Part) SmmuV2Part(FdtNode node)
     {
         ArgumentNullException.ThrowIfNull(node);
         if (node.IsCompatible("arm,mmu-400")) return (Doorbell.Smmu.V2.SmmuV2Options.Mmu400, "MMU-400");
         if (node.IsCompatible("arm,mmu-401")) return (Doorbell.Smmu.V2.SmmuV2Options.Mmu401, "MMU-401");
-        if (node.IsCompatible("arm,mmu-500")) return (Doorbell.Smmu.V2.SmmuV2Options.Mmu500, "MMU-500");
+        // MMU-500 is configured with up to 127 stream match register groups (SMMU_IDR0.NUMSMRG's largest value); a tree does not
+        // say how many a part has, and the booted kernel holds one per master StreamID, so the board takes the most.
+        var mmu500 = Doorbell.Smmu.V2.SmmuV2Options.Mmu500 with { StreamMatchGroups = 127 };
+        if (node.IsCompatible("arm,mmu-500")) return (mmu500, "MMU-500");
         var c = node.Compatible.FirstOrDefault() ?? "?";
-        return (Doorbell.Smmu.V2.SmmuV2Options.Mmu500, $"{c}: MMU-500 ID registers");
+        return (mmu500, $"{c}: MMU-500 ID registers");
     }
 
     void PlaceMsi(MsiControllerInfo info)
@@ -265,13 +301,16 @@ public sealed class DtBoard
             }
             case MsiControllerKind.InController when regs.Count > 0:
             {
-                var data = new InControllerMsi();
+                // the block's SPI: one the board builder picks above the tree's (the tree's interrupt for it is not parsed)
+                var spi = (GicV3 is not null ? 900 : 440) + MsiTargets.Values.Count(t => t.DataTarget is not null);
+                IInterruptLine? line = GicV3?.SpiLine(32 + spi) ?? GicV2?.SpiLine(32 + spi);
+                var data = new InControllerMsi(line);
                 // The MSI register block: the reg entry named "msi", else the last entry of a host bridge's reg.
                 var names = info.Node.Property("reg-names")?.Strings().ToList() ?? [];
                 var mi = names.IndexOf("msi");
                 var at = mi >= 0 && mi < regs.Count ? regs[mi].Address : DtRefs.IsPciHost(info.Node) && regs.Count > 1 ? regs[^1].Address : regs[0].Address;
                 if (!TryPlace("msi", () => Bus.MapMmio(new PhysAddr(at), 0x1000, data, new MmioAccessRules(AccessSizes.All, false, MmioViolation.RazWi), "in-controller-msi"), out status)) break;
-                target = new DtMsiTarget(info, at, "in-controller MSI model (raises by data alone)") { DataTarget = data };
+                target = new DtMsiTarget(info, at, "in-controller MSI model (raises by data alone)") { DataTarget = data, Spi = line is null ? -1 : spi };
                 status = target.Status;
                 break;
             }
@@ -294,11 +333,30 @@ public sealed class DtBoard
         var (cfg, size) = regs.Count == 0 ? (0UL, 0UL) : regs[idx >= 0 && idx < regs.Count ? idx : 0];
         var host = new PciHost(Bus);
         var (b0, b1) = DtRefs.BusRange(node);
-        var ecamSize = Math.Min(size == 0 ? (b1 - b0 + 1UL) << 20 : size, (b1 - b0 + 1UL) << 20);
-        var ok = cfg != 0 && ecamSize != 0 && TryPlace("ecam", () => Bus.MapMmio(new PhysAddr(cfg), ecamSize, host.Ecam,
-            new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "ecam"), out _);
+        // A generic ECAM window for the whole bus range at the config reg (the controller's own programming model does
+        // not change isolation; its ID maps do).
+        var full = (b1 - b0 + 1UL) << 20;
+        var ok = false;
+        var treeCfg = cfg;
+        if (cfg != 0 && (Overlaps(cfg, full, node) || !TryPlace("ecam", () => Bus.MapMmio(new PhysAddr(cfg), full, host.Ecam,
+                new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "ecam"), out _)))
+        {
+            // the tree's config reg cannot hold a whole-range ECAM (a controller with its own config mechanism): the
+            // window goes to a free place high in the address map, where nothing of the tree is
+            cfg = 0;
+            for (var i = 0UL; i < 64 && cfg == 0; i++)
+            {
+                var at = 0x6000_0000_0000UL + i * 0x1000_0000UL;
+                if (!Overlaps(at, full) && TryPlace("ecam", () => Bus.MapMmio(new PhysAddr(at), full, host.Ecam,
+                        new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "ecam"), out _)) cfg = at;
+            }
+        }
+        if (cfg != 0) ok = true;
         HostBridges[node] = host;
-        Blocks.Add(new DtBlock(node, "PCIe host bridge", cfg, ok, ok ? $"generic ECAM root complex, buses {b0:x2}–{b1:x2}" : "generic root complex (ECAM window not placed: reg missing or overlapping)"));
+        if (ok) WireBridge(node, host, cfg, (int)b0, (int)b1);
+        var status = !ok ? "generic root complex (ECAM window not placed: reg missing or overlapping)"
+            : $"generic ECAM root complex, buses {b0:x2}–{b1:x2}" + (cfg != treeCfg ? $", ECAM at 0x{cfg:x} (the config reg is too small for it)" : "");
+        Blocks.Add(new DtBlock(node, "PCIe host bridge", ok ? cfg : treeCfg, ok, status));
     }
 }
 

@@ -13,8 +13,11 @@ using Doorbell.Memory;
 
 namespace Doorbell.Platform.DeviceTree;
 
-// Audit by execution (issue 19): every verdict of IsolationAudit is tried on the board DtBoard built from the tree,
-// by Doorbell's own host drivers (SmmuV3Driver, GicV3HostDriver + ItsDriver, GicV2HostDriver + Gicv2mDriver):
+// Audit by execution (issue 19): every verdict of IsolationAudit is tried on the board DtBoard built from the tree, on
+// Doorbell's host kernel booted there (DtBoard.Boot). PCI ranges run through vfio-pci functions of the kernel's groups
+// (IsolationProbes.Kernel.cs). What follows is the direct path, over the same kernel's drivers, for what has no such
+// function (platform masters use the kernel's groups for them; a range without a function, or a board without a GIC
+// model, uses groups the probe forms):
 // - DMA: a requester at up to four requester IDs of each range (first, last, two between) gets a domain with one
 //   page mapped, then writes to an IOVA its domain never mapped — which is also the physical address of a sentinel
 //   page in RAM. A fault record (SMMU event queue) means isolated; bytes in the sentinel page mean an escape.
@@ -35,6 +38,10 @@ public sealed record ProbeResult(MasterAudit Master, RidRange? Range, Assignment
     int MsiSprayed, int MsiForged, int MsiVictimVectors, string? MsiVia, string? MsiNotRun,
     bool VfioAttaches, string VfioDecision)
 {
+    /// <summary>The probes ran on the booted host kernel: vfio-pci devices at the range's requester IDs, the victim's vectors
+    /// counted as its VFIO eventfds.</summary>
+    public bool ThroughKernel { get; init; }
+
     /// <summary>True when the probes show the verdict wrong (an ASSIGNABLE range that leaked DMA or took a forged MSI, …).</summary>
     public bool VerdictContradicted => Verdict switch
     {
@@ -56,10 +63,16 @@ public sealed record ProbeResult(MasterAudit Master, RidRange? Range, Assignment
 /// <summary>A platform audited by execution: the rules' verdicts, the board, and what the probes showed.</summary>
 public sealed record ExecutedAudit(PlatformAudit Audit, DtBoard Board, IReadOnlyList<ProbeResult> Results)
 {
+    /// <summary>Doorbell's host kernel booted on the board (null: <see cref="BootError"/>).</summary>
+    public HostKernel? Kernel { get; init; }
+    public string? BootError { get; init; }
+    /// <summary>Results whose probes ran on the booted kernel through VFIO devices (vfio-pci functions at the range's requester IDs).</summary>
+    public int ThroughKernel => Results.Count(r => r.ThroughKernel);
+
     public int Contradictions => Results.Count(r => r.VerdictContradicted);
 }
 
-public sealed class IsolationProbes
+public sealed partial class IsolationProbes
 {
     const int MsiVectors = 32;
     const ulong MappedIova = 0x1000_0000;
@@ -80,26 +93,44 @@ public sealed class IsolationProbes
     UserAddressSpace? _user;
     ulong _userPage;
     VfioProcess? _process;
-    int _nextGroup = 1;
+    int _nextGroup = 100_000; // above the kernel's group numbers
     int? _setIommu;
     readonly Dictionary<(FdtNode, uint, bool), (bool Fault, int SetIommu)> _streamResults = [];
+
+    readonly HostKernel? _k;
+    readonly string? _bootError;
 
     IsolationProbes(DtBoard board)
     {
         _b = board;
         _scratch = board.RamBase + DtBoard.TableArea;
         _sentinel = _scratch + 0x10_0000;
+        if (BoardRamOk()) _k = board.Boot(out _bootError);
+        else _bootError = "no RAM on the board for the host kernel";
+        if (_k is not null)
+        {
+            // the kernel's own VFIO (every function bound to vfio-pci) and the same with allow_unsafe_interrupts=1; the
+            // sentinel is the user pool's last page (never handed out: a probe maps one page)
+            _sentinel = _k.Layout.UserPages + _k.Layout.UserPagesSize - 0x1000;
+            _vfio = _k.BuildVfio();
+            _vfioUnsafe = _k.BuildVfio(new VfioOptions { AllowUnsafeInterrupts = true });
+            return;
+        }
         // VFIO of today's kernel, and the same with vfio_iommu_type1.allow_unsafe_interrupts=1 (what an attacker whose
         // group VFIO refused would set to proceed)
         _vfio = new VfioHost() { Trace = board.Machine.Trace };
         _vfioUnsafe = new VfioHost(new VfioOptions { AllowUnsafeInterrupts = true }) { Trace = board.Machine.Trace };
     }
 
+    /// <summary>The host kernel booted on the board (null when it could not boot: <see cref="BootError"/>).</summary>
+    public HostKernel? Kernel => _k;
+    public string? BootError => _bootError;
+
     /// <summary>The probing process's memory (created on first use: only a board with enough RAM gets there).</summary>
     UserAddressSpace User()
     {
         if (_user is not null) return _user;
-        _user = new UserAddressSpace(_b.Bus, new PhysPageAllocator(_b.RamBase + DtBoard.TableArea + DtBoard.ScratchArea, UserPool, _b.Bus));
+        _user = new UserAddressSpace(_b.Bus, _k is not null ? _k.UserPages : new PhysPageAllocator(_b.RamBase + DtBoard.TableArea + DtBoard.ScratchArea, UserPool, _b.Bus));
         _userPage = _user.MapAnonymous(0x1000);
         return _user;
     }
@@ -119,9 +150,9 @@ public sealed class IsolationProbes
         foreach (var m in audit.Masters)
         {
             if (m.Ranges.Count == 0) results.Add(p.Probe(m, null));
-            else foreach (var r in m.Ranges) results.Add(p.Probe(m, r));
+            else foreach (var r in m.Ranges) results.Add(p.ProbeThroughKernel(m, r) ?? p.Probe(m, r));
         }
-        return new ExecutedAudit(audit, board, results);
+        return new ExecutedAudit(audit, board, results) { Kernel = p._k, BootError = p._bootError };
     }
 
     ProbeResult Probe(MasterAudit m, RidRange? r)
@@ -177,6 +208,7 @@ public sealed class IsolationProbes
             return Translated(r.Iommu, sids, isolatedMsi);
         }
         if (m.Verdict == AssignmentVerdict.NoIommu || m.Iommus.Count == 0) return Untranslated(1);
+        if (_k is not null) return PlatformThroughKernel(m);
         return Translated(m.Iommus[0], m.StreamIds.Take(4).ToList(), isolatedMsi);
     }
 
@@ -322,8 +354,7 @@ public sealed class IsolationProbes
         {
             try
             {
-                driver.AttachDevice(driver.AllocateDomain(IommuDomainType.Blocked), device);
-                if (domain is SmmuVfioDomain d) driver.FreeDomain(d.Domain);
+                driver.AttachDevice(driver.AllocateDomain(IommuDomainType.Blocked), device); // type1 then frees the domain
             }
             catch (IommuException) { }
         }
@@ -331,29 +362,18 @@ public sealed class IsolationProbes
 
     /// <summary>Fault records the driver has read so far: SMMUv3 event records (event queue drained), SMMUv2 context and
     /// global faults (the handlers run, as the fault interrupts would — the board wires no IOMMU interrupt).</summary>
-    int Faults(IIommuDriver driver)
-    {
-        switch (driver)
-        {
-            case SmmuV3Driver d3:
-                _v3Events.TryGetValue(d3, out var n);
-                n += d3.DrainEvents().Count;
-                _v3Events[d3] = n;
-                return n;
-            case SmmuV2Driver d2:
-                d2.HandleGlobalInterrupt();
-                for (var i = 0; i < d2.Features.ContextIrqs; i++) d2.HandleContextInterrupt(i);
-                return d2.Faults.Count;
-            default:
-                return 0;
-        }
-    }
-
-    readonly Dictionary<SmmuV3Driver, int> _v3Events = [];
+    static int Faults(IIommuDriver driver) => FaultRecords.Read(driver);
 
     IIommuDriver? SmmuDriver(FdtNode node, Doorbell.Smmu.V3.SmmuV3? v3, Doorbell.Smmu.V2.SmmuV2? v2)
     {
         if (_smmuDrivers.TryGetValue(node, out var d)) return d;
+        if (_k is not null)
+        {
+            d = _k.Iommus.FirstOrDefault(i => i.Instance.Name == node.Path)?.Driver;
+            if (d is null) _driverErrors[node] = _k.ProbeErrors.GetValueOrDefault(node.Path, "not probed");
+            _smmuDrivers[node] = d;
+            return d;
+        }
         var @base = _b.Blocks.First(x => x.Node == node).Base;
         var tables = _b.RamBase + 0x0200_0000 + (ulong)_smmuCount++ * 0x0040_0000;
         try
@@ -467,6 +487,7 @@ public sealed class IsolationProbes
     {
         if (_gicTried) return _v3 is not null || _v2 is not null;
         _gicTried = true;
+        if (_k is not null) { _v3 = _k.GicV3Driver; _v2 = _k.GicV2Driver; return true; }
         try
         {
             if (_b.GicV3 is { } g3)
@@ -488,6 +509,14 @@ public sealed class IsolationProbes
     ItsDriver? ItsDriverFor(FdtNode node, DtMsiTarget target)
     {
         if (_msiDrivers.TryGetValue(node, out var d)) return d as ItsDriver;
+        if (_k is not null && InitGic())
+        {
+            var kd = _k.MsiControllers.GetValueOrDefault(node.Path);
+            var ki = kd as ItsDriver ?? (kd as HostKernel.PreItsDomain)?.Its;
+            if (ki is null) _driverErrors[node] = _k.ProbeErrors.GetValueOrDefault(node.Path, "not probed");
+            _msiDrivers[node] = ki;
+            return ki;
+        }
         ItsDriver? its = null;
         if (InitGic() && _v3 is not null)
         {
@@ -508,6 +537,13 @@ public sealed class IsolationProbes
     Gicv2mDriver? V2mDriverFor(FdtNode node, DtMsiTarget target)
     {
         if (_msiDrivers.TryGetValue(node, out var d)) return d as Gicv2mDriver;
+        if (_k is not null && InitGic())
+        {
+            var kv = _k.MsiControllers.GetValueOrDefault(node.Path) as Gicv2mDriver;
+            if (kv is null) _driverErrors[node] = _k.ProbeErrors.GetValueOrDefault(node.Path, "not probed");
+            _msiDrivers[node] = kv;
+            return kv;
+        }
         Gicv2mDriver? v2m = null;
         if (InitGic() && _v2 is not null)
         {

@@ -40,6 +40,8 @@ public interface IVfioIommuDomain
     int Unmap(ulong iova, ulong size);
     /// <summary>iommu_get_msi_cookie: MSI doorbells will be mapped on demand at <paramref name="iovaBase"/>.</summary>
     int EnableMsiCookie(ulong iovaBase);
+    /// <summary>iommu_domain_free: type1 is done with the domain (no group attached, nothing mapped).</summary>
+    void Free() { }
 }
 
 /// <summary>An IOMMU group (struct iommu_group) and what type1 asks of it.</summary>
