@@ -54,8 +54,8 @@ public class VfioBenchmarks
         public uint ReadConfig(int offset, int size) { uint v = 0; for (var i = 0; i < size; i++) v |= (uint)_cfg[offset + i] << (8 * i); return v; }
         public void WriteConfig(int offset, int size, uint value) { if (offset == 4) for (var i = 0; i < size; i++) _cfg[4 + i] = (byte)(value >> (8 * i)); }
         public PciBarInfo GetBar(int index) => index == 0 ? new PciBarInfo(0x4000, PciBarKind.Mem32, 0x1000_0000) : default;
-        public BusStatus ReadBar(int index, ulong offset, int size, out ulong value) { value = 0; return BusStatus.Ok; }
-        public BusStatus WriteBar(int index, ulong offset, int size, ulong value) => BusStatus.Ok;
+        public BusStatus ReadBar(int index, ulong offset, Span<byte> destination) { destination.Clear(); return BusStatus.Ok; }
+        public BusStatus WriteBar(int index, ulong offset, ReadOnlySpan<byte> source) => BusStatus.Ok;
         public int Reset() => 0;
         public int EnableVectors(PciIrqKind kind, int nvec, IVfioIrqSink sink) { Sink = sink; return nvec; }
         public void DisableVectors() => Sink = null;

@@ -22,7 +22,7 @@ public static class EduRegs
     public const ulong DmaBufferBase = 0x40000, DmaBufferSize = 0x1000;
     public const long DmaDelayNs = 100_000_000;
 
-    public static readonly PciRegister[] Table =
+    public static readonly RegisterDescriptor[] Table =
     [
         new(0x00, 4, "ID", RegisterAccess.ReadOnly), new(0x04, 4, "LIVENESS", RegisterAccess.ReadWrite), new(0x08, 4, "FACTORIAL", RegisterAccess.ReadWrite),
         new(0x20, 4, "STATUS", RegisterAccess.ReadWrite), new(0x24, 4, "IRQ_STATUS", RegisterAccess.ReadOnly), new(0x60, 4, "IRQ_RAISE", RegisterAccess.ReadWrite),

@@ -22,7 +22,7 @@ public static class MqRegs
     public const uint StatusOk = 0, StatusReadFault = 1, StatusWriteFault = 2, StatusTooLong = 3;
     public const uint MsixTableOffset = 0x2000, MsixPbaOffset = 0x3000;
 
-    public static readonly PciRegister[] Table =
+    public static readonly RegisterDescriptor[] Table =
     [
         new(0x000, 4, "ID", RegisterAccess.ReadOnly), new(0x004, 4, "NUM_QUEUES", RegisterAccess.ReadOnly), new(0x008, 4, "CTRL", RegisterAccess.ReadWrite),
         new(0x00C, 4, "STATUS", RegisterAccess.ReadOnly),

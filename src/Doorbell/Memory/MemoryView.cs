@@ -42,6 +42,14 @@ public interface IMemoryView : IMemoryPort
     BusStatus WriteBestEffort(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes);
     /// <summary>True when the whole range lies in one RAM region (a caller may then expect plain-memory semantics).</summary>
     bool IsRam(ulong address, ulong length);
+    /// <summary>
+    /// A CPU's copy loop over device registers (vfio-pci/vfio-platform region read/write): MMIO is split into naturally
+    /// aligned accesses of at most <paramref name="maxAccess"/> bytes. The bus does so; a view without MMIO of its own
+    /// passes the range on as a bulk access.
+    /// </summary>
+    BusStatus ReadAccesses(ulong address, Span<byte> destination, int maxAccess, in BusAttributes attributes) => Read(address, destination, attributes);
+    /// <summary>The write counterpart of <see cref="ReadAccesses"/>.</summary>
+    BusStatus WriteAccesses(ulong address, ReadOnlySpan<byte> source, int maxAccess, in BusAttributes attributes) => Write(address, source, attributes);
     /// <summary>Sets a RAM range to one byte value (zeroing tables). DecodeError, writing nothing, unless the whole range is RAM.</summary>
     BusStatus Fill(ulong address, ulong length, byte value);
 }

@@ -398,6 +398,38 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
         return WriteSplit(address, source, attributes, bestEffort: true);
     }
 
+    /// <summary>
+    /// A CPU's copy loop over device registers (what vfio-pci's and vfio-platform's region read/write do): RAM is copied;
+    /// MMIO is split into naturally aligned accesses of the largest size up to <paramref name="maxAccess"/> that fits, in
+    /// address order, stopping at the first failure. A range that touches nothing fails before any byte moves.
+    /// </summary>
+    public BusStatus ReadAccesses(ulong address, Span<byte> destination, int maxAccess, in BusAttributes attributes)
+    {
+        if (destination.IsEmpty) return BusStatus.Ok;
+        var r = FindRam(address, (ulong)destination.Length);
+        if (r >= 0)
+        {
+            _ramBacking[r].Read(unchecked(address + _ramDelta[r]), destination);
+            return BusStatus.Ok;
+        }
+        var check = CheckDecodes(address, (ulong)destination.Length);
+        return check != BusStatus.Ok ? check : ReadSplit(address, destination, attributes, bestEffort: false, maxAccess);
+    }
+
+    /// <summary>The write counterpart of <see cref="ReadAccesses"/>.</summary>
+    public BusStatus WriteAccesses(ulong address, ReadOnlySpan<byte> source, int maxAccess, in BusAttributes attributes)
+    {
+        if (source.IsEmpty) return BusStatus.Ok;
+        var r = FindRam(address, (ulong)source.Length);
+        if (r >= 0)
+        {
+            _ramBacking[r].Write(unchecked(address + _ramDelta[r]), source);
+            return BusStatus.Ok;
+        }
+        var check = CheckDecodes(address, (ulong)source.Length);
+        return check != BusStatus.Ok ? check : WriteSplit(address, source, attributes, bestEffort: false, maxAccess);
+    }
+
     /// <summary>The whole range lies in one MMIO region whose handler takes bulk transfers.</summary>
     bool TryBulk(ulong address, ulong length, out IBulkMmioHandler handler, out ulong offset)
     {
@@ -421,7 +453,7 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     }
 
     /// <summary>Splits a bulk read into naturally aligned accesses of the largest size that fits; stops at the first failure unless <paramref name="bestEffort"/>.</summary>
-    BusStatus ReadSplit(ulong address, Span<byte> destination, in BusAttributes attributes, bool bestEffort)
+    BusStatus ReadSplit(ulong address, Span<byte> destination, in BusAttributes attributes, bool bestEffort, int maxAccess = 8)
     {
         var first = BusStatus.Ok;
         var pos = 0;
@@ -429,7 +461,7 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
         while (pos < destination.Length)
         {
             var a = address + (ulong)pos;
-            var size = ChunkSize(a, destination.Length - pos);
+            var size = ChunkSize(a, Math.Min(destination.Length - pos, maxAccess));
             var s = Read(new PhysAddr(a), size, out var v, attributes);
             if (s != BusStatus.Ok)
             {
@@ -445,7 +477,7 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     }
 
     /// <summary>Splits a bulk write like <see cref="ReadSplit"/>.</summary>
-    BusStatus WriteSplit(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes, bool bestEffort)
+    BusStatus WriteSplit(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes, bool bestEffort, int maxAccess = 8)
     {
         var first = BusStatus.Ok;
         var pos = 0;
@@ -453,7 +485,7 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
         while (pos < source.Length)
         {
             var a = address + (ulong)pos;
-            var size = ChunkSize(a, source.Length - pos);
+            var size = ChunkSize(a, Math.Min(source.Length - pos, maxAccess));
             tmp.Clear();
             source.Slice(pos, size).CopyTo(tmp);
             var s = Write(new PhysAddr(a), size, BinaryPrimitives.ReadUInt64LittleEndian(tmp), attributes);

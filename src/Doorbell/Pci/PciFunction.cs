@@ -107,6 +107,7 @@ public class PciFunction
     protected void Set8(int o, byte v) => _cfg[o] = v;
     protected void Set16(int o, ushort v) => BinaryPrimitives.WriteUInt16LittleEndian(_cfg.AsSpan(o), v);
     protected void Set32(int o, uint v) => BinaryPrimitives.WriteUInt32LittleEndian(_cfg.AsSpan(o), v);
+    protected void SetMask8(int o, byte m) => _wmask[o] = m;
     protected void SetMask16(int o, ushort m) => BinaryPrimitives.WriteUInt16LittleEndian(_wmask.AsSpan(o), m);
     protected void SetMask32(int o, uint m) => BinaryPrimitives.WriteUInt32LittleEndian(_wmask.AsSpan(o), m);
     protected void SetW1c16(int o, ushort m) => BinaryPrimitives.WriteUInt16LittleEndian(_w1c.AsSpan(o), m);
@@ -188,7 +189,8 @@ public class PciFunction
         };
     }
 
-    int AddCap(byte id, int size)
+    /// <summary>Links a standard capability of <paramref name="size"/> bytes (a device's vendor-specific or other capability) and returns its offset.</summary>
+    protected int AddCap(byte id, int size)
     {
         var o = _nextCapFree;
         if (o + size > 0x100) throw new InvalidOperationException("standard capability space full");
@@ -202,7 +204,8 @@ public class PciFunction
         return o;
     }
 
-    int AddExtCap(ushort id, int version, int size)
+    /// <summary>Links an extended capability (after a PCI Express capability) and returns its offset.</summary>
+    protected int AddExtCap(ushort id, int version, int size)
     {
         if (PcieCapOffset == 0) throw new InvalidOperationException("extended capabilities need a PCI Express capability first");
         var o = _nextExtFree;

@@ -1,10 +1,6 @@
 using Doorbell.Memory;
 namespace Doorbell.Pci;
 
-/// <summary>How software sees one config-space field.</summary>
-/// <summary>One config-space register: offset, width in bytes, name, access kind.</summary>
-public readonly record struct PciRegister(int Offset, int Width, string Name, RegisterAccess Access);
-
 /// <summary>
 /// Config-space layout, declared once. Offsets from PCI Local Bus 3.0 §6.1 (type 0), PCI-to-PCI Bridge 1.2 §3.2
 /// (type 1), PCI Express Base 4.0 §7.5 (PCIe capability) and §7.8/§7.7 (AER, ACS extended capabilities).
@@ -54,7 +50,7 @@ public static class PciCfg
         AcsCompletionRedirect = 1 << 3, AcsUpstreamForwarding = 1 << 4, AcsEgressControl = 1 << 5, AcsDirectTranslated = 1 << 6;
 
     /// <summary>Type-0 header, the table tracing and reports use.</summary>
-    public static readonly PciRegister[] Type0Header =
+    public static readonly RegisterDescriptor[] Type0Header =
     [
         new(0x00, 2, "VENDOR_ID", RegisterAccess.ReadOnly), new(0x02, 2, "DEVICE_ID", RegisterAccess.ReadOnly),
         new(0x04, 2, "COMMAND", RegisterAccess.ReadWrite), new(0x06, 2, "STATUS", RegisterAccess.WriteOneToClear),
@@ -70,7 +66,7 @@ public static class PciCfg
     ];
 
     /// <summary>Type-1 header (bridges).</summary>
-    public static readonly PciRegister[] Type1Header =
+    public static readonly RegisterDescriptor[] Type1Header =
     [
         new(0x00, 2, "VENDOR_ID", RegisterAccess.ReadOnly), new(0x02, 2, "DEVICE_ID", RegisterAccess.ReadOnly),
         new(0x04, 2, "COMMAND", RegisterAccess.ReadWrite), new(0x06, 2, "STATUS", RegisterAccess.WriteOneToClear),

@@ -74,13 +74,36 @@ public sealed class FakeIommuGroup(int id) : IVfioIommuGroup
     }
 }
 
-/// <summary>A PCI function with a real config-space byte array (per-bit writable masks, RW1C status), BARs backed by
-/// byte arrays, INTx, MSI/MSI-X vectors and reset.</summary>
+/// <summary>
+/// The real PCI function model under <see cref="FakePciFunction"/>: config image, write and W1C masks, capability chain
+/// and BAR registers are <see cref="PciFunction"/>'s. What a device model sets up through its protected construction API
+/// (vendor-specific capabilities, raw values, a register made writable for a test) is public here.
+/// </summary>
+public sealed class TestPciFunction(ushort vendor, ushort device) : PciFunction(vendor, device, 0xFF_0000, 0x10)
+{
+    public void Poke8(int o, byte v) => Set8(o, v);
+    public void Poke16(int o, ushort v) => Set16(o, v);
+    public void Poke32(int o, uint v) => Set32(o, v);
+    /// <summary>Makes the bits of <paramref name="mask"/> in <paramref name="n"/> bytes at <paramref name="o"/> writable (replacing their mask).</summary>
+    public void Mask(int o, int n, uint mask) { for (var i = 0; i < n; i++) SetMask8(o + i, (byte)(mask >> (8 * i))); }
+    /// <summary>A standard capability with <paramref name="body"/> from byte 2; returns its offset.</summary>
+    public int Cap(byte id, int length, params byte[] body)
+    {
+        var at = AddCap(id, length);
+        for (var i = 0; i < body.Length; i++) Set8(at + 2 + i, body[i]);
+        return at;
+    }
+    public int ExtCap(ushort id, int length, byte version = 1) => AddExtCap(id, version, length);
+    /// <summary>The BAR register of ROM (index 6 is not a <see cref="PciFunction"/> BAR): address and its size mask.</summary>
+    public void Rom(ulong size, ulong hostAddress) { Set32(PciCfg.ExpansionRom, (uint)hostAddress); Mask(PciCfg.ExpansionRom, 4, (uint)~(size - 1) | 1); }
+}
+
+/// <summary>A PCI function as the host kernel sees it (<see cref="IVfioPciFunction"/>) over a real <see cref="PciFunction"/>'s
+/// config space; BARs are byte arrays on a bus, plus INTx, MSI/MSI-X vectors and reset as the kernel provides them.</summary>
 public sealed class FakePciFunction : IVfioPciFunction
 {
-    public readonly byte[] Config;
-    readonly byte[] _writable;
-    readonly byte[] _w1c;
+    /// <summary>The device model: every config read and write goes to it.</summary>
+    public readonly TestPciFunction Function;
     readonly PciBarInfo[] _bars = new PciBarInfo[7];
     public readonly byte[][] BarMemory = new byte[7][];
     public IVfioIrqSink? IntxSink, MsiSink, ErrSink;
@@ -91,23 +114,13 @@ public sealed class FakePciFunction : IVfioPciFunction
     public bool LineMasked;
     public int IntxConnectResult;
     public readonly List<(int Offset, int Size, uint Value)> ConfigWrites = [];
-    int _nextCap = 0x40, _lastCap = -1, _nextExt = 0x100, _lastExt = -1;
 
-    public FakePciFunction(string name = "0000:00:01.0", int cfgSize = 4096, ushort vendor = 0x1234, ushort device = 0x11e8)
+    public FakePciFunction(string name = "0000:00:01.0", ushort vendor = 0x1234, ushort device = 0x11e8)
     {
         Name = name;
-        ConfigSize = cfgSize;
-        Config = new byte[cfgSize];
-        _writable = new byte[cfgSize];
-        _w1c = new byte[cfgSize];
-        W16(0, vendor); W16(2, device);
-        Config[0x08] = 0x10; // revision
-        Config[0x0B] = 0xFF; // class (unassigned)
-        Config[0x3D] = 1;    // INTA
-        Writable(0x04, 2, 0x0407); // IO, MEM, MASTER, INTX_DISABLE
-        W1c(0x06, 2, 0xF900);
-        Writable(0x0C, 2, 0xFFFF);
-        Writable(0x3C, 1, 0xFF);
+        Function = new TestPciFunction(vendor, device);
+        Config = new RawConfig(Function);
+        Function.SetInterruptPin(1); // INTA
         for (var i = 0; i < 7; i++) BarMemory[i] = [];
     }
 
@@ -115,122 +128,64 @@ public sealed class FakePciFunction : IVfioPciFunction
     public ushort Segment => 0;
     public byte Bus => 0;
     public byte Devfn => 0x08;
-    public int ConfigSize { get; }
+    public int ConfigSize => Function.ConfigSize;
 
-    public void W16(int o, ushort v) => BinaryPrimitives.WriteUInt16LittleEndian(Config.AsSpan(o), v);
-    public void W32(int o, uint v) => BinaryPrimitives.WriteUInt32LittleEndian(Config.AsSpan(o), v);
-    public uint R16(int o) => BinaryPrimitives.ReadUInt16LittleEndian(Config.AsSpan(o));
-    public uint R32(int o) => BinaryPrimitives.ReadUInt32LittleEndian(Config.AsSpan(o));
-    public void Writable(int o, int n, uint mask) { for (var i = 0; i < n; i++) _writable[o + i] |= (byte)(mask >> (8 * i)); }
-    public void W1c(int o, int n, uint mask) { for (var i = 0; i < n; i++) _w1c[o + i] |= (byte)(mask >> (8 * i)); }
-
-    /// <summary>Adds a standard capability (ID, NEXT filled in) and returns its offset.</summary>
-    public int AddCap(byte id, int length, params byte[] body)
+    /// <summary>Raw config bytes, as the device holds them (a write here is the device changing its own state).</summary>
+    public RawConfig Config { get; }
+    public sealed class RawConfig(TestPciFunction f)
     {
-        var at = _nextCap;
-        Config[at] = id;
-        body.CopyTo(Config, at + 2);
-        if (_lastCap < 0) { Config[0x34] = (byte)at; Config[0x06] |= 0x10; }
-        else Config[_lastCap + 1] = (byte)at;
-        _lastCap = at;
-        _nextCap = (at + length + 3) & ~3;
-        return at;
+        public byte this[int o] { get => f.Get8(o); set => f.Poke8(o, value); }
     }
 
-    public int AddExtCap(ushort id, int length, byte version = 1)
-    {
-        var at = _nextExt;
-        W32(at, id | (uint)version << 16);
-        if (_lastExt >= 0) W32(_lastExt, (R32(_lastExt) & 0x000F_FFFF) | (uint)at << 20);
-        _lastExt = at;
-        _nextExt = (at + length + 3) & ~3;
-        return at;
-    }
+    public void W16(int o, ushort v) => Function.Poke16(o, v);
+    public void W32(int o, uint v) => Function.Poke32(o, v);
+    public uint R16(int o) => Function.Get16(o);
+    public uint R32(int o) => Function.Get32(o);
 
-    public int AddMsi(bool is64, bool maskBit, int mmcLog2)
-    {
-        ushort flags = (ushort)(mmcLog2 << 1);
-        if (is64) flags |= 0x80;
-        if (maskBit) flags |= 0x100;
-        var len = 10 + (is64 ? 4 : 0) + (maskBit ? 10 : 0);
-        var at = AddCap(0x05, len, (byte)flags, (byte)(flags >> 8));
-        Writable(at + 2, 1, 0x71); // ENABLE, QSIZE
-        Writable(at + 4, 4, 0xFFFF_FFFC);
-        if (is64) Writable(at + 8, 4, 0xFFFF_FFFF);
-        Writable(at + (is64 ? 12 : 8), 2, 0xFFFF);
-        if (maskBit) Writable(at + (is64 ? 16 : 12), 4, 0xFFFF_FFFF);
-        return at;
-    }
-
-    public int AddMsix(int tableSize, int bir, uint tableOffset, uint pbaOffset)
-    {
-        var at = AddCap(0x11, 12, (byte)(tableSize - 1), (byte)((tableSize - 1) >> 8));
-        W32(at + 4, tableOffset | (uint)bir);
-        W32(at + 8, pbaOffset | (uint)bir);
-        Writable(at + 3, 1, 0xC0); // enable, function mask
-        return at;
-    }
-
-    public int AddPcie(bool flr)
-    {
-        var at = AddCap(0x10, 0x3C, 0x02, 0x00); // v2 endpoint
-        W32(at + 4, flr ? 0x1000_0000u : 0);
-        Writable(at + 8, 2, 0x7FFF & ~0x0000u);
-        Writable(at + 0x28, 2, 0xFFFF);
-        return at;
-    }
-
+    /// <summary>BAR <paramref name="index"/> (6 = ROM) defined on the function and assigned <paramref name="hostAddress"/>.</summary>
     public void SetBar(int index, ulong size, PciBarKind kind, ulong hostAddress, bool prefetchable = false)
     {
         _bars[index] = new PciBarInfo(size, kind, hostAddress, prefetchable);
         BarMemory[index] = new byte[size];
-        if (index == 6) { W32(0x30, (uint)hostAddress); Writable(0x30, 4, (uint)~(size - 1) | 1); return; }
-        var at = 0x10 + 4 * index;
-        uint low = kind == PciBarKind.Io ? 1u : (kind == PciBarKind.Mem64 ? 4u : 0u) | (prefetchable ? 8u : 0u);
-        W32(at, (uint)hostAddress | low);
-        Writable(at, 4, (uint)~(size - 1) & ~0xFu);
-        if (kind == PciBarKind.Mem64) { W32(at + 4, (uint)(hostAddress >> 32)); Writable(at + 4, 4, 0xFFFF_FFFF); }
+        var bar = index;
+        BarBus.MapMmio(new PhysAddr(hostAddress), size, new RecordingMmio(BarMemory[index], (o, n, w) => BarAccesses.Add((bar, o, n, w))), MmioAccessRules.AnySizeAligned, $"bar{index}");
+        if (index == 6) { Function.Rom(size, hostAddress); return; }
+        Function.DefineBar(index, kind, size, prefetchable);
+        var at = PciCfg.Bar0 + 4 * index;
+        W32(at, (uint)hostAddress | R32(at));
+        if (kind == PciBarKind.Mem64) W32(at + 4, (uint)(hostAddress >> 32));
     }
 
-    public uint ReadConfig(int offset, int size)
-    {
-        uint v = 0;
-        for (var i = 0; i < size; i++) v |= (uint)Config[offset + i] << (8 * i);
-        return v;
-    }
+    public uint ReadConfig(int offset, int size) => Function.ConfigRead(offset, size);
 
     public void WriteConfig(int offset, int size, uint value)
     {
         ConfigWrites.Add((offset, size, value));
         var wasDisabled = (R16(0x04) & 0x400) != 0;
-        for (var i = 0; i < size; i++)
-        {
-            var b = (byte)(value >> (8 * i));
-            var o = offset + i;
-            Config[o] = (byte)((Config[o] & ~_writable[o]) | (b & _writable[o]));
-            Config[o] &= (byte)~(b & _w1c[o]);
-        }
+        Function.ConfigWrite(offset, size, value);
         var nowDisabled = (R16(0x04) & 0x400) != 0;
         if (wasDisabled && !nowDisabled && (R16(0x06) & 0x08) != 0) IntxSink?.OnIntx();
     }
 
     public PciBarInfo GetBar(int index) => _bars[index];
 
-    public BusStatus ReadBar(int index, ulong offset, int size, out ulong value)
+    /// <summary>The host bus the BARs decode on (each BAR an MMIO region over <see cref="BarMemory"/>), as a kernel's function reaches its BARs.</summary>
+    public readonly PhysicalAddressSpace BarBus = new();
+    /// <summary>Every access that reached a BAR: (BAR, offset, size, write).</summary>
+    public readonly List<(int Bar, ulong Offset, int Size, bool Write)> BarAccesses = [];
+
+    public BusStatus ReadBar(int index, ulong offset, Span<byte> destination)
     {
-        value = 0;
-        var m = BarMemory[index];
-        if (offset + (ulong)size > (ulong)m.Length) return BusStatus.DecodeError;
-        for (var i = 0; i < size; i++) value |= (ulong)m[(int)offset + i] << (8 * i);
-        return BusStatus.Ok;
+        var b = _bars[index];
+        if (offset > (ulong)BarMemory[index].Length || (ulong)destination.Length > (ulong)BarMemory[index].Length - offset) return BusStatus.DecodeError;
+        return BarBus.ReadAccesses(b.HostAddress + offset, destination, 8, BusAttributes.Cpu);
     }
 
-    public BusStatus WriteBar(int index, ulong offset, int size, ulong value)
+    public BusStatus WriteBar(int index, ulong offset, ReadOnlySpan<byte> source)
     {
-        var m = BarMemory[index];
-        if (offset + (ulong)size > (ulong)m.Length) return BusStatus.DecodeError;
-        for (var i = 0; i < size; i++) m[(int)offset + i] = (byte)(value >> (8 * i));
-        return BusStatus.Ok;
+        var b = _bars[index];
+        if (offset > (ulong)BarMemory[index].Length || (ulong)source.Length > (ulong)BarMemory[index].Length - offset) return BusStatus.DecodeError;
+        return BarBus.WriteAccesses(b.HostAddress + offset, source, 8, BusAttributes.Cpu);
     }
 
     public int Reset() { Resets++; return ResetResult; }
@@ -257,13 +212,32 @@ public sealed class FakePciFunction : IVfioPciFunction
     /// <summary>The device raises INTx (level): STATUS.INTERRUPT set; delivered unless DisINTx or the line is masked.</summary>
     public void AssertIntx()
     {
-        Config[0x06] |= 0x08;
+        Function.SetIntx(true); // STATUS.INTERRUPT
         if ((R16(0x04) & 0x400) == 0 && !LineMasked) IntxSink?.OnIntx();
     }
 
-    public void DeassertIntx() => Config[0x06] &= 0xF7;
+    public void DeassertIntx() => Function.SetIntx(false);
 
     public void FireMsi(int vector) => MsiSink?.OnMsi(vector);
+}
+
+/// <summary>An MMIO region over a byte array that reports each access (offset, size, write).</summary>
+public sealed class RecordingMmio(byte[] memory, Action<ulong, int, bool>? onAccess = null) : IMmioHandler
+{
+    public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
+    {
+        onAccess?.Invoke(offset, size, false);
+        value = 0;
+        for (var i = 0; i < size; i++) value |= (ulong)memory[(int)offset + i] << (8 * i);
+        return BusStatus.Ok;
+    }
+
+    public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
+    {
+        onAccess?.Invoke(offset, size, true);
+        for (var i = 0; i < size; i++) memory[(int)offset + i] = (byte)(value >> (8 * i));
+        return BusStatus.Ok;
+    }
 }
 
 public sealed class FakePlatformDevice : IVfioPlatformDevice
@@ -272,7 +246,40 @@ public sealed class FakePlatformDevice : IVfioPlatformDevice
     public bool IsAmba { get; init; }
     public List<PlatformRegionInfo> RegionList { get; } = [new(0x0900_0000, 0x1000, false), new(0x0900_1000, 0x100, true)];
     public IReadOnlyList<PlatformRegionInfo> Regions => RegionList;
+    /// <summary>The value of every register access that reached a region, by (region, offset).</summary>
     public readonly Dictionary<(int, ulong), ulong> Regs = [];
+    /// <summary>Every access that reached a region: (region, offset, size, write).</summary>
+    public readonly List<(int Region, ulong Offset, int Size, bool Write)> Accesses = [];
+    readonly PhysicalAddressSpace _bus = new();
+    bool _mapped;
+
+    void MapRegions()
+    {
+        if (_mapped) return;
+        _mapped = true;
+        for (var i = 0; i < RegionList.Count; i++)
+        {
+            var region = i;
+            _bus.MapMmio(new PhysAddr(RegionList[i].HostAddress), RegionList[i].Size, new RegisterMmio(this, region), MmioAccessRules.AnySizeAligned, $"region{i}");
+        }
+    }
+
+    sealed class RegisterMmio(FakePlatformDevice dev, int region) : IMmioHandler
+    {
+        public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
+        {
+            dev.Accesses.Add((region, offset, size, false));
+            value = dev.Regs.GetValueOrDefault((region, offset));
+            return BusStatus.Ok;
+        }
+
+        public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
+        {
+            dev.Accesses.Add((region, offset, size, true));
+            dev.Regs[(region, offset)] = value;
+            return BusStatus.Ok;
+        }
+    }
     public List<bool> Levels { get; } = [true, false];
     public IReadOnlyList<bool> IrqIsLevel => Levels;
     public readonly bool[] Asserted = new bool[2];
@@ -281,13 +288,18 @@ public sealed class FakePlatformDevice : IVfioPlatformDevice
     public bool HasReset { get; init; } = true;
     public int Resets;
 
-    public BusStatus ReadRegion(int index, ulong offset, int size, out ulong value)
+    // Linux's vfio-platform issues naturally aligned accesses of up to 4 bytes; the host's memory view splits them.
+    public BusStatus ReadRegion(int index, ulong offset, Span<byte> destination)
     {
-        value = Regs.GetValueOrDefault((index, offset));
-        return BusStatus.Ok;
+        MapRegions();
+        return _bus.ReadAccesses(RegionList[index].HostAddress + offset, destination, 4, BusAttributes.Cpu);
     }
 
-    public BusStatus WriteRegion(int index, ulong offset, int size, ulong value) { Regs[(index, offset)] = value; return BusStatus.Ok; }
+    public BusStatus WriteRegion(int index, ulong offset, ReadOnlySpan<byte> source)
+    {
+        MapRegions();
+        return _bus.WriteAccesses(RegionList[index].HostAddress + offset, source, 4, BusAttributes.Cpu);
+    }
     public bool IrqLineAsserted(int index) => Asserted[index];
     public void ConnectIrq(int index, Action<int>? handler) => Handlers[index] = handler;
     public void SetIrqEnabled(int index, bool enabled) => Enabled[index] = enabled;

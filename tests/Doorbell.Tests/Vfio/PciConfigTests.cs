@@ -202,7 +202,7 @@ public class PciConfigTests
     public void Gaps_are_raw_passthrough_and_out_of_range_is_EFAULT()
     {
         var t = new PciTestDevice();
-        t.F.Writable(0xF0, 4, 0xFFFF_FFFF);
+        t.F.Function.Mask(0xF0, 4, 0xFFFF_FFFF); // a device register in the gap
         t.CfgW(0xF0, 4, 0xCAFE_F00D);
         Assert.Equal(0xCAFE_F00Du, t.F.R32(0xF0));
         Assert.Equal(0xCAFE_F00Du, t.Cfg(0xF0, 4));
@@ -235,8 +235,8 @@ public class PciConfigMoreTests
         var af = 0;
         var t = new PciTestDevice(pcie: false, customize: f =>
         {
-            af = f.AddCap(0x13, 6, 0x06, 0x03); // length 6, AF_CAP: TP | FLR
-            f.Writable(af + 4, 1, 0x01);
+            af = f.Function.Cap(0x13, 6, 0x06, 0x03); // length 6, AF_CAP: TP | FLR
+            f.Function.Mask(af + 4, 1, 0x01);
         });
         var before = t.F.Resets;
         t.CfgW(af + 4, 1, 0x01);
@@ -249,7 +249,7 @@ public class PciConfigMoreTests
     public void Af_flr_without_the_capability_bits_does_nothing()
     {
         var af = 0;
-        var t = new PciTestDevice(pcie: false, customize: f => af = f.AddCap(0x13, 6, 0x06, 0x01)); // TP only
+        var t = new PciTestDevice(pcie: false, customize: f => af = f.Function.Cap(0x13, 6, 0x06, 0x01)); // TP only
         var before = t.F.Resets;
         t.CfgW(af + 4, 1, 0x01);
         Assert.Equal(before, t.F.Resets);
@@ -270,7 +270,7 @@ public class PciConfigMoreTests
     public void Vpd_address_and_data_are_virtual()
     {
         var vpd = 0;
-        var t = new PciTestDevice(customize: f => { vpd = f.AddCap(0x03, 8); f.Writable(vpd + 2, 2, 0xFFFF); });
+        var t = new PciTestDevice(customize: f => { vpd = f.Function.Cap(0x03, 8); f.Function.Mask(vpd + 2, 2, 0xFFFF); });
         t.CfgW(vpd + 2, 2, 0x8010);
         Assert.Equal(0x8010u, t.Cfg(vpd + 2, 2));
         Assert.Equal(0u, t.F.ReadConfig(vpd + 2, 2));

@@ -278,8 +278,8 @@ public class PciHotResetTests
         public uint ReadConfig(int offset, int size) => _f.ReadConfig(offset, size);
         public void WriteConfig(int offset, int size, uint value) => _f.WriteConfig(offset, size, value);
         public Doorbell.Host.Vfio.Backends.PciBarInfo GetBar(int index) => _f.GetBar(index);
-        public Doorbell.Memory.BusStatus ReadBar(int index, ulong offset, int size, out ulong value) => _f.ReadBar(index, offset, size, out value);
-        public Doorbell.Memory.BusStatus WriteBar(int index, ulong offset, int size, ulong value) => _f.WriteBar(index, offset, size, value);
+        public Doorbell.Memory.BusStatus ReadBar(int index, ulong offset, Span<byte> destination) => _f.ReadBar(index, offset, destination);
+        public Doorbell.Memory.BusStatus WriteBar(int index, ulong offset, ReadOnlySpan<byte> source) => _f.WriteBar(index, offset, source);
         public int Reset() => _f.Reset();
         public int EnableVectors(Doorbell.Host.Vfio.Backends.PciIrqKind kind, int nvec, Doorbell.Host.Vfio.Backends.IVfioIrqSink sink) => _f.EnableVectors(kind, nvec, sink);
         public void DisableVectors() => _f.DisableVectors();

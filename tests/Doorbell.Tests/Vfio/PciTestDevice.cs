@@ -21,20 +21,23 @@ public sealed class PciTestDevice
         F.SetBar(2, 0x4000, PciBarKind.Mem32, 0x1000_0000);
         F.SetBar(4, 0x20, PciBarKind.Io, 0x1000);
         F.SetBar(6, 0x1_0000, PciBarKind.Mem32, 0x1100_0000);
-        PmCap = F.AddCap(0x01, 8, 0x03, 0xC8); // PMC: version 3, PME from D0/D3hot...
-        F.Writable(PmCap + 4, 2, 0x8103);
-        F.W16(PmCap + 4, 0x0008); // NoSoftRst
-        MsiCap = F.AddMsi(is64: true, maskBit: true, mmcLog2: 3);
-        SsvidCap = F.AddCap(0x0D, 8);
-        if (pcie) ExpCap = F.AddPcie(flr: true);
-        MsixCap = F.AddMsix(tableSize: 4, bir: 2, tableOffset: 0x2000, pbaOffset: 0x3000);
-        VndrCap = F.AddCap(0x09, 8, 8, 0xAA);
-        F.Writable(VndrCap + 4, 4, 0xFFFF_FFFF);
-        AerCap = F.AddExtCap(0x01, 0x48, 2);
-        F.Writable(AerCap + 8, 4, 0xFFFF_FFFF);
-        L1ssCap = F.AddExtCap(0x1E, 0x10);
-        DsnCap = F.AddExtCap(0x03, 12);
-        F.W32(DsnCap + 4, 0xDEAD_BEEF);
+        var fn = F.Function; // the real PciFunction: capability layouts and masks are its own
+        PmCap = fn.AddPowerManagement();
+        fn.Poke16(PmCap + 2, 0xC803); // PMC: version 3, PME from D0/D3hot/D3cold
+        MsiCap = fn.AddMsi(vectors: 8, is64Bit: true, perVectorMask: true);
+        SsvidCap = fn.Cap(0x0D, 8);
+        if (pcie) ExpCap = fn.AddPcie(PciePortType.Endpoint, flr: true);
+        MsixCap = fn.AddMsix(tableSize: 4, tableBar: 2, tableOffset: 0x2000, pbaBar: 2, pbaOffset: 0x3000);
+        VndrCap = fn.Cap(0x09, 8, 8, 0xAA);
+        fn.Mask(VndrCap + 4, 4, 0xFFFF_FFFF);
+        if (pcie) // extended capabilities live in PCI Express extended config space
+        {
+            AerCap = fn.AddAer();
+            fn.Mask(AerCap + 8, 4, 0xFFFF_FFFF); // UNCOR_MASK fully writable on this device, so VFIO's filter shows
+            L1ssCap = fn.ExtCap(0x1E, 0x10);
+            DsnCap = fn.ExtCap(0x03, 12);
+            F.W32(DsnCap + 4, 0xDEAD_BEEF);
+        }
         customize?.Invoke(F);
         var (_, group) = W.AddGroup(1);
         Assert.Equal(0, W.Host.BindPci(group, F, out var dev));

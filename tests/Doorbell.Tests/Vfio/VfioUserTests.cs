@@ -15,7 +15,7 @@ public class VfioUserTests
         var w = new VfioWorld();
         var f = new FakePciFunction();
         f.SetBar(0, 0x4000, PciBarKind.Mem32, 0x1000_0000);
-        f.AddMsix(tableSize: 8, bir: 0, tableOffset: 0x2000, pbaOffset: 0x3000);
+        f.Function.AddMsix(tableSize: 8, tableBar: 0, tableOffset: 0x2000, pbaBar: 0, pbaOffset: 0x3000);
         var (iommu, group) = w.AddGroup(4);
         Assert.Equal(0, w.Host.BindPci(group, f, out _));
 

@@ -38,23 +38,31 @@ public sealed class GicV3Its : IMmioHandler
     public const uint GITS_CTLR = 0x0000, GITS_IIDR = 0x0004, GITS_TYPER = 0x0008, GITS_STATUSR = 0x0040,
         GITS_UMSIR = 0x0048, GITS_CBASER = 0x0080, GITS_CWRITER = 0x0088, GITS_CREADR = 0x0090,
         GITS_BASER = 0x0100, GITS_PIDR2 = 0xFFE8, GITS_TRANSLATER = 0x1_0040;
+
+    enum Gits { None, Ctlr, Iidr, Typer, Cbaser, Cwriter, Creadr, Baser, Pidr2, Translater }
+
+    /// <summary>Both frames' registers, declared once: the table drives dispatch, access rules and names.</summary>
     public static readonly RegisterDescriptor[] Registers =
     [
-        new(GITS_CTLR, 4, "GITS_CTLR", RegisterAccess.ReadWrite),
-        new(GITS_IIDR, 4, "GITS_IIDR", RegisterAccess.ReadOnly),
-        new(GITS_TYPER, 8, "GITS_TYPER", RegisterAccess.ReadOnly),
+        new(GITS_CTLR, 4, "GITS_CTLR", RegisterAccess.ReadWrite, Id: (int)Gits.Ctlr),
+        new(GITS_IIDR, 4, "GITS_IIDR", RegisterAccess.ReadOnly, Id: (int)Gits.Iidr),
+        new(GITS_TYPER, 8, "GITS_TYPER", RegisterAccess.ReadOnly, Id: (int)Gits.Typer),
         new(GITS_STATUSR, 4, "GITS_STATUSR", RegisterAccess.RazWi),
         new(GITS_UMSIR, 8, "GITS_UMSIR", RegisterAccess.RazWi),
-        new(GITS_CBASER, 8, "GITS_CBASER", RegisterAccess.ReadWrite),
-        new(GITS_CWRITER, 8, "GITS_CWRITER", RegisterAccess.ReadWrite),
-        new(GITS_CREADR, 8, "GITS_CREADR", RegisterAccess.ReadOnly),
-        new(GITS_BASER, 8, "GITS_BASER", RegisterAccess.ReadWrite, 8),
-        new(GITS_PIDR2, 4, "GITS_PIDR2", RegisterAccess.ReadOnly),
-        new(GITS_TRANSLATER, 4, "GITS_TRANSLATER", RegisterAccess.WriteOnly),
+        new(GITS_CBASER, 8, "GITS_CBASER", RegisterAccess.ReadWrite, Id: (int)Gits.Cbaser),
+        new(GITS_CWRITER, 8, "GITS_CWRITER", RegisterAccess.ReadWrite, Id: (int)Gits.Cwriter),
+        new(GITS_CREADR, 8, "GITS_CREADR", RegisterAccess.ReadOnly, Id: (int)Gits.Creadr),
+        new(GITS_BASER, 8, "GITS_BASER", RegisterAccess.ReadWrite, 8, (int)Gits.Baser),
+        new(GITS_PIDR2, 4, "GITS_PIDR2", RegisterAccess.ReadOnly, Id: (int)Gits.Pidr2),
+        // 16-bit writes carry a 16-bit EventID (IHI 0069 §12.19.11).
+        new(GITS_TRANSLATER, 4, "GITS_TRANSLATER", RegisterAccess.WriteOnly, Id: (int)Gits.Translater, MinSize: 2),
     ];
     public const ulong FrameSize = 0x2_0000;
     public const int EntrySize = ItsEngine.EntrySize;
     public const ulong CtlrEnabled = 1, CtlrQuiescent = 1UL << 31;
+
+    /// <summary>The table compiled for dispatch (one index byte per word of the two 64 KiB frames).</summary>
+    public static readonly RegisterBlock Block = new("its", Registers, FrameSize, "IHI 0069 §12.19 (read-only register)", pairedWords: true);
 
     readonly ItsEngine _engine;
 
@@ -97,55 +105,56 @@ public sealed class GicV3Its : IMmioHandler
 
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
-        ulong reg = (offset & ~7UL) switch
-        {
-            GITS_CTLR => (_engine.Enabled ? CtlrEnabled : CtlrQuiescent) | (0x0100_143BUL << 32), // CTLR | IIDR
-            GITS_TYPER => _engine.Typer,
-            GITS_CBASER => _engine.Cbaser,
-            GITS_CWRITER => _engine.Cwriter,
-            GITS_CREADR => _engine.Creadr,
-            >= GITS_BASER and < GITS_BASER + 64 => _engine.Baser((int)((offset - GITS_BASER) / 8)),
-            GITS_PIDR2 => 0x3B,
-            _ => 0,
-        };
-        var shift = (int)(offset & 7) * 8;
-        value = size == 8 ? reg : (reg >> shift) & ((1UL << (8 * size)) - 1);
+        value = RegisterDispatch<RegisterFile>.Read(new RegisterFile(_engine), offset, size);
         return BusStatus.Ok;
     }
+
+    /// <summary>GITS_TRANSLATER's descriptor: the MSI doorbell, tested before the table lookup (the MSI hot path).</summary>
+    static readonly RegisterDescriptor Doorbell = Array.Find(Registers, r => r.Id == (int)Gits.Translater);
 
     public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
     {
-        if (offset == GITS_TRANSLATER)
+        // A whole-register write of the doorbell is what the generic path would do for it (write-only: the handler
+        // translates); taking it first keeps an MSI one compare away.
+        if (offset == Doorbell.Offset && size == Doorbell.Width)
         {
-            if (size is 2 or 4) _engine.Translate(attributes, (uint)value);
+            _engine.Translate(attributes, (uint)value);
             return BusStatus.Ok;
         }
-        var aligned = offset & ~7UL;
-        if (size < 4) return BusStatus.Ok;
-        switch (aligned)
-        {
-            case GITS_CTLR when offset == GITS_CTLR:
-                _engine.SetEnabled((value & 1) != 0);
-                return BusStatus.Ok;
-            case GITS_CBASER:
-                _engine.WriteCbaser(Merge(_engine.Cbaser, offset, size, value));
-                return BusStatus.Ok;
-            case GITS_CWRITER:
-                _engine.WriteCwriter(Merge(_engine.Cwriter, offset, size, value));
-                return BusStatus.Ok;
-            case >= GITS_BASER and < GITS_BASER + 64:
-                var n = (int)((aligned - GITS_BASER) / 8);
-                _engine.WriteBaser(n, Merge(_engine.Baser(n), offset, size, value));
-                return BusStatus.Ok;
-        }
+        RegisterDispatch<RegisterFile>.Write(new RegisterFile(_engine), offset, size, value, attributes, _engine.Strict);
         return BusStatus.Ok;
     }
 
-    static ulong Merge(ulong reg, ulong off, int size, ulong value)
+    /// <summary>The control and translation frames as a register file over the engine (the writer's attributes for TRANSLATER).</summary>
+    readonly struct RegisterFile(ItsEngine engine) : IRegisterFile
     {
-        if (size == 8) return value;
-        var shift = (int)(off & 7) * 8;
-        var mask = ((1UL << (8 * size)) - 1) << shift;
-        return (reg & ~mask) | ((value << shift) & mask);
+        public static RegisterBlock Block => GicV3Its.Block;
+
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        public ulong Read(in RegisterDescriptor r, uint index)
+        {
+            var id = (Gits)r.Id;
+            if (id == Gits.Cwriter) return engine.Cwriter;
+            if (id == Gits.Creadr) return engine.Creadr;
+            if (id == Gits.Typer) return engine.Typer;
+            if (id == Gits.Ctlr) return engine.Enabled ? CtlrEnabled : CtlrQuiescent;
+            if (id == Gits.Cbaser) return engine.Cbaser;
+            if (id == Gits.Baser) return engine.Baser((int)index);
+            if (id == Gits.Iidr) return 0x0100_143B;
+            if (id == Gits.Pidr2) return 0x3B;
+            return 0;
+        }
+
+        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes)
+        {
+            switch ((Gits)r.Id)
+            {
+                case Gits.Translater: engine.Translate(attributes, (uint)value); return;
+                case Gits.Ctlr: engine.SetEnabled((value & 1) != 0); return;
+                case Gits.Cbaser: engine.WriteCbaser(value); return;
+                case Gits.Cwriter: engine.WriteCwriter(value); return;
+                case Gits.Baser: engine.WriteBaser((int)index, value); return;
+            }
+        }
     }
 }

@@ -40,6 +40,8 @@ public sealed class ItsEngine
     readonly ILpiTargets _targets;
     readonly Trace _trace;
     readonly StrictMonitor _strict;
+    /// <summary>The strict monitor the engine reports to (the MMIO front reports its register findings there too).</summary>
+    internal StrictMonitor Strict => _strict;
     readonly TranslationEntry[] _tcache;
     readonly int _tcacheShift;
     readonly DteEntry[] _dteCache = new DteEntry[1024];

@@ -20,13 +20,19 @@ public interface ISpiSink
 public sealed class GicV2m : IMmioHandler
 {
     public const uint MSI_TYPER = 0x008, MSI_SETSPI_NS = 0x040, MSI_IIDR = 0xFCC;
+
+    enum V2m { None, Typer, SetSpi, Iidr }
+
+    /// <summary>The frame's registers, declared once: the table drives dispatch, access rules and names.</summary>
     public static readonly RegisterDescriptor[] Registers =
     [
-        new(MSI_TYPER, 4, "MSI_TYPER", RegisterAccess.ReadOnly),
-        new(MSI_SETSPI_NS, 4, "MSI_SETSPI_NS", RegisterAccess.WriteOnly),
-        new(MSI_IIDR, 4, "MSI_IIDR", RegisterAccess.ReadOnly),
+        new(MSI_TYPER, 4, "MSI_TYPER", RegisterAccess.ReadOnly, Id: (int)V2m.Typer),
+        new(MSI_SETSPI_NS, 4, "MSI_SETSPI_NS", RegisterAccess.WriteOnly, Id: (int)V2m.SetSpi, MinSize: 2), // 16- or 32-bit MSI writes
+        new(MSI_IIDR, 4, "MSI_IIDR", RegisterAccess.ReadOnly, Id: (int)V2m.Iidr),
     ];
     public const ulong FrameSize = 0x1000;
+    /// <summary>The table compiled for dispatch.</summary>
+    public static readonly RegisterBlock Block = new("gicv2m", Registers, FrameSize, "GICv2m frame (read-only register)");
 
     readonly ISpiSink _gic;
     readonly StrictMonitor _strict;
@@ -57,29 +63,45 @@ public sealed class GicV2m : IMmioHandler
 
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
-        value = size != 4 ? 0 : offset switch
-        {
-            MSI_TYPER => ((ulong)(uint)BaseIntid << 16) | (uint)Count,
-            MSI_IIDR => 0,
-            _ => 0,
-        };
+        value = RegisterDispatch<RegisterFile>.Read(new RegisterFile(this), offset, size);
         return BusStatus.Ok;
     }
 
     public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
     {
-        if (offset != MSI_SETSPI_NS || size is not (2 or 4)) return BusStatus.Ok;
+        RegisterDispatch<RegisterFile>.Write(new RegisterFile(this), offset, size, value, attributes, _strict);
+        return BusStatus.Ok;
+    }
+
+    readonly struct RegisterFile(GicV2m frame) : IRegisterFile
+    {
+        public static RegisterBlock Block => GicV2m.Block;
+
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        public ulong Read(in RegisterDescriptor r, uint index) => (V2m)r.Id switch
+        {
+            V2m.Typer => ((ulong)(uint)frame.BaseIntid << 16) | (uint)frame.Count,
+            _ => 0, // MSI_IIDR: 0
+        };
+
+        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes)
+        {
+            if ((V2m)r.Id == V2m.SetSpi) frame.SetSpi(in attributes, value, r.Name);
+        }
+    }
+
+    void SetSpi(in BusAttributes attributes, ulong value, string name)
+    {
         if (!attributes.HasDeviceId) WritesWithoutDeviceId++;
         var intid = (int)(value & 0x3FF);
         if (intid < BaseIntid || intid >= BaseIntid + Count)
         {
             Dropped++;
             _strict.Report("gicv2m", "GICv2m MSI_SETSPI_NS (data outside MSI_TYPER range is ignored)", $"SETSPI {intid} outside {BaseIntid}..{BaseIntid + Count - 1}");
-            return BusStatus.Ok;
+            return;
         }
         Raised++;
-        if (Trace is { } t && t.IsOn(TraceCategory.Gicv2m)) t.Emit(TraceCategory.Gicv2m, "gicv2m", $"MSI_SETSPI_NS <- {intid} ({(attributes.HasDeviceId ? $"from DeviceID 0x{attributes.DeviceId:x}, not checked" : "no DeviceID")}): SPI {intid} raised");
+        if (Trace is { } t && t.IsOn(TraceCategory.Gicv2m)) t.Emit(TraceCategory.Gicv2m, "gicv2m", $"{name} <- {intid} ({(attributes.HasDeviceId ? $"from DeviceID 0x{attributes.DeviceId:x}, not checked" : "no DeviceID")}): SPI {intid} raised");
         _gic.PulseSpi(intid);
-        return BusStatus.Ok;
     }
 }

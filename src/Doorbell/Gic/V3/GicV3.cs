@@ -30,34 +30,39 @@ public sealed record GicV3Options
 /// </summary>
 public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
 {
-    // GICD registers, Arm IHI 0069 §12.9. Declared once; dispatch below switches on these offsets.
+    // GICD registers, Arm IHI 0069 §12.9. Declared once: the table drives dispatch (handlers switch on the id),
+    // read-only / W1S / W1C / RAZ-WI behaviour, strict reports and trace names.
     public const uint GICD_CTLR = 0x0000, GICD_TYPER = 0x0004, GICD_IIDR = 0x0008, GICD_TYPER2 = 0x000C,
         GICD_STATUSR = 0x0010, GICD_IGROUPR = 0x0080, GICD_ISENABLER = 0x0100, GICD_ICENABLER = 0x0180,
         GICD_ISPENDR = 0x0200, GICD_ICPENDR = 0x0280, GICD_ISACTIVER = 0x0300, GICD_ICACTIVER = 0x0380,
         GICD_IPRIORITYR = 0x0400, GICD_ICFGR = 0x0C00, GICD_IGRPMODR = 0x0D00, GICD_IROUTER = 0x6000,
         GICD_PIDR2 = 0xFFE8;
+
+    // Group..Active follow IrqBank.BitField's order (the handlers map one onto the other).
+    enum Gicd { None, Ctlr, Typer, Iidr, Typer2, Group, Enable, Pending, Active, Priority, Config, Router, Pidr2 }
+
     public static readonly RegisterDescriptor[] DistributorRegisters =
     [
-        new(GICD_CTLR, 4, "GICD_CTLR", RegisterAccess.ReadWrite),
-        new(GICD_TYPER, 4, "GICD_TYPER", RegisterAccess.ReadOnly),
-        new(GICD_IIDR, 4, "GICD_IIDR", RegisterAccess.ReadOnly),
-        new(GICD_TYPER2, 4, "GICD_TYPER2", RegisterAccess.ReadOnly),
+        new(GICD_CTLR, 4, "GICD_CTLR", RegisterAccess.ReadWrite, Id: (int)Gicd.Ctlr),
+        new(GICD_TYPER, 4, "GICD_TYPER", RegisterAccess.ReadOnly, Id: (int)Gicd.Typer),
+        new(GICD_IIDR, 4, "GICD_IIDR", RegisterAccess.ReadOnly, Id: (int)Gicd.Iidr),
+        new(GICD_TYPER2, 4, "GICD_TYPER2", RegisterAccess.ReadOnly, Id: (int)Gicd.Typer2),
         new(GICD_STATUSR, 4, "GICD_STATUSR", RegisterAccess.RazWi),
-        new(GICD_IGROUPR, 4, "GICD_IGROUPR", RegisterAccess.ReadWrite, 32),
-        new(GICD_ISENABLER, 4, "GICD_ISENABLER", RegisterAccess.WriteOneToSet, 32),
-        new(GICD_ICENABLER, 4, "GICD_ICENABLER", RegisterAccess.WriteOneToClear, 32),
-        new(GICD_ISPENDR, 4, "GICD_ISPENDR", RegisterAccess.WriteOneToSet, 32),
-        new(GICD_ICPENDR, 4, "GICD_ICPENDR", RegisterAccess.WriteOneToClear, 32),
-        new(GICD_ISACTIVER, 4, "GICD_ISACTIVER", RegisterAccess.WriteOneToSet, 32),
-        new(GICD_ICACTIVER, 4, "GICD_ICACTIVER", RegisterAccess.WriteOneToClear, 32),
-        new(GICD_IPRIORITYR, 4, "GICD_IPRIORITYR", RegisterAccess.ReadWrite, 255),
-        new(GICD_ICFGR, 4, "GICD_ICFGR", RegisterAccess.ReadWrite, 64),
+        new(GICD_IGROUPR, 4, "GICD_IGROUPR", RegisterAccess.ReadWrite, 32, (int)Gicd.Group),
+        new(GICD_ISENABLER, 4, "GICD_ISENABLER", RegisterAccess.WriteOneToSet, 32, (int)Gicd.Enable),
+        new(GICD_ICENABLER, 4, "GICD_ICENABLER", RegisterAccess.WriteOneToClear, 32, (int)Gicd.Enable),
+        new(GICD_ISPENDR, 4, "GICD_ISPENDR", RegisterAccess.WriteOneToSet, 32, (int)Gicd.Pending),
+        new(GICD_ICPENDR, 4, "GICD_ICPENDR", RegisterAccess.WriteOneToClear, 32, (int)Gicd.Pending),
+        new(GICD_ISACTIVER, 4, "GICD_ISACTIVER", RegisterAccess.WriteOneToSet, 32, (int)Gicd.Active),
+        new(GICD_ICACTIVER, 4, "GICD_ICACTIVER", RegisterAccess.WriteOneToClear, 32, (int)Gicd.Active),
+        new(GICD_IPRIORITYR, 4, "GICD_IPRIORITYR", RegisterAccess.ReadWrite, 255, (int)Gicd.Priority, MinSize: 1),
+        new(GICD_ICFGR, 4, "GICD_ICFGR", RegisterAccess.ReadWrite, 64, (int)Gicd.Config),
         new(GICD_IGRPMODR, 4, "GICD_IGRPMODR", RegisterAccess.RazWi, 32),
-        new(GICD_IROUTER, 8, "GICD_IROUTER", RegisterAccess.ReadWrite, 1020),
-        new(GICD_PIDR2, 4, "GICD_PIDR2", RegisterAccess.ReadOnly),
+        new(GICD_IROUTER, 8, "GICD_IROUTER", RegisterAccess.ReadWrite, 1020, (int)Gicd.Router),
+        new(GICD_PIDR2, 4, "GICD_PIDR2", RegisterAccess.ReadOnly, Id: (int)Gicd.Pidr2),
     ];
-    /// <summary>The distributor table compiled for dispatch (access per word of the 64 KiB frame).</summary>
-    static readonly RegisterMap DistributorMap = new(DistributorRegisters, 0x1_0000);
+    /// <summary>The distributor table compiled for dispatch (one index byte per word of the 64 KiB frame).</summary>
+    public static readonly RegisterBlock Distributor = new("gicd", DistributorRegisters, 0x1_0000, "IHI 0069 §12.9 (read-only register)");
 
     // GICD_CTLR bits with DS = 1 (IHI 0069 §12.9.4)
     public const uint CtlrEnableGrp0 = 1u << 0, CtlrEnableGrp1 = 1u << 1, CtlrAre = 1u << 4, CtlrDs = 1u << 6;
@@ -181,99 +186,70 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
 
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
-        value = 0;
-        if (offset >= GICD_IROUTER && offset < GICD_IROUTER + 8 * 1020)
-        {
-            var intid = (int)((offset - GICD_IROUTER) / 8);
-            if (intid >= FirstSpi && intid - FirstSpi < _router.Length)
-            {
-                var v = _router[intid - FirstSpi];
-                value = size == 8 ? v : (offset & 4) != 0 ? v >> 32 : v & 0xFFFF_FFFF;
-            }
-            return BusStatus.Ok;
-        }
-        if (offset >= GICD_IPRIORITYR && offset < GICD_IPRIORITYR + 1020)
-        {
-            var first = (int)(offset - GICD_IPRIORITYR);
-            value = first < FirstSpi ? 0 : _spis.ReadPriorities(first - FirstSpi, Math.Min(size, 4));
-            return BusStatus.Ok;
-        }
-        if (size != 4) return BusStatus.Ok; // other registers are 32-bit; wider/narrower accesses RAZ/WI
-        value = offset switch
-        {
-            GICD_CTLR => _ctlr,
-            // ITLinesNumber[4:0], CPUNumber ignored with ARE, LPIS 17, IDbits[23:19]  (IHI 0069 §12.9.38)
-            GICD_TYPER => (uint)((Options.SpiCount + 32) / 32 - 1) | (1u << 17) | ((uint)(Options.IdBits - 1) << 19) | 0u,
-            GICD_IIDR => 0x0100_143B, // implementer Arm (0x43B), an arbitrary product revision
-            GICD_PIDR2 => 0x3B, // ArchRev 3 in [7:4]
-            _ => ReadBitsRegister(offset),
-        };
+        value = RegisterDispatch<DistributorFile>.Read(new DistributorFile(this), offset, size);
         return BusStatus.Ok;
-    }
-
-    uint ReadBitsRegister(ulong offset)
-    {
-        if (offset >= GICD_ICFGR && offset < GICD_ICFGR + 0x100)
-        {
-            var first = (int)(offset - GICD_ICFGR) * 4;
-            return first < FirstSpi ? 0 : _spis.ReadConfig(first - FirstSpi);
-        }
-        if (offset < GICD_IGROUPR || offset >= GICD_IPRIORITYR) return 0;
-        var block = (uint)offset & ~0x7Fu;
-        var first32 = (int)(offset - block) * 8;
-        if (first32 < FirstSpi) return 0; // SGIs/PPIs live in the redistributors when ARE = 1
-        var f = first32 - FirstSpi;
-        return _spis.ReadBitBlock(block, f);
     }
 
     public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
     {
-        if (offset >= GICD_IROUTER && offset < GICD_IROUTER + 8 * 1020)
-        {
-            var intid = (int)((offset - GICD_IROUTER) / 8);
-            if (intid >= FirstSpi && intid - FirstSpi < _router.Length)
-            {
-                ref var r = ref _router[intid - FirstSpi];
-                const ulong mask = 0xFF_8000_0000UL | 0xFF_FFFF;
-                if (size == 8) r = value & mask;
-                else if ((offset & 4) != 0) r = (r & 0xFFFF_FFFF) | ((value << 32) & mask);
-                else r = (r & ~0xFFFF_FFFFUL) | (value & mask & 0xFFFF_FFFF);
-                _spis.SetPriority(0, _spis.Priority(0)); // bump version
-            }
-            return BusStatus.Ok;
-        }
-        if (offset >= GICD_IPRIORITYR && offset < GICD_IPRIORITYR + 1020)
-        {
-            var first = (int)(offset - GICD_IPRIORITYR);
-            if (first >= FirstSpi) _spis.WritePriorities(first - FirstSpi, Math.Min(size, 4), value);
-            return BusStatus.Ok;
-        }
-        if (size != 4) return BusStatus.Ok;
-        var v = (uint)value;
-        if (offset == GICD_CTLR)
-        {
-            _ctlr = (v & (CtlrEnableGrp0 | CtlrEnableGrp1)) | CtlrAre | CtlrDs;
-            Kick();
-            Trace.Emit(TraceCategory.Gicd, "gicd", $"GICD_CTLR <- 0x{v:x}");
-            return BusStatus.Ok;
-        }
-        if (offset >= GICD_ICFGR && offset < GICD_ICFGR + 0x100)
-        {
-            var first = (int)(offset - GICD_ICFGR) * 4;
-            if (first >= FirstSpi) _spis.WriteConfig(first - FirstSpi, v, 0);
-            return BusStatus.Ok;
-        }
-        if (offset < GICD_IGROUPR || offset >= GICD_IPRIORITYR)
-        {
-            if (DistributorMap.Access(offset) == RegisterAccess.ReadOnly)
-                Strict.Report("gicd", "IHI 0069 §12.9 (read-only register)", $"write to read-only {DistributorMap.NameOf(offset)}");
-            return BusStatus.Ok;
-        }
-        var block = (uint)offset & ~0x7Fu;
-        var first32 = (int)(offset - block) * 8;
-        if (first32 < FirstSpi) return BusStatus.Ok;
-        var f = first32 - FirstSpi;
-        _spis.WriteBitBlock(block, f, v);
+        RegisterDispatch<DistributorFile>.Write(new DistributorFile(this), offset, size, value, attributes, Strict);
         return BusStatus.Ok;
+    }
+
+    /// <summary>GICD as a register file: whole registers by id and instance (SGIs/PPIs live in the redistributors: RAZ/WI here).</summary>
+    readonly struct DistributorFile(GicV3 gic) : IRegisterFile
+    {
+        public static RegisterBlock Block => Distributor;
+
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        public ulong Read(in RegisterDescriptor r, uint index)
+        {
+            var spis = gic._spis;
+            var first = (int)index * 32 - FirstSpi; // first SPI of a one-bit-per-interrupt register
+            var id = (Gicd)r.Id;
+            // The registers Linux touches at run time first, with conditional branches: the one-bit-per-interrupt
+            // arrays (ids Group..Active in IrqBank.BitField order) and IROUTER.
+            if ((uint)(id - Gicd.Group) <= Gicd.Active - Gicd.Group) return first < 0 ? 0 : spis.ReadBits((IrqBank.BitField)(id - Gicd.Group), first);
+            if (id == Gicd.Router) return index < FirstSpi || index - FirstSpi >= gic._router.Length ? 0 : gic._router[index - FirstSpi];
+            switch (id)
+            {
+                case Gicd.Ctlr: return gic._ctlr;
+                // ITLinesNumber[4:0], CPUNumber ignored with ARE, LPIS 17, IDbits[23:19]  (IHI 0069 §12.9.38)
+                case Gicd.Typer: return (uint)((gic.Options.SpiCount + 32) / 32 - 1) | (1u << 17) | ((uint)(gic.Options.IdBits - 1) << 19);
+                case Gicd.Iidr: return 0x0100_143B; // implementer Arm (0x43B), an arbitrary product revision
+                case Gicd.Pidr2: return 0x3B; // ArchRev 3 in [7:4]
+                case Gicd.Priority: return index < FirstSpi / 4 ? 0 : spis.ReadPriorities((int)index * 4 - FirstSpi, 4);
+                case Gicd.Config: return index < FirstSpi / 16 ? 0 : spis.ReadConfig((int)index * 16 - FirstSpi);
+                default: return 0;
+            }
+        }
+
+        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes)
+        {
+            var spis = gic._spis;
+            var first = (int)index * 32 - FirstSpi;
+            var v = (uint)value;
+            var id = (Gicd)r.Id;
+            if ((uint)(id - Gicd.Group) <= Gicd.Active - Gicd.Group)
+            {
+                if (first >= 0) spis.WriteBits((IrqBank.BitField)(id - Gicd.Group), first, v, r.Access);
+                return;
+            }
+            switch (id)
+            {
+                case Gicd.Ctlr:
+                    gic._ctlr = (v & (CtlrEnableGrp0 | CtlrEnableGrp1)) | CtlrAre | CtlrDs;
+                    gic.Kick();
+                    gic.Trace.Emit(TraceCategory.Gicd, "gicd", $"{r.Name} <- 0x{v:x}");
+                    return;
+                case Gicd.Priority: if (index >= FirstSpi / 4) spis.WritePriorities((int)index * 4 - FirstSpi, 4, v); return;
+                case Gicd.Config: if (index >= FirstSpi / 16) spis.WriteConfig((int)index * 16 - FirstSpi, v, 0); return;
+                case Gicd.Router:
+                    if (index < FirstSpi || index - FirstSpi >= gic._router.Length) return;
+                    gic._router[index - FirstSpi] = value & (0xFF_8000_0000UL | 0xFF_FFFF); // Interrupt_Routing_Mode, Aff3..Aff0
+                    spis.SetPriority(0, spis.Priority(0)); // a routing change may make an SPI deliverable elsewhere
+                    return;
+            }
+        }
     }
 }

@@ -33,33 +33,39 @@ public sealed class GicV3Redistributor
     public const uint GICR_IGROUPR0 = 0x0080, GICR_ISENABLER0 = 0x0100, GICR_ICENABLER0 = 0x0180,
         GICR_ISPENDR0 = 0x0200, GICR_ICPENDR0 = 0x0280, GICR_ISACTIVER0 = 0x0300, GICR_ICACTIVER0 = 0x0380,
         GICR_IPRIORITYR = 0x0400, GICR_ICFGR0 = 0x0C00, GICR_ICFGR1 = 0x0C04, GICR_IGRPMODR0 = 0x0D00;
+
+    enum Gicr { None, Ctlr, Iidr, Typer, Waker, SetLpi, ClrLpi, PropBase, PendBase, InvLpi, InvAll, Syncr, Pidr2, Group, Enable, Pending, Active, Priority, Config0, Config1 }
+
+    /// <summary>Both frames' registers, declared once (SGI_base ones at +64 KiB): the table drives dispatch, access rules and names.</summary>
     public static readonly RegisterDescriptor[] Registers =
     [
-        new(GICR_CTLR, 4, "GICR_CTLR", RegisterAccess.ReadWrite),
-        new(GICR_IIDR, 4, "GICR_IIDR", RegisterAccess.ReadOnly),
-        new(GICR_TYPER, 8, "GICR_TYPER", RegisterAccess.ReadOnly),
+        new(GICR_CTLR, 4, "GICR_CTLR", RegisterAccess.ReadWrite, Id: (int)Gicr.Ctlr),
+        new(GICR_IIDR, 4, "GICR_IIDR", RegisterAccess.ReadOnly, Id: (int)Gicr.Iidr),
+        new(GICR_TYPER, 8, "GICR_TYPER", RegisterAccess.ReadOnly, Id: (int)Gicr.Typer),
         new(GICR_STATUSR, 4, "GICR_STATUSR", RegisterAccess.RazWi),
-        new(GICR_WAKER, 4, "GICR_WAKER", RegisterAccess.ReadWrite),
-        new(GICR_SETLPIR, 8, "GICR_SETLPIR", RegisterAccess.WriteOnly),
-        new(GICR_CLRLPIR, 8, "GICR_CLRLPIR", RegisterAccess.WriteOnly),
-        new(GICR_PROPBASER, 8, "GICR_PROPBASER", RegisterAccess.ReadWrite),
-        new(GICR_PENDBASER, 8, "GICR_PENDBASER", RegisterAccess.ReadWrite),
-        new(GICR_INVLPIR, 8, "GICR_INVLPIR", RegisterAccess.WriteOnly),
-        new(GICR_INVALLR, 8, "GICR_INVALLR", RegisterAccess.WriteOnly),
-        new(GICR_SYNCR, 4, "GICR_SYNCR", RegisterAccess.ReadOnly),
-        new(GICR_PIDR2, 4, "GICR_PIDR2", RegisterAccess.ReadOnly),
-        new(SgiFrame + GICR_IGROUPR0, 4, "GICR_IGROUPR0", RegisterAccess.ReadWrite),
-        new(SgiFrame + GICR_ISENABLER0, 4, "GICR_ISENABLER0", RegisterAccess.WriteOneToSet),
-        new(SgiFrame + GICR_ICENABLER0, 4, "GICR_ICENABLER0", RegisterAccess.WriteOneToClear),
-        new(SgiFrame + GICR_ISPENDR0, 4, "GICR_ISPENDR0", RegisterAccess.WriteOneToSet),
-        new(SgiFrame + GICR_ICPENDR0, 4, "GICR_ICPENDR0", RegisterAccess.WriteOneToClear),
-        new(SgiFrame + GICR_ISACTIVER0, 4, "GICR_ISACTIVER0", RegisterAccess.WriteOneToSet),
-        new(SgiFrame + GICR_ICACTIVER0, 4, "GICR_ICACTIVER0", RegisterAccess.WriteOneToClear),
-        new(SgiFrame + GICR_IPRIORITYR, 4, "GICR_IPRIORITYR", RegisterAccess.ReadWrite, 8),
-        new(SgiFrame + GICR_ICFGR0, 4, "GICR_ICFGR0", RegisterAccess.ReadOnly),
-        new(SgiFrame + GICR_ICFGR1, 4, "GICR_ICFGR1", RegisterAccess.ReadWrite),
+        new(GICR_WAKER, 4, "GICR_WAKER", RegisterAccess.ReadWrite, Id: (int)Gicr.Waker),
+        new(GICR_SETLPIR, 8, "GICR_SETLPIR", RegisterAccess.WriteOnly, Id: (int)Gicr.SetLpi),
+        new(GICR_CLRLPIR, 8, "GICR_CLRLPIR", RegisterAccess.WriteOnly, Id: (int)Gicr.ClrLpi),
+        new(GICR_PROPBASER, 8, "GICR_PROPBASER", RegisterAccess.ReadWrite, Id: (int)Gicr.PropBase),
+        new(GICR_PENDBASER, 8, "GICR_PENDBASER", RegisterAccess.ReadWrite, Id: (int)Gicr.PendBase),
+        new(GICR_INVLPIR, 8, "GICR_INVLPIR", RegisterAccess.WriteOnly, Id: (int)Gicr.InvLpi),
+        new(GICR_INVALLR, 8, "GICR_INVALLR", RegisterAccess.WriteOnly, Id: (int)Gicr.InvAll),
+        new(GICR_SYNCR, 4, "GICR_SYNCR", RegisterAccess.ReadOnly, Id: (int)Gicr.Syncr),
+        new(GICR_PIDR2, 4, "GICR_PIDR2", RegisterAccess.ReadOnly, Id: (int)Gicr.Pidr2),
+        new(SgiFrame + GICR_IGROUPR0, 4, "GICR_IGROUPR0", RegisterAccess.ReadWrite, Id: (int)Gicr.Group),
+        new(SgiFrame + GICR_ISENABLER0, 4, "GICR_ISENABLER0", RegisterAccess.WriteOneToSet, Id: (int)Gicr.Enable),
+        new(SgiFrame + GICR_ICENABLER0, 4, "GICR_ICENABLER0", RegisterAccess.WriteOneToClear, Id: (int)Gicr.Enable),
+        new(SgiFrame + GICR_ISPENDR0, 4, "GICR_ISPENDR0", RegisterAccess.WriteOneToSet, Id: (int)Gicr.Pending),
+        new(SgiFrame + GICR_ICPENDR0, 4, "GICR_ICPENDR0", RegisterAccess.WriteOneToClear, Id: (int)Gicr.Pending),
+        new(SgiFrame + GICR_ISACTIVER0, 4, "GICR_ISACTIVER0", RegisterAccess.WriteOneToSet, Id: (int)Gicr.Active),
+        new(SgiFrame + GICR_ICACTIVER0, 4, "GICR_ICACTIVER0", RegisterAccess.WriteOneToClear, Id: (int)Gicr.Active),
+        new(SgiFrame + GICR_IPRIORITYR, 4, "GICR_IPRIORITYR", RegisterAccess.ReadWrite, 8, (int)Gicr.Priority, MinSize: 1),
+        new(SgiFrame + GICR_ICFGR0, 4, "GICR_ICFGR0", RegisterAccess.ReadOnly, Id: (int)Gicr.Config0),
+        new(SgiFrame + GICR_ICFGR1, 4, "GICR_ICFGR1", RegisterAccess.ReadWrite, Id: (int)Gicr.Config1),
         new(SgiFrame + GICR_IGRPMODR0, 4, "GICR_IGRPMODR0", RegisterAccess.RazWi),
     ];
+    /// <summary>The table compiled for dispatch (one index byte per word of the 128 KiB frame pair).</summary>
+    public static readonly RegisterBlock Block = new("gicr", Registers, FrameSize, "IHI 0069 §12.10-12.11 (read-only register)", pairedWords: true);
 
     const int ChunkShift = 10, ChunkSize = 1 << ChunkShift;
     const byte FlagPending = 1;
@@ -425,29 +431,7 @@ public sealed class GicV3Redistributor
 
     // --- MMIO ---------------------------------------------------------------------------------------------------
 
-    internal ulong Read(ulong off, int size)
-    {
-        if (off >= SgiFrame) return ReadSgi(off - SgiFrame, size);
-        ulong v = (off & ~7UL) switch
-        {
-            GICR_CTLR => (_enableLpis ? 1UL : 0) | (0x0100_143BUL << 32), // CTLR | IIDR at +4
-            GICR_TYPER => Typer(),
-            GICR_STATUSR => (_sleep ? 6UL : 0) << 32, // WAKER at +4: ProcessorSleep 1, ChildrenAsleep 2
-            GICR_PROPBASER => _propbaser,
-            GICR_PENDBASER => _pendbaser,
-            GICR_SYNCR => 0, // never busy: every operation completes synchronously
-            GICR_PIDR2 => 0x3B, // ArchRev 3
-            _ => 0,
-        };
-        return Extract(v, off, size);
-    }
-
-    static ulong Extract(ulong reg64, ulong off, int size)
-    {
-        var shift = (int)(off & 7) * 8;
-        var v = reg64 >> shift;
-        return size == 8 ? v : v & ((1UL << (8 * size)) - 1);
-    }
+    internal ulong Read(ulong off, int size) => RegisterDispatch<RegisterFile>.Read(new RegisterFile(this), off, size);
 
     ulong Typer()
     {
@@ -456,63 +440,65 @@ public sealed class GicV3Redistributor
         return 1UL | (1UL << 3) | last | ((ulong)Cpu << 8) | (GicV3.AffinityOf(Cpu) << 32);
     }
 
-    internal void Write(ulong off, int size, ulong value)
-    {
-        if (off >= SgiFrame) { WriteSgi(off - SgiFrame, size, value); return; }
-        switch (off)
-        {
-            case GICR_CTLR:
-                var want = (value & 1) != 0;
-                if (want && !_enableLpis) EnableLpis();
-                else if (!want && _enableLpis) DisableLpis();
-                _gic.Trace.Emit(TraceCategory.Gicr, TraceSources.Gicr(Cpu), $"EnableLPIs={(want ? 1 : 0)}");
-                return;
-            case GICR_WAKER:
-                _sleep = (value & 2) != 0;
-                return;
-            case GICR_PROPBASER or GICR_PENDBASER or GICR_PROPBASER + 4 or GICR_PENDBASER + 4 when _enableLpis:
-                // Writing either register while EnableLPIs = 1 is UNPREDICTABLE; Doorbell ignores it.
-                _gic.Strict.Report("gicr", "IHI 0069 §12.11.28/29 (write with EnableLPIs = 1)", $"cpu{Cpu} {RegisterDescriptor.NameOf(Registers, off & ~7UL)} written while LPIs are enabled: ignored");
-                return;
-            case GICR_PROPBASER: _propbaser = Merge(_propbaser, off, size, value) & 0x0FFF_FFFF_FFFF_FFFFUL; return;
-            case GICR_PROPBASER + 4: _propbaser = Merge(_propbaser, off, size, value); return;
-            case GICR_PENDBASER: _pendbaser = Merge(_pendbaser, off, size, value); return;
-            case GICR_PENDBASER + 4: _pendbaser = Merge(_pendbaser, off, size, value); return;
-            case GICR_SETLPIR: SetLpiPending((uint)value); return;
-            case GICR_CLRLPIR: ClearLpiPending((uint)value); return;
-            case GICR_INVLPIR: InvalidateLpi((uint)value); return;
-            case GICR_INVALLR: InvalidateAllLpis(); return;
-        }
-    }
+    internal void Write(ulong off, int size, ulong value) => RegisterDispatch<RegisterFile>.Write(new RegisterFile(this), off, size, value, BusAttributes.Cpu, _gic.Strict);
 
-    static ulong Merge(ulong reg, ulong off, int size, ulong value)
+    /// <summary>RD_base and SGI_base as a register file: whole registers by id.</summary>
+    readonly struct RegisterFile(GicV3Redistributor rd) : IRegisterFile
     {
-        if (size == 8) return value;
-        var shift = (int)(off & 7) * 8;
-        var mask = ((1UL << (8 * size)) - 1) << shift;
-        return (reg & ~mask) | ((value << shift) & mask);
-    }
+        public static RegisterBlock Block => GicV3Redistributor.Block;
 
-    ulong ReadSgi(ulong off, int size)
-    {
-        if (off >= GICR_IPRIORITYR && off < GICR_IPRIORITYR + 32) return _ppi.ReadPriorities((int)(off - GICR_IPRIORITYR), Math.Min(size, 4));
-        if (size != 4) return 0;
-        if (IrqBank.IsBitBlock((uint)off)) return _ppi.ReadBitBlock((uint)off, 0);
-        return off switch
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public ulong Read(in RegisterDescriptor r, uint index) => (Gicr)r.Id switch
         {
-            GICR_ICFGR0 => _ppi.ReadConfig(0),
-            GICR_ICFGR1 => _ppi.ReadConfig(16),
+            Gicr.Ctlr => rd._enableLpis ? 1UL : 0,
+            Gicr.Iidr => 0x0100_143B,
+            Gicr.Typer => rd.Typer(),
+            Gicr.Waker => rd._sleep ? 6UL : 0, // ProcessorSleep 1, ChildrenAsleep 2
+            Gicr.PropBase => rd._propbaser,
+            Gicr.PendBase => rd._pendbaser,
+            Gicr.Syncr => 0, // never busy: every operation completes synchronously
+            Gicr.Pidr2 => 0x3B, // ArchRev 3
+            Gicr.Group => rd._ppi.ReadBits(IrqBank.BitField.Group, 0),
+            Gicr.Enable => rd._ppi.ReadBits(IrqBank.BitField.Enable, 0),
+            Gicr.Pending => rd._ppi.ReadBits(IrqBank.BitField.Pending, 0),
+            Gicr.Active => rd._ppi.ReadBits(IrqBank.BitField.Active, 0),
+            Gicr.Priority => rd._ppi.ReadPriorities((int)index * 4, 4),
+            Gicr.Config0 => rd._ppi.ReadConfig(0),
+            Gicr.Config1 => rd._ppi.ReadConfig(16),
             _ => 0,
         };
-    }
 
-    void WriteSgi(ulong off, int size, ulong value)
-    {
-        if (off >= GICR_IPRIORITYR && off < GICR_IPRIORITYR + 32) { _ppi.WritePriorities((int)(off - GICR_IPRIORITYR), Math.Min(size, 4), value); return; }
-        if (size != 4) return;
-        var v = (uint)value;
-        if (IrqBank.IsBitBlock((uint)off)) _ppi.WriteBitBlock((uint)off, 0, v);
-        else if (off == GICR_ICFGR1) _ppi.WriteConfig(16, v, 16); // ICFGR0 (SGIs) is read-only: always edge
+        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes)
+        {
+            switch ((Gicr)r.Id)
+            {
+                case Gicr.Ctlr:
+                    var want = (value & 1) != 0;
+                    if (want && !rd._enableLpis) rd.EnableLpis();
+                    else if (!want && rd._enableLpis) rd.DisableLpis();
+                    rd._gic.Trace.Emit(TraceCategory.Gicr, TraceSources.Gicr(rd.Cpu), $"EnableLPIs={(want ? 1 : 0)}");
+                    return;
+                case Gicr.Waker:
+                    rd._sleep = (value & 2) != 0;
+                    return;
+                case Gicr.PropBase or Gicr.PendBase when rd._enableLpis:
+                    // Writing either register while EnableLPIs = 1 is UNPREDICTABLE; Doorbell ignores it.
+                    rd._gic.Strict.Report("gicr", "IHI 0069 §12.11.28/29 (write with EnableLPIs = 1)", $"cpu{rd.Cpu} {r.Name} written while LPIs are enabled: ignored");
+                    return;
+                case Gicr.PropBase: rd._propbaser = value & 0x0FFF_FFFF_FFFF_FFFFUL; return;
+                case Gicr.PendBase: rd._pendbaser = value; return;
+                case Gicr.SetLpi: rd.SetLpiPending((uint)value); return;
+                case Gicr.ClrLpi: rd.ClearLpiPending((uint)value); return;
+                case Gicr.InvLpi: rd.InvalidateLpi((uint)value); return;
+                case Gicr.InvAll: rd.InvalidateAllLpis(); return;
+                case Gicr.Group: rd._ppi.WriteBits(IrqBank.BitField.Group, 0, (uint)value, r.Access); return;
+                case Gicr.Enable: rd._ppi.WriteBits(IrqBank.BitField.Enable, 0, (uint)value, r.Access); return;
+                case Gicr.Pending: rd._ppi.WriteBits(IrqBank.BitField.Pending, 0, (uint)value, r.Access); return;
+                case Gicr.Active: rd._ppi.WriteBits(IrqBank.BitField.Active, 0, (uint)value, r.Access); return;
+                case Gicr.Priority: rd._ppi.WritePriorities((int)index * 4, 4, value); return;
+                case Gicr.Config1: rd._ppi.WriteConfig(16, (uint)value, 16); return; // ICFGR0 (SGIs) is read-only: always edge
+            }
+        }
     }
 
     /// <summary>A wired input for PPI <paramref name="intid"/> (16..31) of this PE.</summary>

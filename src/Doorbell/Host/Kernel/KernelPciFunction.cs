@@ -89,24 +89,44 @@ public sealed class KernelPciFunction : IVfioPciFunction
         return new PciBarInfo(b.Size, kind, b.Address, b.Prefetch);
     }
 
-    public BusStatus ReadBar(int index, ulong offset, int size, out ulong value)
+    /// <summary>Linux's vfio-pci accesses a BAR with naturally aligned 8/4/2/1-byte ioread/iowrite.</summary>
+    const int BarMaxAccess = 8;
+
+    public BusStatus ReadBar(int index, ulong offset, Span<byte> destination)
     {
-        value = 0;
-        var a = BarCpuAddress(index, offset, size);
-        return a == 0 ? BusStatus.DecodeError : _k.Bus.Read(new PhysAddr(a), size, out value, BusAttributes.Cpu);
+        var a = BarCpuAddress(index, offset, destination.Length);
+        return a == 0 ? BusStatus.DecodeError : _k.Bus.ReadAccesses(a, destination, BarMaxAccess, BusAttributes.Cpu);
     }
 
+    public BusStatus WriteBar(int index, ulong offset, ReadOnlySpan<byte> source)
+    {
+        var a = BarCpuAddress(index, offset, source.Length);
+        return a == 0 ? BusStatus.DecodeError : _k.Bus.WriteAccesses(a, source, BarMaxAccess, BusAttributes.Cpu);
+    }
+
+    /// <summary>One naturally aligned access of <paramref name="size"/> bytes (little-endian value).</summary>
+    public BusStatus ReadBar(int index, ulong offset, int size, out ulong value)
+    {
+        Span<byte> b = stackalloc byte[8];
+        b.Clear();
+        var s = ReadBar(index, offset, b[..size]);
+        value = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(b);
+        return s;
+    }
+
+    /// <summary>One naturally aligned write of <paramref name="size"/> bytes.</summary>
     public BusStatus WriteBar(int index, ulong offset, int size, ulong value)
     {
-        var a = BarCpuAddress(index, offset, size);
-        return a == 0 ? BusStatus.DecodeError : _k.Bus.Write(new PhysAddr(a), size, value, BusAttributes.Cpu);
+        Span<byte> b = stackalloc byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(b, value);
+        return WriteBar(index, offset, b[..size]);
     }
 
     /// <summary>The CPU address of BAR bytes: memory BARs as assigned, I/O BARs through the host bridge's I/O window (ioread/iowrite); 0 when unreachable.</summary>
     ulong BarCpuAddress(int index, ulong offset, int size)
     {
         var b = GetBar(index);
-        if (b.HostAddress == 0 || offset + (ulong)size > b.Size) return 0;
+        if (b.HostAddress == 0 || offset > b.Size || (ulong)size > b.Size - offset) return 0;
         if (b.IsMemory) return b.HostAddress + offset;
         return b.Kind == Doorbell.Pci.PciBarKind.Io && _pci.IoCpuBase != 0 ? _pci.IoCpuBase + b.HostAddress + offset : 0;
     }
@@ -269,18 +289,19 @@ public sealed class KernelPlatformDevice : IVfioPlatformDevice
     public IReadOnlyList<bool> IrqIsLevel { get; } = [true];
     public int Intid => 32 + _p.Spi;
 
-    public BusStatus ReadRegion(int index, ulong offset, int size, out ulong value)
+    /// <summary>Linux's vfio-platform accesses a region with naturally aligned 4/2/1-byte ioread/iowrite.</summary>
+    const int RegionMaxAccess = 4;
+
+    public BusStatus ReadRegion(int index, ulong offset, Span<byte> destination)
     {
-        value = 0;
-        if (index != 0 || offset + (ulong)size > Regions[0].Size) return BusStatus.DecodeError;
-        return _k.Bus.Read(new PhysAddr(_p.Base + offset), size, out value, BusAttributes.Cpu);
+        if (index != 0 || offset > Regions[0].Size || (ulong)destination.Length > Regions[0].Size - offset) return BusStatus.DecodeError;
+        return _k.Bus.ReadAccesses(_p.Base + offset, destination, RegionMaxAccess, BusAttributes.Cpu);
     }
 
-    public BusStatus WriteRegion(int index, ulong offset, int size, ulong value)
+    public BusStatus WriteRegion(int index, ulong offset, ReadOnlySpan<byte> source)
     {
-        if (index != 0 || offset + (ulong)size > Regions[0].Size) return BusStatus.DecodeError;
-        var s = _k.Bus.Write(new PhysAddr(_p.Base + offset), size, value, BusAttributes.Cpu);
-        return s;
+        if (index != 0 || offset > Regions[0].Size || (ulong)source.Length > Regions[0].Size - offset) return BusStatus.DecodeError;
+        return _k.Bus.WriteAccesses(_p.Base + offset, source, RegionMaxAccess, BusAttributes.Cpu);
     }
 
     /// <summary>The line level, from the device's registers (STATUS nonzero with CTRL.IRQ_ENABLE).</summary>

@@ -678,7 +678,10 @@ public sealed class VfioPciDevice : VfioDevice, IVfioIrqSink, IUserMappingGuard
         _ioeventfds.Add(entry);
         SetIrqfd(entry, ctx, () =>
         {
-            if (MemoryEnabled || !_fn.GetBar(entry.Bar).IsMemory) _fn.WriteBar(entry.Bar, entry.Pos, entry.Count, entry.Data);
+            if (!MemoryEnabled && _fn.GetBar(entry.Bar).IsMemory) return;
+            Span<byte> data = stackalloc byte[8];
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(data, entry.Data);
+            _fn.WriteBar(entry.Bar, entry.Pos, data[..entry.Count]);
         });
         return 0;
     }
@@ -711,48 +714,24 @@ public sealed class VfioPciDevice : VfioDevice, IVfioIrqSink, IUserMappingGuard
         var end = info.Size;
         if (end == 0 || pos >= end) return -Errno.EINVAL;
         var count = (int)Math.Min((ulong)buf.Length, end - pos);
-        ulong xStart = 0, xEnd = 0;
-        if (bar == _msixBar) { xStart = _msixOffset; xEnd = _msixOffset + _msixSize; }
-        var testMem = info.IsMemory || bar == 6;
-        var done = 0;
-        while (done < count)
+        // Up to three pieces: before the MSI-X table, the table (reads return 0xFF, writes are dropped), after it. The
+        // memory view splits each piece into naturally aligned accesses, as vfio-pci's loop does.
+        ulong xStart = (ulong)count, xEnd = (ulong)count; // table bounds relative to pos, clipped to [0, count]
+        if (bar == _msixBar)
         {
-            var off = pos + (ulong)done;
-            var left = count - done;
-            int fillable;
-            if (off < xStart) fillable = (int)Math.Min((ulong)left, xStart - off);
-            else if (off >= xEnd) fillable = left;
-            else fillable = 0;
-            int n;
-            if (fillable >= 8 && off % 8 == 0) n = 8;
-            else if (fillable >= 4 && off % 4 == 0) n = 4;
-            else if (fillable >= 2 && off % 2 == 0) n = 2;
-            else if (fillable > 0) n = 1;
-            else
-            {
-                // Inside the MSI-X table: reads return 0xFF, writes are dropped.
-                var filled = (int)Math.Min((ulong)left, xEnd - off);
-                if (!write) buf.Slice(done, filled).Fill(0xFF);
-                done += filled;
-                continue;
-            }
-            if (testMem && !MemoryEnabled) return -Errno.EIO;
-            var chunk = buf.Slice(done, n);
-            if (write)
-            {
-                ulong v = 0;
-                for (var i = 0; i < n; i++) v |= (ulong)chunk[i] << (8 * i);
-                if (_fn.WriteBar(bar, off, n, v) != BusStatus.Ok) return -Errno.EIO;
-            }
-            else
-            {
-                if (_fn.ReadBar(bar, off, n, out var v) != BusStatus.Ok) return -Errno.EIO;
-                for (var i = 0; i < n; i++) chunk[i] = (byte)(v >> (8 * i));
-            }
-            done += n;
+            xStart = Math.Clamp(_msixOffset, pos, pos + (ulong)count) - pos;
+            xEnd = Math.Clamp(_msixOffset + _msixSize, pos, pos + (ulong)count) - pos;
         }
-        return done;
+        // Memory decode off: -EIO for any access outside the table (the table itself is filled without an access).
+        if ((info.IsMemory || bar == 6) && !MemoryEnabled && (xStart > 0 || (ulong)count > xEnd)) return -Errno.EIO;
+        if (xStart > 0 && Piece(bar, buf[..(int)xStart], pos, write) != BusStatus.Ok) return -Errno.EIO;
+        if (xEnd > xStart && !write) buf[(int)xStart..(int)xEnd].Fill(0xFF);
+        if ((ulong)count > xEnd && Piece(bar, buf[(int)xEnd..count], pos + xEnd, write) != BusStatus.Ok) return -Errno.EIO;
+        return count;
     }
+
+    BusStatus Piece(int bar, Span<byte> piece, ulong pos, bool write) =>
+        write ? _fn.WriteBar(bar, pos, piece) : _fn.ReadBar(bar, pos, piece);
 
     public override long Mmap(UserAddressSpace mm, ulong length, ulong offset, UserProt prot, bool shared, ulong fixedVaddr = 0)
     {

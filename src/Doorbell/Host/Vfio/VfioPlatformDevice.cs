@@ -203,27 +203,9 @@ public sealed class VfioPlatformDevice : VfioDevice
         var size = _dev.Regions[(int)index].Size;
         if (pos >= size) return -Errno.EINVAL;
         var count = (int)Math.Min((ulong)buffer.Length, size - pos);
-        var done = 0;
-        while (done < count)
-        {
-            var off = pos + (ulong)done;
-            var left = count - done;
-            var n = left >= 4 && off % 4 == 0 ? 4 : left >= 2 && off % 2 == 0 ? 2 : 1;
-            var chunk = buffer.Slice(done, n);
-            if (write)
-            {
-                ulong v = 0;
-                for (var i = 0; i < n; i++) v |= (ulong)chunk[i] << (8 * i);
-                if (_dev.WriteRegion((int)index, off, n, v) != BusStatus.Ok) return -Errno.EIO;
-            }
-            else
-            {
-                if (_dev.ReadRegion((int)index, off, n, out var v) != BusStatus.Ok) return -Errno.EIO;
-                for (var i = 0; i < n; i++) chunk[i] = (byte)(v >> (8 * i));
-            }
-            done += n;
-        }
-        return done;
+        // The memory view splits the range into naturally aligned accesses, as vfio-platform's loop does.
+        var status = write ? _dev.WriteRegion((int)index, pos, buffer[..count]) : _dev.ReadRegion((int)index, pos, buffer[..count]);
+        return status == BusStatus.Ok ? count : -Errno.EIO;
     }
 
     public override long Mmap(UserAddressSpace mm, ulong length, ulong offset, UserProt prot, bool shared, ulong fixedVaddr = 0)

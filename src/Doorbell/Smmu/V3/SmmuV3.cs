@@ -89,156 +89,139 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
     bool CmdqEnabled => (_cr0 & SmmuV3Field.Cr0CmdqEn) != 0;
     bool EventqEnabled => (_cr0 & SmmuV3Field.Cr0EventqEn) != 0;
 
-    static bool IsWide(uint offset) => offset switch
-    {
-        SmmuV3Reg.GERROR_IRQ_CFG0 or SmmuV3Reg.STRTAB_BASE or SmmuV3Reg.CMDQ_BASE or SmmuV3Reg.EVENTQ_BASE or SmmuV3Reg.EVENTQ_IRQ_CFG0 => true,
-        _ => false,
-    };
-
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
-        value = 0;
-        if (offset >= SmmuV3Reg.FrameSize) return BusStatus.Ok;
-        var off = (uint)offset;
-        var wideBase = off & ~7u;
-        if (IsWide(wideBase))
-        {
-            var v = ReadWide(wideBase);
-            value = size == 8 ? v : (off & 4) != 0 ? v >> 32 : v & 0xFFFF_FFFF;
-            return BusStatus.Ok;
-        }
-        if (size != 4) return BusStatus.Ok; // 64-bit access to a 32-bit register: RAZ/WI
-        value = ReadNarrow(off);
+        value = RegisterDispatch<RegisterFile>.Read(new RegisterFile(this), offset, size);
         return BusStatus.Ok;
     }
 
     public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
     {
-        if (offset >= SmmuV3Reg.FrameSize) return BusStatus.Ok;
-        var off = (uint)offset;
-        var wideBase = off & ~7u;
-        if (IsWide(wideBase))
-        {
-            ulong v;
-            if (size == 8) v = value;
-            else
-            {
-                var old = ReadWide(wideBase);
-                v = (off & 4) != 0 ? (old & 0xFFFF_FFFF) | value << 32 : (old & ~0xFFFF_FFFFUL) | (value & 0xFFFF_FFFF);
-            }
-            WriteWide(wideBase, v);
-            return BusStatus.Ok;
-        }
-        if (size != 4) return BusStatus.Ok;
-        WriteNarrow(off, (uint)value);
+        RegisterDispatch<RegisterFile>.Write(new RegisterFile(this), offset, size, value, attributes, _strict);
         return BusStatus.Ok;
     }
 
-    ulong ReadWide(uint off) => off switch
+    /// <summary>The register pages as a register file: whole registers by id (the table in <see cref="SmmuV3Reg"/>).</summary>
+    readonly struct RegisterFile(SmmuV3 smmu) : IRegisterFile
     {
-        SmmuV3Reg.GERROR_IRQ_CFG0 => _gerrorIrqCfg0,
-        SmmuV3Reg.STRTAB_BASE => _strtabBase,
-        SmmuV3Reg.CMDQ_BASE => _cmdqBase,
-        SmmuV3Reg.EVENTQ_BASE => _eventqBase,
-        SmmuV3Reg.EVENTQ_IRQ_CFG0 => _eventqIrqCfg0,
-        _ => 0,
-    };
+        public static RegisterBlock Block => SmmuV3Reg.Block;
 
-    uint ReadNarrow(uint off) => off switch
-    {
-        SmmuV3Reg.IDR0 => _o.Idr0,
-        SmmuV3Reg.IDR1 => _o.Idr1,
-        SmmuV3Reg.IDR2 => 0,
-        SmmuV3Reg.IDR3 => _o.Idr3,
-        SmmuV3Reg.IDR4 => 0,
-        SmmuV3Reg.IDR5 => _o.Idr5,
-        SmmuV3Reg.IIDR => _o.Iidr,
-        SmmuV3Reg.AIDR => _o.Aidr,
-        SmmuV3Reg.CR0 => _cr0,
-        SmmuV3Reg.CR0ACK => _cr0, // updates complete synchronously
-        SmmuV3Reg.CR1 => _cr1,
-        SmmuV3Reg.CR2 => _cr2,
-        SmmuV3Reg.STATUSR => 0,
-        SmmuV3Reg.GBPA => _gbpa,
-        SmmuV3Reg.IRQ_CTRL => _irqCtrl,
-        SmmuV3Reg.IRQ_CTRLACK => _irqCtrl,
-        SmmuV3Reg.GERROR => _gerror,
-        SmmuV3Reg.GERRORN => _gerrorn,
-        SmmuV3Reg.GERROR_IRQ_CFG1 => _gerrorIrqCfg1,
-        SmmuV3Reg.GERROR_IRQ_CFG2 => _gerrorIrqCfg2,
-        SmmuV3Reg.STRTAB_BASE_CFG => _strtabBaseCfg,
-        SmmuV3Reg.CMDQ_PROD => _cmdqProd,
-        SmmuV3Reg.CMDQ_CONS => _cmdqCons,
-        SmmuV3Reg.EVENTQ_PROD => _eventqProd,
-        SmmuV3Reg.EVENTQ_CONS => _eventqCons,
-        SmmuV3Reg.EVENTQ_IRQ_CFG1 => _eventqIrqCfg1,
-        SmmuV3Reg.EVENTQ_IRQ_CFG2 => _eventqIrqCfg2,
-        // CoreSight-style identification (Arm MMU-600-like part number 0x483, JEP106 Arm 0x43B).
-        SmmuV3Reg.PIDR0 => 0x83,
-        SmmuV3Reg.PIDR1 => 0xB4,
-        SmmuV3Reg.PIDR2 => 0x0B,
-        SmmuV3Reg.PIDR3 => 0x00,
-        SmmuV3Reg.PIDR4 => 0x04,
-        SmmuV3Reg.CIDR0 => 0x0D,
-        SmmuV3Reg.CIDR1 => 0xF0,
-        SmmuV3Reg.CIDR2 => 0x05,
-        SmmuV3Reg.CIDR3 => 0xB1,
-        _ => 0, // reserved: RAZ (this includes page-0 0xA8/0xAC: EVENTQ_PROD/CONS live in page 1)
-    };
-
-    void WriteWide(uint off, ulong v)
-    {
-        switch (off)
-        {
-            case SmmuV3Reg.GERROR_IRQ_CFG0:
-                _gerrorIrqCfg0 = v & SmmuV3Field.MsiAddrMask;
-                break;
-            case SmmuV3Reg.EVENTQ_IRQ_CFG0:
-                _eventqIrqCfg0 = v & SmmuV3Field.MsiAddrMask;
-                break;
-            case SmmuV3Reg.STRTAB_BASE:
-                if (SmmuEnabled)
-                {
-                    ReportStrict("STRTAB_BASE", "IHI 0070 §6.3.24: STRTAB_BASE must not be changed while CR0.SMMUEN = 1", $"write 0x{v:x} ignored while SMMUEN = 1");
-                    return;
-                }
-                _strtabBase = v & (SmmuV3Field.StrtabBaseAddrMask | SmmuV3Field.StrtabBaseRa);
-                Generation++;
-                break;
-            case SmmuV3Reg.CMDQ_BASE:
-                if (CmdqEnabled)
-                {
-                    ReportStrict("CMDQ_BASE", "IHI 0070 §6.3.25: CMDQ_BASE must not be changed while CR0.CMDQEN = 1", $"write 0x{v:x} ignored while CMDQEN = 1");
-                    return;
-                }
-                _cmdqBase = v & (SmmuV3Field.QBaseAddrMask | SmmuV3Field.QBaseRwa | SmmuV3Field.QBaseLog2SizeMask);
-                break;
-            case SmmuV3Reg.EVENTQ_BASE:
-                if (EventqEnabled)
-                {
-                    ReportStrict("EVENTQ_BASE", "IHI 0070 §6.3.28: EVENTQ_BASE must not be changed while CR0.EVENTQEN = 1", $"write 0x{v:x} ignored while EVENTQEN = 1");
-                    return;
-                }
-                _eventqBase = v & (SmmuV3Field.QBaseAddrMask | SmmuV3Field.QBaseRwa | SmmuV3Field.QBaseLog2SizeMask);
-                break;
-        }
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        public ulong Read(in RegisterDescriptor r, uint index) => smmu.ReadRegister((SmmuV3Reg.RegId)r.Id);
+        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes) => smmu.WriteRegister(in r, value);
     }
 
-    void WriteNarrow(uint off, uint v)
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    ulong ReadRegister(SmmuV3Reg.RegId id)
     {
-        switch (off)
+        // What a driver polls and reads at run time first (conditional branches), the rest by the switch.
+        if (id == SmmuV3Reg.RegId.CmdqCons) return _cmdqCons;
+        if (id == SmmuV3Reg.RegId.EventqProd) return _eventqProd;
+        if (id == SmmuV3Reg.RegId.Gerror) return _gerror;
+        if (id == SmmuV3Reg.RegId.CmdqProd) return _cmdqProd;
+        return ReadOtherRegister(id);
+    }
+
+    ulong ReadOtherRegister(SmmuV3Reg.RegId id) => id switch
+    {
+        SmmuV3Reg.RegId.GerrorIrqCfg0 => _gerrorIrqCfg0,
+        SmmuV3Reg.RegId.StrtabBase => _strtabBase,
+        SmmuV3Reg.RegId.CmdqBase => _cmdqBase,
+        SmmuV3Reg.RegId.EventqBase => _eventqBase,
+        SmmuV3Reg.RegId.EventqIrqCfg0 => _eventqIrqCfg0,
+        SmmuV3Reg.RegId.Idr0 => _o.Idr0,
+        SmmuV3Reg.RegId.Idr1 => _o.Idr1,
+        SmmuV3Reg.RegId.Idr3 => _o.Idr3,
+        SmmuV3Reg.RegId.Idr5 => _o.Idr5,
+        SmmuV3Reg.RegId.Iidr => _o.Iidr,
+        SmmuV3Reg.RegId.Aidr => _o.Aidr,
+        SmmuV3Reg.RegId.Cr0 => _cr0,
+        SmmuV3Reg.RegId.Cr0ack => _cr0, // updates complete synchronously
+        SmmuV3Reg.RegId.Cr1 => _cr1,
+        SmmuV3Reg.RegId.Cr2 => _cr2,
+        SmmuV3Reg.RegId.Gbpa => _gbpa,
+        SmmuV3Reg.RegId.IrqCtrl => _irqCtrl,
+        SmmuV3Reg.RegId.IrqCtrlack => _irqCtrl,
+        SmmuV3Reg.RegId.Gerrorn => _gerrorn,
+        SmmuV3Reg.RegId.GerrorIrqCfg1 => _gerrorIrqCfg1,
+        SmmuV3Reg.RegId.GerrorIrqCfg2 => _gerrorIrqCfg2,
+        SmmuV3Reg.RegId.StrtabBaseCfg => _strtabBaseCfg,
+        SmmuV3Reg.RegId.EventqCons => _eventqCons,
+        SmmuV3Reg.RegId.EventqIrqCfg1 => _eventqIrqCfg1,
+        SmmuV3Reg.RegId.EventqIrqCfg2 => _eventqIrqCfg2,
+        // CoreSight-style identification (Arm MMU-600-like part number 0x483, JEP106 Arm 0x43B).
+        SmmuV3Reg.RegId.Pidr0 => 0x83,
+        SmmuV3Reg.RegId.Pidr1 => 0xB4,
+        SmmuV3Reg.RegId.Pidr2 => 0x0B,
+        SmmuV3Reg.RegId.Pidr3 => 0x00,
+        SmmuV3Reg.RegId.Pidr4 => 0x04,
+        SmmuV3Reg.RegId.Cidr0 => 0x0D,
+        SmmuV3Reg.RegId.Cidr1 => 0xF0,
+        SmmuV3Reg.RegId.Cidr2 => 0x05,
+        SmmuV3Reg.RegId.Cidr3 => 0xB1,
+        _ => 0, // IDR2, IDR4, STATUSR; reserved offsets never get here (RAZ/WI by the table)
+    };
+
+    void WriteRegister(in RegisterDescriptor r, ulong value)
+    {
+        var v = (uint)value;
+        var id = (SmmuV3Reg.RegId)r.Id;
+        // The run-time writes first (conditional branches): the command queue doorbell and the event queue consumer.
+        if (id == SmmuV3Reg.RegId.CmdqProd)
         {
-            case SmmuV3Reg.CR0:
-                WriteCr0(v & SmmuV3Field.Cr0Mask);
+            _cmdqProd = v & QueueIndexMask(CmdqLog2Size);
+            ProcessCommands();
+            return;
+        }
+        if (id == SmmuV3Reg.RegId.EventqCons)
+        {
+            _eventqCons = v & (QueueIndexMask(EventqLog2Size) | SmmuV3Field.QOvflg);
+            return;
+        }
+        switch (id)
+        {
+            case SmmuV3Reg.RegId.GerrorIrqCfg0:
+                _gerrorIrqCfg0 = value & SmmuV3Field.MsiAddrMask;
                 break;
-            case SmmuV3Reg.CR1:
+            case SmmuV3Reg.RegId.EventqIrqCfg0:
+                _eventqIrqCfg0 = value & SmmuV3Field.MsiAddrMask;
+                break;
+            case SmmuV3Reg.RegId.StrtabBase:
+                if (SmmuEnabled)
+                {
+                    ReportStrict(r.Name, "IHI 0070 §6.3.24: STRTAB_BASE must not be changed while CR0.SMMUEN = 1", $"write 0x{value:x} ignored while SMMUEN = 1");
+                    return;
+                }
+                _strtabBase = value & (SmmuV3Field.StrtabBaseAddrMask | SmmuV3Field.StrtabBaseRa);
+                Generation++;
+                break;
+            case SmmuV3Reg.RegId.CmdqBase:
+                if (CmdqEnabled)
+                {
+                    ReportStrict(r.Name, "IHI 0070 §6.3.25: CMDQ_BASE must not be changed while CR0.CMDQEN = 1", $"write 0x{value:x} ignored while CMDQEN = 1");
+                    return;
+                }
+                _cmdqBase = value & (SmmuV3Field.QBaseAddrMask | SmmuV3Field.QBaseRwa | SmmuV3Field.QBaseLog2SizeMask);
+                break;
+            case SmmuV3Reg.RegId.EventqBase:
+                if (EventqEnabled)
+                {
+                    ReportStrict(r.Name, "IHI 0070 §6.3.28: EVENTQ_BASE must not be changed while CR0.EVENTQEN = 1", $"write 0x{value:x} ignored while EVENTQEN = 1");
+                    return;
+                }
+                _eventqBase = value & (SmmuV3Field.QBaseAddrMask | SmmuV3Field.QBaseRwa | SmmuV3Field.QBaseLog2SizeMask);
+                break;
+            case SmmuV3Reg.RegId.Cr0:
+                WriteCr0(v & SmmuV3Field.Cr0Mask, r.Name);
+                break;
+            case SmmuV3Reg.RegId.Cr1:
                 _cr1 = v & SmmuV3Field.Cr1Mask;
                 break;
-            case SmmuV3Reg.CR2:
+            case SmmuV3Reg.RegId.Cr2:
                 // E2H is RES0 without HYP; PTM is stored (no BTM, so it has no effect).
                 _cr2 = v & (SmmuV3Field.Cr2RecInvSid | SmmuV3Field.Cr2Ptm);
                 break;
-            case SmmuV3Reg.GBPA:
+            case SmmuV3Reg.RegId.Gbpa:
                 // Only a write with UPDATE = 1 changes the fields; the update completes at once (UPDATE reads 0).
                 if ((v & SmmuV3Field.GbpaUpdate) != 0)
                 {
@@ -246,66 +229,59 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
                     Generation++;
                 }
                 break;
-            case SmmuV3Reg.IRQ_CTRL:
+            case SmmuV3Reg.RegId.IrqCtrl:
                 _irqCtrl = v & (SmmuV3Field.IrqCtrlGerrorEn | SmmuV3Field.IrqCtrlEventqEn);
                 break;
-            case SmmuV3Reg.GERRORN:
+            case SmmuV3Reg.RegId.Gerrorn:
                 WriteGerrorn(v & SmmuV3Field.GerrorMask);
                 break;
-            case SmmuV3Reg.GERROR_IRQ_CFG1:
+            case SmmuV3Reg.RegId.GerrorIrqCfg1:
                 _gerrorIrqCfg1 = v;
                 break;
-            case SmmuV3Reg.GERROR_IRQ_CFG2:
+            case SmmuV3Reg.RegId.GerrorIrqCfg2:
                 _gerrorIrqCfg2 = v & SmmuV3Field.MsiCfg2Mask;
                 break;
-            case SmmuV3Reg.STRTAB_BASE_CFG:
+            case SmmuV3Reg.RegId.StrtabBaseCfg:
                 if (SmmuEnabled)
                 {
-                    ReportStrict("STRTAB_BASE_CFG", "IHI 0070 §6.3.25: STRTAB_BASE_CFG must not be changed while CR0.SMMUEN = 1", $"write 0x{v:x} ignored while SMMUEN = 1");
+                    ReportStrict(r.Name, "IHI 0070 §6.3.25: STRTAB_BASE_CFG must not be changed while CR0.SMMUEN = 1", $"write 0x{v:x} ignored while SMMUEN = 1");
                     return;
                 }
                 _strtabBaseCfg = v & SmmuV3Field.StrtabCfgMask;
                 Generation++;
                 break;
-            case SmmuV3Reg.CMDQ_PROD:
-                _cmdqProd = v & QueueIndexMask(CmdqLog2Size);
-                ProcessCommands();
-                break;
-            case SmmuV3Reg.CMDQ_CONS:
+            case SmmuV3Reg.RegId.CmdqCons:
                 if (CmdqEnabled)
                 {
                     // Read-only while the queue is enabled (QEMU lets it be written).
-                    ReportStrict("CMDQ_CONS", "IHI 0070 §6.3.27: CMDQ_CONS is read-only while CR0.CMDQEN = 1", $"write 0x{v:x} ignored");
+                    ReportStrict(r.Name, "IHI 0070 §6.3.27: CMDQ_CONS is read-only while CR0.CMDQEN = 1", $"write 0x{v:x} ignored");
                     return;
                 }
                 _cmdqCons = v & (QueueIndexMask(CmdqLog2Size) | SmmuV3Field.CmdqConsErrMask);
                 break;
-            case SmmuV3Reg.EVENTQ_PROD:
+            case SmmuV3Reg.RegId.EventqProd:
                 if (EventqEnabled)
                 {
-                    ReportStrict("EVENTQ_PROD", "IHI 0070 §6.3.29: EVENTQ_PROD is read-only while CR0.EVENTQEN = 1", $"write 0x{v:x} ignored");
+                    ReportStrict(r.Name, "IHI 0070 §6.3.29: EVENTQ_PROD is read-only while CR0.EVENTQEN = 1", $"write 0x{v:x} ignored");
                     return;
                 }
                 _eventqProd = v & (QueueIndexMask(EventqLog2Size) | SmmuV3Field.QOvflg);
                 break;
-            case SmmuV3Reg.EVENTQ_CONS:
-                _eventqCons = v & (QueueIndexMask(EventqLog2Size) | SmmuV3Field.QOvflg);
-                break;
-            case SmmuV3Reg.EVENTQ_IRQ_CFG1:
+            case SmmuV3Reg.RegId.EventqIrqCfg1:
                 _eventqIrqCfg1 = v;
                 break;
-            case SmmuV3Reg.EVENTQ_IRQ_CFG2:
+            case SmmuV3Reg.RegId.EventqIrqCfg2:
                 _eventqIrqCfg2 = v & SmmuV3Field.MsiCfg2Mask;
                 break;
         }
     }
 
-    void WriteCr0(uint v)
+    void WriteCr0(uint v, string name)
     {
         var old = _cr0;
         _cr0 = v;
         if ((old ^ v) != 0) Generation++;
-        if (old != v) _trace.Emit(TraceCategory.SmmuReg, TraceSource, $"CR0 0x{old:x} -> 0x{v:x}");
+        if (old != v) _trace.Emit(TraceCategory.SmmuReg, TraceSource, $"{name} 0x{old:x} -> 0x{v:x}");
         // Enabling the command queue starts processing whatever is already between CONS and PROD.
         if ((old & SmmuV3Field.Cr0CmdqEn) == 0 && (v & SmmuV3Field.Cr0CmdqEn) != 0)
             ProcessCommands();

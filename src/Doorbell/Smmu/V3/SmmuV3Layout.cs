@@ -30,58 +30,64 @@ public static class SmmuV3Reg
     public const uint PIDR4 = 0xFD0, PIDR0 = 0xFE0, PIDR1 = 0xFE4, PIDR2 = 0xFE8, PIDR3 = 0xFEC;
     public const uint CIDR0 = 0xFF0, CIDR1 = 0xFF4, CIDR2 = 0xFF8, CIDR3 = 0xFFC;
 
-    /// <summary>Every implemented register, declared once. Offsets not listed are reserved (RAZ/WI).</summary>
+    /// <summary>The id each register's handler case switches on (one per register).</summary>
+    internal enum RegId { None, Idr0, Idr1, Idr2, Idr3, Idr4, Idr5, Iidr, Aidr, Cr0, Cr0ack, Cr1, Cr2, Statusr, Gbpa, IrqCtrl, IrqCtrlack, Gerror, Gerrorn, GerrorIrqCfg0, GerrorIrqCfg1, GerrorIrqCfg2, StrtabBase, StrtabBaseCfg, CmdqBase, CmdqProd, CmdqCons, EventqBase, EventqIrqCfg0, EventqIrqCfg1, EventqIrqCfg2, EventqProd, EventqCons, Pidr4, Pidr0, Pidr1, Pidr2, Pidr3, Cidr0, Cidr1, Cidr2, Cidr3 }
+
+    /// <summary>Every implemented register, declared once: the table drives the model's dispatch, read-only handling,
+    /// strict reports and names. Offsets not listed are reserved (RAZ/WI).</summary>
     public static readonly RegisterDescriptor[] Table =
     [
-        new(IDR0, 4, "IDR0", RegisterAccess.ReadOnly),
-        new(IDR1, 4, "IDR1", RegisterAccess.ReadOnly),
-        new(IDR2, 4, "IDR2", RegisterAccess.ReadOnly),
-        new(IDR3, 4, "IDR3", RegisterAccess.ReadOnly),
-        new(IDR4, 4, "IDR4", RegisterAccess.ReadOnly),
-        new(IDR5, 4, "IDR5", RegisterAccess.ReadOnly),
-        new(IIDR, 4, "IIDR", RegisterAccess.ReadOnly),
-        new(AIDR, 4, "AIDR", RegisterAccess.ReadOnly),
-        new(CR0, 4, "CR0", RegisterAccess.ReadWrite),
-        new(CR0ACK, 4, "CR0ACK", RegisterAccess.ReadOnly),
-        new(CR1, 4, "CR1", RegisterAccess.ReadWrite),
-        new(CR2, 4, "CR2", RegisterAccess.ReadWrite),
-        new(STATUSR, 4, "STATUSR", RegisterAccess.ReadOnly),
-        new(GBPA, 4, "GBPA", RegisterAccess.ReadWrite),
-        new(IRQ_CTRL, 4, "IRQ_CTRL", RegisterAccess.ReadWrite),
-        new(IRQ_CTRLACK, 4, "IRQ_CTRLACK", RegisterAccess.ReadOnly),
-        new(GERROR, 4, "GERROR", RegisterAccess.ReadOnly),
-        new(GERRORN, 4, "GERRORN", RegisterAccess.ReadWrite),
-        new(GERROR_IRQ_CFG0, 8, "GERROR_IRQ_CFG0", RegisterAccess.ReadWrite),
-        new(GERROR_IRQ_CFG1, 4, "GERROR_IRQ_CFG1", RegisterAccess.ReadWrite),
-        new(GERROR_IRQ_CFG2, 4, "GERROR_IRQ_CFG2", RegisterAccess.ReadWrite),
-        new(STRTAB_BASE, 8, "STRTAB_BASE", RegisterAccess.ReadWrite),
-        new(STRTAB_BASE_CFG, 4, "STRTAB_BASE_CFG", RegisterAccess.ReadWrite),
-        new(CMDQ_BASE, 8, "CMDQ_BASE", RegisterAccess.ReadWrite),
-        new(CMDQ_PROD, 4, "CMDQ_PROD", RegisterAccess.ReadWrite),
-        new(CMDQ_CONS, 4, "CMDQ_CONS", RegisterAccess.ReadWrite),
-        new(EVENTQ_BASE, 8, "EVENTQ_BASE", RegisterAccess.ReadWrite),
-        new(EVENTQ_IRQ_CFG0, 8, "EVENTQ_IRQ_CFG0", RegisterAccess.ReadWrite),
-        new(EVENTQ_IRQ_CFG1, 4, "EVENTQ_IRQ_CFG1", RegisterAccess.ReadWrite),
-        new(EVENTQ_IRQ_CFG2, 4, "EVENTQ_IRQ_CFG2", RegisterAccess.ReadWrite),
-        new(EVENTQ_PROD, 4, "EVENTQ_PROD", RegisterAccess.ReadWrite),
-        new(EVENTQ_CONS, 4, "EVENTQ_CONS", RegisterAccess.ReadWrite),
-        new(PIDR4, 4, "PIDR4", RegisterAccess.ReadOnly),
-        new(PIDR0, 4, "PIDR0", RegisterAccess.ReadOnly),
-        new(PIDR1, 4, "PIDR1", RegisterAccess.ReadOnly),
-        new(PIDR2, 4, "PIDR2", RegisterAccess.ReadOnly),
-        new(PIDR3, 4, "PIDR3", RegisterAccess.ReadOnly),
-        new(CIDR0, 4, "CIDR0", RegisterAccess.ReadOnly),
-        new(CIDR1, 4, "CIDR1", RegisterAccess.ReadOnly),
-        new(CIDR2, 4, "CIDR2", RegisterAccess.ReadOnly),
-        new(CIDR3, 4, "CIDR3", RegisterAccess.ReadOnly),
+        new(IDR0, 4, "IDR0", RegisterAccess.ReadOnly, Id: (int)RegId.Idr0),
+        new(IDR1, 4, "IDR1", RegisterAccess.ReadOnly, Id: (int)RegId.Idr1),
+        new(IDR2, 4, "IDR2", RegisterAccess.ReadOnly, Id: (int)RegId.Idr2),
+        new(IDR3, 4, "IDR3", RegisterAccess.ReadOnly, Id: (int)RegId.Idr3),
+        new(IDR4, 4, "IDR4", RegisterAccess.ReadOnly, Id: (int)RegId.Idr4),
+        new(IDR5, 4, "IDR5", RegisterAccess.ReadOnly, Id: (int)RegId.Idr5),
+        new(IIDR, 4, "IIDR", RegisterAccess.ReadOnly, Id: (int)RegId.Iidr),
+        new(AIDR, 4, "AIDR", RegisterAccess.ReadOnly, Id: (int)RegId.Aidr),
+        new(CR0, 4, "CR0", RegisterAccess.ReadWrite, Id: (int)RegId.Cr0),
+        new(CR0ACK, 4, "CR0ACK", RegisterAccess.ReadOnly, Id: (int)RegId.Cr0ack),
+        new(CR1, 4, "CR1", RegisterAccess.ReadWrite, Id: (int)RegId.Cr1),
+        new(CR2, 4, "CR2", RegisterAccess.ReadWrite, Id: (int)RegId.Cr2),
+        new(STATUSR, 4, "STATUSR", RegisterAccess.ReadOnly, Id: (int)RegId.Statusr),
+        new(GBPA, 4, "GBPA", RegisterAccess.ReadWrite, Id: (int)RegId.Gbpa),
+        new(IRQ_CTRL, 4, "IRQ_CTRL", RegisterAccess.ReadWrite, Id: (int)RegId.IrqCtrl),
+        new(IRQ_CTRLACK, 4, "IRQ_CTRLACK", RegisterAccess.ReadOnly, Id: (int)RegId.IrqCtrlack),
+        new(GERROR, 4, "GERROR", RegisterAccess.ReadOnly, Id: (int)RegId.Gerror),
+        new(GERRORN, 4, "GERRORN", RegisterAccess.ReadWrite, Id: (int)RegId.Gerrorn),
+        new(GERROR_IRQ_CFG0, 8, "GERROR_IRQ_CFG0", RegisterAccess.ReadWrite, Id: (int)RegId.GerrorIrqCfg0),
+        new(GERROR_IRQ_CFG1, 4, "GERROR_IRQ_CFG1", RegisterAccess.ReadWrite, Id: (int)RegId.GerrorIrqCfg1),
+        new(GERROR_IRQ_CFG2, 4, "GERROR_IRQ_CFG2", RegisterAccess.ReadWrite, Id: (int)RegId.GerrorIrqCfg2),
+        new(STRTAB_BASE, 8, "STRTAB_BASE", RegisterAccess.ReadWrite, Id: (int)RegId.StrtabBase),
+        new(STRTAB_BASE_CFG, 4, "STRTAB_BASE_CFG", RegisterAccess.ReadWrite, Id: (int)RegId.StrtabBaseCfg),
+        new(CMDQ_BASE, 8, "CMDQ_BASE", RegisterAccess.ReadWrite, Id: (int)RegId.CmdqBase),
+        new(CMDQ_PROD, 4, "CMDQ_PROD", RegisterAccess.ReadWrite, Id: (int)RegId.CmdqProd),
+        new(CMDQ_CONS, 4, "CMDQ_CONS", RegisterAccess.ReadWrite, Id: (int)RegId.CmdqCons),
+        new(EVENTQ_BASE, 8, "EVENTQ_BASE", RegisterAccess.ReadWrite, Id: (int)RegId.EventqBase),
+        new(EVENTQ_IRQ_CFG0, 8, "EVENTQ_IRQ_CFG0", RegisterAccess.ReadWrite, Id: (int)RegId.EventqIrqCfg0),
+        new(EVENTQ_IRQ_CFG1, 4, "EVENTQ_IRQ_CFG1", RegisterAccess.ReadWrite, Id: (int)RegId.EventqIrqCfg1),
+        new(EVENTQ_IRQ_CFG2, 4, "EVENTQ_IRQ_CFG2", RegisterAccess.ReadWrite, Id: (int)RegId.EventqIrqCfg2),
+        new(EVENTQ_PROD, 4, "EVENTQ_PROD", RegisterAccess.ReadWrite, Id: (int)RegId.EventqProd),
+        new(EVENTQ_CONS, 4, "EVENTQ_CONS", RegisterAccess.ReadWrite, Id: (int)RegId.EventqCons),
+        new(PIDR4, 4, "PIDR4", RegisterAccess.ReadOnly, Id: (int)RegId.Pidr4),
+        new(PIDR0, 4, "PIDR0", RegisterAccess.ReadOnly, Id: (int)RegId.Pidr0),
+        new(PIDR1, 4, "PIDR1", RegisterAccess.ReadOnly, Id: (int)RegId.Pidr1),
+        new(PIDR2, 4, "PIDR2", RegisterAccess.ReadOnly, Id: (int)RegId.Pidr2),
+        new(PIDR3, 4, "PIDR3", RegisterAccess.ReadOnly, Id: (int)RegId.Pidr3),
+        new(CIDR0, 4, "CIDR0", RegisterAccess.ReadOnly, Id: (int)RegId.Cidr0),
+        new(CIDR1, 4, "CIDR1", RegisterAccess.ReadOnly, Id: (int)RegId.Cidr1),
+        new(CIDR2, 4, "CIDR2", RegisterAccess.ReadOnly, Id: (int)RegId.Cidr2),
+        new(CIDR3, 4, "CIDR3", RegisterAccess.ReadOnly, Id: (int)RegId.Cidr3),
     ];
+
+    /// <summary>The table compiled for dispatch (one index byte per word of both pages).</summary>
+    public static readonly RegisterBlock Block = new("smmuv3", Table, FrameSize, "IHI 0070 §6.3 (read-only register)");
 
     /// <summary>The register declared at <paramref name="offset"/> (exact start), or null.</summary>
     public static RegisterDescriptor? Find(uint offset)
     {
-        foreach (var r in Table)
-            if (r.Offset == offset) return r;
-        return null;
+        ref readonly var r = ref Block.Find(offset);
+        return r.Id != 0 && r.Offset == offset ? r : null;
     }
 
     public static string NameOf(uint offset) => Find(offset)?.Name ?? $"reserved@0x{offset:x}";

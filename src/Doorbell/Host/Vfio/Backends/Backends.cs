@@ -108,9 +108,12 @@ public interface IVfioPciFunction
     void WriteConfig(int offset, int size, uint value);
     /// <summary>BAR 0..5 resource; index 6 is the expansion ROM.</summary>
     PciBarInfo GetBar(int index);
-    /// <summary>Memory/IO access to a BAR (or the ROM at index 6) through the host's mapping.</summary>
-    BusStatus ReadBar(int index, ulong offset, int size, out ulong value);
-    BusStatus WriteBar(int index, ulong offset, int size, ulong value);
+    /// <summary>
+    /// Memory access to a range of a BAR (or the ROM at index 6) through the host's mapping, as vfio-pci's
+    /// ioread/iowrite loop issues it: naturally aligned accesses of up to 8 bytes (the memory view splits the range).
+    /// </summary>
+    BusStatus ReadBar(int index, ulong offset, Span<byte> destination);
+    BusStatus WriteBar(int index, ulong offset, ReadOnlySpan<byte> source);
     /// <summary>pci_try_reset_function (FLR or another method; saves and restores host-owned state): 0, -ENOTTY when no
     /// reset method exists, or -errno.</summary>
     int Reset();
@@ -152,8 +155,9 @@ public interface IVfioPlatformDevice
     string Name { get; }
     bool IsAmba { get; }
     IReadOnlyList<PlatformRegionInfo> Regions { get; }
-    BusStatus ReadRegion(int index, ulong offset, int size, out ulong value);
-    BusStatus WriteRegion(int index, ulong offset, int size, ulong value);
+    /// <summary>A range of a region, as vfio-platform's loop issues it: naturally aligned accesses of up to 4 bytes (the memory view splits the range).</summary>
+    BusStatus ReadRegion(int index, ulong offset, Span<byte> destination);
+    BusStatus WriteRegion(int index, ulong offset, ReadOnlySpan<byte> source);
     /// <summary>Per IRQ: true for level-triggered (IRQ_TYPE_LEVEL_*), false for edge.</summary>
     IReadOnlyList<bool> IrqIsLevel { get; }
     /// <summary>Current level of a wired line (level-triggered IRQs re-fire on enable while asserted).</summary>
