@@ -67,20 +67,25 @@ public sealed class EventLoop
     // --- owner thread: model operations and deferred work ------------------------------------------------------
 
     /// <summary>Marks the start of a model operation (the bus calls this around MMIO handlers).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     public void Enter()
     {
-        if (++_depth > MaxDepth)
+        if (++_depth > MaxDepth) NoteDeeper();
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    void NoteDeeper()
+    {
+        MaxDepth = _depth;
+        if (DepthLimit > 0 && _depth > DepthLimit)
         {
-            MaxDepth = _depth;
-            if (DepthLimit > 0 && _depth > DepthLimit)
-            {
-                _depth--;
-                throw new InvalidOperationException($"model operations nested {DepthLimit + 1} deep");
-            }
+            _depth--;
+            throw new InvalidOperationException($"model operations nested {DepthLimit + 1} deep");
         }
     }
 
     /// <summary>Marks its end; the outermost end runs the deferred work.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     public void Exit()
     {
         if (--_depth == 0 && _count > 0 && !_draining) Drain();
