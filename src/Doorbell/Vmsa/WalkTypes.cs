@@ -94,10 +94,10 @@ public struct TlbEntry
     public sbyte Stage2Level;
     /// <summary>Log2 of the stage-2 block that produced this entry (TLBI by IPA removes every entry derived from it).</summary>
     public byte Stage2SizeLog2;
-    /// <summary>IPA of InputBase (stage 2 present): the stage-1 output, or the input itself for stage-2-only entries.</summary>
-    public ulong IpaBase;
     /// <summary>A write to this clean (DBM = 1, read-only) page would be made writable by a hardware dirty-state update (HD): a write must re-walk.</summary>
     public bool DirtyUpdatable;
+    /// <summary>IPA of InputBase (stage 2 present): the stage-1 output, or the input itself for stage-2-only entries.</summary>
+    public ulong IpaBase;
     /// <summary>The IOTLB's tick when the entry was inserted (its liveness against scope invalidations), kept in the entry's own cache line.</summary>
     internal ulong InsertTick;
 
