@@ -75,6 +75,13 @@ public interface IMmioHandler
 {
     BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes);
     BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes);
+
+    /// <summary>
+    /// True when <see cref="Read"/> never defers work: it raises no interrupt, issues no transaction and changes no
+    /// state another model sees (PCI configuration reads). The bus then calls it without the event loop's
+    /// model-operation bookkeeping. Read once, when the handler is mapped.
+    /// </summary>
+    bool ReadsDeferNothing => false;
 }
 
 /// <summary>

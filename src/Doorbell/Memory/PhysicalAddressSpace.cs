@@ -44,6 +44,7 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     ulong[] _mmioEnd = [];
     IMmioHandler[] _mmioHandler = [];
     MmioAccessRules[] _mmioRules = [];
+    bool[] _mmioPureRead = [];
     readonly List<BusRegion> _regions = [];
     int _lastMmio = -1;
 
@@ -98,7 +99,8 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
         var ends = _mmioEnd.ToList(); ends.Insert(idx, @base.Value + size);
         var handlers = _mmioHandler.ToList(); handlers.Insert(idx, handler);
         var rs = _mmioRules.ToList(); rs.Insert(idx, rules);
-        _mmioStart = [.. starts]; _mmioEnd = [.. ends]; _mmioHandler = [.. handlers]; _mmioRules = [.. rs];
+        var pure = _mmioPureRead.ToList(); pure.Insert(idx, handler.ReadsDeferNothing);
+        _mmioStart = [.. starts]; _mmioEnd = [.. ends]; _mmioHandler = [.. handlers]; _mmioRules = [.. rs]; _mmioPureRead = [.. pure];
         _lastMmio = -1;
         _regions.Add(new BusRegion(name, @base, size, false));
     }
@@ -207,6 +209,7 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
             return _mmioRules[i].OnViolation == MmioViolation.RazWi ? BusStatus.Ok : BusStatus.SlaveError;
         }
         // No try/finally: a register read never throws (rule 3), and the handler frame stays lean (1-2 ns per access).
+        if (_mmioPureRead[i]) return _mmioHandler[i].Read(a - _mmioStart[i], size, out value, attributes);
         var loop = Loop;
         loop.Enter();
         var st = _mmioHandler[i].Read(a - _mmioStart[i], size, out value, attributes);

@@ -245,6 +245,9 @@ public sealed class PciHost
 
     sealed class EcamHandler(PciHost host) : IMmioHandler
     {
+        /// <summary>A configuration read returns bytes of config space and nothing else (<see cref="PciFunction.ConfigRead"/>).</summary>
+        public bool ReadsDeferNothing => true;
+
         public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
         {
             if (size == 8)
