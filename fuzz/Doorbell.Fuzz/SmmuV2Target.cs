@@ -288,36 +288,11 @@ public sealed class SmmuV2Target : FuzzTarget
                 if (status == BusStatus.Ok || rig.View.DeviceWrites.Count != 0) throw new FuzzFinding($"SID {s.Sid} routed to fault: its DMA completed ({status}) or wrote");
                 return;
             case Kind.Bypass:
-                foreach (var (a, n) in rig.View.DeviceWrites)
-                    if (a < iova || a + n > iova + (ulong)length) throw new FuzzFinding($"SID {s.Sid} (bypass) DMA at 0x{iova:x}+{length} wrote 0x{a:x}+{n}");
+                CheckBypassDma(s.Sid, iova, length, rig.View);
                 return;
         }
-        var allowed = new List<(ulong Pa, ulong Len, int Offset)>();
-        var mappedAll = true;
-        for (var pos = 0UL; pos < (ulong)length;)
-        {
-            var va = iova + pos;
-            var pageBase = va & ~(page - 1);
-            var chunk = Math.Min((ulong)length - pos, page - (va - pageBase));
-            if (!s.Pages.TryGetValue(pageBase, out var m) || (write && !m.Writable)) { mappedAll = false; break; }
-            allowed.Add((m.Pa + (va - pageBase), chunk, (int)pos));
-            pos += chunk;
-        }
-        foreach (var (a, n) in rig.View.DeviceWrites)
-            if (!allowed.Exists(x => a >= x.Pa && a + n <= x.Pa + x.Len))
-                throw new FuzzFinding($"SID {s.Sid} ({s.Kind}) DMA at IOVA 0x{iova:x}+{length} wrote PA 0x{a:x}+{n}, which its tables do not map there");
-        if (mappedAll)
-        {
-            if (status != BusStatus.Ok) throw new FuzzFinding($"SID {s.Sid} ({s.Kind}) DMA {(write ? "write" : "read")} at mapped IOVA 0x{iova:x}+{length} failed: {status}");
-            foreach (var (pa, n, off) in allowed)
-            {
-                var mem = new byte[n];
-                rig.Bus.Read(pa, mem, BusAttributes.Cpu);
-                if (!mem.AsSpan().SequenceEqual(data.AsSpan(off, (int)n)))
-                    throw new FuzzFinding($"SID {s.Sid} ({s.Kind}) DMA at IOVA 0x{iova:x}: the bytes at PA 0x{pa:x} are not the transferred ones");
-            }
+        if (CheckTranslatedDma($"SID {s.Sid} ({s.Kind})", iova, data, write, page, s.Pages, rig.View, rig.Bus, status, skipNonRam: false))
             rig.Mapped++;
-        }
         else
         {
             if (status == BusStatus.Ok) throw new FuzzFinding($"SID {s.Sid} ({s.Kind}) DMA at IOVA 0x{iova:x}+{length}, not (fully) mapped, completed");

@@ -399,39 +399,13 @@ public sealed class StructuresTarget : FuzzTarget
                 rig.Checks.AbortDmas++;
                 return;
             case Kind.Bypass:
-                foreach (var (a, n) in rig.View.DeviceWrites)
-                    if (a < iova || a + n > iova + (ulong)length) throw new FuzzFinding($"SID {s.Sid} (bypass) DMA at 0x{iova:x}+{length} wrote 0x{a:x}+{n}");
+                CheckBypassDma(s.Sid, iova, length, rig.View);
                 rig.Checks.BypassDmas++;
                 return;
         }
-        // Translated: walk the expected pages.
-        var allowed = new List<(ulong Pa, ulong Len, int Offset)>();
-        var mappedAll = true;
-        for (var pos = 0UL; pos < (ulong)length;)
-        {
-            var va = iova + pos;
-            var pageBase = va & ~(page - 1);
-            var chunk = Math.Min((ulong)length - pos, page - (va - pageBase));
-            if (!s.Pages.TryGetValue(pageBase, out var m) || (write && !m.Writable)) { mappedAll = false; break; }
-            allowed.Add((m.Pa + (va - pageBase), chunk, (int)pos));
-            pos += chunk;
-        }
-        foreach (var (a, n) in rig.View.DeviceWrites)
-            if (!allowed.Exists(x => a >= x.Pa && a + n <= x.Pa + x.Len))
-                throw new FuzzFinding($"SID {s.Sid} ({s.Kind}) DMA at IOVA 0x{iova:x}+{length} wrote PA 0x{a:x}+{n}, which its tables do not map there");
-        if (mappedAll)
-        {
-            if (status != BusStatus.Ok) throw new FuzzFinding($"SID {s.Sid} ({s.Kind}) DMA {(write ? "write" : "read")} at mapped IOVA 0x{iova:x}+{length} failed: {status}");
-            foreach (var (pa, n, off) in allowed)
-            {
-                if (!rig.Bus.IsRam(pa, n)) continue; // the MSI page maps the ITS frame: registers, not memory
-                var mem = new byte[n];
-                rig.Bus.Read(pa, mem, BusAttributes.Cpu);
-                if (!mem.AsSpan().SequenceEqual(data.AsSpan(off, (int)n)))
-                    throw new FuzzFinding($"SID {s.Sid} ({s.Kind}) DMA at IOVA 0x{iova:x}: the bytes at PA 0x{pa:x} are not the transferred ones");
-            }
+        // Translated: the DMA lands iff every page is mapped (for a write, writable).
+        if (CheckTranslatedDma($"SID {s.Sid} ({s.Kind})", iova, data, write, page, s.Pages, rig.View, rig.Bus, status, skipNonRam: true))
             rig.Checks.MappedDmas++;
-        }
         else
         {
             if (status == BusStatus.Ok) throw new FuzzFinding($"SID {s.Sid} ({s.Kind}) DMA {(write ? "write" : "read")} at IOVA 0x{iova:x}+{length}, not (fully) mapped, completed");
@@ -439,6 +413,51 @@ public sealed class StructuresTarget : FuzzTarget
                 throw new FuzzFinding($"SID {s.Sid} ({s.Kind}) DMA fault at IOVA 0x{iova:x} left no event record");
             rig.Checks.FaultedDmas++;
         }
+    }
+
+    /// <summary>A bypassed DMA writes only [iova, iova + length) (the SMMUv3 and SMMUv2 targets' shared oracle).</summary>
+    internal static void CheckBypassDma(uint sid, ulong iova, int length, Watch view)
+    {
+        foreach (var (a, n) in view.DeviceWrites)
+            if (a < iova || a + n > iova + (ulong)length) throw new FuzzFinding($"SID {sid} (bypass) DMA at 0x{iova:x}+{length} wrote 0x{a:x}+{n}");
+    }
+
+    /// <summary>
+    /// A translated DMA of <paramref name="data"/> at <paramref name="iova"/> against the pages the test mapped (the SMMUv3
+    /// and SMMUv2 targets' shared oracle): writes land only where the tables map them; when every page is mapped (and
+    /// writable for a write) the DMA completes and the bytes at each PA are the transferred ones. Returns whether every
+    /// page was mapped; the caller checks the fault side. <paramref name="skipNonRam"/>: PAs that are registers (an
+    /// MSI page mapping the ITS frame) are not read back.
+    /// </summary>
+    internal static bool CheckTranslatedDma(string who, ulong iova, byte[] data, bool write, ulong page,
+        Dictionary<ulong, (ulong Pa, bool Writable)> pages, Watch view, PhysicalAddressSpace bus, BusStatus status, bool skipNonRam)
+    {
+        var length = data.Length;
+        var allowed = new List<(ulong Pa, ulong Len, int Offset)>();
+        var mappedAll = true;
+        for (var pos = 0UL; pos < (ulong)length;)
+        {
+            var va = iova + pos;
+            var pageBase = va & ~(page - 1);
+            var chunk = Math.Min((ulong)length - pos, page - (va - pageBase));
+            if (!pages.TryGetValue(pageBase, out var m) || (write && !m.Writable)) { mappedAll = false; break; }
+            allowed.Add((m.Pa + (va - pageBase), chunk, (int)pos));
+            pos += chunk;
+        }
+        foreach (var (a, n) in view.DeviceWrites)
+            if (!allowed.Exists(x => a >= x.Pa && a + n <= x.Pa + x.Len))
+                throw new FuzzFinding($"{who} DMA at IOVA 0x{iova:x}+{length} wrote PA 0x{a:x}+{n}, which its tables do not map there");
+        if (!mappedAll) return false;
+        if (status != BusStatus.Ok) throw new FuzzFinding($"{who} DMA {(write ? "write" : "read")} at mapped IOVA 0x{iova:x}+{length} failed: {status}");
+        foreach (var (pa, n, off) in allowed)
+        {
+            if (skipNonRam && !bus.IsRam(pa, n)) continue;
+            var mem = new byte[n];
+            bus.Read(pa, mem, BusAttributes.Cpu);
+            if (!mem.AsSpan().SequenceEqual(data.AsSpan(off, (int)n)))
+                throw new FuzzFinding($"{who} DMA at IOVA 0x{iova:x}: the bytes at PA 0x{pa:x} are not the transferred ones");
+        }
+        return true;
     }
 
     static void Msi(Rig rig, Stream s, ref ChoiceReader r)
