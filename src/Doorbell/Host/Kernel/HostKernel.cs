@@ -352,8 +352,6 @@ public sealed partial class HostKernel
             if (i.Driver is SmmuV2Driver d2) d2.ClaimsInterruptRemap = claim;
             else if (i.Driver is SmmuV3Driver d3) d3.ClaimsInterruptRemap = claim;
         }
-        if (SmmuV2Driver is { } s2) s2.ClaimsInterruptRemap = claim;
-        if (SmmuV3Driver is { } s3) s3.ClaimsInterruptRemap = claim;
     }
 
     /// <summary>Registers every group with a new VFIO core and binds its devices (vfio-pci / vfio-platform).</summary>

@@ -50,8 +50,11 @@ public sealed record ProbeResult(MasterAudit Master, RidRange? Range, Assignment
         _ => DmaNotRun is null && DmaLanded == 0,
     };
 
+    /// <summary>The attack escaped: a DMA landed or an MSI was forged.</summary>
+    public bool AttackEscaped => DmaLanded > 0 || MsiForged > 0;
+
     /// <summary>True when VFIO would attach the group although the attack escaped.</summary>
-    public bool VfioContradicted => VfioAttaches && (DmaLanded > 0 || MsiForged > 0);
+    public bool VfioContradicted => VfioAttaches && AttackEscaped;
 
     /// <summary>
     /// Type1's VFIO_SET_IOMMU result for the range's group under each isolation-policy era (2014, 4.11, today), run on
@@ -60,7 +63,7 @@ public sealed record ProbeResult(MasterAudit Master, RidRange? Range, Assignment
     public IReadOnlyList<(IsolationPolicyEra Era, int SetIommu)>? Eras { get; init; }
 
     /// <summary>The eras whose policy attaches the group although the attack escaped.</summary>
-    public IReadOnlyList<IsolationPolicyEra> ErasContradicted => Eras is null || (DmaLanded == 0 && MsiForged == 0) ? []
+    public IReadOnlyList<IsolationPolicyEra> ErasContradicted => Eras is null || !AttackEscaped ? []
         : [.. Eras.Where(e => e.SetIommu == 0).Select(e => e.Era)];
 
     /// <summary>"eras: 2014 attaches, 4.11 -EPERM, today -EPERM", or null.</summary>
