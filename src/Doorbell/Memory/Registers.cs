@@ -39,10 +39,6 @@ public readonly record struct RegisterDescriptor(uint Offset, int Width, string 
     internal int WidthShift { get; } = System.Numerics.BitOperations.Log2((uint)Math.Max(Width, 1));
     internal uint Sizes { get; } = SizesOf(Width, MinSize != 0 ? MinSize : Math.Min(Width, 4));
     internal uint ReadSizes { get; } = Access is RegisterAccess.WriteOnly or RegisterAccess.RazWi ? 0 : SizesOf(Width, MinSize != 0 ? MinSize : Math.Min(Width, 4));
-    // The access size of the common, whole-register case (0: none): a read of a readable register, a write of a
-    // read-write or write-only one.
-    internal int WholeReadSize { get; } = Access is RegisterAccess.WriteOnly or RegisterAccess.RazWi ? 0 : Width;
-    internal int WholeWriteSize { get; } = Access is RegisterAccess.ReadWrite or RegisterAccess.WriteOnly ? Width : 0;
 
     static uint SizesOf(int width, int narrowest)
     {
@@ -66,7 +62,40 @@ public readonly record struct RegisterDescriptor(uint Offset, int Width, string 
 }
 
 /// <summary>
-/// A block's register file as its <see cref="RegisterBlock"/> drives it: whole registers by descriptor and instance.
+/// One 32-bit word of a compiled block as dispatch sees it (8 bytes, passed in a register): the id of the register
+/// holding the word (what a block's handlers switch on), its instance index, its access kind, and which whole accesses
+/// take the fast path at this word. Built once per block from its descriptors (<see cref="RegisterBlock"/>); a handler
+/// gets one per access and never an offset.
+/// </summary>
+public readonly struct RegisterRef
+{
+    // One ulong, so the JIT keeps it in a register: bits 0-7 the fast-path bits, 8-15 the id, 16-23 the access kind,
+    // 24-31 the descriptor (index in the block's table + 1; 0: reserved), 32-47 the instance, 48-55 the bit position of
+    // this word in its register (0, or 32 for the high word of a 64-bit register).
+    // Fast-path bits: a 32-bit read (whole 32-bit register, or a half of a 64-bit one taking 32-bit accesses), a 64-bit
+    // read (the low word of a 64-bit register), a whole 32-bit / 64-bit write to a RW, WO, W1S or W1C register, and
+    // "a write of zero does nothing" (W1S/W1C). The size bits are indexed by size >> 2 (4 → 1, 8 → 2; 1 and 2 → none).
+    internal const uint Read4 = 1, Read8 = 2, Write4 = 4, Write8 = 8, ZeroIsNoop = 16;
+
+    readonly ulong _bits;
+
+    internal RegisterRef(int id, uint fast, RegisterAccess access, int desc, uint index, int shift) =>
+        _bits = fast | (ulong)(byte)id << 8 | (ulong)(byte)access << 16 | (ulong)(byte)desc << 24 | (ulong)(ushort)index << 32 | (ulong)(byte)shift << 48;
+
+    internal uint Fast => (uint)_bits;
+    internal int Desc => (byte)(_bits >> 24);
+    internal int Shift => (byte)(_bits >> 48);
+
+    /// <summary>The block's id for the register (<see cref="RegisterDescriptor.Id"/>).</summary>
+    public int Id => (byte)(_bits >> 8);
+    /// <summary>The instance of a register array (IPRIORITYR&lt;n&gt;: n), 0 for a single register.</summary>
+    public uint Index => (ushort)(_bits >> 32);
+    /// <summary>The register's access kind (W1S and W1C registers may share an id: the handler sets or clears by it).</summary>
+    public RegisterAccess Access => (RegisterAccess)(byte)(_bits >> 16);
+}
+
+/// <summary>
+/// A block's register file as its <see cref="RegisterBlock"/> drives it: whole registers by id and instance.
 /// Implemented by a small struct wrapping the model, so the block's generic dispatch is specialised per model and the
 /// calls are direct (no interface dispatch on the MMIO path).
 /// </summary>
@@ -75,30 +104,34 @@ public interface IRegisterFile
     /// <summary>The block (table) this register file is dispatched through.</summary>
     static abstract RegisterBlock Block { get; }
 
-    /// <summary>The value of instance <paramref name="index"/> of <paramref name="r"/> (all its bytes; side-effect free).</summary>
-    ulong Read(in RegisterDescriptor r, uint index);
+    /// <summary>
+    /// The value of register <paramref name="r"/> (all its bytes; side-effect free), as the accessor named by
+    /// <paramref name="attributes"/> sees it (a banked register: the accessing CPU's copy).
+    /// </summary>
+    ulong Read(RegisterRef r, in BusAttributes attributes);
 
     /// <summary>
-    /// A write to instance <paramref name="index"/> of <paramref name="r"/>: for read-write registers the whole new value (a
-    /// narrower access already merged with <see cref="Read"/>), for write-only ones the bytes written in place, for
-    /// W1S/W1C ones the non-zero mask of bits written as 1 (the handler sets or clears by <see cref="RegisterDescriptor.Access"/>).
+    /// A write to register <paramref name="r"/>: for read-write registers the whole new value (a narrower access already
+    /// merged with <see cref="Read"/>), for write-only ones the bytes written in place, for W1S/W1C ones the non-zero mask
+    /// of bits written as 1 (the handler sets or clears by <see cref="RegisterRef.Access"/>).
     /// Never called for read-only or RAZ/WI registers.
     /// </summary>
-    void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes);
+    void Write(RegisterRef r, ulong value, in BusAttributes attributes);
 }
 
 /// <summary>
-/// A block's register table compiled for dispatch: a flat byte index per 32-bit word of the block (offset → descriptor,
-/// one load, no dictionary; undeclared words are a reserved RAZ/WI descriptor), and the generic access rules applied
-/// before a block's handler sees anything: reads of write-only and RAZ/WI registers return zero, writes to read-only
-/// registers are dropped (and reported in strict mode with the block's rule), RAZ/WI writes dropped, W1S/W1C writes of
-/// zero do nothing, accesses narrower than a register takes or wider than it are RAZ/WI, and sub-register accesses
-/// read-merge-write the whole register. Handlers switch on <see cref="RegisterDescriptor.Id"/>, so each offset appears
-/// once in the source (in the table).
+/// A block's register table compiled for dispatch: one <see cref="RegisterRef"/> per 32-bit word of the block up to its
+/// last declared register (offset → register, instance and access in one load, no dictionary; undeclared words and
+/// words past the last register are the reserved RAZ/WI register), and the generic access rules applied before a
+/// block's handler sees anything: reads of write-only and RAZ/WI registers return zero, writes to read-only registers
+/// are dropped (and reported in strict mode with the block's rule), RAZ/WI writes dropped, W1S/W1C writes of zero do
+/// nothing, accesses narrower than a register takes or wider than it are RAZ/WI, and sub-register accesses
+/// read-merge-write the whole register. Handlers switch on <see cref="RegisterRef.Id"/>, so each offset appears once in
+/// the source (in the table).
 /// </summary>
 public sealed class RegisterBlock
 {
-    readonly byte[] _index;
+    readonly RegisterRef[] _words;
     readonly RegisterDescriptor[] _all; // [0] = the reserved descriptor
     readonly RegisterDescriptor[] _table;
 
@@ -113,21 +146,45 @@ public sealed class RegisterBlock
         if (table.Length > 254) throw new ArgumentException("at most 254 registers per block", nameof(table));
         Source = source;
         ReadOnlyRule = readOnlyRule;
+        BlockSize = blockSize;
         _table = table;
         _all = new RegisterDescriptor[table.Length + 1];
         _all[0] = new RegisterDescriptor(0, 4, "reserved", RegisterAccess.RazWi);
         table.CopyTo(_all, 1);
-        _index = new byte[(blockSize + 3) / 4];
+        ulong end = 0;
+        foreach (var r in table) end = Math.Max(end, r.Offset + (ulong)(Math.Max(r.Width, 0) * Math.Max(r.Count, 0)));
+        _words = new RegisterRef[Math.Min((end + 3) / 4, (blockSize + 3) / 4)];
         for (var i = 0; i < table.Length; i++)
         {
             var r = table[i];
-            if (r.Width is not (1 or 2 or 4 or 8) || r.Offset % (uint)Math.Min(r.Width, 4) != 0 || r.Count < 1)
-                throw new ArgumentException($"register {r.Name}: bad width or alignment", nameof(table));
+            if (r.Width is not (1 or 2 or 4 or 8) || r.Offset % (uint)Math.Min(r.Width, 4) != 0 || r.Count is < 1 or > 0x1_0000)
+                throw new ArgumentException($"register {r.Name}: bad width, alignment or count", nameof(table));
+            if (r.Id is < 0 or > 255) throw new ArgumentException($"register {r.Name}: id must be 0..255", nameof(table));
+            var readable = r.Access is not (RegisterAccess.WriteOnly or RegisterAccess.RazWi);
+            var writable = r.Access is not (RegisterAccess.ReadOnly or RegisterAccess.RazWi);
+            var w1x = r.Access is RegisterAccess.WriteOneToSet or RegisterAccess.WriteOneToClear;
+            var halves = (r.Sizes & 4) != 0;
             for (var o = (ulong)r.Offset; o < r.Offset + (ulong)(r.Width * r.Count); o += 4)
             {
-                if (o / 4 >= (ulong)_index.Length) throw new ArgumentException($"register {r.Name} lies outside the block", nameof(table));
-                if (_index[o / 4] != 0) throw new ArgumentException($"register {r.Name} overlaps {_all[_index[o / 4]].Name}", nameof(table));
-                _index[o / 4] = (byte)(i + 1);
+                if (o + (ulong)Math.Min(r.Width, 4) > blockSize) throw new ArgumentException($"register {r.Name} lies outside the block", nameof(table));
+                ref var slot = ref _words[o / 4];
+                if (slot.Desc != 0) throw new ArgumentException($"register {r.Name} overlaps {_all[slot.Desc].Name}", nameof(table));
+                var rel = (uint)(o - r.Offset);
+                var high = r.Width == 8 && (rel & 4) != 0;
+                uint fast = 0;
+                if (r.Width == 4)
+                {
+                    if (readable) fast |= RegisterRef.Read4;
+                    if (writable) fast |= RegisterRef.Write4;
+                }
+                else if (r.Width == 8)
+                {
+                    if (readable && halves) fast |= RegisterRef.Read4;
+                    if (readable && !high) fast |= RegisterRef.Read8;
+                    if (writable && !high) fast |= RegisterRef.Write8;
+                }
+                if (w1x) fast |= RegisterRef.ZeroIsNoop;
+                slot = new RegisterRef(r.Id, fast, r.Access, i + 1, rel >> r.WidthShift, high ? 32 : 0);
             }
         }
     }
@@ -135,18 +192,22 @@ public sealed class RegisterBlock
     public string Source { get; }
     public bool PairedWords { get; }
     public string ReadOnlyRule { get; }
+    public ulong BlockSize { get; }
     public ReadOnlySpan<RegisterDescriptor> Table => _table;
 
-    /// <summary>The register holding <paramref name="offset"/> (the reserved RAZ/WI descriptor when none). O(1).</summary>
+    /// <summary>The word holding <paramref name="offset"/> (the reserved RAZ/WI register when none). O(1).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ref readonly RegisterDescriptor Find(ulong offset)
+    public RegisterRef At(ulong offset)
     {
         var w = offset >> 2;
-        var index = _index;
-        // Every index byte is below _all.Length by construction, so neither load needs a bounds check.
-        var i = w < (ulong)index.Length ? Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(index), (nint)w) : 0;
-        return ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_all), i);
+        return w < (ulong)_words.Length ? _words[w] : default;
     }
+
+    /// <summary>The register holding <paramref name="offset"/> (the reserved RAZ/WI descriptor when none). O(1).</summary>
+    public ref readonly RegisterDescriptor Find(ulong offset) => ref _all[At(offset).Desc];
+
+    /// <summary>The descriptor of <paramref name="r"/>.</summary>
+    public ref readonly RegisterDescriptor Descriptor(RegisterRef r) => ref _all[r.Desc];
 
     /// <summary>The access kind of the register holding <paramref name="offset"/> (RAZ/WI outside the block or undeclared).</summary>
     public RegisterAccess Access(ulong offset) => Find(offset).Access;
@@ -154,125 +215,125 @@ public sealed class RegisterBlock
     /// <summary>The name of the register (instance) holding <paramref name="offset"/>, or its hex offset.</summary>
     public string NameOf(ulong offset)
     {
-        ref readonly var r = ref Find(offset);
-        return r.Id == 0 && r.Access == RegisterAccess.RazWi && ReferenceEquals(r.Name, _all[0].Name)
-            ? $"0x{offset:x}"
-            : r.InstanceName((uint)((offset - r.Offset) / (uint)r.Width));
+        var r = At(offset);
+        return r.Desc == 0 ? $"0x{offset:x}" : _all[r.Desc].InstanceName(r.Index);
     }
 
-    internal byte[] IndexArray => _index;
+    /// <summary>The name of <paramref name="r"/> (NAME, or NAME&lt;n&gt; for an instance of a register array), for traces and reports.</summary>
+    public string NameOf(RegisterRef r) => _all[r.Desc].InstanceName(r.Index);
+
+    internal RegisterRef[] Words => _words;
     internal RegisterDescriptor[] Descriptors => _all;
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    internal void ReportReadOnly(StrictMonitor strict, in RegisterDescriptor r, uint index) =>
-        strict.Report(Source, ReadOnlyRule, $"write to read-only {r.InstanceName(index)}");
+    internal void ReportReadOnly(StrictMonitor strict, RegisterRef r) =>
+        strict.Report(Source, ReadOnlyRule, $"write to read-only {NameOf(r)}");
 }
 
 /// <summary>
-/// MMIO dispatch through a block's compiled table, specialised per register file: the file's block, index and
-/// descriptors are static readonly here, so optimised code holds them as constants and a register is found with one
-/// index load and one descriptor load.
+/// MMIO dispatch through a block's compiled table, specialised per register file: the file's words and descriptors are
+/// static readonly here, so optimised code holds their lengths as constants and a register is found with one 8-byte
+/// load. The whole-register accesses (and 32-bit halves of 64-bit registers) are tested inline; everything else goes out
+/// of line through the descriptor.
 /// </summary>
 public static class RegisterDispatch<TFile> where TFile : struct, IRegisterFile
 {
     static readonly RegisterBlock Block = TFile.Block;
-    static readonly byte[] Index = TFile.Block.IndexArray;
+    static readonly RegisterRef[] Words = TFile.Block.Words;
     static readonly RegisterDescriptor[] All = TFile.Block.Descriptors;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static ref readonly RegisterDescriptor Find(ulong offset)
+    static RegisterRef At(ulong offset)
     {
         var w = offset >> 2;
-        // Every index byte is below All.Length by construction, so neither load needs a bounds check.
-        var i = w < (ulong)Index.Length ? Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(Index), (nint)w) : 0;
-        return ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(All), i);
+        return w < (ulong)Words.Length ? Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(Words), (nint)w) : default;
     }
 
     /// <summary>An MMIO read of <paramref name="size"/> bytes at <paramref name="offset"/> through <paramref name="file"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong Read(TFile file, ulong offset, int size)
+    public static ulong Read(TFile file, ulong offset, int size, in BusAttributes attributes)
     {
-        ref readonly var r = ref Find(offset);
-        var rel = (uint)offset - r.Offset;
-        var whole = r.WholeReadSize;
+        var r = At(offset);
         // The common accesses: a whole readable register, or a 32-bit half of a 64-bit one.
-        if ((rel & (uint)(size - 1)) == 0 && (size == whole || (size == 4 && whole == 8 && (r.ReadSizes & 4) != 0)))
+        if (((uint)offset & 3) == 0 && (r.Fast & ((uint)size >> 2)) != 0)
         {
-            var v = file.Read(in r, rel >> r.WidthShift);
-            return size == whole ? v : (uint)(v >> (int)((rel & 4) * 8));
+            var v = file.Read(r, in attributes);
+            return size == 8 ? v : (uint)(v >> r.Shift);
         }
-        return ReadOther(file, in r, rel, offset, size);
+        return ReadOther(file, offset, size, in attributes);
     }
+
+    /// <inheritdoc cref="Read(TFile, ulong, int, in BusAttributes)"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Read(TFile file, ulong offset, int size) => Read(file, offset, size, BusAttributes.Cpu);
 
     /// <summary>Sub-register reads, sizes the register does not take (RAZ), write-only and RAZ/WI registers, pairs.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    static ulong ReadOther(TFile file, in RegisterDescriptor r, uint rel, ulong offset, int size)
+    static ulong ReadOther(TFile file, ulong offset, int size, in BusAttributes attributes)
     {
-        var within = rel & (uint)(r.Width - 1);
+        var w = At(offset);
+        ref readonly var r = ref All[w.Desc];
+        var within = ((uint)offset - r.Offset) & (uint)(r.Width - 1);
         if ((r.ReadSizes & (uint)size) == 0 || (within & (uint)(size - 1)) != 0)
-            return size == 8 && Block.PairedWords && (offset & 7) == 0 && r.Width == 4 ? ReadPair(file, offset) : 0;
-        var v = file.Read(in r, rel >> r.WidthShift);
-        return (v >> (int)(within * 8)) & ((1UL << (8 * size)) - 1);
+            return size == 8 && Block.PairedWords && (offset & 7) == 0 && r.Width == 4 ? ReadPair(file, offset, in attributes) : 0;
+        var v = file.Read(w, in attributes);
+        return size == 8 ? v : (v >> (int)(within * 8)) & ((1UL << (8 * size)) - 1);
     }
 
     /// <summary>An MMIO write through <paramref name="file"/>, with the access rules of the register's descriptor applied.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Write(TFile file, ulong offset, int size, ulong value, in BusAttributes attributes, StrictMonitor? strict)
     {
-        ref readonly var r = ref Find(offset);
-        var rel = (uint)offset - r.Offset;
+        var r = At(offset);
         // The common access: a whole read-write, write-only, W1S or W1C register.
-        if (size == r.WholeWriteSize && (rel & (uint)(size - 1)) == 0)
+        if (((uint)offset & 3) == 0 && (r.Fast & (uint)size & (RegisterRef.Write4 | RegisterRef.Write8)) != 0)
         {
-            file.Write(in r, rel >> r.WidthShift, value, in attributes);
+            if (value != 0 || (r.Fast & RegisterRef.ZeroIsNoop) == 0) file.Write(r, value, in attributes);
             return;
         }
-        if (size == r.Width && r.Access is RegisterAccess.WriteOneToSet or RegisterAccess.WriteOneToClear && (rel & (uint)(size - 1)) == 0)
-        {
-            if (value != 0) file.Write(in r, rel >> r.WidthShift, value, in attributes);
-            return;
-        }
-        WriteOther(file, in r, rel, offset, size, value, in attributes, strict);
+        WriteOther(file, offset, size, value, in attributes, strict);
     }
 
     /// <summary>Sub-register writes (merged, or placed), read-only and RAZ/WI registers.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    static void WriteOther(TFile file, in RegisterDescriptor r, uint rel, ulong offset, int size, ulong value, in BusAttributes attributes, StrictMonitor? strict)
+    static void WriteOther(TFile file, ulong offset, int size, ulong value, in BusAttributes attributes, StrictMonitor? strict)
     {
-        var within = rel & (uint)(r.Width - 1);
+        var w = At(offset);
+        ref readonly var r = ref All[w.Desc];
+        var within = ((uint)offset - r.Offset) & (uint)(r.Width - 1);
         if ((r.Sizes & (uint)size) == 0 || (within & (uint)(size - 1)) != 0)
         {
             if (size == 8 && Block.PairedWords && (offset & 7) == 0 && r.Width == 4) WritePair(file, offset, value, in attributes, strict);
             return;
         }
-        var index = rel >> r.WidthShift;
         var shift = (int)(within * 8);
         var bytes = size == 8 ? value : (value & ((1UL << (8 * size)) - 1)) << shift;
         switch (r.Access)
         {
             case RegisterAccess.ReadWrite:
                 var mask = size == 8 ? ulong.MaxValue : ((1UL << (8 * size)) - 1) << shift;
-                file.Write(in r, index, (file.Read(in r, index) & ~mask) | bytes, in attributes);
+                file.Write(w, (file.Read(w, in attributes) & ~mask) | bytes, in attributes);
                 return;
             case RegisterAccess.WriteOnly:
-                file.Write(in r, index, bytes, in attributes);
+                file.Write(w, bytes, in attributes);
                 return;
             case RegisterAccess.WriteOneToSet or RegisterAccess.WriteOneToClear:
-                if (bytes != 0) file.Write(in r, index, bytes, in attributes);
+                if (bytes != 0) file.Write(w, bytes, in attributes);
                 return;
             case RegisterAccess.ReadOnly:
-                if (strict is { Enabled: true }) Block.ReportReadOnly(strict, in r, index);
+                if (strict is { Enabled: true }) Block.ReportReadOnly(strict, w);
                 return;
         }
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    static ulong ReadPair(TFile file, ulong offset) => Read(file, offset, 4) | Read(file, offset + 4, 4) << 32;
+    static ulong ReadPair(TFile file, ulong offset, in BusAttributes attributes) =>
+        Read(file, offset, 4, in attributes) | Read(file, offset + 4, 4, in attributes) << 32;
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     static void WritePair(TFile file, ulong offset, ulong value, in BusAttributes attributes, StrictMonitor? strict)
     {
         Write(file, offset, 4, value & 0xFFFF_FFFF, in attributes, strict);
-        if (Find(offset + 4).Width == 4) Write(file, offset + 4, 4, value >> 32, in attributes, strict);
+        if (All[At(offset + 4).Desc].Width == 4) Write(file, offset + 4, 4, value >> 32, in attributes, strict);
     }
 }

@@ -23,8 +23,8 @@ public class RegisterBlockTests
     readonly struct File(Recorder rec) : IRegisterFile
     {
         public static RegisterBlock Block => Plain;
-        public ulong Read(in RegisterDescriptor r, uint index) { rec.Reads++; return rec.Values.GetValueOrDefault((r.Id, index)); }
-        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes) { rec.Writes.Add((r.Id, index, value)); rec.Values[(r.Id, index)] = value; }
+        public ulong Read(RegisterRef r, in BusAttributes attributes) { rec.Reads++; return rec.Values.GetValueOrDefault((r.Id, r.Index)); }
+        public void Write(RegisterRef r, ulong value, in BusAttributes attributes) { rec.Writes.Add((r.Id, r.Index, value)); rec.Values[(r.Id, r.Index)] = value; }
     }
 
     static readonly RegisterDescriptor[] Table =
@@ -42,8 +42,8 @@ public class RegisterBlockTests
     readonly struct PairedFile(Recorder rec) : IRegisterFile
     {
         public static RegisterBlock Block => Paired;
-        public ulong Read(in RegisterDescriptor r, uint index) => new File(rec).Read(in r, index);
-        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes) => new File(rec).Write(in r, index, value, in attributes);
+        public ulong Read(RegisterRef r, in BusAttributes attributes) => new File(rec).Read(r, in attributes);
+        public void Write(RegisterRef r, ulong value, in BusAttributes attributes) => new File(rec).Write(r, value, in attributes);
     }
 
     static readonly RegisterBlock Plain = new("blk", Table, 0x100, "TEST §1 (read-only)");

@@ -186,7 +186,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
 
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
-        value = RegisterDispatch<DistributorFile>.Read(new DistributorFile(this), offset, size);
+        value = RegisterDispatch<DistributorFile>.Read(new DistributorFile(this), offset, size, in attributes);
         return BusStatus.Ok;
     }
 
@@ -202,8 +202,9 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         public static RegisterBlock Block => Distributor;
 
         [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-        public ulong Read(in RegisterDescriptor r, uint index)
+        public ulong Read(RegisterRef r, in BusAttributes attributes)
         {
+            var index = r.Index;
             var spis = gic._spis;
             var first = (int)index * 32 - FirstSpi; // first SPI of a one-bit-per-interrupt register
             var id = (Gicd)r.Id;
@@ -224,8 +225,9 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
             }
         }
 
-        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes)
+        public void Write(RegisterRef r, ulong value, in BusAttributes attributes)
         {
+            var index = r.Index;
             var spis = gic._spis;
             var first = (int)index * 32 - FirstSpi;
             var v = (uint)value;
@@ -240,7 +242,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
                 case Gicd.Ctlr:
                     gic._ctlr = (v & (CtlrEnableGrp0 | CtlrEnableGrp1)) | CtlrAre | CtlrDs;
                     gic.Kick();
-                    gic.Trace.Emit(TraceCategory.Gicd, "gicd", $"{r.Name} <- 0x{v:x}");
+                    gic.Trace.Emit(TraceCategory.Gicd, "gicd", $"{Distributor.NameOf(r)} <- 0x{v:x}");
                     return;
                 case Gicd.Priority: if (index >= FirstSpi / 4) spis.WritePriorities((int)index * 4 - FirstSpi, 4, v); return;
                 case Gicd.Config: if (index >= FirstSpi / 16) spis.WriteConfig((int)index * 16 - FirstSpi, v, 0); return;

@@ -448,7 +448,7 @@ public sealed class GicV3Redistributor
         public static RegisterBlock Block => GicV3Redistributor.Block;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public ulong Read(in RegisterDescriptor r, uint index) => (Gicr)r.Id switch
+        public ulong Read(RegisterRef r, in BusAttributes attributes) => (Gicr)r.Id switch
         {
             Gicr.Ctlr => rd._enableLpis ? 1UL : 0,
             Gicr.Iidr => 0x0100_143B,
@@ -462,13 +462,13 @@ public sealed class GicV3Redistributor
             Gicr.Enable => rd._ppi.ReadBits(IrqBank.BitField.Enable, 0),
             Gicr.Pending => rd._ppi.ReadBits(IrqBank.BitField.Pending, 0),
             Gicr.Active => rd._ppi.ReadBits(IrqBank.BitField.Active, 0),
-            Gicr.Priority => rd._ppi.ReadPriorities((int)index * 4, 4),
+            Gicr.Priority => rd._ppi.ReadPriorities((int)r.Index * 4, 4),
             Gicr.Config0 => rd._ppi.ReadConfig(0),
             Gicr.Config1 => rd._ppi.ReadConfig(16),
             _ => 0,
         };
 
-        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes)
+        public void Write(RegisterRef r, ulong value, in BusAttributes attributes)
         {
             switch ((Gicr)r.Id)
             {
@@ -483,7 +483,7 @@ public sealed class GicV3Redistributor
                     return;
                 case Gicr.PropBase or Gicr.PendBase when rd._enableLpis:
                     // Writing either register while EnableLPIs = 1 is UNPREDICTABLE; Doorbell ignores it.
-                    rd._gic.Strict.Report("gicr", "IHI 0069 §12.11.28/29 (write with EnableLPIs = 1)", $"cpu{rd.Cpu} {r.Name} written while LPIs are enabled: ignored");
+                    rd._gic.Strict.Report("gicr", "IHI 0069 §12.11.28/29 (write with EnableLPIs = 1)", $"cpu{rd.Cpu} {Block.NameOf(r)} written while LPIs are enabled: ignored");
                     return;
                 case Gicr.PropBase: rd._propbaser = value & 0x0FFF_FFFF_FFFF_FFFFUL; return;
                 case Gicr.PendBase: rd._pendbaser = value; return;
@@ -495,7 +495,7 @@ public sealed class GicV3Redistributor
                 case Gicr.Enable: rd._ppi.WriteBits(IrqBank.BitField.Enable, 0, (uint)value, r.Access); return;
                 case Gicr.Pending: rd._ppi.WriteBits(IrqBank.BitField.Pending, 0, (uint)value, r.Access); return;
                 case Gicr.Active: rd._ppi.WriteBits(IrqBank.BitField.Active, 0, (uint)value, r.Access); return;
-                case Gicr.Priority: rd._ppi.WritePriorities((int)index * 4, 4, value); return;
+                case Gicr.Priority: rd._ppi.WritePriorities((int)r.Index * 4, 4, value); return;
                 case Gicr.Config1: rd._ppi.WriteConfig(16, (uint)value, 16); return; // ICFGR0 (SGIs) is read-only: always edge
             }
         }
