@@ -97,7 +97,7 @@ public sealed class GicV2m : IMmioHandler
         if (intid < BaseIntid || intid >= BaseIntid + Count)
         {
             Dropped++;
-            _strict.Report("gicv2m", "GICv2m MSI_SETSPI_NS (data outside MSI_TYPER range is ignored)", $"SETSPI {intid} outside {BaseIntid}..{BaseIntid + Count - 1}");
+            if (_strict.Enabled) _strict.Report("gicv2m", "GICv2m MSI_SETSPI_NS (data outside MSI_TYPER range is ignored)", $"SETSPI {intid} outside {BaseIntid}..{BaseIntid + Count - 1}");
             return;
         }
         Raised++;
