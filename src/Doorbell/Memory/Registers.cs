@@ -25,9 +25,12 @@ public enum RegisterAccess : byte
 /// One register of a block, declared once: offset, width in bytes of one instance, name, access kind, how many
 /// consecutive instances (IPRIORITYR&lt;n&gt;, IROUTER&lt;n&gt;), the block's id for it (what the block's handlers switch on)
 /// and the narrowest access it takes (0: its width, or 4 for a 64-bit register, whose 32-bit halves are accessible).
+/// <c>ByteWrites</c> (32-bit read-write registers only): a narrower write reaches the handler as it is — the bytes and
+/// where they go (<see cref="RegisterRef.PartOffset"/>, <see cref="RegisterRef.PartSize"/>) — instead of as a
+/// read-merge-write of the whole register, as byte-accessible registers (IPRIORITYR, ITARGETSR) take a byte store.
 /// Every block's table is made of these; <see cref="RegisterBlock"/> compiles one for dispatch.
 /// </summary>
-public readonly record struct RegisterDescriptor(uint Offset, int Width, string Name, RegisterAccess Access, int Count = 1, int Id = 0, int MinSize = 0)
+public readonly record struct RegisterDescriptor(uint Offset, int Width, string Name, RegisterAccess Access, int Count = 1, int Id = 0, int MinSize = 0, bool ByteWrites = false)
 {
     public bool Contains(ulong offset) => offset >= Offset && offset < Offset + (ulong)(Width * Count);
 
@@ -71,16 +74,24 @@ public readonly struct RegisterRef
 {
     // One ulong, so the JIT keeps it in a register: bits 0-7 the fast-path bits, 8-15 the id, 16-23 the access kind,
     // 24-31 the descriptor (index in the block's table + 1; 0: reserved), 32-47 the instance, 48-55 the bit position of
-    // this word in its register (0, or 32 for the high word of a 64-bit register).
+    // this word in its register (0, or 32 for the high word of a 64-bit register), 56-59 and 60-63 a sub-register write's
+    // first byte and size (ByteWrites registers; 0: a whole-register access).
     // Fast-path bits: a 32-bit read (whole 32-bit register, or a half of a 64-bit one taking 32-bit accesses), a 64-bit
     // read (the low word of a 64-bit register), a whole 32-bit / 64-bit write to a RW, WO, W1S or W1C register, and
     // "a write of zero does nothing" (W1S/W1C). The size bits are indexed by size >> 2 (4 → 1, 8 → 2; 1 and 2 → none).
-    internal const uint Read4 = 1, Read8 = 2, Write4 = 4, Write8 = 8, ZeroIsNoop = 16;
+    // ByteLanes: the register takes narrower writes as they are (ByteWrites).
+    internal const uint Read4 = 1, Read8 = 2, Write4 = 4, Write8 = 8, ZeroIsNoop = 16, ByteLanes = 32;
 
     readonly ulong _bits;
 
     internal RegisterRef(int id, uint fast, RegisterAccess access, int desc, uint index, int shift) =>
         _bits = fast | (ulong)(byte)id << 8 | (ulong)(byte)access << 16 | (ulong)(byte)desc << 24 | (ulong)(ushort)index << 32 | (ulong)(byte)shift << 48;
+
+    RegisterRef(ulong bits) => _bits = bits;
+
+    /// <summary>This register with a sub-register write of <paramref name="size"/> bytes at byte <paramref name="offset"/> of it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal RegisterRef Part(uint offset, int size) => new(_bits | (ulong)offset << 56 | (ulong)(uint)size << 60);
 
     internal uint Fast => (uint)_bits;
     internal int Desc => (byte)(_bits >> 24);
@@ -92,6 +103,13 @@ public readonly struct RegisterRef
     public uint Index => (ushort)(_bits >> 32);
     /// <summary>The register's access kind (W1S and W1C registers may share an id: the handler sets or clears by it).</summary>
     public RegisterAccess Access => (RegisterAccess)(byte)(_bits >> 16);
+    /// <summary>
+    /// 0 for a whole-register access; for a narrower write to a <c>ByteWrites</c> register, how many bytes are written
+    /// (the value holds just them, from bit 0) at byte <see cref="PartOffset"/> of the register.
+    /// </summary>
+    public int PartSize => (int)(_bits >> 60);
+    /// <summary>The first byte of the register a narrower write stores to (see <see cref="PartSize"/>).</summary>
+    public int PartOffset => (int)(_bits >> 56) & 0xF;
 }
 
 /// <summary>
@@ -164,6 +182,8 @@ public sealed class RegisterBlock
             var writable = r.Access is not (RegisterAccess.ReadOnly or RegisterAccess.RazWi);
             var w1x = r.Access is RegisterAccess.WriteOneToSet or RegisterAccess.WriteOneToClear;
             var halves = (r.Sizes & 4) != 0;
+            if (r.ByteWrites && (r.Width != 4 || r.Access != RegisterAccess.ReadWrite || r.NarrowestAccess != 1))
+                throw new ArgumentException($"register {r.Name}: ByteWrites needs a byte-accessible 32-bit read-write register", nameof(table));
             for (var o = (ulong)r.Offset; o < r.Offset + (ulong)(r.Width * r.Count); o += 4)
             {
                 if (o + (ulong)Math.Min(r.Width, 4) > blockSize) throw new ArgumentException($"register {r.Name} lies outside the block", nameof(table));
@@ -184,6 +204,7 @@ public sealed class RegisterBlock
                     if (writable && !high) fast |= RegisterRef.Write8;
                 }
                 if (w1x) fast |= RegisterRef.ZeroIsNoop;
+                if (r.ByteWrites) fast |= RegisterRef.ByteLanes;
                 slot = new RegisterRef(r.Id, fast, r.Access, i + 1, rel >> r.WidthShift, high ? 32 : 0);
             }
         }
@@ -289,6 +310,12 @@ public static class RegisterDispatch<TFile> where TFile : struct, IRegisterFile
         if (((uint)offset & 3) == 0 && (r.Fast & (uint)size & (RegisterRef.Write4 | RegisterRef.Write8)) != 0)
         {
             if (value != 0 || (r.Fast & RegisterRef.ZeroIsNoop) == 0) file.Write(r, value, in attributes);
+            return;
+        }
+        // A byte or halfword store to a byte-accessible register: the bytes as they are, no read.
+        if ((r.Fast & RegisterRef.ByteLanes) != 0 && size < 4 && ((uint)offset & (uint)(size - 1)) == 0)
+        {
+            file.Write(r.Part((uint)offset & 3, size), value & ((1UL << (8 * size)) - 1), in attributes);
             return;
         }
         WriteOther(file, offset, size, value, in attributes, strict);

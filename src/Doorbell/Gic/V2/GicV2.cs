@@ -44,8 +44,8 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
         new(GICD_ICPENDR, 4, "GICD_ICPENDR", RegisterAccess.WriteOneToClear, 32, (int)Gicd.Pending),
         new(GICD_ISACTIVER, 4, "GICD_ISACTIVER", RegisterAccess.WriteOneToSet, 32, (int)Gicd.Active),
         new(GICD_ICACTIVER, 4, "GICD_ICACTIVER", RegisterAccess.WriteOneToClear, 32, (int)Gicd.Active),
-        new(GICD_IPRIORITYR, 4, "GICD_IPRIORITYR", RegisterAccess.ReadWrite, 255, (int)Gicd.Priority, MinSize: 1),
-        new(GICD_ITARGETSR, 4, "GICD_ITARGETSR", RegisterAccess.ReadWrite, 255, (int)Gicd.Targets, MinSize: 1),
+        new(GICD_IPRIORITYR, 4, "GICD_IPRIORITYR", RegisterAccess.ReadWrite, 255, (int)Gicd.Priority, MinSize: 1, ByteWrites: true),
+        new(GICD_ITARGETSR, 4, "GICD_ITARGETSR", RegisterAccess.ReadWrite, 255, (int)Gicd.Targets, MinSize: 1, ByteWrites: true),
         new(GICD_ICFGR, 4, "GICD_ICFGR", RegisterAccess.ReadWrite, 64, (int)Gicd.Config),
         new(GICD_SGIR, 4, "GICD_SGIR", RegisterAccess.WriteOnly, Id: (int)Gicd.Sgir),
         new(GICD_PIDR2, 4, "GICD_PIDR2", RegisterAccess.ReadOnly, Id: (int)Gicd.Pidr2),
@@ -223,12 +223,21 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
             }
             switch (id)
             {
-                case Gicd.Ctlr: gic._ctlr = v & 3; gic.Kick(); return;
-                case Gicd.Priority:
-                    if (index < 8) gic._private[cpu].WritePriorities(index * 4, 4, v); else gic._spis.WritePriorities(index * 4 - 32, 4, v);
+                case Gicd.Ctlr:
+                    gic._ctlr = v & 3;
+                    gic.Kick();
+                    if (gic.Trace is { } t) t.Emit(TraceCategory.Gicv2, "gicv2", $"{Distributor.NameOf(r)} <- 0x{v:x}");
                     return;
+                case Gicd.Priority:
+                {
+                    // A byte store (Linux's) writes just its byte; a whole write all four.
+                    var first = index * 4 + r.PartOffset;
+                    var n = r.PartSize == 0 ? 4 : r.PartSize;
+                    if (index < 8) gic._private[cpu].WritePriorities(first, n, v); else gic._spis.WritePriorities(first - 32, n, v);
+                    return;
+                }
                 case Gicd.Targets:
-                    if (index >= 8) gic.WriteTargets(index * 4 - 32, v); // ITARGETSR0-7 (SGIs, PPIs) are read-only
+                    if (index >= 8) gic.WriteTargets(index * 4 + r.PartOffset - 32, r.PartSize == 0 ? 4 : r.PartSize, v); // ITARGETSR0-7 (SGIs, PPIs) are read-only
                     return;
                 case Gicd.Config:
                     // ICFGR0 (SGIs) is read-only: always edge.
@@ -247,9 +256,9 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
         return v;
     }
 
-    void WriteTargets(int first, uint v)
+    void WriteTargets(int first, int count, uint v)
     {
-        for (var k = 0; k < 4; k++)
+        for (var k = 0; k < count; k++)
             if (first + k < SpiCount) _targets[first + k] = (byte)((v >> (8 * k)) & ((1u << CpuCount) - 1));
         _spis.SetPriority(0, _spis.Count > 0 ? _spis.Priority(0) : (byte)0); // a target change may make an SPI deliverable elsewhere
     }
@@ -301,13 +310,13 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
             return gic.GroupEnabled(g1) && (_ctlr & (g1 ? 2u : 1u)) != 0;
         }
 
-        uint Iar()
+        uint Iar(RegisterRef r)
         {
             var (id, p) = Highest();
             if (id < 0 || p >= _pmr || GroupPriority(p) >= Running) return 1023;
             if (id < 32) gic._private[index].Acknowledge(id); else gic._spis.Acknowledge(id - 32);
             _stackId[_depth] = id; _stackPrio[_depth] = GroupPriority(p); _depth++;
-            if (gic.Trace is { } t && t.IsOn(TraceCategory.Gicv2)) t.Emit(TraceCategory.Gicv2, TraceSources.Cpu(index), $"GICC_IAR -> {id}");
+            if (gic.Trace is { } t && t.IsOn(TraceCategory.Gicv2)) t.Emit(TraceCategory.Gicv2, TraceSources.Cpu(index), $"{CpuInterfaceBlock.NameOf(r)} -> {id}");
             return id < 16 ? (uint)id | (uint)gic._sgiSource[index * 16 + id] << 10 : (uint)id; // CPUID[12:10]: an SGI's source
         }
 
@@ -348,12 +357,13 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
         {
             public static RegisterBlock Block => CpuInterfaceBlock;
 
+            [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
             public ulong Read(RegisterRef r, in BusAttributes attributes) => (Gicc)r.Id switch
             {
                 Gicc.Ctlr => c._ctlr,
                 Gicc.Pmr => c._pmr,
                 Gicc.Bpr => c._bpr,
-                Gicc.Iar => c.Iar(),
+                Gicc.Iar => c.Iar(r),
                 Gicc.Rpr => c._depth == 0 ? 0xFFu : (uint)c._stackPrio[c._depth - 1],
                 Gicc.Hppir => c.Highest().Intid is var h and >= 0 ? (uint)h : 1023u,
                 Gicc.Iidr => 0x0002_043B,

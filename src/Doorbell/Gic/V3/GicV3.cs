@@ -55,7 +55,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         new(GICD_ICPENDR, 4, "GICD_ICPENDR", RegisterAccess.WriteOneToClear, 32, (int)Gicd.Pending),
         new(GICD_ISACTIVER, 4, "GICD_ISACTIVER", RegisterAccess.WriteOneToSet, 32, (int)Gicd.Active),
         new(GICD_ICACTIVER, 4, "GICD_ICACTIVER", RegisterAccess.WriteOneToClear, 32, (int)Gicd.Active),
-        new(GICD_IPRIORITYR, 4, "GICD_IPRIORITYR", RegisterAccess.ReadWrite, 255, (int)Gicd.Priority, MinSize: 1),
+        new(GICD_IPRIORITYR, 4, "GICD_IPRIORITYR", RegisterAccess.ReadWrite, 255, (int)Gicd.Priority, MinSize: 1, ByteWrites: true),
         new(GICD_ICFGR, 4, "GICD_ICFGR", RegisterAccess.ReadWrite, 64, (int)Gicd.Config),
         new(GICD_IGRPMODR, 4, "GICD_IGRPMODR", RegisterAccess.RazWi, 32),
         new(GICD_IROUTER, 8, "GICD_IROUTER", RegisterAccess.ReadWrite, 1020, (int)Gicd.Router),
@@ -251,7 +251,10 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
                     gic.Kick();
                     gic.Trace.Emit(TraceCategory.Gicd, "gicd", $"{Distributor.NameOf(r)} <- 0x{v:x}");
                     return;
-                case Gicd.Priority: if (index >= FirstSpi / 4) spis.WritePriorities((int)index * 4 - FirstSpi, 4, v); return;
+                case Gicd.Priority:
+                    // A byte store (Linux's) writes just its byte; a whole write all four.
+                    if (index >= FirstSpi / 4) spis.WritePriorities((int)index * 4 + r.PartOffset - FirstSpi, r.PartSize == 0 ? 4 : r.PartSize, v);
+                    return;
                 case Gicd.Config: if (index >= FirstSpi / 16) spis.WriteConfig((int)index * 16 - FirstSpi, v, 0); return;
                 case Gicd.Router:
                     var router = gic._router;

@@ -59,7 +59,7 @@ public sealed class GicV3Redistributor
         new(SgiFrame + GICR_ICPENDR0, 4, "GICR_ICPENDR0", RegisterAccess.WriteOneToClear, Id: (int)Gicr.Pending),
         new(SgiFrame + GICR_ISACTIVER0, 4, "GICR_ISACTIVER0", RegisterAccess.WriteOneToSet, Id: (int)Gicr.Active),
         new(SgiFrame + GICR_ICACTIVER0, 4, "GICR_ICACTIVER0", RegisterAccess.WriteOneToClear, Id: (int)Gicr.Active),
-        new(SgiFrame + GICR_IPRIORITYR, 4, "GICR_IPRIORITYR", RegisterAccess.ReadWrite, 8, (int)Gicr.Priority, MinSize: 1),
+        new(SgiFrame + GICR_IPRIORITYR, 4, "GICR_IPRIORITYR", RegisterAccess.ReadWrite, 8, (int)Gicr.Priority, MinSize: 1, ByteWrites: true),
         new(SgiFrame + GICR_ICFGR0, 4, "GICR_ICFGR0", RegisterAccess.ReadOnly, Id: (int)Gicr.Config0),
         new(SgiFrame + GICR_ICFGR1, 4, "GICR_ICFGR1", RegisterAccess.ReadWrite, Id: (int)Gicr.Config1),
         new(SgiFrame + GICR_IGRPMODR0, 4, "GICR_IGRPMODR0", RegisterAccess.RazWi),
@@ -495,7 +495,7 @@ public sealed class GicV3Redistributor
                 case Gicr.Enable: rd._ppi.WriteBits(IrqBank.BitField.Enable, 0, (uint)value, r.Access); return;
                 case Gicr.Pending: rd._ppi.WriteBits(IrqBank.BitField.Pending, 0, (uint)value, r.Access); return;
                 case Gicr.Active: rd._ppi.WriteBits(IrqBank.BitField.Active, 0, (uint)value, r.Access); return;
-                case Gicr.Priority: rd._ppi.WritePriorities((int)r.Index * 4, 4, value); return;
+                case Gicr.Priority: rd._ppi.WritePriorities((int)r.Index * 4 + r.PartOffset, r.PartSize == 0 ? 4 : r.PartSize, value); return;
                 case Gicr.Config1: rd._ppi.WriteConfig(16, (uint)value, 16); return; // ICFGR0 (SGIs) is read-only: always edge
             }
         }
