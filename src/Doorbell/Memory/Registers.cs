@@ -25,14 +25,26 @@ public enum RegisterAccess : byte
 /// One register of a block, declared once: offset, width in bytes of one instance, name, access kind, how many
 /// consecutive instances (IPRIORITYR&lt;n&gt;, IROUTER&lt;n&gt;), the block's id for it (what the block's handlers switch on)
 /// and the narrowest access it takes (0: its width, or 4 for a 64-bit register, whose 32-bit halves are accessible).
+/// <c>Stride</c> (0: the width) spaces the instances of a register that repeats in groups (a device's per-queue registers).
 /// <c>ByteWrites</c> (32-bit read-write registers only): a narrower write reaches the handler as it is — the bytes and
 /// where they go (<see cref="RegisterRef.PartOffset"/>, <see cref="RegisterRef.PartSize"/>) — instead of as a
 /// read-merge-write of the whole register, as byte-accessible registers (IPRIORITYR, ITARGETSR) take a byte store.
 /// Every block's table is made of these; <see cref="RegisterBlock"/> compiles one for dispatch.
 /// </summary>
-public readonly record struct RegisterDescriptor(uint Offset, int Width, string Name, RegisterAccess Access, int Count = 1, int Id = 0, int MinSize = 0, bool ByteWrites = false)
+public readonly record struct RegisterDescriptor(uint Offset, int Width, string Name, RegisterAccess Access, int Count = 1, int Id = 0, int MinSize = 0, bool ByteWrites = false, int Stride = 0)
 {
-    public bool Contains(ulong offset) => offset >= Offset && offset < Offset + (ulong)(Width * Count);
+    /// <summary>Bytes from one instance to the next (<c>Stride</c>, or the width: instances back to back).</summary>
+    public int Step => Stride != 0 ? Stride : Width;
+
+    /// <summary>The offset of instance <paramref name="index"/>.</summary>
+    public ulong InstanceOffset(uint index) => Offset + index * (ulong)Step;
+
+    public bool Contains(ulong offset)
+    {
+        if (offset < Offset) return false;
+        var rel = offset - Offset;
+        return rel / (ulong)Step < (ulong)Count && rel % (ulong)Step < (ulong)Width;
+    }
 
     /// <summary>The narrowest access the register takes.</summary>
     public int NarrowestAccess => MinSize != 0 ? MinSize : Math.Min(Width, 4);
@@ -59,7 +71,7 @@ public readonly record struct RegisterDescriptor(uint Offset, int Width, string 
     {
         foreach (var r in table)
             if (r.Contains(offset))
-                return r.InstanceName((uint)((offset - r.Offset) / (ulong)r.Width));
+                return r.InstanceName((uint)((offset - r.Offset) / (ulong)r.Step));
         return $"0x{offset:x}";
     }
 }
@@ -150,6 +162,7 @@ public interface IRegisterFile
 public sealed class RegisterBlock
 {
     readonly RegisterRef[] _words;
+    readonly int _shift; // log2 of the index granule: 2 (words) or 0 (bytes)
     readonly RegisterDescriptor[] _all; // [0] = the reserved descriptor
     readonly RegisterDescriptor[] _table;
 
@@ -157,8 +170,12 @@ public sealed class RegisterBlock
     /// <param name="readOnlyRule">The spec rule a write to a read-only register breaks (strict mode).</param>
     /// <param name="pairedWords">A 64-bit access at an 8-byte aligned pair of 32-bit registers reads/writes both (the GIC's
     /// redistributor and ITS frames, as QEMU's 64-bit register views); otherwise it is RAZ/WI like any access wider than a register.</param>
-    public RegisterBlock(string source, RegisterDescriptor[] table, ulong blockSize, string readOnlyRule, bool pairedWords = false)
+    /// <param name="byteGranular">Index every byte, not every 32-bit word, so registers narrower than a word may share
+    /// one (a 16550's byte registers). Such a block is looked up with <see cref="At"/>/<see cref="TryFind"/> by its model;
+    /// <see cref="RegisterDispatch{TFile}"/> takes word-granular blocks only.</param>
+    public RegisterBlock(string source, RegisterDescriptor[] table, ulong blockSize, string readOnlyRule, bool pairedWords = false, bool byteGranular = false)
     {
+        _shift = byteGranular ? 0 : 2;
         PairedWords = pairedWords;
         ArgumentNullException.ThrowIfNull(table);
         if (table.Length > 254) throw new ArgumentException("at most 254 registers per block", nameof(table));
@@ -170,12 +187,14 @@ public sealed class RegisterBlock
         _all[0] = new RegisterDescriptor(0, 4, "reserved", RegisterAccess.RazWi);
         table.CopyTo(_all, 1);
         ulong end = 0;
-        foreach (var r in table) end = Math.Max(end, r.Offset + (ulong)(Math.Max(r.Width, 0) * Math.Max(r.Count, 0)));
-        _words = new RegisterRef[Math.Min((end + 3) / 4, (blockSize + 3) / 4)];
+        foreach (var r in table) end = Math.Max(end, r.Offset + (ulong)Math.Max(r.Step, 0) * (ulong)Math.Max(r.Count - 1, 0) + (ulong)Math.Max(r.Width, 0));
+        var granule = 1UL << _shift;
+        _words = new RegisterRef[Math.Min((end + granule - 1) >> _shift, (blockSize + granule - 1) >> _shift)];
         for (var i = 0; i < table.Length; i++)
         {
             var r = table[i];
-            if (r.Width is not (1 or 2 or 4 or 8) || r.Offset % (uint)Math.Min(r.Width, 4) != 0 || r.Count is < 1 or > 0x1_0000)
+            if (r.Width is not (1 or 2 or 4 or 8) || r.Offset % (uint)Math.Min(r.Width, 4) != 0 || r.Count is < 1 or > 0x1_0000
+                || (r.Stride != 0 && (r.Stride < r.Width || r.Stride % r.Width != 0)))
                 throw new ArgumentException($"register {r.Name}: bad width, alignment or count", nameof(table));
             if (r.Id is < 0 or > 255) throw new ArgumentException($"register {r.Name}: id must be 0..255", nameof(table));
             var readable = r.Access is not (RegisterAccess.WriteOnly or RegisterAccess.RazWi);
@@ -184,12 +203,13 @@ public sealed class RegisterBlock
             var halves = (r.Sizes & 4) != 0;
             if (r.ByteWrites && (r.Width != 4 || r.Access != RegisterAccess.ReadWrite || r.NarrowestAccess != 1))
                 throw new ArgumentException($"register {r.Name}: ByteWrites needs a byte-accessible 32-bit read-write register", nameof(table));
-            for (var o = (ulong)r.Offset; o < r.Offset + (ulong)(r.Width * r.Count); o += 4)
+            for (var n = 0u; n < (uint)r.Count; n++)
+            for (var o = r.InstanceOffset(n); o < r.InstanceOffset(n) + (ulong)r.Width; o += granule)
             {
-                if (o + (ulong)Math.Min(r.Width, 4) > blockSize) throw new ArgumentException($"register {r.Name} lies outside the block", nameof(table));
-                ref var slot = ref _words[o / 4];
+                if (o + Math.Min((ulong)r.Width, granule) > blockSize) throw new ArgumentException($"register {r.Name} lies outside the block", nameof(table));
+                ref var slot = ref _words[o >> _shift];
                 if (slot.Desc != 0) throw new ArgumentException($"register {r.Name} overlaps {_all[slot.Desc].Name}", nameof(table));
-                var rel = (uint)(o - r.Offset);
+                var rel = (uint)(o - r.InstanceOffset(n));
                 var high = r.Width == 8 && (rel & 4) != 0;
                 uint fast = 0;
                 if (r.Width == 4)
@@ -205,7 +225,8 @@ public sealed class RegisterBlock
                 }
                 if (w1x) fast |= RegisterRef.ZeroIsNoop;
                 if (r.ByteWrites) fast |= RegisterRef.ByteLanes;
-                slot = new RegisterRef(r.Id, fast, r.Access, i + 1, rel >> r.WidthShift, high ? 32 : 0);
+                if (byteGranular) fast = 0; // looked up by the model, never dispatched
+                slot = new RegisterRef(r.Id, fast, r.Access, i + 1, n, high ? 32 : 0);
             }
         }
     }
@@ -220,9 +241,22 @@ public sealed class RegisterBlock
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public RegisterRef At(ulong offset)
     {
-        var w = offset >> 2;
+        var w = offset >> _shift;
         return w < (ulong)_words.Length ? _words[w] : default;
     }
+
+    /// <summary>
+    /// The register instance that starts at <paramref name="offset"/>, for models whose registers take accesses only at
+    /// their own offset (QEMU's edu, a 16550): false for undeclared offsets and offsets inside a register.
+    /// </summary>
+    public bool TryFind(ulong offset, out RegisterRef r)
+    {
+        r = At(offset);
+        return r.Desc != 0 && _all[r.Desc].InstanceOffset(r.Index) == offset;
+    }
+
+    /// <summary>Whether the index is per byte (see the constructor).</summary>
+    public bool ByteGranular => _shift == 0;
 
     /// <summary>The register holding <paramref name="offset"/> (the reserved RAZ/WI descriptor when none). O(1).</summary>
     public ref readonly RegisterDescriptor Find(ulong offset) => ref _all[At(offset).Desc];
@@ -259,7 +293,9 @@ public sealed class RegisterBlock
 /// </summary>
 public static class RegisterDispatch<TFile> where TFile : struct, IRegisterFile
 {
-    static readonly RegisterBlock Block = TFile.Block;
+    static readonly RegisterBlock Block = TFile.Block.ByteGranular
+        ? throw new NotSupportedException($"{TFile.Block.Source}: a byte-granular block is looked up by its model, not dispatched")
+        : TFile.Block;
     static readonly RegisterRef[] Words = TFile.Block.Words;
     static readonly RegisterDescriptor[] All = TFile.Block.Descriptors;
 
