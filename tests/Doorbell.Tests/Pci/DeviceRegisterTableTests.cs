@@ -144,6 +144,28 @@ public class DeviceRegisterTableTests
         Assert.Equal("DST", PlatformDmaRegs.Block.NameOf(PlatformDmaRegs.Dst + 4));
     }
 
+    [Fact]
+    public void In_controller_msi_block_dispatches_from_its_table()
+    {
+        var line = new Line();
+        var m = new Doorbell.Platform.DeviceTree.InControllerMsi(line);
+        const uint St = Doorbell.Platform.DeviceTree.InControllerMsi.MSI_STATUS;
+        m.Write(Doorbell.Platform.DeviceTree.InControllerMsi.MSI_DOORBELL, 4, 37, BusAttributes.FromDevice(3)); // vector 37: word 1, bit 5
+        Assert.Equal(1, m.Raised(37));
+        Assert.True(line.Level);
+        m.Read(St + 4, 4, out var st, BusAttributes.Cpu);
+        Assert.Equal(1UL << 5, st);
+        m.Read(Doorbell.Platform.DeviceTree.InControllerMsi.MSI_DOORBELL, 4, out var db, BusAttributes.Cpu);
+        Assert.Equal(0UL, db);                                   // write-only
+        m.Write(St + 4, 4, 0, BusAttributes.Cpu);                // W1C of zero: nothing
+        Assert.True(line.Level);
+        m.Write(St + 4, 4, 1u << 5, BusAttributes.Cpu);
+        m.Read(St + 4, 4, out st, BusAttributes.Cpu);
+        Assert.Equal(0UL, st);
+        Assert.False(line.Level);
+        Assert.Equal("MSI_STATUS7", Doorbell.Platform.DeviceTree.InControllerMsi.Block.NameOf(St + 28));
+    }
+
     static ulong Rd(PlatformDmaDevice d, ulong offset, int size = 4)
     {
         d.Read(offset, size, out var v, BusAttributes.Cpu);
