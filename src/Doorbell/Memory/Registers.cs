@@ -92,7 +92,10 @@ public readonly struct RegisterRef
     // read (the low word of a 64-bit register), a whole 32-bit / 64-bit write to a RW, WO, W1S or W1C register, and
     // "a write of zero does nothing" (W1S/W1C). The size bits are indexed by size >> 2 (4 → 1, 8 → 2; 1 and 2 → none).
     // ByteLanes: the register takes narrower writes as they are (ByteWrites).
-    internal const uint Read4 = 1, Read8 = 2, Write4 = 4, Write8 = 8, ZeroIsNoop = 16, ByteLanes = 32;
+    // Half4: a 32-bit read of either half of a 64-bit register (Read4 is a whole 32-bit register only, so the whole-register
+    // path returns the handler's value as it is).
+    // Merge4: a 32-bit write to either half of a 64-bit read-write register (merged with the other half).
+    internal const uint Read4 = 1, Read8 = 2, Write4 = 4, Write8 = 8, ZeroIsNoop = 16, ByteLanes = 32, Half4 = 64, Merge4 = 128;
 
     readonly ulong _bits;
 
@@ -135,8 +138,10 @@ public interface IRegisterFile
     static abstract RegisterBlock Block { get; }
 
     /// <summary>
-    /// The value of register <paramref name="r"/> (all its bytes; side-effect free), as the accessor named by
-    /// <paramref name="attributes"/> sees it (a banked register: the accessing CPU's copy).
+    /// The value of register <paramref name="r"/> (all its bytes, and nothing above them: a 32-bit register's value fits in
+    /// 32 bits), as the accessor named by <paramref name="attributes"/> sees it (a banked register: the accessing CPU's
+    /// copy). Side-effect free, except for a read-sensitive register (GICC_IAR), which dispatch reads once per access and
+    /// never to merge a write.
     /// </summary>
     ulong Read(RegisterRef r, in BusAttributes attributes);
 
@@ -219,9 +224,10 @@ public sealed class RegisterBlock
                 }
                 else if (r.Width == 8)
                 {
-                    if (readable && halves) fast |= RegisterRef.Read4;
+                    if (readable && halves) fast |= RegisterRef.Half4;
                     if (readable && !high) fast |= RegisterRef.Read8;
                     if (writable && !high) fast |= RegisterRef.Write8;
+                    if (halves && r.Access == RegisterAccess.ReadWrite) fast |= RegisterRef.Merge4;
                 }
                 if (w1x) fast |= RegisterRef.ZeroIsNoop;
                 if (r.ByteWrites) fast |= RegisterRef.ByteLanes;
@@ -311,14 +317,19 @@ public static class RegisterDispatch<TFile> where TFile : struct, IRegisterFile
     public static ulong Read(TFile file, ulong offset, int size, in BusAttributes attributes)
     {
         var r = At(offset);
-        // The common accesses: a whole readable register, or a 32-bit half of a 64-bit one.
-        if (((uint)offset & 3) == 0 && (r.Fast & ((uint)size >> 2)) != 0)
+        if (((uint)offset & 3) == 0)
         {
-            var v = file.Read(r, in attributes);
-            return size == 8 ? v : (uint)(v >> r.Shift);
+            // The common access, a whole readable register: the handler's value as it is (nothing left to do after the
+            // call, so nothing stays live across it).
+            if ((r.Fast & ((uint)size >> 2)) != 0) return file.Read(r, in attributes);
+            // A 32-bit half of a 64-bit register.
+            if ((r.Fast & RegisterRef.Half4) != 0 && size == 4) return ReadHalf(file, r, in attributes);
         }
         return ReadOther(file, offset, size, in attributes);
     }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static ulong ReadHalf(TFile file, RegisterRef r, in BusAttributes attributes) => (uint)(file.Read(r, in attributes) >> r.Shift);
 
     /// <inheritdoc cref="Read(TFile, ulong, int, in BusAttributes)"/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -362,6 +373,13 @@ public static class RegisterDispatch<TFile> where TFile : struct, IRegisterFile
     static void WriteOther(TFile file, ulong offset, int size, ulong value, in BusAttributes attributes, StrictMonitor? strict)
     {
         var w = At(offset);
+        if ((w.Fast & RegisterRef.Merge4) != 0 && size == 4 && ((uint)offset & 3) == 0)
+        {
+            // A 32-bit half of a 64-bit read-write register (a 32-bit CPU's or lo_hi_writeq's store), merged.
+            var half = 0xFFFF_FFFFUL << w.Shift;
+            file.Write(w, (file.Read(w, in attributes) & ~half) | ((value << w.Shift) & half), in attributes);
+            return;
+        }
         ref readonly var r = ref All[w.Desc];
         var within = ((uint)offset - r.Offset) & (uint)(r.Width - 1);
         if ((r.Sizes & (uint)size) == 0 || (within & (uint)(size - 1)) != 0)
