@@ -321,6 +321,29 @@ public sealed class Iotlb
         return ref FindAndHint(ref hint, vmid, asid, input);
     }
 
+    /// <summary>As <see cref="Find(ushort, ushort, ulong)"/>, with only the last-hit way inline (the set probes out of line): for a caller
+    /// whose frame should stay small.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref TlbEntry FindLastHitFirst(ushort vmid, ushort asid, ulong input)
+    {
+        var mru = _mru;
+        var entries = _entries;
+        if ((uint)mru < (uint)entries.Length)
+        {
+            ref var m = ref entries[mru];
+            if (input - m.InputBase <= m.OffsetMask && m.Vmid == vmid && (m.Global || m.Asid == asid))
+            {
+                Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_referenced), mru) = 1;
+                Hits++;
+                return ref m;
+            }
+        }
+        return ref FindInSetsOutOfLine(vmid, asid, input);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    ref TlbEntry FindInSetsOutOfLine(ushort vmid, ushort asid, ulong input) => ref FindInSets(vmid, asid, input);
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     ref TlbEntry FindAndHint(ref int hint, ushort vmid, ushort asid, ulong input)
     {

@@ -150,6 +150,20 @@ public sealed class Translator
         return Translate(config, config.Vmid, input, access, out entry, out fault);
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static bool Bypass(ulong input, out TlbEntry entry, out TranslationFault fault)
+    {
+        fault = default;
+        entry = default;
+        entry.InputBase = input & ~0xFFFUL;
+        entry.OutputBase = entry.InputBase;
+        entry.SizeLog2 = 12;
+        entry.Stage1Permissions = PagePermissions.All;
+        entry.Stage2Permissions = PagePermissions.All;
+        entry.Global = true;
+        return true;
+    }
+
     /// <summary>
     /// As <see cref="Translate(TranslationConfig, ulong, AccessFlags, out TlbEntry, out TranslationFault)"/> with the VMID
     /// the IOTLB tags entries with given explicitly (SMMUv3 tags stage-1-only translations with STE.S2VMID when stage 2
@@ -158,25 +172,17 @@ public sealed class Translator
     public bool Translate(TranslationConfig config, ushort vmid, ulong input, AccessFlags access, out TlbEntry entry, out TranslationFault fault)
     {
         ArgumentNullException.ThrowIfNull(config);
-        fault = default;
-        if (config.IsBypass)
+        if (config.IsBypass) return Bypass(input, out entry, out fault);
+        var key = PageTableWalker.TlbInput(config, input);
+        ref var e = ref _tlb.FindLastHitFirst(vmid, config.Asid, key);
+        if (Unsafe.IsNullRef(ref e)) return OnMiss(config, vmid, input, access, out entry, out fault);
+        entry = e;
+        if (PageTableWalker.DeniedBy(entry, access) == TranslationStage.None && !StrictOn)
         {
-            entry = default;
-            entry.InputBase = input & ~0xFFFUL;
-            entry.OutputBase = entry.InputBase;
-            entry.SizeLog2 = 12;
-            entry.Stage1Permissions = PagePermissions.All;
-            entry.Stage2Permissions = PagePermissions.All;
-            entry.Global = true;
+            fault = default;
             return true;
         }
-        var key = PageTableWalker.TlbInput(config, input);
-        if (_tlb.TryLookup(vmid, config.Asid, key, out entry))
-        {
-            if (PageTableWalker.DeniedBy(entry, access) == TranslationStage.None && !StrictOn) return true;
-            return OnHit(config, vmid, input, key, access, ref entry, out fault);
-        }
-        return OnMiss(config, vmid, input, access, out entry, out fault);
+        return OnHit(config, vmid, input, key, access, ref entry, out fault);
     }
 
     /// <summary>A hit that strict mode checks, or that the access is denied by (a permission fault, or a DBM write that walks).</summary>
