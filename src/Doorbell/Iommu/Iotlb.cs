@@ -280,12 +280,20 @@ public sealed class Iotlb
     public ref TlbEntry Find(ushort vmid, ushort asid, ulong input)
     {
         // The MRU way, then the set of each block size in use.
-        ref var entries = ref MemoryMarshal.GetArrayDataReference(_entries);
+        ref var m = ref FindLastHit(vmid, asid, input);
+        return ref Unsafe.IsNullRef(ref m) ? ref FindInSets(vmid, asid, input) : ref m;
+    }
+
+    /// <summary>The last-hit way when it translates <paramref name="input"/> for these tags (counted as a hit), else a null reference.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    ref TlbEntry FindLastHit(ushort vmid, ushort asid, ulong input)
+    {
         var mru = _mru;
-        if (mru >= 0)
+        var entries = _entries;
+        // Every invalidation forgets the MRU way, so it is live whenever set.
+        if ((uint)mru < (uint)entries.Length)
         {
-            // Every invalidation forgets the MRU way, so it is live whenever set.
-            ref var m = ref Unsafe.Add(ref entries, mru);
+            ref var m = ref entries[mru];
             if (input - m.InputBase <= m.OffsetMask && m.Vmid == vmid && (m.Global || m.Asid == asid))
             {
                 Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_referenced), mru) = 1;
@@ -293,7 +301,7 @@ public sealed class Iotlb
                 return ref m;
             }
         }
-        return ref FindInSets(vmid, asid, input);
+        return ref Unsafe.NullRef<TlbEntry>();
     }
 
     /// <summary>
@@ -326,19 +334,8 @@ public sealed class Iotlb
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ref TlbEntry FindLastHitFirst(ushort vmid, ushort asid, ulong input)
     {
-        var mru = _mru;
-        var entries = _entries;
-        if ((uint)mru < (uint)entries.Length)
-        {
-            ref var m = ref entries[mru];
-            if (input - m.InputBase <= m.OffsetMask && m.Vmid == vmid && (m.Global || m.Asid == asid))
-            {
-                Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_referenced), mru) = 1;
-                Hits++;
-                return ref m;
-            }
-        }
-        return ref FindInSetsOutOfLine(vmid, asid, input);
+        ref var m = ref FindLastHit(vmid, asid, input);
+        return ref Unsafe.IsNullRef(ref m) ? ref FindInSetsOutOfLine(vmid, asid, input) : ref m;
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
