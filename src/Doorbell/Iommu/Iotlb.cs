@@ -280,12 +280,20 @@ public sealed class Iotlb
     public ref TlbEntry Find(ushort vmid, ushort asid, ulong input)
     {
         // The MRU way, then the set of each block size in use.
-        ref var entries = ref MemoryMarshal.GetArrayDataReference(_entries);
+        ref var m = ref FindLastHit(vmid, asid, input);
+        return ref Unsafe.IsNullRef(ref m) ? ref FindInSets(vmid, asid, input) : ref m;
+    }
+
+    /// <summary>The last-hit way when it translates <paramref name="input"/> for these tags (counted as a hit), else a null reference.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    ref TlbEntry FindLastHit(ushort vmid, ushort asid, ulong input)
+    {
         var mru = _mru;
-        if (mru >= 0)
+        var entries = _entries;
+        // Every invalidation forgets the MRU way, so it is live whenever set.
+        if ((uint)mru < (uint)entries.Length)
         {
-            // Every invalidation forgets the MRU way, so it is live whenever set.
-            ref var m = ref Unsafe.Add(ref entries, mru);
+            ref var m = ref entries[mru];
             if (input - m.InputBase <= m.OffsetMask && m.Vmid == vmid && (m.Global || m.Asid == asid))
             {
                 Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_referenced), mru) = 1;
@@ -293,7 +301,7 @@ public sealed class Iotlb
                 return ref m;
             }
         }
-        return ref FindInSets(vmid, asid, input);
+        return ref Unsafe.NullRef<TlbEntry>();
     }
 
     /// <summary>
@@ -321,6 +329,18 @@ public sealed class Iotlb
         return ref FindAndHint(ref hint, vmid, asid, input);
     }
 
+    /// <summary>As <see cref="Find(ushort, ushort, ulong)"/>, with only the last-hit way inline (the set probes out of line): for a caller
+    /// whose frame should stay small.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref TlbEntry FindLastHitFirst(ushort vmid, ushort asid, ulong input)
+    {
+        ref var m = ref FindLastHit(vmid, asid, input);
+        return ref Unsafe.IsNullRef(ref m) ? ref FindInSetsOutOfLine(vmid, asid, input) : ref m;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    ref TlbEntry FindInSetsOutOfLine(ushort vmid, ushort asid, ulong input) => ref FindInSets(vmid, asid, input);
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     ref TlbEntry FindAndHint(ref int hint, ushort vmid, ushort asid, ulong input)
     {
@@ -330,36 +350,57 @@ public sealed class Iotlb
         return ref e;
     }
 
-    /// <summary>Every block size in use, every matching way (several sizes, tag aliases across contexts, entries older than an invalidation).</summary>
+    /// <summary>
+    /// Every block size in use, every matching way (several sizes, tag aliases across contexts, entries older than an
+    /// invalidation). The common case — eight ways compared as vectors, and a matching entry inserted since the last
+    /// invalidation — runs here without calls; anything else (another way count, an entry an invalidation may have
+    /// reached) restarts in <see cref="FindInSetsChecked"/>, so this loop keeps its registers.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] // the callers (TryLookup, a hint miss) are not the hinted hot path
     ref TlbEntry FindInSets(ushort vmid, ushort asid, ulong input)
     {
+        if (!_vector8) return ref FindInSetsChecked(vmid, asid, input);
         ref var entries = ref MemoryMarshal.GetArrayDataReference(_entries);
-        var sizes = _sizesInUse;
         ref var tags = ref MemoryMarshal.GetArrayDataReference(_tags);
-        var vector = _vector8;
+        var sizes = _sizesInUse;
+        var tick = _tick;
         while (sizes != 0)
         {
             var s = BitOperations.TrailingZeroCount(sizes);
             sizes &= sizes - 1;
             var tag = Tag(input, s);
             var b = SetBase(tag, vmid);
-            if (vector)
+            // All eight tags of the set in two compares; then only the matching ways are checked.
+            var t = Vector256.Create(tag);
+            var match = Vector256.Equals(Vector256.LoadUnsafe(ref tags, (nuint)b), t).ExtractMostSignificantBits()
+                        | (Vector256.Equals(Vector256.LoadUnsafe(ref tags, (nuint)(b + 4)), t).ExtractMostSignificantBits() << 4);
+            while (match != 0)
             {
-                // All eight tags of the set in two compares; then only the matching ways are checked.
-                var t = Vector256.Create(tag);
-                var match = Vector256.Equals(Vector256.LoadUnsafe(ref tags, (nuint)b), t).ExtractMostSignificantBits()
-                            | (Vector256.Equals(Vector256.LoadUnsafe(ref tags, (nuint)(b + 4)), t).ExtractMostSignificantBits() << 4);
-                while (match != 0)
-                {
-                    var i = b + BitOperations.TrailingZeroCount(match);
-                    match &= match - 1;
-                    ref var e = ref Unsafe.Add(ref entries, i);
-                    if (e.Vmid == vmid && (e.Global || e.Asid == asid) && Live(i, ref e))
-                        return ref Hit(i, ref e);
-                }
-                continue;
+                var i = b + BitOperations.TrailingZeroCount(match);
+                match &= match - 1;
+                ref var e = ref Unsafe.Add(ref entries, i);
+                if (e.Vmid != vmid || !(e.Global || e.Asid == asid)) continue;
+                if (e.InsertTick != tick) return ref FindInSetsChecked(vmid, asid, input);
+                return ref Hit(i, ref e);
             }
+        }
+        Misses++;
+        return ref Unsafe.NullRef<TlbEntry>();
+    }
+
+    /// <summary>The general probe: any way count, each candidate checked against the invalidation scopes.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    ref TlbEntry FindInSetsChecked(ushort vmid, ushort asid, ulong input)
+    {
+        ref var entries = ref MemoryMarshal.GetArrayDataReference(_entries);
+        var sizes = _sizesInUse;
+        ref var tags = ref MemoryMarshal.GetArrayDataReference(_tags);
+        while (sizes != 0)
+        {
+            var s = BitOperations.TrailingZeroCount(sizes);
+            sizes &= sizes - 1;
+            var tag = Tag(input, s);
+            var b = SetBase(tag, vmid);
             for (var w = 0; w < _ways; w++)
             {
                 var i = b + w;

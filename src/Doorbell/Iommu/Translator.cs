@@ -150,6 +150,20 @@ public sealed class Translator
         return Translate(config, config.Vmid, input, access, out entry, out fault);
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static bool Bypass(ulong input, out TlbEntry entry, out TranslationFault fault)
+    {
+        fault = default;
+        entry = default;
+        entry.InputBase = input & ~0xFFFUL;
+        entry.OutputBase = entry.InputBase;
+        entry.SizeLog2 = 12;
+        entry.Stage1Permissions = PagePermissions.All;
+        entry.Stage2Permissions = PagePermissions.All;
+        entry.Global = true;
+        return true;
+    }
+
     /// <summary>
     /// As <see cref="Translate(TranslationConfig, ulong, AccessFlags, out TlbEntry, out TranslationFault)"/> with the VMID
     /// the IOTLB tags entries with given explicitly (SMMUv3 tags stage-1-only translations with STE.S2VMID when stage 2
@@ -158,25 +172,19 @@ public sealed class Translator
     public bool Translate(TranslationConfig config, ushort vmid, ulong input, AccessFlags access, out TlbEntry entry, out TranslationFault fault)
     {
         ArgumentNullException.ThrowIfNull(config);
-        fault = default;
-        if (config.IsBypass)
+        if (config.IsBypass) return Bypass(input, out entry, out fault);
+        var key = PageTableWalker.TlbInput(config, input);
+        ref var e = ref _tlb.FindLastHitFirst(vmid, config.Asid, key);
+        if (Unsafe.IsNullRef(ref e)) return OnMiss(config, vmid, input, access, out entry, out fault);
+        // Checked on the IOTLB's copy, so the check does not wait for the copy out.
+        var allowed = PageTableWalker.DeniedBy(e, access) == TranslationStage.None;
+        entry = e;
+        if (allowed && !StrictOn)
         {
-            entry = default;
-            entry.InputBase = input & ~0xFFFUL;
-            entry.OutputBase = entry.InputBase;
-            entry.SizeLog2 = 12;
-            entry.Stage1Permissions = PagePermissions.All;
-            entry.Stage2Permissions = PagePermissions.All;
-            entry.Global = true;
+            fault = default;
             return true;
         }
-        var key = PageTableWalker.TlbInput(config, input);
-        if (_tlb.TryLookup(vmid, config.Asid, key, out entry))
-        {
-            if (PageTableWalker.DeniedBy(entry, access) == TranslationStage.None && !StrictOn) return true;
-            return OnHit(config, vmid, input, key, access, ref entry, out fault);
-        }
-        return OnMiss(config, vmid, input, access, out entry, out fault);
+        return OnHit(config, vmid, input, key, access, ref entry, out fault);
     }
 
     /// <summary>A hit that strict mode checks, or that the access is denied by (a permission fault, or a DBM write that walks).</summary>
@@ -247,5 +255,55 @@ public sealed class Translator
         }
 
         public void PutTable(in WalkCacheEntry entry) => owner._tlb.PutTable(entry);
+    }
+
+    // ---- The transfer loop of every SMMU front end ----
+    // Once a transaction's stream has resolved to a translating context (SMMUv3 stream ports, SMMUv2 stream ports), the
+    // transfer is translated per translation block through the one fast path above and each block's bytes go to the bus
+    // with the attributes unchanged. What a fault means (an event record, fault registers, RAZ/WI or abort) stays the
+    // front end's: the loop stops at the faulting block and says where.
+
+    /// <summary>
+    /// Carries out [<paramref name="address"/>, + length): reads into <paramref name="rd"/> or writes
+    /// <paramref name="wr"/>. True when every block went to the bus, or the bus answered an error
+    /// (<paramref name="status"/>); false at a translation fault, with the offset of the faulting block in
+    /// <paramref name="done"/> (the bytes before it were transferred) and the fault. With a <paramref name="trace"/>,
+    /// each block is traced under <see cref="TraceCategory.SmmuTranslate"/> when that category is on.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool Transfer(TranslationContext context, IMemoryView bus, ulong address,
+        Span<byte> rd, ReadOnlySpan<byte> wr, bool write, AccessFlags access, in BusAttributes attributes,
+        Trace? trace, string traceSource, uint streamId, out BusStatus status, out int done, out TranslationFault fault)
+    {
+        var length = write ? wr.Length : rd.Length;
+        var pos = 0;
+        var va = address;
+        while (pos < length)
+        {
+            if (!Translate(context, va, access, out var entry, out fault))
+            {
+                status = BusStatus.SlaveError;
+                done = pos;
+                return false;
+            }
+            var inBlock = entry.SizeLog2 >= 63 ? ulong.MaxValue : entry.SizeBytes - (va & entry.OffsetMask);
+            var chunk = (int)Math.Min((ulong)(length - pos), inBlock);
+            var pa = entry.Translate(va);
+            if (trace is not null && trace.IsOn(TraceCategory.SmmuTranslate))
+                trace.Emit(TraceCategory.SmmuTranslate, traceSource, $"SID 0x{streamId:x} {(write ? "write" : "read")} IOVA 0x{va:x} -> PA 0x{pa:x} ({chunk} bytes)");
+            var s = write ? bus.Write(pa, wr.Slice(pos, chunk), attributes) : bus.Read(pa, rd.Slice(pos, chunk), attributes);
+            if (s != BusStatus.Ok)
+            {
+                status = s;
+                done = pos;
+                return true;
+            }
+            pos += chunk;
+            va += (ulong)chunk;
+        }
+        status = BusStatus.Ok;
+        done = length;
+        Unsafe.SkipInit(out fault);
+        return true;
     }
 }

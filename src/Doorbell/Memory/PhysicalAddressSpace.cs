@@ -40,13 +40,21 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     ulong _fastStart, _fastSize, _fastDelta;
     SparseMemory _fastStore = new();
     // MMIO regions sorted by start.
+    // MMIO regions sorted by start: one slot each (one bounds check per access), the starts apart for the search.
+    struct MmioSlot
+    {
+        public ulong Start, End;
+        public IMmioHandler Handler;
+        public MmioAccessRules Rules;
+        public bool PureRead;
+    }
     ulong[] _mmioStart = [];
-    ulong[] _mmioEnd = [];
-    IMmioHandler[] _mmioHandler = [];
-    MmioAccessRules[] _mmioRules = [];
-    bool[] _mmioPureRead = [];
+    MmioSlot[] _mmio = [];
     readonly List<BusRegion> _regions = [];
-    int _lastMmio = -1;
+    // A direct-mapped cache of recently hit MMIO regions by 64 KiB granule (index + 1; 0 = empty): drivers alternate
+    // between a few register blocks (GICD, GICR, ITS, SMMU, ECAM), which a single last-hit entry would thrash.
+    const int MmioCacheShift = 16, MmioCacheSize = 64;
+    readonly ushort[] _mmioCache = new ushort[MmioCacheSize];
 
     /// <summary>
     /// The default backing store of RAM added without one (address = physical address). For test benches and
@@ -96,12 +104,10 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
         var starts = _mmioStart.ToList();
         var idx = ~starts.BinarySearch(@base.Value);
         starts.Insert(idx, @base.Value);
-        var ends = _mmioEnd.ToList(); ends.Insert(idx, @base.Value + size);
-        var handlers = _mmioHandler.ToList(); handlers.Insert(idx, handler);
-        var rs = _mmioRules.ToList(); rs.Insert(idx, rules);
-        var pure = _mmioPureRead.ToList(); pure.Insert(idx, handler.ReadsDeferNothing);
-        _mmioStart = [.. starts]; _mmioEnd = [.. ends]; _mmioHandler = [.. handlers]; _mmioRules = [.. rs]; _mmioPureRead = [.. pure];
-        _lastMmio = -1;
+        var slots = _mmio.ToList();
+        slots.Insert(idx, new MmioSlot { Start = @base.Value, End = @base.Value + size, Handler = handler, Rules = rules, PureRead = handler.ReadsDeferNothing });
+        _mmioStart = [.. starts]; _mmio = [.. slots];
+        Array.Clear(_mmioCache);
         _regions.Add(new BusRegion(name, @base, size, false));
     }
 
@@ -165,11 +171,19 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
         _ramBacking[i].Write(o, tmp[..size]);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     int FindMmio(ulong address)
     {
-        var last = _lastMmio;
-        if (last >= 0 && address >= _mmioStart[last] && address < _mmioEnd[last])
+        var slots = _mmio;
+        var last = _mmioCache[(int)(address >> MmioCacheShift) & (MmioCacheSize - 1)] - 1;
+        if ((uint)last < (uint)slots.Length && address - slots[last].Start < slots[last].End - slots[last].Start)
             return last;
+        return FindMmioSlow(address);
+    }
+
+    int FindMmioSlow(ulong address)
+    {
+        var slots = _mmio;
         int lo = 0, hi = _mmioStart.Length - 1;
         while (lo <= hi)
         {
@@ -177,9 +191,9 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
             if (_mmioStart[mid] <= address) lo = mid + 1; else hi = mid - 1;
         }
         // hi = last region whose start <= address
-        if (hi >= 0 && address < _mmioEnd[hi])
+        if (hi >= 0 && address < slots[hi].End)
         {
-            _lastMmio = hi;
+            if (hi < ushort.MaxValue) _mmioCache[(int)(address >> MmioCacheShift) & (MmioCacheSize - 1)] = (ushort)(hi + 1);
             return hi;
         }
         return -1;
@@ -202,17 +216,19 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
             return BusStatus.Ok;
         }
         var i = FindMmio(a);
-        if (i < 0 || a + (ulong)size > _mmioEnd[i]) { value = 0; return BusStatus.DecodeError; }
-        if (!_mmioRules[i].Allows(a, size))
+        if (i < 0) { value = 0; return BusStatus.DecodeError; }
+        ref readonly var m = ref _mmio[i];
+        if (a + (ulong)size > m.End) { value = 0; return BusStatus.DecodeError; }
+        if (!m.Rules.Allows(a, size))
         {
             value = 0;
-            return _mmioRules[i].OnViolation == MmioViolation.RazWi ? BusStatus.Ok : BusStatus.SlaveError;
+            return m.Rules.OnViolation == MmioViolation.RazWi ? BusStatus.Ok : BusStatus.SlaveError;
         }
         // No try/finally: a register read never throws (rule 3), and the handler frame stays lean (1-2 ns per access).
-        if (_mmioPureRead[i]) return _mmioHandler[i].Read(a - _mmioStart[i], size, out value, attributes);
+        if (m.PureRead) return m.Handler.Read(a - m.Start, size, out value, attributes);
         var loop = Loop;
         loop.Enter();
-        var st = _mmioHandler[i].Read(a - _mmioStart[i], size, out value, attributes);
+        var st = m.Handler.Read(a - m.Start, size, out value, attributes);
         loop.Exit();
         return st;
     }
@@ -234,17 +250,19 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
             return BusStatus.Ok;
         }
         var i = FindMmio(a);
-        if (i < 0 || a + (ulong)size > _mmioEnd[i]) return BusStatus.DecodeError;
-        if (!_mmioRules[i].Allows(a, size))
-            return _mmioRules[i].OnViolation == MmioViolation.RazWi ? BusStatus.Ok : BusStatus.SlaveError;
+        if (i < 0) return BusStatus.DecodeError;
+        ref readonly var m = ref _mmio[i];
+        if (a + (ulong)size > m.End) return BusStatus.DecodeError;
+        if (!m.Rules.Allows(a, size))
+            return m.Rules.OnViolation == MmioViolation.RazWi ? BusStatus.Ok : BusStatus.SlaveError;
         var loop = Loop;
         if (loop.InOperation)
         {
-            loop.PostWrite(_mmioHandler[i], a - _mmioStart[i], size, value, attributes);
+            loop.PostWrite(m.Handler, a - m.Start, size, value, attributes);
             return BusStatus.Ok;
         }
         loop.Enter();
-        try { return _mmioHandler[i].Write(a - _mmioStart[i], size, value, attributes); }
+        try { return m.Handler.Write(a - m.Start, size, value, attributes); }
         finally { loop.Exit(); }
     }
 
@@ -439,9 +457,9 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
         handler = null!;
         offset = 0;
         var i = FindMmio(address);
-        if (i < 0 || _mmioHandler[i] is not IBulkMmioHandler b || address + length < address || address + length > _mmioEnd[i]) return false;
+        if (i < 0 || _mmio[i].Handler is not IBulkMmioHandler b || address + length < address || address + length > _mmio[i].End) return false;
         handler = b;
-        offset = address - _mmioStart[i];
+        offset = address - _mmio[i].Start;
         return true;
     }
 
@@ -526,7 +544,7 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
             {
                 var m = FindMmio(a);
                 if (m < 0) return BusStatus.DecodeError;
-                regionEnd = _mmioEnd[m];
+                regionEnd = _mmio[m].End;
             }
             a = regionEnd;
         }

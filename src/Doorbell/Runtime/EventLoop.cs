@@ -51,7 +51,8 @@ public sealed class EventLoop
     /// <summary>Drains that stopped at <see cref="DrainBudget"/> with work left (devices signalling each other without end).</summary>
     public long DrainOverruns { get; private set; }
     /// <summary>Deepest nesting of model operations seen (1 = no MMIO access ran inside another).</summary>
-    public int MaxDepth { get; private set; }
+    public int MaxDepth => Math.Max(_maxDepth, 1);
+    int _maxDepth;
     /// <summary>
     /// Diagnostics: 0 (default) for no limit; otherwise an operation nested deeper throws <see cref="InvalidOperationException"/>
     /// (so a test can show unbounded recursion without overflowing the stack).
@@ -70,13 +71,14 @@ public sealed class EventLoop
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     public void Enter()
     {
-        if (++_depth > MaxDepth) NoteDeeper();
+        // The outermost operation only bumps the depth; nesting is the rare path.
+        if (_depth++ != 0) NoteDeeper();
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
     void NoteDeeper()
     {
-        MaxDepth = _depth;
+        if (_depth > _maxDepth) _maxDepth = _depth;
         if (DepthLimit > 0 && _depth > DepthLimit)
         {
             _depth--;
@@ -88,7 +90,13 @@ public sealed class EventLoop
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     public void Exit()
     {
-        if (--_depth == 0 && _count > 0 && !_draining) Drain();
+        if (--_depth == 0 && _count != 0) DrainUnlessDraining();
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    void DrainUnlessDraining()
+    {
+        if (!_draining) Drain();
     }
 
     /// <summary>Queues a write to an MMIO handler to run after the current operation (a posted write).</summary>

@@ -20,6 +20,35 @@ public class PhysicalAddressSpaceTests
         }
     }
 
+    sealed class Tagged(ulong tag) : IMmioHandler
+    {
+        public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes) { value = tag + offset; return BusStatus.Ok; }
+        public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes) => BusStatus.Ok;
+    }
+
+    [Fact]
+    public void Region_cache_never_answers_with_a_neighbour_in_the_same_granule_or_aliased_slot_or_after_a_new_mapping()
+    {
+        var bus = new PhysicalAddressSpace();
+        // Two 4 KiB regions in one 64 KiB granule, a third 4 MiB away (the same direct-mapped cache slot), and a hole.
+        bus.MapMmio(new PhysAddr(0x0900_0000), 0x1000, new Tagged(0x100000), MmioAccessRules.Registers32And64, "a");
+        bus.MapMmio(new PhysAddr(0x0900_2000), 0x1000, new Tagged(0x200000), MmioAccessRules.Registers32And64, "b");
+        bus.MapMmio(new PhysAddr(0x0940_0000), 0x1000, new Tagged(0x300000), MmioAccessRules.Registers32And64, "c");
+        for (var round = 0; round < 3; round++)
+        {
+            Assert.Equal(BusStatus.Ok, bus.Read(new PhysAddr(0x0900_0008), 4, out var a, BusAttributes.Cpu));
+            Assert.Equal(BusStatus.Ok, bus.Read(new PhysAddr(0x0900_2008), 4, out var b, BusAttributes.Cpu));
+            Assert.Equal(BusStatus.Ok, bus.Read(new PhysAddr(0x0940_0008), 4, out var c, BusAttributes.Cpu));
+            Assert.Equal(BusStatus.DecodeError, bus.Read(new PhysAddr(0x0900_1008), 4, out _, BusAttributes.Cpu));
+            Assert.Equal((0x100008UL, 0x200008UL, 0x300008UL), (a, b, c));
+        }
+        // A region mapped into the hole after the cache saw its neighbours is found.
+        bus.MapMmio(new PhysAddr(0x0900_1000), 0x1000, new Tagged(0x400000), MmioAccessRules.Registers32And64, "d");
+        Assert.Equal(BusStatus.Ok, bus.Read(new PhysAddr(0x0900_1008), 4, out var d, BusAttributes.Cpu));
+        Assert.Equal(BusStatus.Ok, bus.Read(new PhysAddr(0x0900_2008), 4, out var b2, BusAttributes.Cpu));
+        Assert.Equal((0x400008UL, 0x200008UL), (d, b2));
+    }
+
     [Fact]
     public void Sparse_ram_spanning_48_bits_allocates_only_touched_pages()
     {

@@ -32,6 +32,20 @@ public class UserAddressSpaceTests
     }
 
     [Fact]
+    public void Unmapping_the_middle_of_a_foreign_mapping_keeps_both_remnants_foreign_at_their_window_offsets()
+    {
+        var (_, _, mm) = Make();
+        const ulong va = 0x7000_0000, window = 0x80_0000_0000;
+        Assert.Equal(3UL, mm.MapForeign(va, 0x3000, window));
+        Assert.Equal(0, mm.Unmap(va + 0x1000, 0x1000));
+        Assert.True(mm.IsForeign(va, 0x1000));
+        Assert.True(mm.IsForeign(va + 0x2000, 0x1000)); // the tail split off keeps what it is
+        Assert.False(mm.IsForeign(va + 0x1000, 0x1000));
+        Assert.Equal(UserAccess.Ok, mm.Translate(va + 0x2000, false, out var phys));
+        Assert.Equal(window + 0x2000, phys);
+    }
+
+    [Fact]
     public void Pinned_pages_survive_munmap_until_unpinned()
     {
         var (_, alloc, mm) = Make(4);

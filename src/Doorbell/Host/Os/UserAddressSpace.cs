@@ -146,7 +146,7 @@ public sealed class UserAddressSpace
             else if (e == v.End) v.End = s;
             else
             {
-                var tail = new Vma { Start = e, End = v.End, Prot = v.Prot, Pfn = v.Pfn, PfnBase = v.PfnBase + (e - v.Start), Guard = v.Guard };
+                var tail = new Vma { Start = e, End = v.End, Prot = v.Prot, Pfn = v.Pfn, Foreign = v.Foreign, PfnBase = v.PfnBase + (e - v.Start), Guard = v.Guard };
                 v.End = s;
                 _vmas.Insert(i + 1, tail);
             }

@@ -251,7 +251,7 @@ public sealed partial class SmmuV2
             | (attributes.Privileged ? AccessFlags.Privileged : 0)
             | (attributes.Instruction ? AccessFlags.Execute : 0);
         // The transfer loop shared with the SMMUv3 front end: per translation block through the Translator, to the bus.
-        if (TransferLoop.Run(_translator, ctx, _bus, address, rd, wr, write, access, attributes, null, "smmuv2", port.StreamId,
+        if (_translator.Transfer(ctx, _bus, address, rd, wr, write, access, attributes, null, "smmuv2", port.StreamId,
                 out var status, out var pos, out var fault))
             return status;
         return RecordLoopFault(ctx, fault, address, pos, access, port, rd, wr, write, attributes);
@@ -296,7 +296,7 @@ public sealed partial class SmmuV2
             var f = new TranslationFault(FaultKind.Translation, TranslationStage.Stage2, 0, address, s1.Translate(address), false, 0, access);
             return RecordContextFault(ctx, SmmuV2Field.FsrTf, f, address, access, port, rd, wr, write, attributes);
         }
-        if (TransferLoop.Run(_translator, ctx, _bus, address, rd, wr, write, access, attributes, null, "smmuv2", port.StreamId,
+        if (_translator.Transfer(ctx, _bus, address, rd, wr, write, access, attributes, null, "smmuv2", port.StreamId,
                 out var status, out var pos, out var fault))
             return status;
         return RecordLoopFault(ctx, fault, address, pos, access, port, rd, wr, write, attributes);

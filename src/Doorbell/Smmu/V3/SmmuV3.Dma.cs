@@ -112,7 +112,7 @@ public sealed partial class SmmuV3
                 return BusStatus.SlaveError;
         }
         // The transfer loop shared with the SMMUv2 front end: per translation block through the Translator, to the bus.
-        if (TransferLoop.Run(_translator, ctx, _bus, address, rd, wr, write, access, attributes, _trace, TraceSource, port.StreamId,
+        if (_translator.Transfer(ctx, _bus, address, rd, wr, write, access, attributes, _trace, TraceSource, port.StreamId,
                 out var status, out var pos, out var fault))
             return status;
         var va = address + (ulong)pos;
