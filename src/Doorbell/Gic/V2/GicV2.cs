@@ -223,11 +223,7 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
             }
             switch (id)
             {
-                case Gicd.Ctlr:
-                    gic._ctlr = v & 3;
-                    gic.Kick();
-                    if (gic.Trace is { } t) t.Emit(TraceCategory.Gicv2, "gicv2", $"{Distributor.NameOf(r)} <- 0x{v:x}");
-                    return;
+                case Gicd.Ctlr: gic.WriteCtlr(r, v); return;
                 case Gicd.Priority:
                 {
                     // A byte store (Linux's) writes just its byte; a whole write all four.
@@ -246,6 +242,15 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
                 case Gicd.Sgir: gic.SendSgi(cpu, v); return;
             }
         }
+    }
+
+    // Out of line: the register write path keeps no trace-message locals.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    void WriteCtlr(RegisterRef r, uint v)
+    {
+        _ctlr = v & 3;
+        Kick();
+        if (Trace is { } t) t.Emit(TraceCategory.Gicv2, "gicv2", $"{Distributor.NameOf(r)} <- 0x{v:x}");
     }
 
     uint ReadTargets(int first)

@@ -185,6 +185,15 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         return CpuOfAffinity(r & 0xFF_00FF_FFFF);
     }
 
+    // Out of line: the register write path keeps no trace-message locals.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    void WriteCtlr(RegisterRef r, uint v)
+    {
+        _ctlr = (v & (CtlrEnableGrp0 | CtlrEnableGrp1)) | CtlrAre | CtlrDs;
+        Kick();
+        Trace.Emit(TraceCategory.Gicd, "gicd", $"{Distributor.NameOf(r)} <- 0x{v:x}");
+    }
+
     // --- GICD MMIO -----------------------------------------------------------------------------------------
 
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
@@ -246,11 +255,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
             }
             switch (id)
             {
-                case Gicd.Ctlr:
-                    gic._ctlr = (v & (CtlrEnableGrp0 | CtlrEnableGrp1)) | CtlrAre | CtlrDs;
-                    gic.Kick();
-                    gic.Trace.Emit(TraceCategory.Gicd, "gicd", $"{Distributor.NameOf(r)} <- 0x{v:x}");
-                    return;
+                case Gicd.Ctlr: gic.WriteCtlr(r, v); return;
                 case Gicd.Priority:
                     // A byte store (Linux's) writes just its byte; a whole write all four.
                     if (index >= FirstSpi / 4) spis.WritePriorities((int)index * 4 + r.PartOffset - FirstSpi, r.PartSize == 0 ? 4 : r.PartSize, v);

@@ -442,6 +442,20 @@ public sealed class GicV3Redistributor
 
     internal void Write(ulong off, int size, ulong value) => RegisterDispatch<RegisterFile>.Write(new RegisterFile(this), off, size, value, BusAttributes.Cpu, _gic.Strict);
 
+    // Out of line: the register write path keeps no trace- or report-message locals.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    void WriteCtlr(ulong value)
+    {
+        var want = (value & 1) != 0;
+        if (want && !_enableLpis) EnableLpis();
+        else if (!want && _enableLpis) DisableLpis();
+        _gic.Trace.Emit(TraceCategory.Gicr, TraceSources.Gicr(Cpu), $"EnableLPIs={(want ? 1 : 0)}");
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    void ReportBaseWhileEnabled(RegisterRef r) =>
+        _gic.Strict.Report("gicr", "IHI 0069 §12.11.28/29 (write with EnableLPIs = 1)", $"cpu{Cpu} {Block.NameOf(r)} written while LPIs are enabled: ignored");
+
     /// <summary>RD_base and SGI_base as a register file: whole registers by id.</summary>
     readonly struct RegisterFile(GicV3Redistributor rd) : IRegisterFile
     {
@@ -472,18 +486,13 @@ public sealed class GicV3Redistributor
         {
             switch ((Gicr)r.Id)
             {
-                case Gicr.Ctlr:
-                    var want = (value & 1) != 0;
-                    if (want && !rd._enableLpis) rd.EnableLpis();
-                    else if (!want && rd._enableLpis) rd.DisableLpis();
-                    rd._gic.Trace.Emit(TraceCategory.Gicr, TraceSources.Gicr(rd.Cpu), $"EnableLPIs={(want ? 1 : 0)}");
-                    return;
+                case Gicr.Ctlr: rd.WriteCtlr(value); return;
                 case Gicr.Waker:
                     rd._sleep = (value & 2) != 0;
                     return;
                 case Gicr.PropBase or Gicr.PendBase when rd._enableLpis:
                     // Writing either register while EnableLPIs = 1 is UNPREDICTABLE; Doorbell ignores it.
-                    rd._gic.Strict.Report("gicr", "IHI 0069 §12.11.28/29 (write with EnableLPIs = 1)", $"cpu{rd.Cpu} {Block.NameOf(r)} written while LPIs are enabled: ignored");
+                    rd.ReportBaseWhileEnabled(r);
                     return;
                 case Gicr.PropBase: rd._propbaser = value & 0x0FFF_FFFF_FFFF_FFFFUL; return;
                 case Gicr.PendBase: rd._pendbaser = value; return;

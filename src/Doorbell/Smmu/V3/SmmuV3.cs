@@ -189,7 +189,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
             case SmmuV3Reg.RegId.StrtabBase:
                 if (SmmuEnabled)
                 {
-                    ReportStrict(SmmuV3Reg.Block.NameOf(r), "IHI 0070 §6.3.24: STRTAB_BASE must not be changed while CR0.SMMUEN = 1", $"write 0x{value:x} ignored while SMMUEN = 1");
+                    IgnoredWrite(r, "IHI 0070 §6.3.24: STRTAB_BASE must not be changed while CR0.SMMUEN = 1", value, " while SMMUEN = 1");
                     return;
                 }
                 _strtabBase = value & (SmmuV3Field.StrtabBaseAddrMask | SmmuV3Field.StrtabBaseRa);
@@ -198,7 +198,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
             case SmmuV3Reg.RegId.CmdqBase:
                 if (CmdqEnabled)
                 {
-                    ReportStrict(SmmuV3Reg.Block.NameOf(r), "IHI 0070 §6.3.25: CMDQ_BASE must not be changed while CR0.CMDQEN = 1", $"write 0x{value:x} ignored while CMDQEN = 1");
+                    IgnoredWrite(r, "IHI 0070 §6.3.25: CMDQ_BASE must not be changed while CR0.CMDQEN = 1", value, " while CMDQEN = 1");
                     return;
                 }
                 _cmdqBase = value & (SmmuV3Field.QBaseAddrMask | SmmuV3Field.QBaseRwa | SmmuV3Field.QBaseLog2SizeMask);
@@ -206,7 +206,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
             case SmmuV3Reg.RegId.EventqBase:
                 if (EventqEnabled)
                 {
-                    ReportStrict(SmmuV3Reg.Block.NameOf(r), "IHI 0070 §6.3.28: EVENTQ_BASE must not be changed while CR0.EVENTQEN = 1", $"write 0x{value:x} ignored while EVENTQEN = 1");
+                    IgnoredWrite(r, "IHI 0070 §6.3.28: EVENTQ_BASE must not be changed while CR0.EVENTQEN = 1", value, " while EVENTQEN = 1");
                     return;
                 }
                 _eventqBase = value & (SmmuV3Field.QBaseAddrMask | SmmuV3Field.QBaseRwa | SmmuV3Field.QBaseLog2SizeMask);
@@ -244,7 +244,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
             case SmmuV3Reg.RegId.StrtabBaseCfg:
                 if (SmmuEnabled)
                 {
-                    ReportStrict(SmmuV3Reg.Block.NameOf(r), "IHI 0070 §6.3.25: STRTAB_BASE_CFG must not be changed while CR0.SMMUEN = 1", $"write 0x{v:x} ignored while SMMUEN = 1");
+                    IgnoredWrite(r, "IHI 0070 §6.3.25: STRTAB_BASE_CFG must not be changed while CR0.SMMUEN = 1", v, " while SMMUEN = 1");
                     return;
                 }
                 _strtabBaseCfg = v & SmmuV3Field.StrtabCfgMask;
@@ -254,7 +254,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
                 if (CmdqEnabled)
                 {
                     // Read-only while the queue is enabled (QEMU lets it be written).
-                    ReportStrict(SmmuV3Reg.Block.NameOf(r), "IHI 0070 §6.3.27: CMDQ_CONS is read-only while CR0.CMDQEN = 1", $"write 0x{v:x} ignored");
+                    IgnoredWrite(r, "IHI 0070 §6.3.27: CMDQ_CONS is read-only while CR0.CMDQEN = 1", v, "");
                     return;
                 }
                 _cmdqCons = v & (QueueIndexMask(CmdqLog2Size) | SmmuV3Field.CmdqConsErrMask);
@@ -262,7 +262,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
             case SmmuV3Reg.RegId.EventqProd:
                 if (EventqEnabled)
                 {
-                    ReportStrict(SmmuV3Reg.Block.NameOf(r), "IHI 0070 §6.3.29: EVENTQ_PROD is read-only while CR0.EVENTQEN = 1", $"write 0x{v:x} ignored");
+                    IgnoredWrite(r, "IHI 0070 §6.3.29: EVENTQ_PROD is read-only while CR0.EVENTQEN = 1", v, "");
                     return;
                 }
                 _eventqProd = v & (QueueIndexMask(EventqLog2Size) | SmmuV3Field.QOvflg);
@@ -288,6 +288,11 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
     }
 
     void ReportStrict(string what, string rule, string message) => _strict?.Report("smmuv3", rule, $"{what}: {message}");
+
+    /// <summary>A write the register's state forbids (out of line: the register write path keeps no message-building locals).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    void IgnoredWrite(RegisterRef r, string rule, ulong value, string why) =>
+        ReportStrict(SmmuV3Reg.Block.NameOf(r), rule, $"write 0x{value:x} ignored{why}");
 
     internal void TraceEmit(string message) => _trace.EmitText(TraceCategory.GuestError, TraceSource, message);
 
