@@ -375,6 +375,7 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
                 _ => 0,
             };
 
+            [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
             public void Write(RegisterRef r, ulong value, in BusAttributes attributes)
             {
                 var v = (uint)value;
