@@ -22,13 +22,29 @@ public static class EduRegs
     public const ulong DmaBufferBase = 0x40000, DmaBufferSize = 0x1000;
     public const long DmaDelayNs = 100_000_000;
 
+    internal enum Reg { None, Id, Liveness, Factorial, Status, IrqStatus, IrqRaise, IrqAck, DmaSrc, DmaDst, DmaCount, DmaCmd }
+
+    // Declared once: the device looks each access up here and switches on the id. QEMU's edu answers only at a
+    // register's own offset (a 4-byte access to a 64-bit DMA register is its low half; +4 is nothing), and reads all
+    // ones where it has nothing to say (unknown offsets, IRQ_RAISE/IRQ_ACK), so it uses the table's lookup
+    // (RegisterBlock.TryFind) and access kinds rather than the generic dispatch's RAZ/WI rules.
     public static readonly RegisterDescriptor[] Table =
     [
-        new(0x00, 4, "ID", RegisterAccess.ReadOnly), new(0x04, 4, "LIVENESS", RegisterAccess.ReadWrite), new(0x08, 4, "FACTORIAL", RegisterAccess.ReadWrite),
-        new(0x20, 4, "STATUS", RegisterAccess.ReadWrite), new(0x24, 4, "IRQ_STATUS", RegisterAccess.ReadOnly), new(0x60, 4, "IRQ_RAISE", RegisterAccess.ReadWrite),
-        new(0x64, 4, "IRQ_ACK", RegisterAccess.ReadWrite), new(0x80, 8, "DMA_SRC", RegisterAccess.ReadWrite), new(0x88, 8, "DMA_DST", RegisterAccess.ReadWrite),
-        new(0x90, 8, "DMA_COUNT", RegisterAccess.ReadWrite), new(0x98, 8, "DMA_CMD", RegisterAccess.ReadWrite),
+        new((uint)Id, 4, "ID", RegisterAccess.ReadOnly, Id: (int)Reg.Id),
+        new((uint)Liveness, 4, "LIVENESS", RegisterAccess.ReadWrite, Id: (int)Reg.Liveness),
+        new((uint)Factorial, 4, "FACTORIAL", RegisterAccess.ReadWrite, Id: (int)Reg.Factorial),
+        new((uint)Status, 4, "STATUS", RegisterAccess.ReadWrite, Id: (int)Reg.Status),
+        new((uint)IrqStatus, 4, "IRQ_STATUS", RegisterAccess.ReadOnly, Id: (int)Reg.IrqStatus),
+        new((uint)IrqRaise, 4, "IRQ_RAISE", RegisterAccess.WriteOnly, Id: (int)Reg.IrqRaise),
+        new((uint)IrqAck, 4, "IRQ_ACK", RegisterAccess.WriteOnly, Id: (int)Reg.IrqAck),
+        new((uint)DmaSrc, 8, "DMA_SRC", RegisterAccess.ReadWrite, Id: (int)Reg.DmaSrc),
+        new((uint)DmaDst, 8, "DMA_DST", RegisterAccess.ReadWrite, Id: (int)Reg.DmaDst),
+        new((uint)DmaCount, 8, "DMA_COUNT", RegisterAccess.ReadWrite, Id: (int)Reg.DmaCount),
+        new((uint)DmaCmd, 8, "DMA_CMD", RegisterAccess.ReadWrite, Id: (int)Reg.DmaCmd),
     ];
+
+    /// <summary>The table compiled for lookup (BAR 0 is 1 MiB; the registers end at 0xA0).</summary>
+    public static readonly RegisterBlock Block = new("edu", Table, 1 << 20, "QEMU edu.rst (read-only register)");
 }
 
 /// <summary>QEMU's `edu` educational PCI device (1234:11e8), register-compatible with QEMU 7.2.</summary>
@@ -68,18 +84,19 @@ public sealed class EduDevice : PciFunction
         value = ulong.MaxValue;
         if (offset < 0x80 && size != 4) return BusStatus.Ok;
         CompleteDmaIfPending();
-        switch (offset)
+        var known = EduRegs.Block.TryFind(offset, out var r) && r.Access != RegisterAccess.WriteOnly;
+        value = !known ? ulong.MaxValue : (EduRegs.Reg)r.Id switch
         {
-            case EduRegs.Id: value = EduRegs.IdValue; break;
-            case EduRegs.Liveness: value = _liveness; break;
-            case EduRegs.Factorial: value = _fact; break;
-            case EduRegs.Status: value = _status; break;
-            case EduRegs.IrqStatus: value = _irqStatus; break;
-            case EduRegs.DmaSrc: value = _src; break;
-            case EduRegs.DmaDst: value = _dst; break;
-            case EduRegs.DmaCount: value = _count; break;
-            case EduRegs.DmaCmd: value = _cmd; break;
-        }
+            EduRegs.Reg.Id => EduRegs.IdValue,
+            EduRegs.Reg.Liveness => _liveness,
+            EduRegs.Reg.Factorial => _fact,
+            EduRegs.Reg.Status => _status,
+            EduRegs.Reg.IrqStatus => _irqStatus,
+            EduRegs.Reg.DmaSrc => _src,
+            EduRegs.Reg.DmaDst => _dst,
+            EduRegs.Reg.DmaCount => _count,
+            _ => _cmd,
+        };
         if (size == 4) value &= 0xFFFF_FFFF;
         return BusStatus.Ok;
     }
@@ -88,24 +105,25 @@ public sealed class EduDevice : PciFunction
     {
         if (offset < 0x80 ? size != 4 : size is not (4 or 8)) return BusStatus.Ok;
         CompleteDmaIfPending();
+        if (!EduRegs.Block.TryFind(offset, out var r) || r.Access == RegisterAccess.ReadOnly) return BusStatus.Ok;
         var dmaRunning = (_cmd & EduRegs.DmaRun) != 0;
-        switch (offset)
+        switch ((EduRegs.Reg)r.Id)
         {
-            case EduRegs.Liveness: _liveness = ~(uint)value; break;
-            case EduRegs.Factorial:
+            case EduRegs.Reg.Liveness: _liveness = ~(uint)value; break;
+            case EduRegs.Reg.Factorial:
                 if ((_status & EduRegs.StatusComputing) != 0) break;
                 _fact = Factorial((uint)value);
                 if ((_status & EduRegs.StatusIrqFact) != 0) Raise(EduRegs.FactIrq);
                 break;
-            case EduRegs.Status:
+            case EduRegs.Reg.Status:
                 _status = ((uint)value & EduRegs.StatusIrqFact) != 0 ? _status | EduRegs.StatusIrqFact : _status & ~EduRegs.StatusIrqFact;
                 break;
-            case EduRegs.IrqRaise: Raise((uint)value); break;
-            case EduRegs.IrqAck: Lower((uint)value); break;
-            case EduRegs.DmaSrc: if (!dmaRunning) _src = value; break;
-            case EduRegs.DmaDst: if (!dmaRunning) _dst = value; break;
-            case EduRegs.DmaCount: if (!dmaRunning) _count = value; break;
-            case EduRegs.DmaCmd:
+            case EduRegs.Reg.IrqRaise: Raise((uint)value); break;
+            case EduRegs.Reg.IrqAck: Lower((uint)value); break;
+            case EduRegs.Reg.DmaSrc: if (!dmaRunning) _src = value; break;
+            case EduRegs.Reg.DmaDst: if (!dmaRunning) _dst = value; break;
+            case EduRegs.Reg.DmaCount: if (!dmaRunning) _count = value; break;
+            case EduRegs.Reg.DmaCmd:
                 if ((value & EduRegs.DmaRun) == 0 || dmaRunning) break;
                 _cmd = value;
                 _dmaDeadline = _clock.After(EduRegs.DmaDelayNs);

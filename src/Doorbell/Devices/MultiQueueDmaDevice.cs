@@ -22,14 +22,31 @@ public static class MqRegs
     public const uint StatusOk = 0, StatusReadFault = 1, StatusWriteFault = 2, StatusTooLong = 3;
     public const uint MsixTableOffset = 0x2000, MsixPbaOffset = 0x3000;
 
+    public const int MaxQueues = 32;
+
+    internal enum Reg { None, Id, NumQueues, Ctrl, Status, SqBase, CqBase, Size, QCtrl, SqTail, SqHead, CqTail, Error }
+
+    // Declared once: the table drives dispatch, the read-only / W1C rules and names. Queue n's registers are at
+    // QueueBase + n × QueueStride (instance n: SQ_BASE3 is queue 3's); a queue the device does not have reads as zero.
     public static readonly RegisterDescriptor[] Table =
     [
-        new(0x000, 4, "ID", RegisterAccess.ReadOnly), new(0x004, 4, "NUM_QUEUES", RegisterAccess.ReadOnly), new(0x008, 4, "CTRL", RegisterAccess.ReadWrite),
-        new(0x00C, 4, "STATUS", RegisterAccess.ReadOnly),
-        new(0x100, 8, "Qn_SQ_BASE", RegisterAccess.ReadWrite), new(0x108, 8, "Qn_CQ_BASE", RegisterAccess.ReadWrite), new(0x110, 4, "Qn_SIZE", RegisterAccess.ReadWrite),
-        new(0x114, 4, "Qn_CTRL", RegisterAccess.ReadWrite), new(0x118, 4, "Qn_SQ_TAIL", RegisterAccess.ReadWrite), new(0x11C, 4, "Qn_SQ_HEAD", RegisterAccess.ReadOnly),
-        new(0x120, 4, "Qn_CQ_TAIL", RegisterAccess.ReadOnly), new(0x124, 4, "Qn_ERROR", RegisterAccess.WriteOneToClear),
+        new((uint)Id, 4, "ID", RegisterAccess.ReadOnly, Id: (int)Reg.Id),
+        new((uint)NumQueues, 4, "NUM_QUEUES", RegisterAccess.ReadOnly, Id: (int)Reg.NumQueues),
+        new((uint)Ctrl, 4, "CTRL", RegisterAccess.ReadWrite, Id: (int)Reg.Ctrl),
+        new((uint)Status, 4, "STATUS", RegisterAccess.ReadOnly, Id: (int)Reg.Status),
+        new((uint)(QueueBase + SqBase), 8, "SQ_BASE", RegisterAccess.ReadWrite, MaxQueues, (int)Reg.SqBase, Stride: (int)QueueStride),
+        new((uint)(QueueBase + CqBase), 8, "CQ_BASE", RegisterAccess.ReadWrite, MaxQueues, (int)Reg.CqBase, Stride: (int)QueueStride),
+        new((uint)(QueueBase + Size), 4, "SIZE", RegisterAccess.ReadWrite, MaxQueues, (int)Reg.Size, Stride: (int)QueueStride),
+        new((uint)(QueueBase + QCtrl), 4, "QCTRL", RegisterAccess.ReadWrite, MaxQueues, (int)Reg.QCtrl, Stride: (int)QueueStride),
+        new((uint)(QueueBase + SqTail), 4, "SQ_TAIL", RegisterAccess.ReadWrite, MaxQueues, (int)Reg.SqTail, Stride: (int)QueueStride),
+        new((uint)(QueueBase + SqHead), 4, "SQ_HEAD", RegisterAccess.ReadOnly, MaxQueues, (int)Reg.SqHead, Stride: (int)QueueStride),
+        new((uint)(QueueBase + CqTail), 4, "CQ_TAIL", RegisterAccess.ReadOnly, MaxQueues, (int)Reg.CqTail, Stride: (int)QueueStride),
+        new((uint)(QueueBase + Error), 4, "ERROR", RegisterAccess.WriteOneToClear, MaxQueues, (int)Reg.Error, Stride: (int)QueueStride),
     ];
+
+    /// <summary>The register table compiled for dispatch (the BAR below the MSI-X table). A 64-bit access to a pair of
+    /// 32-bit registers reaches both, as before.</summary>
+    public static readonly RegisterBlock Block = new("mq-dma", Table, MsixTableOffset, "mq-dma register map (read-only register)", pairedWords: true);
 }
 
 /// <summary>
@@ -71,89 +88,68 @@ public sealed class MultiQueueDmaDevice : PciFunction
 
     protected override BusStatus BarRead(int bar, ulong offset, int size, out ulong value)
     {
-        value = 0;
-        if (size is not (4 or 8) || (offset & (ulong)(size - 1)) != 0) return BusStatus.Ok;
-        value = size == 8 ? Reg(offset) | ((ulong)Reg(offset + 4) << 32) : Reg(offset);
+        value = RegisterDispatch<RegisterFile>.Read(new RegisterFile(this), offset, size);
         return BusStatus.Ok;
-    }
-
-    uint Reg(ulong o)
-    {
-        switch (o)
-        {
-            case MqRegs.Id: return MqRegs.IdValue;
-            case MqRegs.NumQueues: return (uint)_queues.Length;
-            case MqRegs.Ctrl: return _ctrl;
-            case MqRegs.Status: return _ctrl & MqRegs.CtrlEnable;
-        }
-        if (!QueueReg(o, out var q, out var r)) return 0;
-        return r switch
-        {
-            MqRegs.SqBase => (uint)q.SqBase, MqRegs.SqBase + 4 => (uint)(q.SqBase >> 32),
-            MqRegs.CqBase => (uint)q.CqBase, MqRegs.CqBase + 4 => (uint)(q.CqBase >> 32),
-            MqRegs.Size => q.Size, MqRegs.QCtrl => q.Ctrl, MqRegs.SqTail => q.SqTail, MqRegs.SqHead => q.SqHead,
-            MqRegs.CqTail => q.CqTail, MqRegs.Error => q.Error, _ => 0,
-        };
-    }
-
-    bool QueueReg(ulong o, out Queue q, out ulong r)
-    {
-        q = null!; r = 0;
-        if (o < MqRegs.QueueBase) return false;
-        var i = (o - MqRegs.QueueBase) / MqRegs.QueueStride;
-        if (i >= (ulong)_queues.Length) return false;
-        q = _queues[i];
-        r = (o - MqRegs.QueueBase) % MqRegs.QueueStride;
-        return true;
     }
 
     protected override BusStatus BarWrite(int bar, ulong offset, int size, ulong value)
     {
-        if (size is not (4 or 8) || (offset & (ulong)(size - 1)) != 0) return BusStatus.Ok;
-        if (size == 8)
-        {
-            // 64-bit base registers take one access; a doorbell is 32-bit
-            if (QueueReg(offset, out var q8, out var r8) && r8 is MqRegs.SqBase or MqRegs.CqBase)
-            {
-                if (r8 == MqRegs.SqBase) q8.SqBase = value; else q8.CqBase = value;
-                return BusStatus.Ok;
-            }
-            WriteReg(offset, (uint)value);
-            WriteReg(offset + 4, (uint)(value >> 32));
-            return BusStatus.Ok;
-        }
-        WriteReg(offset, (uint)value);
+        RegisterDispatch<RegisterFile>.Write(new RegisterFile(this), offset, size, value, BusAttributes.Cpu, Host?.Strict);
         return BusStatus.Ok;
     }
 
-    void WriteReg(ulong o, uint v)
+    /// <summary>BAR 0's registers by id; the instance of a per-queue register is its queue.</summary>
+    readonly struct RegisterFile(MultiQueueDmaDevice d) : IRegisterFile
     {
-        if (o == MqRegs.Ctrl)
+        public static RegisterBlock Block => MqRegs.Block;
+
+        public ulong Read(RegisterRef r, in BusAttributes attributes)
         {
-            if ((v & MqRegs.CtrlReset) != 0) { OnReset(); return; }
-            _ctrl = v & MqRegs.CtrlEnable;
-            return;
+            switch ((MqRegs.Reg)r.Id)
+            {
+                case MqRegs.Reg.Id: return MqRegs.IdValue;
+                case MqRegs.Reg.NumQueues: return (uint)d._queues.Length;
+                case MqRegs.Reg.Ctrl: return d._ctrl;
+                case MqRegs.Reg.Status: return d._ctrl & MqRegs.CtrlEnable;
+            }
+            if (r.Index >= (uint)d._queues.Length) return 0;
+            var q = d._queues[r.Index];
+            return (MqRegs.Reg)r.Id switch
+            {
+                MqRegs.Reg.SqBase => q.SqBase, MqRegs.Reg.CqBase => q.CqBase, MqRegs.Reg.Size => q.Size, MqRegs.Reg.QCtrl => q.Ctrl,
+                MqRegs.Reg.SqTail => q.SqTail, MqRegs.Reg.SqHead => q.SqHead, MqRegs.Reg.CqTail => q.CqTail, MqRegs.Reg.Error => q.Error,
+                _ => 0,
+            };
         }
-        if (!QueueReg(o, out var q, out var r)) return;
-        var qi = (int)((o - MqRegs.QueueBase) / MqRegs.QueueStride);
-        switch (r)
+
+        public void Write(RegisterRef r, ulong value, in BusAttributes attributes)
         {
-            case MqRegs.SqBase: q.SqBase = (q.SqBase & ~0xFFFF_FFFFUL) | v; break;
-            case MqRegs.SqBase + 4: q.SqBase = (q.SqBase & 0xFFFF_FFFFUL) | ((ulong)v << 32); break;
-            case MqRegs.CqBase: q.CqBase = (q.CqBase & ~0xFFFF_FFFFUL) | v; break;
-            case MqRegs.CqBase + 4: q.CqBase = (q.CqBase & 0xFFFF_FFFFUL) | ((ulong)v << 32); break;
-            case MqRegs.Size:
-                if ((q.Ctrl & MqRegs.QCtrlEnable) == 0) q.Size = uint.IsPow2(v) && v <= MqRegs.MaxRing ? v : 0;
-                break;
-            case MqRegs.QCtrl:
-                q.Ctrl = v & (MqRegs.QCtrlEnable | MqRegs.QCtrlIrq);
-                if ((q.Ctrl & MqRegs.QCtrlEnable) == 0) { q.SqHead = q.SqTail = q.CqTail = 0; }
-                break;
-            case MqRegs.SqTail:
-                q.SqTail = q.Size == 0 ? 0 : v & (q.Size - 1);
-                Process(q, qi);
-                break;
-            case MqRegs.Error: q.Error &= ~v; break;
+            var v = (uint)value;
+            if ((MqRegs.Reg)r.Id == MqRegs.Reg.Ctrl)
+            {
+                if ((v & MqRegs.CtrlReset) != 0) { d.OnReset(); return; }
+                d._ctrl = v & MqRegs.CtrlEnable;
+                return;
+            }
+            if (r.Index >= (uint)d._queues.Length) return;
+            var q = d._queues[r.Index];
+            switch ((MqRegs.Reg)r.Id)
+            {
+                case MqRegs.Reg.SqBase: q.SqBase = value; break; // a 32-bit half arrives merged with the other half
+                case MqRegs.Reg.CqBase: q.CqBase = value; break;
+                case MqRegs.Reg.Size:
+                    if ((q.Ctrl & MqRegs.QCtrlEnable) == 0) q.Size = uint.IsPow2(v) && v <= MqRegs.MaxRing ? v : 0;
+                    break;
+                case MqRegs.Reg.QCtrl:
+                    q.Ctrl = v & (MqRegs.QCtrlEnable | MqRegs.QCtrlIrq);
+                    if ((q.Ctrl & MqRegs.QCtrlEnable) == 0) { q.SqHead = q.SqTail = q.CqTail = 0; }
+                    break;
+                case MqRegs.Reg.SqTail:
+                    q.SqTail = q.Size == 0 ? 0 : v & (q.Size - 1);
+                    d.Process(q, (int)r.Index);
+                    break;
+                case MqRegs.Reg.Error: q.Error &= ~v; break; // W1C: the bits written as one
+            }
         }
     }
 

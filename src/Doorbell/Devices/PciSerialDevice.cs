@@ -13,6 +13,25 @@ public static class Uart16550Regs
 {
     public const ulong RbrThr = 0, Ier = 1, IirFcr = 2, Lcr = 3, Mcr = 4, Lsr = 5, Msr = 6, Scr = 7;
     public const byte LcrDlab = 0x80, LsrThre = 0x20, LsrTemt = 0x40, IirNoInterrupt = 0x01, IirFifos = 0xC0;
+
+    internal enum Reg { None, RbrThr, Ier, IirFcr, Lcr, Mcr, Lsr, Msr, Scr }
+
+    // Declared once (byte registers: a byte-granular block, looked up per byte). Offset 0 is RBR/THR (DLL with LCR.DLAB),
+    // 1 IER (DLM with DLAB), 2 IIR on reads and FCR on writes.
+    public static readonly RegisterDescriptor[] Table =
+    [
+        new((uint)RbrThr, 1, "RBR_THR", RegisterAccess.ReadWrite, Id: (int)Reg.RbrThr),
+        new((uint)Ier, 1, "IER", RegisterAccess.ReadWrite, Id: (int)Reg.Ier),
+        new((uint)IirFcr, 1, "IIR_FCR", RegisterAccess.ReadWrite, Id: (int)Reg.IirFcr),
+        new((uint)Lcr, 1, "LCR", RegisterAccess.ReadWrite, Id: (int)Reg.Lcr),
+        new((uint)Mcr, 1, "MCR", RegisterAccess.ReadWrite, Id: (int)Reg.Mcr),
+        new((uint)Lsr, 1, "LSR", RegisterAccess.ReadOnly, Id: (int)Reg.Lsr),
+        new((uint)Msr, 1, "MSR", RegisterAccess.ReadOnly, Id: (int)Reg.Msr),
+        new((uint)Scr, 1, "SCR", RegisterAccess.ReadWrite, Id: (int)Reg.Scr),
+    ];
+
+    /// <summary>The table compiled for lookup, one entry per byte of the 8-byte I/O BAR.</summary>
+    public static readonly RegisterBlock Block = new("pci-serial", Table, 8, "PC16550D (read-only register)", byteGranular: true);
 }
 
 /// <summary>
@@ -36,29 +55,35 @@ public sealed class PciSerialDevice : PciFunction
     /// <summary>The divisor latch (DLM:DLL) software programmed.</summary>
     public ushort Divisor => (ushort)(_dlm << 8 | _dll);
 
-    byte ReadReg(ulong r) => r switch
+    byte ReadReg(ulong offset)
     {
-        Uart16550Regs.RbrThr => (_lcr & Uart16550Regs.LcrDlab) != 0 ? _dll : (byte)0,
-        Uart16550Regs.Ier => (_lcr & Uart16550Regs.LcrDlab) != 0 ? _dlm : _ier,
-        Uart16550Regs.IirFcr => (byte)(Uart16550Regs.IirNoInterrupt | ((_fcr & 1) != 0 ? Uart16550Regs.IirFifos : 0)),
-        Uart16550Regs.Lcr => _lcr,
-        Uart16550Regs.Mcr => _mcr,
-        Uart16550Regs.Lsr => Uart16550Regs.LsrThre | Uart16550Regs.LsrTemt, // transmitter always empty: a write is sent at once
-        Uart16550Regs.Scr => _scr,
-        _ => 0,
-    };
-
-    void WriteReg(ulong r, byte v)
-    {
+        if (!Uart16550Regs.Block.TryFind(offset, out var r)) return 0;
         var dlab = (_lcr & Uart16550Regs.LcrDlab) != 0;
-        switch (r)
+        return (Uart16550Regs.Reg)r.Id switch
         {
-            case Uart16550Regs.RbrThr: if (dlab) _dll = v; else _tx.Add(v); break;
-            case Uart16550Regs.Ier: if (dlab) _dlm = v; else _ier = (byte)(v & 0x0F); break;
-            case Uart16550Regs.IirFcr: _fcr = (byte)(v & 0xC9); break;
-            case Uart16550Regs.Lcr: _lcr = v; break;
-            case Uart16550Regs.Mcr: _mcr = (byte)(v & 0x1F); break;
-            case Uart16550Regs.Scr: _scr = v; break;
+            Uart16550Regs.Reg.RbrThr => dlab ? _dll : (byte)0,
+            Uart16550Regs.Reg.Ier => dlab ? _dlm : _ier,
+            Uart16550Regs.Reg.IirFcr => (byte)(Uart16550Regs.IirNoInterrupt | ((_fcr & 1) != 0 ? Uart16550Regs.IirFifos : 0)),
+            Uart16550Regs.Reg.Lcr => _lcr,
+            Uart16550Regs.Reg.Mcr => _mcr,
+            Uart16550Regs.Reg.Lsr => Uart16550Regs.LsrThre | Uart16550Regs.LsrTemt, // transmitter always empty: a write is sent at once
+            Uart16550Regs.Reg.Scr => _scr,
+            _ => 0, // MSR: modem lines not connected
+        };
+    }
+
+    void WriteReg(ulong offset, byte v)
+    {
+        if (!Uart16550Regs.Block.TryFind(offset, out var r) || r.Access == RegisterAccess.ReadOnly) return;
+        var dlab = (_lcr & Uart16550Regs.LcrDlab) != 0;
+        switch ((Uart16550Regs.Reg)r.Id)
+        {
+            case Uart16550Regs.Reg.RbrThr: if (dlab) _dll = v; else _tx.Add(v); break;
+            case Uart16550Regs.Reg.Ier: if (dlab) _dlm = v; else _ier = (byte)(v & 0x0F); break;
+            case Uart16550Regs.Reg.IirFcr: _fcr = (byte)(v & 0xC9); break;
+            case Uart16550Regs.Reg.Lcr: _lcr = v; break;
+            case Uart16550Regs.Reg.Mcr: _mcr = (byte)(v & 0x1F); break;
+            case Uart16550Regs.Reg.Scr: _scr = v; break;
         }
     }
 

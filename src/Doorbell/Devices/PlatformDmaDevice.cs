@@ -16,11 +16,22 @@ public static class PlatformDmaRegs
     public const uint MaxLength = 1 << 20;
     public const ulong RegionSize = 0x1000;
 
-    public static readonly (ulong Offset, int Width, string Name, string Access)[] Table =
+    internal enum Reg { None, Id, Ctrl, Status, Src, Dst, Len, Cmd }
+
+    // Declared once: the table drives dispatch, the read-only / write-only / W1C rules and names.
+    public static readonly RegisterDescriptor[] Table =
     [
-        (0x00, 4, "ID", "RO"), (0x04, 4, "CTRL", "RW"), (0x08, 4, "STATUS", "W1C"), (0x10, 8, "SRC", "RW"),
-        (0x18, 8, "DST", "RW"), (0x20, 4, "LEN", "RW"), (0x24, 4, "CMD", "WO"),
+        new((uint)Id, 4, "ID", RegisterAccess.ReadOnly, Id: (int)Reg.Id),
+        new((uint)Ctrl, 4, "CTRL", RegisterAccess.ReadWrite, Id: (int)Reg.Ctrl),
+        new((uint)Status, 4, "STATUS", RegisterAccess.WriteOneToClear, Id: (int)Reg.Status),
+        new((uint)Src, 8, "SRC", RegisterAccess.ReadWrite, Id: (int)Reg.Src),
+        new((uint)Dst, 8, "DST", RegisterAccess.ReadWrite, Id: (int)Reg.Dst),
+        new((uint)Len, 4, "LEN", RegisterAccess.ReadWrite, Id: (int)Reg.Len),
+        new((uint)Cmd, 4, "CMD", RegisterAccess.WriteOnly, Id: (int)Reg.Cmd),
     ];
+
+    /// <summary>The table compiled for dispatch.</summary>
+    public static readonly RegisterBlock Block = new("platform-dma", Table, RegionSize, "doorbell,dma-engine register map (read-only register)");
 }
 
 /// <summary>
@@ -48,41 +59,48 @@ public sealed class PlatformDmaDevice : IMmioHandler
     public uint StreamId { get; }
     public int Transfers { get; private set; }
 
-    public BusStatus Read(ulong offset, int size, out ulong value)
+    public BusStatus Read(ulong offset, int size, out ulong value) => Read(offset, size, out value, BusAttributes.Cpu);
+
+    public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
-        value = offset switch
-        {
-            PlatformDmaRegs.Id => PlatformDmaRegs.IdValue,
-            PlatformDmaRegs.Ctrl => _ctrl,
-            PlatformDmaRegs.Status => _status,
-            PlatformDmaRegs.Src => _src,
-            PlatformDmaRegs.Src + 4 => _src >> 32,
-            PlatformDmaRegs.Dst => _dst,
-            PlatformDmaRegs.Dst + 4 => _dst >> 32,
-            PlatformDmaRegs.Len => _len,
-            _ => 0,
-        };
-        if (size == 4) value &= 0xFFFF_FFFF;
+        value = RegisterDispatch<RegisterFile>.Read(new RegisterFile(this), offset, size, in attributes);
         return BusStatus.Ok;
     }
 
-    public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes) => Read(offset, size, out value);
-
     public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
     {
-        switch (offset)
-        {
-            case PlatformDmaRegs.Ctrl: _ctrl = (uint)value & PlatformDmaRegs.CtrlIrqEnable; break;
-            case PlatformDmaRegs.Status: _status &= ~(uint)value; break;
-            case PlatformDmaRegs.Src: _src = size == 8 ? value : (_src & ~0xFFFF_FFFFUL) | (uint)value; break;
-            case PlatformDmaRegs.Src + 4: _src = (_src & 0xFFFF_FFFFUL) | (value << 32); break;
-            case PlatformDmaRegs.Dst: _dst = size == 8 ? value : (_dst & ~0xFFFF_FFFFUL) | (uint)value; break;
-            case PlatformDmaRegs.Dst + 4: _dst = (_dst & 0xFFFF_FFFFUL) | (value << 32); break;
-            case PlatformDmaRegs.Len: _len = (uint)value; break;
-            case PlatformDmaRegs.Cmd: if ((value & PlatformDmaRegs.CmdStart) != 0) Run(); break;
-        }
+        RegisterDispatch<RegisterFile>.Write(new RegisterFile(this), offset, size, value, in attributes, null);
         UpdateIrq();
         return BusStatus.Ok;
+    }
+
+    readonly struct RegisterFile(PlatformDmaDevice d) : IRegisterFile
+    {
+        public static RegisterBlock Block => PlatformDmaRegs.Block;
+
+        public ulong Read(RegisterRef r, in BusAttributes attributes) => (PlatformDmaRegs.Reg)r.Id switch
+        {
+            PlatformDmaRegs.Reg.Id => PlatformDmaRegs.IdValue,
+            PlatformDmaRegs.Reg.Ctrl => d._ctrl,
+            PlatformDmaRegs.Reg.Status => d._status,
+            PlatformDmaRegs.Reg.Src => d._src,
+            PlatformDmaRegs.Reg.Dst => d._dst,
+            PlatformDmaRegs.Reg.Len => d._len,
+            _ => 0,
+        };
+
+        public void Write(RegisterRef r, ulong value, in BusAttributes attributes)
+        {
+            switch ((PlatformDmaRegs.Reg)r.Id)
+            {
+                case PlatformDmaRegs.Reg.Ctrl: d._ctrl = (uint)value & PlatformDmaRegs.CtrlIrqEnable; break;
+                case PlatformDmaRegs.Reg.Status: d._status &= ~(uint)value; break; // W1C: the bits written as one
+                case PlatformDmaRegs.Reg.Src: d._src = value; break; // a 32-bit half arrives merged with the other half
+                case PlatformDmaRegs.Reg.Dst: d._dst = value; break;
+                case PlatformDmaRegs.Reg.Len: d._len = (uint)value; break;
+                case PlatformDmaRegs.Reg.Cmd: if ((value & PlatformDmaRegs.CmdStart) != 0) d.Run(); break;
+            }
+        }
     }
 
     void Run()

@@ -105,7 +105,7 @@ public sealed class GicV3Its : IMmioHandler
 
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
-        value = RegisterDispatch<RegisterFile>.Read(new RegisterFile(_engine), offset, size);
+        value = RegisterDispatch<RegisterFile>.Read(new RegisterFile(_engine), offset, size, in attributes);
         return BusStatus.Ok;
     }
 
@@ -131,7 +131,7 @@ public sealed class GicV3Its : IMmioHandler
         public static RegisterBlock Block => GicV3Its.Block;
 
         [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-        public ulong Read(in RegisterDescriptor r, uint index)
+        public ulong Read(RegisterRef r, in BusAttributes attributes)
         {
             var id = (Gits)r.Id;
             if (id == Gits.Cwriter) return engine.Cwriter;
@@ -139,13 +139,13 @@ public sealed class GicV3Its : IMmioHandler
             if (id == Gits.Typer) return engine.Typer;
             if (id == Gits.Ctlr) return engine.Enabled ? CtlrEnabled : CtlrQuiescent;
             if (id == Gits.Cbaser) return engine.Cbaser;
-            if (id == Gits.Baser) return engine.Baser((int)index);
+            if (id == Gits.Baser) return engine.Baser((int)r.Index);
             if (id == Gits.Iidr) return 0x0100_143B;
             if (id == Gits.Pidr2) return 0x3B;
             return 0;
         }
 
-        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes)
+        public void Write(RegisterRef r, ulong value, in BusAttributes attributes)
         {
             switch ((Gits)r.Id)
             {
@@ -153,7 +153,7 @@ public sealed class GicV3Its : IMmioHandler
                 case Gits.Ctlr: engine.SetEnabled((value & 1) != 0); return;
                 case Gits.Cbaser: engine.WriteCbaser(value); return;
                 case Gits.Cwriter: engine.WriteCwriter(value); return;
-                case Gits.Baser: engine.WriteBaser((int)index, value); return;
+                case Gits.Baser: engine.WriteBaser((int)r.Index, value); return;
             }
         }
     }

@@ -25,25 +25,49 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
     // GICC, IHI 0048B §4.4
     public const uint GICC_CTLR = 0x00, GICC_PMR = 0x04, GICC_BPR = 0x08, GICC_IAR = 0x0C, GICC_EOIR = 0x10,
         GICC_RPR = 0x14, GICC_HPPIR = 0x18, GICC_IIDR = 0xFC, GICC_DIR = 0x1000;
+
+    // Group..Active follow IrqBank.BitField's order (the handlers map one onto the other).
+    enum Gicd { None, Ctlr, Typer, Iidr, Group, Enable, Pending, Active, Priority, Targets, Config, Sgir, Pidr2 }
+    enum Gicc { None, Ctlr, Pmr, Bpr, Iar, Eoir, Rpr, Hppir, Iidr, Dir }
+
+    // Declared once: the tables drive dispatch (handlers switch on the id), read-only / write-only / W1S / W1C / RAZ-WI
+    // behaviour, strict reports and trace names. IPRIORITYR and ITARGETSR are byte-accessible (IHI 0048B §4.3.11/12).
     public static readonly RegisterDescriptor[] DistributorRegisters =
     [
-        new(GICD_CTLR, 4, "GICD_CTLR", RegisterAccess.ReadWrite), new(GICD_TYPER, 4, "GICD_TYPER", RegisterAccess.ReadOnly),
-        new(GICD_IIDR, 4, "GICD_IIDR", RegisterAccess.ReadOnly), new(GICD_IGROUPR, 4, "GICD_IGROUPR", RegisterAccess.ReadWrite, 32),
-        new(GICD_ISENABLER, 4, "GICD_ISENABLER", RegisterAccess.WriteOneToSet, 32), new(GICD_ICENABLER, 4, "GICD_ICENABLER", RegisterAccess.WriteOneToClear, 32),
-        new(GICD_ISPENDR, 4, "GICD_ISPENDR", RegisterAccess.WriteOneToSet, 32), new(GICD_ICPENDR, 4, "GICD_ICPENDR", RegisterAccess.WriteOneToClear, 32),
-        new(GICD_ISACTIVER, 4, "GICD_ISACTIVER", RegisterAccess.WriteOneToSet, 32), new(GICD_ICACTIVER, 4, "GICD_ICACTIVER", RegisterAccess.WriteOneToClear, 32),
-        new(GICD_IPRIORITYR, 4, "GICD_IPRIORITYR", RegisterAccess.ReadWrite, 255), new(GICD_ITARGETSR, 4, "GICD_ITARGETSR", RegisterAccess.ReadWrite, 255),
-        new(GICD_ICFGR, 4, "GICD_ICFGR", RegisterAccess.ReadWrite, 64), new(GICD_SGIR, 4, "GICD_SGIR", RegisterAccess.WriteOnly),
-        new(GICD_PIDR2, 4, "GICD_PIDR2", RegisterAccess.ReadOnly),
+        new(GICD_CTLR, 4, "GICD_CTLR", RegisterAccess.ReadWrite, Id: (int)Gicd.Ctlr),
+        new(GICD_TYPER, 4, "GICD_TYPER", RegisterAccess.ReadOnly, Id: (int)Gicd.Typer),
+        new(GICD_IIDR, 4, "GICD_IIDR", RegisterAccess.ReadOnly, Id: (int)Gicd.Iidr),
+        new(GICD_IGROUPR, 4, "GICD_IGROUPR", RegisterAccess.ReadWrite, 32, (int)Gicd.Group),
+        new(GICD_ISENABLER, 4, "GICD_ISENABLER", RegisterAccess.WriteOneToSet, 32, (int)Gicd.Enable),
+        new(GICD_ICENABLER, 4, "GICD_ICENABLER", RegisterAccess.WriteOneToClear, 32, (int)Gicd.Enable),
+        new(GICD_ISPENDR, 4, "GICD_ISPENDR", RegisterAccess.WriteOneToSet, 32, (int)Gicd.Pending),
+        new(GICD_ICPENDR, 4, "GICD_ICPENDR", RegisterAccess.WriteOneToClear, 32, (int)Gicd.Pending),
+        new(GICD_ISACTIVER, 4, "GICD_ISACTIVER", RegisterAccess.WriteOneToSet, 32, (int)Gicd.Active),
+        new(GICD_ICACTIVER, 4, "GICD_ICACTIVER", RegisterAccess.WriteOneToClear, 32, (int)Gicd.Active),
+        new(GICD_IPRIORITYR, 4, "GICD_IPRIORITYR", RegisterAccess.ReadWrite, 255, (int)Gicd.Priority, MinSize: 1, ByteWrites: true),
+        new(GICD_ITARGETSR, 4, "GICD_ITARGETSR", RegisterAccess.ReadWrite, 255, (int)Gicd.Targets, MinSize: 1, ByteWrites: true),
+        new(GICD_ICFGR, 4, "GICD_ICFGR", RegisterAccess.ReadWrite, 64, (int)Gicd.Config),
+        new(GICD_SGIR, 4, "GICD_SGIR", RegisterAccess.WriteOnly, Id: (int)Gicd.Sgir),
+        new(GICD_PIDR2, 4, "GICD_PIDR2", RegisterAccess.ReadOnly, Id: (int)Gicd.Pidr2),
     ];
+    /// <summary>The distributor table compiled for dispatch.</summary>
+    public static readonly RegisterBlock Distributor = new("gicv2", DistributorRegisters, 0x1000, "IHI 0048B §4.3 (read-only register)");
+
     public static readonly RegisterDescriptor[] CpuInterfaceRegisters =
     [
-        new(GICC_CTLR, 4, "GICC_CTLR", RegisterAccess.ReadWrite), new(GICC_PMR, 4, "GICC_PMR", RegisterAccess.ReadWrite),
-        new(GICC_BPR, 4, "GICC_BPR", RegisterAccess.ReadWrite), new(GICC_IAR, 4, "GICC_IAR", RegisterAccess.ReadOnly),
-        new(GICC_EOIR, 4, "GICC_EOIR", RegisterAccess.WriteOnly), new(GICC_RPR, 4, "GICC_RPR", RegisterAccess.ReadOnly),
-        new(GICC_HPPIR, 4, "GICC_HPPIR", RegisterAccess.ReadOnly), new(GICC_IIDR, 4, "GICC_IIDR", RegisterAccess.ReadOnly),
-        new(GICC_DIR, 4, "GICC_DIR", RegisterAccess.WriteOnly),
+        new(GICC_CTLR, 4, "GICC_CTLR", RegisterAccess.ReadWrite, Id: (int)Gicc.Ctlr),
+        new(GICC_PMR, 4, "GICC_PMR", RegisterAccess.ReadWrite, Id: (int)Gicc.Pmr),
+        new(GICC_BPR, 4, "GICC_BPR", RegisterAccess.ReadWrite, Id: (int)Gicc.Bpr),
+        // Reading GICC_IAR acknowledges: dispatch reads a register once per access and never merges into a read-only one.
+        new(GICC_IAR, 4, "GICC_IAR", RegisterAccess.ReadOnly, Id: (int)Gicc.Iar),
+        new(GICC_EOIR, 4, "GICC_EOIR", RegisterAccess.WriteOnly, Id: (int)Gicc.Eoir),
+        new(GICC_RPR, 4, "GICC_RPR", RegisterAccess.ReadOnly, Id: (int)Gicc.Rpr),
+        new(GICC_HPPIR, 4, "GICC_HPPIR", RegisterAccess.ReadOnly, Id: (int)Gicc.Hppir),
+        new(GICC_IIDR, 4, "GICC_IIDR", RegisterAccess.ReadOnly, Id: (int)Gicc.Iidr),
+        new(GICC_DIR, 4, "GICC_DIR", RegisterAccess.WriteOnly, Id: (int)Gicc.Dir),
     ];
+    /// <summary>The CPU interface table compiled for dispatch (the frame is 8 KiB: GICC_DIR at 0x1000).</summary>
+    public static readonly RegisterBlock CpuInterfaceBlock = new("gicv2", CpuInterfaceRegisters, 0x2000, "IHI 0048B §4.4 (read-only register)");
 
     readonly IrqBank[] _private;
     readonly IrqBank _spis;
@@ -129,13 +153,13 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
 
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
-        value = (uint)attributes.CpuIndex < (uint)CpuCount ? ReadD(attributes.CpuIndex, offset, size) : 0;
+        value = (uint)attributes.CpuIndex < (uint)CpuCount ? RegisterDispatch<DistributorFile>.Read(new DistributorFile(this), offset, size, in attributes) : 0;
         return BusStatus.Ok;
     }
 
     public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
     {
-        if ((uint)attributes.CpuIndex < (uint)CpuCount) WriteD(attributes.CpuIndex, offset, size, (uint)value);
+        if ((uint)attributes.CpuIndex < (uint)CpuCount) RegisterDispatch<DistributorFile>.Write(new DistributorFile(this), offset, size, value, in attributes, Strict);
         return BusStatus.Ok;
     }
 
@@ -153,85 +177,108 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
             (uint)attributes.CpuIndex < (uint)gic.CpuCount ? gic._cpus[attributes.CpuIndex].Write(offset, size, value, attributes) : BusStatus.Ok;
     }
 
-    (IrqBank Bank, int First) Bank(int cpu, int intid) => intid < 32 ? (_private[cpu], intid) : (_spis, intid - 32);
-
-    ulong ReadD(int cpu, ulong off, int size)
+    /// <summary>
+    /// GICD as a register file: whole registers by id and instance; instance 0 of the bit arrays, IPRIORITYR0-7,
+    /// ITARGETSR0-7 and ICFGR0-1 (the SGIs and PPIs) are the accessing CPU's (<see cref="BusAttributes.CpuIndex"/>, checked
+    /// by the caller).
+    /// </summary>
+    readonly struct DistributorFile(GicV2 gic) : IRegisterFile
     {
-        if (off >= GICD_IPRIORITYR && off < GICD_IPRIORITYR + 1020)
+        public static RegisterBlock Block => Distributor;
+
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        public ulong Read(RegisterRef r, in BusAttributes attributes)
         {
-            var i = (int)(off - GICD_IPRIORITYR);
-            return i < 32 ? _private[cpu].ReadPriorities(i, Math.Min(size, 4 - i % 4)) : _spis.ReadPriorities(i - 32, size);
+            var index = (int)r.Index;
+            var cpu = attributes.CpuIndex;
+            var id = (Gicd)r.Id;
+            // The one-bit-per-interrupt arrays first (what Linux touches at run time): ids Group..Active in BitField order.
+            if ((uint)(id - Gicd.Group) <= Gicd.Active - Gicd.Group)
+                return index == 0 ? gic._private[cpu].ReadBits((IrqBank.BitField)(id - Gicd.Group), 0) : gic._spis.ReadBits((IrqBank.BitField)(id - Gicd.Group), index * 32 - 32);
+            switch (id)
+            {
+                case Gicd.Ctlr: return gic._ctlr;
+                // ITLinesNumber[4:0], CPUNumber[7:5] (IHI 0048B §4.3.2)
+                case Gicd.Typer: return (uint)((gic.SpiCount + 32) / 32 - 1) | ((uint)(gic.CpuCount - 1) << 5);
+                case Gicd.Iidr: return 0x0200_043B;
+                case Gicd.Pidr2: return 0x2B; // ArchRev 2
+                case Gicd.Priority: return index < 8 ? gic._private[cpu].ReadPriorities(index * 4, 4) : gic._spis.ReadPriorities(index * 4 - 32, 4);
+                case Gicd.Targets: return index < 8 ? 0x0101_0101u << cpu : gic.ReadTargets(index * 4 - 32);
+                case Gicd.Config: return index < 2 ? gic._private[cpu].ReadConfig(index * 16) : gic._spis.ReadConfig(index * 16 - 32);
+                default: return 0;
+            }
         }
-        if (off >= GICD_ITARGETSR && off < GICD_ITARGETSR + 1020)
+
+        public void Write(RegisterRef r, ulong value, in BusAttributes attributes)
         {
-            var i = (int)(off - GICD_ITARGETSR);
-            ulong v = 0;
-            for (var k = 0; k < size; k++)
-                v |= (ulong)(i + k < 32 ? (byte)(1 << cpu) : i + k - 32 < SpiCount ? _targets[i + k - 32] : (byte)0) << (8 * k);
-            return v;
+            var index = (int)r.Index;
+            var cpu = attributes.CpuIndex;
+            var v = (uint)value;
+            var id = (Gicd)r.Id;
+            if ((uint)(id - Gicd.Group) <= Gicd.Active - Gicd.Group)
+            {
+                var field = (IrqBank.BitField)(id - Gicd.Group);
+                if (index == 0) gic._private[cpu].WriteBits(field, 0, v, r.Access); else gic._spis.WriteBits(field, index * 32 - 32, v, r.Access);
+                return;
+            }
+            switch (id)
+            {
+                case Gicd.Ctlr: gic.WriteCtlr(r, v); return;
+                case Gicd.Priority:
+                {
+                    // A byte store (Linux's) writes just its byte; a whole write all four.
+                    var first = index * 4 + r.PartOffset;
+                    var n = r.PartSize == 0 ? 4 : r.PartSize;
+                    if (index < 8) gic._private[cpu].WritePriorities(first, n, v); else gic._spis.WritePriorities(first - 32, n, v);
+                    return;
+                }
+                case Gicd.Targets:
+                    if (index >= 8) gic.WriteTargets(index * 4 + r.PartOffset - 32, r.PartSize == 0 ? 4 : r.PartSize, v); // ITARGETSR0-7 (SGIs, PPIs) are read-only
+                    return;
+                case Gicd.Config:
+                    // ICFGR0 (SGIs) is read-only: always edge.
+                    if (index < 2) gic._private[cpu].WriteConfig(index * 16, v, 16); else gic._spis.WriteConfig(index * 16 - 32, v, 0);
+                    return;
+                case Gicd.Sgir: gic.SendSgi(cpu, v); return;
+            }
         }
-        if (size != 4) return 0;
-        switch (off)
-        {
-            case GICD_CTLR: return _ctlr;
-            case GICD_TYPER: return (uint)((SpiCount + 32) / 32 - 1) | ((uint)(CpuCount - 1) << 5);
-            case GICD_IIDR: return 0x0200_043B;
-            case GICD_PIDR2: return 0x2B; // ArchRev 2
-        }
-        if (off >= GICD_ICFGR && off < GICD_ICFGR + 0x100)
-        {
-            var first = (int)(off - GICD_ICFGR) * 4;
-            var (b, f) = Bank(cpu, first);
-            return b.ReadConfig(f);
-        }
-        if (off < GICD_IGROUPR || off >= GICD_IPRIORITYR) return 0;
-        var block = (uint)off & ~0x7Fu;
-        var (bank, f32) = Bank(cpu, (int)(off - block) * 8);
-        return bank.ReadBitBlock(block, f32);
     }
 
-    void WriteD(int cpu, ulong off, int size, uint v)
+    // Out of line: the register write path keeps no trace-message locals.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    void WriteCtlr(RegisterRef r, uint v)
     {
-        if (off >= GICD_IPRIORITYR && off < GICD_IPRIORITYR + 1020)
-        {
-            var i = (int)(off - GICD_IPRIORITYR);
-            if (i < 32) _private[cpu].WritePriorities(i, Math.Min(size, 32 - i), v); else _spis.WritePriorities(i - 32, size, v);
-            return;
-        }
-        if (off >= GICD_ITARGETSR && off < GICD_ITARGETSR + 1020)
-        {
-            var i = (int)(off - GICD_ITARGETSR);
-            for (var k = 0; k < size; k++)
-                if (i + k >= 32 && i + k - 32 < SpiCount) _targets[i + k - 32] = (byte)((v >> (8 * k)) & ((1u << CpuCount) - 1));
-            _spis.SetPriority(0, _spis.Count > 0 ? _spis.Priority(0) : (byte)0);
-            return;
-        }
-        if (size != 4) return;
-        if (off == GICD_CTLR) { _ctlr = v & 3; Kick(); return; }
-        if (off == GICD_SGIR)
-        {
-            // TargetListFilter[25:24], CPUTargetList[23:16], SGIINTID[3:0] (IHI 0048B §4.3.15)
-            var sgi = (int)(v & 0xF);
-            var mask = (v >> 24 & 3) switch { 0 => v >> 16 & 0xFF, 1 => 0xFFu & ~(1u << cpu), 2 => 1u << cpu, _ => 0u };
-            for (var c = 0; c < CpuCount; c++)
-                if ((mask >> c & 1) != 0)
-                {
-                    _sgiSource[c * 16 + sgi] = (byte)cpu;
-                    _private[c].SetPending(sgi);
-                }
-            return;
-        }
-        if (off >= GICD_ICFGR && off < GICD_ICFGR + 0x100)
-        {
-            var first = (int)(off - GICD_ICFGR) * 4;
-            var (b, f) = Bank(cpu, first);
-            b.WriteConfig(f, v, first < 32 ? 16 : 0);
-            return;
-        }
-        if (off < GICD_IGROUPR || off >= GICD_IPRIORITYR) return;
-        var block = (uint)off & ~0x7Fu;
-        var (bank, f32) = Bank(cpu, (int)(off - block) * 8);
-        bank.WriteBitBlock(block, f32, v);
+        _ctlr = v & 3;
+        Kick();
+        if (Trace is { } t) t.Emit(TraceCategory.Gicv2, "gicv2", $"{Distributor.NameOf(r)} <- 0x{v:x}");
+    }
+
+    uint ReadTargets(int first)
+    {
+        uint v = 0;
+        for (var k = 0; k < 4; k++)
+            if (first + k < SpiCount) v |= (uint)_targets[first + k] << (8 * k);
+        return v;
+    }
+
+    void WriteTargets(int first, int count, uint v)
+    {
+        for (var k = 0; k < count; k++)
+            if (first + k < SpiCount) _targets[first + k] = (byte)((v >> (8 * k)) & ((1u << CpuCount) - 1));
+        _spis.SetPriority(0, _spis.Count > 0 ? _spis.Priority(0) : (byte)0); // a target change may make an SPI deliverable elsewhere
+    }
+
+    void SendSgi(int cpu, uint v)
+    {
+        // TargetListFilter[25:24], CPUTargetList[23:16], SGIINTID[3:0] (IHI 0048B §4.3.15)
+        var sgi = (int)(v & 0xF);
+        var mask = (v >> 24 & 3) switch { 0 => v >> 16 & 0xFF, 1 => 0xFFu & ~(1u << cpu), 2 => 1u << cpu, _ => 0u };
+        for (var c = 0; c < CpuCount; c++)
+            if ((mask >> c & 1) != 0)
+            {
+                _sgiSource[c * 16 + sgi] = (byte)cpu;
+                _private[c].SetPending(sgi);
+            }
     }
 
     // --- CPU interface -------------------------------------------------------------------------------------------
@@ -243,6 +290,8 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
         readonly int[] _stackPrio = new int[257];
         readonly int[] _stackSrc = new int[257];
         int _depth;
+
+        void RaiseOwn() => gic._irqTargets[index]?.Raise();
 
         int GroupPriority(int p) => p & (0xFF << (int)(_bpr + 1)) & 0xFF;
         int Running => _depth == 0 ? 0x100 : _stackPrio[_depth - 1];
@@ -266,13 +315,13 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
             return gic.GroupEnabled(g1) && (_ctlr & (g1 ? 2u : 1u)) != 0;
         }
 
-        uint Iar()
+        uint Iar(RegisterRef r)
         {
             var (id, p) = Highest();
             if (id < 0 || p >= _pmr || GroupPriority(p) >= Running) return 1023;
             if (id < 32) gic._private[index].Acknowledge(id); else gic._spis.Acknowledge(id - 32);
             _stackId[_depth] = id; _stackPrio[_depth] = GroupPriority(p); _depth++;
-            if (gic.Trace is { } t && t.IsOn(TraceCategory.Gicv2)) t.Emit(TraceCategory.Gicv2, TraceSources.Cpu(index), $"GICC_IAR -> {id}");
+            if (gic.Trace is { } t && t.IsOn(TraceCategory.Gicv2)) t.Emit(TraceCategory.Gicv2, TraceSources.Cpu(index), $"{CpuInterfaceBlock.NameOf(r)} -> {id}");
             return id < 16 ? (uint)id | (uint)gic._sgiSource[index * 16 + id] << 10 : (uint)id; // CPUID[12:10]: an SGI's source
         }
 
@@ -298,33 +347,46 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
 
         public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
         {
-            value = size != 4 ? 0 : offset switch
-            {
-                GICC_CTLR => _ctlr,
-                GICC_PMR => _pmr,
-                GICC_BPR => _bpr,
-                GICC_IAR => Iar(),
-                GICC_RPR => _depth == 0 ? 0xFFu : (uint)_stackPrio[_depth - 1],
-                GICC_HPPIR => Highest().Intid is var h and >= 0 ? (uint)h : 1023u,
-                GICC_IIDR => 0x0002_043B,
-                _ => 0,
-            };
+            value = RegisterDispatch<CpuFile>.Read(new CpuFile(this), offset, size, in attributes);
             return BusStatus.Ok;
         }
 
         public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
         {
-            if (size != 4) return BusStatus.Ok;
-            var v = (uint)value;
-            switch (offset)
-            {
-                case GICC_CTLR: _ctlr = v & (3u | 1u << 9); gic._irqTargets[index]?.Raise(); break;
-                case GICC_PMR: _pmr = v & 0xFF; gic._irqTargets[index]?.Raise(); break;
-                case GICC_BPR: _bpr = v & 7; break;
-                case GICC_EOIR: Eoi(v); break;
-                case GICC_DIR: Deactivate((int)(v & 0x3FF)); break;
-            }
+            RegisterDispatch<CpuFile>.Write(new CpuFile(this), offset, size, value, in attributes, gic.Strict);
             return BusStatus.Ok;
+        }
+
+        /// <summary>This CPU's GICC frame as a register file.</summary>
+        readonly struct CpuFile(Cpu c) : IRegisterFile
+        {
+            public static RegisterBlock Block => CpuInterfaceBlock;
+
+            [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+            public ulong Read(RegisterRef r, in BusAttributes attributes) => (Gicc)r.Id switch
+            {
+                Gicc.Ctlr => c._ctlr,
+                Gicc.Pmr => c._pmr,
+                Gicc.Bpr => c._bpr,
+                Gicc.Iar => c.Iar(r),
+                Gicc.Rpr => c._depth == 0 ? 0xFFu : (uint)c._stackPrio[c._depth - 1],
+                Gicc.Hppir => c.Highest().Intid is var h and >= 0 ? (uint)h : 1023u,
+                Gicc.Iidr => 0x0002_043B,
+                _ => 0,
+            };
+
+            public void Write(RegisterRef r, ulong value, in BusAttributes attributes)
+            {
+                var v = (uint)value;
+                switch ((Gicc)r.Id)
+                {
+                    case Gicc.Ctlr: c._ctlr = v & (3u | 1u << 9); c.RaiseOwn(); break;
+                    case Gicc.Pmr: c._pmr = v & 0xFF; c.RaiseOwn(); break;
+                    case Gicc.Bpr: c._bpr = v & 7; break;
+                    case Gicc.Eoir: c.Eoi(v); break;
+                    case Gicc.Dir: c.Deactivate((int)(v & 0x3FF)); break;
+                }
+            }
         }
     }
 }

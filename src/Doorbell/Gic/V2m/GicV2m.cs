@@ -63,7 +63,7 @@ public sealed class GicV2m : IMmioHandler
 
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
-        value = RegisterDispatch<RegisterFile>.Read(new RegisterFile(this), offset, size);
+        value = RegisterDispatch<RegisterFile>.Read(new RegisterFile(this), offset, size, in attributes);
         return BusStatus.Ok;
     }
 
@@ -78,30 +78,30 @@ public sealed class GicV2m : IMmioHandler
         public static RegisterBlock Block => GicV2m.Block;
 
         [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-        public ulong Read(in RegisterDescriptor r, uint index) => (V2m)r.Id switch
+        public ulong Read(RegisterRef r, in BusAttributes attributes) => (V2m)r.Id switch
         {
             V2m.Typer => ((ulong)(uint)frame.BaseIntid << 16) | (uint)frame.Count,
             _ => 0, // MSI_IIDR: 0
         };
 
-        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes)
+        public void Write(RegisterRef r, ulong value, in BusAttributes attributes)
         {
-            if ((V2m)r.Id == V2m.SetSpi) frame.SetSpi(in attributes, value, r.Name);
+            if ((V2m)r.Id == V2m.SetSpi) frame.SetSpi(in attributes, value, r);
         }
     }
 
-    void SetSpi(in BusAttributes attributes, ulong value, string name)
+    void SetSpi(in BusAttributes attributes, ulong value, RegisterRef r)
     {
         if (!attributes.HasDeviceId) WritesWithoutDeviceId++;
         var intid = (int)(value & 0x3FF);
         if (intid < BaseIntid || intid >= BaseIntid + Count)
         {
             Dropped++;
-            _strict.Report("gicv2m", "GICv2m MSI_SETSPI_NS (data outside MSI_TYPER range is ignored)", $"SETSPI {intid} outside {BaseIntid}..{BaseIntid + Count - 1}");
+            if (_strict.Enabled) _strict.Report("gicv2m", "GICv2m MSI_SETSPI_NS (data outside MSI_TYPER range is ignored)", $"SETSPI {intid} outside {BaseIntid}..{BaseIntid + Count - 1}");
             return;
         }
         Raised++;
-        if (Trace is { } t && t.IsOn(TraceCategory.Gicv2m)) t.Emit(TraceCategory.Gicv2m, "gicv2m", $"{name} <- {intid} ({(attributes.HasDeviceId ? $"from DeviceID 0x{attributes.DeviceId:x}, not checked" : "no DeviceID")}): SPI {intid} raised");
+        if (Trace is { } t && t.IsOn(TraceCategory.Gicv2m)) t.Emit(TraceCategory.Gicv2m, "gicv2m", $"{Block.NameOf(r)} <- {intid} ({(attributes.HasDeviceId ? $"from DeviceID 0x{attributes.DeviceId:x}, not checked" : "no DeviceID")}): SPI {intid} raised");
         _gic.PulseSpi(intid);
     }
 }

@@ -55,7 +55,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         new(GICD_ICPENDR, 4, "GICD_ICPENDR", RegisterAccess.WriteOneToClear, 32, (int)Gicd.Pending),
         new(GICD_ISACTIVER, 4, "GICD_ISACTIVER", RegisterAccess.WriteOneToSet, 32, (int)Gicd.Active),
         new(GICD_ICACTIVER, 4, "GICD_ICACTIVER", RegisterAccess.WriteOneToClear, 32, (int)Gicd.Active),
-        new(GICD_IPRIORITYR, 4, "GICD_IPRIORITYR", RegisterAccess.ReadWrite, 255, (int)Gicd.Priority, MinSize: 1),
+        new(GICD_IPRIORITYR, 4, "GICD_IPRIORITYR", RegisterAccess.ReadWrite, 255, (int)Gicd.Priority, MinSize: 1, ByteWrites: true),
         new(GICD_ICFGR, 4, "GICD_ICFGR", RegisterAccess.ReadWrite, 64, (int)Gicd.Config),
         new(GICD_IGRPMODR, 4, "GICD_IGRPMODR", RegisterAccess.RazWi, 32),
         new(GICD_IROUTER, 8, "GICD_IROUTER", RegisterAccess.ReadWrite, 1020, (int)Gicd.Router),
@@ -74,6 +74,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
     readonly IrqBank _spis;
     readonly ulong[] _router;
     uint _ctlr = CtlrAre | CtlrDs;
+    readonly uint _typer;
 
     public GicV3(IMemoryView bus, GicV3Options? options = null, Trace? trace = null, StrictMonitor? strict = null)
     {
@@ -87,6 +88,8 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         Strict = strict ?? new StrictMonitor();
         _spis = new IrqBank(Options.SpiCount) { Raised = Kick };
         _router = new ulong[Options.SpiCount];
+        // ITLinesNumber[4:0], CPUNumber ignored with ARE, LPIS 17, IDbits[23:19]  (IHI 0069 §12.9.38)
+        _typer = (uint)((Options.SpiCount + 32) / 32 - 1) | (1u << 17) | ((uint)(Options.IdBits - 1) << 19);
         var rds = new GicV3Redistributor[Options.CpuCount];
         var cpus = new GicV3CpuInterface[Options.CpuCount];
         for (var i = 0; i < Options.CpuCount; i++)
@@ -182,11 +185,20 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         return CpuOfAffinity(r & 0xFF_00FF_FFFF);
     }
 
+    // Out of line: the register write path keeps no trace-message locals.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    void WriteCtlr(RegisterRef r, uint v)
+    {
+        _ctlr = (v & (CtlrEnableGrp0 | CtlrEnableGrp1)) | CtlrAre | CtlrDs;
+        Kick();
+        Trace.Emit(TraceCategory.Gicd, "gicd", $"{Distributor.NameOf(r)} <- 0x{v:x}");
+    }
+
     // --- GICD MMIO -----------------------------------------------------------------------------------------
 
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
-        value = RegisterDispatch<DistributorFile>.Read(new DistributorFile(this), offset, size);
+        value = RegisterDispatch<DistributorFile>.Read(new DistributorFile(this), offset, size, in attributes);
         return BusStatus.Ok;
     }
 
@@ -202,20 +214,25 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         public static RegisterBlock Block => Distributor;
 
         [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-        public ulong Read(in RegisterDescriptor r, uint index)
+        public ulong Read(RegisterRef r, in BusAttributes attributes)
         {
+            var index = r.Index;
             var spis = gic._spis;
             var first = (int)index * 32 - FirstSpi; // first SPI of a one-bit-per-interrupt register
             var id = (Gicd)r.Id;
             // The registers Linux touches at run time first, with conditional branches: the one-bit-per-interrupt
             // arrays (ids Group..Active in IrqBank.BitField order) and IROUTER.
             if ((uint)(id - Gicd.Group) <= Gicd.Active - Gicd.Group) return first < 0 ? 0 : spis.ReadBits((IrqBank.BitField)(id - Gicd.Group), first);
-            if (id == Gicd.Router) return index < FirstSpi || index - FirstSpi >= gic._router.Length ? 0 : gic._router[index - FirstSpi];
+            if (id == Gicd.Router)
+            {
+                var router = gic._router;
+                var spi = index - FirstSpi; // wraps for the SGI/PPI instances (reserved with ARE)
+                return spi < (uint)router.Length ? router[spi] : 0;
+            }
             switch (id)
             {
                 case Gicd.Ctlr: return gic._ctlr;
-                // ITLinesNumber[4:0], CPUNumber ignored with ARE, LPIS 17, IDbits[23:19]  (IHI 0069 §12.9.38)
-                case Gicd.Typer: return (uint)((gic.Options.SpiCount + 32) / 32 - 1) | (1u << 17) | ((uint)(gic.Options.IdBits - 1) << 19);
+                case Gicd.Typer: return gic._typer;
                 case Gicd.Iidr: return 0x0100_143B; // implementer Arm (0x43B), an arbitrary product revision
                 case Gicd.Pidr2: return 0x3B; // ArchRev 3 in [7:4]
                 case Gicd.Priority: return index < FirstSpi / 4 ? 0 : spis.ReadPriorities((int)index * 4 - FirstSpi, 4);
@@ -224,8 +241,9 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
             }
         }
 
-        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes)
+        public void Write(RegisterRef r, ulong value, in BusAttributes attributes)
         {
+            var index = r.Index;
             var spis = gic._spis;
             var first = (int)index * 32 - FirstSpi;
             var v = (uint)value;
@@ -237,16 +255,17 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
             }
             switch (id)
             {
-                case Gicd.Ctlr:
-                    gic._ctlr = (v & (CtlrEnableGrp0 | CtlrEnableGrp1)) | CtlrAre | CtlrDs;
-                    gic.Kick();
-                    gic.Trace.Emit(TraceCategory.Gicd, "gicd", $"{r.Name} <- 0x{v:x}");
+                case Gicd.Ctlr: gic.WriteCtlr(r, v); return;
+                case Gicd.Priority:
+                    // A byte store (Linux's) writes just its byte; a whole write all four.
+                    if (index >= FirstSpi / 4) spis.WritePriorities((int)index * 4 + r.PartOffset - FirstSpi, r.PartSize == 0 ? 4 : r.PartSize, v);
                     return;
-                case Gicd.Priority: if (index >= FirstSpi / 4) spis.WritePriorities((int)index * 4 - FirstSpi, 4, v); return;
                 case Gicd.Config: if (index >= FirstSpi / 16) spis.WriteConfig((int)index * 16 - FirstSpi, v, 0); return;
                 case Gicd.Router:
-                    if (index < FirstSpi || index - FirstSpi >= gic._router.Length) return;
-                    gic._router[index - FirstSpi] = value & (0xFF_8000_0000UL | 0xFF_FFFF); // Interrupt_Routing_Mode, Aff3..Aff0
+                    var router = gic._router;
+                    var spi = index - FirstSpi;
+                    if (spi >= (uint)router.Length) return;
+                    router[spi] = value & (0xFF_8000_0000UL | 0xFF_FFFF); // Interrupt_Routing_Mode, Aff3..Aff0
                     spis.SetPriority(0, spis.Priority(0)); // a routing change may make an SPI deliverable elsewhere
                     return;
             }

@@ -59,7 +59,7 @@ public sealed class GicV3Redistributor
         new(SgiFrame + GICR_ICPENDR0, 4, "GICR_ICPENDR0", RegisterAccess.WriteOneToClear, Id: (int)Gicr.Pending),
         new(SgiFrame + GICR_ISACTIVER0, 4, "GICR_ISACTIVER0", RegisterAccess.WriteOneToSet, Id: (int)Gicr.Active),
         new(SgiFrame + GICR_ICACTIVER0, 4, "GICR_ICACTIVER0", RegisterAccess.WriteOneToClear, Id: (int)Gicr.Active),
-        new(SgiFrame + GICR_IPRIORITYR, 4, "GICR_IPRIORITYR", RegisterAccess.ReadWrite, 8, (int)Gicr.Priority, MinSize: 1),
+        new(SgiFrame + GICR_IPRIORITYR, 4, "GICR_IPRIORITYR", RegisterAccess.ReadWrite, 8, (int)Gicr.Priority, MinSize: 1, ByteWrites: true),
         new(SgiFrame + GICR_ICFGR0, 4, "GICR_ICFGR0", RegisterAccess.ReadOnly, Id: (int)Gicr.Config0),
         new(SgiFrame + GICR_ICFGR1, 4, "GICR_ICFGR1", RegisterAccess.ReadWrite, Id: (int)Gicr.Config1),
         new(SgiFrame + GICR_IGRPMODR0, 4, "GICR_IGRPMODR0", RegisterAccess.RazWi),
@@ -442,13 +442,27 @@ public sealed class GicV3Redistributor
 
     internal void Write(ulong off, int size, ulong value) => RegisterDispatch<RegisterFile>.Write(new RegisterFile(this), off, size, value, BusAttributes.Cpu, _gic.Strict);
 
+    // Out of line: the register write path keeps no trace- or report-message locals.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    void WriteCtlr(ulong value)
+    {
+        var want = (value & 1) != 0;
+        if (want && !_enableLpis) EnableLpis();
+        else if (!want && _enableLpis) DisableLpis();
+        _gic.Trace.Emit(TraceCategory.Gicr, TraceSources.Gicr(Cpu), $"EnableLPIs={(want ? 1 : 0)}");
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    void ReportBaseWhileEnabled(RegisterRef r) =>
+        _gic.Strict.Report("gicr", "IHI 0069 §12.11.28/29 (write with EnableLPIs = 1)", $"cpu{Cpu} {Block.NameOf(r)} written while LPIs are enabled: ignored");
+
     /// <summary>RD_base and SGI_base as a register file: whole registers by id.</summary>
     readonly struct RegisterFile(GicV3Redistributor rd) : IRegisterFile
     {
         public static RegisterBlock Block => GicV3Redistributor.Block;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public ulong Read(in RegisterDescriptor r, uint index) => (Gicr)r.Id switch
+        public ulong Read(RegisterRef r, in BusAttributes attributes) => (Gicr)r.Id switch
         {
             Gicr.Ctlr => rd._enableLpis ? 1UL : 0,
             Gicr.Iidr => 0x0100_143B,
@@ -462,28 +476,23 @@ public sealed class GicV3Redistributor
             Gicr.Enable => rd._ppi.ReadBits(IrqBank.BitField.Enable, 0),
             Gicr.Pending => rd._ppi.ReadBits(IrqBank.BitField.Pending, 0),
             Gicr.Active => rd._ppi.ReadBits(IrqBank.BitField.Active, 0),
-            Gicr.Priority => rd._ppi.ReadPriorities((int)index * 4, 4),
+            Gicr.Priority => rd._ppi.ReadPriorities((int)r.Index * 4, 4),
             Gicr.Config0 => rd._ppi.ReadConfig(0),
             Gicr.Config1 => rd._ppi.ReadConfig(16),
             _ => 0,
         };
 
-        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes)
+        public void Write(RegisterRef r, ulong value, in BusAttributes attributes)
         {
             switch ((Gicr)r.Id)
             {
-                case Gicr.Ctlr:
-                    var want = (value & 1) != 0;
-                    if (want && !rd._enableLpis) rd.EnableLpis();
-                    else if (!want && rd._enableLpis) rd.DisableLpis();
-                    rd._gic.Trace.Emit(TraceCategory.Gicr, TraceSources.Gicr(rd.Cpu), $"EnableLPIs={(want ? 1 : 0)}");
-                    return;
+                case Gicr.Ctlr: rd.WriteCtlr(value); return;
                 case Gicr.Waker:
                     rd._sleep = (value & 2) != 0;
                     return;
                 case Gicr.PropBase or Gicr.PendBase when rd._enableLpis:
                     // Writing either register while EnableLPIs = 1 is UNPREDICTABLE; Doorbell ignores it.
-                    rd._gic.Strict.Report("gicr", "IHI 0069 §12.11.28/29 (write with EnableLPIs = 1)", $"cpu{rd.Cpu} {r.Name} written while LPIs are enabled: ignored");
+                    rd.ReportBaseWhileEnabled(r);
                     return;
                 case Gicr.PropBase: rd._propbaser = value & 0x0FFF_FFFF_FFFF_FFFFUL; return;
                 case Gicr.PendBase: rd._pendbaser = value; return;
@@ -495,7 +504,7 @@ public sealed class GicV3Redistributor
                 case Gicr.Enable: rd._ppi.WriteBits(IrqBank.BitField.Enable, 0, (uint)value, r.Access); return;
                 case Gicr.Pending: rd._ppi.WriteBits(IrqBank.BitField.Pending, 0, (uint)value, r.Access); return;
                 case Gicr.Active: rd._ppi.WriteBits(IrqBank.BitField.Active, 0, (uint)value, r.Access); return;
-                case Gicr.Priority: rd._ppi.WritePriorities((int)index * 4, 4, value); return;
+                case Gicr.Priority: rd._ppi.WritePriorities((int)r.Index * 4 + r.PartOffset, r.PartSize == 0 ? 4 : r.PartSize, value); return;
                 case Gicr.Config1: rd._ppi.WriteConfig(16, (uint)value, 16); return; // ICFGR0 (SGIs) is read-only: always edge
             }
         }

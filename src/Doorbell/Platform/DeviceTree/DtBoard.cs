@@ -47,31 +47,56 @@ public sealed class DtMsiTarget(MsiControllerInfo info, ulong doorbell, string s
 public sealed class InControllerMsi(IInterruptLine? line = null) : IMmioHandler
 {
     public const int Vectors = 256;
+    public const uint MSI_DOORBELL = 0x00, MSI_STATUS = 0x10;
+
+    enum Reg { None, Doorbell, Status }
+
+    /// <summary>The block's registers, declared once: the table drives dispatch, the W1C rule and names.</summary>
+    public static readonly RegisterDescriptor[] Registers =
+    [
+        new(MSI_DOORBELL, 4, "MSI_DOORBELL", RegisterAccess.WriteOnly, Id: (int)Reg.Doorbell, MinSize: 2), // 16- or 32-bit MSI data
+        new(MSI_STATUS, 4, "MSI_STATUS", RegisterAccess.WriteOneToClear, Vectors / 32, (int)Reg.Status),
+    ];
+
+    public static readonly RegisterBlock Block = new("in-controller-msi", Registers, 0x1000, "DesignWare-style MSI block (read-only register)");
+
     readonly int[] _raised = new int[Vectors];
     readonly uint[] _status = new uint[Vectors / 32];
+    readonly IInterruptLine? _line = line;
 
     public int Raised(int vector) => (uint)vector < Vectors ? _raised[vector] : 0;
 
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
-        value = offset >= 0x10 && offset < 0x10 + Vectors / 8 && size == 4 ? _status[(offset - 0x10) / 4] : 0;
+        value = RegisterDispatch<RegisterFile>.Read(new RegisterFile(this), offset, size, in attributes);
         return BusStatus.Ok;
     }
 
     public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
     {
-        if (offset == 0 && value < Vectors)
-        {
-            _raised[(int)value]++;
-            _status[(int)value / 32] |= 1u << (int)(value % 32);
-            line?.SetLevel(true);
-        }
-        else if (offset >= 0x10 && offset < 0x10 + Vectors / 8 && size == 4)
-        {
-            _status[(offset - 0x10) / 4] &= ~(uint)value;
-            if (_status.All(w => w == 0)) line?.SetLevel(false);
-        }
+        RegisterDispatch<RegisterFile>.Write(new RegisterFile(this), offset, size, value, in attributes, null);
         return BusStatus.Ok;
+    }
+
+    readonly struct RegisterFile(InControllerMsi m) : IRegisterFile
+    {
+        public static RegisterBlock Block => InControllerMsi.Block;
+
+        public ulong Read(RegisterRef r, in BusAttributes attributes) => (Reg)r.Id == Reg.Status ? m._status[r.Index] : 0;
+
+        public void Write(RegisterRef r, ulong value, in BusAttributes attributes)
+        {
+            if ((Reg)r.Id == Reg.Doorbell)
+            {
+                if (value >= Vectors) return;
+                m._raised[(int)value]++;
+                m._status[(int)value / 32] |= 1u << (int)(value % 32);
+                m._line?.SetLevel(true);
+                return;
+            }
+            m._status[r.Index] &= ~(uint)value; // W1C: the bits written as one
+            if (m._status.All(w => w == 0)) m._line?.SetLevel(false);
+        }
     }
 }
 

@@ -91,7 +91,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
 
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
-        value = RegisterDispatch<RegisterFile>.Read(new RegisterFile(this), offset, size);
+        value = RegisterDispatch<RegisterFile>.Read(new RegisterFile(this), offset, size, in attributes);
         return BusStatus.Ok;
     }
 
@@ -107,8 +107,8 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
         public static RegisterBlock Block => SmmuV3Reg.Block;
 
         [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-        public ulong Read(in RegisterDescriptor r, uint index) => smmu.ReadRegister((SmmuV3Reg.RegId)r.Id);
-        public void Write(in RegisterDescriptor r, uint index, ulong value, in BusAttributes attributes) => smmu.WriteRegister(in r, value);
+        public ulong Read(RegisterRef r, in BusAttributes attributes) => smmu.ReadRegister((SmmuV3Reg.RegId)r.Id);
+        public void Write(RegisterRef r, ulong value, in BusAttributes attributes) => smmu.WriteRegister(r, value);
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
@@ -162,7 +162,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
         _ => 0, // IDR2, IDR4, STATUSR; reserved offsets never get here (RAZ/WI by the table)
     };
 
-    void WriteRegister(in RegisterDescriptor r, ulong value)
+    void WriteRegister(RegisterRef r, ulong value)
     {
         var v = (uint)value;
         var id = (SmmuV3Reg.RegId)r.Id;
@@ -189,7 +189,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
             case SmmuV3Reg.RegId.StrtabBase:
                 if (SmmuEnabled)
                 {
-                    ReportStrict(r.Name, "IHI 0070 §6.3.24: STRTAB_BASE must not be changed while CR0.SMMUEN = 1", $"write 0x{value:x} ignored while SMMUEN = 1");
+                    IgnoredWrite(r, "IHI 0070 §6.3.24: STRTAB_BASE must not be changed while CR0.SMMUEN = 1", value, " while SMMUEN = 1");
                     return;
                 }
                 _strtabBase = value & (SmmuV3Field.StrtabBaseAddrMask | SmmuV3Field.StrtabBaseRa);
@@ -198,7 +198,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
             case SmmuV3Reg.RegId.CmdqBase:
                 if (CmdqEnabled)
                 {
-                    ReportStrict(r.Name, "IHI 0070 §6.3.25: CMDQ_BASE must not be changed while CR0.CMDQEN = 1", $"write 0x{value:x} ignored while CMDQEN = 1");
+                    IgnoredWrite(r, "IHI 0070 §6.3.25: CMDQ_BASE must not be changed while CR0.CMDQEN = 1", value, " while CMDQEN = 1");
                     return;
                 }
                 _cmdqBase = value & (SmmuV3Field.QBaseAddrMask | SmmuV3Field.QBaseRwa | SmmuV3Field.QBaseLog2SizeMask);
@@ -206,13 +206,13 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
             case SmmuV3Reg.RegId.EventqBase:
                 if (EventqEnabled)
                 {
-                    ReportStrict(r.Name, "IHI 0070 §6.3.28: EVENTQ_BASE must not be changed while CR0.EVENTQEN = 1", $"write 0x{value:x} ignored while EVENTQEN = 1");
+                    IgnoredWrite(r, "IHI 0070 §6.3.28: EVENTQ_BASE must not be changed while CR0.EVENTQEN = 1", value, " while EVENTQEN = 1");
                     return;
                 }
                 _eventqBase = value & (SmmuV3Field.QBaseAddrMask | SmmuV3Field.QBaseRwa | SmmuV3Field.QBaseLog2SizeMask);
                 break;
             case SmmuV3Reg.RegId.Cr0:
-                WriteCr0(v & SmmuV3Field.Cr0Mask, r.Name);
+                WriteCr0(v & SmmuV3Field.Cr0Mask, r);
                 break;
             case SmmuV3Reg.RegId.Cr1:
                 _cr1 = v & SmmuV3Field.Cr1Mask;
@@ -244,7 +244,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
             case SmmuV3Reg.RegId.StrtabBaseCfg:
                 if (SmmuEnabled)
                 {
-                    ReportStrict(r.Name, "IHI 0070 §6.3.25: STRTAB_BASE_CFG must not be changed while CR0.SMMUEN = 1", $"write 0x{v:x} ignored while SMMUEN = 1");
+                    IgnoredWrite(r, "IHI 0070 §6.3.25: STRTAB_BASE_CFG must not be changed while CR0.SMMUEN = 1", v, " while SMMUEN = 1");
                     return;
                 }
                 _strtabBaseCfg = v & SmmuV3Field.StrtabCfgMask;
@@ -254,7 +254,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
                 if (CmdqEnabled)
                 {
                     // Read-only while the queue is enabled (QEMU lets it be written).
-                    ReportStrict(r.Name, "IHI 0070 §6.3.27: CMDQ_CONS is read-only while CR0.CMDQEN = 1", $"write 0x{v:x} ignored");
+                    IgnoredWrite(r, "IHI 0070 §6.3.27: CMDQ_CONS is read-only while CR0.CMDQEN = 1", v, "");
                     return;
                 }
                 _cmdqCons = v & (QueueIndexMask(CmdqLog2Size) | SmmuV3Field.CmdqConsErrMask);
@@ -262,7 +262,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
             case SmmuV3Reg.RegId.EventqProd:
                 if (EventqEnabled)
                 {
-                    ReportStrict(r.Name, "IHI 0070 §6.3.29: EVENTQ_PROD is read-only while CR0.EVENTQEN = 1", $"write 0x{v:x} ignored");
+                    IgnoredWrite(r, "IHI 0070 §6.3.29: EVENTQ_PROD is read-only while CR0.EVENTQEN = 1", v, "");
                     return;
                 }
                 _eventqProd = v & (QueueIndexMask(EventqLog2Size) | SmmuV3Field.QOvflg);
@@ -276,18 +276,23 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
         }
     }
 
-    void WriteCr0(uint v, string name)
+    void WriteCr0(uint v, RegisterRef r)
     {
         var old = _cr0;
         _cr0 = v;
         if ((old ^ v) != 0) Generation++;
-        if (old != v) _trace.Emit(TraceCategory.SmmuReg, TraceSource, $"{name} 0x{old:x} -> 0x{v:x}");
+        if (old != v) _trace.Emit(TraceCategory.SmmuReg, TraceSource, $"{SmmuV3Reg.Block.NameOf(r)} 0x{old:x} -> 0x{v:x}");
         // Enabling the command queue starts processing whatever is already between CONS and PROD.
         if ((old & SmmuV3Field.Cr0CmdqEn) == 0 && (v & SmmuV3Field.Cr0CmdqEn) != 0)
             ProcessCommands();
     }
 
     void ReportStrict(string what, string rule, string message) => _strict?.Report("smmuv3", rule, $"{what}: {message}");
+
+    /// <summary>A write the register's state forbids (out of line: the register write path keeps no message-building locals).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    void IgnoredWrite(RegisterRef r, string rule, ulong value, string why) =>
+        ReportStrict(SmmuV3Reg.Block.NameOf(r), rule, $"write 0x{value:x} ignored{why}");
 
     internal void TraceEmit(string message) => _trace.EmitText(TraceCategory.GuestError, TraceSource, message);
 
