@@ -90,7 +90,7 @@ public sealed class EventLoop
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     public void Exit()
     {
-        if (--_depth == 0 && _count != 0) DrainUnlessDraining();
+        if (--_depth == 0 && _count > 0) DrainUnlessDraining();
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]

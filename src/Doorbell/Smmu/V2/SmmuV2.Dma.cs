@@ -457,16 +457,10 @@ public sealed partial class SmmuV2
 
     // ------------------------------------------------------------------ ATS1* address translation operations
 
-    void AddressTranslate(int n, uint op, ulong va)
+    void AddressTranslate(int n, bool write, bool privileged, ulong va)
     {
         if (_o.AtosNotSupported) return;
-        var access = op switch
-        {
-            SmmuV2Cb.ATS1PR => AccessFlags.Read | AccessFlags.Privileged,
-            SmmuV2Cb.ATS1PW => AccessFlags.Write | AccessFlags.Privileged,
-            SmmuV2Cb.ATS1UR => AccessFlags.Read,
-            _ => AccessFlags.Write,
-        };
+        var access = (write ? AccessFlags.Write : AccessFlags.Read) | (privileged ? AccessFlags.Privileged : 0);
         va &= ~0xFFFUL;
         var b = _banks[n];
         var ctx = new V2StreamContext { StrictChecks = StrictEnabled };

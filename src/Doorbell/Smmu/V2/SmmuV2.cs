@@ -193,26 +193,109 @@ public sealed partial class SmmuV2 : IMmioHandler, IIommuUpstream
 
     // ------------------------------------------------------------------ MMIO dispatch
 
+    // Register tables (offsets from SmmuV2Layout.cs, IHI 0062 register chapters): one block per kind of page. The
+    // register arrays (SMRn, S2CRn, CBARn, CBFRSYNRAn, CBA2Rn) are declared for the whole space the architecture gives
+    // them; instances past this SMMU's ID0.NUMSMRG / ID1.NUMCB read as zero and ignore writes.
+    enum Gr0 : byte { Scr0 = 1, Scr1, Sacr, Id, Sgfar, Sgfsr, SgfsrRestore, Sgfsynr, Tlbivmid, Tlbiallnsnh, Tlbiallh, Stlbgsync, Stlbgstatus, Smr, S2cr }
+    enum Gr1 : byte { Cbar = 1, Cbfrsynra, Cba2r }
+    enum Cb : byte { Sctlr = 1, Actlr, Resume, Tcr2, Ttbr0, Ttbr1, Tcr, ContextIdr, Mair0, Mair1, Par, Fsr, FsrRestore, Far, Fsynr0, Fsynr1, Ipafar,
+        TlbiVa, TlbiVaa, TlbiAsid, TlbiAll, TlbiVal, TlbiVaal, TlbiIpas2, TlbiIpas2L, TlbSync, TlbStatus, Ats1Pr, Ats1Pw, Ats1Ur, Ats1Uw, Atsr }
+
+    const string ReadOnlyRule = "IHI 0062 (SMMUv2 register is read-only: the write is ignored)";
+
+    public static readonly RegisterDescriptor[] GlobalSpace0Registers =
+    [
+        new(SmmuV2Gr0.sCR0, 4, "sCR0", RegisterAccess.ReadWrite, Id: (int)Gr0.Scr0),
+        new(SmmuV2Gr0.sCR1, 4, "sCR1", RegisterAccess.ReadOnly, Id: (int)Gr0.Scr1),
+        new(SmmuV2Gr0.sACR, 4, "sACR", RegisterAccess.ReadWrite, Id: (int)Gr0.Sacr),
+        new(SmmuV2Gr0.ID0, 4, "ID", RegisterAccess.ReadOnly, Count: 8, Id: (int)Gr0.Id), // ID0..ID7
+        new(SmmuV2Gr0.sGFAR, 8, "sGFAR", RegisterAccess.ReadOnly, Id: (int)Gr0.Sgfar, MinSize: 4),
+        new(SmmuV2Gr0.sGFSR, 4, "sGFSR", RegisterAccess.WriteOneToClear, Id: (int)Gr0.Sgfsr),
+        new(SmmuV2Gr0.sGFSRRESTORE, 4, "sGFSRRESTORE", RegisterAccess.WriteOnly, Id: (int)Gr0.SgfsrRestore),
+        new(SmmuV2Gr0.sGFSYNR0, 4, "sGFSYNR", RegisterAccess.ReadOnly, Count: 3, Id: (int)Gr0.Sgfsynr), // sGFSYNR0..2
+        new(SmmuV2Gr0.TLBIVMID, 4, "TLBIVMID", RegisterAccess.WriteOnly, Id: (int)Gr0.Tlbivmid),
+        new(SmmuV2Gr0.TLBIALLNSNH, 4, "TLBIALLNSNH", RegisterAccess.WriteOnly, Id: (int)Gr0.Tlbiallnsnh),
+        new(SmmuV2Gr0.TLBIALLH, 4, "TLBIALLH", RegisterAccess.WriteOnly, Id: (int)Gr0.Tlbiallh),
+        new(SmmuV2Gr0.sTLBGSYNC, 4, "sTLBGSYNC", RegisterAccess.WriteOnly, Id: (int)Gr0.Stlbgsync),
+        new(SmmuV2Gr0.sTLBGSTATUS, 4, "sTLBGSTATUS", RegisterAccess.ReadOnly, Id: (int)Gr0.Stlbgstatus),
+        new(SmmuV2Gr0.SMR0, 4, "SMR", RegisterAccess.ReadWrite, Count: 256, Id: (int)Gr0.Smr),
+        new(SmmuV2Gr0.S2CR0, 4, "S2CR", RegisterAccess.ReadWrite, Count: 256, Id: (int)Gr0.S2cr),
+    ];
+
+    public static readonly RegisterDescriptor[] GlobalSpace1Registers =
+    [
+        new(SmmuV2Gr1.CBAR(0), 4, "CBAR", RegisterAccess.ReadWrite, Count: 256, Id: (int)Gr1.Cbar),
+        new(SmmuV2Gr1.CBFRSYNRA(0), 4, "CBFRSYNRA", RegisterAccess.ReadWrite, Count: 256, Id: (int)Gr1.Cbfrsynra),
+        new(SmmuV2Gr1.CBA2R(0), 4, "CBA2R", RegisterAccess.ReadWrite, Count: 256, Id: (int)Gr1.Cba2r),
+    ];
+
+    public static readonly RegisterDescriptor[] ContextBankRegisters =
+    [
+        new(SmmuV2Cb.SCTLR, 4, "SCTLR", RegisterAccess.ReadWrite, Id: (int)Cb.Sctlr),
+        new(SmmuV2Cb.ACTLR, 4, "ACTLR", RegisterAccess.ReadWrite, Id: (int)Cb.Actlr),
+        new(SmmuV2Cb.RESUME, 4, "RESUME", RegisterAccess.WriteOnly, Id: (int)Cb.Resume),
+        new(SmmuV2Cb.TCR2, 4, "TCR2", RegisterAccess.ReadWrite, Id: (int)Cb.Tcr2),
+        new(SmmuV2Cb.TTBR0, 8, "TTBR0", RegisterAccess.ReadWrite, Id: (int)Cb.Ttbr0, MinSize: 4),
+        new(SmmuV2Cb.TTBR1, 8, "TTBR1", RegisterAccess.ReadWrite, Id: (int)Cb.Ttbr1, MinSize: 4),
+        new(SmmuV2Cb.TCR, 4, "TCR", RegisterAccess.ReadWrite, Id: (int)Cb.Tcr),
+        new(SmmuV2Cb.CONTEXTIDR, 4, "CONTEXTIDR", RegisterAccess.ReadWrite, Id: (int)Cb.ContextIdr),
+        new(SmmuV2Cb.MAIR0, 4, "MAIR0", RegisterAccess.ReadWrite, Id: (int)Cb.Mair0),
+        new(SmmuV2Cb.MAIR1, 4, "MAIR1", RegisterAccess.ReadWrite, Id: (int)Cb.Mair1),
+        new(SmmuV2Cb.PAR, 8, "PAR", RegisterAccess.ReadWrite, Id: (int)Cb.Par, MinSize: 4),
+        new(SmmuV2Cb.FSR, 4, "FSR", RegisterAccess.WriteOneToClear, Id: (int)Cb.Fsr),
+        new(SmmuV2Cb.FSRRESTORE, 4, "FSRRESTORE", RegisterAccess.WriteOnly, Id: (int)Cb.FsrRestore),
+        new(SmmuV2Cb.FAR, 8, "FAR", RegisterAccess.ReadWrite, Id: (int)Cb.Far, MinSize: 4),
+        new(SmmuV2Cb.FSYNR0, 4, "FSYNR0", RegisterAccess.ReadWrite, Id: (int)Cb.Fsynr0),
+        new(SmmuV2Cb.FSYNR1, 4, "FSYNR1", RegisterAccess.ReadWrite, Id: (int)Cb.Fsynr1),
+        new(SmmuV2Cb.IPAFAR, 8, "IPAFAR", RegisterAccess.ReadWrite, Id: (int)Cb.Ipafar, MinSize: 4),
+        // TLB maintenance and address translation operations: 64-bit write-only, triggered by a 64-bit write or a write
+        // of the low word (a write of the high word alone does nothing).
+        new(SmmuV2Cb.TLBIVA, 8, "TLBIVA", RegisterAccess.WriteOnly, Id: (int)Cb.TlbiVa, MinSize: 4),
+        new(SmmuV2Cb.TLBIVAA, 8, "TLBIVAA", RegisterAccess.WriteOnly, Id: (int)Cb.TlbiVaa, MinSize: 4),
+        new(SmmuV2Cb.TLBIASID, 4, "TLBIASID", RegisterAccess.WriteOnly, Id: (int)Cb.TlbiAsid),
+        new(SmmuV2Cb.TLBIALL, 4, "TLBIALL", RegisterAccess.WriteOnly, Id: (int)Cb.TlbiAll),
+        new(SmmuV2Cb.TLBIVAL, 8, "TLBIVAL", RegisterAccess.WriteOnly, Id: (int)Cb.TlbiVal, MinSize: 4),
+        new(SmmuV2Cb.TLBIVAAL, 8, "TLBIVAAL", RegisterAccess.WriteOnly, Id: (int)Cb.TlbiVaal, MinSize: 4),
+        new(SmmuV2Cb.TLBIIPAS2, 8, "TLBIIPAS2", RegisterAccess.WriteOnly, Id: (int)Cb.TlbiIpas2, MinSize: 4),
+        new(SmmuV2Cb.TLBIIPAS2L, 8, "TLBIIPAS2L", RegisterAccess.WriteOnly, Id: (int)Cb.TlbiIpas2L, MinSize: 4),
+        new(SmmuV2Cb.TLBSYNC, 4, "TLBSYNC", RegisterAccess.WriteOnly, Id: (int)Cb.TlbSync),
+        new(SmmuV2Cb.TLBSTATUS, 4, "TLBSTATUS", RegisterAccess.ReadOnly, Id: (int)Cb.TlbStatus),
+        new(SmmuV2Cb.ATS1PR, 8, "ATS1PR", RegisterAccess.WriteOnly, Id: (int)Cb.Ats1Pr, MinSize: 4),
+        new(SmmuV2Cb.ATS1PW, 8, "ATS1PW", RegisterAccess.WriteOnly, Id: (int)Cb.Ats1Pw, MinSize: 4),
+        new(SmmuV2Cb.ATS1UR, 8, "ATS1UR", RegisterAccess.WriteOnly, Id: (int)Cb.Ats1Ur, MinSize: 4),
+        new(SmmuV2Cb.ATS1UW, 8, "ATS1UW", RegisterAccess.WriteOnly, Id: (int)Cb.Ats1Uw, MinSize: 4),
+        new(SmmuV2Cb.ATSR, 4, "ATSR", RegisterAccess.ReadOnly, Id: (int)Cb.Atsr),
+    ];
+
+    // Blocks sized for the smallest page (4 KiB): every register lies below 0x1000; a 64 KiB page's rest is RAZ/WI.
+    static readonly RegisterBlock Gr0Block = new("smmuv2", GlobalSpace0Registers, 0x1000, ReadOnlyRule);
+    static readonly RegisterBlock Gr1Block = new("smmuv2", GlobalSpace1Registers, 0x1000, ReadOnlyRule);
+    static readonly RegisterBlock CbBlock = new("smmuv2", ContextBankRegisters, 0x1000, ReadOnlyRule);
+
+    /// <summary>The name of the register at <paramref name="offset"/> of the frame (GR0/GR1 name, or CB&lt;n&gt;_NAME), for traces and reports.</summary>
+    public string RegisterName(ulong offset)
+    {
+        var page = (int)(offset >> _pageShift);
+        var off = offset & ((1UL << _pageShift) - 1);
+        return page switch
+        {
+            0 => Gr0Block.NameOf(off),
+            1 => Gr1Block.NameOf(off),
+            _ when page >= _globalPages && page - _globalPages < _banks.Length => $"CB{page - _globalPages}_{CbBlock.NameOf(off)}",
+            _ => $"0x{offset:x}",
+        };
+    }
+
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
         value = 0;
         if (offset >= _o.FrameSize) return BusStatus.Ok;
         var page = (int)(offset >> _pageShift);
-        var off = (uint)(offset & ((1UL << _pageShift) - 1));
-        if (page == 0) value = off == SmmuV2Gr0.sGFAR && size == 8 ? _gfar : size == 4 ? ReadGr0(off) : 0;
-        else if (page == 1) value = size == 4 ? ReadGr1(off) : 0;
+        var off = offset & ((1UL << _pageShift) - 1);
+        if (page == 0) value = RegisterDispatch<Gr0File>.Read(new Gr0File(this), off, size, in attributes);
+        else if (page == 1) value = RegisterDispatch<Gr1File>.Read(new Gr1File(this), off, size, in attributes);
         else if (page >= _globalPages && page - _globalPages < _banks.Length)
-        {
-            var wideBase = off & ~7u;
-            if (IsWideCb(wideBase))
-            {
-                var v = ReadCbWide(page - _globalPages, wideBase);
-                value = size == 8 ? v : (off & 4) != 0 ? v >> 32 : v & 0xFFFF_FFFF;
-                return BusStatus.Ok;
-            }
-            value = size == 4 ? ReadCb(page - _globalPages, off) : 0;
-            return BusStatus.Ok;
-        }
+            value = RegisterDispatch<CbFile>.Read(new CbFile(this, page - _globalPages), off, size, in attributes);
         return BusStatus.Ok;
     }
 
@@ -220,83 +303,68 @@ public sealed partial class SmmuV2 : IMmioHandler, IIommuUpstream
     {
         if (offset >= _o.FrameSize) return BusStatus.Ok;
         var page = (int)(offset >> _pageShift);
-        var off = (uint)(offset & ((1UL << _pageShift) - 1));
-        if (page == 0)
-        {
-            if (off == SmmuV2Gr0.sGFAR || off == SmmuV2Gr0.sGFAR + 4) return BusStatus.Ok; // sGFAR is RO in this model
-            if (size == 4) WriteGr0(off, (uint)value);
-        }
-        else if (page == 1)
-        {
-            if (size == 4) WriteGr1(off, (uint)value);
-        }
+        var off = offset & ((1UL << _pageShift) - 1);
+        if (page == 0) RegisterDispatch<Gr0File>.Write(new Gr0File(this), off, size, value, in attributes, _strict);
+        else if (page == 1) RegisterDispatch<Gr1File>.Write(new Gr1File(this), off, size, value, in attributes, _strict);
         else if (page >= _globalPages && page - _globalPages < _banks.Length)
-        {
-            var n = page - _globalPages;
-            var wideBase = off & ~7u;
-            if (IsWideCb(wideBase))
-            {
-                ulong v;
-                if (size == 8) v = value;
-                else if (IsCbOperation(wideBase))
-                {
-                    if ((off & 4) != 0) return BusStatus.Ok; // operations trigger on the low word
-                    v = value & 0xFFFF_FFFF;
-                }
-                else
-                {
-                    var old = ReadCbWide(n, wideBase);
-                    v = (off & 4) != 0 ? (old & 0xFFFF_FFFF) | value << 32 : (old & ~0xFFFF_FFFFUL) | (value & 0xFFFF_FFFF);
-                }
-                WriteCbWide(n, wideBase, v);
-            }
-            else if (size == 4) WriteCb(n, off, (uint)value);
-        }
+            RegisterDispatch<CbFile>.Write(new CbFile(this, page - _globalPages), off, size, value, in attributes, _strict);
         return BusStatus.Ok;
+    }
+
+    readonly struct Gr0File(SmmuV2 smmu) : IRegisterFile
+    {
+        public static RegisterBlock Block => Gr0Block;
+        public ulong Read(RegisterRef r, in BusAttributes attributes) => smmu.ReadGr0((Gr0)r.Id, (int)r.Index);
+        public void Write(RegisterRef r, ulong value, in BusAttributes attributes) => smmu.WriteGr0((Gr0)r.Id, (int)r.Index, (uint)value);
+    }
+
+    readonly struct Gr1File(SmmuV2 smmu) : IRegisterFile
+    {
+        public static RegisterBlock Block => Gr1Block;
+        public ulong Read(RegisterRef r, in BusAttributes attributes) => smmu.ReadGr1((Gr1)r.Id, (int)r.Index);
+        public void Write(RegisterRef r, ulong value, in BusAttributes attributes) => smmu.WriteGr1((Gr1)r.Id, (int)r.Index, (uint)value);
+    }
+
+    readonly struct CbFile(SmmuV2 smmu, int bank) : IRegisterFile
+    {
+        public static RegisterBlock Block => CbBlock;
+        public ulong Read(RegisterRef r, in BusAttributes attributes) => smmu.ReadCb(bank, (Cb)r.Id);
+        public void Write(RegisterRef r, ulong value, in BusAttributes attributes)
+        {
+            // An operation's high word written alone does nothing (it triggers on the low word or a 64-bit write).
+            if (r.Shift != 0 && r.Access == RegisterAccess.WriteOnly) return;
+            smmu.WriteCb(bank, (Cb)r.Id, value);
+        }
     }
 
     // ------------------------------------------------------------------ global space 0
 
-    uint ReadGr0(uint off)
+    ulong ReadGr0(Gr0 id, int n) => id switch
     {
-        if (off >= SmmuV2Gr0.SMR0 && off < SmmuV2Gr0.SMR0 + 4u * (uint)_smr.Length) return _smr[(off - SmmuV2Gr0.SMR0) / 4];
-        if (off >= SmmuV2Gr0.S2CR0 && off < SmmuV2Gr0.S2CR0 + 4u * (uint)Math.Min(_s2cr.Length, 256)) return _s2cr[(off - SmmuV2Gr0.S2CR0) / 4];
-        return off switch
-        {
-            SmmuV2Gr0.sCR0 => _cr0,
-            // sCR1 (Secure): NSNUMCBO / NSNUMSMRGO = everything belongs to the Non-secure side.
-            SmmuV2Gr0.sCR1 => (uint)_banks.Length | (uint)Math.Min(_smr.Length, 255) << 8,
-            SmmuV2Gr0.sACR => _acr,
-            SmmuV2Gr0.ID0 => _o.Id0,
-            SmmuV2Gr0.ID1 => _o.Id1,
-            SmmuV2Gr0.ID2 => _o.Id2,
-            SmmuV2Gr0.ID7 => _o.Id7,
-            SmmuV2Gr0.sGFAR => (uint)_gfar,
-            SmmuV2Gr0.sGFAR + 4 => (uint)(_gfar >> 32),
-            SmmuV2Gr0.sGFSR => _gfsr,
-            SmmuV2Gr0.sGFSYNR0 => _gfsynr0,
-            SmmuV2Gr0.sGFSYNR1 => _gfsynr1,
-            SmmuV2Gr0.sGFSYNR2 => _gfsynr2,
-            SmmuV2Gr0.sTLBGSTATUS => 0, // GSACTIVE: syncs complete at once
-            _ => 0,
-        };
-    }
+        Gr0.Smr => n < _smr.Length ? _smr[n] : 0,
+        Gr0.S2cr => n < Math.Min(_s2cr.Length, 256) ? _s2cr[n] : 0,
+        Gr0.Scr0 => _cr0,
+        // sCR1 (Secure): NSNUMCBO / NSNUMSMRGO = everything belongs to the Non-secure side.
+        Gr0.Scr1 => (uint)_banks.Length | (uint)Math.Min(_smr.Length, 255) << 8,
+        Gr0.Sacr => _acr,
+        Gr0.Id => n switch { 0 => _o.Id0, 1 => _o.Id1, 2 => _o.Id2, 7 => _o.Id7, _ => 0 },
+        Gr0.Sgfar => _gfar,
+        Gr0.Sgfsr => _gfsr,
+        Gr0.Sgfsynr => n switch { 0 => _gfsynr0, 1 => _gfsynr1, _ => _gfsynr2 },
+        _ => 0, // sTLBGSTATUS.GSACTIVE: syncs complete at once
+    };
 
-    void WriteGr0(uint off, uint v)
+    void WriteGr0(Gr0 id, int n, uint v)
     {
-        if (off >= SmmuV2Gr0.SMR0 && off < SmmuV2Gr0.SMR0 + 4u * (uint)_smr.Length)
+        switch (id)
         {
-            WriteSmr((int)((off - SmmuV2Gr0.SMR0) / 4), v);
-            return;
-        }
-        if (off >= SmmuV2Gr0.S2CR0 && off < SmmuV2Gr0.S2CR0 + 4u * (uint)Math.Min(_s2cr.Length, 256))
-        {
-            WriteS2cr((int)((off - SmmuV2Gr0.S2CR0) / 4), v);
-            return;
-        }
-        switch (off)
-        {
-            case SmmuV2Gr0.sCR0:
+            case Gr0.Smr:
+                if (n < _smr.Length) WriteSmr(n, v);
+                break;
+            case Gr0.S2cr:
+                if (n < Math.Min(_s2cr.Length, 256)) WriteS2cr(n, v);
+                break;
+            case Gr0.Scr0:
                 var old = _cr0;
                 _cr0 = v & SmmuV2Field.Cr0Mask & (_o.Vmid16 ? ~0u : ~SmmuV2Field.Cr0Vmid16En);
                 if (old != _cr0)
@@ -306,30 +374,30 @@ public sealed partial class SmmuV2 : IMmioHandler, IIommuUpstream
                 }
                 UpdateGlobalIrq();
                 break;
-            case SmmuV2Gr0.sACR:
+            case Gr0.Sacr:
                 _acr = v;
                 break;
-            case SmmuV2Gr0.sGFSR:
+            case Gr0.Sgfsr:
                 _gfsr &= ~v; // W1C
                 UpdateGlobalIrq();
                 break;
-            case SmmuV2Gr0.sGFSRRESTORE:
+            case Gr0.SgfsrRestore:
                 _gfsr = v & (SmmuV2Field.GfsrFaults | SmmuV2Field.GfsrMulti);
                 UpdateGlobalIrq();
                 break;
-            case SmmuV2Gr0.TLBIVMID:
+            case Gr0.Tlbivmid:
                 _iotlb.InvalidateByVmid((ushort)(v & (_o.Vmid16 ? 0xFFFFu : 0xFFu)));
                 _globalUnsynced++;
                 TraceEmit($"TLBIVMID {v & 0xFFFF}");
                 break;
-            case SmmuV2Gr0.TLBIALLNSNH:
+            case Gr0.Tlbiallnsnh:
                 _iotlb.InvalidateAll();
                 _globalUnsynced++;
                 TraceEmit("TLBIALLNSNH");
                 break;
-            case SmmuV2Gr0.TLBIALLH:
+            case Gr0.Tlbiallh:
                 break; // no hypervisor contexts
-            case SmmuV2Gr0.sTLBGSYNC:
+            case Gr0.Stlbgsync:
                 // A global sync completes every invalidation issued so far, global and per bank.
                 _globalUnsynced = 0;
                 foreach (var b in _banks) b.Unsynced = 0;
@@ -407,37 +475,34 @@ public sealed partial class SmmuV2 : IMmioHandler, IIommuUpstream
 
     // ------------------------------------------------------------------ global space 1
 
-    uint ReadGr1(uint off)
+    ulong ReadGr1(Gr1 id, int n)
     {
-        var n = (int)((off & 0x3FF) / 4);
         if (n >= _banks.Length) return 0;
-        return (off >> 10) switch
+        return id switch
         {
-            0 => _banks[n].Cbar,
-            1 => _banks[n].Cbfrsynra,
-            2 => _banks[n].Cba2r,
-            _ => 0,
+            Gr1.Cbar => _banks[n].Cbar,
+            Gr1.Cbfrsynra => _banks[n].Cbfrsynra,
+            _ => _banks[n].Cba2r,
         };
     }
 
-    void WriteGr1(uint off, uint v)
+    void WriteGr1(Gr1 id, int n, uint v)
     {
-        var n = (int)((off & 0x3FF) / 4);
         if (n >= _banks.Length) return;
         var b = _banks[n];
-        switch (off >> 10)
+        switch (id)
         {
-            case 0:
+            case Gr1.Cbar:
                 // HYPC (bit 10) is RAZ: no hypervisor contexts. For the nested type bits [15:8] are the stage-2 CBNDX.
                 if (((v >> SmmuV2Field.CbarTypeShift) & 3) != SmmuV2Field.CbarTypeNested) v &= ~(1u << 10);
                 if (v != b.Cbar) CheckLive(n, "CBAR");
                 b.Cbar = v;
                 Generation++;
                 break;
-            case 1:
+            case Gr1.Cbfrsynra:
                 b.Cbfrsynra = v; // software may write it; hardware updates it on a fault
                 break;
-            case 2:
+            case Gr1.Cba2r:
                 v &= SmmuV2Field.Cba2rVa64 | (_o.Vmid16 ? 0xFFFFu << SmmuV2Field.Cba2rVmid16Shift : 0);
                 if (v != b.Cba2r) CheckLive(n, "CBA2R");
                 b.Cba2r = v;
@@ -448,149 +513,121 @@ public sealed partial class SmmuV2 : IMmioHandler, IIommuUpstream
 
     // ------------------------------------------------------------------ context banks
 
-    static bool IsWideCb(uint off) => off switch
-    {
-        SmmuV2Cb.TTBR0 or SmmuV2Cb.TTBR1 or SmmuV2Cb.PAR or SmmuV2Cb.FAR or SmmuV2Cb.IPAFAR
-            or SmmuV2Cb.TLBIVA or SmmuV2Cb.TLBIVAA or SmmuV2Cb.TLBIVAL or SmmuV2Cb.TLBIVAAL or SmmuV2Cb.TLBIIPAS2 or SmmuV2Cb.TLBIIPAS2L
-            or SmmuV2Cb.ATS1PR or SmmuV2Cb.ATS1PW or SmmuV2Cb.ATS1UR or SmmuV2Cb.ATS1UW => true,
-        _ => false,
-    };
-
-    static bool IsCbOperation(uint off) => off >= SmmuV2Cb.TLBIVA;
-
-    ulong ReadCbWide(int n, uint off)
+    ulong ReadCb(int n, Cb id)
     {
         var b = _banks[n];
-        return off switch
+        return id switch
         {
-            SmmuV2Cb.TTBR0 => b.Ttbr0,
-            SmmuV2Cb.TTBR1 => b.Ttbr1,
-            SmmuV2Cb.PAR => b.Par,
-            SmmuV2Cb.FAR => b.Far,
-            SmmuV2Cb.IPAFAR => b.Ipafar,
-            _ => 0, // operation registers are write-only
+            Cb.Sctlr => b.Sctlr,
+            Cb.Actlr => b.Actlr,
+            Cb.Tcr2 => b.Tcr2,
+            Cb.Ttbr0 => b.Ttbr0,
+            Cb.Ttbr1 => b.Ttbr1,
+            Cb.Tcr => b.Tcr,
+            Cb.ContextIdr => b.ContextIdr,
+            Cb.Mair0 => b.Mair0,
+            Cb.Mair1 => b.Mair1,
+            Cb.Par => b.Par,
+            Cb.Fsr => b.Fsr,
+            Cb.Far => b.Far,
+            Cb.Fsynr0 => b.Fsynr0,
+            Cb.Fsynr1 => b.Fsynr1,
+            Cb.Ipafar => b.Ipafar,
+            _ => 0, // TLBSTATUS.SACTIVE and ATSR.ACTIVE: operations complete at once
         };
     }
 
-    uint ReadCb(int n, uint off)
+    void WriteCb(int n, Cb id, ulong value)
     {
         var b = _banks[n];
-        return off switch
+        var v = (uint)value;
+        switch (id)
         {
-            SmmuV2Cb.SCTLR => b.Sctlr,
-            SmmuV2Cb.ACTLR => b.Actlr,
-            SmmuV2Cb.TCR2 => b.Tcr2,
-            SmmuV2Cb.TCR => b.Tcr,
-            SmmuV2Cb.CONTEXTIDR => b.ContextIdr,
-            SmmuV2Cb.MAIR0 => b.Mair0,
-            SmmuV2Cb.MAIR1 => b.Mair1,
-            SmmuV2Cb.FSR => b.Fsr,
-            SmmuV2Cb.FSYNR0 => b.Fsynr0,
-            SmmuV2Cb.FSYNR1 => b.Fsynr1,
-            SmmuV2Cb.TLBSTATUS => 0,
-            SmmuV2Cb.ATSR => 0,
-            _ => 0,
-        };
-    }
-
-    void WriteCbWide(int n, uint off, ulong v)
-    {
-        var b = _banks[n];
-        switch (off)
-        {
-            case SmmuV2Cb.TTBR0:
-                if (v != b.Ttbr0) CheckLive(n, "TTBR0");
-                b.Ttbr0 = v;
-                Generation++;
-                break;
-            case SmmuV2Cb.TTBR1:
-                if (v != b.Ttbr1) CheckLive(n, "TTBR1");
-                b.Ttbr1 = v;
-                Generation++;
-                break;
-            case SmmuV2Cb.PAR:
-                b.Par = v;
-                break;
-            case SmmuV2Cb.FAR:
-                b.Far = v;
-                break;
-            case SmmuV2Cb.IPAFAR:
-                b.Ipafar = v;
-                break;
-            case SmmuV2Cb.TLBIVA or SmmuV2Cb.TLBIVAL or SmmuV2Cb.TLBIVAA or SmmuV2Cb.TLBIVAAL:
-                TlbiVa(n, off, v);
-                break;
-            case SmmuV2Cb.TLBIIPAS2 or SmmuV2Cb.TLBIIPAS2L:
-            {
-                var vmid = BankVmid(n);
-                var ipa = (v & 0xF_FFFF_FFFFUL) << 12;
-                _iotlb.InvalidateByIpa(vmid, ipa, leafOnly: off == SmmuV2Cb.TLBIIPAS2L);
-                b.Unsynced++;
-                ClearTaint((vm, _) => vm == vmid);
-                TraceEmit($"CB{n} TLBIIPAS2{(off == SmmuV2Cb.TLBIIPAS2L ? "L" : "")} VMID {vmid} IPA 0x{ipa:x}");
-                break;
-            }
-            case SmmuV2Cb.ATS1PR or SmmuV2Cb.ATS1PW or SmmuV2Cb.ATS1UR or SmmuV2Cb.ATS1UW:
-                AddressTranslate(n, off, v);
-                break;
-        }
-    }
-
-    void WriteCb(int n, uint off, uint v)
-    {
-        var b = _banks[n];
-        switch (off)
-        {
-            case SmmuV2Cb.SCTLR:
+            case Cb.Sctlr:
                 if (v != b.Sctlr && (b.Enabled || (v & SmmuV2Field.SctlrM) == 0)) CheckLive(n, "SCTLR");
                 b.Sctlr = v;
                 Generation++;
                 UpdateContextIrqs();
                 break;
-            case SmmuV2Cb.ACTLR:
+            case Cb.Actlr:
                 b.Actlr = v;
                 break;
-            case SmmuV2Cb.RESUME:
+            case Cb.Resume:
                 Resume(n, (v & SmmuV2Field.ResumeTerminate) != 0);
                 break;
-            case SmmuV2Cb.TCR2:
+            case Cb.Tcr2:
                 if (v != b.Tcr2) CheckLive(n, "TCR2");
                 b.Tcr2 = v;
                 Generation++;
                 break;
-            case SmmuV2Cb.TCR:
+            case Cb.Ttbr0:
+                if (value != b.Ttbr0) CheckLive(n, "TTBR0");
+                b.Ttbr0 = value;
+                Generation++;
+                break;
+            case Cb.Ttbr1:
+                if (value != b.Ttbr1) CheckLive(n, "TTBR1");
+                b.Ttbr1 = value;
+                Generation++;
+                break;
+            case Cb.Tcr:
                 if (v != b.Tcr) CheckLive(n, "TCR");
                 b.Tcr = v;
                 Generation++;
                 break;
-            case SmmuV2Cb.CONTEXTIDR:
+            case Cb.ContextIdr:
                 b.ContextIdr = v;
                 break;
-            case SmmuV2Cb.MAIR0:
+            case Cb.Mair0:
                 if (v != b.Mair0) CheckLive(n, "MAIR0");
                 b.Mair0 = v;
                 Generation++;
                 break;
-            case SmmuV2Cb.MAIR1:
+            case Cb.Mair1:
                 if (v != b.Mair1) CheckLive(n, "MAIR1");
                 b.Mair1 = v;
                 Generation++;
                 break;
-            case SmmuV2Cb.FSR:
+            case Cb.Par:
+                b.Par = value;
+                break;
+            case Cb.Far:
+                b.Far = value;
+                break;
+            case Cb.Ipafar:
+                b.Ipafar = value;
+                break;
+            case Cb.Fsr:
                 b.Fsr = (b.Fsr & ~v) | (b.Fsr & SmmuV2Field.FsrSs); // W1C; SS is cleared by RESUME, not here
                 UpdateContextIrqs();
                 break;
-            case SmmuV2Cb.FSRRESTORE:
+            case Cb.FsrRestore:
                 b.Fsr = v & (SmmuV2Field.FsrFaults | SmmuV2Field.FsrSs | SmmuV2Field.FsrMulti);
                 UpdateContextIrqs();
                 break;
-            case SmmuV2Cb.FSYNR0:
+            case Cb.Fsynr0:
                 b.Fsynr0 = v;
                 break;
-            case SmmuV2Cb.FSYNR1:
+            case Cb.Fsynr1:
                 b.Fsynr1 = v;
                 break;
-            case SmmuV2Cb.TLBIASID:
+            case Cb.TlbiVa or Cb.TlbiVal or Cb.TlbiVaa or Cb.TlbiVaal:
+                TlbiVa(n, leaf: id is Cb.TlbiVal or Cb.TlbiVaal, allAsids: id is Cb.TlbiVaa or Cb.TlbiVaal, value);
+                break;
+            case Cb.TlbiIpas2 or Cb.TlbiIpas2L:
+            {
+                var vmid = BankVmid(n);
+                var ipa = (value & 0xF_FFFF_FFFFUL) << 12;
+                _iotlb.InvalidateByIpa(vmid, ipa, leafOnly: id == Cb.TlbiIpas2L);
+                b.Unsynced++;
+                ClearTaint((vm, _) => vm == vmid);
+                TraceEmit($"CB{n} TLBIIPAS2{(id == Cb.TlbiIpas2L ? "L" : "")} VMID {vmid} IPA 0x{ipa:x}");
+                break;
+            }
+            case Cb.Ats1Pr or Cb.Ats1Pw or Cb.Ats1Ur or Cb.Ats1Uw:
+                AddressTranslate(n, write: id is Cb.Ats1Pw or Cb.Ats1Uw, privileged: id is Cb.Ats1Pr or Cb.Ats1Pw, value);
+                break;
+            case Cb.TlbiAsid:
             {
                 var vmid = BankVmid(n);
                 var asid = (ushort)(v & 0xFFFF);
@@ -600,7 +637,7 @@ public sealed partial class SmmuV2 : IMmioHandler, IIommuUpstream
                 TraceEmit($"CB{n} TLBIASID VMID {vmid} ASID {asid}");
                 break;
             }
-            case SmmuV2Cb.TLBIALL:
+            case Cb.TlbiAll:
             {
                 var vmid = BankVmid(n);
                 _iotlb.InvalidateByVmid(vmid);
@@ -609,17 +646,15 @@ public sealed partial class SmmuV2 : IMmioHandler, IIommuUpstream
                 TraceEmit($"CB{n} TLBIALL VMID {vmid}");
                 break;
             }
-            case SmmuV2Cb.TLBSYNC:
+            case Cb.TlbSync:
                 b.Unsynced = 0;
                 break;
         }
     }
 
-    void TlbiVa(int n, uint off, ulong v)
+    void TlbiVa(int n, bool leaf, bool allAsids, ulong v)
     {
         var vmid = BankVmid(n);
-        var leaf = off is SmmuV2Cb.TLBIVAL or SmmuV2Cb.TLBIVAAL;
-        var allAsids = off is SmmuV2Cb.TLBIVAA or SmmuV2Cb.TLBIVAAL;
         // AArch64 format: VA[55:12] in bits [43:0] (sign-extended from bit 55), ASID in [63:48].
         var va = (v & 0xFFF_FFFF_FFFFUL) << 12;
         if ((va & (1UL << 55)) != 0) va |= 0xFF00_0000_0000_0000UL;
