@@ -91,9 +91,10 @@ public sealed class InControllerMsiDriver : IMsiDomain
     {
         for (var w = 0; w < Vectors / 32; w++)
         {
-            _bus.Read(new PhysAddr(_base + 0x10 + (ulong)w * 4), 4, out var st, BusAttributes.Cpu);
+            var status = new PhysAddr(_base + Doorbell.Platform.DeviceTree.InControllerMsi.MSI_STATUS + (ulong)w * 4);
+            _bus.Read(status, 4, out var st, BusAttributes.Cpu);
             if (st == 0) continue;
-            _bus.Write(new PhysAddr(_base + 0x10 + (ulong)w * 4), 4, st, BusAttributes.Cpu);
+            _bus.Write(status, 4, st, BusAttributes.Cpu); // W1C
             for (var b = 0; b < 32; b++)
                 if ((st >> b & 1) != 0 && _irqs.TryGet(_virq0 + w * 32 + b, out var h)) h(_virq0 + w * 32 + b, cpu);
         }
