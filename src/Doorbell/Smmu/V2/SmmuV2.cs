@@ -272,42 +272,51 @@ public sealed partial class SmmuV2 : IMmioHandler, IIommuUpstream
     static readonly RegisterBlock Gr1Block = new("smmuv2", GlobalSpace1Registers, 0x1000, ReadOnlyRule);
     static readonly RegisterBlock CbBlock = new("smmuv2", ContextBankRegisters, 0x1000, ReadOnlyRule);
 
-    /// <summary>The name of the register at <paramref name="offset"/> of the frame (GR0/GR1 name, or CB&lt;n&gt;_NAME), for traces and reports.</summary>
-    public string RegisterName(ulong offset)
+    enum FramePage : byte { None, GlobalSpace0, GlobalSpace1, ContextBank }
+
+    /// <summary>Which page of the frame <paramref name="offset"/> falls in (the page size and bank count are this
+    /// instance's), the offset within that page, and for a context-bank page the bank's number.</summary>
+    FramePage Locate(ulong offset, out ulong off, out int bank)
     {
+        off = offset & ((1UL << _pageShift) - 1);
+        bank = 0;
+        if (offset >= _o.FrameSize) return FramePage.None;
         var page = (int)(offset >> _pageShift);
-        var off = offset & ((1UL << _pageShift) - 1);
-        return page switch
-        {
-            0 => Gr0Block.NameOf(off),
-            1 => Gr1Block.NameOf(off),
-            _ when page >= _globalPages && page - _globalPages < _banks.Length => $"CB{page - _globalPages}_{CbBlock.NameOf(off)}",
-            _ => $"0x{offset:x}",
-        };
+        if (page == 0) return FramePage.GlobalSpace0;
+        if (page == 1) return FramePage.GlobalSpace1;
+        bank = page - _globalPages;
+        return bank >= 0 && bank < _banks.Length ? FramePage.ContextBank : FramePage.None;
     }
+
+    /// <summary>The name of the register at <paramref name="offset"/> of the frame (GR0/GR1 name, or CB&lt;n&gt;_NAME), for traces and reports.</summary>
+    public string RegisterName(ulong offset) => Locate(offset, out var off, out var bank) switch
+    {
+        FramePage.GlobalSpace0 => Gr0Block.NameOf(off),
+        FramePage.GlobalSpace1 => Gr1Block.NameOf(off),
+        FramePage.ContextBank => $"CB{bank}_{CbBlock.NameOf(off)}",
+        _ => $"0x{offset:x}",
+    };
 
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
-        value = 0;
-        if (offset >= _o.FrameSize) return BusStatus.Ok;
-        var page = (int)(offset >> _pageShift);
-        var off = offset & ((1UL << _pageShift) - 1);
-        if (page == 0) value = RegisterDispatch<Gr0File>.Read(new Gr0File(this), off, size, in attributes);
-        else if (page == 1) value = RegisterDispatch<Gr1File>.Read(new Gr1File(this), off, size, in attributes);
-        else if (page >= _globalPages && page - _globalPages < _banks.Length)
-            value = RegisterDispatch<CbFile>.Read(new CbFile(this, page - _globalPages), off, size, in attributes);
+        value = Locate(offset, out var off, out var bank) switch
+        {
+            FramePage.GlobalSpace0 => RegisterDispatch<Gr0File>.Read(new Gr0File(this), off, size, in attributes),
+            FramePage.GlobalSpace1 => RegisterDispatch<Gr1File>.Read(new Gr1File(this), off, size, in attributes),
+            FramePage.ContextBank => RegisterDispatch<CbFile>.Read(new CbFile(this, bank), off, size, in attributes),
+            _ => 0,
+        };
         return BusStatus.Ok;
     }
 
     public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
     {
-        if (offset >= _o.FrameSize) return BusStatus.Ok;
-        var page = (int)(offset >> _pageShift);
-        var off = offset & ((1UL << _pageShift) - 1);
-        if (page == 0) RegisterDispatch<Gr0File>.Write(new Gr0File(this), off, size, value, in attributes, _strict);
-        else if (page == 1) RegisterDispatch<Gr1File>.Write(new Gr1File(this), off, size, value, in attributes, _strict);
-        else if (page >= _globalPages && page - _globalPages < _banks.Length)
-            RegisterDispatch<CbFile>.Write(new CbFile(this, page - _globalPages), off, size, value, in attributes, _strict);
+        switch (Locate(offset, out var off, out var bank))
+        {
+            case FramePage.GlobalSpace0: RegisterDispatch<Gr0File>.Write(new Gr0File(this), off, size, value, in attributes, _strict); break;
+            case FramePage.GlobalSpace1: RegisterDispatch<Gr1File>.Write(new Gr1File(this), off, size, value, in attributes, _strict); break;
+            case FramePage.ContextBank: RegisterDispatch<CbFile>.Write(new CbFile(this, bank), off, size, value, in attributes, _strict); break;
+        }
         return BusStatus.Ok;
     }
 
