@@ -39,7 +39,6 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     // compares, then a direct call. _fastSize = 0 disables it.
     ulong _fastStart, _fastSize, _fastDelta;
     SparseMemory _fastStore = new();
-    // MMIO regions sorted by start.
     // MMIO regions sorted by start: one slot each (one bounds check per access), the starts apart for the search.
     struct MmioSlot
     {
@@ -175,11 +174,13 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
     int FindMmio(ulong address)
     {
         var slots = _mmio;
-        var last = _mmioCache[(int)(address >> MmioCacheShift) & (MmioCacheSize - 1)] - 1;
+        var last = _mmioCache[CacheSlot(address)] - 1;
         if ((uint)last < (uint)slots.Length && address - slots[last].Start < slots[last].End - slots[last].Start)
             return last;
         return FindMmioSlow(address);
     }
+
+    static int CacheSlot(ulong address) => (int)(address >> MmioCacheShift) & (MmioCacheSize - 1);
 
     int FindMmioSlow(ulong address)
     {
@@ -193,7 +194,7 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
         // hi = last region whose start <= address
         if (hi >= 0 && address < slots[hi].End)
         {
-            if (hi < ushort.MaxValue) _mmioCache[(int)(address >> MmioCacheShift) & (MmioCacheSize - 1)] = (ushort)(hi + 1);
+            if (hi < ushort.MaxValue) _mmioCache[CacheSlot(address)] = (ushort)(hi + 1);
             return hi;
         }
         return -1;
