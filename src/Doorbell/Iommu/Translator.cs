@@ -176,10 +176,8 @@ public sealed class Translator
         var key = PageTableWalker.TlbInput(config, input);
         ref var e = ref _tlb.FindLastHitFirst(vmid, config.Asid, key);
         if (Unsafe.IsNullRef(ref e)) return OnMiss(config, vmid, input, access, out entry, out fault);
-        // Checked on the IOTLB's copy, so the check does not wait for the copy out.
-        var allowed = PageTableWalker.DeniedBy(e, access) == TranslationStage.None;
         entry = e;
-        if (allowed && !StrictOn)
+        if (PageTableWalker.DeniedBy(entry, access) == TranslationStage.None && !StrictOn)
         {
             fault = default;
             return true;
