@@ -27,6 +27,13 @@ public class TranslationContext
     /// </summary>
     public bool StrictChecks { get; set; }
 
+    /// <summary>
+    /// The configuration generation (<see cref="Translator.ConfigurationGeneration"/>) at which the front end resolved
+    /// this context to plain translation — no bypass, abort, override or configuration error — or ulong.MaxValue. While
+    /// it is current, the stream's port translates through the Translator without calling its front end.
+    /// </summary>
+    internal ulong FastGeneration = ulong.MaxValue;
+
     /// <summary>IOTLB ways this context last hit, one per 4 KiB page index modulo 16: lookup hints only (every use is re-checked).</summary>
     internal LookupHints Hints;
 
@@ -83,7 +90,14 @@ public sealed class Translator
     public Iotlb Tlb => _tlb;
     public PageTableWalker Walker => _walker;
 
-    bool StrictOn => _strict is { Enabled: true };
+    /// <summary>
+    /// Bumped by the front end at every change that can alter how a stream resolves (SMMUv3: CFGI, CR0, GBPA, STRTAB_*;
+    /// SMMUv2: sCR0, SMR/S2CR, context-bank registers): a context's <see cref="TranslationContext.FastGeneration"/> is
+    /// current only while it equals this.
+    /// </summary>
+    public ulong ConfigurationGeneration;
+
+    internal bool StrictOn => _strict is { Enabled: true };
 
     /// <summary>
     /// The fast path every front end calls per access (or per translation block of a longer transfer): true with the
@@ -304,4 +318,97 @@ public sealed class Translator
         Unsafe.SkipInit(out fault);
         return true;
     }
+}
+
+/// <summary>
+/// The upstream port of one stream (what a device issues DMA and MSI writes to), whichever IOMMU front end owns it. The
+/// fast path — a context its front end resolved to plain translation at the current configuration generation, strict
+/// mode off, a transaction the IOMMU supports — is the <see cref="Translator"/>'s alone: IOTLB, permission check, each
+/// translation block to the bus. Resolution, bypass, aborts, unsupported transactions and what a fault means (an event
+/// record, fault registers, RAZ/WI) are the front end's overrides.
+/// </summary>
+public abstract class TranslatedStreamPort : IMemoryPort
+{
+    readonly Translator _translator;
+    readonly IMemoryView _downstream;
+    readonly TranslationContext _context;
+    readonly Trace? _trace;
+    readonly string _traceSource;
+
+    protected TranslatedStreamPort(Translator translator, IMemoryView downstream, TranslationContext context, uint streamId, Trace? trace, string traceSource)
+    {
+        ArgumentNullException.ThrowIfNull(translator);
+        ArgumentNullException.ThrowIfNull(downstream);
+        ArgumentNullException.ThrowIfNull(context);
+        _translator = translator;
+        _downstream = downstream;
+        _context = context;
+        _trace = trace;
+        _traceSource = traceSource;
+        StreamId = streamId;
+    }
+
+    public uint StreamId { get; }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    bool FastContext() => _context.FastGeneration == _translator.ConfigurationGeneration && !_translator.StrictOn;
+
+    /// <summary>A non-empty transfer that does not wrap past 2^64 and is not an instruction-fetch write, on a fast context.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    bool Fast(ulong address, int length, bool write, in BusAttributes a) =>
+        FastContext() && length != 0 && address + (ulong)length - 1 >= address && !(write && a.Instruction);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static AccessFlags AccessOf(bool write, in BusAttributes a) =>
+        (write ? AccessFlags.Write : AccessFlags.Read)
+        | (a.Privileged ? AccessFlags.Privileged : 0)
+        | (a.Instruction ? AccessFlags.Execute : 0);
+
+    public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes)
+    {
+        if (!Fast(address, destination.Length, false, attributes)) return TransferResolved(address, destination, default, false, attributes);
+        var access = AccessOf(false, attributes);
+        if (_translator.Transfer(_context, _downstream, address, destination, default, false, access, attributes, _trace, _traceSource, StreamId,
+                out var status, out var pos, out var fault))
+            return status;
+        return TransferFaulted(address, pos, destination, default, false, access, attributes, fault);
+    }
+
+    public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes)
+    {
+        if (!Fast(address, source.Length, true, attributes)) return TransferResolved(address, default, source, true, attributes);
+        var access = AccessOf(true, attributes);
+        if (_translator.Transfer(_context, _downstream, address, default, source, true, access, attributes, _trace, _traceSource, StreamId,
+                out var status, out var pos, out var fault))
+            return status;
+        return TransferFaulted(address, pos, default, source, true, access, attributes, fault);
+    }
+
+    /// <summary>
+    /// Translates one address as a transaction of this port would be (same resolution, IOTLB, permission check and
+    /// fault report) without moving data. True with the output address.
+    /// </summary>
+    public bool TryTranslate(ulong address, AccessFlags access, out ulong physicalAddress)
+    {
+        if (FastContext())
+        {
+            if (_translator.TranslateAddress(_context, address, access, out physicalAddress, out var fault)) return true;
+            TranslateFaulted(address, access, fault);
+            return false;
+        }
+        return TranslateResolved(address, access, out physicalAddress);
+    }
+
+    /// <summary>Everything off the fast path: the front end (re)resolves the stream and carries the transaction out.</summary>
+    protected abstract BusStatus TransferResolved(ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes);
+
+    /// <summary>A fast-path transfer stopped by a translation fault at byte <paramref name="done"/> (the bytes before it moved).</summary>
+    protected abstract BusStatus TransferFaulted(ulong address, int done, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, AccessFlags access,
+        in BusAttributes attributes, in TranslationFault fault);
+
+    /// <summary><see cref="TryTranslate"/> off the fast path.</summary>
+    protected abstract bool TranslateResolved(ulong address, AccessFlags access, out ulong physicalAddress);
+
+    /// <summary>A fast-path <see cref="TryTranslate"/> that faulted: the front end reports it.</summary>
+    protected abstract void TranslateFaulted(ulong address, AccessFlags access, in TranslationFault fault);
 }

@@ -1,6 +1,3 @@
-using Doorbell.Gic.V3;
-using Doorbell.Memory;
-
 namespace Doorbell.Gic.Its;
 
 /// <summary>
@@ -27,29 +24,4 @@ public interface ILpiTargets
     int TargetAt(ulong address);
     /// <summary>Physical address of a target's redistributor frame (RDbase with PTA = 1), or ulong.MaxValue when not mapped.</summary>
     ulong AddressOf(int target);
-}
-
-/// <summary>The physical ITS's LPI targets: the redistributors of a <see cref="GicV3"/>.</summary>
-public sealed class RedistributorTargets(GicV3 gic) : ILpiTargets
-{
-    readonly GicV3Redistributor[] _rds = gic.Redistributors;
-
-    public int Count => _rds.Length;
-    public int IntidBits => gic.Options.IdBits;
-    public bool SetPending(int target, uint intid) => _rds[target].SetLpiPending(intid);
-    public bool ClearPending(int target, uint intid) => _rds[target].ClearLpiPending(intid);
-    public void Invalidate(int target, uint intid) => _rds[target].InvalidateLpi(intid);
-    public void InvalidateAll(int target) => _rds[target].InvalidateAllLpis();
-    public void MoveAll(int from, int to) => _rds[from].MoveAllPendingTo(_rds[to]);
-
-    public int TargetAt(ulong address)
-    {
-        var b = gic.RedistributorBase;
-        if (b == ulong.MaxValue || address < b || (address - b) % GicV3Redistributor.FrameSize != 0) return -1;
-        var k = (address - b) / GicV3Redistributor.FrameSize;
-        return k < (ulong)_rds.Length ? (int)k : -1;
-    }
-
-    public ulong AddressOf(int target) =>
-        gic.RedistributorBase == ulong.MaxValue ? ulong.MaxValue : gic.RedistributorBase + (ulong)target * GicV3Redistributor.FrameSize;
 }

@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using Doorbell.Gic.Its;
 using Doorbell.Memory;
 
 namespace Doorbell.Gic.V3;
@@ -542,4 +543,32 @@ public sealed class GicV3RedistributorRegion : IMmioHandler
         if (rd < _gic.Redistributors.Length) _gic.Redistributors[rd].Write(offset % GicV3Redistributor.FrameSize, size, value);
         return BusStatus.Ok;
     }
+}
+
+/// <summary>
+/// The redistributors of a <see cref="GicV3"/> as an ITS engine's LPI targets (<see cref="ILpiTargets"/>): the GIC provides the
+/// seam the ITS declares, so the ITS folder knows no GICv3 class and a vGIC provides the same for a vITS.
+/// </summary>
+public sealed class RedistributorTargets(GicV3 gic) : ILpiTargets
+{
+    readonly GicV3Redistributor[] _rds = gic.Redistributors;
+
+    public int Count => _rds.Length;
+    public int IntidBits => gic.Options.IdBits;
+    public bool SetPending(int target, uint intid) => _rds[target].SetLpiPending(intid);
+    public bool ClearPending(int target, uint intid) => _rds[target].ClearLpiPending(intid);
+    public void Invalidate(int target, uint intid) => _rds[target].InvalidateLpi(intid);
+    public void InvalidateAll(int target) => _rds[target].InvalidateAllLpis();
+    public void MoveAll(int from, int to) => _rds[from].MoveAllPendingTo(_rds[to]);
+
+    public int TargetAt(ulong address)
+    {
+        var b = gic.RedistributorBase;
+        if (b == ulong.MaxValue || address < b || (address - b) % GicV3Redistributor.FrameSize != 0) return -1;
+        var k = (address - b) / GicV3Redistributor.FrameSize;
+        return k < (ulong)_rds.Length ? (int)k : -1;
+    }
+
+    public ulong AddressOf(int target) =>
+        gic.RedistributorBase == ulong.MaxValue ? ulong.MaxValue : gic.RedistributorBase + (ulong)target * GicV3Redistributor.FrameSize;
 }

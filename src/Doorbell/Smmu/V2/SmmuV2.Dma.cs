@@ -226,6 +226,7 @@ public sealed partial class SmmuV2
         _observedStreams.Add(port.StreamId);
         ResolveInto(port.StreamId, ctx, record: true);
         ctx.Generation = ctx.Outcome == V2Outcome.GlobalFault ? ulong.MaxValue : Generation;
+        ctx.FastGeneration = ctx.Fast ? ctx.Generation : ulong.MaxValue;
         ctx.StrictChecks = StrictEnabled; // strict mode revalidates every transaction, so this follows the monitor
         if (!StrictEnabled || ctx.Outcome != V2Outcome.Translate) return;
         var unsynced = _globalUnsynced + _banks[ctx.Bank].Unsynced + (ctx.S2Bank >= 0 ? _banks[ctx.S2Bank].Unsynced : 0);
@@ -258,7 +259,7 @@ public sealed partial class SmmuV2
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    BusStatus RecordLoopFault(V2StreamContext ctx, in TranslationFault fault, ulong address, int pos, AccessFlags access,
+    internal BusStatus RecordLoopFault(V2StreamContext ctx, in TranslationFault fault, ulong address, int pos, AccessFlags access,
         SmmuV2StreamPort port, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes) =>
         RecordContextFault(ctx, FsrBitOf(fault.Kind), fault, address + (ulong)pos, access, port, rd[(write ? 0 : pos)..], wr[(write ? pos : 0)..], write, attributes);
 
@@ -301,11 +302,6 @@ public sealed partial class SmmuV2
             return status;
         return RecordLoopFault(ctx, fault, address, pos, access, port, rd, wr, write, attributes);
     }
-
-    /// <summary>The stream's kept resolution still holds (no register change since), it is a plain translating context
-    /// and strict mode is off: the port may go straight to the Translator.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool FastPathValid(V2StreamContext ctx) => ctx.Generation == Generation && ctx.Fast && _strict is not { Enabled: true };
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     internal void RecordTranslateOneFault(SmmuV2StreamPort port, V2StreamContext ctx, in TranslationFault fault, ulong address, AccessFlags access)

@@ -40,44 +40,39 @@ internal sealed class V2StreamContext : Doorbell.Iommu.TranslationContext
     public bool Fast;
 }
 
-/// <summary>The upstream port of one StreamID: what a device issues DMA and MSI writes to.</summary>
-public sealed class SmmuV2StreamPort : IMemoryPort
+/// <summary>
+/// The upstream port of one StreamID: what a device issues DMA and MSI writes to. A kept plain translating context goes
+/// through the <see cref="TranslatedStreamPort"/> fast path (the Translator alone, as SMMUv3's ports); this class is the
+/// rest: stream mapping, bypass, terminate, global faults, S2CR overrides and context faults.
+/// </summary>
+public sealed class SmmuV2StreamPort : TranslatedStreamPort
 {
     readonly SmmuV2 _smmu;
-    /// <summary>The SMMU's translator, held here so the hit path reaches the IOTLB in one hop fewer (as SMMUv3's port).</summary>
-    readonly Doorbell.Iommu.Translator _translator;
-    internal readonly V2StreamContext Context = new();
+    internal readonly V2StreamContext Context;
 
-    internal SmmuV2StreamPort(SmmuV2 smmu, uint streamId)
+    internal SmmuV2StreamPort(SmmuV2 smmu, uint streamId) : this(smmu, streamId, new V2StreamContext())
+    {
+    }
+
+    SmmuV2StreamPort(SmmuV2 smmu, uint streamId, V2StreamContext context)
+        : base(smmu.Translator, smmu.Downstream, context, streamId, null, "smmuv2")
     {
         _smmu = smmu;
-        _translator = smmu.Translator;
-        StreamId = streamId;
+        Context = context;
     }
 
-    public uint StreamId { get; }
+    protected override BusStatus TransferResolved(ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes) =>
+        _smmu.Transfer(this, address, rd, wr, write, attributes);
 
-    public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes) =>
-        _smmu.Transfer(this, address, destination, default, write: false, attributes);
+    protected override BusStatus TransferFaulted(ulong address, int done, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, AccessFlags access,
+        in BusAttributes attributes, in TranslationFault fault) =>
+        _smmu.RecordLoopFault(Context, fault, address, done, access, this, rd, wr, write, attributes);
 
-    public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes) =>
-        _smmu.Transfer(this, address, default, source, write: true, attributes);
+    protected override bool TranslateResolved(ulong address, AccessFlags access, out ulong physicalAddress) =>
+        _smmu.TranslateOneResolved(this, address, access, out physicalAddress);
 
-    /// <summary>Translates one address as a transaction of this port would be (same stream mapping, IOTLB, permission
-    /// check and fault recording) without moving data. True with the output address.</summary>
-    public bool TryTranslate(ulong address, AccessFlags access, out ulong physicalAddress)
-    {
-        var ctx = Context;
-        // A kept plain translating context (no S2CR overrides, no configuration error), not strict: straight to the
-        // Translator's hit path, as the SMMUv3 port does; everything else (resolution, bypass, faults) is out of line.
-        if (_smmu.FastPathValid(ctx))
-        {
-            if (_translator.TranslateAddress(ctx, address, access, out physicalAddress, out var fault)) return true;
-            _smmu.RecordTranslateOneFault(this, ctx, fault, address, access);
-            return false;
-        }
-        return _smmu.TranslateOneResolved(this, address, access, out physicalAddress);
-    }
+    protected override void TranslateFaulted(ulong address, AccessFlags access, in TranslationFault fault) =>
+        _smmu.RecordTranslateOneFault(this, Context, fault, address, access);
 }
 
 /// <summary>An SMMUv2 (MMU-400/401/500 by its ID registers) on a <see cref="PhysicalAddressSpace"/>.</summary>
@@ -115,7 +110,11 @@ public sealed partial class SmmuV2 : IMmioHandler, IIommuUpstream
     readonly bool[] _contextIrqLevel;
 
     /// <summary>Bumped by every write that can change how a stream resolves; ports revalidate against it.</summary>
-    internal ulong Generation;
+    internal ulong Generation
+    {
+        get => _translator.ConfigurationGeneration;
+        set => _translator.ConfigurationGeneration = value;
+    }
 
     internal sealed class Bank
     {
@@ -157,6 +156,8 @@ public sealed partial class SmmuV2 : IMmioHandler, IIommuUpstream
     public Iotlb Iotlb => _iotlb;
     /// <summary>The shared translation front this SMMU's banks go through.</summary>
     internal Translator Translator => _translator;
+    /// <summary>Where translated transactions go.</summary>
+    internal IMemoryView Downstream => _bus;
     public ulong FrameSize => _o.FrameSize;
     internal bool StrictEnabled => _strict is { Enabled: true };
 

@@ -9,53 +9,45 @@ namespace Doorbell.Smmu.V3;
 /// The upstream port of one StreamID (and optionally one SubstreamID): what a device issues DMA and MSI writes to.
 /// Each transaction is translated per translation block (a transfer spanning pages is translated page by page),
 /// forwarded to the bus with its attributes unchanged, or faulted: one event record per faulting transaction and an
-/// abort (SlaveError) to the device, or RAZ/WI when the CD says so.
+/// abort (SlaveError) to the device, or RAZ/WI when the CD says so. A kept translating resolution goes through the
+/// <see cref="TranslatedStreamPort"/> fast path (the Translator alone); this class is the rest.
 /// </summary>
-public sealed class SmmuV3StreamPort : IMemoryPort
+public sealed class SmmuV3StreamPort : TranslatedStreamPort
 {
     readonly SmmuV3 _smmu;
-    /// <summary>The SMMU's translator, held here so the hit path reaches the IOTLB in one hop fewer.</summary>
-    readonly Doorbell.Iommu.Translator _translator;
-    internal readonly StreamContext Context = new();
+    internal readonly StreamContext Context;
 
     internal SmmuV3StreamPort(SmmuV3 smmu, uint streamId, uint? substreamId, bool atsTranslated)
+        : this(smmu, streamId, substreamId, atsTranslated, new StreamContext())
+    {
+    }
+
+    SmmuV3StreamPort(SmmuV3 smmu, uint streamId, uint? substreamId, bool atsTranslated, StreamContext context)
+        : base(smmu.Translator, smmu.Bus, context, streamId, smmu.Trace, smmu.TraceSource)
     {
         _smmu = smmu;
-        _translator = smmu.Translator;
-        StreamId = streamId;
+        Context = context;
         SubstreamId = substreamId;
         AtsTranslated = atsTranslated;
     }
 
-    public uint StreamId { get; }
     /// <summary>The SubstreamID (PASID) every transaction of this port carries, or null for none (SSV = 0).</summary>
     public uint? SubstreamId { get; }
     /// <summary>Transactions are marked as already translated by ATS.</summary>
     public bool AtsTranslated { get; }
 
-    public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes) =>
-        _smmu.Transfer(this, address, destination, default, write: false, attributes);
+    protected override BusStatus TransferResolved(ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes) =>
+        _smmu.Transfer(this, address, rd, wr, write, attributes);
 
-    public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes) =>
-        _smmu.Transfer(this, address, default, source, write: true, attributes);
+    protected override BusStatus TransferFaulted(ulong address, int done, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, AccessFlags access,
+        in BusAttributes attributes, in TranslationFault fault) =>
+        _smmu.TransferFault(this, Context, fault, address, done, rd, write, access);
 
-    /// <summary>
-    /// Translates one address as a transaction of this port would be (same configuration lookup, IOTLB and
-    /// permission check, same event on a fault) without moving data. True with the output address.
-    /// </summary>
-    public bool TryTranslate(ulong address, AccessFlags access, out ulong physicalAddress)
-    {
-        var ctx = Context;
-        // A kept resolution (never kept for ATS-translated ports or after a failure), not strict: straight to the
-        // Translator's hit path; everything else (resolution, bypass, faults) is out of line.
-        if (_smmu.FastPathValid(ctx))
-        {
-            if (_translator.TranslateAddress(ctx, address, access, out physicalAddress, out var fault)) return true;
-            _smmu.RecordPortFault(this, ctx, fault, address, access);
-            return false;
-        }
-        return _smmu.TranslateOneSlow(this, address, access, out physicalAddress);
-    }
+    protected override bool TranslateResolved(ulong address, AccessFlags access, out ulong physicalAddress) =>
+        _smmu.TranslateOneSlow(this, address, access, out physicalAddress);
+
+    protected override void TranslateFaulted(ulong address, AccessFlags access, in TranslationFault fault) =>
+        _smmu.RecordPortFault(this, Context, fault, address, access);
 }
 
 public sealed partial class SmmuV3
@@ -94,6 +86,7 @@ public sealed partial class SmmuV3
             var outcome = Resolve(port.StreamId, ssv, ssid, address, access, port.AtsTranslated, ctx);
             // Only successful resolutions are reused (failures re-run and re-report for every transaction).
             ctx.Generation = outcome == StreamOutcome.Abort || port.AtsTranslated ? ulong.MaxValue : Generation;
+            ctx.FastGeneration = outcome == StreamOutcome.Translate ? ctx.Generation : ulong.MaxValue;
             if (StrictEnabled && outcome == StreamOutcome.Translate && _unsyncedInvalidations != 0)
                 ReportStrict("DMA", "IHI 0070 §4.7.3: invalidation is only guaranteed complete after a CMD_SYNC",
                     $"SID 0x{port.StreamId:x} translated while {_unsyncedInvalidations} invalidation command(s) await a CMD_SYNC");
@@ -115,11 +108,20 @@ public sealed partial class SmmuV3
         if (_translator.Transfer(ctx, _bus, address, rd, wr, write, access, attributes, _trace, TraceSource, port.StreamId,
                 out var status, out var pos, out var fault))
             return status;
+        return TransferFault(port, ctx, fault, address, pos, rd, write, access);
+    }
+
+    /// <summary>A transfer stopped by a translation fault at byte <paramref name="pos"/>: the event (if the STE/CD records
+    /// it), then abort, or RAZ/WI for the rest of a stage-1 termination with CD.A = 0.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal BusStatus TransferFault(SmmuV3StreamPort port, StreamContext ctx, in TranslationFault fault, ulong address, int pos, Span<byte> rd, bool write, AccessFlags access)
+    {
+        var ssv = port.SubstreamId.HasValue;
         var va = address + (ulong)pos;
         var stage2 = fault.Stage == TranslationStage.Stage2;
         var record = fault.Kind == FaultKind.WalkExternalAbort || (stage2 ? ctx.RecordStage2 : ctx.RecordStage1);
         if (record)
-            RecordTranslationFault(fault, port.StreamId, ssv, ssid, va, access, fault.OnStage1Walk ? Evt.ClassTt : Evt.ClassIn, cdIpa: 0);
+            RecordTranslationFault(fault, port.StreamId, ssv, port.SubstreamId.GetValueOrDefault(), va, access, fault.OnStage1Walk ? Evt.ClassTt : Evt.ClassIn, cdIpa: 0);
         if (!stage2 && !ctx.AbortStage1)
         {
             // CD.A = 0: the rest of the transaction is RAZ/WI and completes successfully.
@@ -128,11 +130,6 @@ public sealed partial class SmmuV3
         }
         return BusStatus.SlaveError;
     }
-
-    /// <summary>The stream's kept resolution still holds (no CFGI, register change or failure since) and strict mode is off.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool FastPathValid(StreamContext ctx) =>
-        ctx.Generation == Generation && ctx.Outcome == StreamOutcome.Translate && _strict is not { Enabled: true };
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     internal bool TranslateOneSlow(SmmuV3StreamPort port, ulong address, AccessFlags access, out ulong pa)
@@ -145,6 +142,7 @@ public sealed partial class SmmuV3
         {
             var outcome = Resolve(port.StreamId, port.SubstreamId.HasValue, port.SubstreamId.GetValueOrDefault(), address, access, port.AtsTranslated, ctx);
             ctx.Generation = outcome == StreamOutcome.Abort || port.AtsTranslated ? ulong.MaxValue : Generation;
+            ctx.FastGeneration = outcome == StreamOutcome.Translate ? ctx.Generation : ulong.MaxValue;
         }
         switch (ctx.Outcome)
         {

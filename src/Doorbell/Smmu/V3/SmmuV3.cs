@@ -40,7 +40,11 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
     ulong _eventqIrqCfg0; uint _eventqIrqCfg1, _eventqIrqCfg2;
 
     /// <summary>Bumped by every change that can alter how a stream resolves (CFGI, CR0, GBPA, STRTAB_*); ports revalidate against it.</summary>
-    internal ulong Generation;
+    internal ulong Generation
+    {
+        get => _translator.ConfigurationGeneration;
+        set => _translator.ConfigurationGeneration = value;
+    }
 
     public SmmuV3(IMemoryView bus, SmmuV3Options? options = null, Trace? trace = null, StrictMonitor? strict = null, Iotlb? iotlb = null)
     {
@@ -300,7 +304,7 @@ public sealed partial class SmmuV3 : IMmioHandler, IIommuUpstream
     public Trace Trace => _trace;
 
     /// <summary>This model's track name in traces.</summary>
-    public string TraceSource { get; set; } = "smmuv3";
+    public string TraceSource { get; } = "smmuv3";
 
     // ----- queue geometry (IHI 0070 §3.5): index = low log2size bits, wrap = bit log2size -----
 
