@@ -269,6 +269,11 @@ public sealed class Translator
         public void PutTable(in WalkCacheEntry entry) => owner._tlb.PutTable(entry);
     }
 
+    // The message is built out of line, so the loop inlined into a port stays small.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void TraceBlock(Trace trace, string traceSource, uint streamId, bool write, ulong va, ulong pa, int chunk) =>
+        trace.Emit(TraceCategory.SmmuTranslate, traceSource, $"SID 0x{streamId:x} {(write ? "write" : "read")} IOVA 0x{va:x} -> PA 0x{pa:x} ({chunk} bytes)");
+
     // ---- The transfer loop of every SMMU front end ----
     // Once a transaction's stream has resolved to a translating context (SMMUv3 stream ports, SMMUv2 stream ports), the
     // transfer is translated per translation block through the one fast path above and each block's bytes go to the bus
@@ -301,8 +306,7 @@ public sealed class Translator
             var inBlock = entry.SizeLog2 >= 63 ? ulong.MaxValue : entry.SizeBytes - (va & entry.OffsetMask);
             var chunk = (int)Math.Min((ulong)(length - pos), inBlock);
             var pa = entry.Translate(va);
-            if (trace is not null && trace.IsOn(TraceCategory.SmmuTranslate))
-                trace.Emit(TraceCategory.SmmuTranslate, traceSource, $"SID 0x{streamId:x} {(write ? "write" : "read")} IOVA 0x{va:x} -> PA 0x{pa:x} ({chunk} bytes)");
+            if (trace is not null && trace.IsOn(TraceCategory.SmmuTranslate)) TraceBlock(trace, traceSource, streamId, write, va, pa, chunk);
             var s = write ? bus.Write(pa, wr.Slice(pos, chunk), attributes) : bus.Read(pa, rd.Slice(pos, chunk), attributes);
             if (s != BusStatus.Ok)
             {
