@@ -300,10 +300,11 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
         {
             int best = -1, bp = 256;
             var priv = gic._private[index];
-            for (var i = 0; i < 32; i++)
+            // Only pending interrupts are visited (ascending: ties go to the lowest INTID).
+            for (var i = priv.NextPending(0); i >= 0; i = priv.NextPending(i + 1))
                 if (priv.Priority(i) < bp && Deliverable(priv, i)) { best = i; bp = priv.Priority(i); }
             var spis = gic._spis;
-            for (var i = 0; i < spis.Count; i++)
+            for (var i = spis.NextPending(0); i >= 0; i = spis.NextPending(i + 1))
                 if (spis.Priority(i) < bp && (gic._targets[i] >> index & 1) != 0 && Deliverable(spis, i)) { best = i + 32; bp = spis.Priority(i); }
             return (best, bp);
         }

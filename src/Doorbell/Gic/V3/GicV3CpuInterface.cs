@@ -58,10 +58,11 @@ public sealed class GicV3CpuInterface : IIccSystemRegisters
         if (!_gic.Group1Enabled || !Rd.Awake) return (-1, 256);
         int best = -1, bestPrio = 256;
         var ppi = Rd.Private;
-        for (var i = 0; i < 32; i++)
+        // Only pending interrupts are visited (ascending, so ties go to the lowest INTID as before).
+        for (var i = ppi.NextPending(0); i >= 0; i = ppi.NextPending(i + 1))
             if (ppi.Priority(i) < bestPrio && ppi.Candidate(i)) { best = i; bestPrio = ppi.Priority(i); }
         var spis = _gic.Spis;
-        for (var i = 0; i < spis.Count; i++)
+        for (var i = spis.NextPending(0); i >= 0; i = spis.NextPending(i + 1))
             if (spis.Priority(i) < bestPrio && spis.Candidate(i) && _gic.SpiTarget(i) == Cpu) { best = i + GicV3.FirstSpi; bestPrio = spis.Priority(i); }
         var (lpi, lpiPrio) = Rd.HighestLpi();
         if (lpi >= 0 && lpiPrio < bestPrio) { best = lpi; bestPrio = lpiPrio; }

@@ -11,6 +11,9 @@ public sealed class IrqBank
 {
     readonly bool[] _group, _enabled, _latch, _level, _active, _edge;
     readonly byte[] _priority;
+    /// <summary>Bit i = <see cref="Pending"/>(i), kept with the latch, level and edge state so a CPU interface looking for
+    /// the highest-priority candidate visits only pending interrupts, not the whole bank.</summary>
+    readonly ulong[] _pend;
 
     public IrqBank(int count, bool allEdge = false)
     {
@@ -18,6 +21,7 @@ public sealed class IrqBank
         _group = new bool[count]; _enabled = new bool[count]; _latch = new bool[count];
         _level = new bool[count]; _active = new bool[count]; _edge = new bool[count];
         _priority = new byte[count];
+        _pend = new ulong[(count + 63) / 64];
         if (allEdge) Array.Fill(_edge, true);
     }
 
@@ -38,6 +42,27 @@ public sealed class IrqBank
     public byte Priority(int i) => _priority[i];
     public bool Pending(int i) => _latch[i] || (!_edge[i] && _level[i]);
 
+    void SyncPending(int i)
+    {
+        if (_latch[i] || (!_edge[i] && _level[i])) _pend[i >> 6] |= 1UL << i;
+        else _pend[i >> 6] &= ~(1UL << i);
+    }
+
+    /// <summary>The lowest pending interrupt at or above <paramref name="from"/>, or −1.</summary>
+    public int NextPending(int from)
+    {
+        if (from < 0) from = 0;
+        var w = from >> 6;
+        if (w >= _pend.Length) return -1;
+        var bits = _pend[w] & (~0UL << (from & 63));
+        while (bits == 0)
+        {
+            if (++w >= _pend.Length) return -1;
+            bits = _pend[w];
+        }
+        return (w << 6) + System.Numerics.BitOperations.TrailingZeroCount(bits);
+    }
+
     /// <summary>Can be signalled: pending, enabled, not active, Group 1.</summary>
     public bool Candidate(int i) => _enabled[i] && _group[i] && !_active[i] && (_latch[i] || (!_edge[i] && _level[i]));
 
@@ -45,18 +70,19 @@ public sealed class IrqBank
     {
         if (_edge[i] && asserted && !_level[i]) _latch[i] = true; // rising edge latches
         _level[i] = asserted;
+        SyncPending(i);
         if (asserted) Raise();
     }
 
-    public void SetPending(int i) { _latch[i] = true; Raise(); }
-    public void ClearPending(int i) => _latch[i] = false;
+    public void SetPending(int i) { _latch[i] = true; SyncPending(i); Raise(); }
+    public void ClearPending(int i) { _latch[i] = false; SyncPending(i); }
     public void SetActive(int i, bool v) { _active[i] = v; if (!v) Raise(); }
     public void SetGroup1(int i, bool v) { _group[i] = v; Raise(); }
     public void SetEnabled(int i, bool v) { _enabled[i] = v; if (v) Raise(); }
     public void SetPriority(int i, byte v) { _priority[i] = v; Raise(); }
 
     /// <summary>Acknowledge: pending → active (the latch clears; a level input still high keeps it pending too).</summary>
-    public void Acknowledge(int i) { _latch[i] = false; _active[i] = true; }
+    public void Acknowledge(int i) { _latch[i] = false; _active[i] = true; SyncPending(i); }
 
     // --- register views ----------------------------------------------------------------------------------
 
@@ -123,7 +149,7 @@ public sealed class IrqBank
             switch (field)
             {
                 case BitField.Enable: _enabled[i] = set; break;
-                case BitField.Pending: _latch[i] = set; break;
+                case BitField.Pending: _latch[i] = set; SyncPending(i); break;
                 case BitField.Active: _active[i] = set; break;
             }
         }
@@ -159,7 +185,11 @@ public sealed class IrqBank
         for (var k = 0; k < 16; k++)
         {
             var i = first + k;
-            if (i >= firstWritable && i < Count) _edge[i] = (value >> (2 * k + 1) & 1) != 0;
+            if (i >= firstWritable && i < Count)
+            {
+                _edge[i] = (value >> (2 * k + 1) & 1) != 0;
+                SyncPending(i);
+            }
         }
         Raise();
     }
