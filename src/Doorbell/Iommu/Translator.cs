@@ -368,24 +368,22 @@ public abstract class TranslatedStreamPort : IMemoryPort
         | (a.Privileged ? AccessFlags.Privileged : 0)
         | (a.Instruction ? AccessFlags.Execute : 0);
 
-    public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes)
-    {
-        if (!Fast(address, destination.Length, false, attributes)) return TransferResolved(address, destination, default, false, attributes);
-        var access = AccessOf(false, attributes);
-        if (_translator.Transfer(_context, _downstream, address, destination, default, false, access, attributes, _trace, _traceSource, StreamId,
-                out var status, out var pos, out var fault))
-            return status;
-        return TransferFaulted(address, pos, destination, default, false, access, attributes, fault);
-    }
+    public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes) =>
+        Transfer(address, destination, default, false, attributes);
 
-    public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes)
+    public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes) =>
+        Transfer(address, default, source, true, attributes);
+
+    // Inlined into Read and Write, where write is a constant.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    BusStatus Transfer(ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes)
     {
-        if (!Fast(address, source.Length, true, attributes)) return TransferResolved(address, default, source, true, attributes);
-        var access = AccessOf(true, attributes);
-        if (_translator.Transfer(_context, _downstream, address, default, source, true, access, attributes, _trace, _traceSource, StreamId,
+        if (!Fast(address, write ? wr.Length : rd.Length, write, attributes)) return TransferResolved(address, rd, wr, write, attributes);
+        var access = AccessOf(write, attributes);
+        if (_translator.Transfer(_context, _downstream, address, rd, wr, write, access, attributes, _trace, _traceSource, StreamId,
                 out var status, out var pos, out var fault))
             return status;
-        return TransferFaulted(address, pos, default, source, true, access, attributes, fault);
+        return TransferFaulted(address, pos, rd, wr, write, access, attributes, fault);
     }
 
     /// <summary>
