@@ -193,7 +193,7 @@ public sealed class Translator
         entry = e;
         if (PageTableWalker.DeniedBy(entry, access) == TranslationStage.None && !StrictOn)
         {
-            fault = default;
+            Unsafe.SkipInit(out fault); // read only on failure, as the context overload's
             return true;
         }
         return OnHit(config, vmid, input, key, access, ref entry, out fault);
