@@ -178,12 +178,15 @@ public sealed class BoardDescription
             "gicv2m" => Doorbell.Platform.MsiParent.GicV2m,
             var k => throw new FormatException($"msi-parent '{k}' is unknown (its, gicv2m)"),
         };
+        var ram = Num(Ram);
+        if (ram < Doorbell.Host.Kernel.HostMemoryLayout.MinimumRamSize)
+            throw new FormatException($"ram '{Ram}' is too small for the host kernel (at least 8M)");
         var map = AddressMap is null ? PlatformMap.QemuVirt
             : PlatformMap.ByName(AddressMap) ?? throw new FormatException($"address-map '{AddressMap}' is unknown (qemu-virt, juno-r1, thunderx-cn88xx)");
         return new QemuVirtOptions
         {
             Map = map,
-            Name = Name, GicVersion = Gic.Version, Its = Gic.Its, Iommu = iommu, RamSize = Num(Ram), Cpus = Cpus,
+            Name = Name, GicVersion = Gic.Version, Its = Gic.Its, Iommu = iommu, RamSize = ram, Cpus = Cpus,
             SmmuV2 = v2, GicV2mWithGicV3 = Gic.Version == 3 && Gic.V2m, PciMsiParent = parent,
         };
     }

@@ -49,6 +49,7 @@ public class ScenarioFileTests
     [InlineData("strict: sometimes\nsteps: []\n", "x.yaml:1:9: 'strict' must be true or false")]
     [InlineData("board: { ram: lots }\nsteps:\n  - assert: { smmu-events: 0 }\n", "x.yaml: board 'custom'")]
     [InlineData("board: { gic: { version: 3, its: false } }\nsteps:\n  - assert: { smmu-events: 0 }\n", "need an MSI controller")]
+    [InlineData("board: { ram: 5 }\nsteps:\n  - assert: { smmu-events: 0 }\n", "x.yaml: board 'custom': ram '5' is too small for the host kernel (at least 8M)")]
     [InlineData("board: { colour: red }\nsteps: []\n", "x.yaml:1:8: inline board")]
     [InlineData("steps: {\n", "x.yaml:2:1: not valid YAML")]
     [InlineData("name: a\n", "x.yaml:1:1: missing 'steps'")]

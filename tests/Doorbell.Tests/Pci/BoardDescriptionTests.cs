@@ -44,6 +44,8 @@ public class BoardDescriptionTests
         Assert.Throws<FormatException>(() => BoardDescription.Parse("pcie: [{ slot: 1, device: nic9000 }]").Build(BoardWiring.None));
         Assert.Throws<FormatException>(() => BoardDescription.Parse("iommu: smmuv9").Build(BoardWiring.None));
         Assert.Throws<FormatException>(() => BoardDescription.Parse("ram: lots").Build(BoardWiring.None));
+        Assert.Equal("ram '5' is too small for the host kernel (at least 8M)",
+            Assert.Throws<FormatException>(() => BoardDescription.Parse("ram: 5").Build(BoardWiring.None)).Message);
         Assert.Throws<FormatException>(() => BoardDescription.Parse("pcie: [ {").Build(BoardWiring.None));
         Assert.Equal(0x10_0000UL, BoardDescription.Num("1M"));
         Assert.Equal(0x1234UL, BoardDescription.Num("0x12_34"));

@@ -52,6 +52,9 @@ public sealed class BoardModels
 /// <summary>How the host splits its RAM: GIC/ITS tables (1/8), SMMU tables (1/8), then the user page pool.</summary>
 public sealed record HostMemoryLayout(ulong GicTables, ulong GicTablesSize, ulong SmmuTables, ulong SmmuTablesSize, ulong UserPages, ulong UserPagesSize)
 {
+    /// <summary>The least RAM the host kernel boots on: each of its two table areas takes an eighth, at least 1 MiB.</summary>
+    public const ulong MinimumRamSize = 8UL << 20;
+
     /// <summary>The split of RAM [<paramref name="ramBase"/>, +<paramref name="ramSize"/>) (512 MiB: 64 + 64 + 384 MiB).</summary>
     public static HostMemoryLayout For(ulong ramBase, ulong ramSize)
     {
