@@ -59,7 +59,7 @@ public sealed class HostCpu(int index, IHostCpuInterface cpuInterface, HostIrqTa
     public long Unhandled { get; private set; }
     /// <summary>The INTIDs this CPU handled, in order (last 1024).</summary>
     public IReadOnlyList<int> History => _history;
-    readonly LastInts _history = new(1024);
+    readonly Doorbell.Runtime.BoundedHistory<int> _history = new(1024);
 
     /// <summary>Takes interrupts until none is signalled (at most <paramref name="limit"/>). Returns how many were taken.</summary>
     public int HandleInterrupts(int limit = 4096)
@@ -77,33 +77,4 @@ public sealed class HostCpu(int index, IHostCpuInterface cpuInterface, HostIrqTa
         }
         return n;
     }
-}
-
-/// <summary>The last <c>capacity</c> values added, oldest first: a ring, so adding never moves the others.</summary>
-sealed class LastInts(int capacity) : IReadOnlyList<int>
-{
-    readonly int[] _ring = new int[capacity];
-    int _start, _count;
-
-    public void Add(int value)
-    {
-        if (_count < _ring.Length) _ring[(_start + _count++) % _ring.Length] = value;
-        else
-        {
-            _ring[_start] = value;
-            _start = (_start + 1) % _ring.Length;
-        }
-    }
-
-    public int Count => _count;
-
-    public int this[int index] =>
-        (uint)index < (uint)_count ? _ring[(_start + index) % _ring.Length] : throw new ArgumentOutOfRangeException(nameof(index));
-
-    public IEnumerator<int> GetEnumerator()
-    {
-        for (var i = 0; i < _count; i++) yield return _ring[(_start + i) % _ring.Length];
-    }
-
-    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
 }

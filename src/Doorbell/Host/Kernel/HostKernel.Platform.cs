@@ -190,7 +190,7 @@ public static class FaultRecords
     sealed class StrongBox { public int Count; }
 
     /// <summary>Runs the driver's fault handling now and returns its running total; SMMUv3 records go to <paramref name="events"/> too.</summary>
-    public static int Read(Doorbell.Host.Iommu.IIommuDriver driver, List<Doorbell.Smmu.V3.SmmuV3Event>? events = null)
+    public static int Read(Doorbell.Host.Iommu.IIommuDriver driver, Doorbell.Runtime.BoundedHistory<Doorbell.Smmu.V3.SmmuV3Event>? events = null)
     {
         switch (driver)
         {

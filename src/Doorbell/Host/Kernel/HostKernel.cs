@@ -139,8 +139,8 @@ public sealed partial class HostKernel
     public IReadOnlyList<KernelIommuGroup> Groups => _groups;
     public IReadOnlyList<KernelPciFunction> Functions => _functions;
     public IReadOnlyList<KernelPlatformDevice> PlatformDevices => _platform;
-    /// <summary>Every SMMU event record the event-queue handler has read, in order.</summary>
-    public List<SmmuV3Event> SmmuEvents { get; } = [];
+    /// <summary>The SMMU event records the event-queue handler has read, in order: the last 4096 (<c>Total</c> counts them all).</summary>
+    public Doorbell.Runtime.BoundedHistory<SmmuV3Event> SmmuEvents { get; } = new(4096);
     /// <summary>Times the SMMU event-queue interrupt was taken.</summary>
     public long SmmuEventInterrupts { get; private set; }
     /// <summary>Times the SMMU GERROR interrupt was taken.</summary>

@@ -54,7 +54,8 @@ public sealed class SmmuV3Driver : IIommuDriver
     readonly Dictionary<uint, ulong> _l2Strtab = [];
     readonly HashSet<ushort> _asids = [];
     readonly HashSet<ushort> _vmids = [];
-    readonly List<SmmuV3Event> _events = [];
+    // The events read, last 4096 (a device can fault without end; the queue itself is bounded, so is this).
+    readonly Doorbell.Runtime.BoundedHistory<SmmuV3Event> _events = new(4096);
     readonly List<string> _log = [];
 
     ulong _strtab; int _strtabLog2; bool _strtab2L;
@@ -79,8 +80,8 @@ public sealed class SmmuV3Driver : IIommuDriver
 
     public string Name => "arm-smmu-v3";
     public SmmuV3Features Features { get; }
-    /// <summary>Event records drained from the event queue, oldest first.</summary>
-    public IReadOnlyList<SmmuV3Event> Events => _events;
+    /// <summary>Event records drained from the event queue, oldest first: the last 4096 (<c>Total</c> counts them all).</summary>
+    public Doorbell.Runtime.BoundedHistory<SmmuV3Event> Events => _events;
     /// <summary>What the driver would print (dev_err/dev_info): errors handled, overflows.</summary>
     public IReadOnlyList<string> Log => _log;
     public ulong StreamTableBase => _strtab;
@@ -342,11 +343,13 @@ public sealed class SmmuV3Driver : IIommuDriver
         var idxMask = (1u << _evtqLog2) - 1;
         var prod = _hw.ReadRegister32(SmmuV3Reg.EVENTQ_PROD);
         var cons = _hw.ReadRegister32(SmmuV3Reg.EVENTQ_CONS);
-        var start = _events.Count;
+        List<SmmuV3Event>? drained = null;
         for (var n = 0u; (cons & mask) != (prod & mask) && n <= idxMask; n++)
         {
             var a = _evtq + (cons & idxMask) * (ulong)Evt.Size;
-            _events.Add(new SmmuV3Event(_hw.ReadMemory64(a), _hw.ReadMemory64(a + 8), _hw.ReadMemory64(a + 16), _hw.ReadMemory64(a + 24)));
+            var ev = new SmmuV3Event(_hw.ReadMemory64(a), _hw.ReadMemory64(a + 8), _hw.ReadMemory64(a + 16), _hw.ReadMemory64(a + 24));
+            _events.Add(ev);
+            (drained ??= []).Add(ev);
             cons = (((cons & mask) + 1) & mask) | (cons & SmmuV3Field.QOvflg);
         }
         if (((prod ^ cons) & SmmuV3Field.QOvflg) != 0)
@@ -355,7 +358,7 @@ public sealed class SmmuV3Driver : IIommuDriver
             cons = (cons & ~SmmuV3Field.QOvflg) | (prod & SmmuV3Field.QOvflg);
         }
         _hw.WriteRegister32(SmmuV3Reg.EVENTQ_CONS, cons);
-        return _events.Skip(start).ToList();
+        return drained ?? (IReadOnlyList<SmmuV3Event>)[];
     }
 
     // ----- stream table and masters -----

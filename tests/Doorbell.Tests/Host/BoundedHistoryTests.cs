@@ -1,0 +1,63 @@
+using Doorbell.Host.Irq;
+
+namespace Doorbell.Tests.Host;
+
+public class BoundedHistoryTests
+{
+    /// <summary>Signals INTIDs 8192, 8193, … once each, then nothing (1023).</summary>
+    sealed class Counting(int total) : IHostCpuInterface
+    {
+        int _next;
+        public int Eois;
+        public int Acknowledge() => _next < total ? 8192 + _next++ : 1023;
+        public void EndOfInterrupt(int intid) => Eois++;
+    }
+
+    [Fact]
+    public void History_keeps_the_last_1024_interrupts_in_order()
+    {
+        var table = new HostIrqTable();
+        var seen = 0;
+        table.Request(8192 + 5, (_, _) => seen++);
+        var gic = new Counting(1500);
+        var cpu = new HostCpu(0, gic, table);
+        Assert.Equal(1500, cpu.HandleInterrupts());
+        Assert.Equal((1500, 1, 1499L, 1L), (gic.Eois, seen, cpu.Unhandled, cpu.Handled));
+        Assert.Equal(1024, cpu.History.Count);
+        Assert.Equal(8192 + 1500 - 1024, cpu.History[0]);
+        Assert.Equal(8192 + 1499, cpu.History[^1]);
+        Assert.Equal(Enumerable.Range(8192 + 1500 - 1024, 1024), cpu.History);
+        Assert.Throws<ArgumentOutOfRangeException>(() => cpu.History[1024]);
+    }
+
+    [Fact]
+    public void A_history_holds_its_capacity_counts_everything_and_wraps_in_order()
+    {
+        var h = new Doorbell.Runtime.BoundedHistory<string>(3);
+        Assert.Empty(h);
+        h.AddRange(["a", "b"]);
+        Assert.Equal(["a", "b"], h);
+        h.AddRange(["c", "d", "e"]);
+        Assert.Equal(["c", "d", "e"], h);
+        Assert.Equal((3, 5L, "c", "e"), (h.Count, h.Total, h[0], h[^1]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => h[3]);
+        Assert.Throws<ArgumentOutOfRangeException>(() => new Doorbell.Runtime.BoundedHistory<int>(0));
+    }
+
+    [Fact]
+    public void A_device_that_faults_without_end_costs_the_host_kernel_bounded_memory()
+    {
+        using var rig = Doorbell.Tests.EndToEnd.E2ERig.For("qemu-virt-gicv3");
+        _ = rig.CopyOnceWithMsix(); // the device in a VFIO container's domain, bus mastering on
+        var k = rig.Kernel;
+        var before = k.SmmuEvents.Total;
+        const int Faults = 5000;
+        for (var i = 0; i < Faults; i++)
+            rig.Mq[0].Dma.Write(0xdead_0000, [1, 2, 3, 4], Doorbell.Memory.BusAttributes.Cpu); // an IOVA never mapped
+        k.DrainSmmuEvents();
+        Assert.True(k.SmmuEvents.Total - before >= Faults - 64, $"{k.SmmuEvents.Total - before} events read"); // the queue may overflow between reads
+        Assert.Equal(4096, k.SmmuEvents.Count);
+        Assert.Equal(4096, k.SmmuV3Driver!.Events.Count);
+        Assert.Equal(0xdead_0000UL, k.SmmuEvents[^1].InputAddress);
+    }
+}
