@@ -33,6 +33,21 @@ public sealed class BoundedHistory<T>(int capacity) : IReadOnlyList<T>
         foreach (var i in items) Add(i);
     }
 
+    /// <summary>The items added after the first <paramref name="total"/> (a reader's cursor: the <see cref="Total"/> it last
+    /// saw) that are still held, oldest first; those already overwritten are skipped.</summary>
+    public IEnumerable<T> Since(long total)
+    {
+        var first = Math.Max(total - (Total - _count), 0);
+        for (var i = first; i < _count; i++) yield return _ring[(_start + i) % _ring.Length];
+    }
+
+    /// <summary>Forgets the items held (<see cref="Total"/> keeps counting from where it was).</summary>
+    public void Clear()
+    {
+        Array.Clear(_ring);
+        _start = _count = 0;
+    }
+
     public int Count => _count;
 
     public T this[int index] =>

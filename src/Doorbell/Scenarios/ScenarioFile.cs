@@ -441,7 +441,7 @@ public sealed class ScenarioFileStep(ScenarioFile file) : IScenarioStep
                 if (a.Args.TryGetValue("strict-findings", out _))
                 {
                     var want = a.Int("strict-findings");
-                    var have = m.Strict.Violations.Count;
+                    var have = m.Strict.Violations.Total;
                     pass &= have == want;
                     parts.Add($"strict findings {have} (want {want})");
                 }

@@ -44,9 +44,9 @@ public sealed class DoorbellServer : IDisposable
     readonly object _sessionsLock = new();
     readonly Thread _acceptThread;
     readonly int _listenFd;
-    int _reportedStrict;
+    long _reportedStrict;
     long _smmuEventInterruptsSeen;
-    int _reportedV2Faults;
+    long _reportedV2Faults;
     volatile bool _stopping;
 
     public DoorbellServer(ServeOptions options)
@@ -168,14 +168,20 @@ public sealed class DoorbellServer : IDisposable
             }
         }
         // arm-smmu (SMMUv2 boards): the faults its global and context fault handlers read, as it prints them.
-        if (_kernel.SmmuV2Driver is { } v2)
-            for (; _reportedV2Faults < v2.Faults.Count; _reportedV2Faults++)
+        if (_kernel.SmmuV2Driver is { } v2 && _reportedV2Faults != v2.Faults.Total)
+        {
+            foreach (var f in v2.Faults.Since(_reportedV2Faults))
             {
                 SmmuEventCount++;
-                Log.WriteLine($"doorbell serve: SMMU {v2.Faults[_reportedV2Faults]}");
+                Log.WriteLine($"doorbell serve: SMMU {f}");
             }
-        for (; _reportedStrict < _strict.Violations.Count; _reportedStrict++)
-            Log.WriteLine($"doorbell serve: strict: {_strict.Violations[_reportedStrict]}");
+            _reportedV2Faults = v2.Faults.Total;
+        }
+        if (_reportedStrict != _strict.Violations.Total)
+        {
+            foreach (var v in _strict.Violations.Since(_reportedStrict)) Log.WriteLine($"doorbell serve: strict: {v}");
+            _reportedStrict = _strict.Violations.Total;
+        }
     }
 
     void AcceptLoop()

@@ -290,7 +290,8 @@ public sealed record StrictViolation(string Source, string Rule, string Message)
 /// </summary>
 public sealed class StrictMonitor
 {
-    readonly List<StrictViolation> _violations = [];
+    // The last 4096 findings: a client or guest that keeps breaking a rule must not grow the process without bound.
+    readonly Doorbell.Runtime.BoundedHistory<StrictViolation> _violations = new(4096);
 
     public bool Enabled { get; set; }
 
@@ -300,7 +301,8 @@ public sealed class StrictMonitor
     /// <summary>Optional live sink (the CLI prints findings as they happen).</summary>
     public Action<StrictViolation>? Sink { get; set; }
 
-    public IReadOnlyList<StrictViolation> Violations => _violations;
+    /// <summary>The findings, oldest first: the last 4096 (<c>Violations.Total</c> counts them all).</summary>
+    public Doorbell.Runtime.BoundedHistory<StrictViolation> Violations => _violations;
 
     public void Report(string source, string rule, string message)
     {

@@ -65,7 +65,7 @@ sealed class E2ERig : IDisposable
     /// <summary>A DMA fault as the board's IOMMU driver learned it: SMMUv3 event records, or arm-smmu's fault handlers.</summary>
     public sealed record DmaFault(ulong Address, uint StreamId, bool Write, bool Translation);
 
-    int _v2FaultsSeen;
+    long _v2FaultsSeen;
 
     /// <summary>Faults reported since the last call: the SMMUv3 event queue read, or (SMMUv2) the interrupts taken and
     /// the faults arm-smmu's handlers read from the fault registers.</summary>
@@ -75,12 +75,12 @@ sealed class E2ERig : IDisposable
         if (Kernel.SmmuV2Driver is { } d)
         {
             Kernel.ServiceInterrupts();
-            for (; _v2FaultsSeen < d.Faults.Count; _v2FaultsSeen++)
+            foreach (var f in d.Faults.Since(_v2FaultsSeen))
             {
-                var f = d.Faults[_v2FaultsSeen];
                 list.Add(new DmaFault(f.Address, f.StreamId, (f.Syndrome0 & Doorbell.Smmu.V2.SmmuV2Field.FsynrWnr) != 0,
                     !f.Global && (f.Status & Doorbell.Smmu.V2.SmmuV2Field.FsrFaults) == Doorbell.Smmu.V2.SmmuV2Field.FsrTf));
             }
+            _v2FaultsSeen = d.Faults.Total;
         }
         return list;
     }

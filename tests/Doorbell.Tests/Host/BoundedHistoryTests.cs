@@ -60,4 +60,38 @@ public class BoundedHistoryTests
         Assert.Equal(4096, k.SmmuV3Driver!.Events.Count);
         Assert.Equal(0xdead_0000UL, k.SmmuEvents[^1].InputAddress);
     }
+
+    [Fact]
+    public void A_reader_cursor_by_total_sees_each_item_once_and_skips_what_was_overwritten()
+    {
+        var h = new Doorbell.Runtime.BoundedHistory<int>(4);
+        long seen = 0;
+        List<int> Read()
+        {
+            var got = h.Since(seen).ToList();
+            seen = h.Total;
+            return got;
+        }
+        h.AddRange([1, 2]);
+        Assert.Equal([1, 2], Read());
+        Assert.Empty(Read());
+        h.AddRange([3, 4, 5]);
+        Assert.Equal([3, 4, 5], Read());
+        h.AddRange(Enumerable.Range(6, 10)); // 6..15: only the last four are still held
+        Assert.Equal([12, 13, 14, 15], Read());
+        h.Clear();
+        Assert.Empty(h);
+        h.Add(16);
+        Assert.Equal([16], Read());
+        Assert.Equal(16L, h.Total);
+    }
+
+    [Fact]
+    public void Strict_findings_are_bounded_and_counted()
+    {
+        var strict = new Doorbell.Tracing.StrictMonitor { Enabled = true };
+        for (var i = 0; i < 5000; i++) strict.Report("test", "rule", $"finding {i}");
+        Assert.Equal((4096, 5000L), (strict.Violations.Count, strict.Violations.Total));
+        Assert.Equal("finding 4999", strict.Violations[^1].Message);
+    }
 }

@@ -203,7 +203,7 @@ public static class FaultRecords
             case SmmuV2Driver d2:
                 d2.HandleGlobalInterrupt();
                 for (var c = 0; c < d2.Features.ContextIrqs; c++) d2.HandleContextInterrupt(c);
-                return d2.Faults.Count;
+                return (int)Math.Min(d2.Faults.Total, int.MaxValue);
             default:
                 return 0;
         }

@@ -55,7 +55,8 @@ public sealed class SmmuV2Driver : IIommuDriver
     readonly (uint Type, int Cbndx)[] _s2crs;
     readonly SmmuV2Domain?[] _banks;
     readonly Dictionary<IommuDevice, int[]> _masters = [];
-    readonly List<SmmuV2Fault> _faults = [];
+    // The last 4096 faults read (a device can fault without end).
+    readonly Doorbell.Runtime.BoundedHistory<SmmuV2Fault> _faults = new(4096);
     int _nextGroupId;
 
     SmmuV2Driver(ISmmuHostAccess hw, IMemoryView bus, IPhysPageAllocator alloc, SmmuV2DriverOptions opt, SmmuV2Features f)
@@ -69,7 +70,7 @@ public sealed class SmmuV2Driver : IIommuDriver
     public string Name => "arm-smmu";
     public SmmuV2Features Features { get; }
     /// <summary>Faults the handlers read, in order.</summary>
-    public IReadOnlyList<SmmuV2Fault> Faults => _faults;
+    public Doorbell.Runtime.BoundedHistory<SmmuV2Fault> Faults => _faults;
     /// <summary>IOMMU_CAP_INTR_REMAP as the 2014 patch made arm-smmu claim it ("MSIs are just memory writes"); removed in
     /// 4.11. Off by default (today's driver); a kernel replaying the 2013–14 policy era turns it on.</summary>
     public bool ClaimsInterruptRemap { get; set; }

@@ -52,33 +52,33 @@ public sealed class CarelessDriverStep : IScenarioStep
             trace.EndFlow(f);
             return s;
         }
-        context.Item($"careful setup: STE {Sid} -> CD (ASID 1) -> stage-1 tables; IOVA 0x{Iova:x} -> PA 0x{Buffer:x} (8 KiB); first DMA {Dma(Iova)}, strict findings {strict.Violations.Count}");
-        var before = strict.Violations.Count;
+        context.Item($"careful setup: STE {Sid} -> CD (ASID 1) -> stage-1 tables; IOVA 0x{Iova:x} -> PA 0x{Buffer:x} (8 KiB); first DMA {Dma(Iova)}, strict findings {strict.Violations.Total}");
+        var before = strict.Violations.Total;
 
         // 1. TLBI without CMD_SYNC, then DMA: the invalidation is not yet known to be complete.
         drv.Submit(SmmuV3Encode.TlbiNhAsid(0, 1));
         var s1 = Dma(Iova);
-        var c1 = strict.Violations.Count - before;
+        var c1 = strict.Violations.Total - before;
         context.Item($"1. TLBI_NH_ASID queued without CMD_SYNC, then DMA: {s1}; strict findings +{c1}");
         drv.Submit(SmmuV3Encode.Sync());
 
         // 2. A live STE edited in memory (MEV set) with no CFGI_STE: the SMMU keeps the cached one.
-        before = strict.Violations.Count;
+        before = strict.Violations.Total;
         var ste = SmmuV3Encode.Stage1Ste(cd);
         ste[1] |= 1UL << Ste.Mev;
         drv.WriteEntry(Strtab + Sid * 64UL, ste);
         var s2 = Dma(Iova);
-        var c2 = strict.Violations.Count - before;
+        var c2 = strict.Violations.Total - before;
         context.Item($"2. live STE {Sid} rewritten without CFGI_STE, then DMA: {s2}; strict findings +{c2}");
         drv.Submit(SmmuV3Encode.CfgiSte(Sid), SmmuV3Encode.Sync());
 
         // 3. The page is unmapped (its descriptor cleared) and handed back to the allocator with no TLBI: the cached
         //    translation still reaches memory that now belongs to someone else.
         Dma(Iova + 0x1000);
-        before = strict.Violations.Count;
+        before = strict.Violations.Total;
         pt.Unmap(Iova + 0x1000, 0x1000);
         var s3 = Dma(Iova + 0x1000);
-        var c3 = strict.Violations.Count - before;
+        var c3 = strict.Violations.Total - before;
         context.Item($"3. IOVA 0x{Iova + 0x1000:x} unmapped and its page freed without TLBI, then DMA: {s3} (the stale IOTLB entry was used); strict findings +{c3}");
         drv.Submit(SmmuV3Encode.TlbiNhVa(0, 1, Iova + 0x1000), SmmuV3Encode.Sync());
         var s4 = Dma(Iova + 0x1000);
@@ -89,7 +89,7 @@ public sealed class CarelessDriverStep : IScenarioStep
         //    the walk cache still holds the level-2 table descriptor). The allocator hands the freed table page to the
         //    next mapping — another buffer in the next 2 MiB — and a DMA to an IOVA the IOTLB never held walks through
         //    the stale descriptor into the reused page, reaching the other buffer.
-        before = strict.Violations.Count;
+        before = strict.Violations.Total;
         var table = pt.IovaToPhys(Iova) != 0 ? TablePa(bus, pt, Iova) : 0;
         var unmapped = pt.Unmap(Iova, 0x20_0000);
         bus.Store.WriteU64(Other + 0x3000, OtherMarker);
@@ -98,7 +98,7 @@ public sealed class CarelessDriverStep : IScenarioStep
         data.AsSpan().Clear();
         var s5 = Dma(Iova + 0x3000);
         var got5 = BitConverter.ToUInt32(data);
-        var c5 = strict.Violations.Count - before;
+        var c5 = strict.Violations.Total - before;
         context.Item($"4. IOVA 0x{Iova:x}+2 MiB unmapped (0x{unmapped:x} bytes): level-3 table at PA 0x{table:x} freed without TLBI and reused " +
                      $"at PA 0x{reused:x} for IOVA 0x{Iova + 0x20_0000:x}; DMA read of 0x{Iova + 0x3000:x} (never in the IOTLB): {s5}, " +
                      $"read 0x{got5:x} from the other buffer (the walk went through the stale table); strict findings +{c5}");
@@ -107,7 +107,7 @@ public sealed class CarelessDriverStep : IScenarioStep
         drv.Submit(SmmuV3Encode.TlbiNhAsid(0, 1), SmmuV3Encode.Sync());
         var s6 = Dma(Iova + 0x3000);
         context.Item($"after TLBI_NH_ASID + CMD_SYNC the DMA is {s6}, as it should have been");
-        context.Item($"strict mode caught {strict.Violations.Count} finding(s); hardware would have reported none");
+        context.Item($"strict mode caught {strict.Violations.Total} finding(s); hardware would have reported none");
         return s1 == BusStatus.Ok && c1 >= 1 && s2 == BusStatus.Ok && c2 >= 1 && s3 == BusStatus.Ok && c3 >= 1 && s4 == BusStatus.SlaveError
                && unmapped == 0x20_0000 && table != 0 && reused == table && s5 == BusStatus.Ok && got5 == OtherMarker && c5 >= 1 && s6 == BusStatus.SlaveError
                && strict.Violations.Any(v => v.Rule.Contains("CMD_SYNC", StringComparison.Ordinal))

@@ -53,8 +53,8 @@ public sealed class SmmuV3Step : IScenarioStep
         context.Item($"device DMA write of 8 KiB to unmapped IOVA 0xdead0000: {bad}, {events.Count} event record(s)");
         foreach (var e in events)
             context.Item($"  event: {e}  [{e.Q0:x16} {e.Q1:x16} {e.Q2:x16} {e.Q3:x16}]");
-        if (context.Strict) context.Item($"strict mode: {strict.Violations.Count} violation(s)");
+        if (context.Strict) context.Item($"strict mode: {strict.Violations.Total} violation(s)");
         return dmaOk && bad == BusStatus.SlaveError && events.Count == 1 && events[0].Id == Evt.F_TRANSLATION
-               && events[0].InputAddress == 0xDEAD_0000 && strict.Violations.Count == 0;
+               && events[0].InputAddress == 0xDEAD_0000 && strict.Violations.Total == 0;
     }
 }
