@@ -41,7 +41,8 @@ public static class Uart16550Regs
 /// </summary>
 public sealed class PciSerialDevice : PciFunction
 {
-    readonly List<byte> _tx = [];
+    // The last 64 KiB transmitted: a guest that prints without end costs bounded memory.
+    readonly Doorbell.Runtime.BoundedHistory<byte> _tx = new(64 * 1024);
     byte _ier, _lcr, _mcr, _scr, _dll = 0x0C, _dlm, _fcr;
 
     public PciSerialDevice() : base(0x1b36, 0x0002, 0x070002, 1, name: "pci-serial") // class serial, prog-if 16550
@@ -50,8 +51,8 @@ public sealed class PciSerialDevice : PciFunction
         DefineBar(0, PciBarKind.Io, 8);
     }
 
-    /// <summary>Every byte the UART transmitted (THR writes with DLAB clear).</summary>
-    public IReadOnlyList<byte> Transmitted => _tx;
+    /// <summary>The bytes the UART transmitted (THR writes with DLAB clear): the last 64 KiB, <c>Total</c> counts all.</summary>
+    public Doorbell.Runtime.BoundedHistory<byte> Transmitted => _tx;
     /// <summary>The divisor latch (DLM:DLL) software programmed.</summary>
     public ushort Divisor => (ushort)(_dlm << 8 | _dll);
 

@@ -106,6 +106,10 @@ public class DeviceRegisterTableTests
         Assert.Equal(0x1FUL, R(uart, Uart16550Regs.Mcr, 1));
         W(uart, Uart16550Regs.RbrThr, 'H', 1);
         Assert.Equal([(byte)'H'], uart.Transmitted);
+        // A guest printing without end: the last 64 KiB are kept, every byte is counted.
+        for (var i = 0; i < 70_000; i++) W(uart, Uart16550Regs.RbrThr, (ulong)(i & 0x7F), 1);
+        Assert.Equal((65_536, 70_001L), (uart.Transmitted.Count, uart.Transmitted.Total));
+        Assert.Equal((byte)(69_999 & 0x7F), uart.Transmitted[^1]);
         // The generic dispatch takes word-granular blocks only.
         Assert.Throws<TypeInitializationException>(() => RegisterDispatch<UartFile>.Read(default, 0, 1));
     }
