@@ -99,6 +99,13 @@ public sealed class Translator
 
     internal bool StrictOn => _strict is { Enabled: true };
 
+    /// <summary>The access a transaction asks for, as its bus attributes present it (read or write, privileged, instruction).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static AccessFlags AccessOf(bool write, in BusAttributes a) =>
+        (write ? AccessFlags.Write : AccessFlags.Read)
+        | (a.Privileged ? AccessFlags.Privileged : 0)
+        | (a.Instruction ? AccessFlags.Execute : 0);
+
     /// <summary>
     /// The fast path every front end calls per access (or per translation block of a longer transfer): true with the
     /// entry (use <see cref="TlbEntry.Translate"/>), false with the fault. <paramref name="context"/> must not be bypass.
@@ -362,12 +369,6 @@ public abstract class TranslatedStreamPort : IMemoryPort
     bool Fast(ulong address, int length, bool write, in BusAttributes a) =>
         FastContext() && length != 0 && address + (ulong)length - 1 >= address && !(write && a.Instruction);
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static AccessFlags AccessOf(bool write, in BusAttributes a) =>
-        (write ? AccessFlags.Write : AccessFlags.Read)
-        | (a.Privileged ? AccessFlags.Privileged : 0)
-        | (a.Instruction ? AccessFlags.Execute : 0);
-
     public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes) =>
         Transfer(address, destination, default, false, attributes);
 
@@ -379,7 +380,7 @@ public abstract class TranslatedStreamPort : IMemoryPort
     BusStatus Transfer(ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes)
     {
         if (!Fast(address, write ? wr.Length : rd.Length, write, attributes)) return TransferResolved(address, rd, wr, write, attributes);
-        var access = AccessOf(write, attributes);
+        var access = Translator.AccessOf(write, attributes);
         if (_translator.Transfer(_context, _downstream, address, rd, wr, write, access, attributes, _trace, _traceSource, StreamId,
                 out var status, out var pos, out var fault))
             return status;

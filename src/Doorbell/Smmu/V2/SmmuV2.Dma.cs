@@ -210,9 +210,7 @@ public sealed partial class SmmuV2
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static AccessFlags AccessOf(bool write, in BusAttributes a, V2StreamContext ctx)
     {
-        var acc = (write ? AccessFlags.Write : AccessFlags.Read)
-            | (a.Privileged ? AccessFlags.Privileged : 0)
-            | (a.Instruction ? AccessFlags.Execute : 0);
+        var acc = Translator.AccessOf(write, a);
         // S2CR.PRIVCFG: 2 unprivileged, 3 privileged; S2CR.INSTCFG: 2 data, 3 instruction (reads only).
         if (ctx.PrivCfg == 2) acc &= ~AccessFlags.Privileged;
         else if (ctx.PrivCfg == 3) acc |= AccessFlags.Privileged;
@@ -237,25 +235,14 @@ public sealed partial class SmmuV2
                 $"moved from CB{t.Bank} to CB{ctx.Bank}, both tagged VMID {t.Vmid} ASID {t.Asid}, without invalidating that tag: CB{t.Bank}'s cached translations still apply");
     }
 
-    /// <summary>A transaction of <paramref name="port"/>. The hot path (a kept plain translating context) is this
-    /// method and the shared transfer loop; everything else is <see cref="TransferResolved"/>.</summary>
+    /// <summary>A transaction of <paramref name="port"/> off the shared port's fast path (or a RESUME retry): the stream
+    /// re-resolved when its kept resolution is stale, then carried out by <see cref="TransferResolved"/>.</summary>
     internal BusStatus Transfer(SmmuV2StreamPort port, ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes)
     {
-        var length = write ? wr.Length : rd.Length;
-        if (length == 0) return BusStatus.Ok;
+        if ((write ? wr.Length : rd.Length) == 0) return BusStatus.Ok;
         var ctx = port.Context;
         if (ctx.Generation != Generation || StrictEnabled) Revalidate(port, ctx);
-        if (!ctx.Fast || (write && attributes.Instruction) || address + (ulong)length - 1 < address)
-            return TransferResolved(port, ctx, address, rd, wr, write, attributes);
-        // Fast: translating, no configuration error, no stage-2 fault type, no S2CR overrides — the access is as presented.
-        var access = (write ? AccessFlags.Write : AccessFlags.Read)
-            | (attributes.Privileged ? AccessFlags.Privileged : 0)
-            | (attributes.Instruction ? AccessFlags.Execute : 0);
-        // The transfer loop shared with the SMMUv3 front end: per translation block through the Translator, to the bus.
-        if (_translator.Transfer(ctx, _bus, address, rd, wr, write, access, attributes, null, "smmuv2", port.StreamId,
-                out var status, out var pos, out var fault))
-            return status;
-        return RecordLoopFault(ctx, fault, address, pos, access, port, rd, wr, write, attributes);
+        return TransferResolved(port, ctx, address, rd, wr, write, attributes);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -263,9 +250,8 @@ public sealed partial class SmmuV2
         SmmuV2StreamPort port, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes) =>
         RecordContextFault(ctx, FsrBitOf(fault.Kind), fault, address + (ulong)pos, access, port, rd[(write ? 0 : pos)..], wr[(write ? pos : 0)..], write, attributes);
 
-    /// <summary>A transaction whose resolved stream is not a plain translating context (bypass, terminate, global fault,
-    /// S2CR overrides, a configuration error, the stage-2-fault type) or that the SMMU does not support.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    /// <summary>A transaction on its resolved stream, whatever the resolution: bypass, terminate, global fault, S2CR
+    /// overrides, a configuration error, the stage-2-fault type, an unsupported transaction, or plain translation.</summary>
     BusStatus TransferResolved(SmmuV2StreamPort port, V2StreamContext ctx, ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes)
     {
         var length = write ? wr.Length : rd.Length;

@@ -61,40 +61,26 @@ public sealed partial class SmmuV3
     /// <summary>A port whose transactions are marked ATS-translated (this SMMU implements no ATS: they are forbidden).</summary>
     public SmmuV3StreamPort CreateTranslatedStreamPort(uint streamId) => new(this, streamId, null, true);
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static AccessFlags AccessOf(bool write, in BusAttributes a) =>
-        (write ? AccessFlags.Write : AccessFlags.Read)
-        | (a.Privileged ? AccessFlags.Privileged : 0)
-        | (a.Instruction ? AccessFlags.Execute : 0);
-
+    /// <summary>A transaction of <paramref name="port"/> off the shared port's fast path: unsupported transactions,
+    /// (re)resolution, bypass and abort, then the Translator's transfer loop.</summary>
     internal BusStatus Transfer(SmmuV3StreamPort port, ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write, in BusAttributes attributes)
     {
         var length = write ? wr.Length : rd.Length;
         if (length == 0) return BusStatus.Ok;
-        var access = AccessOf(write, attributes);
+        var access = Translator.AccessOf(write, attributes);
         var ctx = port.Context;
-        var ssv = port.SubstreamId.HasValue;
-        var ssid = port.SubstreamId.GetValueOrDefault();
-        if (ctx.Generation != Generation || StrictEnabled || port.AtsTranslated)
+        // An instruction-fetch write, or a transfer wrapping past 2^64, is not a transaction the SMMU supports.
+        if ((write && attributes.Instruction) || address + (ulong)length - 1 < address)
         {
-            // An instruction-fetch write, or a transfer wrapping past 2^64, is not a transaction the SMMU supports.
-            if ((write && attributes.Instruction) || address + (ulong)length - 1 < address)
-            {
-                if (SmmuEnabled) RecordTransaction(Evt.F_UUT, port.StreamId, ssv, ssid, address, access);
-                return BusStatus.SlaveError;
-            }
-            var outcome = Resolve(port.StreamId, ssv, ssid, address, access, port.AtsTranslated, ctx);
-            // Only successful resolutions are reused (failures re-run and re-report for every transaction).
-            ctx.Generation = outcome == StreamOutcome.Abort || port.AtsTranslated ? ulong.MaxValue : Generation;
-            ctx.FastGeneration = outcome == StreamOutcome.Translate ? ctx.Generation : ulong.MaxValue;
+            if (SmmuEnabled) RecordTransaction(Evt.F_UUT, port.StreamId, port.SubstreamId.HasValue, port.SubstreamId.GetValueOrDefault(), address, access);
+            return BusStatus.SlaveError;
+        }
+        if (NeedsResolution(port, ctx))
+        {
+            var outcome = ResolvePort(port, address, access);
             if (StrictEnabled && outcome == StreamOutcome.Translate && _unsyncedInvalidations != 0)
                 ReportStrict("DMA", "IHI 0070 §4.7.3: invalidation is only guaranteed complete after a CMD_SYNC",
                     $"SID 0x{port.StreamId:x} translated while {_unsyncedInvalidations} invalidation command(s) await a CMD_SYNC");
-        }
-        else if ((write && attributes.Instruction) || address + (ulong)length - 1 < address)
-        {
-            if (SmmuEnabled) RecordTransaction(Evt.F_UUT, port.StreamId, ssv, ssid, address, access);
-            return BusStatus.SlaveError;
         }
         switch (ctx.Outcome)
         {
@@ -111,18 +97,28 @@ public sealed partial class SmmuV3
         return TransferFault(port, ctx, fault, address, pos, rd, write, access);
     }
 
+    /// <summary>The port's kept resolution is stale, or is never kept (ATS-marked ports; strict mode checks every transaction).</summary>
+    bool NeedsResolution(SmmuV3StreamPort port, StreamContext ctx) => ctx.Generation != Generation || StrictEnabled || port.AtsTranslated;
+
+    /// <summary>Resolves the port's stream (STE, CD) into its context and keeps the result when it may be reused.</summary>
+    StreamOutcome ResolvePort(SmmuV3StreamPort port, ulong address, AccessFlags access)
+    {
+        var ctx = port.Context;
+        var outcome = Resolve(port.StreamId, port.SubstreamId.HasValue, port.SubstreamId.GetValueOrDefault(), address, access, port.AtsTranslated, ctx);
+        // Only successful resolutions are reused (failures re-run and re-report for every transaction); a translating
+        // one also opens the shared port's fast path.
+        ctx.Generation = outcome == StreamOutcome.Abort || port.AtsTranslated ? ulong.MaxValue : Generation;
+        ctx.FastGeneration = outcome == StreamOutcome.Translate ? ctx.Generation : ulong.MaxValue;
+        return outcome;
+    }
+
     /// <summary>A transfer stopped by a translation fault at byte <paramref name="pos"/>: the event (if the STE/CD records
     /// it), then abort, or RAZ/WI for the rest of a stage-1 termination with CD.A = 0.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     internal BusStatus TransferFault(SmmuV3StreamPort port, StreamContext ctx, in TranslationFault fault, ulong address, int pos, Span<byte> rd, bool write, AccessFlags access)
     {
-        var ssv = port.SubstreamId.HasValue;
-        var va = address + (ulong)pos;
-        var stage2 = fault.Stage == TranslationStage.Stage2;
-        var record = fault.Kind == FaultKind.WalkExternalAbort || (stage2 ? ctx.RecordStage2 : ctx.RecordStage1);
-        if (record)
-            RecordTranslationFault(fault, port.StreamId, ssv, port.SubstreamId.GetValueOrDefault(), va, access, fault.OnStage1Walk ? Evt.ClassTt : Evt.ClassIn, cdIpa: 0);
-        if (!stage2 && !ctx.AbortStage1)
+        RecordPortFault(port, ctx, fault, address + (ulong)pos, access);
+        if (fault.Stage != TranslationStage.Stage2 && !ctx.AbortStage1)
         {
             // CD.A = 0: the rest of the transaction is RAZ/WI and completes successfully.
             if (!write) rd[pos..].Clear();
@@ -138,12 +134,7 @@ public sealed partial class SmmuV3
         TlbEntry entry;
         TranslationFault fault;
         pa = 0;
-        if (ctx.Generation != Generation || port.AtsTranslated || StrictEnabled)
-        {
-            var outcome = Resolve(port.StreamId, port.SubstreamId.HasValue, port.SubstreamId.GetValueOrDefault(), address, access, port.AtsTranslated, ctx);
-            ctx.Generation = outcome == StreamOutcome.Abort || port.AtsTranslated ? ulong.MaxValue : Generation;
-            ctx.FastGeneration = outcome == StreamOutcome.Translate ? ctx.Generation : ulong.MaxValue;
-        }
+        if (NeedsResolution(port, ctx)) ResolvePort(port, address, access);
         switch (ctx.Outcome)
         {
             case StreamOutcome.Bypass:
