@@ -185,11 +185,8 @@ public sealed partial class HostKernel
 /// interrupt wired): SMMUv3 event-queue records drained so far, arm-smmu context and global faults handled so far.</summary>
 public static class FaultRecords
 {
-    static readonly System.Runtime.CompilerServices.ConditionalWeakTable<SmmuV3Driver, StrongBox> Drained = [];
-
-    sealed class StrongBox { public int Count; }
-
-    /// <summary>Runs the driver's fault handling now and returns its running total; SMMUv3 records go to <paramref name="events"/> too.</summary>
+    /// <summary>Runs the driver's fault handling now and returns its running total (the driver's own count of records
+    /// read, whoever read them); SMMUv3 records go to <paramref name="events"/> too.</summary>
     public static int Read(Doorbell.Host.Iommu.IIommuDriver driver, Doorbell.Runtime.BoundedHistory<Doorbell.Smmu.V3.SmmuV3Event>? events = null)
     {
         switch (driver)
@@ -197,9 +194,7 @@ public static class FaultRecords
             case SmmuV3Driver d3:
                 var e = d3.DrainEvents();
                 events?.AddRange(e);
-                var box = Drained.GetOrCreateValue(d3);
-                box.Count += e.Count;
-                return box.Count;
+                return (int)Math.Min(d3.Events.Total, int.MaxValue);
             case SmmuV2Driver d2:
                 d2.HandleGlobalInterrupt();
                 for (var c = 0; c < d2.Features.ContextIrqs; c++) d2.HandleContextInterrupt(c);
