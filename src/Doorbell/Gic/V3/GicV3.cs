@@ -95,7 +95,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
         for (var i = 0; i < Options.CpuCount; i++)
         {
             rds[i] = new GicV3Redistributor(this, i);
-            cpus[i] = new GicV3CpuInterface(this, i);
+            cpus[i] = new GicV3CpuInterface(this, rds[i], i);
         }
         Redistributors = rds;
         CpuInterfaces = cpus;
@@ -190,6 +190,7 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
     void WriteCtlr(RegisterRef r, uint v)
     {
         _ctlr = (v & (CtlrEnableGrp0 | CtlrEnableGrp1)) | CtlrAre | CtlrDs;
+        _spis.NoteRoutingChange();
         Kick();
         Trace.Emit(TraceCategory.Gicd, "gicd", $"{Distributor.NameOf(r)} <- 0x{v:x}");
     }
@@ -266,7 +267,8 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
                     var spi = index - FirstSpi;
                     if (spi >= (uint)router.Length) return;
                     router[spi] = value & (0xFF_8000_0000UL | 0xFF_FFFF); // Interrupt_Routing_Mode, Aff3..Aff0
-                    spis.SetPriority(0, spis.Priority(0)); // a routing change may make an SPI deliverable elsewhere
+                    spis.NoteRoutingChange(); // a routing change may make an SPI deliverable elsewhere
+                    gic.Kick();
                     return;
             }
         }

@@ -15,6 +15,14 @@ namespace Doorbell.Gic.V3;
 public sealed class GicV3CpuInterface : IIccSystemRegisters
 {
     readonly GicV3 _gic;
+    readonly GicV3Redistributor _rd;
+    readonly IrqBank _ppi, _spis;
+    readonly Trace _trace;
+    // The best wired (SGI, PPI, SPI) candidate, kept until either bank's change stamp moves: an LPI's acknowledge, and the
+    // IAR read that finds nothing after it, read the redistributor's LPI lists only.
+    int _ppiSeen = -1, _spiSeen = -1;
+    int _wiredIntid = -1, _wiredPrio = 256;
+    bool _on;
     readonly int[] _activeIntid = new int[257];
     readonly int[] _activePrio = new int[257];
     int _depth;
@@ -22,13 +30,16 @@ public sealed class GicV3CpuInterface : IIccSystemRegisters
     int _bpr1 = 1;
     bool _igrpen1, _eoiMode;
 
-    internal GicV3CpuInterface(GicV3 gic, int cpu) { _gic = gic; Cpu = cpu; }
+    internal GicV3CpuInterface(GicV3 gic, GicV3Redistributor rd, int cpu)
+    {
+        _gic = gic; _rd = rd; Cpu = cpu;
+        _ppi = rd.Private; _spis = gic.Spis; _trace = gic.Trace;
+    }
 
     public int Cpu { get; }
     /// <summary>The PE's IRQ input: raised when an interrupt may have become pending for this PE.</summary>
     public Doorbell.Memory.IInterruptTarget? Target { get; set; }
     internal bool Group1Enabled => _igrpen1;
-    GicV3Redistributor Rd => _gic.Redistributors[Cpu];
 
     /// <summary>ICC_PMR_EL1: priority mask; only interrupts with priority strictly lower than PMR are signalled. Reset 0 (all masked).</summary>
     public ulong Pmr { get => _pmr; set { _pmr = (byte)value; Target?.Raise(); } }
@@ -37,7 +48,16 @@ public sealed class GicV3CpuInterface : IIccSystemRegisters
     public ulong Bpr1 { get => (ulong)_bpr1; set => _bpr1 = Math.Clamp((int)(value & 7), 1, 7); }
 
     /// <summary>ICC_IGRPEN1_EL1.Enable.</summary>
-    public ulong IgrpEn1 { get => _igrpen1 ? 1UL : 0; set { _igrpen1 = (value & 1) != 0; Target?.Raise(); } }
+    public ulong IgrpEn1
+    {
+        get => _igrpen1 ? 1UL : 0;
+        set
+        {
+            _igrpen1 = (value & 1) != 0;
+            _spis.NoteRoutingChange(); // 1-of-N SPI routing reads every PE's group enable
+            Target?.Raise();
+        }
+    }
 
     /// <summary>ICC_CTLR_EL1: CBPR 0 (RAZ/WI), EOImode 1, PRIbits[10:8] = 7, IDbits[13:11] (0: 16 bits, 1: 24 bits).</summary>
     public ulong Ctlr
@@ -55,18 +75,30 @@ public sealed class GicV3CpuInterface : IIccSystemRegisters
     /// <summary>Highest-priority pending Group 1 interrupt for this PE, ignoring PMR and running priority.</summary>
     internal (int Intid, int Priority) Highest()
     {
-        if (!_gic.Group1Enabled || !Rd.Awake) return (-1, 256);
-        int best = -1, bestPrio = 256;
-        var ppi = Rd.Private;
-        // Only pending interrupts are visited (ascending, so ties go to the lowest INTID as before).
-        for (var i = ppi.NextPending(0); i >= 0; i = ppi.NextPending(i + 1))
-            if (ppi.Priority(i) < bestPrio && ppi.Candidate(i)) { best = i; bestPrio = ppi.Priority(i); }
-        var spis = _gic.Spis;
-        for (var i = spis.NextPending(0); i >= 0; i = spis.NextPending(i + 1))
-            if (spis.Priority(i) < bestPrio && spis.Candidate(i) && _gic.SpiTarget(i) == Cpu) { best = i + GicV3.FirstSpi; bestPrio = spis.Priority(i); }
-        var (lpi, lpiPrio) = Rd.HighestLpi();
+        if (_ppi.Changes != _ppiSeen || _spis.Changes != _spiSeen) RescanWired();
+        if (!_on) return (-1, 256);
+        int best = _wiredIntid, bestPrio = _wiredPrio;
+        var (lpi, lpiPrio) = _rd.HighestLpi();
         if (lpi >= 0 && lpiPrio < bestPrio) { best = lpi; bestPrio = lpiPrio; }
         return (best, bestPrio);
+    }
+
+    // The wired candidates changed: visit only pending SGIs/PPIs and SPIs (ascending, so ties go to the lowest INTID).
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    void RescanWired()
+    {
+        _ppiSeen = _ppi.Changes;
+        _spiSeen = _spis.Changes;
+        _on = _gic.Group1Enabled && _rd.Awake;
+        int best = -1, bestPrio = 256;
+        var ppi = _ppi;
+        for (var i = ppi.NextPending(0); i >= 0; i = ppi.NextPending(i + 1))
+            if (ppi.Priority(i) < bestPrio && ppi.Candidate(i)) { best = i; bestPrio = ppi.Priority(i); }
+        var spis = _spis;
+        for (var i = spis.NextPending(0); i >= 0; i = spis.NextPending(i + 1))
+            if (spis.Priority(i) < bestPrio && spis.Candidate(i) && _gic.SpiTarget(i) == Cpu) { best = i + GicV3.FirstSpi; bestPrio = spis.Priority(i); }
+        _wiredIntid = best;
+        _wiredPrio = bestPrio;
     }
 
     /// <summary>True when the PE's IRQ input is asserted: an interrupt would be acknowledged by IAR1 now.</summary>
@@ -96,15 +128,18 @@ public sealed class GicV3CpuInterface : IIccSystemRegisters
         if (!_igrpen1) return GicV3.SpuriousIntid;
         var (intid, prio) = Highest();
         if (intid < 0 || prio >= _pmr || GroupPriority(prio) >= RunningPriority) return GicV3.SpuriousIntid;
-        if (intid < GicV3.FirstSpi) Rd.Private.Acknowledge(intid);
-        else if (intid < GicV3.FirstLpi) _gic.Spis.Acknowledge(intid - GicV3.FirstSpi);
-        else Rd.ClearLpiPending((uint)intid); // LPIs have no active state
+        if (intid < GicV3.FirstSpi) _ppi.Acknowledge(intid);
+        else if (intid < GicV3.FirstLpi) _spis.Acknowledge(intid - GicV3.FirstSpi);
+        else _rd.ClearLpiPending((uint)intid); // LPIs have no active state
         _activeIntid[_depth] = intid;
         _activePrio[_depth] = GroupPriority(prio);
         _depth++;
-        if (_gic.Trace.IsOn(TraceCategory.Icc)) _gic.Trace.Emit(TraceCategory.Icc, TraceSources.Cpu(Cpu), $"IAR1 -> {intid} (priority 0x{prio:x2})");
+        if (_trace.IsOn(TraceCategory.Icc)) TraceAcknowledge(intid, prio);
         return (ulong)intid;
     }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    void TraceAcknowledge(int intid, int prio) => _trace.Emit(TraceCategory.Icc, TraceSources.Cpu(Cpu), $"IAR1 -> {intid} (priority 0x{prio:x2})");
 
     /// <summary>ICC_EOIR1_EL1: priority drop of the most recent active interrupt, and deactivation when EOImode = 0.</summary>
     public void Eoir1(ulong value)
@@ -133,10 +168,10 @@ public sealed class GicV3CpuInterface : IIccSystemRegisters
 
     void Deactivate(int intid)
     {
-        if (intid < GicV3.FirstSpi) Rd.Private.SetActive(intid, false);
-        else if (intid < GicV3.FirstSpi + _gic.Spis.Count)
+        if (intid < GicV3.FirstSpi) _ppi.SetActive(intid, false);
+        else if (intid < GicV3.FirstSpi + _spis.Count)
         {
-            _gic.Spis.SetActive(intid - GicV3.FirstSpi, false);
+            _spis.SetActive(intid - GicV3.FirstSpi, false);
             _gic.SpiDeactivated?.Invoke(intid);
         }
     }

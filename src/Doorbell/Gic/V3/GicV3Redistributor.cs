@@ -83,6 +83,7 @@ public sealed class GicV3Redistributor
     }
 
     readonly GicV3 _gic;
+    readonly Trace _trace;
     readonly IMemoryView _memory;
     readonly IrqBank _ppi = new(32);
     bool _enableLpis;
@@ -103,6 +104,7 @@ public sealed class GicV3Redistributor
     internal GicV3Redistributor(GicV3 gic, int cpu)
     {
         _gic = gic;
+        _trace = gic.Trace;
         _memory = gic.Bus;
         _writeThrough = gic.Options.PendingTableWriteThrough;
         Cpu = cpu;
@@ -247,7 +249,7 @@ public sealed class GicV3Redistributor
         ref var s = ref Slot(index);
         if ((s.Flags & FlagPending) != 0 && !ClearedInRam(intid, index, ref s)) return true;
         s.Flags |= FlagPending;
-        if (_gic.Trace.IsOn(TraceCategory.Gicr)) TracePending(intid);
+        if (_trace.IsOn(TraceCategory.Gicr)) TracePending(intid);
         WritePendingBit(intid, true);
         EnsureConfig(ref s, index);
         Link(index, ref s);
@@ -490,6 +492,8 @@ public sealed class GicV3Redistributor
                 case Gicr.Ctlr: rd.WriteCtlr(value); return;
                 case Gicr.Waker:
                     rd._sleep = (value & 2) != 0;
+                    rd._ppi.NoteRoutingChange(); // the PE's candidates and 1-of-N SPI routing read Awake
+                    rd._gic.Spis.NoteRoutingChange();
                     return;
                 case Gicr.PropBase or Gicr.PendBase when rd._enableLpis:
                     // Writing either register while EnableLPIs = 1 is UNPREDICTABLE; Doorbell ignores it.

@@ -28,6 +28,17 @@ public sealed class IrqBank
     public int Count { get; }
 
     /// <summary>
+    /// Bumped by every change to the bank's state (and by the owner when routing that reads the bank changes: GICD_CTLR,
+    /// GICD_IROUTER, a redistributor waking, a CPU interface's group enable). A CPU interface keeps its best wired
+    /// candidate until the stamps of the two banks it reads move, so an acknowledge of an LPI does not rescan SGIs, PPIs
+    /// and SPIs that did not change. A field, not a property: comparing it runs no code of the bank.
+    /// </summary>
+    internal int Changes;
+
+    /// <summary>Routing that reads this bank changed (see <see cref="Changes"/>).</summary>
+    internal void NoteRoutingChange() => Changes++;
+
+    /// <summary>
     /// Called after a change that can make an interrupt deliverable (pending set, level raised, enabled, priority or
     /// group changed): the owner pushes it to the CPU interfaces it routes to, which wake their PE.
     /// </summary>
@@ -71,18 +82,19 @@ public sealed class IrqBank
         if (_edge[i] && asserted && !_level[i]) _latch[i] = true; // rising edge latches
         _level[i] = asserted;
         SyncPending(i);
+        Changes++;
         if (asserted) Raise();
     }
 
-    public void SetPending(int i) { _latch[i] = true; SyncPending(i); Raise(); }
-    public void ClearPending(int i) { _latch[i] = false; SyncPending(i); }
-    public void SetActive(int i, bool v) { _active[i] = v; if (!v) Raise(); }
-    public void SetGroup1(int i, bool v) { _group[i] = v; Raise(); }
-    public void SetEnabled(int i, bool v) { _enabled[i] = v; if (v) Raise(); }
-    public void SetPriority(int i, byte v) { _priority[i] = v; Raise(); }
+    public void SetPending(int i) { _latch[i] = true; SyncPending(i); Changes++; Raise(); }
+    public void ClearPending(int i) { _latch[i] = false; SyncPending(i); Changes++; }
+    public void SetActive(int i, bool v) { _active[i] = v; Changes++; if (!v) Raise(); }
+    public void SetGroup1(int i, bool v) { _group[i] = v; Changes++; Raise(); }
+    public void SetEnabled(int i, bool v) { _enabled[i] = v; Changes++; if (v) Raise(); }
+    public void SetPriority(int i, byte v) { _priority[i] = v; Changes++; Raise(); }
 
     /// <summary>Acknowledge: pending → active (the latch clears; a level input still high keeps it pending too).</summary>
-    public void Acknowledge(int i) { _latch[i] = false; _active[i] = true; SyncPending(i); }
+    public void Acknowledge(int i) { _latch[i] = false; _active[i] = true; SyncPending(i); Changes++; }
 
     // --- register views ----------------------------------------------------------------------------------
 
@@ -153,6 +165,7 @@ public sealed class IrqBank
                 case BitField.Active: _active[i] = set; break;
             }
         }
+        Changes++;
         Raise();
     }
 
@@ -168,6 +181,7 @@ public sealed class IrqBank
     {
         for (var k = 0; k < size; k++)
             if (first + k >= 0 && first + k < Count) _priority[first + k] = (byte)(value >> (8 * k));
+        Changes++;
         Raise();
     }
 
@@ -191,6 +205,7 @@ public sealed class IrqBank
                 SyncPending(i);
             }
         }
+        Changes++;
         Raise();
     }
 }

@@ -107,15 +107,9 @@ public sealed class GicV3HostDriver : ISpiHostController
             regs.Bpr1 = 0;
             regs.Ctlr = 0; // EOImode 0: EOIR drops priority and deactivates
             regs.IgrpEn1 = 1;
-            cpus[c] = new HostCpu(c, new V3CpuInterface(regs), Irqs);
+            cpus[c] = new HostCpu(c, regs, Irqs);
         }
         Cpus = cpus;
-    }
-
-    sealed class V3CpuInterface(IIccSystemRegisters regs) : IHostCpuInterface
-    {
-        public int Acknowledge() => (int)regs.Iar1();
-        public void EndOfInterrupt(int intid) => regs.Eoir1((ulong)intid);
     }
 
     /// <summary>Configures and enables SPI <paramref name="intid"/> on CPU <paramref name="cpu"/> (edge or level).</summary>

@@ -28,12 +28,33 @@ public sealed class HostIrqTable
 /// <summary>
 /// A host CPU as an execution context: its interrupt entry is acknowledge, dispatch to the registered handler, end
 /// of interrupt — the loop of Linux's gic_handle_irq. Unhandled INTIDs are acknowledged and ended (and counted), as
-/// Linux's spurious path. Attached to an <see cref="Doorbell.Runtime.EventLoop"/>, it is an
-/// <see cref="Doorbell.Memory.IInterruptTarget"/>: when its interrupt controller raises its IRQ input it takes the
-/// interrupts from the loop (after the model operation that raised them), so nobody has to poll for them.
+/// Linux's spurious path. On a GICv3 the acknowledge and the end are the CPU's own system registers (MRS ICC_IAR1_EL1,
+/// MSR ICC_EOIR1_EL1), read here as the entry code would, with no driver object between; on a GICv2 they are loads and
+/// stores to the GICC frame, which the irqchip driver performs (<see cref="IHostCpuInterface"/>).
+/// Attached to an <see cref="Doorbell.Runtime.EventLoop"/>, it is an <see cref="Doorbell.Memory.IInterruptTarget"/>:
+/// when its interrupt controller raises its IRQ input it takes the interrupts from the loop (after the model operation
+/// that raised them), so nobody has to poll for them.
 /// </summary>
-public sealed class HostCpu(int index, IHostCpuInterface cpuInterface, HostIrqTable table) : Doorbell.Memory.IInterruptTarget
+public sealed class HostCpu : Doorbell.Memory.IInterruptTarget
 {
+    readonly Doorbell.Gic.V3.IIccSystemRegisters? _icc;
+    readonly IHostCpuInterface? _cpuInterface;
+    readonly HostIrqTable _table;
+
+    /// <summary>A CPU whose GIC CPU interface is its ICC_* system registers (GICv3).</summary>
+    public HostCpu(int index, Doorbell.Gic.V3.IIccSystemRegisters icc, HostIrqTable table)
+    {
+        ArgumentNullException.ThrowIfNull(icc); ArgumentNullException.ThrowIfNull(table);
+        Index = index; _icc = icc; _table = table;
+    }
+
+    /// <summary>A CPU whose GIC CPU interface is reached through its irqchip driver (GICv2's GICC frame).</summary>
+    public HostCpu(int index, IHostCpuInterface cpuInterface, HostIrqTable table)
+    {
+        ArgumentNullException.ThrowIfNull(cpuInterface); ArgumentNullException.ThrowIfNull(table);
+        Index = index; _cpuInterface = cpuInterface; _table = table;
+    }
+
     Doorbell.Runtime.EventLoop? _loop;
     Action? _entry;
     bool _scheduled;
@@ -54,7 +75,7 @@ public sealed class HostCpu(int index, IHostCpuInterface cpuInterface, HostIrqTa
         _loop.Defer(_entry!);
     }
 
-    public int Index { get; } = index;
+    public int Index { get; }
     public long Handled { get; private set; }
     public long Unhandled { get; private set; }
     /// <summary>The INTIDs this CPU handled, in order (last 1024).</summary>
@@ -67,13 +88,14 @@ public sealed class HostCpu(int index, IHostCpuInterface cpuInterface, HostIrqTa
         var n = 0;
         while (n < limit)
         {
-            var intid = cpuInterface.Acknowledge();
+            var intid = _icc is { } icc ? (int)icc.Iar1() : _cpuInterface!.Acknowledge();
             if (intid is >= 1020 and <= 1023) break;
             n++;
             _history.Add(intid);
-            if (table.TryGet(intid, out var h)) { Handled++; h(intid, Index); }
+            if (_table.TryGet(intid, out var h)) { Handled++; h(intid, Index); }
             else Unhandled++;
-            cpuInterface.EndOfInterrupt(intid);
+            if (_icc is { } eoi) eoi.Eoir1((ulong)intid);
+            else _cpuInterface!.EndOfInterrupt(intid);
         }
         return n;
     }
