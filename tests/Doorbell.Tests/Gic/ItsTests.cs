@@ -36,6 +36,26 @@ public class ItsTests
     }
 
     [Fact]
+    public void The_translation_frame_is_the_engines_own_region_and_the_front_hands_its_offsets_over()
+    {
+        var h = Basic();
+        h.MapBasic(dev: 8, lpiBase: 8192, events: 4, icid: 1);
+        var b = QemuVirtGicV3.ItsBase.Value;
+        Assert.Contains(new BusRegion("gicv3-its", new PhysAddr(b), GicV3Its.ControlFrameSize, false), h.Bus.Regions);
+        Assert.Contains(new BusRegion("gicv3-its-translation", new PhysAddr(b + 0x1_0000), ItsTranslationFrame.Size, false), h.Bus.Regions);
+        Assert.Equal(b + GicV3Its.GITS_TRANSLATER, QemuVirtGicV3.TranslaterAddress.Value);
+        // A device's doorbell write on the bus, and the same write through the front's frame offset, both translate.
+        Assert.Equal(BusStatus.Ok, h.Msi(8, 1));
+        Assert.Equal(BusStatus.Ok, h.Its.Write(GicV3Its.GITS_TRANSLATER, 2, 3, BusAttributes.FromDevice(8))); // a 16-bit EventID
+        Assert.Equal(2, h.Its.Translations);
+        Assert.Equal(8193UL, h.Cpu(1).Iar1());
+        h.Cpu(1).Eoir1(8193);
+        Assert.Equal(8195UL, h.Cpu(1).Iar1());
+        h.Its.Read(GicV3Its.GITS_TRANSLATER, 4, out var v, BusAttributes.Cpu);
+        Assert.Equal(0UL, v); // write-only
+    }
+
+    [Fact]
     public void Dte_cte_and_ite_are_bytes_in_guest_memory_in_the_documented_layout()
     {
         var h = Basic();

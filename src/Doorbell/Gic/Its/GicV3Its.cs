@@ -26,22 +26,24 @@ public sealed record ItsOptions
 
 /// <summary>
 /// GICv3 Interrupt Translation Service, the MMIO front (Arm IHI 0069 §12.19): the control frame (GITS_CTLR, IIDR,
-/// TYPER, CBASER, CWRITER, CREADR, BASER0..7) and the translation frame (GITS_TRANSLATER at +0x1_0040) decoded onto an
-/// <see cref="ItsEngine"/>, which owns the tables, caches, command queue and translation. A TRANSLATER write's DeviceID
-/// is the writer's <see cref="BusAttributes.DeviceId"/>. The physical ITS is this front over an engine on the system
-/// bus and the GIC's redistributors; a vITS is the same front over an engine on guest memory and vCPUs.
+/// TYPER, CBASER, CWRITER, CREADR, BASER0..7) decoded onto an <see cref="ItsEngine"/>, which owns the tables, caches,
+/// command queue and translation. The translation frame (GITS_TRANSLATER at +0x1_0040) is the engine's own
+/// <see cref="ItsTranslationFrame"/>: <see cref="Map"/> places it as a second region, so an MSI does not pass through
+/// this front (an access to it here, at +0x1_0000 and above, is handed to the frame). The physical ITS is this front
+/// over an engine on the system bus and the GIC's redistributors; a vITS is the same front over an engine on guest
+/// memory and vCPUs.
 /// Known limits: GITS_STATUSR/UMSIR (GICv3.3 unmapped-MSI reporting) read as zero; see <see cref="ItsEngine"/>.
 /// </summary>
 public sealed class GicV3Its : IMmioHandler
 {
-    // Control frame registers, IHI 0069 §12.19; translation frame at +0x10000.
+    // Control frame registers, IHI 0069 §12.19; the translation frame at +0x10000 (GITS_TRANSLATER: ItsTranslationFrame).
     public const uint GITS_CTLR = 0x0000, GITS_IIDR = 0x0004, GITS_TYPER = 0x0008, GITS_STATUSR = 0x0040,
         GITS_UMSIR = 0x0048, GITS_CBASER = 0x0080, GITS_CWRITER = 0x0088, GITS_CREADR = 0x0090,
         GITS_BASER = 0x0100, GITS_PIDR2 = 0xFFE8, GITS_TRANSLATER = 0x1_0040;
 
-    enum Gits { None, Ctlr, Iidr, Typer, Cbaser, Cwriter, Creadr, Baser, Pidr2, Translater }
+    enum Gits { None, Ctlr, Iidr, Typer, Cbaser, Cwriter, Creadr, Baser, Pidr2 }
 
-    /// <summary>Both frames' registers, declared once: the table drives dispatch, access rules and names.</summary>
+    /// <summary>The control frame's registers, declared once: the table drives dispatch, access rules and names.</summary>
     public static readonly RegisterDescriptor[] Registers =
     [
         new(GITS_CTLR, 4, "GITS_CTLR", RegisterAccess.ReadWrite, Id: (int)Gits.Ctlr),
@@ -54,15 +56,16 @@ public sealed class GicV3Its : IMmioHandler
         new(GITS_CREADR, 8, "GITS_CREADR", RegisterAccess.ReadOnly, Id: (int)Gits.Creadr),
         new(GITS_BASER, 8, "GITS_BASER", RegisterAccess.ReadWrite, 8, (int)Gits.Baser),
         new(GITS_PIDR2, 4, "GITS_PIDR2", RegisterAccess.ReadOnly, Id: (int)Gits.Pidr2),
-        // 16-bit writes carry a 16-bit EventID (IHI 0069 §12.19.11).
-        new(GITS_TRANSLATER, 4, "GITS_TRANSLATER", RegisterAccess.WriteOnly, Id: (int)Gits.Translater, MinSize: 2),
     ];
+    /// <summary>Both frames: the control frame and the translation frame.</summary>
     public const ulong FrameSize = 0x2_0000;
+    /// <summary>The control frame (this front).</summary>
+    public const ulong ControlFrameSize = 0x1_0000;
     public const int EntrySize = ItsEngine.EntrySize;
     public const ulong CtlrEnabled = 1, CtlrQuiescent = 1UL << 31;
 
-    /// <summary>The table compiled for dispatch (one index byte per word of the two 64 KiB frames).</summary>
-    public static readonly RegisterBlock Block = new("its", Registers, FrameSize, "IHI 0069 §12.19 (read-only register)", pairedWords: true);
+    /// <summary>The table compiled for dispatch (one index byte per word of the 64 KiB control frame).</summary>
+    public static readonly RegisterBlock Block = new("its", Registers, ControlFrameSize, "IHI 0069 §12.19 (read-only register)", pairedWords: true);
 
     readonly ItsEngine _engine;
 
@@ -94,38 +97,32 @@ public sealed class GicV3Its : IMmioHandler
     /// <summary>The RDbase value software must use for PE <paramref name="cpu"/> under this ITS's PTA setting.</summary>
     public ulong RdBaseOf(int cpu) => _engine.RdBaseOf(cpu);
 
-    /// <summary>Maps the control and translation frames (128 KiB) at <paramref name="base"/> of <paramref name="map"/>.</summary>
+    /// <summary>Maps the control frame and, after it, the engine's translation frame (128 KiB in all) at <paramref name="base"/> of <paramref name="map"/>.</summary>
     public void Map(IMmioMap map, PhysAddr @base)
     {
         ArgumentNullException.ThrowIfNull(map);
-        map.MapMmio(@base, FrameSize, this, new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi), "gicv3-its");
+        var rules = new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi);
+        map.MapMmio(@base, ControlFrameSize, this, rules, "gicv3-its");
+        map.MapMmio(new PhysAddr(@base.Value + ControlFrameSize), ItsTranslationFrame.Size, _engine.TranslationFrame, rules, "gicv3-its-translation");
     }
 
     // --- MMIO ------------------------------------------------------------------------------------------------
 
     public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
     {
+        if (offset >= ControlFrameSize) return _engine.TranslationFrame.Read(offset - ControlFrameSize, size, out value, attributes);
         value = RegisterDispatch<RegisterFile>.Read(new RegisterFile(_engine), offset, size, in attributes);
         return BusStatus.Ok;
     }
 
-    /// <summary>GITS_TRANSLATER's descriptor: the MSI doorbell, tested before the table lookup (the MSI hot path).</summary>
-    static readonly RegisterDescriptor Doorbell = Array.Find(Registers, r => r.Id == (int)Gits.Translater);
-
     public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
     {
-        // A whole-register write of the doorbell is what the generic path would do for it (write-only: the handler
-        // translates); taking it first keeps an MSI one compare away.
-        if (offset == Doorbell.Offset && size == Doorbell.Width)
-        {
-            _engine.Translate(attributes, (uint)value);
-            return BusStatus.Ok;
-        }
+        if (offset >= ControlFrameSize) return _engine.TranslationFrame.Write(offset - ControlFrameSize, size, value, attributes);
         RegisterDispatch<RegisterFile>.Write(new RegisterFile(_engine), offset, size, value, attributes, _engine.Strict);
         return BusStatus.Ok;
     }
 
-    /// <summary>The control and translation frames as a register file over the engine (the writer's attributes for TRANSLATER).</summary>
+    /// <summary>The control frame as a register file over the engine.</summary>
     readonly struct RegisterFile(ItsEngine engine) : IRegisterFile
     {
         public static RegisterBlock Block => GicV3Its.Block;
@@ -149,7 +146,6 @@ public sealed class GicV3Its : IMmioHandler
         {
             switch ((Gits)r.Id)
             {
-                case Gits.Translater: engine.Translate(attributes, (uint)value); return;
                 case Gits.Ctlr: engine.SetEnabled((value & 1) != 0); return;
                 case Gits.Cbaser: engine.WriteCbaser(value); return;
                 case Gits.Cwriter: engine.WriteCwriter(value); return;

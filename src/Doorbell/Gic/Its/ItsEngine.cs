@@ -58,6 +58,7 @@ public sealed class ItsEngine
     {
         ArgumentNullException.ThrowIfNull(memory);
         ArgumentNullException.ThrowIfNull(targets);
+        TranslationFrame = new ItsTranslationFrame(this);
         _memory = memory;
         _targets = targets;
         _trace = trace ?? new Trace();
@@ -79,6 +80,8 @@ public sealed class ItsEngine
     }
 
     public ItsOptions Options { get; }
+    /// <summary>The translation frame (the MSI doorbell), mapped as its own region so an MSI reaches the engine directly.</summary>
+    public ItsTranslationFrame TranslationFrame { get; }
     /// <summary>2^DeviceIdBits: the first DeviceID out of range (the MSI hot path compares with it).</summary>
     readonly ulong _deviceIdLimit;
     public ILpiTargets Targets => _targets;
@@ -527,5 +530,57 @@ public sealed class ItsEngine
                 break;
         }
         return 0;
+    }
+}
+
+/// <summary>
+/// The ITS's translation frame, the second 64 KiB page of its MMIO (Arm IHI 0069 §12.19): GITS_TRANSLATER at 0x40 is the
+/// MSI doorbell, its DeviceID the writer's <see cref="BusAttributes.DeviceId"/> and its EventID the data (16-bit writes
+/// carry a 16-bit EventID, §12.19.11). The frame is a region of its own on the bus, as QEMU keeps its ITS translation
+/// region apart from the control registers, so an MSI runs no code of the control front (<see cref="GicV3Its"/>); the
+/// physical ITS and a vITS map the same frame of their engine.
+/// </summary>
+public sealed class ItsTranslationFrame : IMmioHandler
+{
+    /// <summary>GITS_TRANSLATER within the frame.</summary>
+    public const uint GITS_TRANSLATER = 0x0040;
+    public const ulong Size = 0x1_0000;
+
+    /// <summary>The frame's one register, declared once: the table drives dispatch, access rules and names.</summary>
+    public static readonly RegisterDescriptor[] Registers =
+    [
+        new(GITS_TRANSLATER, 4, "GITS_TRANSLATER", RegisterAccess.WriteOnly, Id: 1, MinSize: 2),
+    ];
+
+    public static readonly RegisterBlock Block = new("its", Registers, Size, "IHI 0069 §12.19 (read-only register)", pairedWords: true);
+
+    readonly ItsEngine _engine;
+
+    internal ItsTranslationFrame(ItsEngine engine) => _engine = engine;
+
+    public BusStatus Read(ulong offset, int size, out ulong value, in BusAttributes attributes)
+    {
+        value = RegisterDispatch<RegisterFile>.Read(new RegisterFile(_engine), offset, size, in attributes);
+        return BusStatus.Ok;
+    }
+
+    public BusStatus Write(ulong offset, int size, ulong value, in BusAttributes attributes)
+    {
+        // The whole-register doorbell write is what the generic path would do with it; taking it first keeps an MSI one
+        // compare away.
+        if (offset == GITS_TRANSLATER && size == 4)
+        {
+            _engine.Translate(attributes, (uint)value);
+            return BusStatus.Ok;
+        }
+        RegisterDispatch<RegisterFile>.Write(new RegisterFile(_engine), offset, size, value, attributes, _engine.Strict);
+        return BusStatus.Ok;
+    }
+
+    readonly struct RegisterFile(ItsEngine engine) : IRegisterFile
+    {
+        public static RegisterBlock Block => ItsTranslationFrame.Block;
+        public ulong Read(RegisterRef r, in BusAttributes attributes) => 0; // write-only
+        public void Write(RegisterRef r, ulong value, in BusAttributes attributes) => engine.Translate(attributes, (uint)value);
     }
 }
