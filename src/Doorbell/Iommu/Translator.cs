@@ -118,7 +118,7 @@ public sealed class Translator
         if (Unsafe.IsNullRef(ref e))
             return OnMiss(context.Config, context.Vmid, input, access, out entry, out fault);
         entry = e;
-        if (PageTableWalker.DeniedBy(entry, access) == TranslationStage.None && !context.StrictChecks)
+        if (entry.DeniedBy(access) == TranslationStage.None && !context.StrictChecks)
         {
             Unsafe.SkipInit(out fault); // read only on failure: not zeroed on the hit path
             return true;
@@ -136,7 +136,7 @@ public sealed class Translator
     {
         var key = context.TbiKey ? PageTableWalker.TlbInput(context.Config, input) : input;
         ref var e = ref _tlb.Find(ref context.Hints[(int)(key >> 12) & 15], context.Vmid, context.Asid, key);
-        if (!Unsafe.IsNullRef(ref e) && PageTableWalker.DeniedBy(e, access) == TranslationStage.None && !context.StrictChecks)
+        if (!Unsafe.IsNullRef(ref e) && e.DeniedBy(access) == TranslationStage.None && !context.StrictChecks)
         {
             output = e.OutputBase | (input & e.OffsetMask);
             Unsafe.SkipInit(out fault); // read only on failure
@@ -198,7 +198,7 @@ public sealed class Translator
         ref var e = ref _tlb.FindLastHitFirst(vmid, config.Asid, key);
         if (Unsafe.IsNullRef(ref e)) return OnMiss(config, vmid, input, access, out entry, out fault);
         entry = e;
-        if (PageTableWalker.DeniedBy(entry, access) == TranslationStage.None && !StrictOn)
+        if (entry.DeniedBy(access) == TranslationStage.None && !StrictOn)
         {
             Unsafe.SkipInit(out fault); // read only on failure, as the context overload's
             return true;
@@ -212,7 +212,7 @@ public sealed class Translator
     {
         fault = default;
         if (StrictOn) CheckStale(config, vmid, input, access, entry); // the monitor decides (a context flag may be stale)
-        var denied = PageTableWalker.DeniedBy(entry, access);
+        var denied = entry.DeniedBy(access);
         if (denied == TranslationStage.None) return true;
         if (!(entry.DirtyUpdatable && (access & AccessFlags.Write) != 0))
         {

@@ -221,42 +221,15 @@ public sealed class PageTableWalker
         return;
     }
 
-    /// <summary>
-    /// Checks one access against a (possibly cached) translation. Returns the stage that denies it, or
-    /// <see cref="TranslationStage.None"/> when allowed. Stage 1 is checked first (it faults first).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static TranslationStage DeniedBy(in TlbEntry entry, AccessFlags access)
-    {
-        var need = Required(access);
-        if ((entry.Stage1Permissions & need) != need) return TranslationStage.Stage1;
-        if ((entry.Stage2Permissions & need) != need) return TranslationStage.Stage2;
-        return TranslationStage.None;
-    }
-
-    /// <summary>The permission bit an access needs (none for a probe with no Read/Write/Execute).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static PagePermissions Required(AccessFlags access) =>
-        (PagePermissions)Unsafe.Add(ref MemoryMarshal.GetReference(RequiredByAccess), (int)access & 15);
-
-    // Required(access) for the 16 combinations of Read/Write/Execute/Privileged, as one load on the hit path: Write wins
-    // over Execute wins over Read if a caller sets several; a probe with none needs nothing; Privileged selects the
-    // privileged bits (PagePermissions: user R/W/X = 1/2/4, privileged = 8/16/32).
-    static ReadOnlySpan<byte> RequiredByAccess =>
-    [
-        0, 1, 2, 2, 4, 4, 2, 2, // user:       none, R, W, RW, X, RX, WX, RWX
-        0, 8, 16, 16, 32, 32, 16, 16, // privileged: the same, shifted by 3
-    ];
-
     static bool Allowed(PagePermissions granted, AccessFlags access)
     {
-        var need = Required(access);
+        var need = AccessPermissions.Required(access);
         return (granted & need) == need;
     }
 
     static bool PermissionCheck(ref TlbEntry e, ulong input, AccessFlags access, ref TranslationFault fault)
     {
-        var stage = DeniedBy(e, access);
+        var stage = e.DeniedBy(access);
         if (stage == TranslationStage.None) return true;
         var ipa = stage == TranslationStage.Stage2 ? e.IpaBase | (input & e.OffsetMask) : 0;
         var level = stage == TranslationStage.Stage2 ? e.Stage2Level : e.Level;

@@ -25,6 +25,24 @@ public enum PagePermissions : byte
     All = 63,
 }
 
+/// <summary>What an access needs of a translation's permissions.</summary>
+public static class AccessPermissions
+{
+    /// <summary>The permission bit an access needs (none for a probe with no Read/Write/Execute).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    public static PagePermissions Required(AccessFlags access) =>
+        (PagePermissions)System.Runtime.CompilerServices.Unsafe.Add(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(RequiredByAccess), (int)access & 15);
+
+    // Required(access) for the 16 combinations of Read/Write/Execute/Privileged, as one load on the hit path: Write wins
+    // over Execute wins over Read if a caller sets several; a probe with none needs nothing; Privileged selects the
+    // privileged bits (PagePermissions: user R/W/X = 1/2/4, privileged = 8/16/32).
+    static ReadOnlySpan<byte> RequiredByAccess =>
+    [
+        0, 1, 2, 2, 4, 4, 2, 2, // user:       none, R, W, RW, X, RX, WX, RWX
+        0, 8, 16, 16, 32, 32, 16, 16, // privileged: the same, shifted by 3
+    ];
+}
+
 public enum TranslationStage : byte
 {
     None = 0,
@@ -104,6 +122,19 @@ public struct TlbEntry
     public readonly ulong SizeBytes => 1UL << SizeLog2;
     public readonly ulong OffsetMask => (1UL << SizeLog2) - 1;
     public readonly ulong Translate(ulong input) => OutputBase | (input & OffsetMask);
+
+    /// <summary>
+    /// Checks one access against this (possibly cached) translation: the stage that denies it, or
+    /// <see cref="TranslationStage.None"/> when allowed. Stage 1 is checked first (it faults first).
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    public readonly TranslationStage DeniedBy(AccessFlags access)
+    {
+        var need = AccessPermissions.Required(access);
+        if ((Stage1Permissions & need) != need) return TranslationStage.Stage1;
+        if ((Stage2Permissions & need) != need) return TranslationStage.Stage2;
+        return TranslationStage.None;
+    }
 }
 
 /// <summary>

@@ -17,7 +17,7 @@ public class RequiredPermissionTests
                 : (access & AccessFlags.Execute) != 0 ? (privileged ? PagePermissions.PrivExecute : PagePermissions.UserExecute)
                 : (access & AccessFlags.Read) != 0 ? (privileged ? PagePermissions.PrivRead : PagePermissions.UserRead)
                 : PagePermissions.None;
-            Assert.True(expected == PageTableWalker.Required(access), $"access {access}: expected {expected}, got {PageTableWalker.Required(access)}");
+            Assert.True(expected == AccessPermissions.Required(access), $"access {access}: expected {expected}, got {AccessPermissions.Required(access)}");
         }
     }
 }

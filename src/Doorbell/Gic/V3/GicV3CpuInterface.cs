@@ -168,6 +168,7 @@ public sealed class GicV3CpuInterface : IIccSystemRegisters
 
     void Deactivate(int intid)
     {
+        if (intid >= GicV3.FirstLpi) return; // LPIs have no active state (IHI 0069 §4.1): nothing to deactivate
         if (intid < GicV3.FirstSpi) _ppi.SetActive(intid, false);
         else if (intid < GicV3.FirstSpi + _spis.Count)
         {
