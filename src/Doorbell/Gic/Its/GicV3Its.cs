@@ -39,7 +39,9 @@ public sealed class GicV3Its : IMmioHandler
     // Control frame registers, IHI 0069 §12.19; the translation frame at +0x10000 (GITS_TRANSLATER: ItsTranslationFrame).
     public const uint GITS_CTLR = 0x0000, GITS_IIDR = 0x0004, GITS_TYPER = 0x0008, GITS_STATUSR = 0x0040,
         GITS_UMSIR = 0x0048, GITS_CBASER = 0x0080, GITS_CWRITER = 0x0088, GITS_CREADR = 0x0090,
-        GITS_BASER = 0x0100, GITS_PIDR2 = 0xFFE8, GITS_TRANSLATER = 0x1_0040;
+        GITS_BASER = 0x0100, GITS_PIDR2 = 0xFFE8;
+    /// <summary>GITS_TRANSLATER from the ITS base: the translation frame's register, one 64 KiB frame up.</summary>
+    public const uint GITS_TRANSLATER = (uint)ControlFrameSize + ItsTranslationFrame.GITS_TRANSLATER;
 
     enum Gits { None, Ctlr, Iidr, Typer, Cbaser, Cwriter, Creadr, Baser, Pidr2 }
 
