@@ -13,7 +13,7 @@ Default: EndToEndBenchmarks.MsixToEventFdRead (an MSI-X through the SMMU and ITS
 nanoseconds per operation only if the run is too short: the default 20 s gives every method on the path hundreds
 of samples (a no-inline getter costs ~1-2 ns per call).
 """
-import os, re, subprocess, sys, collections, tempfile
+import os, re, shutil, subprocess, sys, collections, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DLL = os.path.join(ROOT, "bench/Doorbell.Benchmarks/bin/Release/net10.0/Doorbell.Benchmarks.dll")
@@ -35,11 +35,20 @@ def type_files():
 
 def main():
     args = sys.argv[1:]
+    if "-h" in args or "--help" in args:
+        print(__doc__.strip()); return 0
+    if shutil.which("perf") is None:
+        print("walk.py: perf is not installed (Debian: apt-get install linux-perf)"); return 2
     seconds, min_samples = 20, 20
-    if "--seconds" in args:
-        i = args.index("--seconds"); seconds = int(args[i + 1]); del args[i:i + 2]
-    if "--min-samples" in args:
-        i = args.index("--min-samples"); min_samples = int(args[i + 1]); del args[i:i + 2]
+    try:
+        if "--seconds" in args:
+            i = args.index("--seconds"); seconds = int(args[i + 1]); del args[i:i + 2]
+        if "--min-samples" in args:
+            i = args.index("--min-samples"); min_samples = int(args[i + 1]); del args[i:i + 2]
+    except (IndexError, ValueError):
+        print("walk.py: --seconds and --min-samples take a whole number"); return 2
+    if len(args) > 1 or (args and args[0].startswith("-")):
+        print(f"walk.py: unexpected argument {args[-1]!r} (see --help)"); return 2
     case = args[0] if args else "EndToEndBenchmarks.MsixToEventFdRead"
     if not os.path.exists(DLL):
         print(f"walk.py: {DLL} is missing: dotnet build bench/Doorbell.Benchmarks -c Release"); return 2
