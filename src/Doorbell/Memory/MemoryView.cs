@@ -54,10 +54,19 @@ public interface IMemoryView : IMemoryPort
     BusStatus Fill(ulong address, ulong length, byte value);
 }
 
+/// <summary>One MMIO region of a model, as <see cref="IMmioMap.MapMmio(ReadOnlySpan{MmioRegion})"/> places it.</summary>
+public readonly record struct MmioRegion(PhysAddr Base, ulong Size, IMmioHandler Handler, MmioAccessRules Rules, string Name);
+
 /// <summary>Where a board places MMIO regions and RAM (the system bus, or a guest's physical space).</summary>
 public interface IMmioMap
 {
     void MapMmio(PhysAddr @base, ulong size, IMmioHandler handler, MmioAccessRules rules, string name);
+
+    /// <summary>
+    /// Places the regions of one model (a GIC's distributor and CPU or redistributor frames, an ITS's two frames): all of
+    /// them, or none — an <see cref="ArgumentException"/> names the first that overlaps a placed region or another of them.
+    /// </summary>
+    void MapMmio(params ReadOnlySpan<MmioRegion> regions);
 }
 
 /// <summary>

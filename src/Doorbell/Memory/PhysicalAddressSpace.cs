@@ -110,6 +110,23 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
         _regions.Add(new BusRegion(name, @base, size, false));
     }
 
+    public void MapMmio(params ReadOnlySpan<MmioRegion> regions)
+    {
+        for (var i = 0; i < regions.Length; i++)
+        {
+            var r = regions[i];
+            ArgumentNullException.ThrowIfNull(r.Handler);
+            CheckFree(r.Name, r.Base, r.Size);
+            for (var j = 0; j < i; j++)
+            {
+                var o = regions[j];
+                if (r.Base.Value < o.Base.Value + o.Size && o.Base.Value < r.Base.Value + r.Size)
+                    throw new ArgumentException($"region '{r.Name}' [{r.Base}, +0x{r.Size:x}) overlaps '{o.Name}' [{o.Base}, +0x{o.Size:x})");
+            }
+        }
+        foreach (var r in regions) MapMmio(r.Base, r.Size, r.Handler, r.Rules, r.Name);
+    }
+
     void CheckFree(string name, PhysAddr @base, ulong size)
     {
         if (size == 0)

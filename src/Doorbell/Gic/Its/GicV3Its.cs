@@ -104,8 +104,9 @@ public sealed class GicV3Its : IMmioHandler
     {
         ArgumentNullException.ThrowIfNull(map);
         var rules = new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi);
-        map.MapMmio(@base, ControlFrameSize, this, rules, "gicv3-its");
-        map.MapMmio(new PhysAddr(@base.Value + ControlFrameSize), ItsTranslationFrame.Size, _engine.TranslationFrame, rules, "gicv3-its-translation");
+        map.MapMmio(
+            new MmioRegion(@base, ControlFrameSize, this, rules, "gicv3-its"),
+            new MmioRegion(new PhysAddr(@base.Value + ControlFrameSize), ItsTranslationFrame.Size, _engine.TranslationFrame, rules, "gicv3-its-translation"));
     }
 
     // --- MMIO ------------------------------------------------------------------------------------------------

@@ -127,8 +127,7 @@ public sealed class GicV2 : IMmioHandler, ISpiSink
     {
         ArgumentNullException.ThrowIfNull(bus);
         var rules = new MmioAccessRules(AccessSizes.All, true, MmioViolation.RazWi);
-        bus.MapMmio(gicd, 0x1_0000, this, rules, "gicv2-gicd");
-        bus.MapMmio(gicc, 0x1_0000, _gicc, rules, "gicv2-gicc");
+        bus.MapMmio(new MmioRegion(gicd, 0x1_0000, this, rules, "gicv2-gicd"), new MmioRegion(gicc, 0x1_0000, _gicc, rules, "gicv2-gicc"));
     }
 
     public IInterruptLine SpiLine(int intid)

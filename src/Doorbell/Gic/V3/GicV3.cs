@@ -130,9 +130,10 @@ public sealed class GicV3 : IMmioHandler, V2m.ISpiSink
     public void Map(IMmioMap map, PhysAddr gicd, PhysAddr gicr)
     {
         ArgumentNullException.ThrowIfNull(map);
-        map.MapMmio(gicd, 0x1_0000, this, MmioAccessRules.Registers32And64 with { Sizes = AccessSizes.All, OnViolation = MmioViolation.RazWi }, "gicv3-gicd");
-        map.MapMmio(gicr, (ulong)Options.CpuCount * GicV3Redistributor.FrameSize, RedistributorFrames,
-            MmioAccessRules.Registers32And64 with { Sizes = AccessSizes.All, OnViolation = MmioViolation.RazWi }, "gicv3-gicr");
+        var rules = MmioAccessRules.Registers32And64 with { Sizes = AccessSizes.All, OnViolation = MmioViolation.RazWi };
+        map.MapMmio(
+            new MmioRegion(gicd, 0x1_0000, this, rules, "gicv3-gicd"),
+            new MmioRegion(gicr, (ulong)Options.CpuCount * GicV3Redistributor.FrameSize, RedistributorFrames, rules, "gicv3-gicr"));
         RedistributorBase = gicr.Value;
     }
 
