@@ -36,6 +36,27 @@ public class ItsTests
     }
 
     [Fact]
+    public void Acknowledging_an_lpi_rescans_no_wired_interrupt_and_a_wired_change_does()
+    {
+        var h = Basic();
+        h.MapBasic(dev: 8, lpiBase: 8192, events: 4, icid: 1);
+        var cpu = h.Cpu(1);
+        Assert.Equal(1023UL, cpu.Iar1()); // fills the kept wired candidate
+        var before = cpu.WiredRescans;
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(BusStatus.Ok, h.Msi(8, 2));
+            Assert.Equal(8194UL, cpu.Iar1());
+            cpu.Eoir1(8194);
+            Assert.Equal(1023UL, cpu.Iar1()); // the IAR read that finds nothing after it
+        }
+        Assert.Equal(before, cpu.WiredRescans);
+        h.W32(QemuVirtGicV3.GicdBase.Value + GicV3.GICD_ISPENDR + 4, 1); // an SPI's pending bit changes
+        Assert.Equal(1023UL, cpu.Iar1());
+        Assert.Equal(before + 1, cpu.WiredRescans);
+    }
+
+    [Fact]
     public void The_translation_frame_is_the_engines_own_region_and_the_front_hands_its_offsets_over()
     {
         var h = Basic();

@@ -21,6 +21,8 @@ public sealed class GicV3CpuInterface : IIccSystemRegisters
     // The best wired (SGI, PPI, SPI) candidate, kept until either bank's change stamp moves: an LPI's acknowledge, and the
     // IAR read that finds nothing after it, read the redistributor's LPI lists only.
     int _ppiSeen = -1, _spiSeen = -1;
+    /// <summary>How many times the wired candidates were looked for again (diagnostics: an LPI's acknowledge makes none).</summary>
+    internal long WiredRescans { get; private set; }
     int _wiredIntid = -1, _wiredPrio = 256;
     bool _on;
     readonly int[] _activeIntid = new int[257];
@@ -87,6 +89,7 @@ public sealed class GicV3CpuInterface : IIccSystemRegisters
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
     void RescanWired()
     {
+        WiredRescans++;
         _ppiSeen = _ppi.Changes;
         _spiSeen = _spis.Changes;
         _on = _gic.Group1Enabled && _rd.Awake;
