@@ -117,12 +117,7 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
             var r = regions[i];
             ArgumentNullException.ThrowIfNull(r.Handler);
             CheckFree(r.Name, r.Base, r.Size);
-            for (var j = 0; j < i; j++)
-            {
-                var o = regions[j];
-                if (r.Base.Value < o.Base.Value + o.Size && o.Base.Value < r.Base.Value + r.Size)
-                    throw new ArgumentException($"region '{r.Name}' [{r.Base}, +0x{r.Size:x}) overlaps '{o.Name}' [{o.Base}, +0x{o.Size:x})");
-            }
+            for (var j = 0; j < i; j++) CheckApart(r.Name, r.Base, r.Size, regions[j].Name, regions[j].Base, regions[j].Size);
         }
         foreach (var r in regions) MapMmio(r.Base, r.Size, r.Handler, r.Rules, r.Name);
     }
@@ -133,9 +128,14 @@ public sealed class PhysicalAddressSpace : IMemoryView, IMmioMap
             throw new ArgumentException($"region '{name}' has size 0", nameof(size));
         if (@base.Value + size < @base.Value || !SparseMemory.InRange(@base.Value + size - 1))
             throw new ArgumentException($"region '{name}' at {@base} size 0x{size:x} leaves the 52-bit physical space", nameof(size));
-        foreach (var r in _regions)
-            if (@base.Value < r.End && r.Base.Value < @base.Value + size)
-                throw new ArgumentException($"region '{name}' [{@base}, +0x{size:x}) overlaps '{r.Name}' [{r.Base}, +0x{r.Size:x})");
+        foreach (var r in _regions) CheckApart(name, @base, size, r.Name, r.Base, r.Size);
+    }
+
+    // Both ranges are non-empty and do not wrap (checked before they are placed).
+    static void CheckApart(string name, PhysAddr @base, ulong size, string other, PhysAddr otherBase, ulong otherSize)
+    {
+        if (@base.Value < otherBase.Value + otherSize && otherBase.Value < @base.Value + size)
+            throw new ArgumentException($"region '{name}' [{@base}, +0x{size:x}) overlaps '{other}' [{otherBase}, +0x{otherSize:x})");
     }
 
     /// <summary>True when the whole range [address, address+length) lies in one RAM range.</summary>
