@@ -41,6 +41,17 @@ public sealed class BoundedHistory<T>(int capacity) : IReadOnlyList<T>
         for (var i = first; i < _count; i++) yield return _ring[(_start + i) % _ring.Length];
     }
 
+    /// <summary>
+    /// What a reader has not seen yet: the items after its cursor (the <see cref="Total"/> it last saw) that are still
+    /// held, oldest first; the cursor moves to <see cref="Total"/>. Nothing new allocates nothing.
+    /// </summary>
+    public T[] TakeSince(ref long cursor)
+    {
+        var items = cursor == Total ? [] : Since(cursor).ToArray();
+        cursor = Total;
+        return items;
+    }
+
     /// <summary>Forgets the items held (<see cref="Total"/> keeps counting from where it was).</summary>
     public void Clear()
     {

@@ -168,20 +168,13 @@ public sealed class DoorbellServer : IDisposable
             }
         }
         // arm-smmu (SMMUv2 boards): the faults its global and context fault handlers read, as it prints them.
-        if (_kernel.SmmuV2Driver is { } v2 && _reportedV2Faults != v2.Faults.Total)
-        {
-            foreach (var f in v2.Faults.Since(_reportedV2Faults))
+        if (_kernel.SmmuV2Driver is { } v2)
+            foreach (var f in v2.Faults.TakeSince(ref _reportedV2Faults))
             {
                 SmmuEventCount++;
                 Log.WriteLine($"doorbell serve: SMMU {f}");
             }
-            _reportedV2Faults = v2.Faults.Total;
-        }
-        if (_reportedStrict != _strict.Violations.Total)
-        {
-            foreach (var v in _strict.Violations.Since(_reportedStrict)) Log.WriteLine($"doorbell serve: strict: {v}");
-            _reportedStrict = _strict.Violations.Total;
-        }
+        foreach (var v in _strict.Violations.TakeSince(ref _reportedStrict)) Log.WriteLine($"doorbell serve: strict: {v}");
     }
 
     void AcceptLoop()

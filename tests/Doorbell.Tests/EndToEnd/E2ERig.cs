@@ -75,12 +75,11 @@ sealed class E2ERig : IDisposable
         if (Kernel.SmmuV2Driver is { } d)
         {
             Kernel.ServiceInterrupts();
-            foreach (var f in d.Faults.Since(_v2FaultsSeen))
+            foreach (var f in d.Faults.TakeSince(ref _v2FaultsSeen))
             {
                 list.Add(new DmaFault(f.Address, f.StreamId, (f.Syndrome0 & Doorbell.Smmu.V2.SmmuV2Field.FsynrWnr) != 0,
                     !f.Global && (f.Status & Doorbell.Smmu.V2.SmmuV2Field.FsrFaults) == Doorbell.Smmu.V2.SmmuV2Field.FsrTf));
             }
-            _v2FaultsSeen = d.Faults.Total;
         }
         return list;
     }

@@ -66,12 +66,7 @@ public class BoundedHistoryTests
     {
         var h = new Doorbell.Runtime.BoundedHistory<int>(4);
         long seen = 0;
-        List<int> Read()
-        {
-            var got = h.Since(seen).ToList();
-            seen = h.Total;
-            return got;
-        }
+        int[] Read() => h.TakeSince(ref seen);
         h.AddRange([1, 2]);
         Assert.Equal([1, 2], Read());
         Assert.Empty(Read());
