@@ -258,7 +258,7 @@ public sealed class GicV3Redistributor
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    void TracePending(uint intid) => _gic.Trace.Emit(TraceCategory.Gicr, TraceSources.Gicr(Cpu), $"LPI {intid} pending");
+    void TracePending(uint intid) => _trace.Emit(TraceCategory.Gicr, TraceSources.Gicr(Cpu), $"LPI {intid} pending");
 
     /// <summary>Clears LPI pending state (CLEAR, DISCARD, CLRLPIR, acknowledge). True when it was pending.</summary>
     public bool ClearLpiPending(uint intid)
@@ -452,7 +452,7 @@ public sealed class GicV3Redistributor
         var want = (value & 1) != 0;
         if (want && !_enableLpis) EnableLpis();
         else if (!want && _enableLpis) DisableLpis();
-        _gic.Trace.Emit(TraceCategory.Gicr, TraceSources.Gicr(Cpu), $"EnableLPIs={(want ? 1 : 0)}");
+        _trace.Emit(TraceCategory.Gicr, TraceSources.Gicr(Cpu), $"EnableLPIs={(want ? 1 : 0)}");
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
