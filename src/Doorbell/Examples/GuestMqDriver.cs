@@ -30,9 +30,8 @@ public sealed class GuestMqDriverResult
     public IReadOnlyList<ulong> Sources { get; set; } = [];
 }
 
-/// <param name="hostInterrupts">The host kernel's interrupt entry (the host event loop's step).</param>
 /// <param name="hostLpisTaken">How many host interrupts of the device the host CPUs have taken so far (for the hop list).</param>
-public sealed class GuestMqDriver(GuestVm vmm, VfioPciProxy device, Func<int> hostInterrupts, Func<long> hostLpisTaken)
+public sealed class GuestMqDriver(GuestVm vmm, VfioPciProxy device, Func<long> hostLpisTaken)
 {
     /// <summary>A guest physical address outside guest RAM: never mapped in the VFIO container.</summary>
     public const ulong UnmappedGpa = 0x7000_0000;
@@ -51,8 +50,10 @@ public sealed class GuestMqDriver(GuestVm vmm, VfioPciProxy device, Func<int> ho
         var v3 = vm.InterruptController == GuestInterruptController.GicV3Its;
         var icc = v3 ? vm.Vm.Vcpus.Select(c => (Doorbell.Gic.V3.IIccSystemRegisters)c.Icc!).ToArray() : null;
         var views = vm.Vm.Vcpus.Select(c => (IMemoryView)new VcpuMemoryView(c)).ToArray();
-        var k = GuestKernel.Boot(views[0], vm.Board, vm.RamSize, icc, its: v3, gicV2m: !v3, gicV2CpuViews: v3 ? null : views);
+        var k = GuestKernel.Boot(views[0], vm.Board, vm.RamSize, icc, its: v3, gicV2m: !v3, gicV2CpuViews: v3 ? null : views, loop: vm.Vm.Loop);
         vm.GuestSoftware = k;
+        // the guest kernel runs on the vCPUs: a kick raises its CPU's IRQ input (KVM_RUN)
+        for (var i = 0; i < k.Cpus.Count && i < vm.Vm.Vcpus.Count; i++) vm.Vm.Vcpus[i].Run(k.Cpus[i]);
         return k;
     }
 
@@ -117,24 +118,21 @@ public sealed class GuestMqDriver(GuestVm vmm, VfioPciProxy device, Func<int> ho
         var irqfdWakesBefore = vm.IrqfdWakes;
         var translationsBefore = VirtualTranslations();
         var kicksBefore = Cpu.Kicks;
+        var before = handled.Count;
         for (var d = 0; d < DescriptorsPerQueue; d++)
             Check(drv.Submit(0, src[0] + (ulong)(d * CopyLength), dst[0] + (ulong)(d * CopyLength), (uint)CopyLength, (ulong)(0 << 8 | d), ring: false));
+        // the doorbell store; everything below happens before it returns, pushed from model to model: nobody polls
         drv.Ring(0);
-        hostInterrupts();
         res.Hops.Add(($"device {(device.MsiEnabled ? "MSI" : "MSI-X")} write through the SMMU to the host's MSI controller; host CPU took it, VFIO's handler signalled the vector's eventfd", hostLpisTaken() - hostBefore));
         res.Hops.Add(("irqfd woke on that eventfd (GSI route: MSI with the guest DeviceID)", vm.IrqfdWakes - irqfdWakesBefore));
         res.Hops.Add((vmm.InterruptController == GuestInterruptController.GicV3Its ? "vITS translated (DeviceID, EventID) to a vLPI" : "vGICv2m frame raised the SPI the data names",
             VirtualTranslations() - translationsBefore));
         res.Hops.Add(("vCPU 0 kicked (interrupt pending at its virtual CPU interface)", Cpu.Kicks - kicksBefore));
-        var before = handled.Count;
-        k.ServiceInterrupts();
         res.Hops.Add(("guest kernel's handler ran (IAR / EOI on vCPU 0, mq-dma's interrupt handler)", handled.Count - before));
         // --- the other queues together
         for (var q = 1; q < Queues; q++)
             for (var d = 0; d < DescriptorsPerQueue; d++)
                 Check(drv.Submit(q, src[q] + (ulong)(d * CopyLength), dst[q] + (ulong)(d * CopyLength), (uint)CopyLength, (ulong)(q << 8 | d)));
-        hostInterrupts();
-        k.ServiceInterrupts();
 
         // --- completions (taken by the handler) and data, read by the guest from its RAM
         for (var q = 0; q < Queues; q++)
@@ -151,8 +149,6 @@ public sealed class GuestMqDriver(GuestVm vmm, VfioPciProxy device, Func<int> ho
         // --- a DMA to a guest physical address the VMM never mapped: the physical SMMU stops it
         completions.Clear();
         Check(drv.Submit(0, src[0], UnmappedGpa, 0x1000, 0xFA17));
-        hostInterrupts();
-        k.ServiceInterrupts();
         res.FaultStatus = completions.Where(c => c.Cookie == 0xFA17).Select(c => c.Status).DefaultIfEmpty(uint.MaxValue).First();
         res.Log.Add($"guest: DMA write to unmapped GPA 0x{UnmappedGpa:x}: completion status {res.FaultStatus} (2 = write fault)");
         if (res.CopiesVerified != res.CopiesExpected) res.Failure = "data mismatch";

@@ -7,8 +7,11 @@ namespace Doorbell.Kvm;
 /// A vCPU: a software execution context of a VM. Its GICv3 CPU interface is its own state, reached as the vCPU's ICC_*
 /// system registers (<see cref="Icc"/>); guest code "running on" the vCPU loads and stores through
 /// <see cref="Read"/>/<see cref="Write"/> (memslots, then in-kernel devices, then an MMIO exit to the VMM). A model
-/// that makes an interrupt pending for this vCPU kicks it (<see cref="Kick"/>): the pending-interrupt signal the guest's
-/// IRQ entry (<see cref="TakeInterrupts"/>) answers.
+/// that makes an interrupt pending for this vCPU kicks it (<see cref="Kick"/>): the pending-interrupt signal. While the
+/// vCPU runs guest software (<see cref="Run"/>, KVM_RUN's part here) a kick raises the IRQ input of the guest's CPU, which
+/// takes the interrupt from the machine's event loop after the current operation — pushed, as the host CPUs take theirs;
+/// while it does not run (before <see cref="Run"/>, after <see cref="Stop"/>) a kick is only recorded
+/// (<see cref="KickPending"/>) and is delivered when the vCPU runs again, as KVM delivers at the next guest entry.
 /// </summary>
 public sealed class Vcpu : IInterruptTarget
 {
@@ -28,20 +31,42 @@ public sealed class Vcpu : IInterruptTarget
     public GicV3CpuInterface? Icc => Vm.VgicV3?.CpuInterfaces[Id];
     /// <summary>Number of kicks (a model made an interrupt pending for this vCPU).</summary>
     public long Kicks { get; private set; }
-    /// <summary>Set by a kick, cleared when the vCPU takes its interrupts.</summary>
+    /// <summary>A kick arrived while the vCPU was not running guest software; cleared when its interrupts are taken (or it runs).</summary>
     public bool KickPending { get; private set; }
-    /// <summary>Optional wake-up of whoever runs this vCPU (an event loop); called synchronously, allocates nothing.</summary>
-    public Action<Vcpu>? OnKick { get; set; }
+    /// <summary>True while guest software runs on this vCPU (<see cref="Run"/> until <see cref="Stop"/>): kicks are pushed to it.</summary>
+    public bool Running { get; private set; }
+    /// <summary>The IRQ input of the guest software's CPU on this vCPU (a guest kernel's CPU), once <see cref="Run"/> named it.</summary>
+    public IInterruptTarget? GuestCpu { get; private set; }
 
-    internal void Kick()
+    /// <summary>
+    /// Guest software runs on this vCPU from now on (the VMM's KVM_RUN): a kick raises <paramref name="guestCpu"/>'s IRQ
+    /// input (null: the one named before). An interrupt already signalled is delivered now, as at guest entry.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No guest CPU was ever named.</exception>
+    public void Run(IInterruptTarget? guestCpu = null)
     {
-        Kicks++;
-        KickPending = true;
-        OnKick?.Invoke(this);
+        GuestCpu = guestCpu ?? GuestCpu ?? throw new InvalidOperationException($"vCPU {Id}: no guest CPU to run");
+        Running = true;
+        var due = KickPending || IrqPending;
+        KickPending = false;
+        if (due) GuestCpu.Raise();
     }
 
-    /// <summary>The vCPU's IRQ input (a vGICv2 raises it): a kick.</summary>
-    void IInterruptTarget.Raise() => Kick();
+    /// <summary>The vCPU leaves guest software (KVM_RUN returned): kicks are recorded, not delivered, until <see cref="Run"/>.</summary>
+    public void Stop() => Running = false;
+
+    void Kick()
+    {
+        Kicks++;
+        if (Running) GuestCpu!.Raise();
+        else KickPending = true;
+    }
+
+    /// <summary>The vCPU's IRQ input, raised by its vGIC when something may have changed: a kick when an interrupt is signalled.</summary>
+    void IInterruptTarget.Raise()
+    {
+        if (IrqPending) Kick();
+    }
 
     /// <summary>True when the vCPU's IRQ input is asserted (an interrupt would be acknowledged now; GICv2: GICC_HPPIR names one).</summary>
     public bool IrqPending

@@ -37,6 +37,7 @@ public sealed class Vm : IDisposable
     public Vm(UserAddressSpace vmmMemory, Trace? trace = null, StrictMonitor? strict = null)
     {
         Memory = new GuestMemory(vmmMemory);
+        if (vmmMemory.Loop is { } loop) KernelMmio.Loop = loop;
         Trace = trace ?? new Trace();
         Strict = strict ?? new StrictMonitor();
     }
@@ -44,6 +45,12 @@ public sealed class Vm : IDisposable
     public GuestMemory Memory { get; }
     /// <summary>In-kernel MMIO devices of the guest physical space (vGIC distributor/redistributors, vITS frames).</summary>
     public PhysicalAddressSpace KernelMmio { get; } = new();
+    /// <summary>
+    /// The event loop the VM runs on: the host machine's when the VMM's memory belongs to one (a kernel's process),
+    /// else the VM's own. In-kernel device accesses and injections are operations on it, so a guest CPU kicked by one
+    /// takes its interrupt after it, not inside it.
+    /// </summary>
+    public Doorbell.Runtime.EventLoop Loop => KernelMmio.Loop;
     public Trace Trace { get; }
     public StrictMonitor Strict { get; }
     public IReadOnlyList<Vcpu> Vcpus => _vcpus;
@@ -134,8 +141,9 @@ public sealed class Vm : IDisposable
         try { gic.Map(KernelMmio, gicd, gicr); }
         catch (ArgumentException) { return -Errno.EINVAL; }
         VgicV3 = gic;
+        for (var c = 0; c < _vcpus.Count; c++) gic.CpuInterfaces[c].Target = _vcpus[c]; // each vCPU's IRQ input
         gic.SpiDeactivated = OnSpiDeactivated;
-        Targets = new VcpuLpiTargets(this, gic);
+        Targets = new VcpuLpiTargets(gic);
         var defaults = new KvmIrqRoutingEntry[spiCount];
         for (var i = 0; i < spiCount; i++) defaults[i] = KvmIrqRoutingEntry.Irqchip((uint)i, (uint)i);
         SetGsiRouting(defaults);
@@ -242,7 +250,10 @@ public sealed class Vm : IDisposable
     {
         if (_disposed) return -Errno.EBADF;
         if ((msi.Flags & ~KvmConst.KVM_MSI_VALID_DEVID) != 0) return -Errno.EINVAL;
-        return InjectMsi(msi.Address, msi.Data, msi.Flags, msi.DevId, null);
+        var loop = Loop;
+        loop.Enter();
+        try { return InjectMsi(msi.Address, msi.Data, msi.Flags, msi.DevId, null); }
+        finally { loop.Exit(); }
     }
 
     int InjectMsi(ulong address, uint data, uint flags, uint devId, ItsEngine? its)
@@ -267,13 +278,7 @@ public sealed class Vm : IDisposable
         if (pin >= SpiCount) return;
         if (VgicV3 is { } g3) g3.SpiLine(GicV3.FirstSpi + (int)pin).SetLevel(level);
         else VgicV2?.SpiLine(32 + (int)pin).SetLevel(level);
-        if (level && VgicV3 is not null) KickSignalled(); // a vGICv2 kicks its vCPUs itself (their IRQ inputs)
-    }
-
-    void KickSignalled()
-    {
-        foreach (var v in _vcpus)
-            if (v.IrqPending) v.Kick();
+        // the vGIC raises the IRQ inputs of the vCPUs it signals (each vCPU kicks itself when one is)
     }
 
     // --- GSI routing -----------------------------------------------------------------------------------------
@@ -389,6 +394,14 @@ public sealed class Vm : IDisposable
 
     internal void Inject(Irqfd irqfd, RouteEntry[] routes)
     {
+        var loop = Loop;
+        loop.Enter(); // a kicked guest CPU takes its interrupt once every route is injected
+        try { InjectRoutes(irqfd, routes); }
+        finally { loop.Exit(); }
+    }
+
+    void InjectRoutes(Irqfd irqfd, RouteEntry[] routes)
+    {
         for (var i = 0; i < routes.Length; i++)
         {
             ref readonly var e = ref routes[i];
@@ -481,8 +494,8 @@ sealed class Irqfd(Vm vm, EventFdContext context, uint gsi, EventFdContext? resa
     }
 }
 
-/// <summary>A VM's vITS targets: the vGIC redistributor of each vCPU; making an LPI pending kicks that vCPU.</summary>
-sealed class VcpuLpiTargets(Vm vm, GicV3 vgic) : ILpiTargets
+/// <summary>A VM's vITS targets: the vGIC redistributor of each vCPU (making an LPI pending raises that vCPU's IRQ input).</summary>
+sealed class VcpuLpiTargets(GicV3 vgic) : ILpiTargets
 {
     readonly GicV3Redistributor[] _rds = vgic.Redistributors;
     readonly RedistributorTargets _frames = new(vgic);
@@ -492,20 +505,14 @@ sealed class VcpuLpiTargets(Vm vm, GicV3 vgic) : ILpiTargets
 
     public bool SetPending(int target, uint intid)
     {
-        if (!_rds[target].SetLpiPending(intid)) return false;
-        vm.Vcpus[target].Kick();
-        return true;
+        return _rds[target].SetLpiPending(intid);
     }
 
     public bool ClearPending(int target, uint intid) => _rds[target].ClearLpiPending(intid);
     public void Invalidate(int target, uint intid) => _rds[target].InvalidateLpi(intid);
     public void InvalidateAll(int target) => _rds[target].InvalidateAllLpis();
 
-    public void MoveAll(int from, int to)
-    {
-        _rds[from].MoveAllPendingTo(_rds[to]);
-        if (from != to) vm.Vcpus[to].Kick();
-    }
+    public void MoveAll(int from, int to) => _rds[from].MoveAllPendingTo(_rds[to]);
 
     public int TargetAt(ulong address) => _frames.TargetAt(address);
     public ulong AddressOf(int target) => _frames.AddressOf(target);

@@ -115,7 +115,7 @@ public class GuestKernelTests
         Assert.Equal(0, GuestVm.Create(k.CreateProcess(k.BuildVfio(new VfioOptions { AllowUnsafeInterrupts = true })), 1, 0x0200_0000, GuestInterruptController.GicV2m, out var vmm));
         Assert.Equal(0, vmm!.AddDevice(fn.Group.Id, fn.Name, 0x0008, out var proxy));
         long HostSpis() => k.Cpus.Sum(c => (long)c.History.Count(i => i is >= 32 + 48 and < 32 + 48 + 64));
-        var res = new GuestMqDriver(vmm, proxy!, k.ServiceInterrupts, HostSpis).Run();
+        var res = new GuestMqDriver(vmm, proxy!, HostSpis).Run();
         Assert.True(res.Ok, res.Failure + "\n" + string.Join("\n", res.Log));
         Assert.Equal(8, res.CopiesVerified);
         Assert.Equal(MqRegs.StatusWriteFault, res.FaultStatus);
@@ -147,7 +147,7 @@ public class GuestKernelTests
         {
             Assert.Equal(0, GuestVm.Create(k.CreateProcess(vfio), 1, 0x0200_0000, GuestInterruptController.GicV2m, out var vmm));
             Assert.Equal(0, vmm!.AddDevice(k.FindFunction(name)!.Group.Id, name, 0x0008, out var proxy));
-            var res = new GuestMqDriver(vmm, proxy!, k.ServiceInterrupts, HostSpis).Run();
+            var res = new GuestMqDriver(vmm, proxy!, HostSpis).Run();
             Assert.True(res.Ok, res.Failure);
             vms.Add((vmm, res));
         }
@@ -170,9 +170,7 @@ public class GuestKernelTests
         for (var i = 0; i < count; i++)
         {
             Assert.Equal(0, drvA.Submit(1, spray + (ulong)i * 4, doorbell, 4, 0x5000u + (uint)i));
-            k.ServiceInterrupts();
-            gkA.ServiceInterrupts();
-            gkB.ServiceInterrupts();
+            Assert.Equal(0, gkB.ServiceInterrupts()); // B's guest took the forgery before A's doorbell store returned
         }
         // Every one of VM B's vectors fired in VM B's guest though B's device did nothing.
         Assert.Equal(bHostSpis.Count, (int)(b.Vmm.Vm.IrqfdWakes - bWakes));
@@ -211,6 +209,10 @@ public class GuestKernelTests
             if (ackInHandler) cpu.Write(bar + EduRegs.IrqAck, 4, 0xFFFF_FFFF);
         });
         gk.Interrupts.SetSpiEnabled(guestIntid, true, edge: false);
+        // Steps 1–3 look at the level line between the guest's entries, and step 2's handler does not quiet the device
+        // (run, that guest would take the interrupt again and again, as on hardware): the vCPU is out of the guest
+        // (KVM_RUN returned), so a kick is recorded and the test plays the guest's interrupt entry itself.
+        cpu.Stop();
         bool HostMasked() => (host.ReadConfig(0x04, 2) & 0x400) != 0; // VFIO masks with COMMAND.INTx_Disable
 
         // 1. The device asserts INTx: host SPI → VFIO masks and signals → irqfd raises the guest's level SPI.
@@ -240,12 +242,14 @@ public class GuestKernelTests
         k.ServiceInterrupts();
         Assert.False(cpu.IrqPending);
         Assert.Equal(0, gk.ServiceInterrupts());
-        // 4. Once more from the start: one raise, one guest interrupt.
+        // 4. Once more from the start, the vCPU running the guest: one raise, one guest interrupt, taken (and acknowledged
+        //    at the device) before the raising store returns; nothing waits for a poll.
+        cpu.Run();
         Assert.Equal(BusStatus.Ok, cpu.Write(bar + EduRegs.IrqRaise, 4, 2));
-        k.ServiceInterrupts();
-        Assert.Equal(1, gk.ServiceInterrupts());
         Assert.Equal(3, handled);
         Assert.False(HostMasked());
+        Assert.False(cpu.IrqPending);
+        Assert.Equal(0, gk.ServiceInterrupts());
         // Teardown removes the INTx irqfd and VFIO's trigger.
         vmm.Dispose();
         Assert.Equal(0, vmm.Vm.IrqfdCount);
@@ -256,7 +260,7 @@ public class GuestKernelTests
     {
         var (k, vmm, proxy) = Boot(vcpus: 2);
         long HostLpis() => k.Cpus.Sum(c => (long)c.History.Count(i => i >= 8192));
-        var res = new GuestMqDriver(vmm, proxy, k.ServiceInterrupts, HostLpis).Run();
+        var res = new GuestMqDriver(vmm, proxy, HostLpis).Run();
         Assert.True(res.Ok, res.Failure);
         var gk = (GuestKernel)vmm.GuestSoftware!;
         var drv = res.Driver!;
@@ -268,12 +272,14 @@ public class GuestKernelTests
         Assert.Equal(0, vmm.Its.CommandErrorCount);
         var kicks1 = vmm.Vm.Vcpus[1].Kicks;
         var on1 = gk.Cpus[1].History.Count(i => i == v1.Intid);
+        var on0 = gk.Cpus[0].Handled;
         Assert.Equal(0, drv.Submit(1, res.Sources[1], res.Sources[1] + 0x800, 0x100, 0xBEEF));
-        k.ServiceInterrupts();
         Assert.False(vmm.Vm.Vcpus[0].IrqPending);
         Assert.Equal(kicks1 + 1, vmm.Vm.Vcpus[1].Kicks);
-        Assert.Equal(1, gk.Cpus[1].HandleInterrupts());
+        // pushed to vCPU 1's guest CPU, taken before the doorbell store returned; vCPU 0's took nothing
         Assert.Equal(on1 + 1, gk.Cpus[1].History.Count(i => i == v1.Intid));
+        Assert.Equal(on0, gk.Cpus[0].Handled);
+        Assert.Equal(0, gk.ServiceInterrupts());
         vmm.Dispose();
     }
 
@@ -298,8 +304,8 @@ public class GuestKernelTests
         gk.Irqs.Request(32 + 4, (_, _) => { handled++; if (ack) cpu.Write(bar + EduRegs.IrqAck, 4, 0xFFFF_FFFF); });
         gk.Interrupts.SetSpiEnabled(32 + 4, true, edge: false);
         bool HostMasked() => (host.ReadConfig(0x04, 2) & 0x400) != 0;
+        cpu.Stop(); // the test plays the guest's entries (a handler that does not quiet the device is retaken forever)
         Assert.Equal(BusStatus.Ok, cpu.Write(bar + EduRegs.IrqRaise, 4, 1));
-        k.ServiceInterrupts();
         Assert.True(HostMasked());
         Assert.True(cpu.IrqPending); // the vGICv2 signalled vCPU 0 (GICC_HPPIR names the SPI)
         // EOI without quieting the device: GICv2 deactivation → resamplefd → VFIO re-signals → pending again.
@@ -311,6 +317,13 @@ public class GuestKernelTests
         Assert.False(HostMasked());
         Assert.False(cpu.IrqPending);
         Assert.Equal(0u, edu.IrqStatus);
+        // Running the guest again, a raise is taken (and acknowledged at the device) before the raising store returns.
+        cpu.Run();
+        Assert.Equal(BusStatus.Ok, cpu.Write(bar + EduRegs.IrqRaise, 4, 2));
+        Assert.Equal(3, handled);
+        Assert.False(HostMasked());
+        Assert.False(cpu.IrqPending);
+        Assert.Equal(0, gk.ServiceInterrupts());
         vmm.Dispose();
     }
 

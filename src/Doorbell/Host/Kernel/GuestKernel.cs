@@ -40,23 +40,30 @@ public sealed class GuestKernel
     /// Boots on a board: <paramref name="bus"/> is what the boot CPU sees, <paramref name="gicV3Cpus"/> the CPUs' ICC
     /// registers on a GICv3 board (null on a GICv2 board), RAM = [<see cref="PlatformMap.Ram"/>, +<paramref name="ramSize"/>).
     /// On a GICv2 board <paramref name="gicV2CpuViews"/> (each vCPU's view, index = CPU) brings up the secondary CPUs.
+    /// With <paramref name="loop"/> (the event loop the VM runs on) the CPUs take their interrupts from it when their IRQ
+    /// inputs are raised, as the host kernel's do; without it they take them only in <see cref="ServiceInterrupts"/>.
     /// </summary>
     /// <exception cref="IrqException">An interrupt driver failed to probe (errno as Linux's).</exception>
     public static GuestKernel Boot(IMemoryView bus, PlatformMap map, ulong ramSize, IReadOnlyList<IIccSystemRegisters>? gicV3Cpus, bool its, bool gicV2m,
-        IReadOnlyList<IMemoryView>? gicV2CpuViews = null)
+        IReadOnlyList<IMemoryView>? gicV2CpuViews = null, Doorbell.Runtime.EventLoop? loop = null)
     {
         ArgumentNullException.ThrowIfNull(bus); ArgumentNullException.ThrowIfNull(map);
         var layout = HostMemoryLayout.For(map.Ram, ramSize);
         var irq = KernelInterrupts.Probe(bus, map, new IrqBoard(gicV3Cpus, its, gicV2m, GicV2CpuViews: gicV2CpuViews), new PhysPageAllocator(layout.GicTables, layout.GicTablesSize, bus));
         var pci = PciEnumeration.Scan(bus, map.PcieEcam, map.PcieMmio, map.PcieMmioSize, ioCpuBase: map.PciePio, ioSize: map.PciePioSize);
         var dma = new PhysPageAllocator(layout.SmmuTables, map.Ram + ramSize - layout.SmmuTables, bus);
+        if (loop is not null) foreach (var c in irq.Cpus) c.Attach(loop);
         return new GuestKernel(bus, map, irq, pci, dma);
     }
 
     /// <summary>The enumerated function <paramref name="name"/> (0000:bb:dd.f), or null.</summary>
     public EnumeratedFunction? FindFunction(string name) => Pci.Find(name);
 
-    /// <summary>The interrupt entry of every CPU (IAR → handler → EOI until none is signalled). Returns the number taken.</summary>
+    /// <summary>
+    /// The interrupt entry of every CPU (IAR → handler → EOI until none is signalled). Returns the number taken. Not
+    /// needed for delivery when the CPUs run on a loop and their vCPUs run (interrupts are pushed); it is how a caller
+    /// lets a stopped vCPU's guest take what waits.
+    /// </summary>
     public int ServiceInterrupts()
     {
         var n = 0;

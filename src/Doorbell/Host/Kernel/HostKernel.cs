@@ -383,7 +383,7 @@ public sealed partial class HostKernel
 
     /// <summary>A userspace process of this kernel with a fresh address space over the user page pool.</summary>
     public VfioProcess CreateProcess(VfioHost host, ulong memlockBytes = 64UL << 20) =>
-        new(host, new UserAddressSpace(Bus, UserPages), memlockBytes);
+        new(host, new UserAddressSpace(Bus, UserPages) { Loop = Machine.Loop }, memlockBytes);
 
     public KernelPciFunction? FindFunction(string name) => _functions.FirstOrDefault(f => f.Name == name);
 

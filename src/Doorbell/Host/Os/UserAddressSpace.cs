@@ -54,6 +54,11 @@ public sealed class UserAddressSpace
     }
 
     public IMemoryView Bus { get; }
+    /// <summary>
+    /// The event loop of the machine this address space lives on (its kernel's), or null for a bare one: what a VM
+    /// created over this memory defers its vCPUs' interrupt entry to (one loop per machine, docs/design.md).
+    /// </summary>
+    public Doorbell.Runtime.EventLoop? Loop { get; init; }
     public long ResidentPages => _pages.Count;
     public long PinnedPages { get; private set; }
 
