@@ -28,8 +28,8 @@ public sealed class Vcpu : IInterruptTarget
     public Vm Vm { get; }
     public int Id { get; }
     /// <summary>The vCPU's GICv3 CPU interface (ICC_IAR1_EL1, EOIR1, PMR, IGRPEN1, …); null until the vGICv3 exists.</summary>
-    public GicV3CpuInterface? Icc => Vm.VgicV3?.CpuInterfaces[Id];
-    /// <summary>Number of kicks (a model made an interrupt pending for this vCPU).</summary>
+    public GicV3CpuInterface? Icc { get; internal set; }
+    /// <summary>Number of kicks (its vGIC raised its IRQ input with an interrupt signalled for this vCPU).</summary>
     public long Kicks { get; private set; }
     /// <summary>A kick arrived while the vCPU was not running guest software; cleared when its interrupts are taken (or it runs).</summary>
     public bool KickPending { get; private set; }
@@ -62,7 +62,11 @@ public sealed class Vcpu : IInterruptTarget
         else KickPending = true;
     }
 
-    /// <summary>The vCPU's IRQ input, raised by its vGIC when something may have changed: a kick when an interrupt is signalled.</summary>
+    /// <summary>
+    /// The vCPU's IRQ input, raised by its vGIC when an interrupt may have become deliverable to it (a redistributor
+    /// for its own LPIs, the distributor for any SPI change): a kick when one is signalled now, so a vCPU is not woken
+    /// for another vCPU's SPI.
+    /// </summary>
     void IInterruptTarget.Raise()
     {
         if (IrqPending) Kick();

@@ -141,7 +141,11 @@ public sealed class Vm : IDisposable
         try { gic.Map(KernelMmio, gicd, gicr); }
         catch (ArgumentException) { return -Errno.EINVAL; }
         VgicV3 = gic;
-        for (var c = 0; c < _vcpus.Count; c++) gic.CpuInterfaces[c].Target = _vcpus[c]; // each vCPU's IRQ input
+        for (var c = 0; c < _vcpus.Count; c++)
+        {
+            gic.CpuInterfaces[c].Target = _vcpus[c]; // each vCPU's IRQ input
+            _vcpus[c].Icc = gic.CpuInterfaces[c];
+        }
         gic.SpiDeactivated = OnSpiDeactivated;
         Targets = new VcpuLpiTargets(gic);
         var defaults = new KvmIrqRoutingEntry[spiCount];
@@ -251,9 +255,10 @@ public sealed class Vm : IDisposable
         if (_disposed) return -Errno.EBADF;
         if ((msi.Flags & ~KvmConst.KVM_MSI_VALID_DEVID) != 0) return -Errno.EINVAL;
         var loop = Loop;
-        loop.Enter();
-        try { return InjectMsi(msi.Address, msi.Data, msi.Flags, msi.DevId, null); }
-        finally { loop.Exit(); }
+        loop.Enter(); // a kicked guest CPU takes the interrupt when the injection is done
+        var r = InjectMsi(msi.Address, msi.Data, msi.Flags, msi.DevId, null);
+        loop.Exit();
+        return r;
     }
 
     int InjectMsi(ulong address, uint data, uint flags, uint devId, ItsEngine? its)
@@ -394,14 +399,10 @@ public sealed class Vm : IDisposable
 
     internal void Inject(Irqfd irqfd, RouteEntry[] routes)
     {
+        // One operation on the loop: a kicked guest CPU takes its interrupt once every route is injected. (No
+        // try/finally: injection reports through return values and throws nothing, as the bus's own bracket.)
         var loop = Loop;
-        loop.Enter(); // a kicked guest CPU takes its interrupt once every route is injected
-        try { InjectRoutes(irqfd, routes); }
-        finally { loop.Exit(); }
-    }
-
-    void InjectRoutes(Irqfd irqfd, RouteEntry[] routes)
-    {
+        loop.Enter();
         for (var i = 0; i < routes.Length; i++)
         {
             ref readonly var e = ref routes[i];
@@ -418,6 +419,7 @@ public sealed class Vm : IDisposable
                 SetSpiLevel(e.Pin, false);
             }
         }
+        loop.Exit();
     }
 
     internal ItsEngine? ResolveIts(ulong address) => ItsAt(address);
