@@ -400,8 +400,7 @@ public sealed class ScenarioFileStep(ScenarioFile file) : IScenarioStep
                 }
                 var v = a.Int("vector");
                 var before = sink.Fired[Math.Min(v, sink.Fired.Length - 1)];
-                model.SignalInterrupt(v);
-                k.ServiceInterrupts();
+                model.SignalInterrupt(v); // pushed: the host CPU took it before this returns
                 var fired = sink.Fired[Math.Min(v, sink.Fired.Length - 1)] - before;
                 var outcome = fired > 0 ? "delivered" : "not-delivered";
                 return (outcome == a.Expect, $"vector {v} -> {(fn.Vectors is { } al && v < al.Vectors.Count ? $"message {al.Vectors[v].Message}, " : "")}handler ran {fired}x (expected {a.Expect})");
@@ -421,7 +420,6 @@ public sealed class ScenarioFileStep(ScenarioFile file) : IScenarioStep
                 var data = va.Vectors[v].Message.Data;
                 var before = vs.Fired[v];
                 var s = model.Dma.Write(address, BitConverter.GetBytes(data), BusAttributes.Cpu);
-                k.ServiceInterrupts();
                 smmuEvents += k.DrainSmmuEvents().Count;
                 var raised = vs.Fired[v] - before;
                 var outcome = raised > 0 ? "delivered" : "blocked";

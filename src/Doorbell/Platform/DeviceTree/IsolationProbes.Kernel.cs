@@ -266,7 +266,7 @@ public sealed partial class IsolationProbes
                 via = "in-controller MSI data spray";
             }
             else return (0, 0, vectors, null, "MSI controller not modelled");
-            _k!.ServiceInterrupts();
+            // nothing to poll: each forged message was taken by a host CPU when its write returned
             var forged = 0;
             foreach (var e in efds) if (e.TryRead(out var c) && c > 0) forged++;
             return (sprayed, forged, vectors, via, null);
