@@ -118,7 +118,9 @@ public sealed class Scenario(string name, IReadOnlyList<IScenarioStep> steps, st
             context.Line(ok ? "   -> ok" : "   -> FAILED");
         }
         context.Line();
-        context.Line(failures == 0 ? $"scenario '{Name}': all {Steps.Count} steps ok" : $"scenario '{Name}': {failures} of {Steps.Count} steps FAILED");
+        context.Line(failures == 0
+            ? (Steps.Count == 1 ? $"scenario '{Name}': its one step ok" : $"scenario '{Name}': all {Steps.Count} steps ok")
+            : $"scenario '{Name}': {failures} of {Steps.Count} {(Steps.Count == 1 ? "step" : "steps")} FAILED");
         if (context.Strict)
             context.Line($"strict mode: {context.Findings.Count} finding(s)");
         return failures;
