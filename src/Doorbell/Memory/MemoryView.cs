@@ -54,6 +54,43 @@ public interface IMemoryView : IMemoryPort
     BusStatus Fill(ulong address, ulong length, byte value);
 }
 
+/// <summary>
+/// One CPU's view of a physical address space: the same memory, every access carrying that CPU's index. A GICv2 banks
+/// its CPU interface frame and its SGI/PPI distributor registers by the accessing CPU (IHI 0048B §4.1.1 "banking"), so
+/// a kernel bringing up a secondary CPU reaches that CPU's copies through this view at the same addresses.
+/// </summary>
+public sealed class CpuMemoryView(IMemoryView bus, int cpu) : IMemoryView
+{
+    readonly IMemoryView _bus = bus ?? throw new ArgumentNullException(nameof(bus));
+    readonly BusAttributes _cpu = BusAttributes.OfCpu(cpu);
+
+    public int Cpu { get; } = cpu;
+    BusAttributes Own(in BusAttributes a) => a with { CpuIndex = Cpu };
+
+    public BusStatus Read(PhysAddr address, int size, out ulong value, in BusAttributes attributes) => _bus.Read(address, size, out value, Own(attributes));
+    public BusStatus Write(PhysAddr address, int size, ulong value, in BusAttributes attributes) => _bus.Write(address, size, value, Own(attributes));
+    public BusStatus ReadU64(ulong address, out ulong value) => _bus.Read(new PhysAddr(address), 8, out value, _cpu);
+    public BusStatus WriteU64(ulong address, ulong value) => _bus.Write(new PhysAddr(address), 8, value, _cpu);
+
+    public BusStatus ReadU32(ulong address, out uint value)
+    {
+        var s = _bus.Read(new PhysAddr(address), 4, out var v, _cpu);
+        value = (uint)v;
+        return s;
+    }
+
+    public BusStatus WriteU32(ulong address, uint value) => _bus.Write(new PhysAddr(address), 4, value, _cpu);
+    public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes) => _bus.Read(address, destination, Own(attributes));
+    public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes) => _bus.Write(address, source, Own(attributes));
+    public BusStatus ReadBestEffort(ulong address, Span<byte> destination, in BusAttributes attributes) => _bus.ReadBestEffort(address, destination, Own(attributes));
+    public BusStatus WriteBestEffort(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes) => _bus.WriteBestEffort(address, source, Own(attributes));
+    public BusStatus ReadAccesses(ulong address, Span<byte> destination, int maxAccess, in BusAttributes attributes) => _bus.ReadAccesses(address, destination, maxAccess, Own(attributes));
+    public BusStatus WriteAccesses(ulong address, ReadOnlySpan<byte> source, int maxAccess, in BusAttributes attributes) => _bus.WriteAccesses(address, source, maxAccess, Own(attributes));
+    public bool IsRam(ulong address, ulong length) => _bus.IsRam(address, length);
+    public BusStatus Fill(ulong address, ulong length, byte value) => _bus.Fill(address, length, value);
+    public bool TryGetRamPage(ulong address, out byte[]? page) => _bus.TryGetRamPage(address, out page);
+}
+
 /// <summary>One MMIO region of a model, as <see cref="IMmioMap.MapMmio(ReadOnlySpan{MmioRegion})"/> places it.</summary>
 public readonly record struct MmioRegion(PhysAddr Base, ulong Size, IMmioHandler Handler, MmioAccessRules Rules, string Name);
 

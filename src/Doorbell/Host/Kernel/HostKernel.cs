@@ -187,13 +187,20 @@ public sealed partial class HostKernel
         var bus = memory ?? machine.Bus;
         var layout = HostMemoryLayout.For(machine.RamBase, machine.RamSize);
         if (machine.GicV3 is null && machine.GicV2 is null) throw new InvalidOperationException("board has no interrupt controller model");
-        var irqBoard = new IrqBoard(machine.GicV3?.CpuInterfaces, machine.GicV3 is not null && machine.HasIts, machine.GicV2m is not null, machine.PciMsiToGicV2m);
+        // On a GICv2 every CPU is brought up through its own view (its banked GICC frame and SGI/PPI registers), as
+        // Linux's gic_cpu_init runs on each CPU; on a GICv3 each CPU has its own ICC registers.
+        IReadOnlyList<IMemoryView>? v2Views = machine.GicV2 is { } gv2
+            ? [bus, .. Enumerable.Range(1, Math.Min(gv2.CpuCount, 8) - 1).Select(c => new CpuMemoryView(bus, c))]
+            : null;
+        var irqBoard = new IrqBoard(machine.GicV3?.CpuInterfaces, machine.GicV3 is not null && machine.HasIts, machine.GicV2m is not null, machine.PciMsiToGicV2m,
+            GicV2CpuViews: v2Views);
         var ki = KernelInterrupts.Probe(bus, map, irqBoard, new PhysPageAllocator(layout.GicTables, layout.GicTablesSize, bus));
         var (v3, v2, msi, irqs, cpus) = (ki.GicV3, ki.GicV2, ki.MsiDomain, ki.Irqs, ki.Cpus);
         var domains = ki.MsiDomains;
         if (machine.GicV3 is { } g3)
             for (var c = 0; c < cpus.Length; c++) g3.CpuInterfaces[c].Target = cpus[c];
-        else machine.GicV2!.SetTarget(0, v2!.Cpu0);
+        else
+            foreach (var c in cpus) machine.GicV2!.SetTarget(c.Index, c);
         Doorbell.Host.Iommu.IIommuDriver smmu;
         if (machine.SmmuV2 is { } smmu2)
         {
