@@ -36,17 +36,8 @@ public sealed class KernelPciFunction : IVfioPciFunction
         Name = kernel.FunctionName(bridge, f);
         Group = group;
         IommuDevice = device;
-        if ((Cfg(0x06, 2) & 0x10) != 0)
-        {
-            var p = (int)Cfg(0x34, 1) & 0xFC;
-            for (var n = 0; n < 48 && p >= 0x40; n++)
-            {
-                var hdr = Cfg(p, 2);
-                if ((hdr & 0xFF) == 0x05) _msiCap = p;
-                if ((hdr & 0xFF) == 0x11) _msixCap = p;
-                p = (int)(hdr >> 8) & 0xFC;
-            }
-        }
+        _msiCap = PciMsix.FindCapability(_pci, f.Rid, PciMsi.CapId);
+        _msixCap = PciMsix.FindCapability(_pci, f.Rid, PciMsix.CapId);
     }
 
     public EnumeratedFunction Enumerated => _f;
@@ -150,17 +141,8 @@ public sealed class KernelPciFunction : IVfioPciFunction
         ArgumentNullException.ThrowIfNull(sink);
         if (_alloc is not null) return -Errno.EINVAL;
         if (nvec < 1) return -Errno.EINVAL;
-        int max;
-        if (kind == PciIrqKind.Msix)
-        {
-            if (_msixCap == 0) return -Errno.EINVAL;
-            max = (int)(Cfg(_msixCap + 2, 2) & 0x7FF) + 1;
-        }
-        else
-        {
-            if (_msiCap == 0) return -Errno.EINVAL;
-            max = 1 << (int)(Cfg(_msiCap + 2, 2) >> 1 & 7);
-        }
+        if ((kind == PciIrqKind.Msix ? _msixCap : _msiCap) == 0) return -Errno.EINVAL;
+        var max = kind == PciIrqKind.Msix ? PciMsix.TableSize(_pci, _f.Rid, _msixCap) : PciMsi.MaxVectors(_pci, _f.Rid, _msiCap);
         var got = Math.Min(nvec, max);
         if (kind == PciIrqKind.Msi) got = 1 << System.Numerics.BitOperations.Log2((uint)got); // multi-MSI needs a power of two
         MsiAllocation a;
@@ -193,23 +175,14 @@ public sealed class KernelPciFunction : IVfioPciFunction
             var (tb, toff) = PciMsix.TableLocation(_pci, _f.Rid, _msixCap);
             PciMsix.Enable(_k.Bus, _pci, _f.Rid, _msixCap, GetBar(tb).HostAddress + toff, _programmed, [.. a.Vectors.Take(got).Select(v => v.Message.Data)]);
         }
-        else
-        {
-            var flags = Cfg(_msiCap + 2, 2);
-            var is64 = (flags & 0x80) != 0;
-            _pci.Write(_f.Rid, _msiCap + 4, 4, (uint)_programmed[0]);
-            if (is64) _pci.Write(_f.Rid, _msiCap + 8, 4, (uint)(_programmed[0] >> 32));
-            _pci.Write(_f.Rid, _msiCap + (is64 ? 0xC : 0x8), 2, a.Vectors[0].Message.Data);
-            var mme = (uint)System.Numerics.BitOperations.Log2((uint)got) << 4;
-            _pci.Write(_f.Rid, _msiCap + 2, 2, (flags & ~0x70u) | mme | 1);
-        }
+        else PciMsi.Enable(_pci, _f.Rid, _msiCap, _programmed[0], a.Vectors[0].Message.Data, got); // the block's data is aligned (above)
         return got;
     }
 
     public void DisableVectors()
     {
         if (_msixCap != 0) PciMsix.Disable(_pci, _f.Rid, _msixCap);
-        if (_msiCap != 0) _pci.Write(_f.Rid, _msiCap + 2, 2, Cfg(_msiCap + 2, 2) & ~1u);
+        if (_msiCap != 0) PciMsi.Disable(_pci, _f.Rid, _msiCap);
         foreach (var i in _handlers) _k.Irqs.Free(i);
         _handlers.Clear();
         if (_alloc is not null) _msi.FreeMsis(_alloc);
