@@ -45,7 +45,7 @@ public sealed class EventLoop
     readonly SemaphoreSlim _signal = new(0, int.MaxValue);
 
     /// <summary>At most this many deferred items run per drain; the rest waits for the next one (a guard against device ping-pong).</summary>
-    public int DrainBudget { get; set; } = 1 << 20;
+    public int DrainBudget { get; set; } = 1 << 16;
     /// <summary>Posted writes executed so far.</summary>
     public long PostedWrites { get; private set; }
     /// <summary>Drains that stopped at <see cref="DrainBudget"/> with work left (devices signalling each other without end).</summary>

@@ -180,6 +180,46 @@ public class GuestKernelTests
     }
 
     [Fact]
+    public void A_running_guest_whose_handler_never_quiets_its_device_storms_but_the_machine_goes_on()
+    {
+        var (m, models) = HostKernel.CreateBoard(new QemuVirtOptions());
+        var edu = m.AddPci(new EduDevice(m.Clock));
+        var k = HostKernel.Boot(m, models);
+        var host = k.FindFunction("0000:00:01.0")!;
+        Assert.Equal(0, GuestVm.Create(k.CreateProcess(k.BuildVfio()), 1, 0x0200_0000, out var vmm));
+        Assert.Equal(0, vmm!.AddDevice(host.Group.Id, host.Name, 0x0008, out var proxy));
+        var gk = GuestMqDriver.BootKernel(vmm);
+        var fn = gk.FindFunction("0000:00:01.0")!;
+        gk.Pci.Write(fn.Rid, 0x04, 2, 0x6);
+        var bar = fn.Bars[0].Address;
+        var cpu = vmm.Vm.Vcpus[0];
+        var loop = vmm.Vm.Loop;
+        var ack = false;
+        var handled = 0;
+        gk.Irqs.Request(32 + 4, (_, _) => { handled++; if (ack) cpu.Write(bar + EduRegs.IrqAck, 4, 0xFFFF_FFFF); });
+        gk.Interrupts.SetSpiEnabled(32 + 4, true, edge: false);
+        Assert.True(cpu.Running);
+        // The device asserts INTx and the handler never acknowledges it: every EOI resamples, VFIO unmasks, the line is
+        // still high, the guest takes it again — a livelock on hardware too. The loop's drain budget ends the raising
+        // store with the storm still queued, and each CPU's entry yields after a batch, so the machine goes on.
+        var overruns = loop.DrainOverruns;
+        Assert.Equal(BusStatus.Ok, cpu.Write(bar + EduRegs.IrqRaise, 4, 1));
+        Assert.True(handled > 1000, $"handled {handled}");
+        Assert.True(loop.DrainOverruns > overruns);
+        Assert.True(loop.Pending > 0);
+        // The driver is fixed: the next operation drains on, the handler acknowledges the device, and all is quiet.
+        ack = true;
+        Assert.Equal(BusStatus.Ok, cpu.Read(bar + EduRegs.IrqStatus, 4, out _));
+        Assert.Equal(0, loop.Pending);
+        Assert.Equal(0u, edu.IrqStatus);
+        Assert.False(cpu.IrqPending);
+        var quiet = handled;
+        Assert.Equal(BusStatus.Ok, cpu.Read(bar + EduRegs.IrqStatus, 4, out _));
+        Assert.Equal(quiet, handled);
+        vmm.Dispose();
+    }
+
+    [Fact]
     public void Intx_through_resamplefd_with_a_vfio_device_is_level_triggered_end_to_end()
     {
         var (m, models) = HostKernel.CreateBoard(new QemuVirtOptions());

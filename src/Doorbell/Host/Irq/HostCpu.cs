@@ -59,12 +59,23 @@ public sealed class HostCpu : Doorbell.Memory.IInterruptTarget
     Action? _entry;
     bool _scheduled;
 
+    /// <summary>
+    /// Interrupts one entry from the loop takes before it yields: with more signalled it schedules itself again behind
+    /// the work already deferred (other CPUs' entries, posted writes), so a CPU whose interrupt never stops (a handler
+    /// that does not quiet a level-triggered device) shares the loop instead of holding it.
+    /// </summary>
+    public const int EntryBatch = 16;
+
     /// <summary>Makes interrupts pushed: from now on <see cref="Raise"/> schedules the interrupt entry on <paramref name="loop"/>.</summary>
     public void Attach(Doorbell.Runtime.EventLoop loop)
     {
         ArgumentNullException.ThrowIfNull(loop);
         _loop = loop;
-        _entry = () => { _scheduled = false; HandleInterrupts(); };
+        _entry = () =>
+        {
+            _scheduled = false;
+            if (HandleInterrupts(EntryBatch) == EntryBatch) Raise(); // maybe more: continue after what waits
+        };
     }
 
     /// <summary>The IRQ input: schedules the interrupt entry once (coalesced) when attached to a loop.</summary>
