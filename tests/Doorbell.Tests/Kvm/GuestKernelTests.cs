@@ -182,12 +182,7 @@ public class GuestKernelTests
     [Fact]
     public void A_running_guest_whose_handler_never_quiets_its_device_storms_but_the_machine_goes_on()
     {
-        var (m, models) = HostKernel.CreateBoard(new QemuVirtOptions());
-        var edu = m.AddPci(new EduDevice(m.Clock));
-        var k = HostKernel.Boot(m, models);
-        var host = k.FindFunction("0000:00:01.0")!;
-        Assert.Equal(0, GuestVm.Create(k.CreateProcess(k.BuildVfio()), 1, 0x0200_0000, out var vmm));
-        Assert.Equal(0, vmm!.AddDevice(host.Group.Id, host.Name, 0x0008, out var proxy));
+        var (k, edu, host, vmm, proxy) = GuestTestBoard.BootEdu();
         var gk = GuestMqDriver.BootKernel(vmm);
         var fn = gk.FindFunction("0000:00:01.0")!;
         gk.Pci.Write(fn.Rid, 0x04, 2, 0x6);
@@ -222,12 +217,7 @@ public class GuestKernelTests
     [Fact]
     public void Intx_through_resamplefd_with_a_vfio_device_is_level_triggered_end_to_end()
     {
-        var (m, models) = HostKernel.CreateBoard(new QemuVirtOptions());
-        var edu = m.AddPci(new EduDevice(m.Clock));
-        var k = HostKernel.Boot(m, models);
-        var host = k.FindFunction("0000:00:01.0")!;
-        Assert.Equal(0, GuestVm.Create(k.CreateProcess(k.BuildVfio()), 1, 0x0200_0000, out var vmm));
-        Assert.Equal(0, vmm!.AddDevice(host.Group.Id, host.Name, 0x0008, out var proxy));
+        var (k, edu, host, vmm, proxy) = GuestTestBoard.BootEdu();
         // The VMM wired INTx as QEMU does with KVM: VFIO trigger eventfd = level irqfd with a resamplefd = VFIO unmask eventfd.
         Assert.True(proxy!.IntxConnected);
         Assert.Equal(4, proxy.IntxGuestSpi); // slot 1, INTA: SPI 3 + (0 + 1) % 4

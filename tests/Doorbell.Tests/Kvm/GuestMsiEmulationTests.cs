@@ -160,12 +160,7 @@ public class GuestMsiEmulationTests
     [Fact]
     public void Guest_msi_of_an_edu_device_reaches_the_guest_handler_through_the_vits()
     {
-        var (m, models) = HostKernel.CreateBoard(new QemuVirtOptions());
-        m.AddPci(new EduDevice(m.Clock));
-        var k = HostKernel.Boot(m, models);
-        var host = k.FindFunction("0000:00:01.0")!;
-        Assert.Equal(0, GuestVm.Create(k.CreateProcess(k.BuildVfio()), 1, 0x0200_0000, out var vmm));
-        Assert.Equal(0, vmm!.AddDevice(host.Group.Id, host.Name, 0x0008, out var proxy));
+        var (k, _, host, vmm, proxy) = GuestTestBoard.BootEdu();
         var gk = GuestMqDriver.BootKernel(vmm);
         var fn = gk.FindFunction("0000:00:01.0")!;
         var cpu = vmm.Vm.Vcpus[0];

@@ -24,6 +24,18 @@ static class GuestTestBoard
         return (k, vmm, proxy!);
     }
 
+    /// <summary>Host (GICv3 + ITS) with QEMU's edu at 00:01.0, assigned to a one-vCPU guest at slot 1 (guest DeviceID 8).</summary>
+    public static (HostKernel K, EduDevice Edu, KernelPciFunction Host, GuestVm Vmm, VfioPciProxy Proxy) BootEdu()
+    {
+        var (m, models) = HostKernel.CreateBoard(new QemuVirtOptions());
+        var edu = m.AddPci(new EduDevice(m.Clock));
+        var k = HostKernel.Boot(m, models);
+        var host = k.FindFunction("0000:00:01.0")!;
+        Assert.Equal(0, GuestVm.Create(k.CreateProcess(k.BuildVfio()), 1, 0x0200_0000, out var vmm));
+        Assert.Equal(0, vmm!.AddDevice(host.Group.Id, host.Name, 0x0008, out var proxy));
+        return (k, edu, host, vmm, proxy!);
+    }
+
     /// <summary>A guest config read of the function at <paramref name="slot"/> through the guest ECAM.</summary>
     public static uint Cfg(Vcpu cpu, int slot, int off, int size = 4)
     {
