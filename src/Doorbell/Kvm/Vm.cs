@@ -147,7 +147,7 @@ public sealed class Vm : IDisposable
             _vcpus[c].Icc = gic.CpuInterfaces[c];
         }
         gic.SpiDeactivated = OnSpiDeactivated;
-        Targets = new VcpuLpiTargets(gic);
+        Targets = new RedistributorTargets(gic); // the vGIC's redistributors; each raises its vCPU's IRQ input
         var defaults = new KvmIrqRoutingEntry[spiCount];
         for (var i = 0; i < spiCount; i++) defaults[i] = KvmIrqRoutingEntry.Irqchip((uint)i, (uint)i);
         SetGsiRouting(defaults);
@@ -494,28 +494,4 @@ sealed class Irqfd(Vm vm, EventFdContext context, uint gsi, EventFdContext? resa
         context.Dispose();
         resample?.Dispose();
     }
-}
-
-/// <summary>A VM's vITS targets: the vGIC redistributor of each vCPU (making an LPI pending raises that vCPU's IRQ input).</summary>
-sealed class VcpuLpiTargets(GicV3 vgic) : ILpiTargets
-{
-    readonly GicV3Redistributor[] _rds = vgic.Redistributors;
-    readonly RedistributorTargets _frames = new(vgic);
-
-    public int Count => _rds.Length;
-    public int IntidBits => vgic.Options.IdBits;
-
-    public bool SetPending(int target, uint intid)
-    {
-        return _rds[target].SetLpiPending(intid);
-    }
-
-    public bool ClearPending(int target, uint intid) => _rds[target].ClearLpiPending(intid);
-    public void Invalidate(int target, uint intid) => _rds[target].InvalidateLpi(intid);
-    public void InvalidateAll(int target) => _rds[target].InvalidateAllLpis();
-
-    public void MoveAll(int from, int to) => _rds[from].MoveAllPendingTo(_rds[to]);
-
-    public int TargetAt(ulong address) => _frames.TargetAt(address);
-    public ulong AddressOf(int target) => _frames.AddressOf(target);
 }
