@@ -44,7 +44,8 @@ public sealed class EventLoop
     readonly ConcurrentQueue<Action> _posted = new();
     readonly SemaphoreSlim _signal = new(0, int.MaxValue);
 
-    /// <summary>At most this many deferred items run per drain; the rest waits for the next one (a guard against device ping-pong).</summary>
+    /// <summary>At most this many deferred items run per drain; the rest waits for the next one (a guard against device
+    /// ping-pong, and against a CPU whose interrupt never stops: see <c>HostCpu.EntryBatch</c>).</summary>
     public int DrainBudget { get; set; } = 1 << 16;
     /// <summary>Posted writes executed so far.</summary>
     public long PostedWrites { get; private set; }
