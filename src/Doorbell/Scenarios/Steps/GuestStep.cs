@@ -72,7 +72,7 @@ public sealed class GuestStep : IScenarioStep
                 if (!res.Ok) { context.Item($"guest on {name}: {res.Failure}"); return false; }
             }
             var (a, b) = (vms[0], vms[1]);
-                        var doorbell = k.FindFunction(names[0])!.ProgrammedMsiAddresses[0];
+            var doorbell = k.FindFunction(names[0])!.ProgrammedMsiAddresses[0];
             if (!((GuestKernel)a.Vmm.GuestSoftware!).DmaMemory.TryAllocate(0x1000, out var spray)) return false;
             var first = 32 + k.Machine.Map.V2mFirstSpi;
             var count = k.Machine.Map.V2mSpiCount;
