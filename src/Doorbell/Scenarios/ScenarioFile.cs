@@ -278,12 +278,21 @@ public sealed class ScenarioFileStep(ScenarioFile file) : IScenarioStep
 {
     public string Title => file.Description.Length > 0 ? file.Description : $"scenario file '{file.Name}'";
 
-    sealed class Sink : IVfioIrqSink
+    /// <summary>How often each vector's handler ran (each allocated vector is requested with a counting handler).</summary>
+    sealed class Sink
     {
         public readonly int[] Fired = new int[2048];
-        public void OnMsi(int vector) { if ((uint)vector < (uint)Fired.Length) Fired[vector]++; }
-        public void OnIntx() { }
-        public void OnError() { }
+
+        public int Request(IVfioPciFunction fn, int count)
+        {
+            for (var i = 0; i < Math.Min(count, Fired.Length); i++)
+            {
+                var v = i;
+                var r = fn.RequestVector(v, $"scenario-msi[{v}]({fn.Name})", () => Fired[v]++);
+                if (r != 0) return r;
+            }
+            return 0;
+        }
     }
 
     public bool Run(ScenarioContext context)
@@ -394,8 +403,10 @@ public sealed class ScenarioFileStep(ScenarioFile file) : IScenarioStep
                 {
                     sink = new Sink();
                     fn.WriteConfig(4, 2, fn.ReadConfig(4, 2) | PciCfg.CmdBusMaster | PciCfg.CmdMemory);
-                    var rc = fn.EnableVectors(model.Msix is not null ? PciIrqKind.Msix : PciIrqKind.Msi, a.Int("vectors"), sink);
+                    var rc = fn.EnableVectors(model.Msix is not null ? PciIrqKind.Msix : PciIrqKind.Msi, a.Int("vectors"));
                     if (rc < 0) return (false, $"vector allocation failed: {Errno.Name(rc)}");
+                    rc = sink.Request(fn, rc);
+                    if (rc < 0) return (false, $"request_irq failed: {Errno.Name(rc)}");
                     sinks[fn.Name] = sink;
                 }
                 var v = a.Int("vector");

@@ -48,7 +48,7 @@ public class VfioTraceTests
         Has("vfio_ioctl", "VFIO_DEVICE_GET_INFO(fd 3) = -ENOTTY");                         // a device request on the container
         Has("vfio_ioctl", "VFIO_GET_API_VERSION(fd 99) = -EBADF");
         Has("vfio_group", "close(fd 5) vfio_put_device 0000:00:01.0 = 0");
-        Has("vfio_irq", "vector 0 signalled to VFIO");                                        // the completion MSI
+        Has("vfio_irq", "handled by vfio-msix[0](0000:00:01.0)");                            // the completion MSI: its eventfd
         // device operations on their own track, container/group operations on "vfio"
         Assert.Contains(trace.Events, e => e.Source == "vfio:0000:00:01.0" && e.Category == TraceCategory.VfioReset);
         Assert.Contains(trace.Events, e => e.Source == "vfio" && e.Category == TraceCategory.VfioDma);

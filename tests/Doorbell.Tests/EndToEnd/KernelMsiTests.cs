@@ -12,14 +12,6 @@ namespace Doorbell.Tests.EndToEnd;
 /// </summary>
 public class KernelMsiTests
 {
-    sealed class Sink : IVfioIrqSink
-    {
-        public Action<int, int> MsiHandler(int index) => (_, _) => { };
-        public void OnMsi(int index) { }
-        public void OnIntx() { }
-        public void OnError() { }
-    }
-
     [Theory]
     [InlineData(2, 0b1100u, 0x11u)] // 2 of 4: vectors 2 and 3 stay masked; MME = 1
     [InlineData(4, 0u, 0x21u)]      // all 4 granted: none masked; MME = 2
@@ -31,7 +23,7 @@ public class KernelMsiTests
         var f = k.FindFunction("0000:00:01.0")!;
         var cap = PciMsix.FindCapability(k.Pci, f.Enumerated.Rid, PciMsi.CapId);
         Assert.NotEqual(0, cap);
-        Assert.Equal(nvec, f.EnableVectors(PciIrqKind.Msi, nvec, new Sink()));
+        Assert.Equal(nvec, f.EnableVectors(PciIrqKind.Msi, nvec));
         Assert.Equal(mmeAndEnable, f.ReadConfig(cap + 2, 2) & 0x71);
         Assert.Equal(mask, f.ReadConfig(cap + 0x10, 4));   // Mask Bits (64-bit capability: after Message Data)
         Assert.Equal(f.ProgrammedMsiAddresses[0], (ulong)f.ReadConfig(cap + 4, 4) | (ulong)f.ReadConfig(cap + 8, 4) << 32);

@@ -120,7 +120,7 @@ public class DtKernelBootTests
         Assert.Equal((32, 32, "ITS EventID spray, aliased DeviceID"), (r.MsiForged, r.MsiVictimVectors, r.MsiVia));
         var lines = run.Board.Machine.Trace.Events.Select(e => e.Message).ToList();
         Assert.Contains(lines, l => l.Contains("VFIO_DEVICE_SET_IRQS", StringComparison.Ordinal) && l.Contains("MSIX", StringComparison.OrdinalIgnoreCase));
-        Assert.Equal(32, lines.Count(l => l.Contains("signalled to VFIO (its eventfd)", StringComparison.Ordinal)));
+        Assert.Equal(32, lines.Count(l => l.Contains("handled by vfio-msix[", StringComparison.Ordinal)));
     }
 
     [DtcFact]

@@ -306,7 +306,7 @@ public class RealQemuVfioTests
         var journey = MsiJourney(MergeTraces(q.ServerLog, q.Qemu.Stderr), 8201);
         Assert.Equal(["qemu", "doorbell", "doorbell", "doorbell", "doorbell", "doorbell", "qemu", "qemu", "qemu"], journey.Select(h => h.Process));
         Assert.Contains("EventID 1 -> LPI", journey[3].Text);              // the host LPI Doorbell's ITS chose
-        Assert.Contains("vector 1 signalled", journey[5].Text);             // mq-dma's vector 1 eventfd
+        Assert.Contains("handled by vfio-msix[1](", journey[5].Text);      // mq-dma's vector 1: its eventfd is the handler
         Assert.Matches(@"data 0x1 size 4 requester_id 0x8$", journey[7].Text);  // QEMU's ITS: EventID 1 from 00:01.0
         foreach (var h in journey) _output.WriteLine($"{h.Micros - journey[0].Micros,8} us  {h.Process,-8} {h.Event,-28} {h.Text}");
     }

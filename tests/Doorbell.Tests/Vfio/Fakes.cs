@@ -106,7 +106,10 @@ public sealed class FakePciFunction : IVfioPciFunction
     public readonly TestPciFunction Function;
     readonly PciBarInfo[] _bars = new PciBarInfo[7];
     public readonly byte[][] BarMemory = new byte[7][];
-    public IVfioIrqSink? IntxSink, MsiSink, ErrSink;
+    public IVfioIrqSink? IntxSink, ErrSink;
+    /// <summary>What VFIO requested for each vector (request_irq's handler and name); null when freed.</summary>
+    public readonly Action?[] VectorHandlers = new Action?[64];
+    public readonly string?[] VectorNames = new string?[64];
     public int Resets, ResetResult;
     public int MaxVectors = 32;
     public int EnabledVectors;
@@ -190,14 +193,32 @@ public sealed class FakePciFunction : IVfioPciFunction
 
     public int Reset() { Resets++; return ResetResult; }
 
-    public int EnableVectors(PciIrqKind kind, int nvec, IVfioIrqSink sink)
+    public int EnableVectors(PciIrqKind kind, int nvec)
     {
         var got = Math.Min(nvec, MaxVectors);
-        if (got == nvec) { MsiSink = sink; EnabledVectors = nvec; VectorKind = kind; }
+        if (got == nvec) { EnabledVectors = nvec; VectorKind = kind; }
         return got;
     }
 
-    public void DisableVectors() { MsiSink = null; EnabledVectors = 0; VectorKind = null; }
+    public int RequestVector(int vector, string name, Action signal)
+    {
+        if ((uint)vector >= (uint)EnabledVectors) return -Errno.EINVAL;
+        if (VectorHandlers[vector] is not null) return -Errno.EBUSY;
+        VectorHandlers[vector] = signal; VectorNames[vector] = name;
+        return 0;
+    }
+
+    public void FreeVector(int vector)
+    {
+        if ((uint)vector >= (uint)EnabledVectors) return;
+        VectorHandlers[vector] = null; VectorNames[vector] = null;
+    }
+
+    public void DisableVectors()
+    {
+        Array.Clear(VectorHandlers); Array.Clear(VectorNames);
+        EnabledVectors = 0; VectorKind = null;
+    }
 
     public int ConnectIntx(IVfioIrqSink? sink)
     {
@@ -218,7 +239,8 @@ public sealed class FakePciFunction : IVfioPciFunction
 
     public void DeassertIntx() => Function.SetIntx(false);
 
-    public void FireMsi(int vector) => MsiSink?.OnMsi(vector);
+    /// <summary>The device fires a vector: the host CPU runs the handler requested for it (none: spurious, nothing runs).</summary>
+    public void FireMsi(int vector) => VectorHandlers[vector]?.Invoke();
 }
 
 /// <summary>An MMIO region over a byte array that reports each access (offset, size, write).</summary>

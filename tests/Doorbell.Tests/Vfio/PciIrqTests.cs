@@ -174,6 +174,8 @@ public class PciIrqTests
         ep.Add(b.Fd, 2);
         Assert.Equal(0, t.W.SetIrqs(t.Fd, Efd | Trigger, Msix, 0, 3, VfioWorld.Fds(a.Fd, -1, b.Fd)));
         Assert.Equal(3, t.F.EnabledVectors);
+        Assert.Equal($"vfio-msix[2]({t.Dev.Name})", t.F.VectorNames[2]); // vfio_msi_set_vector_signal's request_irq
+        Assert.Null(t.F.VectorHandlers[1]);                                // no eventfd: nothing requested
         t.F.FireMsi(2);
         var tokens = new ulong[4];
         Assert.Equal(1, ep.Wait(tokens, 100));

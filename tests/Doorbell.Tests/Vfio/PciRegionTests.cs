@@ -281,7 +281,9 @@ public class PciHotResetTests
         public Doorbell.Memory.BusStatus ReadBar(int index, ulong offset, Span<byte> destination) => _f.ReadBar(index, offset, destination);
         public Doorbell.Memory.BusStatus WriteBar(int index, ulong offset, ReadOnlySpan<byte> source) => _f.WriteBar(index, offset, source);
         public int Reset() => _f.Reset();
-        public int EnableVectors(Doorbell.Host.Vfio.Backends.PciIrqKind kind, int nvec, Doorbell.Host.Vfio.Backends.IVfioIrqSink sink) => _f.EnableVectors(kind, nvec, sink);
+        public int EnableVectors(Doorbell.Host.Vfio.Backends.PciIrqKind kind, int nvec) => _f.EnableVectors(kind, nvec);
+        public int RequestVector(int vector, string name, Action signal) => _f.RequestVector(vector, name, signal);
+        public void FreeVector(int vector) => _f.FreeVector(vector);
         public void DisableVectors() => _f.DisableVectors();
         public int ConnectIntx(Doorbell.Host.Vfio.Backends.IVfioIrqSink? sink) => _f.ConnectIntx(sink);
         public void SetIntxLineMasked(bool masked) => _f.SetIntxLineMasked(masked);

@@ -8,21 +8,57 @@ public interface IHostCpuInterface
     void EndOfInterrupt(int intid);
 }
 
+/// <summary>
+/// What request_irq registers for an INTID: a handler called with (INTID, CPU), or a signal taking no arguments
+/// (the handler whose only work is its dev_id's: vfio-pci's vfio_msihandler is eventfd_signal of the trigger, so the
+/// trigger's signal is the action). A named action with a trace is traced at entry, as Linux's irq_handler_entry.
+/// </summary>
+public readonly record struct IrqAction(Action<int, int>? Handler, Action? Signal, string? Name, Doorbell.Tracing.Trace? Trace,
+    Doorbell.Tracing.TraceCategory Category);
+
 /// <summary>Handlers registered by INTID (Linux's irq descriptors, flattened): shared by all host CPUs.</summary>
 public sealed class HostIrqTable
 {
-    readonly Dictionary<int, Action<int, int>> _handlers = [];
+    readonly Dictionary<int, IrqAction> _actions = [];
 
     /// <summary>Registers <paramref name="handler"/>(intid, cpu). -EBUSY if one is already registered.</summary>
     public void Request(int intid, Action<int, int> handler)
     {
         ArgumentNullException.ThrowIfNull(handler);
-        if (!_handlers.TryAdd(intid, handler)) throw new IrqException(Errno.EBUSY, $"INTID {intid} already has a handler");
+        Add(intid, new IrqAction(handler, null, null, null, default));
     }
 
-    public void Free(int intid) => _handlers.Remove(intid);
+    /// <summary>
+    /// request_irq(intid, handler, 0, <paramref name="name"/>, dev_id) for a handler whose only work is
+    /// <paramref name="signal"/>; traced under <paramref name="category"/> at entry when <paramref name="trace"/> is on.
+    /// -EBUSY if one is already registered.
+    /// </summary>
+    public void Request(int intid, string name, Action signal, Doorbell.Tracing.Trace? trace, Doorbell.Tracing.TraceCategory category)
+    {
+        ArgumentNullException.ThrowIfNull(name); ArgumentNullException.ThrowIfNull(signal);
+        Add(intid, new IrqAction(null, signal, name, trace, category));
+    }
 
-    internal bool TryGet(int intid, out Action<int, int> handler) => _handlers.TryGetValue(intid, out handler!);
+    void Add(int intid, IrqAction action)
+    {
+        if (!_actions.TryAdd(intid, action)) throw new IrqException(Errno.EBUSY, $"INTID {intid} already has a handler");
+    }
+
+    public void Free(int intid) => _actions.Remove(intid);
+
+    /// <summary>The name <see cref="Request(int, string, Action, Doorbell.Tracing.Trace?, Doorbell.Tracing.TraceCategory)"/> gave, or null (unregistered or unnamed).</summary>
+    public string? NameOf(int intid) => _actions.TryGetValue(intid, out var a) ? a.Name : null;
+
+    /// <summary>Runs the action registered for <paramref name="intid"/> on <paramref name="cpu"/> (traced at entry when named). False when none is.</summary>
+    internal bool Dispatch(int intid, int cpu)
+    {
+        if (!_actions.TryGetValue(intid, out var a)) return false;
+        if (a.Trace is { } t && t.IsOn(a.Category))
+            t.Emit(a.Category, Doorbell.Tracing.TraceSources.Cpu(cpu), $"INTID {intid} handled by {a.Name}");
+        if (a.Signal is { } signal) signal();
+        else a.Handler!(intid, cpu);
+        return true;
+    }
 }
 
 /// <summary>
@@ -103,7 +139,7 @@ public sealed class HostCpu : Doorbell.Memory.IInterruptTarget
             if (intid is >= 1020 and <= 1023) break;
             n++;
             _history.Add(intid);
-            if (_table.TryGet(intid, out var h)) { Handled++; h(intid, Index); }
+            if (_table.Dispatch(intid, Index)) Handled++;
             else Unhandled++;
             if (_icc is { } eoi) eoi.Eoir1((ulong)intid);
             else _cpuInterface!.EndOfInterrupt(intid);

@@ -136,9 +136,8 @@ public sealed class KernelPciFunction : IVfioPciFunction
         return 0;
     }
 
-    public int EnableVectors(PciIrqKind kind, int nvec, IVfioIrqSink sink)
+    public int EnableVectors(PciIrqKind kind, int nvec)
     {
-        ArgumentNullException.ThrowIfNull(sink);
         if (_alloc is not null) return -Errno.EINVAL;
         if (nvec < 1) return -Errno.EINVAL;
         if ((kind == PciIrqKind.Msix ? _msixCap : _msiCap) == 0) return -Errno.EINVAL;
@@ -166,9 +165,6 @@ public sealed class KernelPciFunction : IVfioPciFunction
             catch (IommuException e) { DisableVectors(); return -e.Errno; }
             _programmed.Add(addr);
             _k.Machine.Trace.Emit(TraceCategory.MsiAlloc, "host", $"{Name}: vector {v.Index} from {_msi.Name}: INTID {v.Intid}, {v.Message}{(addr != v.Message.Address ? $" written as IOVA 0x{addr:x}" : "")}");
-            try { _k.Irqs.Request(v.Intid, sink.MsiHandler(v.Index)); }
-            catch (IrqException e) { DisableVectors(); return -e.Errno; }
-            _handlers.Add(v.Intid);
         }
         if (kind == PciIrqKind.Msix)
         {
@@ -177,6 +173,24 @@ public sealed class KernelPciFunction : IVfioPciFunction
         }
         else PciMsi.Enable(_pci, _f.Rid, _msiCap, _programmed[0], a.Vectors[0].Message.Data, got); // the block's data is aligned (above)
         return got;
+    }
+
+    public int RequestVector(int vector, string name, Action signal)
+    {
+        ArgumentNullException.ThrowIfNull(name); ArgumentNullException.ThrowIfNull(signal);
+        if (_alloc is null || (uint)vector >= (uint)_alloc.Vectors.Count) return -Errno.EINVAL;
+        var intid = _alloc.Vectors[vector].Intid;
+        try { _k.Irqs.Request(intid, name, signal, _k.Machine.Trace, TraceCategory.VfioIrq); }
+        catch (IrqException e) { return -e.Errno; }
+        _handlers.Add(intid);
+        return 0;
+    }
+
+    public void FreeVector(int vector)
+    {
+        if (_alloc is null || (uint)vector >= (uint)_alloc.Vectors.Count) return;
+        var intid = _alloc.Vectors[vector].Intid;
+        if (_handlers.Remove(intid)) _k.Irqs.Free(intid);
     }
 
     public void DisableVectors()

@@ -96,7 +96,7 @@ public sealed class InControllerMsiDriver : IMsiDomain
             if (st == 0) continue;
             _bus.Write(status, 4, st, BusAttributes.Cpu); // W1C
             for (var b = 0; b < 32; b++)
-                if ((st >> b & 1) != 0 && _irqs.TryGet(_virq0 + w * 32 + b, out var h)) h(_virq0 + w * 32 + b, cpu);
+                if ((st >> b & 1) != 0) _irqs.Dispatch(_virq0 + w * 32 + b, cpu);
         }
     }
 

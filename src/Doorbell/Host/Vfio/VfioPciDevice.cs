@@ -469,21 +469,23 @@ public sealed class VfioPciDevice : VfioDevice, IVfioIrqSink, IUserMappingGuard
         SendIntx();
     }
 
-    Action<int, int> IVfioIrqSink.MsiHandler(int vector)
+    /// <summary>
+    /// vfio_msi_set_vector_signal: the vector's old trigger is released with its handler (free_irq), then the new one
+    /// is requested with the trigger's signal as the handler (request_irq of vfio_msihandler, whose only work is
+    /// eventfd_signal), named as vfio-pci names it. A vector without a trigger has no handler.
+    /// </summary>
+    int SetVectorTrigger(int vector, EventFdContext? trigger)
     {
-        var trace = Group.Host.Trace;
-        var sink = (IVfioIrqSink)this;
-        return (intid, cpu) =>
+        if (_ctx[vector] is not null)
         {
-            trace?.Emit(Doorbell.Tracing.TraceCategory.VfioIrq, Doorbell.Tracing.TraceSources.Cpu(cpu), $"{Name}: INTID {intid} handled, vector {vector} signalled to VFIO (its eventfd)");
-            sink.OnMsi(vector);
-        };
-    }
-
-    void IVfioIrqSink.OnMsi(int vector)
-    {
-        if (_irqType is not (IrqType.Msi or IrqType.Msix)) return;
-        if ((uint)vector < (uint)_ctx.Length) _ctx[vector]?.Signal();
+            _fn.FreeVector(vector);
+            Swap(ref _ctx[vector], null);
+        }
+        if (trigger is null) return 0;
+        var r = _fn.RequestVector(vector, $"vfio-{(_irqType == IrqType.Msix ? "msix" : "msi")}[{vector}]({Name})", trigger.Signal);
+        if (r != 0) { trigger.Dispose(); return r; }
+        _ctx[vector] = trigger;
+        return 0;
     }
 
     void IVfioIrqSink.OnError() => _errTrigger?.Signal();
@@ -518,7 +520,7 @@ public sealed class VfioPciDevice : VfioDevice, IVfioIrqSink, IUserMappingGuard
     int MsiEnable(IrqType type, int nvec)
     {
         if (_irqType != IrqType.None) return -Errno.EINVAL;
-        var got = _fn.EnableVectors(type == IrqType.Msix ? PciIrqKind.Msix : PciIrqKind.Msi, nvec, this);
+        var got = _fn.EnableVectors(type == IrqType.Msix ? PciIrqKind.Msix : PciIrqKind.Msi, nvec);
         if (got == 0) return -Errno.ENOSPC;
         if (got < nvec)
         {
@@ -538,21 +540,21 @@ public sealed class VfioPciDevice : VfioDevice, IVfioIrqSink, IUserMappingGuard
         {
             var fd = data.IsEmpty ? -1 : Fd(data, i);
             var slot = (int)start + i;
-            if (fd < 0) { Swap(ref _ctx[slot], null); continue; }
+            if (fd < 0) { SetVectorTrigger(slot, null); continue; }
             var g = EventFdContext.TryGet(fd, out var ctx);
+            if (g == 0) g = SetVectorTrigger(slot, ctx);
             if (g != 0)
             {
-                for (var j = (int)start; j < slot; j++) Swap(ref _ctx[j], null);
+                for (var j = (int)start; j < slot; j++) SetVectorTrigger(j, null);
                 return g;
             }
-            Swap(ref _ctx[slot], ctx);
         }
         return 0;
     }
 
     void MsiDisable()
     {
-        for (var i = 0; i < _ctx.Length; i++) Swap(ref _ctx[i], null);
+        for (var i = 0; i < _ctx.Length; i++) SetVectorTrigger(i, null);
         _fn.DisableVectors();
         _ctx = [];
         if (_irqType == IrqType.Msi) _config.MsiQmax = 0;

@@ -73,16 +73,10 @@ public readonly record struct PciBarInfo(ulong Size, PciBarKind Kind, ulong Host
 }
 
 /// <summary>Where host-side interrupt handlers report to VFIO. Called by the adapter from the host IRQ handler
-/// (the Linux irq handler VFIO registered), never from a guest- or user-controlled path.</summary>
+/// (the Linux irq handler VFIO registered), never from a guest- or user-controlled path. Message-signalled vectors
+/// need no sink: VFIO requests each vector with its trigger's signal (<see cref="IVfioPciFunction.RequestVector"/>).</summary>
 public interface IVfioIrqSink
 {
-    /// <summary>A message-signalled vector fired (MSI vector or MSI-X entry index).</summary>
-    void OnMsi(int vector);
-    /// <summary>
-    /// The handler the host registers for <paramref name="vector"/>'s interrupt, called with (INTID, CPU): Linux's
-    /// vfio-pci passes its own handler to request_irq, so the interrupt goes from the CPU's entry straight to VFIO.
-    /// </summary>
-    Action<int, int> MsiHandler(int vector) => (_, _) => OnMsi(vector);
     /// <summary>The INTx line was asserted (level); VFIO's handler masks it and signals.</summary>
     void OnIntx();
     /// <summary>An AER error was reported for the function (ERR index).</summary>
@@ -117,11 +111,19 @@ public interface IVfioPciFunction
     /// <summary>pci_try_reset_function (FLR or another method; saves and restores host-owned state): 0, -ENOTTY when no
     /// reset method exists, or -errno.</summary>
     int Reset();
-    /// <summary>pci_alloc_irq_vectors(1, nvec): allocates vectors from the function's MSI domain, programs the
-    /// device's MSI/MSI-X capability and routes each fired vector to <paramref name="sink"/>. Returns the number
-    /// allocated (may be fewer than asked) or -errno.</summary>
-    int EnableVectors(PciIrqKind kind, int nvec, IVfioIrqSink sink);
-    /// <summary>pci_free_irq_vectors.</summary>
+    /// <summary>pci_alloc_irq_vectors(1, nvec): allocates vectors from the function's MSI domain and programs the
+    /// device's MSI/MSI-X capability. No handler is registered yet: a vector that fires before
+    /// <see cref="RequestVector"/> is spurious at the CPU. Returns the number allocated (may be fewer than asked) or -errno.</summary>
+    int EnableVectors(PciIrqKind kind, int nvec);
+    /// <summary>
+    /// request_irq(pci_irq_vector(pdev, <paramref name="vector"/>), …, <paramref name="name"/>, trigger) for a handler
+    /// whose only work is <paramref name="signal"/> (vfio_msihandler: eventfd_signal of the trigger). 0, -EINVAL for a
+    /// vector not allocated, -EBUSY when one is registered.
+    /// </summary>
+    int RequestVector(int vector, string name, Action signal);
+    /// <summary>free_irq for an allocated vector (nothing when none is registered).</summary>
+    void FreeVector(int vector);
+    /// <summary>pci_free_irq_vectors (frees the vectors' handlers first).</summary>
     void DisableVectors();
     /// <summary>request_irq for INTx: <paramref name="sink"/> gets OnIntx while the line is asserted and not masked;
     /// null disconnects. Returns 0 or -errno (-ENODEV without an IRQ).</summary>
