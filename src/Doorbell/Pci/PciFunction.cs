@@ -91,6 +91,8 @@ public class PciFunction
 
     /// <summary>Where this function's DMA and MSI writes go (stamped with its IDs by the root complex).</summary>
     public IMemoryPort Dma { get; internal set; } = NullPort.Instance;
+    /// <summary>The machine's trace, given by the root complex when attached (null when none).</summary>
+    internal Trace? HostTrace;
 
     public int MsiCapOffset { get; private set; }
     public int MsixCapOffset { get; private set; }
@@ -443,7 +445,7 @@ public class PciFunction
     {
         Span<byte> b = stackalloc byte[4];
         BinaryPrimitives.WriteUInt32LittleEndian(b, data);
-        if (Host?.Trace is { } t && t.IsOn(TraceCategory.PciMsi))
+        if (HostTrace is { } t && t.IsOn(TraceCategory.PciMsi))
         {
             var token = t.BeginFlow(TraceCategory.PciMsi, FlowKind.Msi, ToString(), $"RID 0x{RequesterId:x4} MSI write 0x{data:x} to 0x{address:x}");
             var s = Dma.Write(address, b, BusAttributes.Cpu);
@@ -599,5 +601,81 @@ public sealed class MsixTable
             _pba[v >> 6] &= ~(1UL << (v & 63));
             _fn.SendMsi(EntryAddress(v), EntryData(v));
         }
+    }
+}
+
+/// <summary>
+/// The port a PCI function masters through (QEMU's PCIDevice bus_master_as): its DMA and MSI writes. Each
+/// transaction carries the DeviceID msi-map gives for the function's current requester ID and, when the platform has
+/// an IOMMU, enters it at the iommu-map StreamID. A function without bus mastering (its own or a bridge's) gets an
+/// Unsupported Request (DecodeError). The root complex resolves the route when it changes (<see cref="Stale"/>), so a
+/// transaction reads nothing of the root complex.
+/// </summary>
+public sealed class PciDmaPort : IMemoryPort
+{
+    readonly PciHost _host;
+    readonly PciFunction _fn;
+    // What the function's config space and the bridges above it say, read again after the root complex marks it stale.
+    bool _cachedMaster;
+    bool _cachedOk;
+    IMemoryPort _cachedPort = null!;
+    BusAttributes _cachedAttr;
+
+    internal PciDmaPort(PciHost host, PciFunction fn) { _host = host; _fn = fn; }
+
+    internal PciFunction Function => _fn;
+    /// <summary>Set by the root complex when a route may have changed; the next transaction re-resolves it.</summary>
+    internal bool Stale = true;
+
+    void Refresh()
+    {
+        _cachedMaster = PciHost.MayMaster(_fn);
+        _cachedOk = _host.TryRoute(_fn.RequesterId, out _cachedPort, out _cachedAttr);
+        Stale = false;
+    }
+
+    public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes)
+    {
+        if (_fn.HostTrace is { } t && t.IsOn(TraceCategory.PciDma)) return Traced(t, address, destination, default, false);
+        if (Stale) Refresh();
+        if (!_cachedMaster) return NotMastering();
+        if (!_cachedOk) return Unmapped();
+        return _cachedPort.Read(address, destination, _cachedAttr);
+    }
+
+    public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes)
+    {
+        if (_fn.HostTrace is { } t && t.IsOn(TraceCategory.PciDma)) return Traced(t, address, default, source, true);
+        if (Stale) Refresh();
+        if (!_cachedMaster) return NotMastering();
+        if (!_cachedOk) return Unmapped();
+        return _cachedPort.Write(address, source, _cachedAttr);
+    }
+
+    // A traced transaction: one flow from the function through the IOMMU and interrupt controller models.
+    BusStatus Traced(Trace t, ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write)
+    {
+        var src = _fn.ToString();
+        var token = t.BeginFlow(TraceCategory.PciDma, FlowKind.Dma, src, $"RID 0x{_fn.RequesterId:x4} DMA {(write ? "write" : "read")} 0x{address:x} ({(write ? wr.Length : rd.Length)} bytes)");
+        if (Stale) Refresh();
+        BusStatus s;
+        if (!_cachedMaster) s = NotMastering();
+        else if (!_cachedOk) s = Unmapped();
+        else s = write ? _cachedPort.Write(address, wr, _cachedAttr) : _cachedPort.Read(address, rd, _cachedAttr);
+        if (s != BusStatus.Ok) t.Emit(TraceCategory.PciDma, src, $"DMA {(write ? "write" : "read")} 0x{address:x} completed {s}");
+        t.EndFlow(token);
+        return s;
+    }
+
+    BusStatus NotMastering()
+    {
+        _host.Report("PCIe 4.0 §7.5.1.1.3 (Bus Master Enable gates upstream requests)", $"{_fn} issued DMA/MSI without bus mastering on its path: dropped");
+        return BusStatus.DecodeError;
+    }
+
+    BusStatus Unmapped()
+    {
+        _host.Report("DT pci-iommu.txt / pci-msi.txt (every requester ID needs a map entry)", $"{_fn} RID 0x{_fn.RequesterId:x4} has no iommu-map/msi-map entry: aborted");
+        return BusStatus.DecodeError;
     }
 }

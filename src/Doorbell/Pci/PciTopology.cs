@@ -41,7 +41,7 @@ public sealed class PciBus
         function.Bus = this;
         function.Device = device;
         function.Function = fn;
-        function.Dma = new PciDmaPort(Host, function);
+        function.Dma = Host.AttachPort(function);
         if (fn != 0 && _slots[device << 3] is { } f0) f0.SetMultiFunction(true);
         if (fn != 0) function.SetMultiFunction(true);
         function.Seal();
@@ -152,8 +152,27 @@ public sealed class PciHost
 
     internal void Report(string rule, string message) => Strict?.Report("pci", rule, message);
 
-    /// <summary>The machine's trace (categories pci_*), when the board gave one.</summary>
-    public Trace? Trace { get; set; }
+    /// <summary>The machine's trace (categories pci_*), when the board gave one; every attached function holds it too.</summary>
+    public Trace? Trace
+    {
+        get => _trace;
+        set
+        {
+            _trace = value;
+            foreach (var p in _ports) p.Function.HostTrace = value;
+        }
+    }
+    Trace? _trace;
+    readonly List<PciDmaPort> _ports = [];
+
+    /// <summary>Gives a newly attached function its bus-master port and the machine's trace.</summary>
+    internal PciDmaPort AttachPort(PciFunction function)
+    {
+        var p = new PciDmaPort(this, function);
+        _ports.Add(p);
+        function.HostTrace = _trace;
+        return p;
+    }
 
     /// <summary>The system bus DMA reaches when there is no IOMMU.</summary>
     public IMemoryPort Upstream { get; }
@@ -172,25 +191,29 @@ public sealed class PciHost
         Iommu = iommu;
         if (iommuMap != null) IommuMap = iommuMap;
         _streamPorts.Clear();
-        RouteGeneration++;
+        InvalidateRoutes();
     }
 
     public void SetMsiMap(IdMap map)
     {
         MsiMap = map ?? throw new ArgumentNullException(nameof(map));
-        RouteGeneration++;
+        InvalidateRoutes();
     }
 
     /// <summary>
-    /// Bumped whenever the IOMMU, an id map or any config space changes (bus numbers, Bus Master Enable); DMA ports
-    /// re-resolve their route and bus-mastering state after it moves, never per transaction.
+    /// Called whenever the IOMMU, an id map or any config space changes (bus numbers, Bus Master Enable): every
+    /// function's bus-master port re-resolves its route and bus-mastering state before its next transaction, never
+    /// per transaction (QEMU toggles a function's bus-master alias region when its command register changes).
     /// </summary>
-    internal int RouteGeneration { get; private set; }
+    void InvalidateRoutes()
+    {
+        foreach (var p in _ports) p.Stale = true;
+    }
 
     internal void ConfigChanged()
     {
         _dirty = true;
-        RouteGeneration++;
+        InvalidateRoutes();
     }
 
     /// <summary>Every attached function, depth-first from the root bus.</summary>
@@ -420,76 +443,5 @@ public sealed class PciHost
         for (var bus = f.Bus; bus?.Parent is { } br; bus = br.Bus)
             if (!br.BusMasterEnabled) return false;
         return true;
-    }
-}
-
-/// <summary>
-/// The port a PCI function masters through. Each transaction carries the DeviceID msi-map gives for the
-/// function's current requester ID and, when the platform has an IOMMU, enters it at the iommu-map StreamID.
-/// A function without bus mastering (its own or a bridge's) gets an Unsupported Request (DecodeError).
-/// </summary>
-public sealed class PciDmaPort : IMemoryPort
-{
-    readonly PciHost _host;
-    readonly PciFunction _fn;
-    // What the function's config space and the bridges above it say, read once per route generation.
-    bool _cachedMaster;
-    bool _cachedOk;
-    IMemoryPort _cachedPort = null!;
-    BusAttributes _cachedAttr;
-    int _cachedGeneration = -1;
-
-    internal PciDmaPort(PciHost host, PciFunction fn) { _host = host; _fn = fn; }
-
-    void Refresh()
-    {
-        _cachedMaster = PciHost.MayMaster(_fn);
-        _cachedOk = _host.TryRoute(_fn.RequesterId, out _cachedPort, out _cachedAttr);
-        _cachedGeneration = _host.RouteGeneration;
-    }
-
-    public BusStatus Read(ulong address, Span<byte> destination, in BusAttributes attributes)
-    {
-        if (_host.Trace is { } t && t.IsOn(TraceCategory.PciDma)) return Traced(t, address, destination, default, false);
-        if (_cachedGeneration != _host.RouteGeneration) Refresh();
-        if (!_cachedMaster) return NotMastering();
-        if (!_cachedOk) return Unmapped();
-        return _cachedPort.Read(address, destination, _cachedAttr);
-    }
-
-    public BusStatus Write(ulong address, ReadOnlySpan<byte> source, in BusAttributes attributes)
-    {
-        if (_host.Trace is { } t && t.IsOn(TraceCategory.PciDma)) return Traced(t, address, default, source, true);
-        if (_cachedGeneration != _host.RouteGeneration) Refresh();
-        if (!_cachedMaster) return NotMastering();
-        if (!_cachedOk) return Unmapped();
-        return _cachedPort.Write(address, source, _cachedAttr);
-    }
-
-    // A traced transaction: one flow from the function through the IOMMU and interrupt controller models.
-    BusStatus Traced(Trace t, ulong address, Span<byte> rd, ReadOnlySpan<byte> wr, bool write)
-    {
-        var src = _fn.ToString();
-        var token = t.BeginFlow(TraceCategory.PciDma, FlowKind.Dma, src, $"RID 0x{_fn.RequesterId:x4} DMA {(write ? "write" : "read")} 0x{address:x} ({(write ? wr.Length : rd.Length)} bytes)");
-        if (_cachedGeneration != _host.RouteGeneration) Refresh();
-        BusStatus s;
-        if (!_cachedMaster) s = NotMastering();
-        else if (!_cachedOk) s = Unmapped();
-        else s = write ? _cachedPort.Write(address, wr, _cachedAttr) : _cachedPort.Read(address, rd, _cachedAttr);
-        if (s != BusStatus.Ok) t.Emit(TraceCategory.PciDma, src, $"DMA {(write ? "write" : "read")} 0x{address:x} completed {s}");
-        t.EndFlow(token);
-        return s;
-    }
-
-    BusStatus NotMastering()
-    {
-        _host.Report("PCIe 4.0 §7.5.1.1.3 (Bus Master Enable gates upstream requests)", $"{_fn} issued DMA/MSI without bus mastering on its path: dropped");
-        return BusStatus.DecodeError;
-    }
-
-    BusStatus Unmapped()
-    {
-        _host.Report("DT pci-iommu.txt / pci-msi.txt (every requester ID needs a map entry)", $"{_fn} RID 0x{_fn.RequesterId:x4} has no iommu-map/msi-map entry: aborted");
-        return BusStatus.DecodeError;
     }
 }

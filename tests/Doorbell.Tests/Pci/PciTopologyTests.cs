@@ -80,6 +80,17 @@ public class PciTopologyTests
         Assert.Equal(BusStatus.Ok, e1.Dma.Write(QemuVirtMap.Ram, [1, 2, 3, 4], BusAttributes.Cpu));
         Assert.Equal(0x0403_0201u, b.R32(QemuVirtMap.Ram));
         Assert.Equal(BusStatus.DecodeError, e0.Dma.Write(QemuVirtMap.Ram, buf, BusAttributes.Cpu)); // dsp0 and e0 have no BME
+        // a route resolved once is re-resolved after any bridge's config changes: BME cleared above, then renumbering
+        b.W16(Cfg(1, 0, 0, 4), 0);
+        Assert.Equal(BusStatus.DecodeError, e1.Dma.Write(QemuVirtMap.Ram, buf, BusAttributes.Cpu));
+        b.W16(Cfg(1, 0, 0, 4), PciCfg.CmdBusMaster);
+        Assert.Equal(BusStatus.Ok, e1.Dma.Write(QemuVirtMap.Ram, buf, BusAttributes.Cpu));
+        b.W32(Cfg(2, 1, 0, 0x18), 0x0005_0502);                 // dsp1's secondary bus becomes 5
+        Assert.Equal((ushort)0x0500, e1.RequesterId);
+        var trace = new Doorbell.Tracing.Trace("t") { Mask = ulong.MaxValue };
+        m.Pci!.Trace = trace;                                       // given after the functions were attached
+        Assert.Equal(BusStatus.Ok, e1.Dma.Write(QemuVirtMap.Ram, buf, BusAttributes.Cpu));
+        Assert.Contains(trace.Events, e => e.Message.Contains("RID 0x0500 DMA write", StringComparison.Ordinal));
     }
 
     [Fact]
