@@ -156,13 +156,14 @@ sealed class E2ERig : IDisposable
         return (c, dev, va, efd);
     }
 
-    /// <summary>SET_IRQS(DATA_EVENTFD | ACTION_TRIGGER) of one eventfd on IRQ index <paramref name="index"/> vector 0.</summary>
-    public void TriggerOnEventFd(int device, uint index, int eventFd)
+    /// <summary>SET_IRQS(DATA_EVENTFD | ACTION_TRIGGER) of one eventfd (-1: none) on IRQ index <paramref name="index"/>, vector <paramref name="start"/>.</summary>
+    public void TriggerOnEventFd(int device, uint index, int eventFd, uint start = 0)
     {
         var set = new byte[24];
         BinaryPrimitives.WriteUInt32LittleEndian(set, 24);
         BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(4), VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger);
         BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(8), index);
+        BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(12), start);
         BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(16), 1);
         BinaryPrimitives.WriteInt32LittleEndian(set.AsSpan(20), eventFd);
         Assert.Equal(0, Proc.Ioctl(device, VfioIoctl.DeviceSetIrqs, set));

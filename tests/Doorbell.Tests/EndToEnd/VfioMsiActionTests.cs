@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using Doorbell.Host.Os;
 using Doorbell.Host.Vfio.Abi;
 
@@ -11,23 +10,6 @@ namespace Doorbell.Tests.EndToEnd;
 /// </summary>
 public class VfioMsiActionTests
 {
-    static void SetTrigger(E2ERig rig, int device, uint vector, int fd)
-    {
-        var set = new byte[24];
-        WriteSet(set, vector, fd);
-        Assert.Equal(0, rig.Proc.Ioctl(device, VfioIoctl.DeviceSetIrqs, set));
-    }
-
-    static void WriteSet(byte[] set, uint vector, int fd)
-    {
-        BinaryPrimitives.WriteUInt32LittleEndian(set, 24);
-        BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(4), VfioIrqSetFlags.DataEventFd | VfioIrqSetFlags.ActionTrigger);
-        BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(8), VfioPciIndex.IrqMsix);
-        BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(12), vector);
-        BinaryPrimitives.WriteUInt32LittleEndian(set.AsSpan(16), 1);
-        BinaryPrimitives.WriteInt32LittleEndian(set.AsSpan(20), fd);
-    }
-
     [Fact]
     public void A_vector_is_requested_with_its_trigger_and_freed_when_the_trigger_is_taken_away()
     {
@@ -46,7 +28,7 @@ public class VfioMsiActionTests
         Assert.True(efd[1].TryRead(out var n));
         Assert.Equal(1UL, n);
 
-        SetTrigger(rig, dev, 1, -1); // free_irq
+        rig.TriggerOnEventFd(dev, VfioPciIndex.IrqMsix, -1, start: 1); // free_irq
         Assert.Null(rig.Kernel.Irqs.NameOf(intid));
         var spurious = Spurious();
         device.SignalMsix(1);
@@ -54,7 +36,7 @@ public class VfioMsiActionTests
         Assert.False(efd[1].TryRead(out _));
 
         using var again = EventFd.Create();
-        SetTrigger(rig, dev, 1, again.Fd); // request_irq with the new trigger
+        rig.TriggerOnEventFd(dev, VfioPciIndex.IrqMsix, again.Fd, start: 1); // request_irq with the new trigger
         Assert.Equal("vfio-msix[1](0000:00:01.0)", rig.Kernel.Irqs.NameOf(intid));
         device.SignalMsix(1);
         Assert.True(again.TryRead(out n));
